@@ -1,0 +1,43 @@
+# Developer and CI entry points. `make test` brings the test services up and down around pytest.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY_DIRS := src tests bench
+SERVICES_ENV := $(or $(CPNET_DEV_DIR),.dev)/services.env
+
+.PHONY: venv demo test bench lint format clean
+
+# Create the venv if missing; (re)install only when pyproject.toml is newer than the stamp.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/cpnet demo
+
+# Services down even when pytest fails or is interrupted; the exit code is pytest's.
+test: venv
+	@trap 'scripts/services.sh down' EXIT; trap 'exit 130' INT TERM; \
+	scripts/services.sh up || exit $$?; \
+	set -a; source $(SERVICES_ENV); set +a; \
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(VENV)/bin/python bench/run.py
+
+lint: venv
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
+
+format: venv
+	$(VENV)/bin/ruff check --fix $(PY_DIRS)
+	$(VENV)/bin/ruff format $(PY_DIRS)
+
+# Keeps the venv (rm -rf .venv to drop it too).
+clean:
+	-scripts/services.sh down
+	rm -rf .dev build dist .pytest_cache .ruff_cache .hypothesis src/*.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

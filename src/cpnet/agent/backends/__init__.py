@@ -1,0 +1,19 @@
+"""Backends the agent can run attempts on, by name (the ``backend`` an agent registers with)."""
+
+from __future__ import annotations
+
+from cpnet.agent.backends.base import Backend, BackendError
+from cpnet.agent.backends.local import LocalBackend
+
+BACKENDS: dict[str, type[Backend]] = {
+    LocalBackend.name: LocalBackend,
+}
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered under `name`; BackendError lists the known ones."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        known = ", ".join(sorted(BACKENDS))
+        raise BackendError(f"unknown backend {name!r}; known: {known}") from None

@@ -1,0 +1,213 @@
+"""The one interface every backend (local now; Slurm, Ray, Kubernetes later) implements.
+
+The agent's loop talks only to this interface, as Parsl's executors talk only to providers. A
+backend reports what it offers (``discover``), what is free now (``live``), and runs attempts
+(``submit`` → handle → ``poll`` / ``cancel`` / ``forget``). The backend's truth wins: ``poll``
+reads the real state of the attempt wherever it runs, never a cached wish.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cpnet.tasks.model import ExecutorLog, OutputFileLog, TaskSpec, Usage
+from cpnet.tasks.states import State
+
+# Attempt ids become directory names, so they must be plain file names.
+ATTEMPT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+POOL_TYPES = ("general", "intelligent", "supercomputing", "edge")
+
+
+class BackendError(Exception):
+    """Raised when a backend cannot do what it was asked (bad handle, unknown backend, I/O)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCapacity:
+    """An amount of each resource a pool has (or has free); memory and disk in GiB."""
+
+    cpu_cores: float = 0.0
+    ram_gb: float = 0.0
+    disk_gb: float = 0.0
+    gpus: int = 0
+
+    def minus(self, other: PoolCapacity) -> PoolCapacity:
+        """This capacity less `other`, floored at zero (a pool never has negative free)."""
+        return PoolCapacity(
+            cpu_cores=max(0.0, self.cpu_cores - other.cpu_cores),
+            ram_gb=max(0.0, self.ram_gb - other.ram_gb),
+            disk_gb=max(0.0, self.disk_gb - other.disk_gb),
+            gpus=max(0, self.gpus - other.gpus),
+        )
+
+    def plus(self, other: PoolCapacity) -> PoolCapacity:
+        """The sum of two capacities."""
+        return PoolCapacity(
+            cpu_cores=self.cpu_cores + other.cpu_cores,
+            ram_gb=self.ram_gb + other.ram_gb,
+            disk_gb=self.disk_gb + other.disk_gb,
+            gpus=self.gpus + other.gpus,
+        )
+
+    def covers(self, demand: PoolCapacity) -> bool:
+        """Whether `demand` fits in this capacity (with slack for float sums)."""
+        eps = 1e-9
+        return (
+            demand.cpu_cores <= self.cpu_cores + eps
+            and demand.ram_gb <= self.ram_gb + eps
+            and demand.disk_gb <= self.disk_gb + eps
+            and demand.gpus <= self.gpus
+        )
+
+    @classmethod
+    def of(cls, spec: TaskSpec) -> PoolCapacity:
+        """What one attempt of `spec` reserves."""
+        r = spec.resources
+        return cls(cpu_cores=r.cpu_cores, ram_gb=r.ram_gb, disk_gb=r.disk_gb, gpus=r.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolDecl:
+    """A pool this backend offers, as the agent registers it with the hub."""
+
+    name: str
+    type: str  # one of POOL_TYPES
+    total: PoolCapacity
+    cpu_model: str
+    gpu_model: str | None
+    gpu_memory_gb: float | None
+    labels: dict[str, str]
+    can_run_images: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in POOL_TYPES:
+            raise ValueError(f"pool type {self.type!r} unknown; use one of {POOL_TYPES}")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLive:
+    """One pool's live state, for a heartbeat."""
+
+    name: str
+    free: PoolCapacity
+    queue_length: int  # attempts accepted but waiting for capacity inside the backend
+    running: int  # attempts holding capacity (staging, running, or finishing)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One attempt to run: what the agent hands a backend."""
+
+    attempt_id: str
+    task_id: str
+    pool_name: str
+    spec: TaskSpec
+    work_dir: Path  # backends that choose their own work dir (local) replace this on submit
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the form a backend journals next to the attempt)."""
+        return {
+            "attempt_id": self.attempt_id,
+            "task_id": self.task_id,
+            "pool_name": self.pool_name,
+            "spec": self.spec.model_dump(mode="json"),
+            "work_dir": str(self.work_dir),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """The Job `to_dict` wrote; raises ValueError (pydantic's) on a malformed spec."""
+        return cls(
+            attempt_id=str(data["attempt_id"]),
+            task_id=str(data["task_id"]),
+            pool_name=str(data["pool_name"]),
+            spec=TaskSpec.model_validate(data["spec"]),
+            work_dir=Path(data["work_dir"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """What `poll` reports about one attempt.
+
+    `state` is QUEUED (accepted, waiting for capacity inside the backend), INITIALIZING (staging
+    inputs), RUNNING, or one of the final states COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED.
+    """
+
+    state: State
+    reason: str | None = None
+    executor_logs: list[ExecutorLog] = field(default_factory=list)
+    outputs: list[OutputFileLog] = field(default_factory=list)
+    usage: Usage | None = None
+    system_logs: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        """True when the attempt is over and nothing about it will change."""
+        return self.state.terminal
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """How the agent configures a backend."""
+
+    work_root: Path  # one sub-directory per attempt lives here
+    pools: list[PoolDecl] | None = None  # declared pools override discovery
+    options: dict[str, str] = field(default_factory=dict)  # backend-specific, documented there
+
+
+class Backend(abc.ABC):
+    """Runs attempts somewhere (this machine, a Slurm cluster, ...) and reports on them.
+
+    Handles returned by `submit` are plain strings the agent journals; a new backend instance
+    (after an agent restart) must accept them. Every method must be safe to call from several
+    threads.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    def work_dir_for(self, attempt_id: str) -> Path:
+        """Where the attempt with this id keeps its files; refuses ids that are not plain names."""
+        if not ATTEMPT_ID_RE.match(attempt_id) or attempt_id in (".", ".."):
+            raise BackendError(f"attempt id {attempt_id!r} is not a plain name ([A-Za-z0-9_.-])")
+        return self.config.work_root / attempt_id
+
+    @abc.abstractmethod
+    def discover(self) -> list[PoolDecl]:
+        """The pools this backend offers: the declared ones, else what it finds."""
+
+    @abc.abstractmethod
+    def live(self) -> list[PoolLive]:
+        """Each pool's free capacity, queue length and running count now."""
+
+    @abc.abstractmethod
+    def submit(self, job: Job) -> str:
+        """Start (or queue) the attempt and return its handle; the same attempt twice → same
+        handle, one run."""
+
+    @abc.abstractmethod
+    def poll(self, handle: str) -> JobStatus:
+        """The attempt's real state now."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: str) -> None:
+        """Ask the attempt to stop; idempotent, and a no-op once it is final."""
+
+    @abc.abstractmethod
+    def logs(self, handle: str) -> list[ExecutorLog]:
+        """The executor logs so far (exit codes, times, output tails)."""
+
+    @abc.abstractmethod
+    def usage(self, handle: str) -> Usage | None:
+        """Resources consumed so far, or None when nothing was measured yet."""
+
+    @abc.abstractmethod
+    def forget(self, handle: str) -> None:
+        """Free local resources of a final attempt whose state the hub acknowledged."""

@@ -1,0 +1,525 @@
+"""The local backend: runs each attempt on this machine as a runner process in its own session.
+
+Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (the handle), so a
+new instance after an agent restart picks up where the old one was: ``job.json`` (what to run),
+``runner.pid`` (who runs it: "pid start_ticks"), ``status.json`` (what the runner last recorded),
+``cancel`` (a cancel was asked for), ``forgotten`` (the hub acknowledged the end).
+
+Options (all strings, in ``BackendConfig.options``):
+
+- ``pool_name``: name of the discovered pool (default ``local``)
+- ``delete_work_dirs``: ``true`` removes a work dir on ``forget`` (default: keep it)
+- ``cancel_grace_s``: seconds from SIGTERM to SIGKILL of a canceled runner's session (default 10)
+- ``executor_grace_s``: seconds the runner gives a canceled executor before SIGKILL (default 5)
+- ``max_stage_gb``: staging limit per direction when a task gives no ``disk_gb`` (default 10 GiB)
+- ``http_timeout_s``: per network operation while staging (default 60)
+- ``file_roots``: ``:``-separated host directories file:// URLs may read or write (default: any;
+  the executors run as the agent's user anyway, so this only matters with sandboxed executors)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cpnet
+from cpnet.agent import hostinfo
+from cpnet.agent.backends.base import (
+    ATTEMPT_ID_RE,
+    Backend,
+    BackendConfig,
+    BackendError,
+    Job,
+    JobStatus,
+    PoolCapacity,
+    PoolDecl,
+    PoolLive,
+)
+from cpnet.agent.runner import (
+    CANCEL_FILE,
+    DEFAULT_GRACE_S,
+    JOB_FILE,
+    RUNNER_LOG,
+    STATUS_FILE,
+    new_record,
+    read_status,
+    tail,
+    write_json_atomic,
+)
+from cpnet.tasks.model import ExecutorLog, OutputFileLog, TaskSpec, Usage
+from cpnet.tasks.states import State
+
+log = logging.getLogger(__name__)
+
+RUNNER_PID = "runner.pid"
+FORGOTTEN = "forgotten"
+GIB = 1024**3
+SPAWN_TIMEOUT_S = 30.0  # an empty runner.pid older than this means the spawner died mid-way
+RUNNER_LOG_TAIL = 2048  # bytes of runner.log quoted when a runner dies
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """What this instance knows about one attempt it runs or queues."""
+
+    work_dir: Path
+    pool: str
+    demand: PoolCapacity
+    started: bool  # a runner was spawned (by this or another instance)
+    final: bool = False
+    popen: subprocess.Popen[bytes] | None = None  # set when this instance spawned it
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class LocalBackend(Backend):
+    """Runs attempts as runner processes on this machine, bounded by each pool's capacity.
+
+    `submit`, `poll`, `cancel`, `live`, `logs`, `usage` and `forget` never block for long: they
+    read small files and may spawn a queued runner (a fork); cancel's SIGKILL escalation happens
+    on a timer thread. `discover` may take up to 10 s the first time (nvidia-smi), then is cached.
+    """
+
+    name: ClassVar[str] = "local"
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        self.work_root = config.work_root.resolve()
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        opts = config.options
+        self.delete_work_dirs = _flag(opts.get("delete_work_dirs"))
+        self.cancel_grace_s = float(opts.get("cancel_grace_s", 10.0))
+        self.executor_grace_s = float(opts.get("executor_grace_s", DEFAULT_GRACE_S))
+        self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
+        self.http_timeout_s = float(opts.get("http_timeout_s", 60.0))
+        roots = opts.get("file_roots")
+        self.file_roots = None if roots is None else [r for r in roots.split(":") if r]
+        self._lock = threading.RLock()
+        self._pools: list[PoolDecl] | None = None
+        self._jobs: dict[str, _Tracked] = {}
+        self._queues: dict[str, deque[str]] = {}
+        self._escalations: dict[str, threading.Timer] = {}
+        self._orphans: list[subprocess.Popen[bytes]] = []  # forgotten runners not yet reaped
+        self._adopt_all()
+
+    # ---- pools ---------------------------------------------------------------------------------
+
+    def discover(self) -> list[PoolDecl]:
+        """The declared pools, else one pool describing this machine (cached after first call)."""
+        with self._lock:
+            if self._pools is None:
+                self._pools = list(self.config.pools or [self._host_pool()])
+            return list(self._pools)
+
+    def _host_pool(self) -> PoolDecl:
+        facts = hostinfo.host_facts(self.work_root)
+        gpu = facts.gpus[0] if facts.gpus else None
+        return PoolDecl(
+            name=self.config.options.get("pool_name", "local"),
+            type="general",
+            total=PoolCapacity(
+                cpu_cores=float(facts.cpu_cores),
+                ram_gb=round(facts.ram_gb, 2),
+                disk_gb=round(facts.disk_gb, 2),
+                gpus=len(facts.gpus),
+            ),
+            cpu_model=facts.cpu_model,
+            gpu_model=gpu.model if gpu else None,
+            gpu_memory_gb=round(gpu.memory_gb, 2) if gpu else None,
+            labels={"hostname": facts.hostname, "arch": facts.arch, "os": "linux"},
+        )
+
+    def _pool(self, name: str) -> PoolDecl | None:
+        return next((p for p in self.discover() if p.name == name), None)
+
+    def live(self) -> list[PoolLive]:
+        """Free capacity = total − demands of unfinished attempts; queued ones are counted."""
+        with self._lock:
+            self._advance(refresh_all=True)
+            result = []
+            for pool in self.discover():
+                mine = [t for t in self._jobs.values() if t.pool == pool.name]
+                holding = [t for t in mine if t.started and not t.final]
+                used = PoolCapacity()
+                for t in holding:
+                    used = used.plus(t.demand)
+                result.append(
+                    PoolLive(
+                        name=pool.name,
+                        free=pool.total.minus(used),
+                        queue_length=len(self._queues.get(pool.name, ())),
+                        running=len(holding),
+                    )
+                )
+            return result
+
+    # ---- attempts ------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> str:
+        """Queue the attempt and start it when its pool has room; return its work dir.
+
+        Problems with the job itself (unknown pool, bigger than the pool) become a final
+        SYSTEM_ERROR that `poll` reports; BackendError only when the work dir cannot be made.
+        """
+        with self._lock:
+            work_dir = self.work_dir_for(job.attempt_id).resolve()
+            handle = str(work_dir)
+            if handle in self._jobs:
+                return handle
+            if (work_dir / JOB_FILE).exists():  # submitted before (this agent before a restart)
+                self._adopt(work_dir)
+                self._advance()
+                return handle
+            job = replace(job, work_dir=work_dir)
+            data: dict[str, Any] = job.to_dict()
+            data["runner"] = self._runner_settings(job.spec)
+            try:
+                work_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(work_dir / JOB_FILE, data)
+            except OSError as exc:
+                raise BackendError(f"cannot create the work dir {work_dir}: {exc}") from exc
+            self._adopt(work_dir)
+            self._advance()
+            return handle
+
+    def _runner_settings(self, spec: TaskSpec) -> dict[str, Any]:
+        disk = spec.resources.disk_gb
+        return {
+            "max_stage_bytes": int(disk * GIB) if disk > 0 else self.max_stage_bytes,
+            "grace_s": self.executor_grace_s,
+            "http_timeout_s": self.http_timeout_s,
+            "file_roots": self.file_roots,
+        }
+
+    def poll(self, handle: str) -> JobStatus:
+        """The attempt's state from its status file and its runner's liveness."""
+        with self._lock:
+            work_dir = self._work_dir_of(handle)
+            t = self._jobs.get(handle) or self._adopt(work_dir)
+            if t is None:
+                return JobStatus(State.SYSTEM_ERROR, f"no attempt at {handle} (work dir gone)")
+            self._refresh(handle, t)
+            self._advance()
+            return self._status(handle, t)
+
+    def logs(self, handle: str) -> list[ExecutorLog]:
+        """Executor logs as the runner last recorded them."""
+        return self.poll(handle).executor_logs
+
+    def usage(self, handle: str) -> Usage | None:
+        """Usage as the runner last recorded it (updated after each step, not continuously)."""
+        return self.poll(handle).usage
+
+    def cancel(self, handle: str) -> None:
+        """SIGTERM the runner's session now; SIGKILL it after `cancel_grace_s` (on a timer)."""
+        with self._lock:
+            work_dir = self._work_dir_of(handle)
+            t = self._jobs.get(handle) or self._adopt(work_dir)
+            if t is None:
+                return
+            self._refresh(handle, t)
+            if t.final:
+                return
+            (work_dir / CANCEL_FILE).touch()
+            if not t.started:
+                with contextlib.suppress(ValueError):
+                    self._queues[t.pool].remove(handle)
+                if self._claim(work_dir):
+                    self._write_final(t, State.CANCELED, "canceled while queued")
+                    return
+                t.started = True  # another instance started it meanwhile: stop that runner
+            pid, ticks = self._runner_pid(work_dir)
+            if pid is None:
+                return  # being spawned: the runner sees the cancel file when it starts
+            if hostinfo.alive(pid, ticks):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+            if handle not in self._escalations:
+                args = (pid, ticks, self.cancel_grace_s)
+                timer = threading.Timer(self.cancel_grace_s, _escalate, args)
+                timer.daemon = True
+                timer.start()
+                self._escalations[handle] = timer
+
+    def forget(self, handle: str) -> None:
+        """Drop a final attempt; delete its work dir only when `delete_work_dirs` is set."""
+        with self._lock:
+            work_dir = self._work_dir_of(handle)
+            t = self._jobs.get(handle) or self._adopt(work_dir)
+            if t is None:
+                return
+            self._refresh(handle, t)
+            if not t.final:
+                raise BackendError(f"attempt {work_dir.name} is not final; cancel it first")
+            self._jobs.pop(handle, None)
+            timer = self._escalations.pop(handle, None)
+            if timer is not None:
+                timer.cancel()
+            if t.popen is not None and t.popen.poll() is None:
+                self._orphans.append(t.popen)  # it wrote its final state and is exiting
+            if self.delete_work_dirs:
+                shutil.rmtree(work_dir)
+            else:
+                (work_dir / FORGOTTEN).touch()
+
+    # ---- internals (all under self._lock) ------------------------------------------------------
+
+    def _work_dir_of(self, handle: str) -> Path:
+        path = Path(handle)
+        if path.parent != self.work_root or not ATTEMPT_ID_RE.match(path.name):
+            raise BackendError(f"{handle!r} is not a handle of this backend ({self.work_root})")
+        return path
+
+    def _adopt_all(self) -> None:
+        """Track every unfinished attempt in work_root (after a restart), oldest first."""
+        found = []
+        for entry in os.scandir(self.work_root):
+            path = Path(entry.path)
+            if entry.is_dir() and not (path / FORGOTTEN).exists() and (path / JOB_FILE).exists():
+                found.append(((path / JOB_FILE).stat().st_mtime, path))
+        for _mtime, path in sorted(found):
+            record = read_status(path)
+            if record is None or not State(record["state"]).terminal:
+                self._adopt(path)
+
+    def _adopt(self, work_dir: Path) -> _Tracked | None:
+        """Start tracking an attempt from its files; None when there is no such attempt."""
+        handle = str(work_dir)
+        try:
+            job = Job.from_dict(_read_json(work_dir / JOB_FILE))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:
+            t = _Tracked(work_dir, "", PoolCapacity(), started=True)
+            self._jobs[handle] = t
+            if not _final_on_disk(work_dir):
+                self._write_final(t, State.SYSTEM_ERROR, f"unreadable {JOB_FILE}: {exc}")
+            t.final = True
+            return t
+        t = _Tracked(work_dir, job.pool_name, PoolCapacity.of(job.spec), started=False)
+        self._jobs[handle] = t
+        if _final_on_disk(work_dir):
+            t.started = t.final = True
+            return t
+        if (work_dir / RUNNER_PID).exists():
+            t.started = True
+            return t
+        pool = self._pool(job.pool_name)
+        if pool is None:
+            names = ", ".join(p.name for p in self.discover())
+            why = f"pool {job.pool_name!r} is not offered here (pools: {names})"
+            self._claim(work_dir)
+            self._write_final(t, State.SYSTEM_ERROR, why)
+        elif not pool.total.covers(t.demand):
+            why = f"needs {_show(t.demand)}, more than pool {pool.name!r} has: {_show(pool.total)}"
+            self._claim(work_dir)
+            self._write_final(t, State.SYSTEM_ERROR, why)
+        else:
+            self._queues.setdefault(job.pool_name, deque()).append(handle)
+        return t
+
+    def _refresh(self, handle: str, t: _Tracked) -> None:
+        """Mark the attempt final when its runner recorded a final state or is gone."""
+        if t.final or not t.started:
+            return
+        if t.popen is not None:
+            t.popen.poll()  # reap our child so that it does not linger as a zombie
+        if _final_on_disk(t.work_dir):
+            t.final = True
+            return
+        pid, ticks = self._runner_pid(t.work_dir)
+        if pid is None:
+            age = time.time() - _mtime(t.work_dir / RUNNER_PID)
+            if age < SPAWN_TIMEOUT_S:
+                return  # being spawned right now
+        elif hostinfo.alive(pid, ticks):
+            return
+        if _final_on_disk(t.work_dir):  # it finished between our two looks
+            t.final = True
+            return
+        if pid is not None:
+            _kill_session(pid)  # its executors must not keep running unaccounted
+        if (t.work_dir / CANCEL_FILE).exists():
+            self._write_final(t, State.CANCELED, "canceled (the runner was stopped)")
+            return
+        why = "runner died" if pid is not None else "runner never started"
+        log.warning("attempt %s: %s before recording a final state", t.work_dir.name, why)
+        self._write_final(t, State.SYSTEM_ERROR, f"{why}; see {RUNNER_LOG}")
+
+    def _advance(self, refresh_all: bool = False) -> None:
+        """Reap, notice finished runners, and start queued attempts that now fit (FIFO)."""
+        self._orphans = [p for p in self._orphans if p.poll() is None]
+        if not refresh_all and not any(self._queues.values()):
+            return
+        for handle, t in list(self._jobs.items()):
+            self._refresh(handle, t)
+        for pool_name, queue in self._queues.items():
+            pool = self._pool(pool_name)
+            if pool is None:
+                continue
+            used = PoolCapacity()
+            for t in self._jobs.values():
+                if t.pool == pool_name and t.started and not t.final:
+                    used = used.plus(t.demand)
+            while queue:
+                t = self._jobs.get(queue[0])
+                if t is None or t.final or t.started:
+                    queue.popleft()
+                    continue
+                if not pool.total.minus(used).covers(t.demand):
+                    break  # strict FIFO: a big attempt is not starved by small ones behind it
+                queue.popleft()
+                self._start(t)
+                if not t.final:
+                    used = used.plus(t.demand)
+
+    def _claim(self, work_dir: Path) -> bool:
+        """Create runner.pid exclusively: only the one instance that does may start the runner."""
+        try:
+            fd = os.open(work_dir / RUNNER_PID, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        return True
+
+    def _start(self, t: _Tracked) -> None:
+        """Spawn the runner in a new session and record "pid start_ticks" in runner.pid."""
+        if not self._claim(t.work_dir):
+            t.started = True  # another instance beat us to it
+            return
+        t.started = True
+        if (t.work_dir / CANCEL_FILE).exists():
+            self._write_final(t, State.CANCELED, "canceled while queued")
+            return
+        env = dict(os.environ)
+        # The runner imports this very package, wherever it was loaded from.
+        src_root = str(Path(cpnet.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
+        argv = [sys.executable, "-m", "cpnet.agent.runner", str(t.work_dir)]
+        try:
+            with (t.work_dir / RUNNER_LOG).open("ab") as out:
+                t.popen = subprocess.Popen(
+                    argv,
+                    cwd=t.work_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # survives an agent restart; one kill stops it all
+                    close_fds=True,
+                )
+        except OSError as exc:
+            self._write_final(t, State.SYSTEM_ERROR, f"cannot start the runner: {exc}")
+            return
+        st = hostinfo.proc_stat(t.popen.pid)
+        ticks = st.start_ticks if st is not None else 0
+        write_json_atomic_text(t.work_dir / RUNNER_PID, f"{t.popen.pid} {ticks}\n")
+
+    def _runner_pid(self, work_dir: Path) -> tuple[int | None, int | None]:
+        """(pid, start_ticks) from runner.pid; (None, None) while it is empty or absent."""
+        try:
+            fields = (work_dir / RUNNER_PID).read_text().split()
+        except FileNotFoundError:
+            return None, None
+        if len(fields) != 2 or not all(f.isdigit() for f in fields):
+            return None, None
+        pid, ticks = int(fields[0]), int(fields[1])
+        return pid, (ticks or None)
+
+    def _write_final(self, t: _Tracked, state: State, reason: str) -> None:
+        """Record a final state the runner could not (it never ran, or it died)."""
+        record = read_status(t.work_dir) or new_record(state)
+        record["state"] = state.value
+        record["reason"] = reason
+        if state is State.SYSTEM_ERROR:
+            text = tail(t.work_dir / RUNNER_LOG, RUNNER_LOG_TAIL).strip()
+            if text:
+                record.setdefault("system_logs", []).append(f"{RUNNER_LOG}: {text}")
+        write_json_atomic(t.work_dir / STATUS_FILE, record)
+        t.final = True
+
+    def _status(self, handle: str, t: _Tracked) -> JobStatus:
+        if not t.started:
+            queue = self._queues.get(t.pool, deque())
+            ahead = queue.index(handle) if handle in queue else 0
+            return JobStatus(
+                State.QUEUED, f"waiting for capacity on pool {t.pool!r} ({ahead} ahead)"
+            )
+        record = read_status(t.work_dir)
+        if record is None:
+            return JobStatus(State.INITIALIZING, "runner starting")
+        return status_from_record(record)
+
+
+def status_from_record(record: dict[str, Any]) -> JobStatus:
+    """The JobStatus a runner's status.json describes."""
+    usage = record.get("usage")
+    return JobStatus(
+        state=State(record["state"]),
+        reason=record.get("reason"),
+        executor_logs=[ExecutorLog.model_validate(x) for x in record.get("executor_logs", [])],
+        outputs=[OutputFileLog.model_validate(x) for x in record.get("outputs", [])],
+        usage=Usage.model_validate(usage) if usage else None,
+        system_logs=list(record.get("system_logs", [])),
+    )
+
+
+def write_json_atomic_text(path: Path, text: str) -> None:
+    """Replace a small text file atomically (tmp + fsync + rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _final_on_disk(work_dir: Path) -> bool:
+    record = read_status(work_dir)
+    return record is not None and State(record["state"]).terminal
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _escalate(pid: int, ticks: int | None, grace_s: float) -> None:
+    """SIGKILL whatever is left of a canceled runner's session (runs on a timer thread)."""
+    if not hostinfo.alive(pid, ticks) and not hostinfo.session_members(pid):
+        return
+    log.warning(
+        "runner %d still running %.1f s after SIGTERM: SIGKILL to its session", pid, grace_s
+    )
+    _kill_session(pid)
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process in the session a runner leads (the runner and its executors)."""
+    for pid in hostinfo.session_members(sid):
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+            os.kill(pid, signal.SIGKILL)
+
+
+def _show(c: PoolCapacity) -> str:
+    return f"{c.cpu_cores:g} cores, {c.ram_gb:g} GiB RAM, {c.disk_gb:g} GiB disk, {c.gpus} GPUs"

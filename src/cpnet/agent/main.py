@@ -1,0 +1,346 @@
+"""The agent process: join the hub, heartbeat, receive attempts, run them, report back.
+
+Threads: one long-polls the hub for assignments and cancels (no busy polling of the hub), one
+sends heartbeats, and the main loop polls the backend for the truth about every attempt it holds
+and reports changes in batches. Every accepted attempt is journaled before it is acknowledged,
+so after a restart the agent re-attaches to what it was running (or reports what happened).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+import httpx
+
+from cpnet import __version__
+from cpnet.agent.backends import get_backend
+from cpnet.agent.backends.base import Backend, BackendConfig, Job, JobStatus, PoolCapacity, PoolDecl
+from cpnet.agent.journal import Entry, Journal
+from cpnet.agent.settings import AgentSettings
+from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
+from cpnet.tasks.model import Assignment, AttemptUpdate
+from cpnet.tasks.states import State
+
+log = logging.getLogger("cpnet.agent")
+
+POLL_S = 0.1  # how often the backend's truth is read for held attempts
+MAX_BATCH = 500
+
+
+class AgentError(Exception):
+    """A problem that stops the agent, with what to do about it."""
+
+
+def to_decl(p: PoolDescriptor) -> PoolDecl:
+    hw = p.hardware
+    acc = hw.accelerators[0] if hw.accelerators else None
+    return PoolDecl(
+        name=p.name,
+        type=p.type.value,
+        total=PoolCapacity(hw.cpu_cores, hw.memory_gb, hw.disk_gb, hw.gpus),
+        cpu_model=hw.cpu_model,
+        gpu_model=acc.model if acc else None,
+        gpu_memory_gb=acc.memory_gb if acc else None,
+        labels=dict(p.labels),
+        can_run_images=p.can_run_images,
+    )
+
+
+def to_descriptor(d: PoolDecl) -> PoolDescriptor:
+    acc = []
+    if d.total.gpus and d.gpu_model:
+        acc = [Accelerator(model=d.gpu_model, count=d.total.gpus, memory_gb=d.gpu_memory_gb or 0)]
+    return PoolDescriptor(
+        name=d.name,
+        type=PoolType(d.type),
+        hardware=Hardware(
+            cpu_model=d.cpu_model,
+            cpu_cores=d.total.cpu_cores,
+            memory_gb=d.total.ram_gb,
+            disk_gb=d.total.disk_gb,
+            accelerators=acc,
+        ),
+        labels=d.labels,
+        can_run_images=d.can_run_images,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Agent:
+    """One agent serving one site."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.http = httpx.Client(
+            base_url=settings.hub_url.rstrip("/"),
+            headers={"authorization": f"Bearer {settings.token}"},
+            timeout=httpx.Timeout(30.0, read=90.0),
+        )
+        work = settings.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        decls = [to_decl(p) for p in settings.pools] or None
+        self.backend: Backend = get_backend(settings.backend)(
+            BackendConfig(work_root=work / "attempts", pools=decls, options=dict(settings.options))
+        )
+        self.journal = Journal(work / "journal")
+        self.entries: dict[str, Entry] = {}
+        self.lock = threading.Lock()
+        self.pending: deque[AttemptUpdate] = deque()
+        self.last_state: dict[str, State] = {}
+        self.stop = threading.Event()
+        self.site_id = ""
+        self.prices = {p.name: p.price for p in settings.pools}
+
+    # ---- talking to the hub ----
+
+    def _call(self, method: str, url: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
+        """One request, retried with backoff while the hub is unreachable (it may restart)."""
+        delay = 0.2
+        while not self.stop.is_set():
+            try:
+                r = self.http.request(method, url, **kw)
+            except httpx.TransportError as exc:
+                log.warning(
+                    "hub unreachable (%s); retrying in %.1fs", exc.__class__.__name__, delay
+                )
+            else:
+                if r.status_code < 500:
+                    if r.status_code in (401, 403):
+                        raise AgentError(f"the hub refused this agent's token: {r.text}")
+                    if r.status_code >= 400:
+                        raise AgentError(f"{method} {url} → {r.status_code}: {r.text}")
+                    return r
+                log.warning("hub answered %s; retrying in %.1fs", r.status_code, delay)
+            self.stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+        raise AgentError("stopping")
+
+    def join(self) -> dict:
+        """Find our site from the token, register our pools, re-attach journaled attempts."""
+        who = self._call("GET", "/v1/whoami").json()
+        if who.get("role") != "agent" or not who.get("site_id"):
+            raise AgentError(
+                "this token is not a site token: create one with "
+                "`cpnet admin site token SITE_ID` and pass it with --token"
+            )
+        self.site_id = who["site_id"]
+        pools = [to_descriptor(d) for d in self.backend.discover()]
+        for p in pools:
+            if p.name in self.prices:
+                p.price = self.prices[p.name]
+        body = {
+            "endpoint": self.settings.endpoint,
+            "agent_version": __version__,
+            "backend": self.settings.backend,
+            "heartbeat_interval_s": self.settings.heartbeat_interval_s,
+            "pools": [p.model_dump(mode="json") for p in pools],
+        }
+        res = self._call("POST", f"/v1/sites/{self.site_id}/register", json=body).json()
+        for e in self.journal.load():
+            if e.done:
+                self.journal.remove(e.attempt_id)
+                continue
+            self.entries[e.attempt_id] = e
+            if e.reported:
+                self.last_state[e.attempt_id] = State(e.reported)
+            if e.handle is None:
+                self._start(e)
+        if self.entries:
+            log.info("re-attached %d attempts after restart", len(self.entries))
+        return res
+
+    # ---- assignments ----
+
+    def _accept(self, a: Assignment) -> None:
+        with self.lock:
+            if a.attempt_id in self.entries:
+                return
+            job = Job(a.attempt_id, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
+            e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict())
+            self.journal.save(e)  # before the hub hears of it: a restart will find it
+            self.entries[a.attempt_id] = e
+        self._start(e)
+
+    def _start(self, e: Entry) -> None:
+        try:
+            handle = self.backend.submit(Job.from_dict(e.job))
+        except Exception as exc:  # the backend refused: that is this attempt's system error
+            log.exception("submit of %s failed", e.attempt_id)
+            self._queue(e, JobStatus(State.SYSTEM_ERROR, f"backend refused the job: {exc}"))
+            return
+        e.handle = handle
+        self.journal.save(e)
+        self._queue(e, JobStatus(State.INITIALIZING, None))
+
+    def _cancel(self, attempt_id: str) -> None:
+        e = self.entries.get(attempt_id)
+        if e is not None and e.handle:
+            self.backend.cancel(e.handle)
+
+    def assignment_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                r = self._call("GET", f"/v1/sites/{self.site_id}/assignments", params={"wait": 25})
+            except AgentError as exc:
+                if not self.stop.is_set():
+                    log.error("%s", exc)
+                    self.stop.wait(2)
+                continue
+            data = r.json()
+            for raw in data.get("assignments", []):
+                self._accept(Assignment.model_validate(raw))
+            for aid in data.get("cancel", []):
+                self._cancel(aid)
+            if not data.get("assignments") and not data.get("cancel"):
+                continue
+            # Cancels stay listed until the attempt ends; do not spin on them.
+            if data.get("cancel") and not data.get("assignments"):
+                self.stop.wait(0.5)
+
+    # ---- heartbeats ----
+
+    def heartbeat_once(self) -> None:
+        live = self.backend.live()
+        with self.lock:
+            running = [aid for aid, e in self.entries.items() if not e.done]
+        body = {
+            "pools": [
+                {
+                    "name": p.name,
+                    "free": {
+                        "cpu_cores": max(0.0, p.free.cpu_cores),
+                        "ram_gb": max(0.0, p.free.ram_gb),
+                        "disk_gb": max(0.0, p.free.disk_gb),
+                        "gpus": max(0, p.free.gpus),
+                    },
+                    "queue_length": p.queue_length,
+                    "running": p.running,
+                }
+                for p in live
+            ],
+            "running_attempts": running,
+        }
+        reply = self._call("POST", f"/v1/sites/{self.site_id}/heartbeat", json=body).json()
+        for aid in reply.get("cancel", []):
+            self._cancel(aid)
+        for aid in reply.get("unknown", []):
+            # The hub gave this attempt up (e.g. we were offline too long): stop it here.
+            log.warning("hub no longer expects %s here; stopping it", aid)
+            self._cancel(aid)
+            e = self.entries.get(aid)
+            if e is not None:
+                e.done = True
+                self.journal.save(e)
+
+    def heartbeat_loop(self) -> None:
+        while not self.stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                self.heartbeat_once()
+            except AgentError as exc:
+                if not self.stop.is_set():
+                    log.error("heartbeat: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    # ---- the truth from the backend, reported ----
+
+    def _queue(self, e: Entry, st: JobStatus) -> None:
+        with self.lock:
+            prev = self.last_state.get(e.attempt_id)
+            if prev == st.state:
+                return
+            self.last_state[e.attempt_id] = st.state
+            self.pending.append(
+                AttemptUpdate(
+                    attempt_id=e.attempt_id,
+                    state=st.state,
+                    at=_now(),
+                    reason=st.reason,
+                    executor_logs=st.executor_logs or None,
+                    usage=st.usage,
+                    outputs=st.outputs or None,
+                    system_logs=st.system_logs or None,
+                )
+            )
+
+    def poll_once(self) -> None:
+        with self.lock:
+            held = [e for e in self.entries.values() if e.handle and not e.done]
+        for e in held:
+            st = self.backend.poll(e.handle)  # type: ignore[arg-type]
+            if st.state is State.QUEUED:  # waiting inside the backend: already INITIALIZING to us
+                continue
+            self._queue(e, st)
+
+    def flush(self) -> None:
+        """Send pending updates in order; keep them if the hub cannot take them now."""
+        while self.pending and not self.stop.is_set():
+            with self.lock:
+                batch = [self.pending.popleft() for _ in range(min(MAX_BATCH, len(self.pending)))]
+            body = {"updates": [u.model_dump(mode="json", exclude_none=True) for u in batch]}
+            try:
+                r = self._call("POST", f"/v1/sites/{self.site_id}/updates", json=body)
+            except AgentError:
+                with self.lock:
+                    self.pending.extendleft(reversed(batch))
+                raise
+            for u, res in zip(batch, r.json()["results"], strict=True):
+                e = self.entries.get(u.attempt_id)
+                if e is None:
+                    continue
+                if res.get("cancel"):
+                    self._cancel(u.attempt_id)
+                e.reported = u.state.value
+                if u.state.terminal:
+                    e.done = True
+                    if e.handle:
+                        self.backend.forget(e.handle)
+                    self.journal.remove(e.attempt_id)
+                    with self.lock:
+                        self.entries.pop(e.attempt_id, None)
+                        self.last_state.pop(e.attempt_id, None)
+
+    def run(self) -> None:
+        res = self.join()
+        log.info("site %s joined with pools %s", self.site_id, res.get("pools"))
+        self.heartbeat_once()
+        threads = [
+            threading.Thread(target=self.assignment_loop, name="assignments", daemon=True),
+            threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        while not self.stop.is_set():
+            try:
+                self.poll_once()
+                self.flush()
+            except AgentError as exc:
+                if not self.stop.is_set():
+                    log.error("%s", exc)
+            except Exception:
+                log.exception("agent loop error")
+            self.stop.wait(POLL_S)
+        self.http.close()
+
+
+def run_agent(settings: AgentSettings) -> None:
+    """Run an agent until SIGINT/SIGTERM. Running attempts keep running and are re-attached."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    agent = Agent(settings)
+
+    def _stop(*_: object) -> None:
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.run()

@@ -1,0 +1,443 @@
+"""The per-attempt runner: ``python -m cpnet.agent.runner WORK_DIR``.
+
+One runner process runs one attempt, in its own session, so that it outlives an agent restart and
+a cancel can stop everything it started. It reads ``WORK_DIR/job.json``, stages inputs into
+``WORK_DIR/files/``, runs the executors in order (argv lists, never a shell), stages outputs, and
+after every step rewrites ``WORK_DIR/status.json`` atomically, so a reader always sees one
+consistent state. SIGTERM cancels: the running executor's process group gets SIGTERM, then
+SIGKILL after a grace period, and the attempt ends CANCELED.
+
+The file names and the status record defined here are the contract with the local backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from cpnet.agent import hostinfo
+from cpnet.agent.staging import StagingError, stage_in, stage_out, task_path
+from cpnet.tasks.model import MAX_TAIL_CHARS, Executor, ExecutorLog, TaskSpec, Usage
+from cpnet.tasks.states import State
+
+JOB_FILE = "job.json"
+STATUS_FILE = "status.json"
+CANCEL_FILE = "cancel"  # present once a cancel was asked for, even before the runner started
+RUNNER_LOG = "runner.log"  # the runner's own stdout/stderr (crash tracebacks land here)
+
+TAIL_BYTES = MAX_TAIL_CHARS  # 16 KiB of each stream's end goes into the executor log
+DEFAULT_GRACE_S = 5.0  # between SIGTERM and SIGKILL for a canceled executor
+DEFAULT_MAX_STAGE_BYTES = 10 * 1024**3  # per direction, when the task gives no disk size
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_SYSTEM_LOGS = 64  # the hub accepts at most this many lines, each up to 4096 chars
+MAX_LOG_CHARS = 4096
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+class Canceled(BaseException):
+    """Raised from the SIGTERM handler to abandon staging.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (in httpx,
+    in shutil) can swallow it.
+    """
+
+
+# ---- the status record -------------------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON so a reader sees the old or the new file, never a mix (tmp, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def read_status(work_dir: Path) -> dict[str, Any] | None:
+    """The attempt's status record, or None when the runner has not written one yet."""
+    try:
+        text = (work_dir / STATUS_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    return json.loads(text)
+
+
+def new_record(state: State, reason: str | None = None, pid: int | None = None) -> dict[str, Any]:
+    """A status record with nothing measured yet."""
+    return {
+        "state": state.value,
+        "reason": reason,
+        "pid": pid,
+        "executor_logs": [],
+        "outputs": [],
+        "usage": None,
+        "system_logs": [],
+        "bytes_in": 0,
+        "bytes_out": 0,
+    }
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LOG_CHARS else text[: MAX_LOG_CHARS - 1] + "…"
+
+
+def tail(path: Path, limit: int = TAIL_BYTES) -> str:
+    """The last `limit` bytes of a file as text ('' when it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---- the runner ------------------------------------------------------------------------------
+
+
+class Runner:
+    """One attempt's run, recorded step by step in status.json."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.files = work_dir / "files"
+        self.logs_dir = work_dir / "logs"
+        self.tmp_dir = work_dir / "tmp"
+        self.record = new_record(State.INITIALIZING, "staging inputs", os.getpid())
+        self.t0 = time.monotonic()
+        self.cpu_s = 0.0
+        self.peak_rss_mb = 0.0
+        self.staging = False  # while True, SIGTERM raises Canceled to abandon the transfer
+        self.cancel_requested = False
+        self.executor_pgid: int | None = None
+        self.grace_s = DEFAULT_GRACE_S
+        # The timer thread only signals; every field here is touched by the main thread alone
+        # (the SIGTERM handler runs there too), so no lock is needed — and a lock taken in a
+        # signal handler could deadlock against the code it interrupted.
+        self.kill_timer: threading.Timer | None = None
+
+    # -- recording --
+
+    def log(self, line: str) -> None:
+        """Add a line to the attempt's system log (kept to what the hub accepts)."""
+        logs = self.record["system_logs"]
+        if len(logs) < MAX_SYSTEM_LOGS:
+            logs.append(_clip(line))
+
+    def save(self) -> None:
+        self.record["usage"] = Usage(
+            wall_s=time.monotonic() - self.t0,
+            cpu_s=self.cpu_s,
+            peak_rss_mb=self.peak_rss_mb,
+            bytes_in=self.record["bytes_in"],
+            bytes_out=self.record["bytes_out"],
+        ).model_dump(mode="json")
+        write_json_atomic(self.work_dir / STATUS_FILE, self.record)
+
+    def finish(self, state: State, reason: str | None) -> None:
+        self.record["state"] = state.value
+        self.record["reason"] = reason
+        self.save()
+
+    # -- signals --
+
+    def on_sigterm(self, signum: int, _frame: object) -> None:
+        """Cancel: abandon staging at once, or stop the running executor's process group."""
+        self.cancel_requested = True
+        if self.staging:
+            self.staging = False  # a second SIGTERM must not raise inside the first's cleanup
+            raise Canceled
+        self.stop_executor()
+
+    def stop_executor(self) -> None:
+        """SIGTERM the executor's process group now, SIGKILL it after the grace period."""
+        pgid = self.executor_pgid
+        if pgid is None or self.kill_timer is not None:
+            return
+        _killpg(pgid, signal.SIGTERM)
+        self.kill_timer = threading.Timer(self.grace_s, _killpg, (pgid, signal.SIGKILL))
+        self.kill_timer.daemon = True
+        self.kill_timer.start()
+
+    def cancel_marked(self) -> bool:
+        return self.cancel_requested or (self.work_dir / CANCEL_FILE).exists()
+
+    # -- the attempt --
+
+    def run(self) -> None:
+        """Run the attempt to a final state; every outcome is recorded, none raised."""
+        self.save()
+        try:
+            self.attempt()
+        except Canceled:
+            self.finish(State.CANCELED, "canceled while staging")
+        except Exception as exc:
+            for line in traceback.format_exc().splitlines()[-20:]:
+                self.log(line)
+            self.finish(State.SYSTEM_ERROR, f"runner crashed: {type(exc).__name__}: {exc}")
+            raise
+
+    def attempt(self) -> None:
+        try:
+            data = json.loads((self.work_dir / JOB_FILE).read_text(encoding="utf-8"))
+            spec = TaskSpec.model_validate(data["spec"])
+        except (OSError, ValueError, KeyError) as exc:
+            self.finish(State.SYSTEM_ERROR, f"cannot read {JOB_FILE}: {exc}")
+            return
+        settings = data.get("runner") or {}
+        self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
+        max_bytes = int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES))
+        timeout_s = float(settings.get("http_timeout_s", 60.0))
+        roots = settings.get("file_roots")
+        file_roots = None if roots is None else [Path(r) for r in roots]
+        ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
+        self.become_subreaper()
+
+        for d in (self.files, self.logs_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.cancel_marked():
+            self.finish(State.CANCELED, "canceled before start")
+            return
+
+        started = time.monotonic()
+        try:
+            self.staging = True
+            bytes_in = stage_in(
+                spec.inputs, self.files, max_bytes=max_bytes, timeout_s=timeout_s,
+                file_roots=file_roots,
+            )  # fmt: skip
+            self.staging = False
+        except StagingError as exc:
+            self.staging = False
+            self.finish(State.SYSTEM_ERROR, f"stage-in failed: {exc}")
+            return
+        self.record["bytes_in"] = bytes_in
+        self.log(
+            f"staged {len(spec.inputs)} inputs, {bytes_in} bytes, "
+            f"in {time.monotonic() - started:.2f} s"
+        )
+        self.record["state"] = State.RUNNING.value
+        self.record["reason"] = None
+        self.save()
+
+        for i, ex in enumerate(spec.executors):
+            if self.cancel_marked():
+                self.finish(State.CANCELED, f"canceled before executor {i}")
+                return
+            self.record["executor_logs"].append(
+                ExecutorLog(start_time=now()).model_dump(mode="json")
+            )
+            self.save()
+            log, problem = self.execute(i, ex, ids)
+            self.record["executor_logs"][i] = log.model_dump(mode="json")
+            if self.cancel_requested:
+                self.finish(State.CANCELED, f"canceled while executor {i} was running")
+                return
+            if log.exit_code != 0 and not ex.ignore_error:
+                self.finish(State.EXECUTOR_ERROR, problem)
+                return
+            if log.exit_code != 0:
+                self.log(f"{problem} (ignored: ignore_error)")
+            self.save()
+
+        started = time.monotonic()
+        try:
+            self.staging = True
+            outputs, bytes_out = stage_out(
+                spec.outputs, self.files, max_bytes=max_bytes, timeout_s=timeout_s,
+                file_roots=file_roots,
+            )  # fmt: skip
+            self.staging = False
+        except StagingError as exc:
+            self.staging = False
+            self.finish(State.SYSTEM_ERROR, f"stage-out failed: {exc}")
+            return
+        self.record["outputs"] = [o.model_dump(mode="json") for o in outputs]
+        self.record["bytes_out"] = bytes_out
+        self.log(
+            f"staged {len(outputs)} outputs, {bytes_out} bytes, "
+            f"in {time.monotonic() - started:.2f} s"
+        )
+        self.finish(State.COMPLETE, None)
+
+    def become_subreaper(self) -> None:
+        """Adopt orphaned descendants, so that ones which left the executor's process group are
+        still ours to kill and reap (instead of init's, which may never reap them)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            self.log(f"cannot become a child subreaper: errno {ctypes.get_errno()}")
+
+    def executor_env(self, ex: Executor, ids: dict[str, str]) -> dict[str, str]:
+        """A minimal environment: nothing of the agent's leaks into the task."""
+        env = {
+            "PATH": os.environ.get("PATH", DEFAULT_PATH),
+            "HOME": str(self.work_dir),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TMPDIR": str(self.tmp_dir),
+            "CPNET_TASK_ID": ids["task_id"],
+            "CPNET_ATTEMPT_ID": ids["attempt_id"],
+            "CPNET_WORK_DIR": str(self.work_dir),
+        }
+        env.update(ex.env)
+        return env
+
+    def execute(self, i: int, ex: Executor, ids: dict[str, str]) -> tuple[ExecutorLog, str]:
+        """Run executor `i` to its end; return its log and a sentence on how it ended."""
+        start = now()
+        out_path = self.logs_dir / f"{i}.stdout"
+        err_path = self.logs_dir / f"{i}.stderr"
+        streams: list[IO[bytes]] = []
+        try:
+            cwd = task_path(self.files, ex.workdir) if ex.workdir else self.files.resolve()
+            cwd.mkdir(parents=True, exist_ok=True)
+            if ex.stdout:
+                out_path = task_path(self.files, ex.stdout)
+            if ex.stderr:
+                err_path = task_path(self.files, ex.stderr)
+            stdin: IO[bytes] | int = subprocess.DEVNULL
+            if ex.stdin:
+                stdin = task_path(self.files, ex.stdin).open("rb")
+                streams.append(stdin)
+            for p in (out_path, err_path):
+                p.parent.mkdir(parents=True, exist_ok=True)
+            stdout = out_path.open("wb")
+            streams.append(stdout)
+            stderr = stdout if err_path == out_path else err_path.open("wb")
+            streams.append(stderr)
+        except (StagingError, OSError) as exc:
+            for s in streams:
+                s.close()
+            msg = f"cpnet: executor {i} not started: {exc}"
+            log = ExecutorLog(start_time=start, end_time=now(), exit_code=1, stderr=msg)
+            return log, f"executor {i} could not start: {exc}"
+
+        t_start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                ex.command,
+                cwd=cwd,
+                env=self.executor_env(ex, ids),
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                process_group=0,  # its own group: cancel kills it and everything it forks
+                close_fds=True,
+            )
+        except (FileNotFoundError, PermissionError, OSError) as exc:
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            what = "not found" if code == 127 else f"not executable ({exc.strerror})"
+            msg = f"cpnet: command {ex.command[0]!r} {what}"
+            stderr.write(msg.encode() + b"\n")
+            log = ExecutorLog(start_time=start, end_time=now(), exit_code=code, stderr=msg)
+            return log, f"executor {i}: command {ex.command[0]!r} {what} (exit code {code})"
+        finally:
+            for s in streams:
+                s.close()
+
+        self.executor_pgid = proc.pid
+        if self.cancel_requested:
+            self.stop_executor()  # the SIGTERM came while we were starting it
+        _pid, status, ru = os.wait4(proc.pid, 0)  # PEP 475: retried after signal handlers
+        proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits on it again
+        wall = time.monotonic() - t_start
+        self.executor_pgid = None
+        if self.kill_timer is not None:
+            self.kill_timer.cancel()
+            self.kill_timer = None
+        # Nothing an executor started may outlive it and hold the pool's capacity.
+        _killpg(proc.pid, signal.SIGKILL)
+        self.reap_leftovers()
+
+        self.cpu_s += ru.ru_utime + ru.ru_stime
+        self.peak_rss_mb = max(self.peak_rss_mb, ru.ru_maxrss / 1024)  # Linux: KiB
+        code = proc.returncode
+        if code < 0:  # killed by a signal: report it the way shells do
+            sig = signal.Signals(-code).name
+            code = 128 - proc.returncode
+            how = f"killed by {sig} (exit code {code})"
+        else:
+            how = f"exit code {code}"
+        log = ExecutorLog(
+            start_time=start,
+            end_time=now(),
+            exit_code=code,
+            stdout=tail(out_path),
+            stderr=tail(err_path),
+        )
+        self.log(f"executor {i}: {how} after {wall:.2f} s")
+        return log, f"executor {i} ({ex.command[0]}) failed: {how}"
+
+    def reap_leftovers(self) -> None:
+        """Kill and reap every remaining descendant (ours as subreaper), within a bound."""
+        deadline = time.monotonic() + 5.0
+        me = os.getpid()
+        while True:
+            _reap_zombies()
+            kids = hostinfo.children(me)
+            if not kids or time.monotonic() > deadline:
+                if kids:
+                    self.log(f"could not reap leftover processes {kids}")
+                return
+            for pid in kids:
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is already gone: nothing to stop
+        os.killpg(pgid, sig)
+
+
+def _reap_zombies() -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no children at all
+            return
+        if pid == 0:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; the exit code is 0 whenever a final state was recorded."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cpnet.agent.runner WORK_DIR", file=sys.stderr)
+        return 2
+    runner = Runner(Path(args[0]).resolve())
+    signal.signal(signal.SIGTERM, runner.on_sigterm)
+    signal.signal(signal.SIGINT, runner.on_sigterm)
+    try:
+        runner.run()
+    except Exception:
+        # Already recorded as SYSTEM_ERROR; the traceback also goes to runner.log.
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

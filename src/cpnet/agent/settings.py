@@ -1,0 +1,122 @@
+"""What an agent process needs to know, and how its TOML config file maps onto it.
+
+An agent config file looks like this (every key optional; command-line flags win)::
+
+    hub = "https://hub.example.org:8470"
+    token = "cpn_..."              # the site token from `cpnet admin site token`
+    backend = "local"
+    work_dir = "/var/lib/cpnet-agent"
+    heartbeat_interval_s = 5.0
+    endpoint = "https://gpu.example.org"
+
+    [options]                      # backend-specific settings, strings only
+    partition = "gpu"
+
+    [[pool]]                       # same field names as cpnet.registry.model.PoolDescriptor
+    name = "h100"
+    type = "intelligent"
+    labels = { interconnect = "nvlink" }
+    price = { currency = "CNY", cpu_core_hour = 0.1, gpu_hour = 12.0 }
+    hardware = { cpu_cores = 96, memory_gb = 1024, accelerators = [{ model = "H100", count = 8 }] }
+
+With no ``[[pool]]`` tables and no pool flags the backend discovers the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cpnet.config import default_data_dir
+from cpnet.registry.model import HEARTBEAT_INTERVAL_S, PoolDescriptor
+
+FILE_KEYS = frozenset(
+    {"hub", "hub_url", "token", "backend", "work_dir", "heartbeat_interval_s", "endpoint"}
+    | {"options", "pool"}
+)
+
+
+def default_work_dir() -> Path:
+    """Where an agent stages task files unless told otherwise."""
+    return default_data_dir() / "agent"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentSettings:
+    """Everything an agent process needs: where the hub is, who it is, what it offers."""
+
+    hub_url: str
+    token: str  # a site-bound agent token
+    backend: str = "local"
+    work_dir: Path = field(default_factory=default_work_dir)
+    pools: list[PoolDescriptor] = field(default_factory=list)  # empty: the backend discovers
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    endpoint: str = ""  # how users can reach the site, shown in resolution records
+    options: dict[str, str] = field(default_factory=dict)  # backend-specific settings
+
+    def __repr__(self) -> str:
+        # The token is a credential: keep it out of logs and tracebacks.
+        return (
+            f"AgentSettings(hub_url={self.hub_url!r}, backend={self.backend!r}, "
+            f"work_dir={str(self.work_dir)!r}, pools={[p.name for p in self.pools]!r}, "
+            f"heartbeat_interval_s={self.heartbeat_interval_s!r})"
+        )
+
+
+class AgentConfigError(ValueError):
+    """An agent config file (or pool flags) that cannot be used, with what to fix."""
+
+
+def read_agent_file(path: Path) -> dict[str, Any]:
+    """Read an agent TOML config file into the keyword arguments of AgentSettings.
+
+    Returns only the keys the file sets, so flags can be laid on top; ``pool`` tables become
+    PoolDescriptor objects under ``pools``.
+    """
+    try:
+        with Path(path).open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as err:
+        raise AgentConfigError(f"cannot read agent config {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise AgentConfigError(f"agent config {path} is not valid TOML: {err}") from None
+    unknown = sorted(set(data) - FILE_KEYS)
+    if unknown:
+        raise AgentConfigError(
+            f"agent config {path}: unknown key {unknown[0]!r}; known keys: {sorted(FILE_KEYS)}"
+        )
+    out: dict[str, Any] = {}
+    if data.get("hub_url") or data.get("hub"):
+        out["hub_url"] = str(data.get("hub_url") or data["hub"])
+    for key in ("token", "backend", "endpoint"):
+        if key in data:
+            out[key] = str(data[key])
+    if "work_dir" in data:
+        out["work_dir"] = Path(str(data["work_dir"])).expanduser()
+    if "heartbeat_interval_s" in data:
+        out["heartbeat_interval_s"] = float(data["heartbeat_interval_s"])
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise AgentConfigError(f"agent config {path}: [options] must be a table")
+    out["options"] = {str(k): str(v) for k, v in options.items()}
+    tables = data.get("pool", [])
+    if not isinstance(tables, list):
+        raise AgentConfigError(f"agent config {path}: pools are [[pool]] tables")
+    out["pools"] = [
+        pool_from_table(t, where=f"{path} [[pool]] #{i + 1}") for i, t in enumerate(tables)
+    ]
+    return out
+
+
+def pool_from_table(table: Any, *, where: str = "pool") -> PoolDescriptor:
+    """A PoolDescriptor from a TOML table or dict, with a one-line error saying what is wrong."""
+    try:
+        return PoolDescriptor.model_validate(table)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise AgentConfigError(f"{where}: {loc}: {first['msg']}") from None

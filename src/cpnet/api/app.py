@@ -1,0 +1,64 @@
+"""The hub's FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cpnet import __version__
+from cpnet.api import errors
+from cpnet.api.limits import BodyLimit
+from cpnet.api.routers import accounts, agents, ident, pools, tasks
+from cpnet.config import HubSettings
+from cpnet.hub.service import Hub
+
+DESCRIPTION = """
+cpnet hub: compute identifiers and resolution, the live registry of providers, sites and pools,
+tasks and their scheduler. Authenticate with `Authorization: Bearer <token>`.
+Every error has the shape `{"error": {"code", "message", "field"?}}`.
+"""
+
+
+def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
+    """Build the app; the hub (store, keys, loops) starts with the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        h = hub or Hub(settings)
+        app.state.hub = h
+        app.state.token_cache = {}
+        await h.start()
+        try:
+            yield
+        finally:
+            await h.stop()
+
+    app = FastAPI(
+        title="cpnet hub",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for r in (ident.router, accounts.router, pools.router, tasks.router, agents.router):
+        app.include_router(r)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def serve(settings: HubSettings) -> None:
+    """Run a hub in this process until interrupted (what `cpnet hub` does)."""
+    import uvicorn
+
+    # Fail before binding the port if the store was never initialised.
+    Hub(settings).store.close()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=75,
+    )

@@ -1,0 +1,51 @@
+"""Request dependencies: the hub object and the authenticated caller."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Request
+
+from cpnet.auth.model import Principal, Role
+from cpnet.errors import Forbidden, Unauthorized
+from cpnet.hub.service import Hub
+from cpnet.store import accounts
+
+_CACHE_S = 5.0  # a revoked token stops working within this many seconds on every replica
+
+
+def hub(request: Request) -> Hub:
+    return request.app.state.hub
+
+
+def caller(request: Request) -> Principal:
+    """The principal behind the bearer token (401 if missing, unknown or revoked)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "missing bearer token: pass --token, set CPNET_TOKEN, or run `cpnet login`"
+        )
+    h: Hub = request.app.state.hub
+    cache: dict[str, tuple[float, Principal | None]] = request.app.state.token_cache
+    now = time.monotonic()
+    hit = cache.get(token)
+    if hit is not None and hit[0] > now:
+        who = hit[1]
+    else:
+        with h.store.tx() as s:
+            who = accounts.principal_for(s, token.strip())
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[token] = (now + _CACHE_S, who)
+    if who is None:
+        raise Unauthorized("unknown or revoked token: ask your admin for a new one")
+    return who
+
+
+def require(who: Principal, *roles: Role) -> None:
+    """Refuse the call unless the caller has one of `roles` (admins always pass)."""
+    if who.role is Role.ADMIN or who.role in roles:
+        return
+    names = ", ".join(r.value for r in roles) or "admin"
+    raise Forbidden(f"this needs the role {names}; your token has {who.role.value}")

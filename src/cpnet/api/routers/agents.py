@@ -1,0 +1,154 @@
+"""What agents call: register, heartbeat, receive assignments (long poll), report updates.
+
+Every route is under `/v1/sites/{site_id}/...` and an agent token works for its own site only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from cpnet.api.deps import caller, hub
+from cpnet.auth.model import Principal, Role
+from cpnet.errors import Forbidden
+from cpnet.hub.service import Hub
+from cpnet.registry.model import Heartbeat, RegisterResult, Registration
+from cpnet.store import registry
+from cpnet.store import tasks as store
+from cpnet.tasks.model import Assignment, AttemptUpdate, TaskSpec
+
+router = APIRouter(prefix="/v1/sites/{site_id}", tags=["agents"])
+
+REDELIVER_AFTER_S = 15.0  # an assignment not acknowledged by then is handed out again
+MAX_WAIT_S = 60.0
+
+
+def agent_for(site_id: str, who: Principal) -> str:
+    """Only the site's own agent may speak for it."""
+    if who.role is not Role.AGENT or who.site_id != site_id.lower():
+        raise Forbidden(f"this token may not act for site {site_id}", field="site_id")
+    return who.site_id
+
+
+@router.post("/register", response_model=RegisterResult)
+def register(
+    site_id: str, body: Registration, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> RegisterResult:
+    """Declare the site's pools on agent start (idempotent: same names keep their ids)."""
+    sid = agent_for(site_id, who)
+    with h.store.tx() as s:
+        res = registry.register(s, sid, body, time.time())
+    h.resolver._cache.clear()
+    h.wake_scheduler()
+    return res
+
+
+class HeartbeatReply(BaseModel):
+    cancel: list[str] = Field(default_factory=list)  # attempts to stop
+    unknown: list[str] = Field(default_factory=list)  # attempts the hub does not expect here
+
+
+@router.post("/heartbeat", response_model=HeartbeatReply)
+def heartbeat(
+    site_id: str, body: Heartbeat, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> HeartbeatReply:
+    sid = agent_for(site_id, who)
+    with h.store.tx() as s:
+        back = registry.heartbeat(s, sid, body, time.time())
+        reply = HeartbeatReply(
+            cancel=store.cancels(s, sid),
+            unknown=store.unknown_running(s, sid, body.running_attempts),
+        )
+    h.wake_scheduler()
+    if back:
+        h.resolver._cache.clear()
+    return reply
+
+
+class Assignments(BaseModel):
+    assignments: list[Assignment]
+    cancel: list[str]
+
+
+def _fetch(h: Hub, site_id: str) -> Assignments:
+    with h.store.tx() as s:
+        rows = store.assignments(s, site_id, time.time(), REDELIVER_AFTER_S)
+        out = []
+        for a in rows:
+            task = store.get_attempt_task(s, a)
+            pool = registry.get_pool(s, a.pool_id)
+            out.append(
+                Assignment(
+                    attempt_id=a.id,
+                    task_id=a.task_id,
+                    attempt=a.n,
+                    pool_id=a.pool_id,
+                    pool_name=pool.name,
+                    spec=TaskSpec.model_validate(task.spec),
+                )
+            )
+        return Assignments(assignments=out, cancel=store.cancels(s, site_id))
+
+
+@router.get("/assignments", response_model=Assignments)
+async def assignments(
+    site_id: str,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 25.0,
+    who: Principal = Depends(caller),
+    h: Hub = Depends(hub),
+) -> Assignments:
+    """New attempts for this site and attempts to cancel; waits up to `wait` s for either."""
+    sid = agent_for(site_id, who)
+    assert h.notifier is not None
+    event = h.notifier.site_event(sid)
+    deadline = time.monotonic() + wait
+    while True:
+        event.clear()  # before reading, so a placement committed after the read wakes us
+        got = await to_thread.run_sync(_fetch, h, sid)
+        left = deadline - time.monotonic()
+        if got.assignments or got.cancel or left <= 0:
+            return got
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), left)
+
+
+class Updates(BaseModel):
+    updates: list[AttemptUpdate] = Field(max_length=1000)
+
+
+class UpdateOutcome(BaseModel):
+    attempt_id: str
+    status: str
+    reason: str | None = None
+    cancel: bool = False
+
+
+class UpdateReply(BaseModel):
+    results: list[UpdateOutcome]
+
+
+@router.post("/updates", response_model=UpdateReply)
+def updates(
+    site_id: str, body: Updates, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> UpdateReply:
+    """Apply attempt reports in order, in one transaction; repeats are harmless."""
+    sid = agent_for(site_id, who)
+    now = time.time()
+    with h.store.tx() as s:
+        results = [store.apply_update(s, sid, u, now) for u in body.updates]
+    if any(r.released or r.requeued for r in results):
+        h.wake_scheduler()
+    return UpdateReply(
+        results=[
+            UpdateOutcome(
+                attempt_id=r.attempt_id, status=r.status, reason=r.reason, cancel=r.cancel
+            )
+            for r in results
+        ]
+    )

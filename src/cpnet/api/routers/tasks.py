@@ -1,0 +1,132 @@
+"""Tasks: create, list, read, cancel, logs, events, and the scheduler's explanation."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from cpnet.api.deps import caller, hub, require
+from cpnet.api.routers.pools import parse_pairs
+from cpnet.auth.model import Principal, Role
+from cpnet.hub.scheduling import explain as explain_task
+from cpnet.hub.service import Hub
+from cpnet.store import tasks as store
+from cpnet.tasks.model import TaskPage, TaskSpec, TaskView
+from cpnet.tasks.states import State
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+@router.post("", response_model=TaskView, status_code=201, response_model_exclude_none=True)
+def create_task(
+    spec: TaskSpec, response: Response, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> TaskView:
+    """Submit a task. A repeated `idempotency_key` returns the original task with 200."""
+    require(who, Role.USER, Role.PROVIDER_ADMIN)
+    with h.store.tx() as s:
+        task, created = store.create_task(s, who, spec, time.time())
+        view = store.task_view(s, task)
+    if created:
+        h.wake_scheduler()
+    else:
+        response.status_code = 200
+    return view
+
+
+@router.get("", response_model=TaskPage, response_model_exclude_none=True)
+def list_tasks(
+    state: Annotated[list[State], Query(max_length=16)] = [],  # noqa: B006
+    name_prefix: Annotated[str | None, Query(max_length=256)] = None,
+    tag: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    who: Principal = Depends(caller),
+    h: Hub = Depends(hub),
+) -> TaskPage:
+    """Your organisation's tasks, newest first, `limit` per page (follow `next_cursor`)."""
+    f = store.TaskFilter(
+        states=tuple(x.value for x in state), name_prefix=name_prefix, tags=parse_pairs(tag, "tag")
+    )
+    with h.store.tx() as s:
+        rows, nxt = store.list_tasks(s, who, f, limit, cursor)
+        return TaskPage(tasks=store.task_views(s, rows), next_cursor=nxt)
+
+
+@router.get("/{task_id}", response_model=TaskView, response_model_exclude_none=True)
+def get_task(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> TaskView:
+    with h.store.tx() as s:
+        return store.task_view(s, store.get_task(s, who, task_id))
+
+
+@router.post("/{task_id}/cancel", response_model=TaskView, response_model_exclude_none=True)
+def cancel_task(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> TaskView:
+    """Cancel: a queued task ends CANCELED at once; a running one goes CANCELING until its agent
+    stops it. Cancelling a finished task changes nothing."""
+    with h.store.tx() as s:
+        task = store.get_task(s, who, task_id)
+        sites = store.cancel_task(s, task, time.time())
+        view = store.task_view(s, task)
+    h.wake_sites(sites)
+    h.wake_scheduler()
+    return view
+
+
+@router.get("/{task_id}/logs")
+def task_logs(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
+    """Executor logs (exit codes, times, stdout/stderr tails) of every attempt."""
+    with h.store.tx() as s:
+        task = store.get_task(s, who, task_id)
+        attempts = [store.attempt_view(a) for a in store.attempts_of(s, task.id)]
+    return {
+        "task_id": task_id,
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "attempt_id": a.attempt_id,
+                "pool_id": a.pool_id,
+                "state": a.state,
+                "executor_logs": [x.model_dump(mode="json") for x in a.executor_logs],
+                "system_logs": a.system_logs,
+            }
+            for a in attempts
+        ],
+    }
+
+
+@router.get("/{task_id}/events")
+def task_events(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
+    """Every state change of the task with its time and reason, oldest first."""
+    with h.store.tx() as s:
+        task = store.get_task(s, who, task_id)
+        return {"events": [e.model_dump(mode="json") for e in store.events_of(s, task.id)]}
+
+
+@router.get("/{task_id}/explain")
+def explain(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
+    """How the scheduler ranks every pool for this task right now, and why others are out."""
+    with h.store.tx() as s:
+        task = store.get_task(s, who, task_id)
+        d = explain_task(s, task)
+        return {
+            "task_id": task.id,
+            "state": task.state,
+            "chosen_pool": task.pool_id,
+            "placements": [
+                {
+                    "pool_id": p.pool_id,
+                    "rank": p.rank,
+                    "score": round(p.score, 6),
+                    "expected_start_s": p.expected_start_s,
+                    "hourly_price": p.hourly_price,
+                    "estimated_cost": p.estimated_cost,
+                    "fits_now": p.fits_now,
+                    "reasons": list(p.reasons),
+                }
+                for p in d.placements
+            ],
+            "rejections": [
+                {"pool_id": r.pool_id, "reasons": list(r.reasons)} for r in d.rejections
+            ],
+        }

@@ -1,0 +1,1 @@
+"""Tenants, roles and API tokens."""

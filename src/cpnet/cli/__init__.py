@@ -1,0 +1,1 @@
+"""The `cpnet` command line: a thin shell over the SDK (`cpnet.client.Client`)."""

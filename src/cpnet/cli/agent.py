@@ -1,0 +1,212 @@
+"""`cpnet agent`: run a site's agent next to its scheduler, from flags and/or a TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cpnet.agent.settings import AgentConfigError, AgentSettings, pool_from_table, read_agent_file
+from cpnet.cli.config import state
+from cpnet.cli.output import errors, fail, split_pairs
+from cpnet.client import normalise_url, read_config
+from cpnet.registry.model import PoolDescriptor
+
+POOL_PANEL = "Pool (declare one pool instead of discovering this machine)"
+
+
+def pool_from_flags(
+    *,
+    name: str | None,
+    pool_type: str | None,
+    cpus: float | None,
+    memory_gb: float | None,
+    gpus: int | None,
+    gpu_model: str | None,
+    gpu_memory_gb: float | None,
+    price_cpu: float | None,
+    price_gpu: float | None,
+    price_ram: float | None,
+    currency: str | None,
+    labels: dict[str, str],
+) -> PoolDescriptor | None:
+    """The pool the flags declare, or None when no pool flag was given."""
+    given = [name, pool_type, cpus, memory_gb, gpus, gpu_model, price_cpu, price_gpu, price_ram]
+    if all(v is None for v in given) and not labels:
+        return None
+    if cpus is None or memory_gb is None:
+        raise AgentConfigError(
+            "a pool declared with flags needs --cpus and --memory-gb "
+            "(or give no pool flags and let the backend discover this machine)"
+        )
+    hardware: dict[str, Any] = {"cpu_cores": cpus, "memory_gb": memory_gb}
+    if gpus:
+        accelerator: dict[str, Any] = {"model": gpu_model or "unknown", "count": gpus}
+        if gpu_memory_gb is not None:
+            accelerator["memory_gb"] = gpu_memory_gb
+        hardware["accelerators"] = [accelerator]
+    elif gpu_model:
+        raise AgentConfigError("--gpu-model needs --gpus N")
+    price: dict[str, Any] = {}
+    for key, value in (
+        ("cpu_core_hour", price_cpu),
+        ("gpu_hour", price_gpu),
+        ("ram_gb_hour", price_ram),
+        ("currency", currency),
+    ):
+        if value is not None:
+            price[key] = value
+    table: dict[str, Any] = {
+        "name": name or "default",
+        "hardware": hardware,
+        "labels": labels,
+        "price": price,
+    }
+    if pool_type:
+        table["type"] = pool_type
+    return pool_from_table(table, where="pool flags")
+
+
+def agent(
+    ctx: typer.Context,
+    hub_url: Annotated[
+        str | None,
+        typer.Option("--hub", metavar="URL", help="Hub URL (default: CPNET_HUB, config file)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", metavar="SITE_TOKEN", help="The site's agent token (default: CPNET_TOKEN)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE.toml", help="Agent config file; flags win."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Backend that runs tasks (default: local).")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", metavar="DIR", help="Where tasks run.")
+    ] = None,
+    heartbeat: Annotated[
+        float | None,
+        typer.Option("--heartbeat", metavar="S", min=0.1, help="Heartbeat interval in seconds."),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", metavar="URL", help="Public address of the site, if any."),
+    ] = None,
+    options: Annotated[
+        list[str] | None,
+        typer.Option("--option", metavar="K=V", help="Backend setting (repeatable)."),
+    ] = None,
+    pool_name: Annotated[
+        str | None, typer.Option("--pool-name", rich_help_panel=POOL_PANEL, help="Pool name.")
+    ] = None,
+    pool_type: Annotated[
+        str | None,
+        typer.Option(
+            "--pool-type",
+            metavar="TYPE",
+            rich_help_panel=POOL_PANEL,
+            help="general | intelligent | supercomputing | edge.",
+        ),
+    ] = None,
+    cpus: Annotated[
+        float | None, typer.Option("--cpus", metavar="N", rich_help_panel=POOL_PANEL)
+    ] = None,
+    memory_gb: Annotated[
+        float | None, typer.Option("--memory-gb", metavar="G", rich_help_panel=POOL_PANEL)
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", metavar="N", min=0, rich_help_panel=POOL_PANEL)
+    ] = None,
+    gpu_model: Annotated[
+        str | None, typer.Option("--gpu-model", metavar="M", rich_help_panel=POOL_PANEL)
+    ] = None,
+    gpu_memory_gb: Annotated[
+        float | None, typer.Option("--gpu-memory-gb", metavar="G", rich_help_panel=POOL_PANEL)
+    ] = None,
+    price_cpu: Annotated[
+        float | None,
+        typer.Option("--price-cpu", metavar="X", rich_help_panel=POOL_PANEL, help="Per core-hour."),
+    ] = None,
+    price_gpu: Annotated[
+        float | None,
+        typer.Option("--price-gpu", metavar="Y", rich_help_panel=POOL_PANEL, help="Per GPU-hour."),
+    ] = None,
+    price_ram: Annotated[
+        float | None,
+        typer.Option("--price-ram", metavar="Z", rich_help_panel=POOL_PANEL, help="Per GB-hour."),
+    ] = None,
+    currency: Annotated[
+        str | None,
+        typer.Option("--currency", metavar="CUR", rich_help_panel=POOL_PANEL, help="e.g. CNY."),
+    ] = None,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="K=V", rich_help_panel=POOL_PANEL, help="Repeatable."),
+    ] = None,
+) -> None:
+    """Run a site's agent: register its pools with the hub, heartbeat, and run assigned tasks.
+
+    Pools come from `[[pool]]` tables in `--config`, plus one pool from the pool flags; with
+    neither, the backend discovers this machine. Runs until interrupted.
+
+    **Example:** `cpnet agent --hub http://hub:8470 --token cpn_… --pool-name cpu --cpus 16
+    --memory-gb 64 --price-cpu 0.05 --label rack=a1`
+    """
+    from_file = read_agent_file(config) if config else {}
+    flag_pool = pool_from_flags(
+        name=pool_name,
+        pool_type=pool_type,
+        cpus=cpus,
+        memory_gb=memory_gb,
+        gpus=gpus,
+        gpu_model=gpu_model,
+        gpu_memory_gb=gpu_memory_gb,
+        price_cpu=price_cpu,
+        price_gpu=price_gpu,
+        price_ram=price_ram,
+        currency=currency,
+        labels=split_pairs(labels, "--label"),
+    )
+    pools = list(from_file.get("pools", []))
+    if flag_pool is not None:
+        pools.append(flag_pool)
+    root = state(ctx)
+    # The user's saved login is never used as an agent credential; only its hub URL is.
+    url = hub_url or root.hub or from_file.get("hub_url") or read_config().get("hub")
+    secret = token or root.token or from_file.get("token")
+    if not url:
+        fail("no hub URL", 'pass --hub URL, set CPNET_HUB, or put hub = "…" in --config')
+    if not secret:
+        fail(
+            "no agent token",
+            "pass --token SITE_TOKEN (from `cpnet admin site token SITE_ID`) or set CPNET_TOKEN",
+        )
+    values: dict[str, Any] = {
+        "hub_url": normalise_url(str(url)),
+        "token": secret,
+        "pools": pools,
+        "options": {**from_file.get("options", {}), **split_pairs(options, "--option")},
+    }
+    for key, value in (
+        ("backend", backend or from_file.get("backend")),
+        ("work_dir", work_dir or from_file.get("work_dir")),
+        ("heartbeat_interval_s", heartbeat or from_file.get("heartbeat_interval_s")),
+        ("endpoint", endpoint or from_file.get("endpoint")),
+    ):
+        if value is not None:
+            values[key] = value
+    settings = AgentSettings(**values)
+    from cpnet.agent.main import run_agent
+
+    described = ", ".join(p.name for p in pools) or "discovered by the backend"
+    errors.print(
+        f"cpnet agent → {settings.hub_url} (backend {settings.backend}; pools: {described})",
+        style="dim",
+    )
+    run_agent(settings)

@@ -1,0 +1,129 @@
+"""The `cpnet` command: the root Typer app, its global options, and where each command lives."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from cpnet import __version__
+from cpnet.agent.settings import AgentConfigError
+from cpnet.cli import admin, agent, hub, ident, login, pools, submit, tasks
+from cpnet.cli.config import CliState
+from cpnet.cli.output import fail, print_json
+from cpnet.client import CpnetError
+
+
+class CliGroup(TyperGroup):
+    """The root group: turns every SDK error into one red line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CpnetError as err:
+            fail(err.message, err.hint)
+        except AgentConfigError as err:
+            fail(str(err), "fix the agent config or flags and start the agent again")
+
+
+app = typer.Typer(
+    name="cpnet",
+    cls=CliGroup,
+    help="cpnet: one network of many compute providers. Submit tasks, discover pools, run a hub.",
+    epilog="Example: `cpnet --hub http://127.0.0.1:8470 pools --type intelligent`",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,  # locals would include tokens
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    hub_url: Annotated[
+        str | None,
+        typer.Option(
+            "--hub",
+            envvar="CPNET_HUB",
+            metavar="URL",
+            help="Hub URL (default: CPNET_HUB, then the config file, then http://127.0.0.1:8470).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="CPNET_TOKEN",
+            metavar="TOKEN",
+            help="API token (default: CPNET_TOKEN, then the config file).",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """cpnet: one network of many compute providers.
+
+    The hub URL and token come from `--hub` / `--token`, then `CPNET_HUB` / `CPNET_TOKEN`, then
+    `~/.config/cpnet/config.toml` (written by `cpnet login`; path overridable by `CPNET_CONFIG`).
+
+    **Example:** `cpnet --hub http://127.0.0.1:8470 pools --type intelligent`
+    """
+    s = ctx.ensure_object(CliState)
+    s.hub = hub_url or s.hub
+    s.token = token or s.token
+
+
+@app.command()
+def version(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the version of this cpnet.
+
+    **Example:** `cpnet version --json`
+    """
+    if json_out:
+        print_json({"version": __version__})
+    else:
+        typer.echo(f"cpnet {__version__}")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        str | None,
+        typer.Option("--data-dir", metavar="DIR", help="Where the demo hub keeps its data."),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the hub and agents running at the end.")
+    ] = False,
+    n_tasks: Annotated[
+        int, typer.Option("--tasks", min=1, max=10_000, help="How many tasks to submit.")
+    ] = 12,
+) -> None:
+    """Run the whole network on this machine: a hub, several local sites, a mixed workload.
+
+    **Example:** `cpnet demo --tasks 20 --keep`
+    """
+    from pathlib import Path
+
+    from cpnet.demo import run_demo
+
+    code = run_demo(Path(data_dir) if data_dir else None, keep, n_tasks)
+    raise typer.Exit(code)
+
+
+app.add_typer(hub.app, name="hub")
+app.command("agent")(agent.agent)
+app.command("login")(login.login)
+app.command("whoami")(login.whoami)
+app.command("submit")(submit.submit)
+app.command("tasks")(tasks.list_tasks)
+app.command("status")(tasks.status)
+app.command("logs")(tasks.logs)
+app.command("cancel")(tasks.cancel)
+app.command("explain")(tasks.explain)
+app.command("pools")(pools.pools)
+app.command("resolve")(ident.resolve)
+app.add_typer(admin.app, name="admin")

@@ -1,0 +1,111 @@
+"""`cpnet pools`: discover live pools across every provider joined to the hub."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from cpnet.cli.config import connect
+from cpnet.cli.output import console, errors, number, print_json, split_pairs, table
+from cpnet.registry.model import PoolRecord, PoolType
+
+
+def hardware_summary(pool: PoolRecord) -> str:
+    """``64c 256G 8×H100`` for a table cell."""
+    hw = pool.hardware
+    text = f"{number(hw.cpu_cores)}c {number(hw.memory_gb, 0)}G"
+    for acc in hw.accelerators:
+        text += f" {acc.count}×{acc.model}"
+    return text
+
+
+def free_summary(pool: PoolRecord) -> str:
+    """Free over total cores (and GPUs, where there are any), one per line."""
+    lines = [f"{number(pool.free.cpu_cores)}/{number(pool.total.cpu_cores)} cores"]
+    if pool.total.gpus:
+        lines.append(f"{pool.free.gpus}/{pool.total.gpus} GPUs")
+    return "\n".join(lines)
+
+
+def price_summary(pool: PoolRecord) -> str:
+    """The pool's prices per resource-hour, e.g. ``CNY 0.05/core 12/GPU``."""
+    p = pool.price
+    parts = [
+        f"{number(value, 4)}/{unit}"
+        for value, unit in ((p.cpu_core_hour, "core"), (p.gpu_hour, "GPU"), (p.ram_gb_hour, "GB"))
+        if value
+    ]
+    return f"{p.currency} {' '.join(parts)}" if parts else "free"
+
+
+def pools(
+    ctx: typer.Context,
+    pool_type: Annotated[
+        PoolType | None,
+        typer.Option("--type", "-t", case_sensitive=False, help="Only pools of this type."),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", "-r", help="Region code prefix, e.g. 44 or 4403.")
+    ] = None,
+    accelerator: Annotated[
+        str | None, typer.Option("--accelerator", metavar="A", help="Accelerator model contains.")
+    ] = None,
+    min_gpus: Annotated[
+        int | None, typer.Option("--min-gpus", metavar="N", min=0, help="At least N free GPUs.")
+    ] = None,
+    min_cores: Annotated[
+        float | None, typer.Option("--min-cores", metavar="N", min=0, help="At least N free cores.")
+    ] = None,
+    min_memory_gb: Annotated[
+        float | None,
+        typer.Option("--min-memory-gb", metavar="G", min=0, help="At least G GB free memory."),
+    ] = None,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="K=V", help="Only pools with this label (repeatable)."),
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Include offline pools.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Find pools by type, region, accelerator, free capacity and labels.
+
+    Capacity filters apply to *free* capacity; only online pools are shown unless `--all`.
+
+    **Example:** `cpnet pools --type intelligent --region 44 --accelerator h100 --min-gpus 4`
+    """
+    with connect(ctx) as hub:
+        found = hub.pools(
+            type=pool_type.value if pool_type else None,
+            region=region,
+            accelerator=accelerator,
+            min_gpus=min_gpus,
+            min_cores=min_cores,
+            min_memory_gb=min_memory_gb,
+            labels=split_pairs(labels, "--label"),
+            online="any" if everything else True,
+        )
+    if json_out:
+        print_json({"pools": found})
+        return
+    grid = table(
+        None, ["id", "type", "region", "hardware", "free/total", "queue", "price/h", "online"]
+    )
+    for pool in found:
+        grid.add_row(
+            pool.id,
+            pool.type.value,
+            f"{pool.region.code} {pool.region.name}".strip(),
+            hardware_summary(pool),
+            free_summary(pool),
+            f"{pool.queue_length} ({pool.running} running)",
+            price_summary(pool),
+            Text("yes", style="green") if pool.online else Text("no", style="red"),
+        )
+    console.print(grid)
+    if not found:
+        hint = "" if everything else " (add --all to include offline pools)"
+        errors.print(f"no pools match{hint}", style="dim")

@@ -1,0 +1,257 @@
+"""`cpnet submit`: a task from a JSON/TOML spec file, or from a command line and a few flags."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from cpnet.cli.config import connect
+from cpnet.cli.output import errors, fail, print_json, split_pairs, state_text
+from cpnet.tasks.model import TaskSpec, TaskView
+from cpnet.tasks.states import State
+
+SPEC_SUFFIXES = (".json", ".toml")
+RESOURCES = "Resources and placement"
+
+
+def is_spec_file(args: list[str]) -> bool:
+    """Whether the positional arguments name a spec file rather than a command to run.
+
+    One argument that is ``-`` or ends in .json/.toml is a spec file; anything else is a command
+    (run a script literally called ``x.json`` with ``-- sh x.json``).
+    """
+    return len(args) == 1 and (args[0] == "-" or args[0].lower().endswith(SPEC_SUFFIXES))
+
+
+def read_spec_file(source: str) -> dict[str, Any]:
+    """A task spec as a dict from a JSON or TOML file, or JSON on stdin for ``-``."""
+    try:
+        if source == "-":
+            data = json.loads(sys.stdin.read())
+        elif source.lower().endswith(".toml"):
+            data = tomllib.loads(Path(source).read_text())
+        else:
+            data = json.loads(Path(source).read_text())
+    except FileNotFoundError:
+        fail(f"no such spec file: {source}", "check the path (specs are .json or .toml)")
+    except (OSError, ValueError) as err:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        fail(f"cannot read spec {source}: {err}", "fix the file and submit again")
+    if not isinstance(data, dict):
+        fail(f"spec {source} is not an object", "a spec is a JSON/TOML table with 'executors'")
+    return data
+
+
+def build_spec(
+    command: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    cpus: float | None = None,
+    memory_gb: float | None = None,
+    gpus: int | None = None,
+    gpu_model: str | None = None,
+    regions: list[str] | None = None,
+    pool_types: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    image: str | None = None,
+    max_attempts: int | None = None,
+    runtime_s: float | None = None,
+    idempotency_key: str | None = None,
+) -> TaskSpec:
+    """The TaskSpec for a command (or a spec file's dict), with flags laid on top of it."""
+    spec: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
+    if command:
+        executor: dict[str, Any] = {"command": list(command)}
+        if env:
+            executor["env"] = env
+        if image:
+            executor["image"] = image
+        spec["executors"] = [executor]
+    elif env or image:
+        for executor in spec.get("executors", []):
+            if env:
+                executor["env"] = {**executor.get("env", {}), **env}
+            if image:
+                executor["image"] = image
+    resources = spec.setdefault("resources", {})
+    for key, value in (
+        ("cpu_cores", cpus),
+        ("ram_gb", memory_gb),
+        ("gpus", gpus),
+        ("gpu_model", gpu_model),
+    ):
+        if value is not None:
+            resources[key] = value
+    constraints = spec.setdefault("constraints", {})
+    if regions:
+        constraints["regions"] = list(regions)
+    if pool_types:
+        constraints["pool_types"] = list(pool_types)
+    if labels:
+        constraints["labels"] = {**constraints.get("labels", {}), **labels}
+    if tags:
+        spec["tags"] = {**spec.get("tags", {}), **tags}
+    for key, value in (
+        ("name", name),
+        ("max_attempts", max_attempts),
+        ("expected_runtime_s", runtime_s),
+        ("idempotency_key", idempotency_key),
+    ):
+        if value is not None:
+            spec[key] = value
+    if not spec.get("executors"):
+        fail("nothing to run", "give a spec file, or a command after `--`: cpnet submit -- echo hi")
+    try:
+        return TaskSpec.model_validate(spec)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        fail(f"invalid task spec: {where}: {first['msg']}", "fix it and submit again")
+
+
+def submit(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="FILE | -- CMD ARGS...",
+            help="A spec file (.json/.toml, `-` for JSON on stdin), or a command after `--`.",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Task name.")] = None,
+    cpus: Annotated[
+        float | None, typer.Option("--cpus", metavar="C", rich_help_panel=RESOURCES)
+    ] = None,
+    memory_gb: Annotated[
+        float | None, typer.Option("--memory-gb", metavar="G", rich_help_panel=RESOURCES)
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", metavar="N", min=0, rich_help_panel=RESOURCES)
+    ] = None,
+    gpu_model: Annotated[
+        str | None, typer.Option("--gpu-model", metavar="M", rich_help_panel=RESOURCES)
+    ] = None,
+    regions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--region", metavar="R", rich_help_panel=RESOURCES, help="Allowed region (repeatable)."
+        ),
+    ] = None,
+    pool_types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pool-type",
+            metavar="T",
+            rich_help_panel=RESOURCES,
+            help="general | intelligent | supercomputing | edge (repeatable).",
+        ),
+    ] = None,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label", metavar="K=V", rich_help_panel=RESOURCES, help="Required pool label."
+        ),
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="K=V", help="Tag (repeatable).")
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", "-e", metavar="K=V", help="Environment variable (repeatable)."),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Container image, where pools run images.")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", min=1, max=10, help="Tries before giving up.")
+    ] = None,
+    runtime_s: Annotated[
+        float | None,
+        typer.Option("--runtime", metavar="S", help="Expected run time in seconds (for placing)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Submitting twice with one key creates one task (default: a fresh key).",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", "-w", help="Wait for the task to end; exit 0 only if COMPLETE."),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", metavar="S", help="Give up waiting after S seconds."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the task as JSON.")] = False,
+) -> None:
+    """Submit a task: a spec file, or a command after `--` with resources from flags.
+
+    Prints the task id (so `ID=$(cpnet submit -- …)` works). With `--wait`, follows the task
+    and exits 0 only if it ends COMPLETE.
+
+    **Example:** `cpnet submit --cpus 2 --memory-gb 4 --region 44 --tag team=nlp --wait --
+    python train.py --epochs 3`
+
+    **Example:** `cpnet submit job.toml --name nightly`
+    """
+    args = list(args or [])
+    base = read_spec_file(args[0]) if is_spec_file(args) else None
+    spec = build_spec(
+        None if base is not None else args,
+        base,
+        name=name,
+        cpus=cpus,
+        memory_gb=memory_gb,
+        gpus=gpus,
+        gpu_model=gpu_model,
+        regions=regions,
+        pool_types=pool_types,
+        labels=split_pairs(labels, "--label"),
+        tags=split_pairs(tags, "--tag"),
+        env=split_pairs(env, "--env"),
+        image=image,
+        max_attempts=max_attempts,
+        runtime_s=runtime_s,
+        idempotency_key=idempotency_key,
+    )
+    with connect(ctx) as hub:
+        view = hub.submit(spec)
+        if not wait:
+            if json_out:
+                print_json(view)
+            else:
+                typer.echo(view.id)
+            return
+        if not json_out:
+            typer.echo(view.id)
+        view = follow(hub, view, timeout)
+    if json_out:
+        print_json(view)
+    if view.state is not State.COMPLETE:
+        why = f": {view.reason}" if view.reason else ""
+        fail(f"task {view.id} ended {view.state.value}{why}", f"see `cpnet logs {view.id}`")
+    if not json_out:
+        errors.print(state_text(view.state))
+
+
+def follow(hub: Any, view: TaskView, timeout: float | None) -> TaskView:
+    """Wait for a task to end, showing its state on a spinner (on stderr, so stdout stays clean)."""
+    with errors.status(f"{view.id}: {view.state.value}") as spinner:
+
+        def show(update: TaskView) -> None:
+            where = f" on {update.pool_id}" if update.pool_id else ""
+            spinner.update(f"{update.id}: {update.state.value}{where}")
+
+        return hub.wait(view.id, timeout=timeout, on_update=show)

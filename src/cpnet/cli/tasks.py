@@ -1,0 +1,278 @@
+"""Following tasks: `cpnet tasks`, `status`, `logs`, `cancel` and `explain`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.text import Text
+
+from cpnet.cli.config import connect
+from cpnet.cli.output import (
+    age,
+    console,
+    errors,
+    fail,
+    fields,
+    number,
+    print_json,
+    seconds,
+    split_pairs,
+    state_text,
+    table,
+    when,
+)
+from cpnet.client import Client
+from cpnet.tasks.model import TaskEvent, TaskView
+from cpnet.tasks.states import State
+
+TaskId = Annotated[str, typer.Argument(metavar="ID", help="The task's id.", show_default=False)]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+WATCH_INTERVAL_S = 1.0
+LAST_EVENTS = 10
+
+
+def list_tasks(
+    ctx: typer.Context,
+    states: Annotated[
+        list[State] | None,
+        typer.Option("--state", "-s", case_sensitive=False, help="Only these states (repeatable)."),
+    ] = None,
+    name_prefix: Annotated[
+        str | None, typer.Option("--name-prefix", metavar="P", help="Only names starting so.")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="K=V", help="Only with this tag.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most N tasks.")] = 50,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Every matching task, page after page.")
+    ] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """List your tasks, newest first.
+
+    **Example:** `cpnet tasks --state RUNNING --state QUEUED --tag team=nlp`
+    """
+    filters: dict[str, Any] = {
+        "state": states,
+        "name_prefix": name_prefix,
+        "tags": split_pairs(tags, "--tag"),
+    }
+    with connect(ctx) as hub:
+        if everything:
+            views, more = list(hub.iter_tasks(**filters, page_size=1000)), None
+        else:
+            page = hub.tasks(**filters, limit=limit)
+            views, more = page.tasks, page.next_cursor
+    if json_out:
+        print_json({"tasks": views, "next_cursor": more})
+        return
+    grid = table(None, ["id", "name", "state", "pool", "attempts", "age"])
+    for view in views:
+        grid.add_row(
+            view.id,
+            view.name or "",
+            state_text(view.state),
+            view.pool_id or "-",
+            str(len(view.attempts)),
+            age(view.created_at),
+        )
+    console.print(grid)
+    if not views:
+        errors.print("no tasks match", style="dim")
+    elif more:
+        errors.print(f"showing the newest {len(views)}; use --all or --limit for more", style="dim")
+
+
+def render_status(view: TaskView, events: list[TaskEvent]) -> Group:
+    """The status screen of one task: its fields, its attempts, its last events."""
+    parts: list[Any] = [
+        fields(
+            [
+                ("task", view.id),
+                ("name", view.name or "-"),
+                ("state", state_text(view.state)),
+                ("reason", view.reason or "-"),
+                ("pool", view.pool_id or "-"),
+                ("created", f"{when(view.created_at)} ({age(view.created_at)} ago)"),
+                ("updated", f"{when(view.updated_at)} ({age(view.updated_at)} ago)"),
+            ]
+        )
+    ]
+    if view.attempts:
+        grid = table(
+            "attempts", ["#", "pool", "site", "state", "started", "ended", "exit", "reason"]
+        )
+        for a in view.attempts:
+            codes = ",".join(
+                "-" if e.exit_code is None else str(e.exit_code) for e in a.executor_logs
+            )
+            grid.add_row(
+                str(a.attempt),
+                a.pool_id,
+                a.site_id,
+                state_text(a.state),
+                when(a.start_time),
+                when(a.end_time),
+                codes or "-",
+                a.reason or "",
+            )
+        parts += [Text(), grid]
+    if events:
+        grid = table("last events", ["at", "change", "attempt", "reason"])
+        for e in events[-LAST_EVENTS:]:
+            change = Text.assemble(
+                state_text(e.from_state) if e.from_state else Text("∅", style="dim"),
+                " → ",
+                state_text(e.to_state),
+            )
+            grid.add_row(
+                when(e.at), change, "-" if e.attempt is None else str(e.attempt), e.reason or ""
+            )
+        parts += [Text(), grid]
+    return Group(*parts)
+
+
+def status(
+    ctx: typer.Context,
+    task_id: TaskId,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh until the task ends.")
+    ] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Show a task's state, pool, attempts and last events.
+
+    With `--json`, prints `{"task": …, "events": […]}` (after the task ends, with `--watch`).
+
+    **Example:** `cpnet status t-01J9Z3K7 --watch`
+    """
+    with connect(ctx) as hub:
+        if watch and json_out:
+            hub.wait(task_id)
+        if watch and not json_out:
+            watch_status(hub, task_id)
+            return
+        view, events = hub.task(task_id), hub.events(task_id)
+    if json_out:
+        print_json({"task": view, "events": events})
+    else:
+        console.print(render_status(view, events))
+
+
+def watch_status(hub: Client, task_id: str) -> None:
+    """Redraw a task's status in place until it reaches a terminal state."""
+    view, events = hub.task(task_id), hub.events(task_id)
+    with Live(render_status(view, events), console=console, auto_refresh=False) as live:
+        while not view.state.terminal:
+            time.sleep(WATCH_INTERVAL_S)
+            view, events = hub.task(task_id), hub.events(task_id)
+            live.update(render_status(view, events), refresh=True)
+
+
+def logs(
+    ctx: typer.Context,
+    task_id: TaskId,
+    attempt: Annotated[
+        int | None,
+        typer.Option("--attempt", "-a", metavar="N", help="Which attempt (default: last)."),
+    ] = None,
+    stderr: Annotated[
+        bool, typer.Option("--stderr", help="Show the executors' stderr instead of stdout.")
+    ] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Print the stdout (or stderr) tails of a task's executors, one attempt at a time.
+
+    The log text goes to stdout and the headers to stderr, so `> out.txt` keeps only the log.
+
+    **Example:** `cpnet logs t-01J9Z3K7 --attempt 2 --stderr`
+    """
+    with connect(ctx) as hub:
+        data = hub.logs(task_id)
+    if json_out:
+        print_json(data)
+        return
+    attempts = data.get("attempts") or []
+    if not attempts:
+        errors.print(f"task {task_id} has not started an attempt yet", style="dim")
+        return
+    if attempt is None:
+        chosen = attempts[-1]
+    else:
+        matching = [a for a in attempts if a.get("attempt") == attempt]
+        if not matching:
+            known = ", ".join(str(a.get("attempt")) for a in attempts)
+            fail(f"task {task_id} has no attempt {attempt}", f"its attempts are {known}")
+        chosen = matching[0]
+    stream = "stderr" if stderr else "stdout"
+    for index, executor in enumerate(chosen.get("executor_logs") or []):
+        code = executor.get("exit_code")
+        errors.rule(
+            f"attempt {chosen.get('attempt')} · executor {index} · {stream} · "
+            f"exit {'-' if code is None else code} · pool {chosen.get('pool_id', '-')}",
+            style="dim",
+        )
+        text = executor.get(stream) or ""
+        typer.echo(text, nl=not text.endswith("\n"))
+    for line in chosen.get("system_logs") or []:
+        errors.print(Text(f"system: {line}", style="dim"), soft_wrap=True)
+
+
+def cancel(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> None:
+    """Cancel a task (it moves to CANCELING while its site stops it, then CANCELED).
+
+    **Example:** `cpnet cancel t-01J9Z3K7`
+    """
+    with connect(ctx) as hub:
+        view = hub.cancel(task_id)
+    if json_out:
+        print_json(view)
+    else:
+        console.print(Text.assemble(f"{view.id}: ", state_text(view.state)))
+
+
+def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> None:
+    """Show why a task went where it did: the ranked pools, and why others were ruled out.
+
+    **Example:** `cpnet explain t-01J9Z3K7`
+    """
+    with connect(ctx) as hub:
+        data = hub.explain(task_id)
+    if json_out:
+        print_json(data)
+        return
+    chosen = data.get("chosen_pool") or "none yet"
+    console.print(
+        Text.assemble(
+            f"task {data.get('task_id', task_id)} ", state_text(data.get("state")), f" → {chosen}"
+        )
+    )
+    placements = data.get("placements") or []
+    grid = table(
+        "ranking",
+        ["rank", "pool", "fits now", "expected start", "price/h", "est. cost", "reasons"],
+    )
+    for p in sorted(placements, key=lambda p: p.get("rank", 0)):
+        fits = Text("yes", style="green") if p.get("fits_now") else Text("no", style="yellow")
+        pool = Text(str(p.get("pool_id")), style="bold" if p.get("pool_id") == chosen else "")
+        grid.add_row(
+            str(p.get("rank", "-")),
+            pool,
+            fits,
+            seconds(p.get("expected_start_s")),
+            number(p.get("hourly_price")),
+            number(p.get("estimated_cost")),
+            "; ".join(p.get("reasons") or []),
+        )
+    console.print(grid if placements else Text("no feasible pool", style="yellow"))
+    rejections = data.get("rejections") or []
+    if rejections:
+        grid = table("ruled out", ["pool", "reasons"])
+        for r in rejections:
+            grid.add_row(str(r.get("pool_id")), "; ".join(r.get("reasons") or []))
+        console.print(Text(), grid)

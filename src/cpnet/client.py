@@ -1,0 +1,630 @@
+"""The Python SDK: one synchronous client for a cpnet hub's native API.
+
+The CLI, the demo and the benchmarks all talk to a hub through :class:`Client`, so retries, error
+mapping and configuration lookup live here once::
+
+    from cpnet import Client
+
+    with Client() as hub:  # CPNET_HUB / CPNET_TOKEN, else ~/.config/cpnet/config.toml
+        task = hub.submit({"executors": [{"command": ["echo", "hi"]}]})
+        print(hub.wait(task.id, timeout=60).state)
+
+Every failure is a :class:`CpnetError`; its subclass says what kind (``NotFound``,
+``Unauthorized``, ``BadRequest``, ``Conflict``, ``HubUnavailable``, ``WaitTimeout``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from cpnet import __version__
+from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
+from cpnet.config import DEFAULT_PORT
+from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
+from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
+from cpnet.tasks.states import State
+
+DEFAULT_HUB = f"http://127.0.0.1:{DEFAULT_PORT}"
+GET_TRIES = 3
+BACKOFF_S = 0.1  # first pause between tries; doubles each time
+WAIT_POLL_MAX_S = 2.0  # wait() slows its polling down to at most this interval
+
+# Failures after which the request may or may not have reached the hub; only idempotent
+# requests are sent again.
+_RETRYABLE = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+
+class CpnetError(Exception):
+    """Any failure talking to a hub: an HTTP status (or None), a stable code and a message."""
+
+    hint = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "error",
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(CpnetError):
+    """The hub has no such object (404), or not one the caller may see."""
+
+    hint = "check the id: `cpnet tasks` and `cpnet pools` list what you can see"
+
+
+class Unauthorized(CpnetError):
+    """The token is missing, wrong or revoked (401), or its role may not do this (403)."""
+
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        if self.status == 403:
+            return "your token's role does not allow this; ask a hub admin"
+        return "pass a valid token: `cpnet login --hub URL --token TOKEN`, --token or CPNET_TOKEN"
+
+
+class BadRequest(CpnetError):
+    """The hub refused the request as malformed or too large (400, 413, 422)."""
+
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        where = f" (field {self.field})" if self.field else ""
+        return f"fix the request{where} and try again"
+
+
+class Conflict(CpnetError):
+    """The request clashes with the object's current state (409)."""
+
+    hint = "look at the object's current state and try again"
+
+
+class HubUnavailable(CpnetError):
+    """The hub could not be reached, or did not answer in time."""
+
+
+class WaitTimeout(CpnetError, TimeoutError):
+    """wait() gave up before the task reached a terminal state."""
+
+    hint = "the task keeps running; follow it with `cpnet status ID --watch`"
+
+
+_BY_STATUS: dict[int, type[CpnetError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: BadRequest,
+    422: BadRequest,
+}
+
+
+def error_from_response(response: httpx.Response) -> CpnetError:
+    """Turn a hub's 4xx/5xx answer (``{"error": {code, message, field}}``) into a CpnetError."""
+    cls = _BY_STATUS.get(response.status_code, CpnetError)
+    code, field = f"http_{response.status_code}", None
+    message = ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or code)
+        message = str(error.get("message") or "")
+        field = error.get("field") or None
+    elif isinstance(body, dict) and "detail" in body:  # a framework error that escaped the mapper
+        message = str(body["detail"])
+    if not message:
+        text = response.text.strip().replace("\n", " ")[:200]
+        request = response.request
+        message = f"HTTP {response.status_code} from {request.method} {request.url.path}"
+        if text:
+            message += f": {text}"
+    return cls(message, status=response.status_code, code=code, field=field)
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+def config_path() -> Path:
+    """Where the CLI keeps the hub URL and token: CPNET_CONFIG, else the XDG config dir."""
+    env = os.environ.get("CPNET_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "cpnet" / "config.toml"
+
+
+def read_config(path: Path | None = None) -> dict[str, Any]:
+    """The config file's contents (``hub``, ``token``), or {} when there is none."""
+    path = path or config_path()
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise CpnetError(
+            f"cannot read the config file {path}: {err}; fix it, delete it, or run `cpnet login`",
+            code="bad_config",
+        ) from None
+
+
+def normalise_url(url: str) -> str:
+    """A hub base URL without a trailing slash; ``host:port`` gets ``http://`` in front."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def resolve_target(url: str | None, token: str | None) -> tuple[str, str | None]:
+    """Find the hub URL and token: arguments, then CPNET_HUB / CPNET_TOKEN, then the config file.
+
+    The file's token is only used with the file's hub: a token is never sent to a hub it was not
+    saved for just because another URL was given on the command line or in the environment.
+    """
+    url = url or os.environ.get("CPNET_HUB") or None
+    token = token or os.environ.get("CPNET_TOKEN") or None
+    if url and token:
+        return normalise_url(url), token
+    saved = read_config()
+    saved_hub = normalise_url(str(saved["hub"])) if saved.get("hub") else None
+    hub = normalise_url(url) if url else (saved_hub or DEFAULT_HUB)
+    if token is None and saved.get("token") and (saved_hub is None or saved_hub == hub):
+        token = str(saved["token"])
+    return hub, token
+
+
+def load_jwks(source: str, *, timeout: float = 10.0) -> dict:
+    """A JWKS (``{"keys": [...]}``) from a local file, or fetched from an http(s) URL."""
+    if source.startswith(("http://", "https://")):
+        try:
+            response = httpx.get(source, timeout=timeout, follow_redirects=True)
+        except httpx.TransportError as err:
+            raise HubUnavailable(f"cannot fetch keys from {source}: {err}") from None
+        if response.is_error:
+            raise error_from_response(response)
+        data = response.json()
+    else:
+        try:
+            data = json.loads(Path(source).expanduser().read_text())
+        except (OSError, ValueError) as err:
+            raise BadRequest(f"cannot read keys from {source}: {err}", code="bad_keys") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise BadRequest(f"{source} is not a JWKS (expected {{'keys': [...]}})", code="bad_keys")
+    return data
+
+
+# ---- the client -------------------------------------------------------------------------------
+
+
+def _pairs(items: Mapping[str, str] | Iterable[str] | None) -> list[str]:
+    """Labels or tags as a list of ``k=v`` strings, from a dict or from ``k=v`` strings."""
+    if items is None:
+        return []
+    if isinstance(items, Mapping):
+        return [f"{k}={v}" for k, v in items.items()]
+    return [str(i) for i in items]
+
+
+def _seg(value: str) -> str:
+    """One URL path segment (ids are URL-safe already; this keeps a stray '/' from escaping)."""
+    return quote(str(value), safe="")
+
+
+class Client:
+    """A connection to one hub: typed methods for tasks, discovery, identifiers and admin.
+
+    ``url`` and ``token`` default to CPNET_HUB / CPNET_TOKEN, then to the config file
+    (``~/.config/cpnet/config.toml``, or CPNET_CONFIG). ``transport`` replaces the network,
+    e.g. with an in-process hub in tests. Use it as a context manager, or call close().
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url, self.token = resolve_target(url, token)
+        headers = {"User-Agent": f"cpnet-sdk/{__version__}", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r}, token={'set' if self.token else 'none'})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        self._http.close()
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        retry: bool | None = None,
+    ) -> Any:
+        """Send one request (retrying idempotent ones on connection errors); return its JSON."""
+        tries = GET_TRIES if (method == "GET" if retry is None else retry) else 1
+        for attempt in range(1, tries + 1):
+            try:
+                response = self._http.request(method, path, params=params, json=body)
+                break
+            except _RETRYABLE as err:
+                if attempt == tries:
+                    raise self._unavailable(err) from None
+                time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+            except httpx.TransportError as err:
+                raise self._unavailable(err) from None
+        if response.is_error:
+            raise error_from_response(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise CpnetError(
+                f"the hub answered {method} {path} with something that is not JSON; "
+                f"is {self.url} a cpnet hub?",
+                status=response.status_code,
+                code="bad_response",
+            ) from None
+
+    def _unavailable(self, err: httpx.TransportError) -> HubUnavailable:
+        """The error for a hub that cannot be reached, saying what to try."""
+        if isinstance(err, httpx.TimeoutException):
+            what = f"the hub at {self.url} did not answer in time ({type(err).__name__})"
+        else:
+            what = f"cannot reach the hub at {self.url} ({type(err).__name__}: {err})"
+        return HubUnavailable(
+            f"{what}: is the hub running at {self.url}? start it with `cpnet hub`, "
+            "or point --hub / CPNET_HUB at the right one",
+            code="hub_unavailable",
+        )
+
+    def _model(self, model: type[M], data: Any, what: str) -> M:
+        """Validate a hub answer against the SDK's model, blaming a version mismatch if it fails."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as err:
+            raise self._mismatch(what, err) from None
+
+    def _models(self, model: type[M], data: Any, key: str, what: str) -> list[M]:
+        """Validate a ``{key: [...]}`` list answer."""
+        items = data.get(key) if isinstance(data, dict) else None
+        try:
+            return TypeAdapter(list[model]).validate_python(items)
+        except ValidationError as err:
+            raise self._mismatch(what, err) from None
+
+    def _mismatch(self, what: str, err: ValidationError) -> CpnetError:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        return CpnetError(
+            f"the hub's answer to {what} does not match this SDK ({loc}: {first['msg']}); "
+            "are the hub and this cpnet the same version?",
+            code="bad_response",
+        )
+
+    # -- hub and identity -----------------------------------------------------------------------
+
+    def health(self) -> dict:
+        """The hub's liveness: ``{"status": "ok", "version", "authority"}``."""
+        return self._request("GET", "/v1/health")
+
+    def whoami(self) -> WhoAmI:
+        """Who the token belongs to: role, organisation, user or site."""
+        return self._model(WhoAmI, self._request("GET", "/v1/whoami"), "GET /v1/whoami")
+
+    def keys(self) -> dict:
+        """The hub's public signing keys as a JWKS, for verifying resolution records offline."""
+        return self._request("GET", "/.well-known/cpnet/keys.json")
+
+    def resolve(self, id: str) -> dict:
+        """The signed envelope ``{"record", "signature"}`` for a compute identifier."""
+        return self._request("GET", f"/v1/resolve/{_seg(id)}")
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec | Mapping[str, Any]) -> TaskView:
+        """Create a task; safe to retry: a spec without an idempotency key gets a fresh one."""
+        if not isinstance(spec, TaskSpec):
+            try:
+                spec = TaskSpec.model_validate(spec)
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                raise BadRequest(
+                    f"invalid task spec: {loc or 'spec'}: {first['msg']}",
+                    code="invalid_spec",
+                    field=loc or None,
+                ) from None
+        if spec.idempotency_key is None:
+            # Generated once, before the first try, so every retry carries the same key and the
+            # hub answers a repeat with the task it already created.
+            spec = spec.model_copy(update={"idempotency_key": uuid.uuid4().hex})
+        body = spec.model_dump(mode="json", exclude_none=True)
+        data = self._request("POST", "/v1/tasks", body=body, retry=True)
+        return self._model(TaskView, data, "POST /v1/tasks")
+
+    def task(self, id: str) -> TaskView:
+        """One task as the hub shows it to its owner."""
+        return self._model(TaskView, self._request("GET", f"/v1/tasks/{_seg(id)}"), "GET task")
+
+    def tasks(
+        self,
+        *,
+        state: State | str | Iterable[State | str] | None = None,
+        name_prefix: str | None = None,
+        tags: Mapping[str, str] | Iterable[str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of the caller's tasks, newest first; pass ``next_cursor`` on for the next."""
+        states = [state] if isinstance(state, str) else [str(s) for s in state or ()]
+        params: dict[str, Any] = {"limit": limit}
+        if states:
+            params["state"] = [str(s).upper() for s in states]
+        if name_prefix:
+            params["name_prefix"] = name_prefix
+        if tags:
+            params["tag"] = _pairs(tags)
+        if cursor:
+            params["cursor"] = cursor
+        data = self._request("GET", "/v1/tasks", params=params)
+        return self._model(TaskPage, data, "GET /v1/tasks")
+
+    def iter_tasks(
+        self,
+        *,
+        state: State | str | Iterable[State | str] | None = None,
+        name_prefix: str | None = None,
+        tags: Mapping[str, str] | Iterable[str] | None = None,
+        page_size: int = 100,
+    ) -> Iterator[TaskView]:
+        """Every matching task, newest first, fetching pages as the iteration needs them."""
+        cursor: str | None = None
+        while True:
+            page = self.tasks(
+                state=state, name_prefix=name_prefix, tags=tags, limit=page_size, cursor=cursor
+            )
+            yield from page.tasks
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, id: str) -> TaskView:
+        """Ask the hub to cancel a task; returns it (CANCELING or CANCELED, or already ended)."""
+        data = self._request("POST", f"/v1/tasks/{_seg(id)}/cancel")
+        return self._model(TaskView, data, "POST cancel")
+
+    def logs(self, id: str) -> dict:
+        """Executor stdout/stderr tails and system logs, per attempt."""
+        return self._request("GET", f"/v1/tasks/{_seg(id)}/logs")
+
+    def events(self, id: str) -> list[TaskEvent]:
+        """The task's state changes, oldest first."""
+        data = self._request("GET", f"/v1/tasks/{_seg(id)}/events")
+        return self._models(TaskEvent, data, "events", "GET events")
+
+    def explain(self, id: str) -> dict:
+        """Why the task went where it did: ranked placements and rejected pools with reasons."""
+        return self._request("GET", f"/v1/tasks/{_seg(id)}/explain")
+
+    def wait(
+        self,
+        id: str,
+        timeout: float | None = None,
+        poll: float = 0.2,
+        *,
+        on_update: Callable[[TaskView], None] | None = None,
+    ) -> TaskView:
+        """Poll a task until it reaches a terminal state and return it.
+
+        Polling starts every ``poll`` seconds and slows down to at most every
+        WAIT_POLL_MAX_S (or ``poll``, if larger) for long tasks. ``on_update`` sees every view
+        fetched. Raises WaitTimeout after ``timeout`` seconds (None waits for ever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval, ceiling = poll, max(poll, WAIT_POLL_MAX_S)
+        while True:
+            view = self.task(id)
+            if on_update is not None:
+                on_update(view)
+            if view.state.terminal:
+                return view
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"task {id} is still {view.state} after {timeout:g}s",
+                    code="wait_timeout",
+                )
+            pause = interval
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+            interval = min(interval * 1.5, ceiling)
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    def pools(
+        self,
+        *,
+        type: str | None = None,
+        region: str | None = None,
+        accelerator: str | None = None,
+        min_gpus: int | None = None,
+        min_cores: float | None = None,
+        min_memory_gb: float | None = None,
+        labels: Mapping[str, str] | Iterable[str] | None = None,
+        online: bool | Literal["any"] = True,
+    ) -> list[PoolRecord]:
+        """Pools matching every given filter; the capacity filters apply to *free* capacity.
+
+        ``region`` is a prefix of the region code, ``accelerator`` a case-insensitive substring
+        of the model, ``online="any"`` includes pools that stopped heartbeating.
+        """
+        params: dict[str, Any] = {
+            "online": online if online == "any" else ("true" if online else "false"),
+        }
+        for key, value in (
+            ("type", type),
+            ("region", region),
+            ("accelerator", accelerator),
+            ("min_gpus", min_gpus),
+            ("min_cores", min_cores),
+            ("min_memory_gb", min_memory_gb),
+        ):
+            if value is not None:
+                params[key] = value
+        if labels:
+            params["label"] = _pairs(labels)
+        data = self._request("GET", "/v1/pools", params=params)
+        return self._models(PoolRecord, data, "pools", "GET /v1/pools")
+
+    def pool(self, id: str) -> PoolRecord:
+        """One pool's record, online or not."""
+        return self._model(PoolRecord, self._request("GET", f"/v1/pools/{_seg(id)}"), "GET pool")
+
+    # -- admin: organisations, users, tokens ----------------------------------------------------
+
+    def create_org(self, name: str) -> OrgRecord:
+        """Create an organisation (a tenant); admin only."""
+        data = self._request("POST", "/v1/orgs", body={"name": name})
+        return self._model(OrgRecord, data, "POST /v1/orgs")
+
+    def orgs(self) -> list[OrgRecord]:
+        """All organisations; admin only."""
+        return self._models(OrgRecord, self._request("GET", "/v1/orgs"), "orgs", "GET /v1/orgs")
+
+    def create_user(
+        self, org_id: str, name: str, role: str = "user"
+    ) -> tuple[UserRecord, IssuedToken]:
+        """Create a user in an organisation; returns the user and its first token (shown once)."""
+        data = self._request(
+            "POST", "/v1/users", body={"org_id": org_id, "name": name, "role": str(role)}
+        )
+        data = data if isinstance(data, dict) else {}
+        user = self._model(UserRecord, data.get("user"), "POST /v1/users")
+        token = self._model(IssuedToken, data.get("token"), "POST /v1/users")
+        return user, token
+
+    def create_token(self, name: str = "", *, user_id: str | None = None) -> IssuedToken:
+        """A new API token for yourself, or (admins) for ``user_id``; the secret is shown once."""
+        body: dict[str, Any] = {"name": name}
+        if user_id:
+            body["user_id"] = user_id
+        data = self._request("POST", "/v1/tokens", body=body)
+        return self._model(IssuedToken, data, "POST /v1/tokens")
+
+    def tokens(self) -> list[TokenRecord]:
+        """The tokens the caller may see (their secrets are never shown again)."""
+        data = self._request("GET", "/v1/tokens")
+        return self._models(TokenRecord, data, "tokens", "GET /v1/tokens")
+
+    def revoke_token(self, token_id: str) -> TokenRecord:
+        """Revoke a token at once; returns its record with ``revoked_at`` set."""
+        data = self._request("DELETE", f"/v1/tokens/{_seg(token_id)}")
+        return self._model(TokenRecord, data, "DELETE token")
+
+    # -- admin: providers, sites, pools ---------------------------------------------------------
+
+    def create_provider(self, name: str, *, org_id: str | None = None) -> ProviderRecord:
+        """Create a provider (in ``org_id``, or the caller's organisation)."""
+        body: dict[str, Any] = {"name": name}
+        if org_id:
+            body["org_id"] = org_id
+        data = self._request("POST", "/v1/providers", body=body)
+        return self._model(ProviderRecord, data, "POST /v1/providers")
+
+    def providers(self) -> list[ProviderRecord]:
+        """The providers the caller may see."""
+        data = self._request("GET", "/v1/providers")
+        return self._models(ProviderRecord, data, "providers", "GET /v1/providers")
+
+    def create_site(
+        self,
+        provider_id: str,
+        name: str,
+        *,
+        type: str = "general",
+        region_code: str,
+        region_name: str = "",
+        lat: float | None = None,
+        lon: float | None = None,
+    ) -> SiteRecord:
+        """Create a site (one scheduler, one agent) under a provider."""
+        body: dict[str, Any] = {
+            "provider_id": provider_id,
+            "name": name,
+            "type": str(type),
+            "region_code": region_code,
+            "region_name": region_name,
+        }
+        if lat is not None:
+            body["lat"] = lat
+        if lon is not None:
+            body["lon"] = lon
+        data = self._request("POST", "/v1/sites", body=body)
+        return self._model(SiteRecord, data, "POST /v1/sites")
+
+    def sites(self) -> list[SiteRecord]:
+        """The sites the caller may see."""
+        return self._models(SiteRecord, self._request("GET", "/v1/sites"), "sites", "GET /v1/sites")
+
+    def create_site_token(self, site_id: str, name: str = "") -> IssuedToken:
+        """An agent token bound to one site (what `cpnet agent --token` takes); shown once."""
+        data = self._request("POST", f"/v1/sites/{_seg(site_id)}/tokens", body={"name": name})
+        return self._model(IssuedToken, data, "POST site token")
+
+    def retire_pool(self, pool_id: str) -> PoolRecord:
+        """Retire a pool for good: it leaves discovery and its id resolves to a tombstone."""
+        data = self._request("DELETE", f"/v1/pools/{_seg(pool_id)}")
+        return self._model(PoolRecord, data, "DELETE pool")

@@ -1,0 +1,50 @@
+"""Domain errors: a stable code, an HTTP status, a message that says what to do, maybe a field."""
+
+from __future__ import annotations
+
+import secrets
+
+
+class DomainError(Exception):
+    """Base of every error the hub reports to a caller; one handler maps it to HTTP."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code:
+            self.code = code
+
+
+class Invalid(DomainError):
+    status = 400
+    code = "invalid"
+
+
+class Unauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+def new_id(prefix: str) -> str:
+    """A random, URL-safe object id such as `tsk_5k2x…` (80 bits of randomness)."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
+    return prefix + "_" + "".join(secrets.choice(alphabet) for _ in range(16))

@@ -1,0 +1,66 @@
+"""`cpnet hub init`: create the store, the signing key and the first admin token."""
+
+from __future__ import annotations
+
+import time
+
+from cpnet import ident
+from cpnet.auth.model import Role
+from cpnet.config import HubSettings
+from cpnet.errors import Conflict, Invalid
+from cpnet.hub.keys import active_keys, add_key, get_meta, set_meta
+from cpnet.store import accounts
+from cpnet.store.db import Store
+
+PLATFORM_ORG = "platform"
+
+
+def check_authority(authority: str) -> str:
+    """An authority prefix is 1–6 identifier labels, e.g. `cn.gd`."""
+    labels = [x for x in authority.lower().split(".") if x]
+    if not 1 <= len(labels) <= 6:
+        raise Invalid(
+            "authority must be 1 to 6 dot-separated labels, e.g. cn.gd", field="authority"
+        )
+    try:
+        ident.make([*labels, "x"], ident.IdType.NONE)
+    except ident.IdentifierError as exc:
+        raise Invalid(f"authority {authority!r}: {exc.message}", field="authority") from exc
+    return ".".join(labels)
+
+
+def init_hub(settings: HubSettings) -> dict[str, str]:
+    """Initialise a hub's store once; returns the admin token (shown once) and the public key."""
+    authority = check_authority(settings.authority)
+    store = Store(settings.url)
+    try:
+        store.migrate()
+        now = time.time()
+        with store.tx() as s:
+            if active_keys(s):
+                raise Conflict(
+                    f"the hub at {settings.url} is already initialised; "
+                    "use `cpnet admin token create` with an admin token to get another one"
+                )
+            key = ident.SigningKey.generate()
+            add_key(s, key, now)
+            set_meta(s, "authority", authority)
+            org = accounts.create_org(s, PLATFORM_ORG, now)
+            user = accounts.create_user(s, org.id, "admin", Role.ADMIN, now)
+            _, secret = accounts.issue_token(
+                s, role=Role.ADMIN, org_id=org.id, user_id=user.id, now=now, name="hub init"
+            )
+        return {
+            "admin_token": secret,
+            "public_key": key.public_key_b64,
+            "key_id": key.key_id,
+            "authority": authority,
+            "database_url": settings.url,
+        }
+    finally:
+        store.close()
+
+
+def hub_authority(store: Store, default: str) -> str:
+    with store.tx() as s:
+        return get_meta(s, "authority") or default

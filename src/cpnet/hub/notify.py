@@ -1,0 +1,42 @@
+"""Wake-ups inside one hub process: the scheduler, and agents waiting in a long poll."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+
+class Notifier:
+    """Thread-safe signals delivered on the hub's event loop.
+
+    Routes run in worker threads; they call `wake_scheduler()` / `wake_site()` after their
+    transaction commits, and the waiting coroutines re-read the store.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.scheduler = asyncio.Event()
+        self._sites: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            fn(*args)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def wake_scheduler(self) -> None:
+        self._call(self.scheduler.set)
+
+    def wake_site(self, site_id: str) -> None:
+        self._call(self._set_site, site_id)
+
+    def _set_site(self, site_id: str) -> None:
+        self._sites[site_id].set()
+
+    def site_event(self, site_id: str) -> asyncio.Event:
+        """The event a long poll for this site waits on (call on the loop)."""
+        return self._sites[site_id]

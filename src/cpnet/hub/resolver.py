@@ -1,0 +1,139 @@
+"""Resolution of compute identifiers to signed records, cached in memory."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from cpnet import ident
+from cpnet.errors import Invalid, NotFound
+from cpnet.ident import SigningKey, canonical_json, sign_record, tombstone
+from cpnet.store import registry as reg
+from cpnet.store.db import Store
+from cpnet.store.tables import Pool, Provider, Site
+
+CACHE_S = 2.0  # how long a signed record is served from memory (live state may lag this much)
+
+
+class Resolver:
+    """Turns an identifier into its signed record; the hot path is one dict lookup."""
+
+    def __init__(self, store: Store, key: SigningKey, authority: str, ttl_s: int) -> None:
+        self.store, self.key, self.authority, self.ttl_s = store, key, authority, ttl_s
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, text: str) -> bytes | None:
+        """The cached envelope if fresh, without touching the store (the hot path)."""
+        hit = self._cache.get(text)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def resolve_bytes(self, text: str, now: float | None = None) -> bytes:
+        """The signed envelope as JSON bytes; raises Invalid (malformed) or NotFound."""
+        now = time.monotonic() if now is None else now
+        hit = self._cache.get(text)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            cid = ident.parse(text)
+        except ident.IdentifierError as exc:
+            raise Invalid(exc.message, field="id", code=f"identifier_{exc.code}") from exc
+        canon = cid.text
+        hit = self._cache.get(canon)
+        if hit is None or hit[0] <= now:
+            body = json.dumps(self._sign(canon), separators=(",", ":")).encode()
+            hit = (now + CACHE_S, body)
+            with self._lock:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                self._cache[canon] = hit
+        if canon != text:
+            self._cache[text] = hit
+        return hit[1]
+
+    def _sign(self, canon: str) -> dict:
+        issued = datetime.now(UTC)
+        record = self._record(canon)
+        return sign_record(record, self.key, issued_at=issued, ttl_s=self.ttl_s)
+
+    def _record(self, canon: str) -> dict:
+        with self.store.tx() as s:
+            pool = s.get(Pool, canon)
+            if pool is not None:
+                if pool.retired_at is not None:
+                    return tombstone(
+                        canon, retired_at=_dt(pool.retired_at), authority=self.authority
+                    )
+                rec = reg.get_pool(s, canon)
+                return {
+                    "id": rec.id,
+                    "kind": "pool",
+                    "authority": self.authority,
+                    "name": rec.name,
+                    "type": rec.type.value,
+                    "owner": {"provider_id": rec.provider_id, "provider": rec.provider_name},
+                    "site_id": rec.site_id,
+                    "region": rec.region.model_dump(mode="json", exclude_none=True),
+                    "endpoint": rec.endpoint,
+                    "capacity": {
+                        "total": rec.total.model_dump(mode="json"),
+                        "free": rec.free.model_dump(mode="json"),
+                        "accelerators": [
+                            a.model_dump(mode="json") for a in rec.hardware.accelerators
+                        ],
+                        "cpu_model": rec.hardware.cpu_model,
+                    },
+                    "state": {
+                        "online": rec.online,
+                        "queue_length": rec.queue_length,
+                        "running": rec.running,
+                    },
+                    "price": rec.price.model_dump(mode="json"),
+                    "sla": None,
+                }
+            site = s.get(Site, canon)
+            if site is not None:
+                if site.retired_at is not None:
+                    return tombstone(
+                        canon, retired_at=_dt(site.retired_at), authority=self.authority
+                    )
+                pools = list(s.scalars(select(Pool.id).where(Pool.site_id == canon)))
+                return {
+                    "id": site.id,
+                    "kind": "site",
+                    "authority": self.authority,
+                    "name": site.name,
+                    "type": site.type,
+                    "owner": {"provider_id": site.provider_id},
+                    "region": {"code": site.region_code, "name": site.region_name},
+                    "endpoint": site.endpoint,
+                    "state": {"online": site.online},
+                    "pools": sorted(pools),
+                }
+            prov = s.get(Provider, canon)
+            if prov is not None:
+                if prov.retired_at is not None:
+                    return tombstone(
+                        canon, retired_at=_dt(prov.retired_at), authority=self.authority
+                    )
+                return {
+                    "id": prov.id,
+                    "kind": "provider",
+                    "authority": self.authority,
+                    "name": prov.name,
+                    "org_id": prov.org_id,
+                }
+        raise NotFound(f"no identifier {canon!r} is registered at this hub", field="id")
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+__all__ = ["Resolver", "canonical_json"]

@@ -1,0 +1,118 @@
+"""The hub's scheduling pass: snapshot the store, call the pure scheduler, persist placements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, rank
+from cpnet.store import registry as reg
+from cpnet.store import tasks as tasks_store
+from cpnet.store.db import Store
+from cpnet.store.tables import Pool, Site, Task
+from cpnet.tasks.model import TaskSpec
+
+BATCH = 500  # queued tasks considered per pass
+
+
+def pool_view(p: Pool, site: Site) -> PoolView:
+    """A store row as the scheduler's plain-data view."""
+    desc = p.descriptor
+    price = desc.get("price", {})
+    return PoolView(
+        id=p.id,
+        site_id=site.id,
+        provider_id=site.provider_id,
+        name=p.name,
+        type=p.type,
+        region_code=site.region_code,
+        labels=tuple(sorted(desc.get("labels", {}).items())),
+        total=Resources(p.total_cpu, p.total_ram, p.total_disk, p.total_gpus),
+        available=Resources(
+            max(0.0, p.total_cpu - p.reserved_cpu),
+            max(0.0, p.total_ram - p.reserved_ram),
+            max(0.0, p.total_disk - p.reserved_disk),
+            max(0, p.total_gpus - p.reserved_gpus),
+        ),
+        gpu_model=p.gpu_model,
+        queue_length=p.queue_length,
+        running=p.running,
+        price=Price(
+            currency=price.get("currency", "CNY"),
+            cpu_core_hour=price.get("cpu_core_hour", 0.0),
+            ram_gb_hour=price.get("ram_gb_hour", 0.0),
+            gpu_hour=price.get("gpu_hour", 0.0),
+        ),
+        online=p.online,
+        can_run_images=bool(desc.get("can_run_images", False)),
+    )
+
+
+def task_request(task_id: str, spec: TaskSpec, avoid: tuple[str, ...] = ()) -> TaskRequest:
+    """What the scheduler needs from a task spec."""
+    r, c = spec.resources, spec.constraints
+    return TaskRequest(
+        id=task_id,
+        demand=Resources(r.cpu_cores, r.ram_gb, r.disk_gb, r.gpus),
+        gpu_model=r.gpu_model,
+        # TES zones and native regions both restrict where a task may run.
+        regions=tuple(c.regions) + tuple(r.zones),
+        providers=tuple(p.lower() for p in c.providers),
+        pool_types=tuple(c.pool_types),
+        labels=tuple(sorted(c.labels.items())),
+        avoid_pools=avoid,
+        expected_runtime_s=spec.expected_runtime_s,
+    )
+
+
+def demand_of(req: TaskRequest) -> dict[str, float]:
+    d = req.demand
+    return {"cpu_cores": d.cpu_cores, "ram_gb": d.ram_gb, "disk_gb": d.disk_gb, "gpus": d.gpus}
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    placed: int
+    sites: frozenset[str]  # sites that got new work
+    waiting: int  # queued tasks that found no room
+
+
+def schedule_once(store: Store, now: float) -> PassResult:
+    """One pass: place as many queued tasks as fit, in one transaction."""
+    with store.tx() as s:
+        queued = tasks_store.queued_tasks(s, BATCH)
+        if not queued:
+            return PassResult(0, frozenset(), 0)
+        live = reg.live_pools(s)
+        views = [pool_view(p, site) for p, site in live]
+        requests = [_request(s, t) for t in queued]
+        by_id = {t.id: t for t in queued}
+        site_of = {v.id: v.site_id for v in views}
+        placed, sites, waiting = 0, set(), 0
+        for req, decision, pool_id in assign(requests, views, keep=1):
+            if pool_id is None:
+                waiting += 1
+                continue
+            best = decision.best
+            why = "; ".join(best.reasons[:2]) if best else ""
+            attempt = tasks_store.place(
+                s, by_id[req.id], pool_id, site_of[pool_id], demand_of(req), now, why
+            )
+            if attempt is None:
+                waiting += 1
+                continue
+            placed += 1
+            sites.add(site_of[pool_id])
+        return PassResult(placed, frozenset(sites), waiting)
+
+
+def _request(s: Session, t: Task) -> TaskRequest:
+    avoid = tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else ()
+    return task_request(t.id, TaskSpec.model_validate(t.spec), avoid)
+
+
+def explain(s: Session, task: Task) -> Decision:
+    """The current ranking of every pool for a task (the same function the loop uses)."""
+    live = [pool_view(p, site) for p, site in reg.live_pools(s, online_only=False)]
+    return rank(_request(s, task), live)

@@ -1,0 +1,125 @@
+"""The Hub: one object that owns the store, the signing key and the background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from anyio import to_thread
+
+from cpnet.config import HubSettings
+from cpnet.errors import DomainError
+from cpnet.hub.bootstrap import hub_authority
+from cpnet.hub.keys import active_keys
+from cpnet.hub.notify import Notifier
+from cpnet.hub.resolver import Resolver
+from cpnet.hub.scheduling import schedule_once
+from cpnet.ident import SigningKey
+from cpnet.store import registry as reg
+from cpnet.store import tasks as tasks_store
+from cpnet.store.db import Store
+
+log = logging.getLogger("cpnet.hub")
+
+
+class NotInitialised(DomainError):
+    status = 503
+    code = "not_initialised"
+
+
+class Hub:
+    """Everything a running hub process shares between requests."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self.store = Store(settings.url)
+        self.store.migrate()
+        with self.store.tx() as s:
+            keys = active_keys(s)
+        if not keys:
+            raise NotInitialised(
+                f"the hub store at {settings.url} has no signing key: run "
+                "`cpnet hub init` with the same --data-dir/--database-url first"
+            )
+        self.keys: list[SigningKey] = keys
+        self.authority = hub_authority(self.store, settings.authority)
+        self.resolver = Resolver(self.store, keys[0], self.authority, settings.resolve_ttl_s)
+        self.started_at = time.time()
+        self.notifier: Notifier | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        self.notifier = Notifier(asyncio.get_running_loop())
+        self._tasks = [
+            asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
+            asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.store.close()
+
+    # ---- signals from routes (any thread) ----
+
+    def wake_scheduler(self) -> None:
+        if self.notifier:
+            self.notifier.wake_scheduler()
+
+    def wake_sites(self, site_ids) -> None:  # type: ignore[no-untyped-def]
+        if self.notifier:
+            for sid in site_ids:
+                self.notifier.wake_site(sid)
+
+    # ---- loops ----
+
+    async def _scheduler_loop(self) -> None:
+        assert self.notifier is not None
+        event = self.notifier.scheduler
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), self.settings.schedule_interval_s)
+            event.clear()
+            try:
+                while True:
+                    result = await to_thread.run_sync(schedule_once, self.store, time.time())
+                    self.wake_sites(result.sites)
+                    if result.placed == 0 or result.waiting > 0:
+                        break
+            except Exception:  # keep scheduling after a transient database error
+                log.exception("scheduling pass failed")
+                await asyncio.sleep(0.5)
+
+    async def _liveness_loop(self) -> None:
+        period = max(0.1, min(1.0, self.settings.heartbeat_interval_s / 2))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                lost = await to_thread.run_sync(self.sweep_once, time.time())
+            except Exception:
+                log.exception("liveness sweep failed")
+                continue
+            if lost:
+                self.wake_scheduler()
+
+    def sweep_once(self, now: float) -> list[str]:
+        """Mark silent sites offline and give their running attempts back to the queue."""
+        with self.store.tx() as s:
+            lost = reg.sweep_liveness(s, now, self.settings.missed_heartbeats, self.started_at)
+            for site_id in lost:
+                n = tasks_store.fail_site(
+                    s,
+                    site_id,
+                    now,
+                    f"site {site_id} lost: no heartbeat for "
+                    f"{self.settings.missed_heartbeats} intervals",
+                )
+                log.warning("site %s lost; %d attempts failed over", site_id, n)
+        return lost

@@ -1,0 +1,185 @@
+"""Typed descriptors of providers, sites and pools, and the agent's registration and heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Label = Annotated[str, Field(min_length=1, max_length=128)]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+# An agent heartbeats every HEARTBEAT_INTERVAL_S by default; a pool is offline after
+# MISSED_HEARTBEATS intervals without one.
+HEARTBEAT_INTERVAL_S = 5.0
+MISSED_HEARTBEATS = 3
+MAX_POOLS_PER_SITE = 64
+
+
+class PoolType(StrEnum):
+    GENERAL = "general"
+    INTELLIGENT = "intelligent"
+    SUPERCOMPUTING = "supercomputing"
+    EDGE = "edge"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Region(Strict):
+    """Where a site is: an administrative code (e.g. GB/T 2260 "440300"), a name, coordinates."""
+
+    code: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+    name: Annotated[str, Field(max_length=128)] = ""
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+
+class Accelerator(Strict):
+    model: Annotated[str, Field(min_length=1, max_length=128)]
+    count: int = Field(ge=1, le=1024)
+    memory_gb: float = Field(default=0.0, ge=0, le=4096)
+
+
+class Hardware(Strict):
+    """What a pool is made of (declared by its operator or discovered by the agent)."""
+
+    cpu_model: Annotated[str, Field(max_length=256)] = ""
+    cpu_cores: float = Field(gt=0, le=10_000_000)
+    memory_gb: float = Field(gt=0, le=1_000_000_000)
+    disk_gb: float = Field(default=0.0, ge=0, le=1_000_000_000)
+    accelerators: list[Accelerator] = Field(default_factory=list, max_length=16)
+
+    @property
+    def gpus(self) -> int:
+        return sum(a.count for a in self.accelerators)
+
+    @property
+    def gpu_model(self) -> str | None:
+        return self.accelerators[0].model if self.accelerators else None
+
+
+class Price(Strict):
+    """Price per resource-hour in `currency` (display money; the ledger later uses minor units)."""
+
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "CNY"
+    cpu_core_hour: float = Field(default=0.0, ge=0, le=1_000_000)
+    ram_gb_hour: float = Field(default=0.0, ge=0, le=1_000_000)
+    gpu_hour: float = Field(default=0.0, ge=0, le=1_000_000)
+
+
+class PoolDescriptor(Strict):
+    """A pool as its agent declares it on registration."""
+
+    name: Name
+    type: PoolType = PoolType.GENERAL
+    hardware: Hardware
+    labels: dict[Label, Label] = Field(default_factory=dict)
+    price: Price = Field(default_factory=Price)
+    can_run_images: bool = False
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 64:
+            raise ValueError("at most 64 labels")
+        return v
+
+
+class Registration(Strict):
+    """What an agent sends when it starts (idempotent: the same names keep the same ids)."""
+
+    endpoint: Annotated[str, Field(max_length=512)] = ""
+    agent_version: Annotated[str, Field(max_length=64)] = ""
+    backend: Annotated[str, Field(max_length=64)] = "local"
+    heartbeat_interval_s: float = Field(default=HEARTBEAT_INTERVAL_S, ge=0.1, le=3600)
+    pools: list[PoolDescriptor] = Field(min_length=1, max_length=MAX_POOLS_PER_SITE)
+
+    @field_validator("pools")
+    @classmethod
+    def _unique(cls, v: list[PoolDescriptor]) -> list[PoolDescriptor]:
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError("pool names must be unique within a site")
+        return v
+
+
+class Capacity(BaseModel):
+    cpu_cores: float = Field(default=0.0, ge=0)
+    ram_gb: float = Field(default=0.0, ge=0)
+    disk_gb: float = Field(default=0.0, ge=0)
+    gpus: int = Field(default=0, ge=0)
+
+
+class PoolLive(Strict):
+    """One pool's live state in a heartbeat."""
+
+    name: Name
+    free: Capacity
+    queue_length: int = Field(default=0, ge=0, le=10_000_000)
+    running: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class Heartbeat(Strict):
+    pools: list[PoolLive] = Field(default_factory=list, max_length=MAX_POOLS_PER_SITE)
+    running_attempts: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=100_000
+    )
+
+
+class PoolRecord(BaseModel):
+    """A pool as discovery shows it."""
+
+    id: str
+    name: str
+    site_id: str
+    site_name: str
+    provider_id: str
+    provider_name: str
+    type: PoolType
+    region: Region
+    hardware: Hardware
+    labels: dict[str, str]
+    price: Price
+    can_run_images: bool
+    endpoint: str
+    total: Capacity
+    free: Capacity  # what the backend reports free
+    reserved: Capacity  # what the hub has placed there and not yet released
+    queue_length: int
+    running: int
+    online: bool
+    last_heartbeat: datetime | None
+    created_at: datetime
+
+
+class ProviderRecord(BaseModel):
+    id: str
+    name: str
+    org_id: str
+    created_at: datetime
+    retired: bool = False
+
+
+class SiteRecord(BaseModel):
+    id: str
+    name: str
+    provider_id: str
+    type: PoolType
+    region: Region
+    endpoint: str
+    online: bool
+    last_heartbeat: datetime | None
+    created_at: datetime
+    retired: bool = False
+    pools: list[str] = Field(default_factory=list)
+
+
+class RegisterResult(BaseModel):
+    site_id: str
+    provider_id: str
+    pools: dict[str, str]  # pool name -> identifier
+    heartbeat_interval_s: float

@@ -1,0 +1,305 @@
+"""Rank the pools for one task: a pure function from (task, snapshot) to an explained Decision.
+
+``rank`` is the whole policy for one task. It is built from steps that ``batch`` reuses while it
+places many tasks on one snapshot: ``board`` (per-pool facts), ``screen`` (constraints, per task
+signature), ``shortlist`` (feasibility and prices, per task shape) and ``decide`` (the part that
+depends on what is free right now).
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cpnet.sched import feasibility, score
+from cpnet.sched.snapshot import (
+    EPSILON,
+    RESOURCE_NAMES,
+    Decision,
+    Placement,
+    PoolView,
+    Rejection,
+    Resources,
+    TaskRequest,
+    amount_text,
+)
+
+AVOIDED_REASON = "avoided: an earlier attempt failed here"
+
+
+@dataclass(frozen=True, slots=True)
+class Board:
+    """One snapshot's pools in id order, with the per-pool facts reused for every task.
+
+    Availability changes as a batch reserves capacity; nothing kept here depends on it.
+    """
+
+    pools: tuple[PoolView, ...]  # sorted by id, as given in the snapshot
+    start_factors: tuple[tuple[float, float], ...]  # score.start_factors per pool
+    # Per resource, the smallest total of any pool: a demand that fits in it fits every pool's
+    # total, so shortlisting can skip the per-pool size check.
+    smallest: Resources
+
+
+def board(pools: Sequence[PoolView]) -> Board:
+    """Build the Board for a snapshot; refuse duplicate pool ids."""
+    ordered = tuple(sorted(pools, key=lambda p: p.id))
+    for before, after in zip(ordered, ordered[1:]):
+        if before.id == after.id:
+            raise ValueError(f"duplicate pool id {before.id!r} in snapshot")
+    totals = [p.total for p in ordered]
+    smallest = Resources(
+        min((t.cpu_cores for t in totals), default=0.0),
+        min((t.ram_gb for t in totals), default=0.0),
+        min((t.disk_gb for t in totals), default=0.0),
+        min((t.gpus for t in totals), default=0),
+    )
+    return Board(ordered, tuple(score.start_factors(p) for p in ordered), smallest)
+
+
+def screen(task: TaskRequest, table: Board) -> tuple[Rejection | None, ...]:
+    """Check the task's size-independent constraints on each pool: a Rejection, or None if met.
+
+    Depends only on ``feasibility.signature(task)``, so callers may cache it per signature.
+    """
+    out: list[Rejection | None] = []
+    for pool in table.pools:
+        reasons = feasibility.constraint_reasons(task, pool)
+        out.append(Rejection(pool.id, reasons) if reasons else None)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Shortlist:
+    """The feasible pools for one task shape (constraints, demand, runtime) on one Board.
+
+    Feasibility, prices and the start estimates per fit do not depend on availability, so this
+    stays valid while a batch reserves capacity; only ``decide`` looks at what is free.
+    """
+
+    candidates: tuple[int, ...]  # positions on the Board, ascending (so in pool id order)
+    pool_ids: tuple[str, ...]  # per candidate
+    hourly: tuple[float, ...]  # per candidate: price of the demand for one hour, pool currency
+    sorted_hourly: tuple[float, ...]  # the same prices ascending, to say "2nd cheapest"
+    start_if_fits: tuple[float, ...]  # per candidate: expected start in s if it fits now
+    start_if_not: tuple[float, ...]  # per candidate: expected start in s if it does not
+    rejections: tuple[Rejection, ...]  # in pool id order
+
+
+def shortlist(task: TaskRequest, table: Board, screened: Sequence[Rejection | None]) -> Shortlist:
+    """Split the Board's pools into feasible candidates and rejections for the task.
+
+    ``screened`` must be ``screen(task, table)``. Rejection reasons equal ``feasibility.check``.
+    """
+    demand = task.demand
+    pools = table.pools
+    if demand.fits_in(table.smallest):
+        # Common case: the task is no bigger than the smallest pool, only constraints matter.
+        candidates = [i for i, rejected in enumerate(screened) if rejected is None]
+        rejections = [rejected for rejected in screened if rejected is not None]
+    else:
+        candidates, rejections = _split_by_size(demand, pools, screened)
+    hourly = [pools[i].price.hourly(demand) for i in candidates]
+    runtime_s = max(0.0, task.expected_runtime_s)
+    factors = [table.start_factors[i] for i in candidates]
+    return Shortlist(
+        candidates=tuple(candidates),
+        pool_ids=tuple(pools[i].id for i in candidates),
+        hourly=tuple(hourly),
+        sorted_hourly=tuple(sorted(hourly)),
+        start_if_fits=tuple(runtime_s * queue for queue, _ in factors),
+        start_if_not=tuple(runtime_s * (queue + busy) for queue, busy in factors),
+        rejections=tuple(rejections),
+    )
+
+
+def _split_by_size(
+    demand: Resources, pools: Sequence[PoolView], screened: Sequence[Rejection | None]
+) -> tuple[list[int], list[Rejection]]:
+    """Sort pools into candidate positions and rejections, checking the demand against totals."""
+    dc, dr, dd, dg = demand.cpu_cores, demand.ram_gb, demand.disk_gb, demand.gpus
+    candidates: list[int] = []
+    rejections: list[Rejection] = []
+    # Pools often share a size; phrase each size's shortfall once.
+    size_text: dict[Resources, tuple[str, ...]] = {}
+    for i, (pool, rejected) in enumerate(zip(pools, screened, strict=True)):
+        total = pool.total
+        # Inline Resources.fits_in: this loop runs once per task shape and pool.
+        if (
+            dc <= total.cpu_cores + EPSILON
+            and dr <= total.ram_gb + EPSILON
+            and dd <= total.disk_gb + EPSILON
+            and dg <= total.gpus
+        ):
+            if rejected is None:
+                candidates.append(i)
+            else:
+                rejections.append(rejected)
+            continue
+        too_big = size_text.get(total)
+        if too_big is None:
+            too_big = size_text[total] = feasibility.size_reasons(demand, pool)
+        before = () if rejected is None else rejected.reasons
+        rejections.append(Rejection(pool.id, before + too_big))
+    return candidates, rejections
+
+
+def decide(
+    task: TaskRequest,
+    pools: Sequence[PoolView],
+    short: Shortlist,
+    loads: Sequence[float],
+    weights: score.Weights = score.DEFAULT_WEIGHTS,
+    keep: int | None = None,
+) -> Decision:
+    """Rank the shortlisted pools by what is free now and explain each placement.
+
+    ``pools`` is the Board's pools as they are now (same order; availability may have changed)
+    and ``loads[i]`` must be ``score.load_fraction(pools[i])``. With ``keep`` set, the Decision
+    holds only the ``keep`` best placements plus the best one that fits now (so ``best`` is the
+    same as without it); ranks still count every candidate.
+    """
+    count = len(short.candidates)
+    if count == 0:
+        return Decision(task.id, (), short.rejections)
+    demand = task.demand
+    dc, dr, dd, dg = demand.cpu_cores, demand.ram_gb, demand.disk_gb, demand.gpus
+    free = [pools[i].available for i in short.candidates]
+    # Inline Resources.fits_in: this runs once per task and candidate.
+    fits = [
+        dc <= a.cpu_cores + EPSILON
+        and dr <= a.ram_gb + EPSILON
+        and dd <= a.disk_gb + EPSILON
+        and dg <= a.gpus
+        for a in free
+    ]
+    starts = [
+        now if ok else later
+        for ok, now, later in zip(fits, short.start_if_fits, short.start_if_not, strict=True)
+    ]
+    cand_loads = [loads[i] for i in short.candidates]
+    scored = score.scores(starts, short.hourly, cand_loads, weights)
+    avoid = task.avoid_pools
+    avoided = [pid in avoid for pid in short.pool_ids] if avoid else [False] * count
+    keys = score.rank_keys(short.pool_ids, scored, avoided)
+
+    if keep is None:
+        order = [key[3] for key in sorted(keys)]
+        ranks: Sequence[int] = range(1, count + 1)
+    else:
+        # Pop from a heap to get the true order lazily: usually the best pool that fits now is
+        # near the top, so most candidates are never fully sorted or explained.
+        heapq.heapify(keys)
+        order, ranks = [], []
+        seen_fit = not any(fits)  # nothing to look for past ``keep`` when nothing fits
+        position = 0
+        while keys and (position < keep or not seen_fit):
+            j = heapq.heappop(keys)[3]
+            position += 1
+            if position <= keep or (fits[j] and not seen_fit):
+                order.append(j)
+                ranks.append(position)
+            seen_fit = seen_fit or fits[j]
+
+    runtime_s = max(0.0, task.expected_runtime_s)
+    placements = []
+    for position, j in zip(ranks, order, strict=True):
+        pool = pools[short.candidates[j]]
+        hourly = short.hourly[j]
+        placements.append(
+            Placement(
+                pool_id=pool.id,
+                rank=position,
+                score=scored[j],
+                expected_start_s=starts[j],
+                hourly_price=hourly,
+                estimated_cost=hourly * runtime_s / 3600.0,  # price/h x hours
+                fits_now=fits[j],
+                reasons=_reasons(task, pool, short, j, starts[j], cand_loads[j], avoided[j]),
+            )
+        )
+    return Decision(task.id, tuple(placements), short.rejections)
+
+
+def rank(
+    task: TaskRequest,
+    pools: Sequence[PoolView],
+    weights: score.Weights = score.DEFAULT_WEIGHTS,
+) -> Decision:
+    """Rank every pool for the task: all feasible ones as placements, the rest as rejections.
+
+    Pure and deterministic: the same task and pools (in any order) give the same Decision.
+    ``Decision.best`` is the pool to reserve, or None when nothing fits now.
+    """
+    table = board(pools)
+    short = shortlist(task, table, screen(task, table))
+    loads = [score.load_fraction(p) for p in table.pools]
+    return decide(task, table.pools, short, loads, weights)
+
+
+def _reasons(
+    task: TaskRequest,
+    pool: PoolView,
+    short: Shortlist,
+    j: int,
+    start_s: float,
+    load: float,
+    avoided: bool,
+) -> tuple[str, ...]:
+    """Explain one placement in sentences: room now, start, price and cost, load, avoidance."""
+    demand = task.demand
+    reasons = []
+    missing = demand.shortfall(pool.available)
+    if missing:
+        reasons.append("does not fit now: " + "; ".join(missing))
+    else:
+        parts = [
+            f"{amount_text(getattr(pool.available, name))} of "
+            f"{amount_text(getattr(pool.total, name))} {name} free"
+            for name in RESOURCE_NAMES
+            if getattr(demand, name) > 0
+        ]
+        reasons.append("fits now: " + ", ".join(parts) if parts else "fits now")
+
+    queue = pool.queue_length
+    wait = f"expected start ~{round(start_s)} s"
+    if missing:
+        reasons.append(f"backend queue {queue}, {pool.running} running, no room now → {wait}")
+    elif start_s > 0:
+        reasons.append(f"backend queue {queue} → {wait}")
+    else:
+        reasons.append("backend queue empty → can start now" if queue == 0 else "can start now")
+
+    currency = pool.price.currency
+    hourly = short.hourly[j]
+    count = len(short.candidates)
+    if count == 1:
+        standing = "only candidate"
+    else:
+        cheaper = bisect_left(short.sorted_hourly, hourly)
+        standing = f"{_ordinal(cheaper + 1)}cheapest of {count}"
+    reasons.append(f"price {_money(hourly)} {currency}/h ({standing})")
+    runtime_s = max(0.0, task.expected_runtime_s)
+    cost = _money(hourly * runtime_s / 3600.0)
+    reasons.append(f"estimated cost {cost} {currency} for ~{round(runtime_s)} s")
+    reasons.append(f"{round(load * 100)}% of pool in use")
+    if avoided:
+        reasons.append(AVOIDED_REASON)
+    return tuple(reasons)
+
+
+def _ordinal(n: int) -> str:
+    """Give "" for 1, else "2nd ", "3rd ", "11th " ..., to put in front of "cheapest"."""
+    if n == 1:
+        return ""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix} "
+
+
+def _money(value: float) -> str:
+    """Render a display price: two decimals, or two significant digits below 0.01."""
+    if value == 0 or abs(value) >= 0.01:
+        return f"{value:.2f}"
+    return f"{value:.2g}"

@@ -1,0 +1,189 @@
+"""What the scheduler sees and answers: resource amounts, prices, live pools, tasks, decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Slack for float capacity comparisons, in the resource's own unit (cores, GB). Availability is
+# kept by repeated float subtraction; a billionth of a core or GB absorbs that rounding and is far
+# below any real allocation granularity. GPUs are whole numbers and compared exactly.
+EPSILON = 1e-9
+
+# Resource field names, in the order reasons mention them.
+RESOURCE_NAMES = ("cpu_cores", "ram_gb", "disk_gb", "gpus")
+
+
+def amount_text(value: float) -> str:
+    """Render a resource amount for a human reason: "4", "2.5", "0.001"."""
+    if type(value) is int:
+        return str(value)
+    value = float(value)
+    if value.is_integer():
+        return str(int(value))
+    if abs(value) < 0.01:
+        # Two significant digits so tiny amounts do not print as "0".
+        return f"{value:.2g}"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """An amount of resources, used both for demand and for capacity."""
+
+    cpu_cores: float = 0.0
+    ram_gb: float = 0.0
+    disk_gb: float = 0.0
+    gpus: int = 0
+
+    def fits_in(self, other: Resources) -> bool:
+        """Tell whether this amount fits inside ``other`` in every resource."""
+        return (
+            self.cpu_cores <= other.cpu_cores + EPSILON
+            and self.ram_gb <= other.ram_gb + EPSILON
+            and self.disk_gb <= other.disk_gb + EPSILON
+            and self.gpus <= other.gpus
+        )
+
+    def __add__(self, other: object) -> Resources:
+        if not isinstance(other, Resources):
+            return NotImplemented
+        return Resources(
+            self.cpu_cores + other.cpu_cores,
+            self.ram_gb + other.ram_gb,
+            self.disk_gb + other.disk_gb,
+            self.gpus + other.gpus,
+        )
+
+    def __sub__(self, other: object) -> Resources:
+        if not isinstance(other, Resources):
+            return NotImplemented
+        return Resources(
+            self.cpu_cores - other.cpu_cores,
+            self.ram_gb - other.ram_gb,
+            self.disk_gb - other.disk_gb,
+            self.gpus - other.gpus,
+        )
+
+    def shortfall(self, other: Resources, *, have: str = "free") -> list[str]:
+        """Explain every resource where this amount does not fit in ``other``.
+
+        Each entry reads like "needs 4 cpu_cores, 2 free"; ``have`` replaces "free" when
+        ``other`` is not free capacity (e.g. "in total"). Empty when it fits.
+        """
+        out = []
+        # Unrolled rather than a getattr loop: rejections call this once per task and pool.
+        if self.cpu_cores > other.cpu_cores + EPSILON:
+            out.append(_short(self.cpu_cores, other.cpu_cores, "cpu_cores", have))
+        if self.ram_gb > other.ram_gb + EPSILON:
+            out.append(_short(self.ram_gb, other.ram_gb, "ram_gb", have))
+        if self.disk_gb > other.disk_gb + EPSILON:
+            out.append(_short(self.disk_gb, other.disk_gb, "disk_gb", have))
+        if self.gpus > other.gpus:
+            out.append(_short(self.gpus, other.gpus, "gpus", have))
+        return out
+
+
+def _short(need: float, got: float, name: str, have: str) -> str:
+    """Phrase one shortfall, e.g. "needs 4 cpu_cores, 2 free"."""
+    return f"needs {amount_text(need)} {name}, {amount_text(got)} {have}"
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """Price per resource-hour, in the pool's currency (display money, not ledger amounts).
+
+    The scheduler compares prices as plain numbers, so the caller must give every pool of one
+    snapshot the same currency (convert before building the snapshot).
+    """
+
+    currency: str = "CNY"
+    cpu_core_hour: float = 0.0  # per core per hour
+    ram_gb_hour: float = 0.0  # per GB of RAM per hour
+    gpu_hour: float = 0.0  # per GPU per hour
+
+    def hourly(self, demand: Resources) -> float:
+        """Give the price of holding ``demand`` for one hour; disk is not charged."""
+        return (
+            demand.cpu_cores * self.cpu_core_hour
+            + demand.ram_gb * self.ram_gb_hour
+            + demand.gpus * self.gpu_hour
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """One live pool as the scheduler sees it at snapshot time."""
+
+    id: str
+    site_id: str
+    provider_id: str
+    name: str
+    type: str  # "general" | "intelligent" | "supercomputing" | "edge"
+    region_code: str  # administrative division code, e.g. "440300"
+    labels: tuple[tuple[str, str], ...]  # sorted key/value pairs
+    total: Resources  # the whole pool
+    # What the hub may still reserve now: total minus reservations, also bounded by what the
+    # backend reports free.
+    available: Resources
+    gpu_model: str | None  # accelerator model, e.g. "NVIDIA H100 80GB"; None without GPUs
+    queue_length: int  # tasks waiting in the backend's own queue
+    running: int  # tasks running there now
+    price: Price
+    online: bool = True
+    can_run_images: bool = False  # reserved for container support; feasibility ignores it
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """What placement needs to know about one task."""
+
+    id: str
+    demand: Resources
+    # Required accelerator model: case-insensitive substring of PoolView.gpu_model.
+    gpu_model: str | None = None
+    regions: tuple[str, ...] = ()  # allowed region code prefixes ("44" allows "440300"); () = any
+    providers: tuple[str, ...] = ()  # allowed provider ids; () = any
+    pool_types: tuple[str, ...] = ()  # allowed pool types; () = any
+    labels: tuple[tuple[str, str], ...] = ()  # every pair must be present on the pool
+    # Pools where an earlier attempt failed: still feasible, but ranked after all others.
+    avoid_pools: tuple[str, ...] = ()
+    expected_runtime_s: float = 600.0  # seconds; used to estimate cost and queue wait
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One ranked candidate pool for a task."""
+
+    pool_id: str
+    rank: int  # 1 is best; ranks count every feasible pool, even ones a Decision leaves out
+    score: float  # weighted policy score, lower is better (avoided pools rank last regardless)
+    expected_start_s: float  # seconds from now until the task would start
+    hourly_price: float  # price of the task's demand for one hour, pool currency
+    estimated_cost: float  # hourly_price x expected runtime, pool currency
+    fits_now: bool  # enough available capacity right now; only these may be reserved
+    reasons: tuple[str, ...]  # why it ranks where it does, human sentences
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An infeasible pool and every reason it cannot take the task."""
+
+    pool_id: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The scheduler's answer for one task: ranked placements and rejected pools."""
+
+    task_id: str
+    placements: tuple[Placement, ...]  # best first
+    rejections: tuple[Rejection, ...]  # sorted by pool id
+
+    @property
+    def best(self) -> Placement | None:
+        """Return the first placement that fits now (the one to reserve), or None."""
+        for placement in self.placements:
+            if placement.fits_now:
+                return placement
+        return None

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, Alembic migrations and one repository per noun."""

@@ -1,0 +1,392 @@
+"""Providers, sites and pools in the store: registration, heartbeats, liveness, discovery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from cpnet import ident
+from cpnet.errors import Conflict, Forbidden, NotFound
+from cpnet.ident.labels import slug_label, unique_label
+from cpnet.registry.model import (
+    Capacity,
+    Hardware,
+    Heartbeat,
+    PoolRecord,
+    PoolType,
+    Price,
+    ProviderRecord,
+    Region,
+    RegisterResult,
+    Registration,
+    SiteRecord,
+)
+from cpnet.store.tables import Pool, Provider, Site
+
+
+def ts(t: float | None) -> datetime | None:
+    """An epoch float as an aware UTC datetime (None stays None)."""
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def _authority_labels(authority: str) -> list[str]:
+    return [part for part in authority.lower().split(".") if part]
+
+
+# ---- providers and sites ----
+
+
+def create_provider(s: Session, org_id: str, name: str, authority: str, now: float) -> Provider:
+    """Create a provider (or return the existing one of that name: creation is idempotent)."""
+    existing = s.scalar(select(Provider).where(Provider.org_id == org_id, Provider.name == name))
+    if existing is not None:
+        return existing
+    taken = set(s.scalars(select(Provider.label)))
+    label = unique_label(slug_label(name), taken)
+    pid = ident.make([*_authority_labels(authority), label], ident.IdType.NONE).text
+    row = Provider(id=pid, org_id=org_id, name=name, label=label, created_at=now)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get_provider(s: Session, provider_id: str) -> Provider:
+    row = s.get(Provider, provider_id.lower())
+    if row is None:
+        raise NotFound(f"no provider {provider_id!r}", field="provider_id")
+    return row
+
+
+def list_providers(s: Session, org_id: str | None) -> list[Provider]:
+    q = select(Provider).order_by(Provider.created_at)
+    if org_id is not None:
+        q = q.where(Provider.org_id == org_id)
+    return list(s.scalars(q))
+
+
+def provider_record(p: Provider) -> ProviderRecord:
+    return ProviderRecord(
+        id=p.id,
+        name=p.name,
+        org_id=p.org_id,
+        created_at=ts(p.created_at),
+        retired=p.retired_at is not None,
+    )
+
+
+def create_site(
+    s: Session,
+    provider: Provider,
+    *,
+    name: str,
+    type: str,
+    region: Region,
+    now: float,
+) -> Site:
+    """Create a site under a provider (idempotent by name; its region may be updated)."""
+    existing = s.scalar(select(Site).where(Site.provider_id == provider.id, Site.name == name))
+    if existing is not None:
+        if existing.type != type:
+            raise Conflict(
+                f"site {name!r} exists with type {existing.type}; its identifier is typed, "
+                "so create a new site for another type",
+                field="type",
+            )
+        existing.region_code, existing.region_name = region.code, region.name
+        existing.lat, existing.lon = region.lat, region.lon
+        return existing
+    taken = set(s.scalars(select(Site.label).where(Site.provider_id == provider.id)))
+    label = unique_label(slug_label(name), taken)
+    prefix = provider.id.rsplit(".", 1)[0].split(".")
+    sid = ident.make([*prefix, label], ident.IdType.from_pool_type(type)).text
+    row = Site(
+        id=sid,
+        provider_id=provider.id,
+        org_id=provider.org_id,
+        name=name,
+        label=label,
+        type=type,
+        region_code=region.code,
+        region_name=region.name,
+        lat=region.lat,
+        lon=region.lon,
+        agent={},
+        created_at=now,
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get_site(s: Session, site_id: str) -> Site:
+    row = s.get(Site, site_id.lower())
+    if row is None:
+        raise NotFound(f"no site {site_id!r}", field="site_id")
+    return row
+
+
+def list_sites(s: Session, org_id: str | None) -> list[Site]:
+    q = select(Site).order_by(Site.created_at)
+    if org_id is not None:
+        q = q.where(Site.org_id == org_id)
+    return list(s.scalars(q))
+
+
+def site_record(s: Session, site: Site) -> SiteRecord:
+    pools = list(s.scalars(select(Pool.id).where(Pool.site_id == site.id).order_by(Pool.name)))
+    return SiteRecord(
+        id=site.id,
+        name=site.name,
+        provider_id=site.provider_id,
+        type=PoolType(site.type),
+        region=_region(site),
+        endpoint=site.endpoint,
+        online=site.online,
+        last_heartbeat=ts(site.last_heartbeat),
+        created_at=ts(site.created_at),
+        retired=site.retired_at is not None,
+        pools=pools,
+    )
+
+
+def _region(site: Site) -> Region:
+    return Region(code=site.region_code, name=site.region_name, lat=site.lat, lon=site.lon)
+
+
+# ---- agents: registration and heartbeats ----
+
+
+def register(s: Session, site_id: str, reg: Registration, now: float) -> RegisterResult:
+    """Record an agent's start: its endpoint and pools. Same names keep the same identifiers."""
+    site = get_site(s, site_id)
+    if site.retired_at is not None:
+        raise Forbidden(f"site {site.id} is retired", field="site_id")
+    site.endpoint = reg.endpoint
+    site.agent = {"version": reg.agent_version, "backend": reg.backend}
+    site.heartbeat_interval_s = reg.heartbeat_interval_s
+    site.last_heartbeat = now
+    site.online = True
+    existing = {p.name: p for p in s.scalars(select(Pool).where(Pool.site_id == site.id))}
+    taken = {p.label for p in existing.values()}
+    ids: dict[str, str] = {}
+    for desc in reg.pools:
+        hw = desc.hardware
+        row = existing.get(desc.name)
+        if row is None:
+            label = unique_label(slug_label(desc.name), taken)
+            taken.add(label)
+            pid = ident.make(
+                [*site.id.rsplit(".", 1)[0].split("."), label],
+                ident.IdType.from_pool_type(desc.type.value),
+            ).text
+            row = Pool(
+                id=pid,
+                site_id=site.id,
+                name=desc.name,
+                label=label,
+                created_at=now,
+                reserved_cpu=0.0,
+                reserved_ram=0.0,
+                reserved_disk=0.0,
+                reserved_gpus=0,
+                queue_length=0,
+                running=0,
+            )
+            s.add(row)
+        elif row.retired_at is not None:
+            raise Conflict(
+                f"pool {desc.name!r} ({row.id}) was retired; register it under a new name",
+                field="pools",
+            )
+        row.type = desc.type.value
+        row.descriptor = desc.model_dump(mode="json")
+        row.gpu_model = hw.gpu_model
+        row.total_cpu, row.total_ram = hw.cpu_cores, hw.memory_gb
+        row.total_disk, row.total_gpus = hw.disk_gb, hw.gpus
+        # Until the first heartbeat, assume everything not reserved by the hub is free.
+        row.free_cpu = max(0.0, hw.cpu_cores - (row.reserved_cpu or 0.0))
+        row.free_ram = max(0.0, hw.memory_gb - (row.reserved_ram or 0.0))
+        row.free_disk = max(0.0, hw.disk_gb - (row.reserved_disk or 0.0))
+        row.free_gpus = max(0, hw.gpus - (row.reserved_gpus or 0))
+        row.online = True
+        row.last_heartbeat = now
+        ids[desc.name] = row.id
+    # Pools this agent no longer offers leave discovery (they keep their identifiers).
+    for name, row in existing.items():
+        if name not in ids:
+            row.online = False
+    s.flush()
+    return RegisterResult(
+        site_id=site.id,
+        provider_id=site.provider_id,
+        pools=ids,
+        heartbeat_interval_s=reg.heartbeat_interval_s,
+    )
+
+
+def heartbeat(s: Session, site_id: str, hb: Heartbeat, now: float) -> bool:
+    """Record live state; returns True if the site was offline and came back."""
+    site = get_site(s, site_id)
+    came_back = not site.online
+    site.last_heartbeat = now
+    site.online = True
+    pools = {p.name: p for p in s.scalars(select(Pool).where(Pool.site_id == site.id))}
+    for live in hb.pools:
+        row = pools.get(live.name)
+        if row is None or row.retired_at is not None:
+            continue
+        if not row.online:
+            came_back = True
+        row.free_cpu, row.free_ram = live.free.cpu_cores, live.free.ram_gb
+        row.free_disk, row.free_gpus = live.free.disk_gb, live.free.gpus
+        row.queue_length, row.running = live.queue_length, live.running
+        row.online = True
+        row.last_heartbeat = now
+    return came_back
+
+
+def sweep_liveness(s: Session, now: float, missed: int, not_before: float) -> list[str]:
+    """Mark sites (and their pools) offline after `missed` heartbeat intervals; return their ids.
+
+    `not_before` is when this hub process started: a hub that was itself down must give agents a
+    full timeout after its restart before calling them lost.
+    """
+    lost: list[str] = []
+    for site in s.scalars(select(Site).where(Site.online.is_(True))):
+        last = max(site.last_heartbeat or 0.0, not_before)
+        if now - last > missed * site.heartbeat_interval_s:
+            site.online = False
+            s.execute(update(Pool).where(Pool.site_id == site.id).values(online=False))
+            lost.append(site.id)
+    return lost
+
+
+# ---- pools: discovery, retirement ----
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFilter:
+    type: str | None = None
+    region: str | None = None
+    accelerator: str | None = None
+    min_gpus: int | None = None
+    min_cores: float | None = None
+    min_memory_gb: float | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    online: bool | None = True  # None = any
+
+
+def _free(p: Pool) -> Capacity:
+    # What a new task could get now: the backend's own report, bounded by what the hub has
+    # not yet reserved (the backend may not have seen the newest placements yet).
+    return Capacity(
+        cpu_cores=max(0.0, min(p.free_cpu, p.total_cpu - p.reserved_cpu)),
+        ram_gb=max(0.0, min(p.free_ram, p.total_ram - p.reserved_ram)),
+        disk_gb=max(0.0, min(p.free_disk, p.total_disk - p.reserved_disk)),
+        gpus=max(0, min(p.free_gpus, p.total_gpus - p.reserved_gpus)),
+    )
+
+
+def pool_record(p: Pool, site: Site, provider: Provider) -> PoolRecord:
+    desc = p.descriptor
+    return PoolRecord(
+        id=p.id,
+        name=p.name,
+        site_id=site.id,
+        site_name=site.name,
+        provider_id=provider.id,
+        provider_name=provider.name,
+        type=PoolType(p.type),
+        region=_region(site),
+        hardware=Hardware.model_validate(desc["hardware"]),
+        labels=desc.get("labels", {}),
+        price=Price.model_validate(desc.get("price", {})),
+        can_run_images=bool(desc.get("can_run_images", False)),
+        endpoint=site.endpoint,
+        total=Capacity(
+            cpu_cores=p.total_cpu, ram_gb=p.total_ram, disk_gb=p.total_disk, gpus=p.total_gpus
+        ),
+        free=_free(p),
+        reserved=Capacity(
+            cpu_cores=p.reserved_cpu,
+            ram_gb=p.reserved_ram,
+            disk_gb=p.reserved_disk,
+            gpus=p.reserved_gpus,
+        ),
+        queue_length=p.queue_length,
+        running=p.running,
+        online=p.online and p.retired_at is None,
+        last_heartbeat=ts(p.last_heartbeat),
+        created_at=ts(p.created_at),
+    )
+
+
+def _joined(s: Session):  # type: ignore[no-untyped-def]
+    return (
+        select(Pool, Site, Provider)
+        .join(Site, Pool.site_id == Site.id)
+        .join(Provider, Site.provider_id == Provider.id)
+    )
+
+
+def list_pools(s: Session, f: PoolFilter) -> list[PoolRecord]:
+    """Discovery: live (or all) pools matching every given filter, by identifier."""
+    q = _joined(s).where(Pool.retired_at.is_(None))
+    if f.online is not None:
+        q = q.where(Pool.online.is_(f.online))
+    if f.type:
+        q = q.where(Pool.type == f.type)
+    if f.region:
+        q = q.where(or_(Site.region_code.startswith(f.region), Site.region_name == f.region))
+    if f.accelerator:
+        q = q.where(Pool.gpu_model.ilike(f"%{f.accelerator}%"))
+    out = []
+    for pool, site, prov in s.execute(q.order_by(Pool.id)):
+        rec = pool_record(pool, site, prov)
+        if f.min_gpus is not None and rec.free.gpus < f.min_gpus:
+            continue
+        if f.min_cores is not None and rec.free.cpu_cores < f.min_cores:
+            continue
+        if f.min_memory_gb is not None and rec.free.ram_gb < f.min_memory_gb:
+            continue
+        if any(rec.labels.get(k) != v for k, v in f.labels):
+            continue
+        out.append(rec)
+    return out
+
+
+def get_pool(s: Session, pool_id: str) -> PoolRecord:
+    row = s.execute(_joined(s).where(Pool.id == pool_id.lower())).first()
+    if row is None:
+        raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+    return pool_record(*row)
+
+
+def pool_owner_org(s: Session, pool_id: str) -> str:
+    row = s.execute(
+        select(Site.org_id).join(Pool, Pool.site_id == Site.id).where(Pool.id == pool_id.lower())
+    ).first()
+    if row is None:
+        raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+    return row[0]
+
+
+def retire_pool(s: Session, pool_id: str, now: float) -> PoolRecord:
+    row = s.get(Pool, pool_id.lower())
+    if row is None:
+        raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+    if row.retired_at is None:
+        row.retired_at = now
+        row.online = False
+    return get_pool(s, pool_id)
+
+
+def live_pools(s: Session, *, online_only: bool = True) -> list[tuple[Pool, Site]]:
+    """Every online (or every unretired) pool with its site: the scheduler's snapshot source."""
+    q = select(Pool, Site).join(Site, Pool.site_id == Site.id).where(Pool.retired_at.is_(None))
+    if online_only:
+        q = q.where(Pool.online.is_(True), Site.online.is_(True))
+    return [(p, site) for p, site in s.execute(q)]

@@ -1,0 +1,209 @@
+"""The hub's tables. Times are UTC epoch seconds (float), identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT identity.
+SeqInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: Json, list[Any]: Json}
+
+
+class HubKey(Base):
+    """The hub's Ed25519 signing keys (the newest active one signs)."""
+
+    __tablename__ = "hub_keys"
+    kid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    private_pem: Mapped[str] = mapped_column(Text)
+    public_b64: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class HubMeta(Base):
+    """Small facts about this hub (its authority prefix, schema notes)."""
+
+    __tablename__ = "hub_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Org(Base):
+    __tablename__ = "orgs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Token(Base):
+    """An API token, stored only as its SHA-256."""
+
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    role: Mapped[str] = mapped_column(String(32))
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    site_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Provider(Base):
+    __tablename__ = "providers"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("provider_id", "name"),)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    region_code: Mapped[str] = mapped_column(String(32))
+    region_name: Mapped[str] = mapped_column(String(128), default="")
+    lat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    endpoint: Mapped[str] = mapped_column(String(512), default="")
+    agent: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    heartbeat_interval_s: Mapped[float] = mapped_column(Float, default=5.0)
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Pool(Base):
+    """A pool: its declared descriptor, its capacity, what the hub reserved, its live state."""
+
+    __tablename__ = "pools"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    descriptor: Mapped[dict[str, Any]] = mapped_column()
+    gpu_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    total_cpu: Mapped[float] = mapped_column(Float)
+    total_ram: Mapped[float] = mapped_column(Float)
+    total_disk: Mapped[float] = mapped_column(Float)
+    total_gpus: Mapped[int] = mapped_column(Integer)
+    free_cpu: Mapped[float] = mapped_column(Float)
+    free_ram: Mapped[float] = mapped_column(Float)
+    free_disk: Mapped[float] = mapped_column(Float)
+    free_gpus: Mapped[int] = mapped_column(Integer)
+    reserved_cpu: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved_ram: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved_disk: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    queue_length: Mapped[int] = mapped_column(Integer, default=0)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key"),
+        Index("ix_tasks_state_seq", "state", "seq"),
+        Index("ix_tasks_org_seq", "org_id", "seq"),
+    )
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    pool_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Attempt(Base):
+    """One try of a task on one pool; every attempt is kept."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("task_id", "n"),
+        Index("ix_attempts_site_state", "site_id", "state"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), index=True)
+    n: Mapped[int] = mapped_column(Integer)
+    pool_id: Mapped[str] = mapped_column(String(128), index=True)
+    site_id: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(32))
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    released: Mapped[bool] = mapped_column(Boolean, default=False)
+    demand: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[float] = mapped_column(Float)
+    start_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    executor_logs: Mapped[list[Any]] = mapped_column(default=list)
+    outputs: Mapped[list[Any]] = mapped_column(default=list)
+    system_logs: Mapped[list[Any]] = mapped_column(default=list)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+
+
+class TaskEvent(Base):
+    """Every state change of a task, with its time and reason."""
+
+    __tablename__ = "task_events"
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    from_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)

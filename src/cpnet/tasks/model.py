@@ -1,0 +1,318 @@
+"""The one task schema: what a user asks for, what an attempt reports, what the hub shows.
+
+The native API, the SDK, the agent protocol and (later) the GA4GH TES router all map to these
+models; TES fields appear under their TES names so that mapping loses nothing.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cpnet.tasks.states import State
+
+# Size limits on everything a client sends (the whole body is also capped at 1 MiB by the API).
+MAX_EXECUTORS = 32
+MAX_FILES = 256
+MAX_CONTENT_BYTES = 256 * 1024
+MAX_ARG_CHARS = 16 * 1024
+MAX_TAIL_CHARS = 16 * 1024
+
+ShortStr = Annotated[str, Field(max_length=256)]
+Name = Annotated[str, Field(max_length=256)]
+Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS)]
+URL_SCHEMES = ("file", "http", "https", "s3")
+
+
+class Strict(BaseModel):
+    """Base for client-sent models: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+def check_task_path(path: str) -> str:
+    """Refuse paths that could leave the task's work dir; return the normalised path."""
+    if not path:
+        raise ValueError("must not be empty")
+    if "\x00" in path:
+        raise ValueError("must not contain NUL")
+    parts = path.split("/")
+    if ".." in parts:
+        raise ValueError("must not contain '..' (paths stay inside the task's work dir)")
+    norm = posixpath.normpath(path)
+    return norm
+
+
+class FileType(StrEnum):
+    FILE = "FILE"
+    DIRECTORY = "DIRECTORY"
+
+
+class Executor(Strict):
+    """One command; a task's executors run in order and stop at the first failure."""
+
+    image: ShortStr | None = None
+    command: list[Arg] = Field(min_length=1, max_length=1024)
+    workdir: ShortStr | None = None
+    stdin: ShortStr | None = None
+    stdout: ShortStr | None = None
+    stderr: ShortStr | None = None
+    env: dict[Annotated[str, Field(max_length=256)], Arg] = Field(default_factory=dict)
+    ignore_error: bool = False
+
+    @field_validator("workdir", "stdin", "stdout", "stderr")
+    @classmethod
+    def _paths(cls, v: str | None) -> str | None:
+        return None if v is None else check_task_path(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 256:
+            raise ValueError("at most 256 variables")
+        for key in v:
+            if not key or "=" in key or "\x00" in key:
+                raise ValueError(f"bad variable name {key!r}")
+        return v
+
+
+def _check_url(url: str) -> str:
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in URL_SCHEMES:
+        raise ValueError(f"scheme {scheme or '(none)'!r} not supported; use one of {URL_SCHEMES}")
+    return url
+
+
+class Input(Strict):
+    """A file placed in the work dir before the executors run: from a URL or inline content."""
+
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    url: Annotated[str, Field(max_length=4096)] | None = None
+    content: Annotated[str, Field(max_length=MAX_CONTENT_BYTES)] | None = None
+    path: ShortStr
+    type: FileType = FileType.FILE
+    streamable: bool = False
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_task_path(v)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Input:
+        if (self.url is None) == (self.content is None):
+            raise ValueError("give exactly one of url or content")
+        return self
+
+
+class Output(Strict):
+    """A file (or directory) copied out of the work dir after the executors succeed."""
+
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    url: Annotated[str, Field(max_length=4096)]
+    path: ShortStr
+    path_prefix: ShortStr | None = None
+    type: FileType = FileType.FILE
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_task_path(v)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+
+class Resources(Strict):
+    """What one attempt reserves on a pool."""
+
+    cpu_cores: float = Field(default=1.0, gt=0, le=4096)
+    ram_gb: float = Field(default=0.5, ge=0, le=65536)
+    disk_gb: float = Field(default=0.0, ge=0, le=1_000_000)
+    gpus: int = Field(default=0, ge=0, le=1024)
+    gpu_model: ShortStr | None = None
+    preemptible: bool = False
+    zones: list[ShortStr] = Field(default_factory=list, max_length=64)
+    backend_parameters: dict[ShortStr, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict
+    )
+    backend_parameters_strict: bool = False
+
+
+class Constraints(Strict):
+    """Where a task may run."""
+
+    regions: list[ShortStr] = Field(default_factory=list, max_length=256)
+    providers: list[ShortStr] = Field(default_factory=list, max_length=256)
+    pool_types: list[ShortStr] = Field(default_factory=list, max_length=8)
+    labels: dict[ShortStr, ShortStr] = Field(default_factory=dict)
+
+    @field_validator("pool_types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        allowed = {"general", "intelligent", "supercomputing", "edge"}
+        bad = [t for t in v if t not in allowed]
+        if bad:
+            raise ValueError(f"unknown pool type {bad[0]!r}; use one of {sorted(allowed)}")
+        return v
+
+
+class TaskSpec(Strict):
+    """A unit of work as a user describes it."""
+
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=16 * 1024)] | None = None
+    executors: list[Executor] = Field(min_length=1, max_length=MAX_EXECUTORS)
+    inputs: list[Input] = Field(default_factory=list, max_length=MAX_FILES)
+    outputs: list[Output] = Field(default_factory=list, max_length=MAX_FILES)
+    volumes: list[ShortStr] = Field(default_factory=list, max_length=64)
+    resources: Resources = Field(default_factory=Resources)
+    constraints: Constraints = Field(default_factory=Constraints)
+    tags: dict[ShortStr, Annotated[str, Field(max_length=4096)]] = Field(default_factory=dict)
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    expected_runtime_s: float = Field(default=600.0, gt=0, le=365 * 86400)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 128:
+            raise ValueError("at most 128 tags")
+        return v
+
+
+# ---- what attempts report ---------------------------------------------------------------------
+
+
+class Report(BaseModel):
+    """Base for data the hub and agents exchange; tolerant of fields added by newer versions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ExecutorLog(Report):
+    """What one executor did in one attempt."""
+
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    stdout: Annotated[str, Field(max_length=MAX_TAIL_CHARS * 2)] = ""  # tail
+    stderr: Annotated[str, Field(max_length=MAX_TAIL_CHARS * 2)] = ""  # tail
+
+
+class OutputFileLog(Report):
+    url: str
+    path: str
+    size_bytes: int = Field(ge=0)
+    sha256: str | None = None
+
+
+class Usage(Report):
+    """Resources an attempt consumed, as measured where it ran."""
+
+    wall_s: float = Field(default=0.0, ge=0)
+    cpu_s: float = Field(default=0.0, ge=0)
+    peak_rss_mb: float = Field(default=0.0, ge=0)
+    bytes_in: int = Field(default=0, ge=0)
+    bytes_out: int = Field(default=0, ge=0)
+
+
+class Assignment(Report):
+    """An attempt the hub hands to an agent to run on one of its pools."""
+
+    attempt_id: str
+    task_id: str
+    attempt: int
+    pool_id: str
+    pool_name: str
+    spec: TaskSpec
+
+
+class AttemptUpdate(Report):
+    """A change an agent reports for one attempt; applying the same update twice is a no-op."""
+
+    attempt_id: str = Field(max_length=64)
+    state: State
+    at: datetime
+    reason: Annotated[str, Field(max_length=4096)] | None = None
+    executor_logs: list[ExecutorLog] | None = Field(default=None, max_length=MAX_EXECUTORS)
+    usage: Usage | None = None
+    outputs: list[OutputFileLog] | None = Field(default=None, max_length=MAX_FILES)
+    system_logs: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=64
+    )
+
+
+class AttemptView(Report):
+    """One attempt as the hub shows it."""
+
+    attempt: int
+    attempt_id: str
+    pool_id: str
+    site_id: str
+    state: State
+    created_at: datetime
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    reason: str | None = None
+    executor_logs: list[ExecutorLog] = Field(default_factory=list)
+    outputs: list[OutputFileLog] = Field(default_factory=list)
+    system_logs: list[str] = Field(default_factory=list)
+    usage: Usage | None = None
+
+
+class TaskView(Report):
+    """A task as the hub shows it to its owner."""
+
+    id: str
+    name: str | None = None
+    state: State
+    reason: str | None = None
+    org_id: str
+    pool_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    tags: dict[str, str] = Field(default_factory=dict)
+    spec: TaskSpec
+    attempts: list[AttemptView] = Field(default_factory=list)
+
+
+class TaskEvent(Report):
+    """One state change of a task, with its time and reason."""
+
+    at: datetime
+    from_state: State | None
+    to_state: State
+    reason: str | None = None
+    attempt: int | None = None
+
+
+class TaskPage(Report):
+    tasks: list[TaskView]
+    next_cursor: str | None = None
+
+
+def summary(view: TaskView) -> dict[str, Any]:
+    """A one-line dict of a task for tables."""
+    return {
+        "id": view.id,
+        "name": view.name or "",
+        "state": view.state.value,
+        "pool": view.pool_id or "",
+        "attempts": len(view.attempts),
+        "reason": view.reason or "",
+    }

@@ -1,0 +1,115 @@
+"""Shared fixtures: databases for store tests, and the services they run against.
+
+- ``sqlite_url``: a fresh SQLite file database in the test's tmp dir.
+- ``postgres_url``: a fresh, uniquely named, empty PostgreSQL database (dropped after the test) on
+  the dev server given by ``postgres_server_url``.
+- ``database_url``: parametrised over both (``[sqlite]`` and ``[postgres]``, the latter marked
+  ``postgres``), so a store test taking it runs against each.
+
+Where the PostgreSQL server comes from (``postgres_server_url``, once per session):
+1. ``$CPNET_TEST_POSTGRES_URL`` (``make test`` sets it from ``.dev/services.env``), else
+2. the server ``scripts/dev-postgres.sh start`` left running (``.dev/postgres/url``), else
+3. ``scripts/dev-postgres.sh start`` run here, and stopped again at the end of the session.
+If none works the tests skip with the reason, or fail with ``CPNET_REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+# Make `from services import ...` work from any test, whatever the import mode.
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+from services import (  # noqa: E402
+    POSTGRES_URL_FILE,
+    libpq_url,
+    need_service,
+    postgres_install_hint,
+    postgres_problem,
+    start_dev_postgres,
+    stop_dev_postgres,
+    with_database,
+)
+
+MARKERS = {
+    "postgres": "needs a throw-away PostgreSQL server",
+    "integration": "starts real hub and agent processes",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pyproject.toml registers these; this only matters if it ever stops doing so.
+    registered = {line.split(":", 1)[0].strip() for line in config.getini("markers")}
+    for name, doc in MARKERS.items():
+        if name not in registered:
+            config.addinivalue_line("markers", f"{name}: {doc}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL (``postgresql+psycopg://cpnet@127.0.0.1:PORT/cpnet``) of a running dev PostgreSQL."""
+    url = os.environ.get("CPNET_TEST_POSTGRES_URL", "").strip()
+    if url:
+        problem = postgres_problem(url)
+        if problem:
+            need_service("postgres", f"CPNET_TEST_POSTGRES_URL={url} does not answer: {problem}")
+        yield url
+        return
+
+    if POSTGRES_URL_FILE.is_file():
+        url = POSTGRES_URL_FILE.read_text().strip()
+        if url and postgres_problem(url) is None:
+            yield url  # somebody else's server: leave it running
+            return
+
+    url, why = start_dev_postgres()
+    if url is None:
+        if "apt-get install" not in why:
+            why += f" ({postgres_install_hint()})"
+        need_service("postgres", why)
+    try:
+        yield url
+    finally:
+        stop_dev_postgres()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh empty database on the dev server, dropped (WITH FORCE) after the test."""
+    name = f"cpnet_test_{uuid.uuid4().hex[:16]}"
+    admin = libpq_url(postgres_server_url)
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_database(postgres_server_url, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cpnet.db'}"
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    ids=["sqlite", "postgres"],
+)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database URL, once for SQLite and once for PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")

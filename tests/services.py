@@ -1,0 +1,98 @@
+"""Helpers for tests that need real services (PostgreSQL now; Slurm, Ray, SeaweedFS later).
+
+Tests import them as ``from services import need_service, free_port`` (``tests/conftest.py`` puts
+``tests/`` on ``sys.path``). The fixtures built on them live in ``tests/conftest.py``.
+
+A test that cannot get a service calls :func:`need_service`: it skips with the reason, or fails when
+``CPNET_REQUIRE_SERVICES=1`` (as in CI, where a missing service is a broken machine, not a reason to
+skip).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+from typing import NoReturn
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_DIR = Path(os.environ.get("CPNET_DEV_DIR") or REPO / ".dev")
+DEV_POSTGRES = REPO / "scripts" / "dev-postgres.sh"
+POSTGRES_URL_FILE = DEV_DIR / "postgres" / "url"
+
+
+def services_required() -> bool:
+    """True when missing services must fail the tests instead of skipping them."""
+    return os.environ.get("CPNET_REQUIRE_SERVICES", "") == "1"
+
+
+def need_service(name: str, reason: str) -> NoReturn:
+    """Skip the current test because service `name` is unavailable (or fail, if services are
+    required)."""
+    if services_required():
+        pytest.fail(f"{name} required (CPNET_REQUIRE_SERVICES=1): {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that was free a moment ago (the usual race applies: bind it soon)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def postgres_install_hint() -> str:
+    sudo = "" if os.geteuid() == 0 else "sudo "
+    return f"install PostgreSQL with `{sudo}apt-get install -y postgresql`"
+
+
+def libpq_url(url: str) -> str:
+    """``postgresql+psycopg://...`` (SQLAlchemy) -> ``postgresql://...`` (libpq / psycopg)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def postgres_problem(url: str) -> str | None:
+    """None if `url` accepts a connection, else why not."""
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=5):
+            return None
+    except Exception as e:
+        return f"{type(e).__name__}: {str(e).strip()}"
+
+
+def start_dev_postgres(timeout: float = 120) -> tuple[str | None, str]:
+    """Run ``scripts/dev-postgres.sh start`` (never installing packages from a test run).
+
+    Returns (url, "") on success, (None, why) on failure.
+    """
+    env = {**os.environ, "CPNET_PG_INSTALL": "0"}
+    try:
+        proc = subprocess.run(
+            ["bash", str(DEV_POSTGRES), "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"scripts/dev-postgres.sh start did not finish: {e}"
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return lines[-1], ""
+    out = (proc.stderr.strip() + "\n" + proc.stdout.strip()).strip()
+    tail = " | ".join(out.splitlines()[-8:])
+    return None, f"scripts/dev-postgres.sh start failed (exit {proc.returncode}): {tail}"
+
+
+def stop_dev_postgres() -> None:
+    subprocess.run(["bash", str(DEV_POSTGRES), "stop"], capture_output=True, timeout=120)
