@@ -56,11 +56,12 @@ class Canceled(BaseException):
 # ---- the status record -------------------------------------------------------------------------
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so a reader sees the old or the new file, never a mix (tmp, fsync, rename)."""
+def write_atomic(path: Path, text: str) -> None:
+    """Replace a small file so a reader sees the old or the new one, never a mix (tmp, fsync,
+    rename, fsync of the directory)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -69,6 +70,11 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """`write_atomic` for a JSON record."""
+    write_atomic(path, json.dumps(data, separators=(",", ":")))
 
 
 def read_status(work_dir: Path) -> dict[str, Any] | None:

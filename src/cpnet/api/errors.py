@@ -23,8 +23,11 @@ def error_body(code: str, message: str, field: str | None = None, **extra: objec
 
 
 def _loc(loc: tuple) -> str:
-    parts = [str(x) for x in loc if x not in ("body", "query", "path", "header")]
-    return ".".join(parts) or ".".join(str(x) for x in loc)
+    # The first element says where (body, query, path, header); the rest names the field.
+    parts = [str(x) for x in loc]
+    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts)
 
 
 def install(app: FastAPI) -> None:

@@ -13,7 +13,6 @@ from cpnet.config import DEFAULT_PORT, HubSettings
 app = typer.Typer(
     invoke_without_command=True,
     rich_markup_mode="markdown",
-    help="Run the hub (the interconnection service), or initialise one with `hub init`.",
 )
 
 DataDir = Annotated[
@@ -57,9 +56,10 @@ def serve(
     ] = None,
     authority: Authority = None,
 ) -> None:
-    """Run the hub in the foreground until interrupted (Ctrl-C).
+    """Run the hub (the interconnection service) in the foreground until Ctrl-C.
 
-    With no database set up yet, run `cpnet hub init` first: it prints the admin token.
+    On a new data dir or database, run `cpnet hub init` first: it creates the store and the
+    signing key, and prints the admin token.
 
     **Example:** `cpnet hub --data-dir ./hub-data --host 0.0.0.0 --port 8470`
     """

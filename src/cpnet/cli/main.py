@@ -31,8 +31,6 @@ class CliGroup(TyperGroup):
 app = typer.Typer(
     name="cpnet",
     cls=CliGroup,
-    help="cpnet: one network of many compute providers. Submit tasks, discover pools, run a hub.",
-    epilog="Example: `cpnet --hub http://127.0.0.1:8470 pools --type intelligent`",
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,  # locals would include tokens
@@ -75,7 +73,6 @@ def root(
     s.token = token or s.token
 
 
-@app.command()
 def version(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -89,7 +86,6 @@ def version(
         typer.echo(f"cpnet {__version__}")
 
 
-@app.command()
 def demo(
     data_dir: Annotated[
         str | None,
@@ -114,10 +110,7 @@ def demo(
     raise typer.Exit(code)
 
 
-app.add_typer(hub.app, name="hub")
-app.command("agent")(agent.agent)
-app.command("login")(login.login)
-app.command("whoami")(login.whoami)
+# Registered in the order `cpnet --help` lists them: users first, then operators.
 app.command("submit")(submit.submit)
 app.command("tasks")(tasks.list_tasks)
 app.command("status")(tasks.status)
@@ -126,4 +119,10 @@ app.command("cancel")(tasks.cancel)
 app.command("explain")(tasks.explain)
 app.command("pools")(pools.pools)
 app.command("resolve")(ident.resolve)
+app.command("login")(login.login)
+app.command("whoami")(login.whoami)
+app.add_typer(hub.app, name="hub")
+app.command("agent")(agent.agent)
 app.add_typer(admin.app, name="admin")
+app.command("demo")(demo)
+app.command("version")(version)

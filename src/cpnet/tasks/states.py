@@ -36,7 +36,9 @@ TERMINAL = frozenset({State.COMPLETE, State.EXECUTOR_ERROR, State.SYSTEM_ERROR, 
 # ends the *attempt*, and the task goes back to the queue for another attempt elsewhere.
 # CANCELING may still end in COMPLETE or an error: the backend's truth wins over the wish.
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.QUEUED: frozenset({State.INITIALIZING, State.RUNNING, State.CANCELED, State.SYSTEM_ERROR}),
+    State.QUEUED: frozenset(
+        {State.INITIALIZING, State.RUNNING, State.CANCELED, State.SYSTEM_ERROR}
+    ),
     State.INITIALIZING: frozenset(
         {
             State.RUNNING,

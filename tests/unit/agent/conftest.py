@@ -106,6 +106,9 @@ class _Store(BaseHTTPRequestHandler):
     """Serves GETs from, and takes PUTs into, the server's `files` dict."""
 
     def do_GET(self) -> None:
+        if self.path == "/slow":
+            self._trickle()
+            return
         body = self.server.files.get(self.path)  # type: ignore[attr-defined]
         if body is None:
             self.send_error(404)
@@ -114,6 +117,19 @@ class _Store(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _trickle(self) -> None:
+        """Send a byte every 20 ms for at most 10 s: a download that is still going on."""
+        self.send_response(200)
+        self.send_header("Content-Length", "500")
+        self.end_headers()
+        try:
+            for _ in range(500):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client went away (canceled): that is what the test wants
 
     def do_PUT(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))

@@ -56,6 +56,7 @@ from cpnet.agent.runner import (
     new_record,
     read_status,
     tail,
+    write_atomic,
     write_json_atomic,
 )
 from cpnet.tasks.model import ExecutorLog, OutputFileLog, TaskSpec, Usage
@@ -115,6 +116,10 @@ class LocalBackend(Backend):
         self._escalations: dict[str, threading.Timer] = {}
         self._orphans: list[subprocess.Popen[bytes]] = []  # forgotten runners not yet reaped
         self._adopt_all()
+
+    def work_dir_for(self, attempt_id: str) -> Path:
+        """``work_root/<attempt_id>`` (absolute); the string form is the attempt's handle."""
+        return self.work_root / super().work_dir_for(attempt_id).name
 
     # ---- pools ---------------------------------------------------------------------------------
 
@@ -176,7 +181,7 @@ class LocalBackend(Backend):
         SYSTEM_ERROR that `poll` reports; BackendError only when the work dir cannot be made.
         """
         with self._lock:
-            work_dir = self.work_dir_for(job.attempt_id).resolve()
+            work_dir = self.work_dir_for(job.attempt_id)
             handle = str(work_dir)
             if handle in self._jobs:
                 return handle
@@ -271,10 +276,13 @@ class LocalBackend(Backend):
                 timer.cancel()
             if t.popen is not None and t.popen.poll() is None:
                 self._orphans.append(t.popen)  # it wrote its final state and is exiting
-            if self.delete_work_dirs:
-                shutil.rmtree(work_dir)
-            else:
-                (work_dir / FORGOTTEN).touch()
+            try:
+                if self.delete_work_dirs:
+                    shutil.rmtree(work_dir)
+                else:
+                    (work_dir / FORGOTTEN).touch()
+            except OSError as exc:
+                raise BackendError(f"cannot clean up {work_dir}: {exc}") from exc
 
     # ---- internals (all under self._lock) ------------------------------------------------------
 
@@ -289,8 +297,12 @@ class LocalBackend(Backend):
         found = []
         for entry in os.scandir(self.work_root):
             path = Path(entry.path)
-            if entry.is_dir() and not (path / FORGOTTEN).exists() and (path / JOB_FILE).exists():
+            if not entry.is_dir() or (path / FORGOTTEN).exists():
+                continue
+            try:
                 found.append(((path / JOB_FILE).stat().st_mtime, path))
+            except FileNotFoundError:  # not an attempt dir, or deleted meanwhile
+                continue
         for _mtime, path in sorted(found):
             record = read_status(path)
             if record is None or not State(record["state"]).terminal:
@@ -427,7 +439,7 @@ class LocalBackend(Backend):
             return
         st = hostinfo.proc_stat(t.popen.pid)
         ticks = st.start_ticks if st is not None else 0
-        write_json_atomic_text(t.work_dir / RUNNER_PID, f"{t.popen.pid} {ticks}\n")
+        write_atomic(t.work_dir / RUNNER_PID, f"{t.popen.pid} {ticks}\n")
 
     def _runner_pid(self, work_dir: Path) -> tuple[int | None, int | None]:
         """(pid, start_ticks) from runner.pid; (None, None) while it is empty or absent."""
@@ -453,7 +465,7 @@ class LocalBackend(Backend):
         t.final = True
 
     def _status(self, handle: str, t: _Tracked) -> JobStatus:
-        if not t.started:
+        if not t.started and not t.final:
             queue = self._queues.get(t.pool, deque())
             ahead = queue.index(handle) if handle in queue else 0
             return JobStatus(
@@ -476,16 +488,6 @@ def status_from_record(record: dict[str, Any]) -> JobStatus:
         usage=Usage.model_validate(usage) if usage else None,
         system_logs=list(record.get("system_logs", [])),
     )
-
-
-def write_json_atomic_text(path: Path, text: str) -> None:
-    """Replace a small text file atomically (tmp + fsync + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

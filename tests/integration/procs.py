@@ -1,0 +1,188 @@
+"""Real hub and agent processes for integration tests, started and always stopped by fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import tomli_w
+
+from cpnet.client import Client
+
+HEARTBEAT_S = 0.5  # fast liveness so a lost agent is noticed within ~2 s in tests
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CPNET_")}
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_until(pred, timeout: float, what: str, every: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll `pred` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class HubProc:
+    """A `cpnet hub` process on a free port with its own store."""
+
+    data_dir: Path
+    port: int
+    database_url: str | None = None
+    admin_token: str = ""
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _db_args(self) -> list[str]:
+        args = ["--data-dir", str(self.data_dir)]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        return args
+
+    def init(self) -> None:
+        out = subprocess.run(
+            [sys.executable, "-m", "cpnet", "hub", "init", *self._db_args(), "--json"],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            check=True,
+            timeout=60,
+        )
+        self.admin_token = json.loads(out.stdout)["admin_token"]
+
+    def start(self) -> None:
+        self.log = self.data_dir / f"hub-{time.time_ns()}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cpnet", "hub", *self._db_args(), "--port", str(self.port)],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
+
+        def up() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"hub exited: {self.log.read_text()[-2000:]}")
+            try:
+                return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, 30, "hub to answer /v1/health")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token or self.admin_token)
+
+
+@dataclass
+class AgentProc:
+    """A `cpnet agent` process serving one site with declared pools."""
+
+    hub: HubProc
+    token: str
+    work_dir: Path
+    pools: list[dict] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.work_dir / "agent.toml"
+        body = {
+            "hub": self.hub.url,
+            "token": self.token,
+            "work_dir": str(self.work_dir),
+            "heartbeat_interval_s": HEARTBEAT_S,
+        }
+        if self.pools:
+            body["pool"] = self.pools
+        cfg.write_text(tomli_w.dumps(body))
+        log = self.work_dir / f"agent-{time.time_ns()}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cpnet", "agent", "--config", str(cfg)],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=False,  # its runners start their own sessions; see kill()
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the agent process only (its task runners survive, as on a real crash)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+def pool(name: str, cores: float = 4, memory_gb: float = 8, type: str = "general", **kw) -> dict:
+    """A [[pool]] table for an agent config."""
+    d = {
+        "name": name,
+        "type": type,
+        "hardware": {"cpu_cores": cores, "memory_gb": memory_gb, "cpu_model": "test cpu"},
+        "price": {"cpu_core_hour": kw.pop("price", 0.1)},
+    }
+    d.update(kw)
+    return d
+
+
+@dataclass
+class World:
+    """A hub with one org: a provider admin, a user, a provider, and sites with agent tokens."""
+
+    hub: HubProc
+    org_id: str
+    user_token: str
+    padmin_token: str
+    provider_id: str
+    site_tokens: dict[str, str]
+    site_ids: dict[str, str]
+
+
+def make_world(hub: HubProc, sites: dict[str, tuple[str, str]], org: str = "acme") -> World:
+    """Create accounts and sites {name: (type, region_code)} through the real API."""
+    with hub.client() as admin:
+        o = admin.create_org(org)
+        _, pa = admin.create_user(o.id, "padmin", role="provider-admin")
+        _, user = admin.create_user(o.id, "alice", role="user")
+    with hub.client(pa.token) as c:
+        prov = c.create_provider(f"{org} cloud")
+        tokens, ids = {}, {}
+        for name, (typ, region) in sites.items():
+            site = c.create_site(prov.id, name, type=typ, region_code=region)
+            ids[name] = site.id
+            tokens[name] = c.create_site_token(site.id).token
+    return World(hub, o.id, user.token, pa.token, prov.id, tokens, ids)
+
+
+def kill_runners(work_dir: Path) -> None:
+    """Stop task runners an agent left behind (they outlive a SIGKILLed agent by design)."""
+    for pidfile in work_dir.glob("attempts/*/runner.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            os.killpg(pid, signal.SIGKILL)
+        except (ValueError, OSError):
+            continue
