@@ -213,12 +213,16 @@ def load_jwks(source: str, *, timeout: float = 10.0) -> dict:
             raise HubUnavailable(f"cannot fetch keys from {source}: {err}") from None
         if response.is_error:
             raise error_from_response(response)
-        data = response.json()
+        text = response.text
     else:
         try:
-            data = json.loads(Path(source).expanduser().read_text())
-        except (OSError, ValueError) as err:
+            text = Path(source).expanduser().read_text()
+        except OSError as err:
             raise BadRequest(f"cannot read keys from {source}: {err}", code="bad_keys") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise BadRequest(f"{source} is not JSON: {err}", code="bad_keys") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise BadRequest(f"{source} is not a JWKS (expected {{'keys': [...]}})", code="bad_keys")
     return data

@@ -335,6 +335,7 @@ def run_agent(settings: AgentSettings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     agent = Agent(settings)
 
     def _stop(*_: object) -> None:

@@ -193,7 +193,7 @@ class Runner:
     # -- the attempt --
 
     def run(self) -> None:
-        """Run the attempt to a final state; every outcome is recorded, none raised."""
+        """Run the attempt to a final state and record it; a crash is recorded, then re-raised."""
         self.save()
         try:
             self.attempt()
@@ -214,10 +214,12 @@ class Runner:
             return
         settings = data.get("runner") or {}
         self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
-        max_bytes = int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES))
-        timeout_s = float(settings.get("http_timeout_s", 60.0))
         roots = settings.get("file_roots")
-        file_roots = None if roots is None else [Path(r) for r in roots]
+        limits: dict[str, Any] = {
+            "max_bytes": int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES)),
+            "timeout_s": float(settings.get("http_timeout_s", 60.0)),
+            "file_roots": None if roots is None else [Path(r) for r in roots],
+        }
         ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
         self.become_subreaper()
 
@@ -230,10 +232,7 @@ class Runner:
         started = time.monotonic()
         try:
             self.staging = True
-            bytes_in = stage_in(
-                spec.inputs, self.files, max_bytes=max_bytes, timeout_s=timeout_s,
-                file_roots=file_roots,
-            )  # fmt: skip
+            bytes_in = stage_in(spec.inputs, self.files, **limits)
             self.staging = False
         except StagingError as exc:
             self.staging = False
@@ -271,10 +270,7 @@ class Runner:
         started = time.monotonic()
         try:
             self.staging = True
-            outputs, bytes_out = stage_out(
-                spec.outputs, self.files, max_bytes=max_bytes, timeout_s=timeout_s,
-                file_roots=file_roots,
-            )  # fmt: skip
+            outputs, bytes_out = stage_out(spec.outputs, self.files, **limits)
             self.staging = False
         except StagingError as exc:
             self.staging = False

@@ -61,4 +61,6 @@ def serve(settings: HubSettings) -> None:
         log_level=settings.log_level,
         access_log=False,
         timeout_keep_alive=75,
+        # Agents hold long polls open; do not let them delay a shutdown.
+        timeout_graceful_shutdown=3,
     )

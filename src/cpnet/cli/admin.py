@@ -9,7 +9,7 @@ import typer
 from cpnet.auth.model import Role
 from cpnet.cli import sites
 from cpnet.cli.config import connect
-from cpnet.cli.output import console, print_json, show_issued, show_records, when
+from cpnet.cli.output import console, created, errors, print_json, show_issued, show_records, when
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -24,7 +24,9 @@ app = group(
     "**Example:** `cpnet admin org create acme`"
 )
 org_app = group("Organisations (tenants).\n\n**Example:** `cpnet admin org list`")
-user_app = group("Users.\n\n**Example:** `cpnet admin user create --org o-acme alice`")
+user_app = group(
+    "Users.\n\n**Example:** `cpnet admin user create --org org_nexvcydqesbzjtjp alice`"
+)
 token_app = group("API tokens.\n\n**Example:** `cpnet admin token list`")
 app.add_typer(org_app, name="org")
 app.add_typer(user_app, name="user")
@@ -49,7 +51,7 @@ def org_create(
     if json_out:
         print_json(org)
     else:
-        console.print(f"created organisation {org.id} ({org.name})")
+        created(org.id, f"created organisation {org.id} ({org.name})")
 
 
 @org_app.command("list")
@@ -79,16 +81,14 @@ def user_create(
 ) -> None:
     """Create a user and print their first API token (shown only once).
 
-    **Example:** `cpnet admin user create --org o-acme --role provider-admin bob`
+    **Example:** `cpnet admin user create --org org_nexvcydqesbzjtjp --role provider-admin bob`
     """
     with connect(ctx) as hub:
         user, issued = hub.create_user(org, name, role.value)
     if json_out:
         print_json({"user": user, "token": issued})
         return
-    console.print(
-        f"created user {user.id} ({user.name}, role {user.role.value}, org {user.org_id})"
-    )
+    errors.print(f"created user {user.id} ({user.name}, role {user.role.value}, org {user.org_id})")
     show_issued(issued, "user's token")
 
 
@@ -103,7 +103,7 @@ def token_create(
 ) -> None:
     """Create an API token, for yourself or (admins) for another user; shown only once.
 
-    **Example:** `cpnet admin token create --user u-alice --name laptop`
+    **Example:** `cpnet admin token create --user usr_10rpgse4bardf0kk --name laptop`
     """
     with connect(ctx) as hub:
         issued = hub.create_token(name, user_id=user)
@@ -146,7 +146,7 @@ def token_revoke(
 ) -> None:
     """Revoke a token at once.
 
-    **Example:** `cpnet admin token revoke tok-01J9Z3K7`
+    **Example:** `cpnet admin token revoke tok_zzwyb32wak1fkwve`
     """
     with connect(ctx) as hub:
         record = hub.revoke_token(token_id)

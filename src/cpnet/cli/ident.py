@@ -16,6 +16,8 @@ from cpnet.client import load_jwks
 
 def cell(value: Any) -> str:
     """A record value for the key/value table (nested objects as compact JSON)."""
+    if value is None:
+        return "-"
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return str(value)
@@ -44,7 +46,7 @@ def resolve(
 
     With `--keys FILE` the check needs nothing from the hub but the record itself.
 
-    **Example:** `cpnet resolve cn.gd.acme.sz1.gpu1.i8 --verify --keys ./hub-keys.json`
+    **Example:** `cpnet resolve cn.gd.acme.sz1.gpu1.i0 --verify --keys ./hub-keys.json`
     """
     with connect(ctx) as hub:
         envelope = hub.resolve(identifier)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -14,18 +13,22 @@ from cpnet.cli import admin, agent, hub, ident, login, pools, submit, tasks
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
 from cpnet.client import CpnetError
+from cpnet.errors import DomainError
 
 
 class CliGroup(TyperGroup):
-    """The root group: turns every SDK error into one red line and exit code 1."""
+    """The root group: turns every expected error into one red line and exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CpnetError as err:
             fail(err.message, err.hint)
         except AgentConfigError as err:
             fail(str(err), "fix the agent config or flags and start the agent again")
+        except DomainError as err:  # raised in-process by `hub init` and friends
+            where = f" (field {err.field})" if err.field else ""
+            fail(f"{err.message}{where}")
 
 
 app = typer.Typer(

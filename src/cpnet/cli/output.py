@@ -116,8 +116,9 @@ def number(value: float | None, digits: int = 2) -> str:
 def table(title: str | None, columns: Iterable[str]) -> Table:
     """An empty table in the CLI's one style."""
     grid = Table(title=title, title_justify="left", header_style="bold", show_edge=False)
-    for column in columns:
-        grid.add_column(column, overflow="fold")
+    for i, column in enumerate(columns):
+        # The first column holds ids, which get copied and pasted: other columns give way first.
+        grid.add_column(column, overflow="fold", no_wrap=i == 0)
     return grid
 
 
@@ -162,8 +163,25 @@ def show_records(
         errors.print(f"no {json_key}", style="dim")
 
 
+def created(ident: str, sentence: str) -> None:
+    """Print a new object's id alone on stdout (for `X=$(cpnet ...)`) and a sentence on stderr."""
+    console.print(ident, soft_wrap=True)
+    errors.print(sentence, style="dim")
+
+
 def show_issued(issued: IssuedToken, what: str) -> None:
-    """Print a freshly issued token with the warning that it is shown only once."""
+    """Print a freshly issued token with the warning that it is shown only once.
+
+    On a terminal: a table. Piped: the token alone on stdout, so `T=$(cpnet admin site token ..)`
+    captures just the secret.
+    """
+    if not console.is_terminal:
+        console.print(issued.token, soft_wrap=True)
+        errors.print(
+            f"{what} {issued.id} ({issued.role.value}); stored only as a hash, shown only once",
+            style="dim",
+        )
+        return
     console.print(
         fields(
             [

@@ -101,7 +101,7 @@ def pools(
             f"{pool.region.code} {pool.region.name}".strip(),
             hardware_summary(pool),
             free_summary(pool),
-            f"{pool.queue_length} ({pool.running} running)",
+            str(pool.queue_length),
             price_summary(pool),
             Text("yes", style="green") if pool.online else Text("no", style="red"),
         )

@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from cpnet.cli.config import connect
-from cpnet.cli.output import console, print_json, show_issued, show_records, when
+from cpnet.cli.output import console, created, print_json, show_issued, show_records, when
 from cpnet.registry.model import PoolType
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -20,7 +20,7 @@ def _group(help_text: str) -> typer.Typer:
 
 provider_app = _group("Providers.\n\n**Example:** `cpnet admin provider create acme-cloud`")
 site_app = _group("Sites.\n\n**Example:** `cpnet admin site list`")
-pool_app = _group("Pools.\n\n**Example:** `cpnet admin pool retire cn.dev.acme.sz1.gpu1.i8`")
+pool_app = _group("Pools.\n\n**Example:** `cpnet admin pool retire cn.gd.acme.sz1.gpu1.i0`")
 
 
 @provider_app.command("create")
@@ -34,14 +34,16 @@ def provider_create(
 ) -> None:
     """Admit a provider (an organisation offering compute).
 
-    **Example:** `cpnet admin provider create acme-cloud --org o-acme`
+    **Example:** `cpnet admin provider create acme-cloud --org org_nexvcydqesbzjtjp`
     """
     with connect(ctx) as hub:
         provider = hub.create_provider(name, org_id=org)
     if json_out:
         print_json(provider)
     else:
-        console.print(f"created provider {provider.id} ({provider.name}, org {provider.org_id})")
+        created(
+            provider.id, f"created provider {provider.id} ({provider.name}, org {provider.org_id})"
+        )
 
 
 @provider_app.command("list")
@@ -81,7 +83,7 @@ def site_create(
 ) -> None:
     """Create a site (one scheduler, one agent) under a provider.
 
-    **Example:** `cpnet admin site create --provider cn.dev.acme.g1 --type intelligent
+    **Example:** `cpnet admin site create --provider cn.gd.acme.xf --type intelligent
     --region-code 440300 --region-name Shenzhen --lat 22.54 --lon 114.06 sz1`
     """
     with connect(ctx) as hub:
@@ -97,10 +99,11 @@ def site_create(
     if json_out:
         print_json(site)
     else:
-        console.print(
-            f"created site {site.id} ({site.name}, {site.type.value}, {site.region.code})"
+        created(
+            site.id,
+            f"created site {site.id} ({site.name}, {site.type.value}, {site.region.code}); "
+            f"next: cpnet admin site token {site.id}  (the agent's credential)",
         )
-        console.print(f"next: cpnet admin site token {site.id}  (the agent's credential)")
 
 
 @site_app.command("list")
@@ -138,7 +141,7 @@ def site_token(
 ) -> None:
     """Issue an agent token bound to one site (what `cpnet agent --token` takes); shown once.
 
-    **Example:** `cpnet admin site token cn.dev.acme.sz1.i4 --name sz1-agent`
+    **Example:** `cpnet admin site token cn.gd.acme.sz1.i7 --name sz1-agent`
     """
     with connect(ctx) as hub:
         issued = hub.create_site_token(site_id, name)
@@ -156,7 +159,7 @@ def pool_retire(
 ) -> None:
     """Retire a pool for good: it leaves discovery and its identifier resolves to a tombstone.
 
-    **Example:** `cpnet admin pool retire cn.dev.acme.sz1.gpu1.i8`
+    **Example:** `cpnet admin pool retire cn.gd.acme.sz1.gpu1.i0`
     """
     with connect(ctx) as hub:
         pool = hub.retire_pool(pool_id)

@@ -104,9 +104,7 @@ def render_status(view: TaskView, events: list[TaskEvent]) -> Group:
         )
     ]
     if view.attempts:
-        grid = table(
-            "attempts", ["#", "pool", "site", "state", "started", "ended", "exit", "reason"]
-        )
+        grid = table("attempts", ["#", "pool", "state", "started", "ended", "exit", "reason"])
         for a in view.attempts:
             codes = ",".join(
                 "-" if e.exit_code is None else str(e.exit_code) for e in a.executor_logs
@@ -114,7 +112,6 @@ def render_status(view: TaskView, events: list[TaskEvent]) -> Group:
             grid.add_row(
                 str(a.attempt),
                 a.pool_id,
-                a.site_id,
                 state_text(a.state),
                 when(a.start_time),
                 when(a.end_time),
@@ -149,7 +146,7 @@ def status(
 
     With `--json`, prints `{"task": …, "events": […]}` (after the task ends, with `--watch`).
 
-    **Example:** `cpnet status t-01J9Z3K7 --watch`
+    **Example:** `cpnet status tsk_1ent4tf7cxvq5ybv --watch`
     """
     with connect(ctx) as hub:
         if watch and json_out:
@@ -172,6 +169,8 @@ def watch_status(hub: Client, task_id: str) -> None:
             time.sleep(WATCH_INTERVAL_S)
             view, events = hub.task(task_id), hub.events(task_id)
             live.update(render_status(view, events), refresh=True)
+    if not console.is_terminal:
+        console.print()  # Live leaves the last line open when it cannot redraw in place
 
 
 def logs(
@@ -190,7 +189,7 @@ def logs(
 
     The log text goes to stdout and the headers to stderr, so `> out.txt` keeps only the log.
 
-    **Example:** `cpnet logs t-01J9Z3K7 --attempt 2 --stderr`
+    **Example:** `cpnet logs tsk_1ent4tf7cxvq5ybv --attempt 2 --stderr`
     """
     with connect(ctx) as hub:
         data = hub.logs(task_id)
@@ -226,7 +225,7 @@ def logs(
 def cancel(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> None:
     """Cancel a task (it moves to CANCELING while its site stops it, then CANCELED).
 
-    **Example:** `cpnet cancel t-01J9Z3K7`
+    **Example:** `cpnet cancel tsk_1ent4tf7cxvq5ybv`
     """
     with connect(ctx) as hub:
         view = hub.cancel(task_id)
@@ -239,7 +238,7 @@ def cancel(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> No
 def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> None:
     """Show why a task went where it did: the ranked pools, and why others were ruled out.
 
-    **Example:** `cpnet explain t-01J9Z3K7`
+    **Example:** `cpnet explain tsk_1ent4tf7cxvq5ybv`
     """
     with connect(ctx) as hub:
         data = hub.explain(task_id)
@@ -265,8 +264,8 @@ def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> N
             pool,
             fits,
             seconds(p.get("expected_start_s")),
-            number(p.get("hourly_price")),
-            number(p.get("estimated_cost")),
+            number(p.get("hourly_price"), 4),
+            number(p.get("estimated_cost"), 4),
             "; ".join(p.get("reasons") or []),
         )
     console.print(grid if placements else Text("no feasible pool", style="yellow"))

@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import replace
 
 from cpnet.sched import feasibility, score
-from cpnet.sched.place import Shortlist, board, decide, screen, shortlist
+from cpnet.sched.place import Board, Shortlist, decide, screen, shortlist
 from cpnet.sched.snapshot import Decision, PoolView, Rejection, TaskRequest
 
 # Placements kept per Decision by default: enough to explain the choice and its runners-up
@@ -31,8 +31,8 @@ def assign(
     Each decision equals ``place.rank(task, pools_at_its_turn, weights)`` except that, unless
     ``keep`` is None, it holds only the ``keep`` best placements plus the chosen one.
     """
-    table = board(pools)
-    current = list(table.pools)
+    board = Board.of(pools)
+    current = list(board.pools)
     position = {pool.id: i for i, pool in enumerate(current)}
     loads = [score.load_fraction(pool) for pool in current]
     # Feasibility never depends on availability, so cache it: constraints per task signature,
@@ -47,8 +47,8 @@ def assign(
         if short is None:
             screen_result = screened.get(signature)
             if screen_result is None:
-                screen_result = screened[signature] = screen(task, table)
-            short = shortlists[shape] = shortlist(task, table, screen_result)
+                screen_result = screened[signature] = screen(task, board)
+            short = shortlists[shape] = shortlist(task, board, screen_result)
         decision = decide(task, current, short, loads, weights, keep)
         best = decision.best
         if best is None:

@@ -1,7 +1,7 @@
 """Rank the pools for one task: a pure function from (task, snapshot) to an explained Decision.
 
 ``rank`` is the whole policy for one task. It is built from steps that ``batch`` reuses while it
-places many tasks on one snapshot: ``board`` (per-pool facts), ``screen`` (constraints, per task
+places many tasks on one snapshot: ``Board.of`` (per-pool facts), ``screen`` (constraints, per task
 signature), ``shortlist`` (feasibility and prices, per task shape) and ``decide`` (the part that
 depends on what is free right now).
 """
@@ -12,6 +12,7 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from cpnet.sched import feasibility, score
 from cpnet.sched.snapshot import (
@@ -42,30 +43,30 @@ class Board:
     # total, so shortlisting can skip the per-pool size check.
     smallest: Resources
 
+    @classmethod
+    def of(cls, pools: Sequence[PoolView]) -> Board:
+        """Build the Board for a snapshot; refuse duplicate pool ids."""
+        ordered = tuple(sorted(pools, key=lambda p: p.id))
+        for before, after in pairwise(ordered):
+            if before.id == after.id:
+                raise ValueError(f"duplicate pool id {before.id!r} in snapshot")
+        totals = [p.total for p in ordered]
+        smallest = Resources(
+            min((t.cpu_cores for t in totals), default=0.0),
+            min((t.ram_gb for t in totals), default=0.0),
+            min((t.disk_gb for t in totals), default=0.0),
+            min((t.gpus for t in totals), default=0),
+        )
+        return cls(ordered, tuple(score.start_factors(p) for p in ordered), smallest)
 
-def board(pools: Sequence[PoolView]) -> Board:
-    """Build the Board for a snapshot; refuse duplicate pool ids."""
-    ordered = tuple(sorted(pools, key=lambda p: p.id))
-    for before, after in zip(ordered, ordered[1:]):
-        if before.id == after.id:
-            raise ValueError(f"duplicate pool id {before.id!r} in snapshot")
-    totals = [p.total for p in ordered]
-    smallest = Resources(
-        min((t.cpu_cores for t in totals), default=0.0),
-        min((t.ram_gb for t in totals), default=0.0),
-        min((t.disk_gb for t in totals), default=0.0),
-        min((t.gpus for t in totals), default=0),
-    )
-    return Board(ordered, tuple(score.start_factors(p) for p in ordered), smallest)
 
-
-def screen(task: TaskRequest, table: Board) -> tuple[Rejection | None, ...]:
+def screen(task: TaskRequest, board: Board) -> tuple[Rejection | None, ...]:
     """Check the task's size-independent constraints on each pool: a Rejection, or None if met.
 
     Depends only on ``feasibility.signature(task)``, so callers may cache it per signature.
     """
     out: list[Rejection | None] = []
-    for pool in table.pools:
+    for pool in board.pools:
         reasons = feasibility.constraint_reasons(task, pool)
         out.append(Rejection(pool.id, reasons) if reasons else None)
     return tuple(out)
@@ -88,14 +89,14 @@ class Shortlist:
     rejections: tuple[Rejection, ...]  # in pool id order
 
 
-def shortlist(task: TaskRequest, table: Board, screened: Sequence[Rejection | None]) -> Shortlist:
+def shortlist(task: TaskRequest, board: Board, screened: Sequence[Rejection | None]) -> Shortlist:
     """Split the Board's pools into feasible candidates and rejections for the task.
 
-    ``screened`` must be ``screen(task, table)``. Rejection reasons equal ``feasibility.check``.
+    ``screened`` must be ``screen(task, board)``. Rejection reasons equal ``feasibility.check``.
     """
     demand = task.demand
-    pools = table.pools
-    if demand.fits_in(table.smallest):
+    pools = board.pools
+    if demand.fits_in(board.smallest):
         # Common case: the task is no bigger than the smallest pool, only constraints matter.
         candidates = [i for i, rejected in enumerate(screened) if rejected is None]
         rejections = [rejected for rejected in screened if rejected is not None]
@@ -103,7 +104,8 @@ def shortlist(task: TaskRequest, table: Board, screened: Sequence[Rejection | No
         candidates, rejections = _split_by_size(demand, pools, screened)
     hourly = [pools[i].price.hourly(demand) for i in candidates]
     runtime_s = max(0.0, task.expected_runtime_s)
-    factors = [table.start_factors[i] for i in candidates]
+    # Expected start is runtime x (queue factor, plus busy factor when it does not fit now).
+    factors = [board.start_factors[i] for i in candidates]
     return Shortlist(
         candidates=tuple(candidates),
         pool_ids=tuple(pools[i].id for i in candidates),
@@ -233,10 +235,10 @@ def rank(
     Pure and deterministic: the same task and pools (in any order) give the same Decision.
     ``Decision.best`` is the pool to reserve, or None when nothing fits now.
     """
-    table = board(pools)
-    short = shortlist(task, table, screen(task, table))
-    loads = [score.load_fraction(p) for p in table.pools]
-    return decide(task, table.pools, short, loads, weights)
+    board = Board.of(pools)
+    short = shortlist(task, board, screen(task, board))
+    loads = [score.load_fraction(p) for p in board.pools]
+    return decide(task, board.pools, short, loads, weights)
 
 
 def _reasons(

@@ -147,7 +147,7 @@ def http_store() -> Iterator[tuple[str, dict[str, bytes]]]:
     """(base URL, files dict) of an HTTP server on 127.0.0.1 in a thread."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Store)
     server.files = {}  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}", server.files  # type: ignore[attr-defined]

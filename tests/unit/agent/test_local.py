@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -282,6 +283,19 @@ def test_same_attempt_twice_starts_one_runner(backend: LocalBackend) -> None:
     assert backend.submit(job(spec)) == handle  # even after it ended
     assert (Path(handle) / "runner.pid").read_text() == pid
     assert (Path(handle) / "files" / "count").read_text() == "run\n"
+
+
+def test_threads_submitting_and_polling_at_once(backend: LocalBackend) -> None:
+    spec = {"executors": [{"command": ["sh", "-c", "echo run >> count"]}]}
+    ids = ["t0", "t1", "t2", "t0", "t1", "t2"]  # each attempt submitted twice, concurrently
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        handles = list(pool.map(lambda a: backend.submit(job(spec, a)), ids))
+        statuses = list(pool.map(lambda h: wait_final(backend, h), handles))
+        lives = list(pool.map(lambda _: backend.live(), range(6)))
+    assert handles[:3] == handles[3:]
+    assert all(s.state is State.COMPLETE for s in statuses) and len(lives) == 6
+    for handle in handles[:3]:
+        assert (Path(handle) / "files" / "count").read_text() == "run\n"
 
 
 def test_concurrency_is_bounded_by_pool_capacity(make_backend, tmp_path: Path) -> None:

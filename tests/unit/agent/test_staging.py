@@ -113,8 +113,12 @@ def test_file_roots_limit_host_paths(files: Path, tmp_path: Path) -> None:
         [Input(path="f", url=(allowed / "f").as_uri())], files, max_bytes=9, file_roots=[allowed]
     )
     with pytest.raises(StagingError, match="outside the allowed file roots"):
-        stage_in([Input(path="g", url="file:///etc/hostname")], files, max_bytes=MiB,
-                 file_roots=[allowed])  # fmt: skip
+        stage_in(
+            [Input(path="g", url="file:///etc/hostname")],
+            files,
+            max_bytes=MiB,
+            file_roots=[allowed],
+        )
 
 
 def test_s3_and_missing_outputs(files: Path, tmp_path: Path) -> None:

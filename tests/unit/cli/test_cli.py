@@ -8,7 +8,6 @@ import sys
 import types
 from pathlib import Path
 
-import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -56,11 +55,11 @@ def sent_specs(fake_hub: FakeHub) -> list[dict]:
 # ---- help -------------------------------------------------------------------------------------
 
 
-def command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def command_paths(command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command and group in the tree, as argument paths from the root."""
     paths = [path]
-    if isinstance(command, click.Group):
-        ctx = click.Context(command)
+    if hasattr(command, "list_commands"):  # a group (Typer bundles its own Click)
+        ctx = typer.Context(command)
         for name in command.list_commands(ctx):
             paths += command_paths(command.get_command(ctx, name), (*path, name))
     return paths
@@ -346,6 +345,23 @@ def test_login_with_a_bad_token_writes_nothing(fake_hub_transport, isolated_conf
     assert not isolated_config.exists()
 
 
+def test_cli_hub_flag_beats_env_and_env_beats_file(
+    fake_hub_transport, isolated_config, monkeypatch
+):
+    isolated_config.write_text(f'hub = "http://file:1"\ntoken = "{TOKEN}"\n')
+
+    def hub_seen(*args: str) -> str:
+        state = CliState(transport=fake_hub_transport)
+        result = runner.invoke(app, [*args, "--token", TOKEN, "whoami", "--json"], obj=state)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["hub"]
+
+    assert hub_seen() == "http://file:1"
+    monkeypatch.setenv("CPNET_HUB", "http://env:2")
+    assert hub_seen() == "http://env:2"
+    assert hub_seen("--hub", "http://flag:3") == "http://flag:3"
+
+
 # ---- admin ------------------------------------------------------------------------------------
 
 
@@ -386,7 +402,11 @@ def test_hub_init_json(monkeypatch, tmp_path):
     fake_module(monkeypatch, "cpnet.hub.bootstrap", init_hub=init_hub)
     result = runner.invoke(app, ["hub", "init", "--data-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"admin_token": "cpn_admin", "public_key": "pk", "key_id": "k1"}
+    assert json.loads(result.stdout) == {
+        "admin_token": "cpn_admin",
+        "public_key": "pk",
+        "key_id": "k1",
+    }
     assert seen["settings"].data_dir == tmp_path
 
 

@@ -93,12 +93,12 @@ def test_keep_limits_placements_but_always_holds_the_chosen_one():
     pools = [pool(f"p{i}", price=Price(cpu_core_hour=0.01), available=full) for i in range(10)]
     pools.append(pool("z", price=Price(cpu_core_hour=9.0)))
     weights = Weights(start=0.01, price=0.99)
-    (_, decision, pool_id), = assign([task("t", 1)], pools, weights, keep=2)
+    ((_, decision, pool_id),) = assign([task("t", 1)], pools, weights, keep=2)
     assert pool_id == "z"
     assert [(p.pool_id, p.rank) for p in decision.placements] == [("p0", 1), ("p1", 2), ("z", 11)]
-    (_, decision, _), = assign([task("t", 1)], pools, weights, keep=0)
+    ((_, decision, _),) = assign([task("t", 1)], pools, weights, keep=0)
     assert [p.pool_id for p in decision.placements] == ["z"]
-    (_, decision, _), = assign([task("t", 1)], pools, weights, keep=None)
+    ((_, decision, _),) = assign([task("t", 1)], pools, weights, keep=None)
     assert len(decision.placements) == 11
 
 
@@ -151,7 +151,7 @@ GPU_MODELS = ["NVIDIA H100 80GB", "NVIDIA A100 40GB"]
 LABELS = [("zone", "a"), ("zone", "b"), ("disk", "ssd")]
 
 # Half-unit steps keep amounts readable in failure reports; the accounting still runs on floats.
-amounts = st.integers(0, 16).map(lambda n: n / 2)
+amounts = st.integers(2, 32).map(lambda n: n / 2)
 
 
 @st.composite
@@ -159,7 +159,7 @@ def snapshots(draw) -> list[PoolView]:
     count = draw(st.integers(0, 6))
     pools = []
     for i in range(count):
-        gpus = draw(st.integers(0, 4))
+        gpus = draw(st.sampled_from([0, 0, 2, 4]))
         total = Resources(draw(amounts), draw(amounts), draw(amounts), gpus)
         free = Resources(
             draw(st.integers(0, 4)) / 4 * total.cpu_cores,
@@ -189,32 +189,41 @@ def snapshots(draw) -> list[PoolView]:
                     draw(st.sampled_from([0.0, 0.01])),
                     draw(st.sampled_from([0.0, 5.0])),
                 ),
-                online=draw(st.booleans()),
+                online=draw(st.sampled_from([True, True, True, False])),
             )
         )
     return pools
 
 
+def sometimes(values: list) -> st.SearchStrategy[tuple]:
+    """A constraint tuple that is empty three times in four, so most tasks have somewhere to go."""
+    return st.one_of(
+        st.just(()),
+        st.just(()),
+        st.just(()),
+        st.sets(st.sampled_from(values), min_size=1, max_size=2).map(
+            lambda chosen: tuple(sorted(chosen))
+        ),
+    )
+
+
 @st.composite
 def task_lists(draw) -> list[TaskRequest]:
-    count = draw(st.integers(0, 25))
+    count = draw(st.integers(0, 15))
+    halves = st.integers(0, 8).map(lambda n: n / 2)
     tasks = []
     for i in range(count):
+        gpus = draw(st.sampled_from([0, 0, 0, 1, 2]))
         tasks.append(
             TaskRequest(
                 id=f"task-{i}",
-                demand=Resources(
-                    draw(st.integers(0, 8).map(lambda n: n / 2)),
-                    draw(st.integers(0, 8).map(lambda n: n / 2)),
-                    draw(st.integers(0, 8).map(lambda n: n / 2)),
-                    draw(st.integers(0, 2)),
-                ),
-                gpu_model=draw(st.sampled_from([None, None, "h100", "A100"])),
-                regions=tuple(draw(st.sets(st.sampled_from(["44", "4403", "11"]), max_size=2))),
-                providers=tuple(draw(st.sets(st.sampled_from(PROVIDERS), max_size=2))),
-                pool_types=tuple(draw(st.sets(st.sampled_from(TYPES), max_size=2))),
-                labels=tuple(draw(st.sets(st.sampled_from(LABELS[:1] + LABELS[2:]), max_size=1))),
-                avoid_pools=tuple(draw(st.sets(st.sampled_from([f"pool-{j}" for j in range(6)])))),
+                demand=Resources(draw(halves), draw(halves), draw(halves), gpus),
+                gpu_model=draw(st.sampled_from([None, "h100", "A100"])) if gpus else None,
+                regions=draw(sometimes(["44", "4403", "11"])),
+                providers=draw(sometimes(PROVIDERS)),
+                pool_types=draw(sometimes(TYPES)),
+                labels=draw(sometimes(LABELS[:1] + LABELS[2:])),
+                avoid_pools=draw(sometimes([f"pool-{j}" for j in range(6)])),
                 expected_runtime_s=draw(st.sampled_from([60.0, 600.0, 3600.0])),
             )
         )
@@ -239,7 +248,7 @@ def replay(tasks, pools, result):
             free[pool_id] = free[pool_id] - task_.demand
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
 def test_assign_never_oversubscribes_a_pool(pools, tasks, weights):
     result = assign(tasks, pools, weights)
@@ -253,7 +262,7 @@ def test_assign_never_oversubscribes_a_pool(pools, tasks, weights):
         assert used[p.id].fits_in(p.available + slack), (p.id, used[p.id], p.available)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
 def test_assigned_pools_were_feasible_and_had_room(pools, tasks, weights):
     by_id = {p.id: p for p in pools}
@@ -264,7 +273,7 @@ def test_assigned_pools_were_feasible_and_had_room(pools, tasks, weights):
             assert task_.demand.fits_in(free[pool_id])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
 def test_no_task_waits_while_a_feasible_pool_has_room(pools, tasks, weights):
     result = assign(tasks, pools, weights)
@@ -274,7 +283,7 @@ def test_no_task_waits_while_a_feasible_pool_has_room(pools, tasks, weights):
                 assert not (check(task_, p) == () and task_.demand.fits_in(free[p.id])), p.id
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
 def test_assign_decides_as_rank_would_at_each_turn(pools, tasks, weights):
     result = assign(tasks, pools, weights, keep=None)
@@ -286,7 +295,7 @@ def test_assign_decides_as_rank_would_at_each_turn(pools, tasks, weights):
         assert pool_id == (decision.best.pool_id if decision.best else None)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), keep=st.integers(0, 3))
 def test_kept_placements_are_the_top_of_the_full_ranking(pools, tasks, keep):
     full = assign(tasks, pools, keep=None)
@@ -299,7 +308,7 @@ def test_kept_placements_are_the_top_of_the_full_ranking(pools, tasks, keep):
         assert part.rejections == whole.rejections
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st, seed=st.integers(0, 2**16))
 def test_rank_is_deterministic_and_covers_every_pool_once(pools, tasks, weights, seed):
     shuffled = list(pools)

@@ -135,7 +135,9 @@ def test_duplicate_pool_ids_are_refused():
 
 def test_reasons_explain_fit_price_queue_and_load():
     pools = [
-        pool("a", price=cheap(0.12), available=Resources(6, 32, 100, 0), queue_length=4, running=20),
+        pool(
+            "a", price=cheap(0.12), available=Resources(6, 32, 100, 0), queue_length=4, running=20
+        ),
         pool("b", price=cheap(0.2)),
         pool("c", price=cheap(0.3)),
     ]

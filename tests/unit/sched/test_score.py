@@ -28,7 +28,7 @@ TASK = TaskRequest(id="t1", demand=Resources(4, 8), expected_runtime_s=600.0)
 
 
 def test_default_weights():
-    assert DEFAULT_WEIGHTS == Weights(start=0.6, price=0.4)
+    assert (DEFAULT_WEIGHTS.start, DEFAULT_WEIGHTS.price) == (0.6, 0.4)
     assert DEFAULT_WEIGHTS.spread == pytest.approx(0.05)
 
 

@@ -157,8 +157,11 @@ class LocalBackend(Backend):
             self._advance(refresh_all=True)
             result = []
             for pool in self.discover():
-                mine = [t for t in self._jobs.values() if t.pool == pool.name]
-                holding = [t for t in mine if t.started and not t.final]
+                holding = [
+                    t
+                    for t in self._jobs.values()
+                    if t.pool == pool.name and t.started and not t.final
+                ]
                 used = PoolCapacity()
                 for t in holding:
                     used = used.plus(t.demand)
