@@ -109,6 +109,7 @@ def machine(database_url: str | None = None) -> dict[str, str]:
         "Python": platform.python_version(),
         "database": database_version(database_url),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load average at start (1/5/15 min)": "/".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -99,6 +100,8 @@ class Params:
     concurrency: int = 64
     runner_sample: int = 200
     profile_n: int = 10
+    serial: int = 10
+    heartbeat_s: float = 5.0  # the agent's default
     timeout_s: float = 900.0
     database_url: str | None = None
     command: str = "bench/throughput.py"
@@ -347,24 +350,44 @@ class EndToEnd:
     run: Run
     submit: Run
     views: list[TaskView]
+    serial: Run
+    serial_views: list[TaskView]
     cpu: dict[str, float]
     polls: list[float]
-    poller_done_at: float
-    first_submit: float
     idle: list[tuple[str, list[float]]]
+    sites_lost: int
+
+
+def views_run(name: str, views: list[TaskView], n: int, first_submit: float) -> Run:
+    """A Run from the hub's records: COMPLETE count, first submit → latest end, latencies."""
+    lat, svc, ends = [], [], []
+    for v in views:
+        a = v.attempts[-1] if v.attempts else None
+        if a is None or a.end_time is None:
+            continue
+        ends.append(a.end_time.timestamp())
+        lat.append((a.end_time - v.created_at).total_seconds())
+        svc.append((a.end_time - a.created_at).total_seconds())
+    complete = sum(1 for v in views if v.state is State.COMPLETE)
+    wall = (max(ends) - first_submit) if ends else float("nan")
+    return Run(name, n, complete, wall, lat, svc)
 
 
 def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
-    """Hub + one agent: submit every task, poll until all are terminal, read their records."""
+    """Hub + one agent: first a few tasks one at a time (unloaded latency), then every task
+    submitted at once; poll until all are terminal; read their records back."""
     hub = Hub(procs.scratch("hub"), p.database_url)
     hub.init()
     hub.start(procs)
     world = make_world(hub, ["bench-site"])
     cores_needed = p.concurrency * TASK_CORES
     pools = [pool_table("bench", cores_needed, max(1.0, p.concurrency * TASK_RAM_GB * 2))]
-    agent = Agent(hub, world.site_tokens["bench-site"], procs.scratch("agent"), pools)
+    agent = Agent(
+        hub, world.site_tokens["bench-site"], procs.scratch("agent"), pools, p.heartbeat_s
+    )
     agent.start(procs)
     user = Client(hub.url, world.user_token, timeout=60)
+    deadline = time.monotonic() + p.timeout_s
     try:
 
         def online() -> bool:
@@ -373,13 +396,25 @@ def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
 
         wait_until(online, 60, "the agent's pool to come online", every=0.2)
 
+        # One at a time: what a task costs when nothing else runs.
+        serial_id = uuid.uuid4().hex[:8]
+        bar = prog.add_task("hub: one task at a time", total=p.serial, info="")
+        first = time.time()
+        for i in range(p.serial):
+            left = max(1.0, deadline - time.monotonic())
+            user.wait(user.submit(spec(serial_id, i)).id, timeout=left, poll=0.05)
+            prog.advance(bar, 1)
+        serial_views = list(user.iter_tasks(tags={"bench": serial_id}, page_size=1000))
+        serial = views_run("hub: one task at a time", serial_views, p.serial, first)
+        serial.wall_s = time.time() - first  # includes the SDK's wait() polling
+
         run_id = uuid.uuid4().hex[:8]
         specs = [spec(run_id, i) for i in range(p.tasks)]
-        deadline = time.monotonic() + p.timeout_s
         cpu0 = {"hub": hub.cpu(), "agent": agent.cpu(), "bench": own_cpu()}
         sub_bar = prog.add_task("hub: submitting", total=p.tasks, info=f"{p.clients} clients")
         done_bar = prog.add_task("hub: ended", total=p.tasks, info="")
         submitted = [0]
+        ended0 = acknowledged(agent.work_dir)
 
         def advance(k: int) -> None:
             submitted[0] += k
@@ -390,12 +425,7 @@ def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
         def submitter() -> None:
             try:
                 result["submit"] = submit_all(
-                    hub.url,
-                    world.user_token,
-                    specs,
-                    p.clients,
-                    deadline,
-                    advance,
+                    hub.url, world.user_token, specs, p.clients, deadline, advance
                 )
             except BaseException as exc:
                 result["error"] = exc
@@ -408,7 +438,7 @@ def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
             if "error" in result:
                 raise BenchError(f"submission failed: {result['error']!r}")
             agent.check()
-            ended = acknowledged(agent.work_dir)
+            ended = acknowledged(agent.work_dir) - ended0
             if time.monotonic() > deadline:
                 raise BenchError(
                     f"only {ended} of {p.tasks} tasks ended within {p.timeout_s:g} s "
@@ -417,16 +447,16 @@ def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
             prog.update(done_bar, completed=ended, info=f"{submitted[0] - ended} in flight")
             if "submit" in result:
                 t = time.perf_counter()
-                left = user.tasks(state=NON_TERMINAL, limit=1).tasks
+                left_tasks = user.tasks(state=NON_TERMINAL, limit=1).tasks
                 polls.append(time.perf_counter() - t)
-                if not left:
+                if not left_tasks:
                     break
             time.sleep(POLL_S)
-        poller_done_at = time.time()
+        prog.update(done_bar, completed=acknowledged(agent.work_dir) - ended0, info="")
         cpu1 = {"hub": hub.cpu(), "agent": agent.cpu(), "bench": own_cpu()}
         th.join()
         sub_views, sub_lat, sub_first, sub_last = result["submit"]
-        views = list(user.iter_tasks(page_size=1000))
+        views = list(user.iter_tasks(tags={"bench": run_id}, page_size=1000))
         idle = idle_requests(user, views[0].id, 20) if views else []
     finally:
         user.close()
@@ -436,23 +466,11 @@ def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
         "runners": cpu1["agent"][1] - cpu0["agent"][1],
         "bench": cpu1["bench"] - cpu0["bench"],
     }
-    mine = [v for v in views if v.tags.get("bench") == run_id]
-    ends = [
-        v.attempts[-1].end_time.timestamp() for v in mine if v.attempts and v.attempts[-1].end_time
-    ]
-    last_end = max(ends) if ends else poller_done_at
-    lat, svc = [], []
-    for v in mine:
-        a = v.attempts[-1] if v.attempts else None
-        if a is None or a.end_time is None:
-            continue
-        lat.append((a.end_time - v.created_at).total_seconds())
-        svc.append((a.end_time - a.created_at).total_seconds())
-    complete = sum(1 for v in mine if v.state is State.COMPLETE)
-    e2e = Run("hub: end to end", p.tasks, complete, last_end - first_submit, lat, svc)
+    e2e = views_run("hub: end to end", views, p.tasks, first_submit)
     submit = Run("hub: submission during the run", p.tasks, len(sub_views), sub_last - sub_first)
     submit.latencies = sub_lat
-    return EndToEnd(e2e, submit, mine, cpu, polls, poller_done_at, first_submit, idle)
+    lost = hub.log.read_text(errors="replace").count(" lost; ") if hub.log else 0
+    return EndToEnd(e2e, submit, views, serial, serial_views, cpu, polls, idle, lost)
 
 
 def stages(views: list[TaskView]) -> list[tuple[str, list[float]]]:
@@ -528,6 +546,11 @@ def report(
                 f"hub CPU {ms(alone_cpu)} per task",
             ),
             row(e2e.submit, "the same, while the agent runs the tasks"),
+            row(
+                e2e.serial,
+                "submit, then `wait()`, one after another; latency as below; wall includes the "
+                "SDK's polling",
+            ),
             row(hub, f"latency = hub created_at → attempt end_time; pool fits {p.concurrency}"),
         ],
     )
@@ -550,10 +573,20 @@ def report(
         ["process", "CPU", "CPU per task", "share of capacity"],
         cpu_rows,
     )
+    loaded = stages(e2e.views)
+    alone_stages = dict(stages(e2e.serial_views))
     stage = Section(
         "Where the wall time goes per task (the hub's timestamps of the final attempt)",
-        ["stage", "p50", "p99"],
-        [[name, ms(percentile(xs, 50)), ms(percentile(xs, 99))] for name, xs in stages(e2e.views)],
+        ["stage", "one at a time: p50", f"all {hub.tasks} at once: p50", "p99"],
+        [
+            [
+                name,
+                ms(percentile(alone_stages[name], 50)),
+                ms(percentile(xs, 50)),
+                ms(percentile(xs, 99)),
+            ]
+            for name, xs in loaded
+        ],
     )
     prof_sec = Section(
         f"Per-attempt costs, one at a time on an idle machine ({p.profile_n} runs each)",
@@ -568,8 +601,7 @@ def report(
     runner_cpu = prof[3][2]
     fsync_wall = prof[4][1]
     share = e2e.cpu["runners"] / total if total > 0 else float("nan")
-    stage_p50 = dict((name, percentile(xs, 50)) for name, xs in stages(e2e.views))
-    spawn = next((v for k, v in stage_p50.items() if k.startswith("placed")), float("nan"))
+    spawn = next((percentile(xs, 50) for k, xs in loaded if k.startswith("placed")), math.nan)
     complete = (
         f"All {hub.complete} of {hub.tasks} tasks ended COMPLETE."
         if hub.complete == hub.tasks
@@ -587,6 +619,8 @@ def report(
         f"accepts and spawns attempts one at a time (p50 {ms(spawn)} from placement to a "
         f"spawned runner; each attempt costs ~5 fsyncs of {ms(fsync_wall)} on its way), and the "
         f"hub spends {ms(e2e.cpu['hub'] / max(1, hub.complete))} CPU per task.",
+        f"Agent heartbeat every {p.heartbeat_s:g} s (the default); the hub declared the site "
+        f"lost {e2e.sites_lost} times during the run (each loss fails every running attempt).",
         "Tasks: `true`, 1 core, 0.25 GiB, max_attempts 1 (a failure shows instead of retrying); "
         f"one agent with one declared pool of {p.concurrency} cores; {p.clients} SDK client "
         "threads submit.",
@@ -660,6 +694,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--timeout", type=float, default=900.0, help="limit per phase in seconds (default 900)"
     )
+    ap.add_argument(
+        "--heartbeat", type=float, default=5.0, help="agent heartbeat interval (default 5 s)"
+    )
     ap.add_argument("--database-url", default=None, help="hub store (default: SQLite)")
 
 
@@ -669,12 +706,13 @@ def params(args: argparse.Namespace, command: str) -> Params:
         clients=args.clients,
         concurrency=args.concurrency,
         timeout_s=args.timeout,
+        heartbeat_s=args.heartbeat,
         database_url=args.database_url,
         command=command,
     )
     if getattr(args, "quick", False):
         p.tasks = min(p.tasks, 200)
-        p.runner_sample, p.profile_n = 40, 3
+        p.runner_sample, p.profile_n, p.serial = 40, 3, 3
     p.runner_sample = min(p.runner_sample, p.tasks)
     return p
 

@@ -180,9 +180,6 @@ def make_world(hub: HubProc, sites: dict[str, tuple[str, str]], org: str = "acme
 
 def kill_runners(work_dir: Path) -> None:
     """Stop task runners an agent left behind (they outlive a SIGKILLed agent by design)."""
-    for pidfile in work_dir.glob("attempts/*/runner.pid"):
-        try:
-            pid = int(pidfile.read_text().split()[0])
-            os.killpg(pid, signal.SIGKILL)
-        except (ValueError, OSError):
-            continue
+    from cpnet.demo.network import kill_runners as kill_sessions
+
+    kill_sessions(work_dir)

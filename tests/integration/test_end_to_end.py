@@ -215,3 +215,27 @@ def test_bad_input_gets_clear_4xx_never_500(hub: HubProc):
         assert "error" in r.json()
     # Nothing half-written: none of those created a task.
     assert hub.client(world.user_token).tasks().tasks == []
+
+
+def test_retired_pool_resolves_to_signed_tombstone(hub: HubProc, agents, tmp_path: Path):
+    world = make_world(hub, {"a": ("general", "440100")})
+    _start(hub, agents, tmp_path, world, "a", [pool("cpu", cores=2)])
+    padmin = hub.client(world.padmin_token)
+    pid = wait_until(lambda: padmin.pools(), 30, "pool online")[0].id
+    # A user may not retire a pool; its provider admin may.
+    with pytest.raises(Exception) as e:
+        hub.client(world.user_token).retire_pool(pid)
+    assert getattr(e.value, "status", None) == 403
+    padmin.retire_pool(pid)
+    assert padmin.pools(online="any") == []
+    env = httpx.get(f"{hub.url}/v1/resolve/{pid}").json()
+    jwks = httpx.get(f"{hub.url}/.well-known/cpnet/keys.json").json()
+    assert env["record"]["retired"] is True and env["record"]["id"] == pid
+    assert ident.verify_envelope(env, jwks).ok
+    # Its agent re-registering the same pool name does not bring the retired id back.
+    r = httpx.post(
+        f"{hub.url}/v1/sites/{world.site_ids['a']}/register",
+        headers={"authorization": f"Bearer {world.site_tokens['a']}"},
+        json={"pools": [{"name": "cpu", "hardware": {"cpu_cores": 2, "memory_gb": 8}}]},
+    )
+    assert r.status_code == 409 and r.json()["error"]["field"] == "pools"

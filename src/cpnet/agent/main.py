@@ -231,6 +231,11 @@ class Agent:
         for aid in reply.get("cancel", []):
             self._cancel(aid)
         for aid in reply.get("unknown", []):
+            with self.lock:
+                st = self.last_state.get(aid)
+                held = aid in self.entries
+            if not held or (st is not None and st.terminal):
+                continue  # it just ended and the hub has its final state: nothing to stop
             # The hub gave this attempt up (e.g. we were offline too long): stop it here.
             log.warning("hub no longer expects %s here; stopping it", aid)
             self._cancel(aid)

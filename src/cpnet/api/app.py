@@ -52,15 +52,24 @@ def serve(settings: HubSettings) -> None:
     """Run a hub in this process until interrupted (what `cpnet hub` does)."""
     import uvicorn
 
-    # Fail before binding the port if the store was never initialised.
-    Hub(settings).store.close()
-    uvicorn.run(
-        create_app(settings),
+    # Fails before binding the port if the store was never initialised.
+    hub = Hub(settings)
+    config = uvicorn.Config(
+        create_app(settings, hub),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         timeout_keep_alive=75,
-        # Agents hold long polls open; do not let them delay a shutdown.
-        timeout_graceful_shutdown=3,
+        timeout_graceful_shutdown=5,
     )
+    server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def _exit(sig: int, frame: object) -> None:
+        # Agents hold long polls open; answer them now instead of waiting out the grace period.
+        hub.begin_shutdown()
+        handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    server.handle_exit = _exit  # type: ignore[method-assign]
+    server.run()

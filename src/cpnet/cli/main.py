@@ -99,7 +99,7 @@ def demo(
     ] = False,
     n_tasks: Annotated[
         int, typer.Option("--tasks", min=1, max=10_000, help="How many tasks to submit.")
-    ] = 12,
+    ] = 20,
 ) -> None:
     """Run the whole network on this machine: a hub, several local sites, a mixed workload.
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
 import tomli_w
 
 from cpnet.agent import hostinfo
+from cpnet.client import Client, CpnetError
 
 HEALTH_TIMEOUT_S = 60.0  # a cold start on a small machine imports a lot before it binds
 STOP_GRACE_S = 5.0  # from SIGTERM to SIGKILL
@@ -140,7 +140,7 @@ class LocalNetwork:
     def _cpnet(self, *args: str) -> list[str]:
         return [self.python, "-m", "cpnet", *args]
 
-    def _spawn(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             return subprocess.Popen(
@@ -183,11 +183,11 @@ class LocalNetwork:
             argv = self._cpnet(
                 "hub", "--data-dir", str(self.hub_dir), "--host", self.host, "--port", str(chosen)
             )
-            member = Member("hub", self._spawn("hub", argv, log), log)
+            member = Member("hub", self._spawn(argv, log), log)
             self.hub, self.url = member, f"http://{self.host}:{chosen}"
             self._write_pids()
             try:
-                self.wait_healthy()
+                self.wait_healthy(token)
                 return token
             except NetworkError:
                 self._stop_members([member])
@@ -198,19 +198,24 @@ class LocalNetwork:
                     raise
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
-        """Wait until the hub answers ``/v1/health``; raise NetworkError if it exits or hangs."""
+    def wait_healthy(self, token: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        """Wait until the hub answers ``/v1/health``; raise NetworkError if it exits or hangs.
+
+        ``token`` is any token of this hub: given explicitly, the SDK never looks for one in the
+        caller's environment or config file, which belong to some other hub.
+        """
         assert self.hub is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.hub.running():
-                raise NetworkError(f"the hub exited at start:\n{log_tail(self.hub.log)}")
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        with Client(self.url, token, timeout=2.0) as hub:
+            while time.monotonic() < deadline:
+                if not self.hub.running():
+                    raise NetworkError(f"the hub exited at start:\n{log_tail(self.hub.log)}")
+                try:
+                    if hub.health().get("status") == "ok":
+                        return
+                except CpnetError:
+                    pass  # not listening yet
+                time.sleep(0.1)
         raise NetworkError(
             f"the hub did not answer at {self.url} within {timeout:g}s:\n{log_tail(self.hub.log)}"
         )
@@ -260,7 +265,7 @@ class LocalNetwork:
             raise NetworkError(f"agent {name!r} is already running")
         config = self.agent_config(name, token, pools, options)
         log = self.site_dir(name) / "agent.log"
-        proc = self._spawn(name, self._cpnet("agent", "--config", str(config)), log)
+        proc = self._spawn(self._cpnet("agent", "--config", str(config)), log)
         member = Member(name, proc, log, work_dir=self.site_dir(name) / "work")
         self.agents[name] = member
         self._write_pids()

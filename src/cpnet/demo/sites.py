@@ -1,6 +1,6 @@
 """The three providers the demo runs, each with one site in a real national hub region.
 
-Regions, admin codes (GB/T 2260) and coordinates are those of /work/shared/data/geo/sites.csv:
+Regions, admin codes (GB/T 2260) and coordinates are those of the shared geo data (sites.csv):
 the Gui'an cluster of the Guizhou hub node, the Ulanqab (Jining) start area of the Inner Mongolia
 hub node's Horinger cluster, and Tianjin, home of a national supercomputing centre. Provider and
 site names are made up. The hardware is *declared*, as an operator declares it in the agent's

@@ -31,6 +31,7 @@ from cpnet.tasks.states import State
 REFRESH_PER_S = 4
 PLAIN_WIDTH = 120  # for logs: wide enough that identifiers do not wrap
 QUIET_LINE_S = 10.0  # plain mode: a "still waiting" line after this long without news
+MAX_SUMMARY_ROWS = 40  # a larger run lists only the tasks that failed or were meant to
 
 
 def make_console() -> Console:
@@ -200,9 +201,10 @@ class Board:
                 continue
             self._seen[t.task_id] = view.state
             self._last_line = time.monotonic()
+            done = sum(1 for state in self._seen.values() if state.terminal)
             extra = f"  {duration(view)}" if view.state.terminal else ""
             self.console.print(
-                f"  [{self.finished():>{len(str(total))}}/{total}] {t.name:<22} "
+                f"  [{done:>{len(str(total))}}/{total}] {t.name:<22} "
                 f"{view.state.value:<15} {self.where(view)}{extra}",
                 soft_wrap=True,
             )
@@ -213,10 +215,39 @@ class Board:
                 f"  … still waiting: {self.finished()}/{total} finished, {running} running"
             )
 
+    def _rows(self) -> list[DemoTask]:
+        """The tasks the live table has room for: unfinished ones first when not all fit."""
+        room = max(5, self.console.size.height - 8)
+        if len(self.tasks) <= room:
+            return self.tasks
+
+        def ended(t: DemoTask) -> bool:
+            view = self.views.get(t.task_id)
+            return view is not None and view.state.terminal
+
+        return sorted(self.tasks, key=ended)[:room]  # stable: submission order within each
+
     def _render(self) -> Group:
         now = datetime.now(UTC)
+        rows = self._rows()
         grid = table(None, ["task", "state", "where", "time", "what it shows"])
-        for t in self.tasks:
+        # One line per task, so the table's height is known and fits the terminal: the last
+        # column takes what width is left and is cut short, the others never wrap.
+        widths = (
+            max(len(t.name) for t in rows),
+            len(State.EXECUTOR_ERROR.value),
+            max((len(x) for x in self.labels.values()), default=4),
+            6,
+        )
+        for column, width in zip(grid.columns, widths, strict=False):
+            column.no_wrap, column.min_width = True, width
+        last = grid.columns[-1]
+        last.no_wrap, last.overflow = True, "ellipsis"
+        # Each column costs its width plus 3 (padding and a rule).
+        last.max_width = max(8, self.console.width - sum(w + 3 for w in widths) - 3)
+        if len(rows) < len(self.tasks):
+            grid.caption = f"{len(rows)} of {len(self.tasks)} tasks shown, unfinished first"
+        for t in rows:
             view = self.views.get(t.task_id)
             grid.add_row(
                 t.name,
@@ -256,7 +287,13 @@ def summary_tables(
     for p in pools:
         per_pool.add_row(p.id, labels.get(p.id, p.site_name), str(ran.get(p.id, 0)))
     tasks = table(None, ["task", "expected", "final state", "where", "time", "check"])
-    for o in outcomes:
+    shown = list(outcomes)
+    if len(shown) > MAX_SUMMARY_ROWS:  # a large run: the tasks worth reading, then a count
+        shown = [o for o in outcomes if o.problems or o.task.expect is not State.COMPLETE]
+        tasks.caption = (
+            f"{len(outcomes) - len(shown)} more tasks completed as expected (not listed)"
+        )
+    for o in shown:
         view = o.view
         mark = Text("ok", style="green") if not o.problems else Text("FAIL", style="bold red")
         tasks.add_row(
@@ -275,7 +312,7 @@ def failure_lines(outcomes: Sequence[Outcome]) -> list[Text]:
     lines = []
     for o in outcomes:
         view = o.view
-        if view is None or view.state in (State.COMPLETE,):
+        if view is None or view.state is State.COMPLETE:
             continue
         reason = view.reason or (view.attempts[-1].reason if view.attempts else None) or ""
         err = last_stderr(view)

@@ -37,6 +37,13 @@ class Notifier:
     def _set_site(self, site_id: str) -> None:
         self._sites[site_id].set()
 
+    def wake_all_sites(self) -> None:
+        self._call(self._set_all)
+
+    def _set_all(self) -> None:
+        for event in self._sites.values():
+            event.set()
+
     def site_event(self, site_id: str) -> asyncio.Event:
         """The event a long poll for this site waits on (call on the loop)."""
         return self._sites[site_id]

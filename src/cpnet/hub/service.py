@@ -49,6 +49,7 @@ class Hub:
         self.started_at = time.time()
         self.notifier: Notifier | None = None
         self._tasks: list[asyncio.Task] = []
+        self.closing = False  # set when the process is asked to stop: long polls return
 
     # ---- lifecycle ----
 
@@ -66,6 +67,12 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self.store.close()
+
+    def begin_shutdown(self) -> None:
+        """Let every waiting long poll return now, so shutdown does not wait for them."""
+        self.closing = True
+        if self.notifier:
+            self.notifier.wake_all_sites()
 
     # ---- signals from routes (any thread) ----
 

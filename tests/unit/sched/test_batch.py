@@ -150,8 +150,10 @@ TYPES = ["general", "intelligent", "supercomputing", "edge"]
 GPU_MODELS = ["NVIDIA H100 80GB", "NVIDIA A100 40GB"]
 LABELS = [("zone", "a"), ("zone", "b"), ("disk", "ssd")]
 
-# Half-unit steps keep amounts readable in failure reports; the accounting still runs on floats.
+# Half units keep pool sizes readable in failure reports; tasks ask for tenths of a core, which
+# binary floats cannot hold exactly, so the accounting meets real rounding.
 amounts = st.integers(2, 32).map(lambda n: n / 2)
+tenths = st.integers(0, 40).map(lambda n: n / 10)
 
 
 @st.composite
@@ -217,7 +219,7 @@ def task_lists(draw) -> list[TaskRequest]:
         tasks.append(
             TaskRequest(
                 id=f"task-{i}",
-                demand=Resources(draw(halves), draw(halves), draw(halves), gpus),
+                demand=Resources(draw(tenths), draw(halves), draw(halves), gpus),
                 gpu_model=draw(st.sampled_from([None, "h100", "A100"])) if gpus else None,
                 regions=draw(sometimes(["44", "4403", "11"])),
                 providers=draw(sometimes(PROVIDERS)),
@@ -248,7 +250,7 @@ def replay(tasks, pools, result):
             free[pool_id] = free[pool_id] - task_.demand
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
 def test_assign_never_oversubscribes_a_pool(pools, tasks, weights):
     result = assign(tasks, pools, weights)
@@ -262,7 +264,7 @@ def test_assign_never_oversubscribes_a_pool(pools, tasks, weights):
         assert used[p.id].fits_in(p.available + slack), (p.id, used[p.id], p.available)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
 def test_assigned_pools_were_feasible_and_had_room(pools, tasks, weights):
     by_id = {p.id: p for p in pools}
@@ -273,7 +275,7 @@ def test_assigned_pools_were_feasible_and_had_room(pools, tasks, weights):
             assert task_.demand.fits_in(free[pool_id])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
 def test_no_task_waits_while_a_feasible_pool_has_room(pools, tasks, weights):
     result = assign(tasks, pools, weights)
@@ -308,7 +310,7 @@ def test_kept_placements_are_the_top_of_the_full_ranking(pools, tasks, keep):
         assert part.rejections == whole.rejections
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(pools=snapshots(), tasks=task_lists(), weights=weights_st, seed=st.integers(0, 2**16))
 def test_rank_is_deterministic_and_covers_every_pool_once(pools, tasks, weights, seed):
     shuffled = list(pools)

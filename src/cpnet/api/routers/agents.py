@@ -112,7 +112,7 @@ async def assignments(
         event.clear()  # before reading, so a placement committed after the read wakes us
         got = await to_thread.run_sync(_fetch, h, sid)
         left = deadline - time.monotonic()
-        if got.assignments or got.cancel or left <= 0:
+        if got.assignments or got.cancel or left <= 0 or h.closing:
             return got
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), left)

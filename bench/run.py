@@ -1,0 +1,67 @@
+"""Run the cpnet benchmarks: ``make bench`` (all, full size) or ``bench/run.py --help``.
+
+Each benchmark starts its own hub and agents on 127.0.0.1, stops every process it started (also
+on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
+
+- ``throughput``: end-to-end task throughput and latency through hub and agent, side by side
+  with the same commands run as raw processes (``bench/throughput.py``);
+- ``resolve``: identifier resolution over HTTP against ``/v1/health`` and a bare ASGI app, and
+  the resolver in process against a plain ``dict.get`` (``bench/resolve.py``).
+
+Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
+``--quick`` (both small, about two minutes in all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import resolve
+import throughput
+from common import BenchError, console, trap_sigterm
+
+BENCHMARKS = ("throughput", "resolve")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "only",
+        nargs="*",
+        choices=[*BENCHMARKS, []],
+        metavar="BENCHMARK",
+        help=f"which to run: {', '.join(BENCHMARKS)} (default: all)",
+    )
+    ap.add_argument("--quick", action="store_true", help="small and short: a smoke run")
+    throughput.add_args(ap)
+    resolve.add_args(ap)
+    args = ap.parse_args(argv)
+    trap_sigterm()
+    chosen = args.only or list(BENCHMARKS)
+    command = " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    failed = []
+    for name in chosen:
+        console.rule(f"[bold]{name}")
+        t0 = time.monotonic()
+        try:
+            if name == "throughput":
+                path = throughput.run(throughput.params(args, command))
+            else:
+                path = resolve.run(resolve.params(args, command))
+        except BenchError as exc:
+            console.print(f"[red]{name} failed:[/] {exc}")
+            failed.append(name)
+            continue
+        console.print(path.read_text(), markup=False, highlight=False)
+        console.print(f"[dim]{name}: {time.monotonic() - t0:.0f} s → {path}[/]")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: every process started was stopped")
+        sys.exit(130)

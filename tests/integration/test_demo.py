@@ -1,0 +1,126 @@
+"""`cpnet demo` as a user runs it: a real hub, three agents, a workload, and nothing left over."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cpnet.agent import hostinfo
+from cpnet.client import Client
+from cpnet.demo.network import kill_runners
+
+pytestmark = pytest.mark.integration
+
+DEMO_TIMEOUT_S = 180
+SITE_POOLS = ("guiyang/cpu", "ulanqab/a800", "tianjin/fp64")
+POOL_ID = re.compile(r"\bcn\.dev(?:\.[a-z0-9-]+)+")
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CPNET_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cpnet", "demo", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+    )
+
+
+def processes_under(root: Path) -> list[tuple[int, str]]:
+    """Live processes started for the demo in ``root``: named in their command line or cwd."""
+    found = []
+    for st in hostinfo.all_stats():
+        if st.state in ("Z", "X") or st.pid == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{st.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{st.pid}/cwd")
+        except OSError:
+            continue
+        if str(root) in cmd or cwd.startswith(str(root)):
+            found.append((st.pid, cmd))
+    return found
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if hostinfo.alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if hostinfo.alive(p)]
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Iterator[Path]:
+    """The demo's data dir; whatever the demo left running there is stopped afterwards."""
+    root = tmp_path / "demo"
+    yield root
+    pids_file = root / "pids"
+    pids = [int(x) for x in pids_file.read_text().split()] if pids_file.exists() else []
+    for pid in pids:
+        if hostinfo.alive(pid):
+            os.kill(pid, signal.SIGTERM)
+    for pid in wait_gone(pids, 15):
+        os.kill(pid, signal.SIGKILL)
+    for work in root.glob("sites/*/work"):
+        kill_runners(work)
+
+
+def test_demo_runs_everything_and_stops_everything(demo_dir: Path):
+    out = run_demo("--data-dir", str(demo_dir), "--tasks", "8")
+    log = out.stdout[-6000:] + out.stderr[-2000:]
+    assert out.returncode == 0, log
+    summary = out.stdout.split("5. Summary", 1)[1]
+    assert "All 8 tasks reached their expected state" in summary, log
+    for label in SITE_POOLS:
+        assert label in summary, log
+    assert len(set(POOL_ID.findall(summary.split("Every task", 1)[0]))) == 3, log
+    # Every process it started, as it reported them, is gone; and nothing else runs there.
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out.stdout)]
+    assert len(pids) == 4, log  # the hub and three agents
+    assert wait_gone(pids, 5) == []
+    assert processes_under(demo_dir) == []
+    assert not (demo_dir / "pids").exists()
+    # The pipeline's file:// output arrived with the expected report.
+    report = (demo_dir / "outputs" / "pipeline-guizhou.csv").read_text()
+    assert report.startswith("GY01,80,")
+
+
+def test_demo_keep_leaves_a_usable_network(demo_dir: Path):
+    out = run_demo("--data-dir", str(demo_dir), "--tasks", "3", "--keep")
+    log = out.stdout[-6000:] + out.stderr[-2000:]
+    assert out.returncode == 0, log
+    pids = [int(x) for x in (demo_dir / "pids").read_text().split()]
+    assert len(pids) == 4 and all(hostinfo.alive(p) for p in pids), log
+    url = re.search(r"hub URL\s+(\S+)", out.stdout)
+    token = re.search(r"user token\s+(\S+)", out.stdout)
+    assert url and token, log
+    with Client(url.group(1), token.group(1)) as user:
+        assert user.health()["status"] == "ok"
+        assert len(user.pools()) == 3
+        assert len(user.tasks().tasks) == 3
+    assert f"kill $(cat {demo_dir / 'pids'})" in out.stdout
+    # What the demo tells the user to do stops it all.
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_gone(pids, 15) == []
+    assert processes_under(demo_dir) == []
+
+
+def test_demo_refuses_a_used_data_dir(tmp_path: Path):
+    (tmp_path / "something").write_text("x")
+    out = run_demo("--data-dir", str(tmp_path), "--tasks", "1")
+    assert out.returncode == 2
+    assert "not an empty directory" in out.stdout
