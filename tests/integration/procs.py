@@ -108,6 +108,7 @@ class AgentProc:
     work_dir: Path
     pools: list[dict] = field(default_factory=list)
     proc: subprocess.Popen | None = None
+    heartbeat_s: float = HEARTBEAT_S
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +117,7 @@ class AgentProc:
             "hub": self.hub.url,
             "token": self.token,
             "work_dir": str(self.work_dir),
-            "heartbeat_interval_s": HEARTBEAT_S,
+            "heartbeat_interval_s": self.heartbeat_s,
         }
         if self.pools:
             body["pool"] = self.pools

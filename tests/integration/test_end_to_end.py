@@ -239,3 +239,22 @@ def test_retired_pool_resolves_to_signed_tombstone(hub: HubProc, agents, tmp_pat
         json={"pools": [{"name": "cpu", "hardware": {"cpu_cores": 2, "memory_gb": 8}}]},
     )
     assert r.status_code == 409 and r.json()["error"]["field"] == "pools"
+
+
+def test_agent_restart_reattaches_running_task(hub: HubProc, agents, tmp_path: Path):
+    """SIGKILL the agent mid-task and restart it before the hub gives up: same attempt finishes."""
+    world = make_world(hub, {"a": ("general", "440100")})
+    a = AgentProc(hub, world.site_tokens["a"], tmp_path / "agent-a", [pool("cpu", cores=2)])
+    a.heartbeat_s = 3.0  # the hub waits 9 s before calling the site lost: a restart fits well
+    a.start()
+    agents.append(a)
+    user = hub.client(world.user_token)
+    wait_until(lambda: user.pools(), 30, "pool online")
+    t = user.submit({"executors": [{"command": ["sh", "-c", "sleep 2; echo survived"]}]})
+    wait_until(lambda: user.task(t.id).state is State.RUNNING, 30, "running")
+    a.kill()
+    a.start()  # within the heartbeat timeout: the hub never noticed
+    final = user.wait(t.id, timeout=60)
+    assert final.state is State.COMPLETE, final.reason
+    assert len(final.attempts) == 1  # re-attached, not re-run
+    assert final.attempts[0].executor_logs[0].stdout.strip() == "survived"
