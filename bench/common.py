@@ -151,9 +151,14 @@ def num(x: float) -> str:
 
 
 def ratio(a: float, b: float) -> str:
+    """a ÷ b as ``1.23×``, or ``1/4,500×`` when tiny."""
     if b <= 0 or math.isnan(a) or math.isnan(b):
         return "–"
     r = a / b
+    if r <= 0:
+        return "0×"
+    if r < 0.01:
+        return f"1/{1 / r:,.0f}×"
     return f"{r:.3f}×" if r < 1 else f"{r:.2f}×"
 
 

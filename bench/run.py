@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]{name} failed:[/] {exc}")
             failed.append(name)
             continue
-        console.print(path.read_text(), markup=False, highlight=False)
+        console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(f"[dim]{name}: {time.monotonic() - t0:.0f} s → {path}[/]")
     return 1 if failed else 0
 

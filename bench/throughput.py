@@ -314,7 +314,7 @@ def submission_alone(p: Params, procs: Procs, prog: Any) -> tuple[Run, float]:
     )
     hub_cpu = hub.cpu()[0] - cpu0
     procs.stop(hub.proc)  # type: ignore[arg-type]
-    run = Run("hub: submission alone", p.tasks, len(views), last - first, lat, lat)
+    run = Run("hub: submission alone", p.tasks, len(views), last - first, lat)
     return run, hub_cpu / max(1, len(views))
 
 
@@ -599,7 +599,7 @@ def report(
         [[what, len(xs), ms(percentile(xs, 50)), ms(percentile(xs, 99))] for what, xs in e2e.idle],
     )
     runner_cpu = prof[3][2]
-    fsync_wall = prof[4][1]
+    durable_write = prof[4][1]
     share = e2e.cpu["runners"] / total if total > 0 else float("nan")
     spawn = next((percentile(xs, 50) for k, xs in loaded if k.startswith("placed")), math.nan)
     complete = (
@@ -615,10 +615,11 @@ def report(
         f"Bottleneck: each attempt is a new Python runner process costing {ms(runner_cpu)} CPU "
         f"({runner_cpu / max(prof[1][2], 1e-9):.0f}× `python -c pass`; nearly all of it is "
         f"`import cpnet.agent.runner`), which caps this machine at {num(cores() / runner_cpu)} "
-        f"tasks/s; runners took {share:.0%} of the CPU the end-to-end run used. Next: the agent "
-        f"accepts and spawns attempts one at a time (p50 {ms(spawn)} from placement to a "
-        f"spawned runner; each attempt costs ~5 fsyncs of {ms(fsync_wall)} on its way), and the "
-        f"hub spends {ms(e2e.cpu['hub'] / max(1, hub.complete))} CPU per task.",
+        f"tasks/s; runners took {share:.0%} of the CPU the end-to-end run used. Next: the "
+        "agent accepts and spawns attempts one at a time on one thread, with 4 durable writes "
+        f"(6 fsyncs; one `write_json_atomic` takes {ms(durable_write)} here) before each spawn "
+        f"(placement → spawned runner p50 {ms(spawn)} under load), and the hub spends "
+        f"{ms(e2e.cpu['hub'] / max(1, hub.complete))} CPU per task.",
         f"Agent heartbeat every {p.heartbeat_s:g} s (the default); the hub declared the site "
         f"lost {e2e.sites_lost} times during the run (each loss fails every running attempt).",
         "Tasks: `true`, 1 core, 0.25 GiB, max_attempts 1 (a failure shows instead of retrying); "

@@ -7,9 +7,18 @@ interface that a network-aware scheduler places where they finish best.
 
 __version__ = "0.1.0"
 
-try:
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     from cpnet.client import Client
-except ImportError:  # pragma: no cover
-    Client = None
+
+
+def __getattr__(name: str):
+    # Imported on first use: the per-attempt runner imports `cpnet` and must start fast.
+    if name == "Client":
+        from cpnet.client import Client
+
+        return Client
+    raise AttributeError(f"module 'cpnet' has no attribute {name!r}")
+
 
 __all__ = ["Client", "__version__"]

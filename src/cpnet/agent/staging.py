@@ -16,8 +16,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
-
 from cpnet.tasks.model import FileType, Input, Output, OutputFileLog
 
 CHUNK_BYTES = 1024 * 1024  # read/write unit for copies and transfers
@@ -219,6 +217,8 @@ def _stage_one_in(
 
 def _download(url: str, dest: Path, budget: int, timeout_s: float, sha: str | None) -> int:
     """GET `url` into `dest` through a landing file, within `budget` bytes."""
+    import httpx  # only tasks with http inputs pay for it: the runner must start fast
+
     try:
         with (
             httpx.Client(
@@ -353,6 +353,8 @@ def _upload(src: Path, url: str, budget: int, timeout_s: float) -> tuple[int, st
         with src.open("rb") as f:
             while chunk := f.read(CHUNK_BYTES):
                 yield chunk
+
+    import httpx
 
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:

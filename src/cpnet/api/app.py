@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from cpnet import __version__
 from cpnet.api import errors
+from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
 from cpnet.api.routers import accounts, agents, ident, pools, tasks
 from cpnet.config import HubSettings
@@ -45,6 +46,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     for r in (ident.router, accounts.router, pools.router, tasks.router, agents.router):
         app.include_router(r)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ResolveCache)
     return app
 
 

@@ -14,7 +14,8 @@ from cpnet.store import accounts
 _CACHE_S = 5.0  # a revoked token stops working within this many seconds on every replica
 
 
-def hub(request: Request) -> Hub:
+async def hub(request: Request) -> Hub:
+    # async: FastAPI would run a plain function in a worker thread, a hop for nothing.
     return request.app.state.hub
 
 

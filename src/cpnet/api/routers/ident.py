@@ -14,12 +14,12 @@ router = APIRouter(tags=["identifiers"])
 
 
 @router.get("/v1/health")
-def health(h: Hub = Depends(hub)) -> dict:
+async def health(h: Hub = Depends(hub)) -> dict:
     return {"status": "ok", "version": __version__, "authority": h.authority}
 
 
 @router.get("/.well-known/cpnet/keys.json")
-def keys(h: Hub = Depends(hub)) -> dict:
+async def keys(h: Hub = Depends(hub)) -> dict:
     """The hub's public signing keys (JWKS): verify resolution records offline with these."""
     return jwks(h.keys)
 
