@@ -99,6 +99,31 @@ def database_version(database_url: str | None) -> str:
     return f"PostgreSQL {version}"
 
 
+def source_digest() -> str:
+    """A short digest of cpnet's source (every ``*.py`` under the imported package): which code
+    the figures belong to, and a way to notice it changing during a run."""
+    import hashlib
+
+    import cpnet
+
+    root = Path(cpnet.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def changed_note(digest_at_start: str) -> list[str]:
+    """A warning for the notes when cpnet's source changed while the benchmark ran."""
+    now = source_digest()
+    if now == digest_at_start:
+        return []
+    return [
+        f"WARNING: cpnet's source changed during this run (digest {digest_at_start} → {now}): "
+        "the figures mix two versions of the code; run the benchmark again."
+    ]
+
+
 def machine(database_url: str | None = None) -> dict[str, str]:
     """What the figures were measured on, for the notes under every table."""
     return {
@@ -109,6 +134,7 @@ def machine(database_url: str | None = None) -> dict[str, str]:
         "Python": platform.python_version(),
         "database": database_version(database_url),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpnet source digest": source_digest(),
         "load average at start (1/5/15 min)": "/".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 

@@ -51,6 +51,7 @@ from common import (
     Hub,
     Procs,
     Section,
+    changed_note,
     cores,
     cpu_seconds,
     free_port,
@@ -505,6 +506,7 @@ def report(p: Params, ids: list[str], loads: list[Load], inproc: InProcess, info
         "Latency percentiles are per request as the load generator saw them; errors count "
         "connect/read/write/timeout errors and non-2xx answers.",
     ]
+    notes += changed_note(info["cpnet source digest"])
     return write_report(
         "resolve",
         "Identifier resolution: over HTTP and in process",

@@ -1,31 +1,35 @@
 """End-to-end task throughput and latency: SDK → hub → one local agent → runner → ``true``.
 
-What it measures, all in one run and side by side (the ratios are what to compare; absolute
-figures depend on the machine, which the result file records):
+What it measures, in one run and side by side (compare the ratios; absolute figures depend on
+the machine, which the result file records):
 
 1. **raw `true`** (the baseline): ``subprocess.run(["true"])`` for every task from a thread pool as
-   large as the agent pool's effective concurrency. Latency is enqueue → exit, so with all tasks
-   enqueued at once it is mostly queueing, as it is through the hub.
-2. **raw runner**: the same pool of threads running what the local backend starts for every
+   large as the agent pool's effective concurrency (``--concurrency``). Latency is enqueue →
+   exit; all tasks are enqueued at once, so it is mostly queueing, as it is through the hub.
+2. **raw runner**: the same thread pool running what the local backend starts for every
    attempt, ``python -m cpnet.agent.runner WORK_DIR`` on a prepared ``job.json`` that runs
-   ``true`` (a sample of tasks: it is slow). The gap between 1 and 2 is the per-attempt runner;
-   the gap between 2 and 4 is the hub, the agent and the protocol.
-3. **hub submission alone**: a separate hub with no agent; a few SDK client threads submit the
-   same tasks (``Client.submit``). Rate and per-request latency.
-4. **hub end to end**: a hub and one agent whose declared pool fits ``--concurrency`` tasks at
-   once. The client threads submit every task, then the main thread polls the hub with
-   ``Client.iter_tasks(state=non-terminal)`` (one paged list per second, never one GET per task)
-   until all are terminal. tasks/s = tasks ÷ (first submit → last attempt ``end_time``);
-   latency per task = hub ``created_at`` → the final attempt's ``end_time`` (the time the agent
-   saw the runner's final status, as reported to the hub), not the time the poller saw it.
+   ``true`` (a sample of the tasks). 1 → 2 is the cost of the per-attempt runner; 2 → 5 is the
+   hub, the agent and the protocol.
+3. **hub: submission alone**: a separate hub with no agent; ``--clients`` SDK threads submit the
+   tasks with ``Client.submit``. Rate, per-request latency, hub CPU per task.
+4. **hub: one task at a time**: on the end-to-end hub, ``submit`` then ``wait`` a few times,
+   before the bulk run: the latency of a task when nothing else runs.
+5. **hub: end to end**: a hub and one agent whose declared pool fits ``--concurrency`` tasks at
+   once. The client threads submit every task while the main thread asks the hub every 0.5 s
+   whether any is left (``Client.tasks(state=<non-terminal>, limit=1)``: one cheap list call,
+   never one GET per task) until none is. tasks/s = COMPLETE tasks ÷ (first submit → latest
+   attempt ``end_time``); latency per task = hub ``created_at`` → the final attempt's
+   ``end_time`` (when the agent saw the runner's final status, as the hub recorded it), not
+   when the poller saw it.
 
-Where the time goes is measured, not guessed: the hub's own timestamps give each task's stages
-(queued → placed → runner spawned → executor started → executor ended → end reported), ``/proc``
-gives the CPU seconds the hub, the agent and the runners (reaped children of the agent) used, and
-a sequential profile times ``python -c pass``, ``import cpnet.agent.runner`` and a full runner.
+Where the time goes is measured: the hub's timestamps split each task into stages (queued →
+placed → runner spawned → executor started → executor ended → end reported), ``/proc`` gives
+the CPU seconds of the hub, the agent and the runners (reaped children of the agent), and a
+sequential profile times ``python -c pass``, ``import cpnet.agent.runner``, a whole runner and
+a durable status write. The notes name the bottleneck and the ceilings these imply.
 
 Run: ``.venv/bin/python bench/throughput.py [--tasks N] [--quick]`` (or via ``bench/run.py``).
-Writes ``bench/results/throughput.md``.
+Writes ``bench/results/throughput.md``; every process started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +58,7 @@ from common import (
     Hub,
     Procs,
     Section,
+    changed_note,
     cores,
     machine,
     make_world,
@@ -599,27 +605,57 @@ def report(
         [[what, len(xs), ms(percentile(xs, 50)), ms(percentile(xs, 99))] for what, xs in e2e.idle],
     )
     runner_cpu = prof[3][2]
-    durable_write = prof[4][1]
-    share = e2e.cpu["runners"] / total if total > 0 else float("nan")
-    spawn = next((percentile(xs, 50) for k, xs in loaded if k.startswith("placed")), math.nan)
-    complete = (
-        f"All {hub.complete} of {hub.tasks} tasks ended COMPLETE."
-        if hub.complete == hub.tasks
-        else f"ONLY {hub.complete} of {hub.tasks} tasks ended COMPLETE."
+    hub_cpu = e2e.cpu["hub"] / max(1, hub.complete)
+    spawn1 = next(
+        (percentile(xs, 50) for k, xs in stages(e2e.serial_views) if k.startswith("placed")),
+        math.nan,
     )
+    names = {"hub": "the hub process", "agent": "the agent process", "bench": "this benchmark"}
+    names["runners"] = "the per-attempt runner processes"
+    top = max(("hub", "agent", "runners", "bench"), key=lambda k: e2e.cpu[k])
+    top_name, top_share = names[top], e2e.cpu[top] / max(1e-9, total)
+    busy = total / budget
+    limits = sorted(
+        [
+            (
+                "the per-attempt runner's CPU",
+                cores() / runner_cpu,
+                f"{cores()} cores ÷ {ms(runner_cpu)} per runner",
+            ),
+            (
+                "all CPU per task",
+                cores() * hub.complete / max(1e-9, sum(e2e.cpu.values())),
+                f"{cores()} cores ÷ {ms(sum(e2e.cpu.values()) / max(1, hub.complete))} per task",
+            ),
+            ("the hub process", 1 / hub_cpu, f"one process ÷ {ms(hub_cpu)} CPU per task"),
+            (
+                "the agent's serial accept-and-spawn",
+                1 / spawn1,
+                f"1 ÷ {ms(spawn1)} placement → spawned runner, one task at a time",
+            ),
+        ],
+        key=lambda x: x[1],
+    )
+    complete = f"All {hub.complete} of {hub.tasks} tasks ended COMPLETE."
+    if hub.complete != hub.tasks:
+        why = Counter(
+            f"{v.state.value}: {v.reason or (v.attempts[-1].reason if v.attempts else '')}"
+            for v in e2e.views
+            if v.state is not State.COMPLETE
+        )
+        complete = f"ONLY {hub.complete} of {hub.tasks} tasks ended COMPLETE; the others: " + (
+            "; ".join(f"{n}× {what[:300]}" for what, n in why.most_common(3))
+        )
     notes = [
         f"Target (reported, not asserted): ≥ {TARGET_TASKS_S:g} tasks/s through the hub; measured "
         f"{num(hub.rate)} tasks/s ({hub.rate / TARGET_TASKS_S:.1%} of the target). {complete}",
         f"Ratio hub ÷ raw `true`: {ratio(hub.rate, raw.rate)}; hub ÷ raw runner: "
         f"{ratio(hub.rate, runner.rate)}.",
-        f"Bottleneck: each attempt is a new Python runner process costing {ms(runner_cpu)} CPU "
-        f"({runner_cpu / max(prof[1][2], 1e-9):.0f}× `python -c pass`; nearly all of it is "
-        f"`import cpnet.agent.runner`), which caps this machine at {num(cores() / runner_cpu)} "
-        f"tasks/s; runners took {share:.0%} of the CPU the end-to-end run used. Next: the "
-        "agent accepts and spawns attempts one at a time on one thread, with 4 durable writes "
-        f"(6 fsyncs; one `write_json_atomic` takes {ms(durable_write)} here) before each spawn "
-        f"(placement → spawned runner p50 {ms(spawn)} under load), and the hub spends "
-        f"{ms(e2e.cpu['hub'] / max(1, hub.complete))} CPU per task.",
+        f"Bottleneck: {top_name}, which used {top_share:.0%} of the CPU the end-to-end run "
+        f"consumed (the {cores()} cores were {busy:.0%} busy). Ceilings measured on this "
+        "machine, lowest first: "
+        + "; ".join(f"{what} {num(x)}/s ({how})" for what, x, how in limits)
+        + ".",
         f"Agent heartbeat every {p.heartbeat_s:g} s (the default); the hub declared the site "
         f"lost {e2e.sites_lost} times during the run (each loss fails every running attempt).",
         "Tasks: `true`, 1 core, 0.25 GiB, max_attempts 1 (a failure shows instead of retrying); "
@@ -639,6 +675,7 @@ def report(
         "Client, hub, agent and runners share the same cores; CPU seconds from /proc/<pid>/stat "
         "(a runner's CPU is counted once the agent reaps it).",
     ]
+    notes += changed_note(info["cpnet source digest"])
     return write_report(
         "throughput",
         "Task throughput and latency: hub end to end vs raw processes",

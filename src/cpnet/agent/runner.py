@@ -24,12 +24,17 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
 
+# Only the standard library and light cpnet modules: every attempt starts a fresh interpreter,
+# and importing pydantic (cpnet.tasks.model) alone would cost more than everything else here.
 from cpnet.agent import hostinfo
+from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
 from cpnet.agent.staging import StagingError, stage_in, stage_out, task_path
-from cpnet.tasks.model import MAX_TAIL_CHARS, Executor, ExecutorLog, TaskSpec, Usage
 from cpnet.tasks.states import State
+
+TYPE_CHECKING = False  # not typing's: typing is for type checkers only here, and costs startup
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 JOB_FILE = "job.json"
 STATUS_FILE = "status.json"
@@ -159,7 +164,7 @@ class Runner:
             peak_rss_mb=self.peak_rss_mb,
             bytes_in=self.record["bytes_in"],
             bytes_out=self.record["bytes_out"],
-        ).model_dump(mode="json")
+        ).to_dict()
         write_json_atomic(self.work_dir / STATUS_FILE, self.record)
 
     def finish(self, state: State, reason: str | None) -> None:
@@ -208,8 +213,8 @@ class Runner:
     def attempt(self) -> None:
         try:
             data = json.loads((self.work_dir / JOB_FILE).read_text(encoding="utf-8"))
-            spec = TaskSpec.model_validate(data["spec"])
-        except (OSError, ValueError, KeyError) as exc:
+            spec = JobSpec.from_dict(data["spec"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             self.finish(State.SYSTEM_ERROR, f"cannot read {JOB_FILE}: {exc}")
             return
         settings = data.get("runner") or {}
@@ -251,12 +256,10 @@ class Runner:
             if self.cancel_marked():
                 self.finish(State.CANCELED, f"canceled before executor {i}")
                 return
-            self.record["executor_logs"].append(
-                ExecutorLog(start_time=now()).model_dump(mode="json")
-            )
+            self.record["executor_logs"].append(ExecutorLog(start_time=now()).to_dict())
             self.save()
             log, problem = self.execute(i, ex, ids)
-            self.record["executor_logs"][i] = log.model_dump(mode="json")
+            self.record["executor_logs"][i] = log.to_dict()
             if self.cancel_requested:
                 self.finish(State.CANCELED, f"canceled while executor {i} was running")
                 return
@@ -276,7 +279,7 @@ class Runner:
             self.staging = False
             self.finish(State.SYSTEM_ERROR, f"stage-out failed: {exc}")
             return
-        self.record["outputs"] = [o.model_dump(mode="json") for o in outputs]
+        self.record["outputs"] = [o.to_dict() for o in outputs]
         self.record["bytes_out"] = bytes_out
         self.log(
             f"staged {len(outputs)} outputs, {bytes_out} bytes, "

@@ -16,7 +16,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from cpnet.tasks.model import FileType, Input, Output, OutputFileLog
+from cpnet.agent.jobfile import FileType, Input, Output, OutputFileLog
+
+TYPE_CHECKING = False  # not typing's: the runner imports this module and must start fast
+if TYPE_CHECKING:
+    # Callers in the agent (and tests) pass the pydantic models; the runner, which must not pay
+    # for importing pydantic, passes the jobfile dataclasses. Staging reads only the attributes
+    # both have, and compares types with == (the two FileType enums are equal by value).
+    from cpnet.tasks import model
 
 CHUNK_BYTES = 1024 * 1024  # read/write unit for copies and transfers
 DEFAULT_TIMEOUT_S = 60.0  # per network operation (connect, each read/write), not per file
@@ -145,7 +152,7 @@ def _tree_bytes(root: Path) -> int:
 
 
 def stage_in(
-    inputs: Sequence[Input],
+    inputs: Sequence[Input | model.Input],
     files_dir: Path,
     *,
     max_bytes: int,
@@ -170,7 +177,7 @@ def stage_in(
 
 
 def _stage_one_in(
-    inp: Input,
+    inp: Input | model.Input,
     files_dir: Path,
     budget: int,
     timeout_s: float,
@@ -181,7 +188,7 @@ def _stage_one_in(
         raise StagingError("an input cannot replace the whole work dir")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if inp.content is not None:
-        if inp.type is FileType.DIRECTORY:
+        if inp.type == FileType.DIRECTORY:
             raise StagingError("inline content makes a file, not a DIRECTORY")
         data = inp.content.encode("utf-8")
         with _Landing(dest) as landing:
@@ -192,7 +199,7 @@ def _stage_one_in(
     scheme = _scheme(url)
     if scheme == "file":
         src = _file_url_path(url, file_roots)
-        if inp.type is FileType.DIRECTORY:
+        if inp.type == FileType.DIRECTORY:
             if not src.is_dir():
                 raise StagingError(f"{src} is not a directory")
             if inp.sha256 is not None:
@@ -207,7 +214,7 @@ def _stage_one_in(
         _copy_file(src, dest, budget, inp.sha256)
         return dest.stat().st_size
     if scheme in ("http", "https"):
-        if inp.type is FileType.DIRECTORY:
+        if inp.type == FileType.DIRECTORY:
             raise StagingError("DIRECTORY inputs over http(s) are not supported; use a file")
         return _download(url, dest, budget, timeout_s, inp.sha256)
     if scheme == "s3":
@@ -244,7 +251,7 @@ def _download(url: str, dest: Path, budget: int, timeout_s: float, sha: str | No
 
 
 def stage_out(
-    outputs: Sequence[Output],
+    outputs: Sequence[Output | model.Output],
     files_dir: Path,
     *,
     max_bytes: int,
@@ -252,6 +259,9 @@ def stage_out(
     file_roots: Sequence[Path] | None = None,
 ) -> tuple[list[OutputFileLog], int]:
     """Copy every output out of `files_dir`; return what was written and the bytes moved.
+
+    The records are the lightweight `jobfile.OutputFileLog` (``to_dict`` gives the JSON form
+    ``cpnet.tasks.model.OutputFileLog`` reads).
 
     Raises StagingError naming the output (missing file, path escaping the work dir, upload
     failure, size limit).
@@ -271,7 +281,7 @@ def stage_out(
 
 
 def _stage_one_out(
-    out: Output,
+    out: Output | model.Output,
     files_dir: Path,
     budget: int,
     timeout_s: float,
@@ -287,7 +297,7 @@ def _stage_one_out(
         raise StagingError("s3 staging arrives with the object-storage backend")
     if scheme not in ("file", "http", "https"):
         raise StagingError(f"URL scheme {scheme!r} is not supported for outputs")
-    if out.type is FileType.DIRECTORY:
+    if out.type == FileType.DIRECTORY:
         if not src.is_dir():
             raise StagingError(f"{out.path} is not a directory")
         if scheme != "file":
