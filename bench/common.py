@@ -291,6 +291,7 @@ class Procs:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)
     runner_roots: list[Path] = field(default_factory=list)
+    databases: list[tuple[str, str]] = field(default_factory=list)  # (server URL, name)
 
     def __enter__(self) -> Procs:
         return self
@@ -303,6 +304,24 @@ class Procs:
         d = Path(tempfile.mkdtemp(prefix=f"cpnet-bench-{prefix}-"))
         self.dirs.append(d)
         return d
+
+    def database(self, server_url: str | None) -> str | None:
+        """A fresh, empty database for one hub: None (SQLite in the hub's data dir) when no
+        server is given, else a new PostgreSQL database on that server, dropped at the end."""
+        if not server_url or server_url.startswith("sqlite"):
+            return None
+        import uuid
+
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(server_url)
+        name = f"cpnet_bench_{uuid.uuid4().hex[:12]}"
+        admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.databases.append((admin, name))
+        return url.set(database=name).render_as_string(hide_password=False)
 
     def start(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         """Start a process in its own session (so one signal reaches all it forks), logging to
@@ -341,6 +360,12 @@ class Procs:
         for root in self.runner_roots:
             kill_runners(root)
         self.procs.clear()
+        for admin, name in self.databases:
+            import psycopg
+
+            with contextlib.suppress(Exception), psycopg.connect(admin, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.databases.clear()
         if not self.keep_dirs:
             for d in self.dirs:
                 shutil.rmtree(d, ignore_errors=True)

@@ -78,6 +78,7 @@ from common import (
 from cpnet.agent.backends.base import Job
 from cpnet.agent.runner import write_json_atomic
 from cpnet.client import Client
+from cpnet.registry.model import HEARTBEAT_INTERVAL_S
 from cpnet.tasks.model import TaskSpec, TaskView
 from cpnet.tasks.states import TERMINAL, State
 
@@ -107,7 +108,7 @@ class Params:
     runner_sample: int = 200
     profile_n: int = 10
     serial: int = 10
-    heartbeat_s: float = 5.0  # the agent's default
+    heartbeat_s: float = HEARTBEAT_INTERVAL_S  # the agent's default
     timeout_s: float = 900.0
     database_url: str | None = None
     command: str = "bench/throughput.py"
@@ -239,7 +240,8 @@ def profile(work_dir: Path, n: int) -> list[tuple[str, float, float]]:
             step(i)
         wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
         out.append((what, wall / n, cpu / n))
-    # The durable small-file write the runner does ~5x and the agent ~3x per attempt.
+    # The durable small-file write that the runner and the local backend make several times per
+    # attempt.
     target = work_dir / "profile" / "status.json"
     c0, t0 = own_cpu(), time.perf_counter()
     for i in range(n * 5):
@@ -306,7 +308,7 @@ def submit_all(
 def submission_alone(p: Params, procs: Procs, prog: Any) -> tuple[Run, float]:
     """A fresh hub without agents: how fast the SDK clients create tasks, and the hub's CPU
     seconds per created task."""
-    hub = Hub(procs.scratch("submit"), p.database_url)
+    hub = Hub(procs.scratch("submit"), procs.database(p.database_url))
     hub.init()
     hub.start(procs)
     world = make_world(hub, [])
@@ -382,7 +384,7 @@ def views_run(name: str, views: list[TaskView], n: int, first_submit: float) -> 
 def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
     """Hub + one agent: first a few tasks one at a time (unloaded latency), then every task
     submitted at once; poll until all are terminal; read their records back."""
-    hub = Hub(procs.scratch("hub"), p.database_url)
+    hub = Hub(procs.scratch("hub"), procs.database(p.database_url))
     hub.init()
     hub.start(procs)
     world = make_world(hub, ["bench-site"])
@@ -564,7 +566,7 @@ def report(
     total = sum(e2e.cpu.values())
     cpu_rows = []
     for who, what in (
-        ("hub", "hub process (API, scheduler, SQLite)"),
+        ("hub", "hub process (API, scheduler, store client)"),
         ("agent", "agent process (long poll, journal, spawning, status polling)"),
         ("runners", "runners + `true` (the agent's reaped children)"),
         ("bench", "this benchmark (SDK submit threads + poller)"),
@@ -656,8 +658,10 @@ def report(
         "machine, lowest first: "
         + "; ".join(f"{what} {num(x)}/s ({how})" for what, x, how in limits)
         + ".",
-        f"Agent heartbeat every {p.heartbeat_s:g} s (the default); the hub declared the site "
-        f"lost {e2e.sites_lost} times during the run (each loss fails every running attempt).",
+        f"Agent heartbeat every {p.heartbeat_s:g} s"
+        + (" (the default)" if p.heartbeat_s == HEARTBEAT_INTERVAL_S else "")
+        + f"; the hub declared the site lost {e2e.sites_lost} times during the run (each loss "
+        "fails every running attempt).",
         "Tasks: `true`, 1 core, 0.25 GiB, max_attempts 1 (a failure shows instead of retrying); "
         f"one agent with one declared pool of {p.concurrency} cores; {p.clients} SDK client "
         "threads submit.",
@@ -673,7 +677,8 @@ def report(
         f"Raw runner ran a sample of {runner.tasks} tasks. Raw runs enqueue everything at once, "
         "so their latency is mostly queueing, like the hub's.",
         "Client, hub, agent and runners share the same cores; CPU seconds from /proc/<pid>/stat "
-        "(a runner's CPU is counted once the agent reaps it).",
+        "(a runner's CPU is counted once the agent reaps it)"
+        + ("; the PostgreSQL server's CPU is not in the table." if p.database_url else "."),
     ]
     notes += changed_note(info["cpnet source digest"])
     return write_report(
@@ -733,9 +738,17 @@ def add_args(ap: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=900.0, help="limit per phase in seconds (default 900)"
     )
     ap.add_argument(
-        "--heartbeat", type=float, default=5.0, help="agent heartbeat interval (default 5 s)"
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT_INTERVAL_S,
+        help=f"agent heartbeat interval (default {HEARTBEAT_INTERVAL_S:g} s, the agent's)",
     )
-    ap.add_argument("--database-url", default=None, help="hub store (default: SQLite)")
+    ap.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL server (SQLAlchemy URL) to put each hub's store on, in a new "
+        "database dropped afterwards (default: SQLite in the hub's data dir)",
+    )
 
 
 def params(args: argparse.Namespace, command: str) -> Params:

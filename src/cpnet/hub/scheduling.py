@@ -11,7 +11,7 @@ from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
 from cpnet.store.tables import Pool, Site, Task
-from cpnet.tasks.model import TaskSpec
+from cpnet.tasks.model import Resources as TaskResources
 
 BATCH = 500  # queued tasks considered per pass
 
@@ -49,20 +49,31 @@ def pool_view(p: Pool, site: Site) -> PoolView:
     )
 
 
-def task_request(task_id: str, spec: TaskSpec, avoid: tuple[str, ...] = ()) -> TaskRequest:
-    """What the scheduler needs from a task spec."""
-    r, c = spec.resources, spec.constraints
+_RES = TaskResources.model_fields
+
+
+def request_from_dict(task_id: str, spec: dict, avoid: tuple[str, ...] = ()) -> TaskRequest:
+    """`task_request` over the stored spec dict, without re-validating it (it was, on create).
+
+    The scheduler reads hundreds of queued specs per pass; pydantic validation of each one was
+    most of a pass's cost. Defaults come from the model, so the two paths cannot disagree.
+    """
+    r = spec.get("resources", {})
+    c = spec.get("constraints", {})
+
+    def res(key: str):  # type: ignore[no-untyped-def]
+        return r.get(key, _RES[key].default)
+
     return TaskRequest(
         id=task_id,
-        demand=Resources(r.cpu_cores, r.ram_gb, r.disk_gb, r.gpus),
-        gpu_model=r.gpu_model,
-        # TES zones and native regions both restrict where a task may run.
-        regions=tuple(c.regions) + tuple(r.zones),
-        providers=tuple(p.lower() for p in c.providers),
-        pool_types=tuple(c.pool_types),
-        labels=tuple(sorted(c.labels.items())),
+        demand=Resources(res("cpu_cores"), res("ram_gb"), res("disk_gb"), res("gpus")),
+        gpu_model=r.get("gpu_model"),
+        regions=tuple(c.get("regions", ())) + tuple(r.get("zones", ())),
+        providers=tuple(p.lower() for p in c.get("providers", ())),
+        pool_types=tuple(c.get("pool_types", ())),
+        labels=tuple(sorted(c.get("labels", {}).items())),
         avoid_pools=avoid,
-        expected_runtime_s=spec.expected_runtime_s,
+        expected_runtime_s=spec.get("expected_runtime_s", 600.0),
     )
 
 
@@ -81,12 +92,19 @@ class PassResult:
 def schedule_once(store: Store, now: float) -> PassResult:
     """One pass: place as many queued tasks as fit, in one transaction."""
     with store.tx() as s:
+        live = reg.live_pools(s)
+        views = [pool_view(p, site) for p, site in live]
+        if not any(v.available.cpu_cores > 0 for v in views):
+            return PassResult(0, frozenset(), 0)  # nothing can be placed: skip reading the queue
         queued = tasks_store.queued_tasks(s, BATCH)
         if not queued:
             return PassResult(0, frozenset(), 0)
-        live = reg.live_pools(s)
-        views = [pool_view(p, site) for p, site in live]
-        requests = [_request(s, t) for t in queued]
+        requests = [
+            request_from_dict(
+                t.id, t.spec, tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else ()
+            )
+            for t in queued
+        ]
         by_id = {t.id: t for t in queued}
         site_of = {v.id: v.site_id for v in views}
         placed, sites, waiting = 0, set(), 0
@@ -107,12 +125,8 @@ def schedule_once(store: Store, now: float) -> PassResult:
         return PassResult(placed, frozenset(sites), waiting)
 
 
-def _request(s: Session, t: Task) -> TaskRequest:
-    avoid = tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else ()
-    return task_request(t.id, TaskSpec.model_validate(t.spec), avoid)
-
-
 def explain(s: Session, task: Task) -> Decision:
     """The current ranking of every pool for a task (the same function the loop uses)."""
     live = [pool_view(p, site) for p, site in reg.live_pools(s, online_only=False)]
-    return rank(_request(s, task), live)
+    avoid = tuple(tasks_store.failed_pools(s, task.id)) if task.attempts else ()
+    return rank(request_from_dict(task.id, task.spec, avoid), live)

@@ -22,6 +22,7 @@ from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
 
 log = logging.getLogger("cpnet.hub")
+COALESCE_S = 0.01  # seconds a scheduler wake-up waits for more of the same burst
 
 
 class NotInitialised(DomainError):
@@ -93,6 +94,8 @@ class Hub:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), self.settings.schedule_interval_s)
+            # Let a burst of submissions or completions gather into one pass.
+            await asyncio.sleep(COALESCE_S)
             event.clear()
             try:
                 while True:

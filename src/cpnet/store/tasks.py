@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, insert, select
+from sqlalchemy import update as _sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,16 @@ from cpnet.tasks.model import (
 from cpnet.tasks.model import TaskEvent as TaskEventView
 from cpnet.tasks.states import TERMINAL, State, can_transition
 
+
+def update(model: type) -> Update:
+    """An UPDATE that does not scan the session's objects to keep them in step.
+
+    The default ("evaluate") visits every loaded object per statement, which made a scheduling
+    pass over 500 queued tasks quadratic; the callers here set the attributes they change.
+    """
+    return _sql_update(model).execution_options(synchronize_session=False)
+
+
 ACTIVE_ATTEMPT = (State.QUEUED, State.INITIALIZING, State.RUNNING, State.PAUSED, State.CANCELING)
 EPS = 1e-9  # float slack when comparing reserved capacity with totals
 
@@ -42,8 +53,9 @@ def _event(
     reason: str | None,
     attempt: int | None = None,
 ) -> None:
-    s.add(
-        TaskEvent(
+    # A Core INSERT: an ORM object would make the next statement flush the unit of work.
+    s.execute(
+        insert(TaskEvent).values(
             task_id=task_id, at=now, from_state=frm, to_state=to, reason=reason, attempt=attempt
         )
     )
@@ -261,14 +273,15 @@ def release(s: Session, a: Attempt) -> None:
 
 def place(
     s: Session,
-    task: Task,
+    task: Task | QueuedTask,
     pool_id: str,
     site_id: str,
     demand: dict[str, float],
     now: float,
     why: str,
-) -> Attempt | None:
-    """Reserve capacity on a pool and create the task's next attempt, or None if it no longer fits.
+) -> str | None:
+    """Reserve capacity on a pool and create the task's next attempt; its id, or None if the
+    pool no longer has room (or the task changed meanwhile).
 
     The reservation is one conditional UPDATE, so two placements racing for the last cores can
     never both succeed, whichever database and however many hub replicas.
@@ -299,51 +312,73 @@ def place(
         .values(attempts=n, pool_id=pool_id, updated_at=now, reason=why)
     )
     if moved.rowcount != 1:
-        raise _Raced()
+        # The task changed meanwhile (cancelled, or placed by another hub replica): give the
+        # capacity back in this same transaction and leave the task alone.
+        s.execute(
+            update(Pool)
+            .where(Pool.id == pool_id)
+            .values(
+                reserved_cpu=Pool.reserved_cpu - demand["cpu_cores"],
+                reserved_ram=Pool.reserved_ram - demand["ram_gb"],
+                reserved_disk=Pool.reserved_disk - demand["disk_gb"],
+                reserved_gpus=Pool.reserved_gpus - demand["gpus"],
+            )
+        )
+        return None
     task.attempts, task.pool_id = n, pool_id
-    a = Attempt(
-        id=new_id("att"),
-        task_id=task.id,
-        n=n,
-        pool_id=pool_id,
-        site_id=site_id,
-        state=State.QUEUED.value,
-        demand=demand,
-        created_at=now,
-        executor_logs=[],
-        outputs=[],
-        system_logs=[],
+    attempt_id = new_id("att")
+    s.execute(
+        insert(Attempt).values(
+            id=attempt_id,
+            task_id=task.id,
+            n=n,
+            pool_id=pool_id,
+            site_id=site_id,
+            state=State.QUEUED.value,
+            delivered_at=None,
+            cancel_requested=False,
+            released=False,
+            demand=demand,
+            created_at=now,
+            executor_logs=[],
+            outputs=[],
+            system_logs=[],
+        )
     )
-    s.add(a)
     _event(
         s, task.id, now, State.QUEUED.value, State.QUEUED.value, f"placed on {pool_id}: {why}", n
     )
-    return a
+    return attempt_id
 
 
-class _Raced(Exception):
-    """The task changed under us (cancelled or placed by another replica): undo this placement."""
+@dataclass(slots=True)
+class QueuedTask:
+    """The little the scheduler needs of a waiting task (no ORM object: passes stay cheap)."""
+
+    id: str
+    attempts: int
+    spec: dict
+    pool_id: str | None = None
 
 
-Raced = _Raced
+def queued_tasks(s: Session, limit: int) -> list[QueuedTask]:
+    """Tasks waiting for a placement, oldest first.
 
-
-def queued_tasks(s: Session, limit: int) -> list[Task]:
-    """Tasks waiting for a placement, oldest first."""
-    q = select(Task).where(Task.state == State.QUEUED.value).order_by(Task.seq).limit(limit)
-    # A QUEUED task whose newest attempt is still active is placed already (waiting for its agent).
-    tasks = list(s.scalars(q))
-    if not tasks:
-        return []
-    busy = set(
-        s.scalars(
-            select(Attempt.task_id).where(
-                Attempt.task_id.in_([t.id for t in tasks]),
-                Attempt.state.in_([x.value for x in ACTIVE_ATTEMPT]),
-            )
-        )
+    A QUEUED task whose newest attempt is still active is placed already (its agent has not
+    picked it up yet), so it is not waiting.
+    """
+    placed = (
+        select(Attempt.id)
+        .where(Attempt.task_id == Task.id, Attempt.state.in_([x.value for x in ACTIVE_ATTEMPT]))
+        .exists()
     )
-    return [t for t in tasks if t.id not in busy]
+    q = (
+        select(Task.id, Task.attempts, Task.spec)
+        .where(Task.state == State.QUEUED.value, ~placed)
+        .order_by(Task.seq)
+        .limit(limit)
+    )
+    return [QueuedTask(tid, n, spec) for tid, n, spec in s.execute(q)]
 
 
 def failed_pools(s: Session, task_id: str) -> list[str]:

@@ -1,0 +1,57 @@
+"""The scheduler's view of a stored spec matches the validated spec field by field."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cpnet.hub.scheduling import request_from_dict
+from cpnet.tasks.model import TaskSpec
+
+specs = st.fixed_dictionaries(
+    {"executors": st.just([{"command": ["true"]}])},
+    optional={
+        "resources": st.fixed_dictionaries(
+            {},
+            optional={
+                "cpu_cores": st.floats(0.01, 64),
+                "ram_gb": st.floats(0, 512),
+                "disk_gb": st.floats(0, 100),
+                "gpus": st.integers(0, 8),
+                "gpu_model": st.sampled_from(["A800", "H100"]),
+                "zones": st.lists(st.sampled_from(["44", "11"]), max_size=2),
+            },
+        ),
+        "constraints": st.fixed_dictionaries(
+            {},
+            optional={
+                "regions": st.lists(st.sampled_from(["44", "3101"]), max_size=2),
+                "providers": st.lists(st.sampled_from(["cn.dev.A.xq"]), max_size=1),
+                "pool_types": st.lists(st.sampled_from(["general", "edge"]), max_size=2),
+                "labels": st.dictionaries(st.sampled_from(["tier", "os"]), st.just("x")),
+            },
+        ),
+        "expected_runtime_s": st.floats(1, 10_000),
+    },
+)
+
+
+@given(specs)
+def test_request_from_stored_dict_matches_the_model(raw: dict) -> None:
+    spec = TaskSpec.model_validate(raw)
+    stored = spec.model_dump(mode="json", exclude_none=True)  # what the store keeps
+    req = request_from_dict("t", stored, ("p",))
+    r, c = spec.resources, spec.constraints
+    assert (req.demand.cpu_cores, req.demand.ram_gb, req.demand.disk_gb, req.demand.gpus) == (
+        r.cpu_cores,
+        r.ram_gb,
+        r.disk_gb,
+        r.gpus,
+    )
+    assert req.gpu_model == r.gpu_model
+    assert req.regions == tuple(c.regions) + tuple(r.zones)
+    assert req.providers == tuple(p.lower() for p in c.providers)
+    assert req.pool_types == tuple(c.pool_types)
+    assert req.labels == tuple(sorted(c.labels.items()))
+    assert req.expected_runtime_s == spec.expected_runtime_s
+    assert req.avoid_pools == ("p",)
