@@ -244,6 +244,8 @@ async def _conn_loop(
                 errors[0] += 1
             lat.append(time.perf_counter() - t)
             n += 1
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        errors[0] += 1  # the server closed the connection or answered garbage: stop this one
     finally:
         writer.close()
     return n

@@ -9,7 +9,7 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   the resolver in process against a plain ``dict.get`` (``bench/resolve.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
-``--quick`` (both small, about two minutes in all).
+``--quick`` (both small, under a minute in all).
 """
 
 from __future__ import annotations

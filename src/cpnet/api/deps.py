@@ -34,7 +34,7 @@ def caller(request: Request) -> Principal:
     if hit is not None and hit[0] > now:
         who = hit[1]
     else:
-        with h.store.tx() as s:
+        with h.store.read() as s:
             who = accounts.principal_for(s, token.strip())
         if len(cache) > 10_000:
             cache.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from cpnet.store import registry as reg
 from cpnet.store.db import Store
 from cpnet.store.tables import Pool, Provider, Site
 
-CACHE_S = 2.0  # how long a signed record is served from memory (live state may lag this much)
+CACHE_S = 5.0  # about how long a signed record is served from memory (live state may lag so)
 
 
 class Resolver:
@@ -48,7 +49,8 @@ class Resolver:
         hit = self._cache.get(canon)
         if hit is None or hit[0] <= now:
             body = json.dumps(self._sign(canon), separators=(",", ":")).encode()
-            hit = (now + CACHE_S, body)
+            # Jittered expiry: records signed together must not all expire together.
+            hit = (now + CACHE_S * random.uniform(0.75, 1.25), body)
             with self._lock:
                 if len(self._cache) > 100_000:
                     self._cache.clear()
@@ -63,7 +65,7 @@ class Resolver:
         return sign_record(record, self.key, issued_at=issued, ttl_s=self.ttl_s)
 
     def _record(self, canon: str) -> dict:
-        with self.store.tx() as s:
+        with self.store.read() as s:
             pool = s.get(Pool, canon)
             if pool is not None:
                 if pool.retired_at is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
@@ -89,40 +89,51 @@ class PassResult:
     waiting: int  # queued tasks that found no room
 
 
-def schedule_once(store: Store, now: float) -> PassResult:
-    """One pass: place as many queued tasks as fit, in one transaction."""
+def _has_room(views: dict[str, PoolView]) -> bool:
+    return any(v.available.cpu_cores > 0 for v in views.values())
+
+
+def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
+    """One pass: place as many queued tasks as fit, oldest first, in one transaction.
+
+    The queue is read `batch` tasks at a time until it ends or no pool has room left, so tasks
+    that cannot be placed (a region no pool serves) never block the ones behind them.
+    """
+    placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
-        live = reg.live_pools(s)
-        views = [pool_view(p, site) for p, site in live]
-        if not any(v.available.cpu_cores > 0 for v in views):
-            return PassResult(0, frozenset(), 0)  # nothing can be placed: skip reading the queue
-        queued = tasks_store.queued_tasks(s, BATCH)
-        if not queued:
-            return PassResult(0, frozenset(), 0)
-        requests = [
-            request_from_dict(
-                t.id, t.spec, tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else ()
-            )
-            for t in queued
-        ]
-        by_id = {t.id: t for t in queued}
-        site_of = {v.id: v.site_id for v in views}
-        placed, sites, waiting = 0, set(), 0
-        for req, decision, pool_id in assign(requests, views, keep=1):
-            if pool_id is None:
-                waiting += 1
-                continue
-            best = decision.best
-            why = "; ".join(best.reasons[:2]) if best else ""
-            attempt = tasks_store.place(
-                s, by_id[req.id], pool_id, site_of[pool_id], demand_of(req), now, why
-            )
-            if attempt is None:
-                waiting += 1
-                continue
-            placed += 1
-            sites.add(site_of[pool_id])
-        return PassResult(placed, frozenset(sites), waiting)
+        views = {p.id: pool_view(p, site) for p, site in reg.live_pools(s)}
+        after = None
+        while _has_room(views):  # else nothing can be placed: skip reading the queue
+            queued = tasks_store.queued_tasks(s, batch, after_seq=after)
+            if not queued:
+                break
+            after = queued[-1].seq
+            requests = [
+                request_from_dict(
+                    t.id, t.spec, tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else ()
+                )
+                for t in queued
+            ]
+            by_id = {t.id: t for t in queued}
+            for req, decision, pool_id in assign(requests, list(views.values()), keep=1):
+                if pool_id is None:
+                    waiting += 1
+                    continue
+                best = decision.best
+                why = "; ".join(best.reasons[:2]) if best else ""
+                view = views[pool_id]
+                attempt = tasks_store.place(
+                    s, by_id[req.id], pool_id, view.site_id, demand_of(req), now, why
+                )
+                if attempt is None:
+                    waiting += 1
+                    continue
+                views[pool_id] = replace(view, available=view.available - req.demand)
+                placed += 1
+                sites.add(view.site_id)
+            if len(queued) < batch:
+                break
+    return PassResult(placed, frozenset(sites), waiting)
 
 
 def explain(s: Session, task: Task) -> Decision:

@@ -98,11 +98,8 @@ class Hub:
             await asyncio.sleep(COALESCE_S)
             event.clear()
             try:
-                while True:
-                    result = await to_thread.run_sync(schedule_once, self.store, time.time())
-                    self.wake_sites(result.sites)
-                    if result.placed == 0 or result.waiting > 0:
-                        break
+                result = await to_thread.run_sync(schedule_once, self.store, time.time())
+                self.wake_sites(result.sites)
             except Exception:  # keep scheduling after a transient database error
                 log.exception("scheduling pass failed")
                 await asyncio.sleep(0.5)

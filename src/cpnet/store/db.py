@@ -16,6 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+class ReadOnlyViolation(RuntimeError):
+    """A programming error: something tried to write inside `Store.read()`."""
+
+
 class Store:
     """An engine plus a session factory; one per process."""
 
@@ -23,6 +27,18 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads share the pool but begin without taking SQLite's write lock (see _on_begin).
+        self.read_sessions = sessionmaker(
+            self.engine.execution_options(cpnet_read=True), expire_on_commit=False
+        )
+
+        @event.listens_for(self.engine, "before_cursor_execute")
+        def _no_writes_in_reads(conn, _cursor, statement, *_):  # type: ignore[no-untyped-def]
+            # A write inside Store.read() would be rolled back silently: make it loud instead.
+            if conn.get_execution_options().get("cpnet_read") and statement.lstrip()[
+                :6
+            ].upper() in ("INSERT", "UPDATE", "DELETE"):
+                raise ReadOnlyViolation(f"write inside a read-only transaction: {statement[:60]}")
 
     @property
     def is_sqlite(self) -> bool:
@@ -33,6 +49,13 @@ class Store:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction: a consistent snapshot that never waits for writers."""
+        with self.read_sessions() as session, session.begin():
+            yield session
+            session.rollback()
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (safe to call on every start)."""
@@ -75,7 +98,11 @@ def make_engine(url: str) -> Engine:
         def _on_begin(conn):  # type: ignore[no-untyped-def]
             # IMMEDIATE takes the write lock up front: a deferred transaction that later writes
             # can fail with SQLITE_BUSY without waiting, when another writer got there first.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only transactions (Store.read) stay deferred: in WAL mode they never block.
+            if conn.get_execution_options().get("cpnet_read"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

@@ -358,10 +358,11 @@ class QueuedTask:
     id: str
     attempts: int
     spec: dict
+    seq: int
     pool_id: str | None = None
 
 
-def queued_tasks(s: Session, limit: int) -> list[QueuedTask]:
+def queued_tasks(s: Session, limit: int, after_seq: int | None = None) -> list[QueuedTask]:
     """Tasks waiting for a placement, oldest first.
 
     A QUEUED task whose newest attempt is still active is placed already (its agent has not
@@ -373,12 +374,14 @@ def queued_tasks(s: Session, limit: int) -> list[QueuedTask]:
         .exists()
     )
     q = (
-        select(Task.id, Task.attempts, Task.spec)
+        select(Task.id, Task.attempts, Task.spec, Task.seq)
         .where(Task.state == State.QUEUED.value, ~placed)
         .order_by(Task.seq)
         .limit(limit)
     )
-    return [QueuedTask(tid, n, spec) for tid, n, spec in s.execute(q)]
+    if after_seq is not None:
+        q = q.where(Task.seq > after_seq)
+    return [QueuedTask(tid, n, spec, seq) for tid, n, spec, seq in s.execute(q)]
 
 
 def failed_pools(s: Session, task_id: str) -> list[str]:

@@ -239,3 +239,42 @@ def test_duplicate_site_name_with_other_type_conflicts(store: Store) -> None:
             registry.create_site(
                 s, prov, name="site0", type="edge", region=Region(code="1"), now=1.0
             )
+
+
+def test_unplaceable_tasks_do_not_block_the_queue(store: Store) -> None:
+    """Tasks no pool can take (a region nobody serves) must not starve the ones behind them."""
+    who, _ = _world(store, cores=2)
+    with store.tx() as s:
+        for _ in range(7):
+            ts.create_task(s, who, _spec(constraints={"regions": ["99"]}), time.time())
+        fits, _ = ts.create_task(s, who, _spec(), time.time())
+    result = schedule_once(store, time.time(), batch=3)
+    assert result.placed == 1 and result.waiting == 7
+    with store.tx() as s:
+        assert s.scalar(select(Task.attempts).where(Task.id == fits.id)) == 1
+
+
+def test_reads_do_not_wait_for_a_writer(store: Store) -> None:
+    _world(store)
+    with store.tx() as w:
+        w.execute(Pool.__table__.update().values(queue_length=7))
+        done = threading.Event()
+
+        def reader() -> None:
+            with store.read() as r:
+                # The writer has not committed: a snapshot read sees the old value, at once.
+                assert r.scalar(select(Pool.queue_length)) == 0
+            done.set()
+
+        t = threading.Thread(target=reader)
+        t.start()
+        assert done.wait(5), "a read waited for the open write transaction"
+        t.join()
+
+
+def test_a_write_inside_a_read_transaction_is_refused(store: Store) -> None:
+    from cpnet.store.db import ReadOnlyViolation
+
+    _world(store)
+    with pytest.raises(ReadOnlyViolation), store.read() as r:
+        r.execute(Pool.__table__.update().values(queue_length=7))

@@ -80,7 +80,7 @@ def create_org(
 
 @router.get("/orgs")
 def list_orgs(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
-    with h.store.tx() as s:
+    with h.store.read() as s:
         if who.is_admin:
             return {"orgs": [_org(o) for o in accounts.list_orgs(s)]}
         return {"orgs": [_org(accounts.get_org(s, who.org_id))]}
@@ -126,7 +126,7 @@ def create_token(
 @router.get("/tokens")
 def list_tokens(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
     require(who, Role.PROVIDER_ADMIN, Role.USER)
-    with h.store.tx() as s:
+    with h.store.read() as s:
         rows = accounts.list_tokens(s, None if who.is_admin else who.org_id)
         if who.role is Role.USER:
             rows = [t for t in rows if t.user_id == who.user_id]
@@ -168,7 +168,7 @@ def create_provider(
 
 @router.get("/providers")
 def list_providers(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
-    with h.store.tx() as s:
+    with h.store.read() as s:
         rows = registry.list_providers(s, None if who.is_admin else who.org_id)
         return {"providers": [registry.provider_record(p) for p in rows]}
 
@@ -197,7 +197,7 @@ def create_site(
 
 @router.get("/sites")
 def list_sites(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
-    with h.store.tx() as s:
+    with h.store.read() as s:
         rows = registry.list_sites(s, None if who.is_admin else who.org_id)
         return {"sites": [registry.site_record(s, x) for x in rows]}
 
@@ -211,7 +211,7 @@ def _own_site(s, who: Principal, site_id: str):  # type: ignore[no-untyped-def]
 
 @router.get("/sites/{site_id}", response_model=SiteRecord)
 def get_site(site_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> SiteRecord:
-    with h.store.tx() as s:
+    with h.store.read() as s:
         return registry.site_record(s, _own_site(s, who, site_id))
 
 

@@ -52,13 +52,13 @@ def list_pools(
         labels=parse_pairs(label, "label"),
         online={"true": True, "false": False, "any": None}[online],
     )
-    with h.store.tx() as s:
+    with h.store.read() as s:
         return {"pools": registry.list_pools(s, f)}
 
 
 @router.get("/pools/{pool_id}", response_model=PoolRecord)
 def get_pool(pool_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> PoolRecord:
-    with h.store.tx() as s:
+    with h.store.read() as s:
         return registry.get_pool(s, pool_id)
 
 

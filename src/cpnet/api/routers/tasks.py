@@ -49,14 +49,14 @@ def list_tasks(
     f = store.TaskFilter(
         states=tuple(x.value for x in state), name_prefix=name_prefix, tags=parse_pairs(tag, "tag")
     )
-    with h.store.tx() as s:
+    with h.store.read() as s:
         rows, nxt = store.list_tasks(s, who, f, limit, cursor)
         return TaskPage(tasks=store.task_views(s, rows), next_cursor=nxt)
 
 
 @router.get("/{task_id}", response_model=TaskView, response_model_exclude_none=True)
 def get_task(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> TaskView:
-    with h.store.tx() as s:
+    with h.store.read() as s:
         return store.task_view(s, store.get_task(s, who, task_id))
 
 
@@ -76,7 +76,7 @@ def cancel_task(task_id: str, who: Principal = Depends(caller), h: Hub = Depends
 @router.get("/{task_id}/logs")
 def task_logs(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
     """Executor logs (exit codes, times, stdout/stderr tails) of every attempt."""
-    with h.store.tx() as s:
+    with h.store.read() as s:
         task = store.get_task(s, who, task_id)
         attempts = [store.attempt_view(a) for a in store.attempts_of(s, task.id)]
     return {
@@ -98,7 +98,7 @@ def task_logs(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(h
 @router.get("/{task_id}/events")
 def task_events(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
     """Every state change of the task with its time and reason, oldest first."""
-    with h.store.tx() as s:
+    with h.store.read() as s:
         task = store.get_task(s, who, task_id)
         return {"events": [e.model_dump(mode="json") for e in store.events_of(s, task.id)]}
 
@@ -106,7 +106,7 @@ def task_events(task_id: str, who: Principal = Depends(caller), h: Hub = Depends
 @router.get("/{task_id}/explain")
 def explain(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
     """How the scheduler ranks every pool for this task right now, and why others are out."""
-    with h.store.tx() as s:
+    with h.store.read() as s:
         task = store.get_task(s, who, task_id)
         d = explain_task(s, task)
         return {
