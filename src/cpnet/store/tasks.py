@@ -253,14 +253,10 @@ def set_task_state(
     return True
 
 
-def release(s: Session, a: Attempt) -> None:
-    """Give back the capacity an attempt reserved (exactly once)."""
-    if a.released:
-        return
-    d = a.demand
+def _unreserve(s: Session, pool_id: str, d: dict[str, float]) -> None:
     s.execute(
         update(Pool)
-        .where(Pool.id == a.pool_id)
+        .where(Pool.id == pool_id)
         .values(
             reserved_cpu=Pool.reserved_cpu - d["cpu_cores"],
             reserved_ram=Pool.reserved_ram - d["ram_gb"],
@@ -268,6 +264,13 @@ def release(s: Session, a: Attempt) -> None:
             reserved_gpus=Pool.reserved_gpus - d["gpus"],
         )
     )
+
+
+def release(s: Session, a: Attempt) -> None:
+    """Give back the capacity an attempt reserved (exactly once)."""
+    if a.released:
+        return
+    _unreserve(s, a.pool_id, a.demand)
     a.released = True
 
 
@@ -314,16 +317,7 @@ def place(
     if moved.rowcount != 1:
         # The task changed meanwhile (cancelled, or placed by another hub replica): give the
         # capacity back in this same transaction and leave the task alone.
-        s.execute(
-            update(Pool)
-            .where(Pool.id == pool_id)
-            .values(
-                reserved_cpu=Pool.reserved_cpu - demand["cpu_cores"],
-                reserved_ram=Pool.reserved_ram - demand["ram_gb"],
-                reserved_disk=Pool.reserved_disk - demand["disk_gb"],
-                reserved_gpus=Pool.reserved_gpus - demand["gpus"],
-            )
-        )
+        _unreserve(s, pool_id, demand)
         return None
     task.attempts, task.pool_id = n, pool_id
     attempt_id = new_id("att")

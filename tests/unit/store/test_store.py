@@ -278,3 +278,18 @@ def test_a_write_inside_a_read_transaction_is_refused(store: Store) -> None:
     _world(store)
     with pytest.raises(ReadOnlyViolation), store.read() as r:
         r.execute(Pool.__table__.update().values(queue_length=7))
+
+
+def test_placing_a_task_that_changed_meanwhile_gives_the_capacity_back(store: Store) -> None:
+    who, sites = _world(store, cores=2)
+    with store.tx() as s:
+        t, _ = ts.create_task(s, who, _spec(), time.time())
+        (stale,) = ts.queued_tasks(s, 10)
+        ts.cancel_task(s, s.scalar(select(Task).where(Task.id == t.id)), time.time())
+    demand = {"cpu_cores": 1.0, "ram_gb": 0.5, "disk_gb": 0.0, "gpus": 0}
+    with store.tx() as s:
+        pool_id = s.scalar(select(Pool.id))
+        assert ts.place(s, stale, pool_id, sites[0], demand, time.time(), "stale") is None
+    with store.tx() as s:
+        assert s.scalar(select(Pool.reserved_cpu)) == pytest.approx(0.0)
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 0
