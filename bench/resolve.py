@@ -19,7 +19,7 @@ What it measures, side by side in one run:
    alone (``sign_record``), and a cold resolve (cache cleared before every call: store read +
    record + Ed25519 signature + JSON). The baseline is a plain ``dict.get`` over the same ids in
    the same loop, so the ratio is the resolver's own overhead. Cached loops run in slices well
-   under the cache's 2 s lifetime, re-warming between slices outside the timed part.
+   under the cache's lifetime (about 5 s, jittered), re-warming between slices outside the timed part.
 
 Run: ``.venv/bin/python bench/resolve.py [--seconds S] [--quick]`` (or via ``bench/run.py``).
 Writes ``bench/results/resolve.md``.
@@ -73,7 +73,7 @@ from cpnet.registry.model import MAX_POOLS_PER_SITE, Registration
 
 TARGET_HTTP = 15_000.0
 TARGET_IN_PROCESS = 1_000_000.0
-SLICE_S = 0.25  # cached loops are timed in slices this long (the cache keeps records 2 s)
+SLICE_S = 0.25  # cached loops are timed in slices this long (the cache keeps records ~5 s)
 MAX_CALLS = 100_000_000  # every in-process loop also stops after this many calls
 
 WRK_SCRIPT = """
@@ -501,8 +501,9 @@ def report(p: Params, ids: list[str], loads: list[Load], inproc: InProcess, info
         f"the bare ASGI app, while the resolver itself takes {1e6 / cached:.2f} µs in process: "
         "nearly all of a resolve's cost is the web stack around it.",
         "Every row follows an untimed warm-up (1 s; 2 s for resolve, which fills the resolver's "
-        "cache). The cache keeps a signed record 2 s, so during the run every id is re-signed "
-        "about every 2 s: the cold path is part of the HTTP figure.",
+        "cache). The cache keeps a signed record about 5 s (jittered ±25 %, so records signed "
+        "together do not expire together); during the run every id is re-signed about every 5 s: "
+        "the cold path is part of the HTTP figure.",
         "In-process rows run with the hub stopped, on its SQLite store; the cold row clears the "
         "whole cache before each call, so every call reads the store and signs.",
         "Latency percentiles are per request as the load generator saw them; errors count "
