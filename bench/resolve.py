@@ -19,7 +19,8 @@ What it measures, side by side in one run:
    alone (``sign_record``), and a cold resolve (cache cleared before every call: store read +
    record + Ed25519 signature + JSON). The baseline is a plain ``dict.get`` over the same ids in
    the same loop, so the ratio is the resolver's own overhead. Cached loops run in slices well
-   under the cache's lifetime (about 5 s, jittered), re-warming between slices outside the timed part.
+   under the cache's lifetime (about 5 s, jittered), re-warming between slices outside the timed
+   part.
 
 Run: ``.venv/bin/python bench/resolve.py [--seconds S] [--quick]`` (or via ``bench/run.py``).
 Writes ``bench/results/resolve.md``.
