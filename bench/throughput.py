@@ -24,9 +24,10 @@ the machine, which the result file records):
 
 Where the time goes is measured: the hub's timestamps split each task into stages (queued →
 placed → runner spawned → executor started → executor ended → end reported), ``/proc`` gives
-the CPU seconds of the hub, the agent and the runners (reaped children of the agent), and a
-sequential profile times ``python -c pass``, ``import cpnet.agent.runner``, a whole runner and
-a durable status write. The notes name the bottleneck and the ceilings these imply.
+the CPU seconds of the hub, the agent and the runners (reaped children of the agent and of its
+fork server), and a sequential profile times ``python -c pass``, ``import cpnet.agent.runner``, a
+whole runner spawned and one forked by the local backend's fork server, and a durable status
+write. The notes name the bottleneck and the ceilings these imply.
 
 Run: ``.venv/bin/python bench/throughput.py [--tasks N] [--quick]`` (or via ``bench/run.py``).
 Writes ``bench/results/throughput.md``; every process started is stopped at the end.
@@ -60,6 +61,7 @@ from common import (
     Section,
     changed_note,
     cores,
+    cpu_seconds,
     machine,
     make_world,
     ms,
@@ -75,8 +77,10 @@ from common import (
     write_report,
 )
 
+from cpnet.agent import hostinfo
 from cpnet.agent.backends.base import Job
-from cpnet.agent.runner import write_json_atomic
+from cpnet.agent.backends.local import _ForkServer
+from cpnet.agent.runner import write_atomic, write_json_atomic
 from cpnet.client import Client
 from cpnet.registry.model import HEARTBEAT_INTERVAL_S
 from cpnet.tasks.model import TaskSpec, TaskView
@@ -217,10 +221,38 @@ def run_runner(d: Path, env: dict[str, str]) -> bool:
         return False
 
 
+def forked_attempts(dirs: list[Path]) -> tuple[float, float]:
+    """(wall s, CPU s) of running each prepared attempt, one after another, the way the local
+    backend does by default: forked by a fork server (request → runner.pid → go → runner exit).
+    CPU is the server's own and its reaped children's (the runners and their executors), plus
+    this process's share (the requests); the server's start-up is not counted."""
+    server = _ForkServer.start(dirs[0].parent)
+    try:
+        own0, kids0 = cpu_seconds(server.pid)
+        c0, t0 = own_cpu(), time.perf_counter()
+        for d in dirs:
+            pid, ticks = server.request_start(d)
+            write_atomic(d / "runner.pid", f"{pid} {ticks}\n")  # as the backend does
+            server.send(f"go {pid}")
+            while hostinfo.alive(pid, ticks):
+                time.sleep(0.0005)
+        wall = time.perf_counter() - t0
+        time.sleep(0.05)  # let the server reap the last one
+        own1, kids1 = cpu_seconds(server.pid)
+        cpu = (own1 - own0) + (kids1 - kids0) + (own_cpu() - c0)
+    finally:
+        server.close()
+    bad = [d for d in dirs if json.loads((d / "status.json").read_text())["state"] != "COMPLETE"]
+    if bad:
+        raise RuntimeError(f"forked runners did not complete: {bad[:3]}")
+    return wall, cpu
+
+
 def profile(work_dir: Path, n: int) -> list[tuple[str, float, float]]:
     """(what, wall s, CPU s) per step, each run `n` times one after another on an idle machine."""
     env = runner_env()
     dirs = [prepare_job(work_dir / "profile", i) for i in range(n)]
+    forked = [prepare_job(work_dir / "profile-forked", i) for i in range(n)]
     cases: list[tuple[str, Callable[[int], object]]] = [
         ("`true`", lambda i: subprocess.run(["true"], check=True)),
         ("`python -c pass`", lambda i: subprocess.run([PY, "-c", "pass"], env=env, check=True)),
@@ -240,6 +272,14 @@ def profile(work_dir: Path, n: int) -> list[tuple[str, float, float]]:
             step(i)
         wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
         out.append((what, wall / n, cpu / n))
+    wall, cpu = forked_attempts(forked)
+    out.append(
+        (
+            "the same attempt forked by the fork server (the local backend's default)",
+            wall / n,
+            cpu / n,
+        )
+    )
     # The durable small-file write that the runner and the local backend make several times per
     # attempt.
     target = work_dir / "profile" / "status.json"
@@ -251,6 +291,18 @@ def profile(work_dir: Path, n: int) -> list[tuple[str, float, float]]:
         ("`write_json_atomic` (write, fsync, rename, fsync dir)", wall / (n * 5), cpu / (n * 5))
     )
     return out
+
+
+def agent_cpu(agent: Agent) -> tuple[float, float]:
+    """(own, runners') CPU seconds of the agent: runners are reaped by the agent (spawned) or by
+    its fork server, a live child of the agent whose own CPU is counted with the runners."""
+    own, kids = agent.cpu()
+    if agent.proc is not None:
+        for child in hostinfo.children(agent.proc.pid):
+            c_own, c_kids = cpu_seconds(child)
+            if not math.isnan(c_own):
+                kids += c_own + c_kids
+    return own, kids
 
 
 def _children_cpu() -> float:
@@ -418,7 +470,7 @@ def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
 
         run_id = uuid.uuid4().hex[:8]
         specs = [spec(run_id, i) for i in range(p.tasks)]
-        cpu0 = {"hub": hub.cpu(), "agent": agent.cpu(), "bench": own_cpu()}
+        cpu0 = {"hub": hub.cpu(), "agent": agent_cpu(agent), "bench": own_cpu()}
         sub_bar = prog.add_task("hub: submitting", total=p.tasks, info=f"{p.clients} clients")
         done_bar = prog.add_task("hub: ended", total=p.tasks, info="")
         submitted = [0]
@@ -461,7 +513,7 @@ def end_to_end(p: Params, procs: Procs, prog: Any) -> EndToEnd:
                     break
             time.sleep(POLL_S)
         prog.update(done_bar, completed=acknowledged(agent.work_dir) - ended0, info="")
-        cpu1 = {"hub": hub.cpu(), "agent": agent.cpu(), "bench": own_cpu()}
+        cpu1 = {"hub": hub.cpu(), "agent": agent_cpu(agent), "bench": own_cpu()}
         th.join()
         sub_views, sub_lat, sub_first, sub_last = result["submit"]
         views = list(user.iter_tasks(tags={"bench": run_id}, page_size=1000))
@@ -568,7 +620,7 @@ def report(
     for who, what in (
         ("hub", "hub process (API, scheduler, store client)"),
         ("agent", "agent process (long poll, journal, spawning, status polling)"),
-        ("runners", "runners + `true` (the agent's reaped children)"),
+        ("runners", "runners + `true` (reaped by the agent or its fork server; incl. the server)"),
         ("bench", "this benchmark (SDK submit threads + poller)"),
         ("all", "all of the above"),
     ):
@@ -606,7 +658,7 @@ def report(
         ["call", "calls", "p50", "p99"],
         [[what, len(xs), ms(percentile(xs, 50)), ms(percentile(xs, 99))] for what, xs in e2e.idle],
     )
-    runner_cpu = prof[3][2]
+    runner_cpu = prof[4][2]  # forked: what the local backend does by default
     hub_cpu = e2e.cpu["hub"] / max(1, hub.complete)
     spawn1 = next(
         (percentile(xs, 50) for k, xs in stages(e2e.serial_views) if k.startswith("placed")),
@@ -622,7 +674,7 @@ def report(
             (
                 "the per-attempt runner's CPU",
                 cores() / runner_cpu,
-                f"{cores()} cores ÷ {ms(runner_cpu)} per runner",
+                f"{cores()} cores ÷ {ms(runner_cpu)} per forked runner",
             ),
             (
                 "all CPU per task",
@@ -677,7 +729,7 @@ def report(
         f"Raw runner ran a sample of {runner.tasks} tasks. Raw runs enqueue everything at once, "
         "so their latency is mostly queueing, like the hub's.",
         "Client, hub, agent and runners share the same cores; CPU seconds from /proc/<pid>/stat "
-        "(a runner's CPU is counted once the agent reaps it)"
+        "(a runner's CPU is counted once the agent or its fork server reaps it)"
         + ("; the PostgreSQL server's CPU is not in the table." if p.database_url else "."),
     ]
     notes += changed_note(info["cpnet source digest"])

@@ -25,8 +25,9 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Only the standard library and light cpnet modules: every attempt starts a fresh interpreter,
-# and importing pydantic (cpnet.tasks.model) alone would cost more than everything else here.
+# Only the standard library and light cpnet modules: a spawned runner (and each fork server, see
+# forkserver.py) starts a fresh interpreter, and importing pydantic (cpnet.tasks.model) alone
+# would cost more than everything else here.
 from cpnet.agent import hostinfo
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
 from cpnet.agent.staging import StagingError, stage_in, stage_out, task_path

@@ -15,6 +15,11 @@ Options (all strings, in ``BackendConfig.options``):
 - ``http_timeout_s``: per network operation while staging (default 60)
 - ``file_roots``: ``:``-separated host directories file:// URLs may read or write (default: any;
   the executors run as the agent's user anyway, so this only matters with sandboxed executors)
+- ``fork_server``: ``false`` spawns every runner as ``python -m cpnet.agent.runner`` instead of
+  forking it from this instance's fork server (``cpnet.agent.forkserver``, default on), which
+  saves the interpreter start-up and imports (~60 ms of CPU) per attempt. Either way the runner
+  leads its own session and everything above holds; when the fork server is unavailable the
+  runner is spawned, and the server is restarted at a later start.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -69,6 +76,8 @@ FORGOTTEN = "forgotten"
 GIB = 1024**3
 SPAWN_TIMEOUT_S = 30.0  # an empty runner.pid older than this means the spawner died mid-way
 RUNNER_LOG_TAIL = 2048  # bytes of runner.log quoted when a runner dies
+FORK_SERVER_READY_S = 20.0  # the fork server's own start-up (an interpreter and the imports)
+FORK_SERVER_REPLY_S = 10.0  # one fork (the child only has to call setsid)
 
 
 @dataclass(slots=True)
@@ -115,7 +124,27 @@ class LocalBackend(Backend):
         self._queues: dict[str, deque[str]] = {}
         self._escalations: dict[str, threading.Timer] = {}
         self._orphans: list[subprocess.Popen[bytes]] = []  # forgotten runners not yet reaped
+        self.use_fork_server = _flag(opts.get("fork_server", "true"))
+        self._fork_server: _ForkServer | None = None
+        self._fork_failures = 0  # consecutive times the fork server broke or failed to start
+        self._fork_retry_at = 0.0  # monotonic time before which runners are spawned instead
         self._adopt_all()
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The pid of this instance's fork server while it runs (None: off, not started yet,
+        or gone)."""
+        with self._lock:
+            server = self._fork_server
+            return server.pid if server is not None and server.running() else None
+
+    def close(self) -> None:
+        """Stop this instance's fork server (runners it started keep running). Dropping the
+        instance, or the agent's exit, has the same effect."""
+        with self._lock:
+            server, self._fork_server = self._fork_server, None
+            if server is not None:
+                server.close()
 
     def work_dir_for(self, attempt_id: str) -> Path:
         """``work_root/<attempt_id>`` (absolute); the string form is the attempt's handle."""
@@ -412,7 +441,8 @@ class LocalBackend(Backend):
         return True
 
     def _start(self, t: _Tracked) -> None:
-        """Spawn the runner in a new session and record "pid start_ticks" in runner.pid."""
+        """Start the runner in a new session and record "pid start_ticks" in runner.pid: forked by
+        the fork server when it is on and available, else spawned."""
         if not self._claim(t.work_dir):
             t.started = True  # another instance beat us to it
             return
@@ -420,17 +450,15 @@ class LocalBackend(Backend):
         if (t.work_dir / CANCEL_FILE).exists():
             self._write_final(t, State.CANCELED, "canceled while queued")
             return
-        env = dict(os.environ)
-        # The runner imports this very package, wherever it was loaded from.
-        src_root = str(Path(cpnet.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
+        if self.use_fork_server and self._fork(t):
+            return
         argv = [sys.executable, "-m", "cpnet.agent.runner", str(t.work_dir)]
         try:
             with (t.work_dir / RUNNER_LOG).open("ab") as out:
                 t.popen = subprocess.Popen(
                     argv,
                     cwd=t.work_dir,
-                    env=env,
+                    env=_runner_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -443,6 +471,57 @@ class LocalBackend(Backend):
         st = hostinfo.proc_stat(t.popen.pid)
         ticks = st.start_ticks if st is not None else 0
         write_atomic(t.work_dir / RUNNER_PID, f"{t.popen.pid} {ticks}\n")
+
+    def _fork(self, t: _Tracked) -> bool:
+        """Start the runner through the fork server; False when the caller must spawn it (the
+        server is unavailable, or broke before the runner could run: then it never will)."""
+        server = self._fork_server
+        if server is not None and not server.running():
+            self._fork_broke(server, "it exited")
+            server = None
+        if server is None:
+            if time.monotonic() < self._fork_retry_at:
+                return False
+            try:
+                server = self._fork_server = _ForkServer.start(self.work_root)
+            except ForkServerError as exc:
+                self._fork_broke(None, f"cannot start it: {exc}")
+                return False
+        try:
+            pid, ticks = server.request_start(t.work_dir)
+        except ForkServerRefused as exc:  # the server is fine; this one fork failed
+            log.warning("fork server could not fork a runner (%s): spawning it", exc)
+            return False
+        except ForkServerError as exc:
+            self._fork_broke(server, str(exc))
+            return False
+        try:
+            write_atomic(t.work_dir / RUNNER_PID, f"{pid} {ticks}\n")
+        except OSError:
+            with contextlib.suppress(ForkServerError):
+                server.send(f"drop {pid}")
+            raise
+        try:
+            server.send(f"go {pid}")
+        except ForkServerError as exc:
+            # The server is gone, so the child never gets "go" and exits without running:
+            # spawning the runner now (which rewrites runner.pid) cannot run the attempt twice.
+            self._fork_broke(server, str(exc))
+            return False
+        self._fork_failures = 0
+        return True
+
+    def _fork_broke(self, server: _ForkServer | None, why: str) -> None:
+        """Forget a broken fork server; runners are spawned until the next (lazy) restart, which
+        backs off when the server keeps breaking."""
+        if server is not None:
+            server.close(kill=True)
+        if server is self._fork_server:
+            self._fork_server = None
+        self._fork_failures += 1
+        delay = 0.0 if self._fork_failures <= 1 else min(60.0, 2.0**self._fork_failures)
+        self._fork_retry_at = time.monotonic() + delay
+        log.warning("fork server unavailable (%s): spawning runners; retry in %.0f s", why, delay)
 
     def _runner_pid(self, work_dir: Path) -> tuple[int | None, int | None]:
         """(pid, start_ticks) from runner.pid; (None, None) while it is empty or absent."""
@@ -478,6 +557,121 @@ class LocalBackend(Backend):
         if record is None:
             return JobStatus(State.INITIALIZING, "runner starting")
         return status_from_record(record)
+
+
+class ForkServerError(Exception):
+    """The fork server did not answer as it should (gone, hung, or garbled)."""
+
+
+class ForkServerRefused(ForkServerError):
+    """The fork server answered, but could not fork this runner."""
+
+
+def _runner_env() -> dict[str, str]:
+    """The agent's environment, with this very cpnet (wherever it was loaded from) importable."""
+    env = dict(os.environ)
+    src_root = str(Path(cpnet.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class _ForkServer:
+    """The backend's end of one ``python -m cpnet.agent.forkserver`` (see that module for the
+    protocol). Used under the backend's lock only."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.pid = proc.pid
+        self._in = proc.stdin.fileno()
+        self._out = proc.stdout.fileno()
+        self._buf = b""
+        # Dropping the backend closes the server's stdin, and the server exits on EOF.
+        self._finalizer = weakref.finalize(self, _ForkServer._shut, proc, False)
+
+    @classmethod
+    def start(cls, work_root: Path) -> _ForkServer:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cpnet.agent.forkserver"],
+                cwd=work_root,
+                env=_runner_env(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,  # no terminal signal of the agent's reaches it
+                close_fds=True,
+                bufsize=0,
+            )
+        except OSError as exc:
+            raise ForkServerError(str(exc)) from exc
+        server = cls(proc)
+        try:
+            line = server._read_line(FORK_SERVER_READY_S)
+            if line != f"ready {proc.pid}":
+                raise ForkServerError(f"unexpected greeting {line!r}")
+        except ForkServerError:
+            server.close(kill=True)
+            raise
+        log.info("fork server %d started", proc.pid)
+        return server
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "surrogateescape")
+        try:
+            while data:
+                data = data[os.write(self._in, data) :]
+        except OSError as exc:  # BrokenPipeError: it is gone
+            raise ForkServerError(f"cannot write to it: {exc}") from exc
+
+    def request_start(self, work_dir: Path) -> tuple[int, int]:
+        """(pid, start_ticks) of a forked child that waits for ``go``."""
+        if "\n" in str(work_dir):
+            raise ForkServerRefused("a newline in the work dir's path")
+        self.send(f"start {work_dir}")
+        line = self._read_line(FORK_SERVER_REPLY_S)
+        verb, _, rest = line.partition(" ")
+        if verb == "err":
+            raise ForkServerRefused(rest)
+        fields = rest.split()
+        if verb != "ok" or len(fields) != 2 or not all(f.isdigit() for f in fields):
+            raise ForkServerError(f"unexpected reply {line!r}")
+        return int(fields[0]), int(fields[1])
+
+    def _read_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._out], [], [], left)[0]:
+                raise ForkServerError(f"no answer within {timeout:g} s")
+            try:
+                data = os.read(self._out, 4096)
+            except OSError as exc:
+                raise ForkServerError(f"cannot read from it: {exc}") from exc
+            if not data:
+                raise ForkServerError("it exited")
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def close(self, kill: bool = False) -> None:
+        self._finalizer.detach()
+        _ForkServer._shut(self.proc, kill)
+
+    @staticmethod
+    def _shut(proc: subprocess.Popen[bytes], kill: bool) -> None:
+        """Close its stdin (it exits at EOF), or SIGKILL it; reap it when it is quick."""
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+        if kill and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0 if kill else 0.2)
 
 
 def status_from_record(record: dict[str, Any]) -> JobStatus:
