@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
@@ -29,6 +30,7 @@ log = logging.getLogger("cpnet.agent")
 
 POLL_S = 0.1  # how often the backend's truth is read for held attempts
 MAX_BATCH = 500
+ACCEPT_THREADS = 4
 
 
 class AgentError(Exception):
@@ -95,6 +97,7 @@ class Agent:
         self.pending: deque[AttemptUpdate] = deque()
         self.last_state: dict[str, State] = {}
         self.stop = threading.Event()
+        self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
         self.site_id = ""
         self.prices = {p.name: p.price for p in settings.pools}
 
@@ -175,9 +178,11 @@ class Agent:
             log.exception("submit of %s failed", e.attempt_id)
             self._queue(e, JobStatus(State.SYSTEM_ERROR, f"backend refused the job: {exc}"))
             return
+        # Queue INITIALIZING before the poll loop can see the handle, so this attempt's reports
+        # reach the hub in order.
+        self._queue(e, JobStatus(State.INITIALIZING, None))
         e.handle = handle
         self.journal.save(e)
-        self._queue(e, JobStatus(State.INITIALIZING, None))
 
     def _cancel(self, attempt_id: str) -> None:
         e = self.entries.get(attempt_id)
@@ -194,8 +199,9 @@ class Agent:
                     self.stop.wait(2)
                 continue
             data = r.json()
-            for raw in data.get("assignments", []):
-                self._accept(Assignment.model_validate(raw))
+            batch = [Assignment.model_validate(raw) for raw in data.get("assignments", [])]
+            # Accepting is mostly waiting on fsyncs and process start-up: overlap a few.
+            list(self.accepting.map(self._accept, batch))
             for aid in data.get("cancel", []):
                 self._cancel(aid)
             if not data.get("assignments") and not data.get("cancel"):
