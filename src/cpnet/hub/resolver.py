@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from cpnet import ident
 from cpnet.errors import Invalid, NotFound
-from cpnet.ident import SigningKey, canonical_json, sign_record, tombstone
+from cpnet.ident import SigningKey, sign_record, tombstone
 from cpnet.store import registry as reg
 from cpnet.store.db import Store
 from cpnet.store.tables import Pool, Provider, Site
@@ -136,6 +136,3 @@ class Resolver:
 
 def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
-
-
-__all__ = ["Resolver", "canonical_json"]

@@ -28,7 +28,7 @@ from cpnet.tasks.model import (
     Usage,
 )
 from cpnet.tasks.model import TaskEvent as TaskEventView
-from cpnet.tasks.states import TERMINAL, State, can_transition
+from cpnet.tasks.states import State, can_transition
 
 
 def update(model: type) -> Update:
@@ -551,15 +551,8 @@ def unknown_running(s: Session, site_id: str, attempt_ids: list[str]) -> list[st
     return [x for x in attempt_ids if x not in ok]
 
 
-def spec_of(task: Task) -> TaskSpec:
-    return TaskSpec.model_validate(task.spec)
-
-
 def get_attempt_task(s: Session, attempt: Attempt) -> Task:
     task = s.scalar(select(Task).where(Task.id == attempt.task_id))
     if task is None:
         raise NotFound(f"no task {attempt.task_id!r}")
     return task
-
-
-TERMINAL_VALUES = tuple(x.value for x in TERMINAL)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -304,15 +304,3 @@ class TaskEvent(Report):
 class TaskPage(Report):
     tasks: list[TaskView]
     next_cursor: str | None = None
-
-
-def summary(view: TaskView) -> dict[str, Any]:
-    """A one-line dict of a task for tables."""
-    return {
-        "id": view.id,
-        "name": view.name or "",
-        "state": view.state.value,
-        "pool": view.pool_id or "",
-        "attempts": len(view.attempts),
-        "reason": view.reason or "",
-    }
