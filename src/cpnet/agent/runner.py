@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -49,6 +50,75 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_SYSTEM_LOGS = 64  # the hub accepts at most this many lines, each up to 4096 chars
 MAX_LOG_CHARS = 4096
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+CLONE_NEWNS = 0x00020000  # <linux/sched.h>
+MS_REC = 1 << 14  # <linux/mount.h>
+MS_BIND = 4096
+MS_PRIVATE = 1 << 18
+GIB = 1024**3
+MIB = 1024**2
+# RLIMIT_AS bounds address space, not resident memory: an interpreter maps its loader, libraries
+# and arenas before it allocates anything, so the limit is the task's ram_gb plus this slack, and
+# never below the floor (a 0.1 GiB task must still be able to start python).
+MEMORY_SLACK_BYTES = 256 * MIB
+MEMORY_FLOOR_BYTES = 512 * MIB
+
+
+def address_space_limit(ram_gb: float) -> int:
+    """The RLIMIT_AS an executor of a task asking `ram_gb` runs under."""
+    return max(MEMORY_FLOOR_BYTES, int(ram_gb * GIB) + MEMORY_SLACK_BYTES)
+
+
+def _private_tmp(source: Path) -> None:
+    """In a child: enter a new mount namespace, stop mount propagation, and bind-mount `source`
+    (the attempt's ``tmp/``) on /tmp, so that every executor of one attempt sees the same /tmp
+    and nobody else's, and nothing it writes there reaches the host's /tmp.
+
+    Raises OSError when the kernel refuses (not root, or no CAP_SYS_ADMIN in a container).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    src = os.fsencode(source)
+    steps = (
+        ("unshare(CLONE_NEWNS)", lambda: libc.unshare(CLONE_NEWNS)),
+        ("make / rprivate", lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
+        ("bind-mount on /tmp", lambda: libc.mount(src, b"/tmp", None, MS_BIND, None)),
+    )
+    for what, step in steps:
+        if step() != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _child_setup(private_tmp: Path | None, as_limit: int | None) -> Any:
+    """The preexec_fn of an executor: private /tmp first (mounting needs memory), then RLIMIT_AS.
+    None when there is nothing to do (so that Popen may use vfork)."""
+    if private_tmp is None and as_limit is None:
+        return None
+
+    def setup() -> None:
+        if private_tmp is not None:
+            _private_tmp(private_tmp)
+        if as_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
+
+    return setup
+
+
+def probe_private_tmp(source: Path) -> str | None:
+    """Try `_private_tmp` in a throwaway child; None when it works, else why not."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            _private_tmp(source)
+            os._exit(0)
+        except OSError as exc:
+            os._exit(min(254, max(1, exc.errno or 1)))
+        except BaseException:
+            os._exit(255)
+    _pid, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return None
+    return f"unshare/mount refused: {os.strerror(code) if 0 < code < 255 else f'status {code}'}"
 
 
 class Canceled(BaseException):
@@ -149,6 +219,9 @@ class Runner:
         # (the SIGTERM handler runs there too), so no lock is needed — and a lock taken in a
         # signal handler could deadlock against the code it interrupted.
         self.kill_timer: threading.Timer | None = None
+        self.ram_gb: float | None = None  # the memory limit executors run under (None: off)
+        self.private_tmp: Path | None = None  # bind-mounted on their /tmp (None: shared /tmp)
+        self.gpus: list[int] | None = None  # assigned GPU indices (None: the pool has none)
 
     # -- recording --
 
@@ -227,10 +300,15 @@ class Runner:
             "file_roots": None if roots is None else [Path(r) for r in roots],
         }
         ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
+        ram_gb = settings.get("memory_limit_gb")
+        self.ram_gb = float(ram_gb) if ram_gb else None
+        gpus = settings.get("gpus")
+        self.gpus = None if gpus is None else [int(g) for g in gpus]
         self.become_subreaper()
 
         for d in (self.files, self.logs_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.choose_tmp(settings)
         if self.cancel_marked():
             self.finish(State.CANCELED, "canceled before start")
             return
@@ -295,6 +373,26 @@ class Runner:
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             self.log(f"cannot become a child subreaper: errno {ctypes.get_errno()}")
 
+    def choose_tmp(self, settings: dict[str, Any]) -> None:
+        """Decide, once per attempt, whether executors get a private tmpfs /tmp, and log it."""
+        why = None
+        if not settings.get("private_tmp", False):
+            why = "turned off"
+        elif Path("/tmp") in (self.work_dir, *self.work_dir.parents):
+            why = "the work dir is under /tmp, which a private /tmp would hide"
+        else:
+            why = probe_private_tmp(self.tmp_dir)
+        if why is None:
+            self.private_tmp = self.tmp_dir
+            self.log(f"/tmp: private, {self.tmp_dir} bind-mounted on /tmp in a mount namespace")
+        else:
+            self.log(f"/tmp: shared with the host; TMPDIR={self.tmp_dir} (no private /tmp: {why})")
+        if self.ram_gb is not None:
+            limit = address_space_limit(self.ram_gb)
+            self.log(f"memory: RLIMIT_AS {limit / GIB:.2f} GiB ({self.ram_gb:g} GiB asked)")
+        if self.gpus is not None:
+            self.log(f"GPUs: CUDA_VISIBLE_DEVICES={','.join(map(str, self.gpus))!r}")
+
     def executor_env(self, ex: Executor, ids: dict[str, str]) -> dict[str, str]:
         """A minimal environment: nothing of the agent's leaks into the task."""
         env = {
@@ -307,6 +405,8 @@ class Runner:
             "CPNET_WORK_DIR": str(self.work_dir),
         }
         env.update(ex.env)
+        if self.gpus is not None:  # after the task's env: the assignment is not the task's to pick
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
         return env
 
     def execute(self, i: int, ex: Executor, ids: dict[str, str]) -> tuple[ExecutorLog, str]:
@@ -340,17 +440,16 @@ class Runner:
             return log, f"executor {i} could not start: {exc}"
 
         t_start = time.monotonic()
+        as_limit = None if self.ram_gb is None else address_space_limit(self.ram_gb)
         try:
-            proc = subprocess.Popen(
-                ex.command,
-                cwd=cwd,
-                env=self.executor_env(ex, ids),
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                process_group=0,  # its own group: cancel kills it and everything it forks
-                close_fds=True,
-            )
+            try:
+                proc = self.popen(ex, ids, cwd, stdin, stdout, stderr, as_limit)
+            except subprocess.SubprocessError:  # the private /tmp failed after the probe worked
+                if self.private_tmp is None:
+                    raise
+                self.private_tmp = None
+                self.log(f"/tmp: private tmpfs failed for executor {i}; TMPDIR from now on")
+                proc = self.popen(ex, ids, cwd, stdin, stdout, stderr, as_limit)
         except (FileNotFoundError, PermissionError, OSError) as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             what = "not found" if code == 127 else f"not executable ({exc.strerror})"
@@ -385,6 +484,8 @@ class Runner:
             how = f"killed by {sig} (exit code {code})"
         else:
             how = f"exit code {code}"
+        if code != 0 and self.ram_gb is not None:
+            how += f" (ran under a {self.ram_gb:g} GiB memory limit: RLIMIT_AS)"
         log = ExecutorLog(
             start_time=start,
             end_time=now(),
@@ -394,6 +495,28 @@ class Runner:
         )
         self.log(f"executor {i}: {how} after {wall:.2f} s")
         return log, f"executor {i} ({ex.command[0]}) failed: {how}"
+
+    def popen(
+        self,
+        ex: Executor,
+        ids: dict[str, str],
+        cwd: Path,
+        stdin: IO[bytes] | int,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        as_limit: int | None,
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ex.command,
+            cwd=cwd,
+            env=self.executor_env(ex, ids),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            process_group=0,  # its own group: cancel kills it and everything it forks
+            close_fds=True,
+            preexec_fn=_child_setup(self.private_tmp, as_limit),
+        )
 
     def reap_leftovers(self) -> None:
         """Kill and reap every remaining descendant (ours as subreaper), within a bound."""

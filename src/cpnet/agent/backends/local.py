@@ -20,6 +20,19 @@ Options (all strings, in ``BackendConfig.options``):
   saves the interpreter start-up and imports (~60 ms of CPU) per attempt. Either way the runner
   leads its own session and everything above holds; when the fork server is unavailable the
   runner is spawned, and the server is restarted at a later start.
+- ``memory_limit``: ``false`` runs executors without an address-space limit (default: each
+  executor runs under ``RLIMIT_AS`` = the task's ``ram_gb`` + 256 MiB, at least 512 MiB; a task
+  asking 0 GiB is not limited)
+- ``private_tmp``: ``false`` gives executors the host's /tmp (with ``TMPDIR`` = the work dir's
+  ``tmp/``) instead of a private /tmp: by default each executor runs in its own mount namespace
+  with the work dir's ``tmp/`` bind-mounted on /tmp, so the executors of one attempt share a
+  /tmp that no other attempt or the host sees. It falls back to ``TMPDIR`` when not root, when
+  the kernel refuses, or when the work dir is itself under /tmp (the mount would hide it); the
+  attempt's system logs say which one was used.
+
+GPUs: when a pool declares ``gpus``, each started attempt is assigned that many concrete indices
+(lowest free first, never shared by two unfinished attempts), recorded in job.json's ``runner``
+settings, and the runner sets ``CUDA_VISIBLE_DEVICES`` to them ('' for an attempt asking none).
 """
 
 from __future__ import annotations
@@ -90,6 +103,7 @@ class _Tracked:
     started: bool  # a runner was spawned (by this or another instance)
     final: bool = False
     popen: subprocess.Popen[bytes] | None = None  # set when this instance spawned it
+    gpus: tuple[int, ...] = ()  # GPU indices assigned at start (held until final)
 
 
 def _flag(value: str | None) -> bool:
@@ -128,6 +142,8 @@ class LocalBackend(Backend):
         self._fork_server: _ForkServer | None = None
         self._fork_failures = 0  # consecutive times the fork server broke or failed to start
         self._fork_retry_at = 0.0  # monotonic time before which runners are spawned instead
+        self.memory_limit = _flag(opts.get("memory_limit", "true"))
+        self.private_tmp = _flag(opts.get("private_tmp", "true"))
         self._adopt_all()
 
     @property
@@ -240,6 +256,8 @@ class LocalBackend(Backend):
             "grace_s": self.executor_grace_s,
             "http_timeout_s": self.http_timeout_s,
             "file_roots": self.file_roots,
+            "memory_limit_gb": spec.resources.ram_gb if self.memory_limit else None,
+            "private_tmp": self.private_tmp,
         }
 
     def poll(self, handle: str) -> JobStatus:
@@ -355,6 +373,7 @@ class LocalBackend(Backend):
             t.final = True
             return t
         t = _Tracked(work_dir, job.pool_name, PoolCapacity.of(job.spec), started=False)
+        t.gpus = _assigned_gpus(work_dir)
         self._jobs[handle] = t
         if _final_on_disk(work_dir):
             t.started = t.final = True
@@ -450,6 +469,11 @@ class LocalBackend(Backend):
         if (t.work_dir / CANCEL_FILE).exists():
             self._write_final(t, State.CANCELED, "canceled while queued")
             return
+        try:
+            self._assign_gpus(t)
+        except (OSError, ValueError) as exc:
+            self._write_final(t, State.SYSTEM_ERROR, f"cannot assign GPUs: {exc}")
+            return
         if self.use_fork_server and self._fork(t):
             return
         argv = [sys.executable, "-m", "cpnet.agent.runner", str(t.work_dir)]
@@ -471,6 +495,32 @@ class LocalBackend(Backend):
         st = hostinfo.proc_stat(t.popen.pid)
         ticks = st.start_ticks if st is not None else 0
         write_atomic(t.work_dir / RUNNER_PID, f"{t.popen.pid} {ticks}\n")
+
+    def _assign_gpus(self, t: _Tracked) -> None:
+        """On a pool with GPUs, give `t` the lowest indices no other unfinished attempt holds and
+        record them in job.json (before its runner starts, which reads them from there)."""
+        pool = self._pool(t.pool)
+        if pool is None or pool.total.gpus <= 0:
+            return
+        held = {
+            g
+            for other in self._jobs.values()
+            if other is not t and other.pool == t.pool and other.started and not other.final
+            for g in other.gpus
+        }
+        free = [g for g in range(pool.total.gpus) if g not in held]
+        if len(free) < t.demand.gpus:
+            raise ValueError(f"needs {t.demand.gpus}, free are {free}")
+        t.gpus = tuple(free[: t.demand.gpus])
+        data = _read_json(t.work_dir / JOB_FILE)
+        data.setdefault("runner", {})["gpus"] = list(t.gpus)
+        write_json_atomic(t.work_dir / JOB_FILE, data)
+
+    def gpus_of(self, handle: str) -> tuple[int, ...]:
+        """The GPU indices assigned to an attempt (empty: none, or not started yet)."""
+        with self._lock:
+            t = self._jobs.get(handle)
+            return t.gpus if t is not None else ()
 
     def _fork(self, t: _Tracked) -> bool:
         """Start the runner through the fork server; False when the caller must spawn it (the
@@ -689,6 +739,14 @@ def status_from_record(record: dict[str, Any]) -> JobStatus:
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _assigned_gpus(work_dir: Path) -> tuple[int, ...]:
+    """The GPU indices recorded in job.json when the attempt was started (after a restart)."""
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        gpus = (_read_json(work_dir / JOB_FILE).get("runner") or {}).get("gpus")
+        return tuple(int(g) for g in gpus or ())
+    return ()
 
 
 def _final_on_disk(work_dir: Path) -> bool:

@@ -1,0 +1,216 @@
+"""Limits the local backend enforces on executors: memory (RLIMIT_AS), a private /tmp, GPUs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cpnet.agent import hostinfo
+from cpnet.agent.backends.base import BackendConfig, PoolCapacity, PoolDecl
+from cpnet.agent.backends.local import LocalBackend
+from cpnet.agent.runner import address_space_limit, probe_private_tmp
+from cpnet.tasks.states import State
+
+from .conftest import gate_command, job, small_pool, wait_final, wait_for
+
+GIB = 1024**3
+ALLOC_2G = [sys.executable, "-c", "x = bytearray(2 * 1024**3)"]
+PROBE = "/tmp/cpnet-private-test"
+
+
+def pool(gpus: int = 0) -> PoolDecl:
+    return PoolDecl(
+        name="p",
+        type="general",
+        total=PoolCapacity(cpu_cores=16.0, ram_gb=16.0, disk_gb=10.0, gpus=gpus),
+        cpu_model="test cpu",
+        gpu_model="test gpu" if gpus else None,
+        gpu_memory_gb=16.0 if gpus else None,
+        labels={},
+    )
+
+
+# ---- memory --------------------------------------------------------------------------------------
+
+
+def test_address_space_limit_has_a_floor_and_slack() -> None:
+    assert address_space_limit(0.1) == 512 * 1024**2
+    assert address_space_limit(4) == 4 * GIB + 256 * 1024**2
+
+
+def test_executor_over_its_memory_limit_fails_with_the_limit_in_the_reason(make_backend) -> None:
+    backend = make_backend(pools=[small_pool()])
+    spec = {"executors": [{"command": ALLOC_2G}], "resources": {"ram_gb": 0.25}}
+    status = wait_final(backend, backend.submit(job(spec, "small", "p2")))
+    assert status.state is State.EXECUTOR_ERROR
+    assert status.reason == (
+        f"executor 0 ({sys.executable}) failed: exit code 1 "
+        "(ran under a 0.25 GiB memory limit: RLIMIT_AS)"
+    )
+    assert "MemoryError" in status.executor_logs[0].stderr
+    assert any("RLIMIT_AS" in line for line in status.system_logs)
+
+
+def test_executor_within_its_memory_limit_completes(make_backend) -> None:
+    backend = make_backend(pools=[small_pool()])
+    spec = {"executors": [{"command": ALLOC_2G}], "resources": {"ram_gb": 4}}
+    status = wait_final(backend, backend.submit(job(spec, "big", "p2")))
+    assert status.state is State.COMPLETE, status.reason
+
+
+def test_memory_limit_can_be_turned_off(make_backend) -> None:
+    backend = make_backend(pools=[small_pool()], memory_limit="false")
+    spec = {"executors": [{"command": ALLOC_2G}], "resources": {"ram_gb": 0.25}}
+    status = wait_final(backend, backend.submit(job(spec, "off", "p2")))
+    assert status.state is State.COMPLETE, status.reason
+    assert not any("RLIMIT_AS" in line for line in status.system_logs)
+
+
+# ---- private /tmp --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A work root that is not under /tmp (a private /tmp would hide one that is)."""
+    root = Path(tempfile.mkdtemp(prefix="cpnet-test-", dir="/var/tmp"))
+    yield root
+    for pid_file in root.glob("work/*/runner.pid"):
+        fields = pid_file.read_text().split()
+        if len(fields) == 2 and fields[0].isdigit():
+            for pid in hostinfo.session_members(int(fields[0])):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def make_outside(root: Path, **options: str) -> LocalBackend:
+    config = BackendConfig(work_root=root / "work", pools=[pool()], options=options)
+    return LocalBackend(config)
+
+
+def write_wait_read(content: str, gate: Path) -> list[dict]:
+    return [
+        {"command": ["sh", "-c", f"printf %s {content} > {PROBE}"]},
+        # not gate_command: the test's python may live under /tmp, which the executors cannot see
+        {"command": ["sh", "-c", f"until [ -e {gate} ]; do sleep 0.02; done"]},
+        {"command": ["cat", PROBE]},
+    ]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or probe_private_tmp(Path("/var/tmp")) is not None,
+    reason="no private /tmp here",
+)
+def test_concurrent_tasks_each_have_their_own_tmp(outside_tmp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(PROBE)
+    backend = make_outside(outside_tmp)
+    gate = outside_tmp / "gate"
+    handles = [
+        backend.submit(job({"executors": write_wait_read(name, gate)}, name, "p"))
+        for name in ("alpha", "beta")
+    ]
+    for h in handles:  # both wrote their file before either reads it back
+        wait_for(lambda h=h: len(backend.poll(h).executor_logs) >= 2, what="both writes")
+    gate.touch()
+    statuses = [wait_final(backend, h) for h in handles]
+    assert [s.state for s in statuses] == [State.COMPLETE] * 2, [s.reason for s in statuses]
+    assert [s.executor_logs[2].stdout for s in statuses] == ["alpha", "beta"]
+    assert not os.path.exists(PROBE)  # nothing leaked to the host's /tmp
+    for s in statuses:
+        assert any("/tmp: private" in line for line in s.system_logs), s.system_logs
+
+
+def test_private_tmp_off_falls_back_to_tmpdir(outside_tmp: Path) -> None:
+    backend = make_outside(outside_tmp, private_tmp="false")
+    spec = {"executors": [{"command": ["sh", "-c", 'echo "$TMPDIR"']}]}
+    handle = backend.submit(job(spec, "off", "p"))
+    status = wait_final(backend, handle)
+    assert status.executor_logs[0].stdout == f"{handle}/tmp\n"
+    assert any(
+        "shared with the host" in line and "turned off" in line for line in status.system_logs
+    )
+
+
+def test_work_dir_under_tmp_falls_back_to_tmpdir(backend: LocalBackend) -> None:
+    status = wait_final(backend, backend.submit(job({"executors": [{"command": ["true"]}]})))
+    assert status.state is State.COMPLETE
+    assert any("work dir is under /tmp" in line for line in status.system_logs)
+
+
+# ---- GPUs ----------------------------------------------------------------------------------------
+
+
+def gpu_job(name: str, gpus: int, gate: Path) -> object:
+    spec = {
+        "executors": [
+            {"command": ["sh", "-c", 'printf %s "${CUDA_VISIBLE_DEVICES-unset}"']},
+            {"command": gate_command(gate)},
+        ],
+        "resources": {"gpus": gpus, "cpu_cores": 1},
+    }
+    return job(spec, name, "p")
+
+
+def seen_devices(backend: LocalBackend, handle: str) -> str:
+    def first_done() -> str | None:
+        logs = backend.poll(handle).executor_logs
+        return logs[0].stdout or "empty" if len(logs) >= 2 else None
+
+    return wait_for(first_done, what=f"{handle}'s first executor")
+
+
+def test_gpus_are_assigned_disjointly_and_reused(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[pool(gpus=4)])
+    gates = [tmp_path / f"gate{i}" for i in range(3)]
+    handles = [backend.submit(gpu_job(f"g{i}", 2, gates[i])) for i in range(3)]
+    first, second = (seen_devices(backend, h) for h in handles[:2])
+    assert {first, second} == {"0,1", "2,3"}
+    assert backend.gpus_of(handles[0]) == tuple(int(g) for g in first.split(","))
+    assert backend.poll(handles[2]).state is State.QUEUED
+
+    gates[0].touch()
+    assert wait_final(backend, handles[0]).state is State.COMPLETE
+    assert seen_devices(backend, handles[2]) == first  # the indices the first one freed
+    for g in gates[1:]:
+        g.touch()
+    assert all(wait_final(backend, h).state is State.COMPLETE for h in handles)
+
+
+def test_no_gpus_asked_on_a_gpu_pool_sees_none(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[pool(gpus=4)])
+    gate = tmp_path / "gate"
+    gate.touch()
+    status = wait_final(backend, backend.submit(gpu_job("none", 0, gate)))
+    assert status.executor_logs[0].stdout == ""
+
+
+def test_no_cuda_variable_on_a_pool_without_gpus(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[pool(gpus=0)])
+    gate = tmp_path / "gate"
+    gate.touch()
+    status = wait_final(backend, backend.submit(gpu_job("cpu", 0, gate)))
+    assert status.executor_logs[0].stdout == "unset"
+
+
+def test_gpu_assignment_survives_a_restart(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[pool(gpus=4)])
+    gates = [tmp_path / "gate0", tmp_path / "gate1"]
+    h0 = backend.submit(gpu_job("r0", 2, gates[0]))
+    assert seen_devices(backend, h0) == "0,1"
+    backend.close()
+    again: LocalBackend = make_backend(pools=[pool(gpus=4)])
+    h1 = again.submit(gpu_job("r1", 2, gates[1]))
+    assert seen_devices(again, h1) == "2,3"
+    for g in gates:
+        g.touch()
+    assert wait_final(again, h0).state is State.COMPLETE
+    assert wait_final(again, h1).state is State.COMPLETE
