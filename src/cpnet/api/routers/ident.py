@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Response
 
 from cpnet import __version__
 from cpnet.api.deps import hub
+from cpnet.errors import Invalid
 from cpnet.hub.service import Hub
 from cpnet.ident import jwks
 
@@ -31,8 +32,6 @@ async def keys(h: Hub = Depends(hub)) -> dict:
 async def resolve(identifier: str, h: Hub = Depends(hub)) -> Response:
     """The signed record of a provider, site or pool (a signed tombstone once retired)."""
     if len(identifier) > 256:
-        from cpnet.errors import Invalid
-
         raise Invalid(
             "identifier longer than 128 characters", field="id", code="identifier_too_long"
         )
