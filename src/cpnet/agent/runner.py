@@ -88,15 +88,22 @@ def _private_tmp(source: Path) -> None:
             raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _child_setup(private_tmp: Path | None, as_limit: int | None) -> Any:
-    """The preexec_fn of an executor: private /tmp first (mounting needs memory), then RLIMIT_AS.
-    None when there is nothing to do (so that Popen may use vfork)."""
-    if private_tmp is None and as_limit is None:
+def _child_setup(
+    private_tmp: Path | None, as_limit: int | None, cpus: list[int] | None = None
+) -> Any:
+    """The preexec_fn of an executor: private /tmp first (mounting needs memory), then the CPU
+    affinity, then RLIMIT_AS. None when there is nothing to do (so that Popen may use vfork)."""
+    if private_tmp is None and as_limit is None and cpus is None:
         return None
 
     def setup() -> None:
         if private_tmp is not None:
             _private_tmp(private_tmp)
+        if cpus is not None:
+            # probed by the runner before (probe_cpu_affinity); should it fail here after all,
+            # the executor runs unpinned rather than not at all
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, cpus)
         if as_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
 
@@ -119,6 +126,24 @@ def probe_private_tmp(source: Path) -> str | None:
     if code == 0:
         return None
     return f"unshare/mount refused: {os.strerror(code) if 0 < code < 255 else f'status {code}'}"
+
+
+def probe_cpu_affinity(cpus: list[int]) -> str | None:
+    """Try ``sched_setaffinity(0, cpus)`` in a throwaway child; None when it works, else why not."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.sched_setaffinity(0, cpus)
+            os._exit(0)
+        except OSError as exc:
+            os._exit(min(254, max(1, exc.errno or 1)))
+        except BaseException:
+            os._exit(255)
+    _pid, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return None
+    return f"sched_setaffinity refused: {os.strerror(code) if 0 < code < 255 else f'status {code}'}"
 
 
 class Canceled(BaseException):
@@ -222,6 +247,7 @@ class Runner:
         self.ram_gb: float | None = None  # the memory limit executors run under (None: off)
         self.private_tmp: Path | None = None  # bind-mounted on their /tmp (None: shared /tmp)
         self.gpus: list[int] | None = None  # assigned GPU indices (None: the pool has none)
+        self.cpus: list[int] | None = None  # CPU ids executors are pinned to (None: unpinned)
 
     # -- recording --
 
@@ -304,6 +330,8 @@ class Runner:
         self.ram_gb = float(ram_gb) if ram_gb else None
         gpus = settings.get("gpus")
         self.gpus = None if gpus is None else [int(g) for g in gpus]
+        cpus = settings.get("cpus")
+        self.cpus = [int(c) for c in cpus] if cpus else None
         self.become_subreaper()
 
         for d in (self.files, self.logs_dir, self.tmp_dir):
@@ -374,7 +402,8 @@ class Runner:
             self.log(f"cannot become a child subreaper: errno {ctypes.get_errno()}")
 
     def choose_tmp(self, settings: dict[str, Any]) -> None:
-        """Decide, once per attempt, whether executors get a private tmpfs /tmp, and log it."""
+        """Decide, once per attempt, whether executors get a private /tmp and whether they can be
+        pinned to their CPUs, and log the limits they run under."""
         why = None
         if not settings.get("private_tmp", False):
             why = "turned off"
@@ -392,6 +421,15 @@ class Runner:
             self.log(f"memory: RLIMIT_AS {limit / GIB:.2f} GiB ({self.ram_gb:g} GiB asked)")
         if self.gpus is not None:
             self.log(f"GPUs: CUDA_VISIBLE_DEVICES={','.join(map(str, self.gpus))!r}")
+        if self.cpus is not None:
+            shown = ",".join(map(str, self.cpus))
+            asked = f"{float(settings.get('cpu_cores', len(self.cpus))):g} cores asked"
+            why = probe_cpu_affinity(self.cpus)
+            if why is None:
+                self.log(f"cpu: pinned to CPUs {shown} ({asked})")
+            else:
+                self.log(f"cpu: not pinned to CPUs {shown} ({asked}): {why}")
+                self.cpus = None
 
     def executor_env(self, ex: Executor, ids: dict[str, str]) -> dict[str, str]:
         """A minimal environment: nothing of the agent's leaks into the task."""
@@ -515,7 +553,7 @@ class Runner:
             stderr=stderr,
             process_group=0,  # its own group: cancel kills it and everything it forks
             close_fds=True,
-            preexec_fn=_child_setup(self.private_tmp, as_limit),
+            preexec_fn=_child_setup(self.private_tmp, as_limit, self.cpus),
         )
 
     def reap_leftovers(self) -> None:

@@ -1,4 +1,4 @@
-"""Limits the local backend enforces on executors: memory (RLIMIT_AS), a private /tmp, GPUs."""
+"""Limits the local backend enforces on executors: memory (RLIMIT_AS), private /tmp, GPUs, CPUs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from cpnet.agent import hostinfo
 from cpnet.agent.backends.base import BackendConfig, PoolCapacity, PoolDecl
 from cpnet.agent.backends.local import LocalBackend
-from cpnet.agent.runner import address_space_limit, probe_private_tmp
+from cpnet.agent.runner import address_space_limit, probe_cpu_affinity, probe_private_tmp
 from cpnet.tasks.states import State
 
 from .conftest import gate_command, job, small_pool, wait_final, wait_for
@@ -214,3 +214,115 @@ def test_gpu_assignment_survives_a_restart(make_backend, tmp_path: Path) -> None
         g.touch()
     assert wait_final(again, h0).state is State.COMPLETE
     assert wait_final(again, h1).state is State.COMPLETE
+
+
+# ---- CPUs ----------------------------------------------------------------------------------------
+
+USABLE = sorted(os.sched_getaffinity(0))
+PRINT_AFFINITY = [
+    sys.executable,
+    "-c",
+    "import os; print(','.join(map(str, sorted(os.sched_getaffinity(0)))), end='')",
+]
+
+
+def cpu_pool(cores: float) -> PoolDecl:
+    return small_pool("c", cores=cores)
+
+
+def cpu_job(name: str, cores: float, gate: Path) -> object:
+    spec = {
+        "executors": [{"command": PRINT_AFFINITY}, {"command": gate_command(gate)}],
+        "resources": {"cpu_cores": cores, "ram_gb": 0},
+    }
+    return job(spec, name, "c")
+
+
+def test_executor_is_pinned_to_its_assigned_cpus(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[cpu_pool(len(USABLE))])
+    gate = tmp_path / "gate"
+    gate.touch()
+    cores = min(2, len(USABLE))
+    handle = backend.submit(cpu_job("pin", cores, gate))
+    status = wait_final(backend, handle)
+    assert status.state is State.COMPLETE, status.reason
+    assigned = backend.cpus_of(handle)
+    assert len(assigned) == cores
+    assert status.executor_logs[0].stdout == ",".join(map(str, assigned))
+    shown = ",".join(map(str, assigned))
+    assert f"cpu: pinned to CPUs {shown} ({cores} cores asked)" in status.system_logs
+
+
+def test_fractional_cores_round_up(make_backend, tmp_path: Path) -> None:
+    if len(USABLE) < 2:
+        pytest.skip("needs 2 CPUs")
+    backend = make_backend(pools=[cpu_pool(len(USABLE))])
+    gate = tmp_path / "gate"
+    gate.touch()
+    handle = backend.submit(cpu_job("frac", 1.5, gate))
+    assert wait_final(backend, handle).state is State.COMPLETE
+    assert len(backend.cpus_of(handle)) == 2
+
+
+@pytest.mark.skipif(len(USABLE) < 2, reason="needs 2 CPUs")
+def test_concurrent_attempts_get_different_cpus(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[cpu_pool(2)])
+    gates = [tmp_path / "gate0", tmp_path / "gate1"]
+    handles = [backend.submit(cpu_job(f"c{i}", 1, gates[i])) for i in range(2)]
+    seen = [seen_devices(backend, h) for h in handles]
+    assert seen[0] != seen[1]
+    assert {int(s) for s in seen} <= set(USABLE)
+    assert [backend.cpus_of(h) for h in handles] == [(int(s),) for s in seen]
+    for g in gates:
+        g.touch()
+    assert all(wait_final(backend, h).state is State.COMPLETE for h in handles)
+
+
+@pytest.mark.skipif(len(USABLE) < 2, reason="needs 2 CPUs")
+def test_cpu_assignment_survives_a_restart(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[cpu_pool(2)])
+    gates = [tmp_path / "gate0", tmp_path / "gate1"]
+    h0 = backend.submit(cpu_job("r0", 1, gates[0]))
+    first = seen_devices(backend, h0)
+    backend.close()
+    again: LocalBackend = make_backend(pools=[cpu_pool(2)])
+    h1 = again.submit(cpu_job("r1", 1, gates[1]))
+    second = seen_devices(again, h1)
+    assert again.cpus_of(h0) == (int(first),)  # read back from job.json
+    assert second != first
+    for g in gates:
+        g.touch()
+    assert wait_final(again, h0).state is State.COMPLETE
+    assert wait_final(again, h1).state is State.COMPLETE
+
+
+@pytest.mark.skipif(len(USABLE) > 8, reason="one attempt per CPU plus one")
+def test_oversubscribed_pool_shares_cpus_round_robin(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[cpu_pool(64)])
+    n = len(USABLE) + 1
+    gates = [tmp_path / f"gate{i}" for i in range(n)]
+    handles = [backend.submit(cpu_job(f"o{i}", 1, gates[i])) for i in range(n)]
+    seen = [int(seen_devices(backend, h)) for h in handles]
+    assert sorted(seen[:-1]) == USABLE  # every CPU once before any is shared
+    assert seen[-1] in USABLE
+    for g in gates:
+        g.touch()
+    assert all(wait_final(backend, h).state is State.COMPLETE for h in handles)
+
+
+def test_cpu_pinning_can_be_turned_off(make_backend, tmp_path: Path) -> None:
+    backend = make_backend(pools=[cpu_pool(len(USABLE))], cpu_pinning="false")
+    gate = tmp_path / "gate"
+    gate.touch()
+    handle = backend.submit(cpu_job("off", 1, gate))
+    status = wait_final(backend, handle)
+    assert status.state is State.COMPLETE, status.reason
+    assert status.executor_logs[0].stdout == ",".join(map(str, USABLE))
+    assert backend.cpus_of(handle) == ()
+    assert not any(line.startswith("cpu:") for line in status.system_logs)
+
+
+def test_refused_affinity_is_reported() -> None:
+    assert probe_cpu_affinity(USABLE) is None
+    why = probe_cpu_affinity([4095])  # no such CPU: EINVAL
+    assert why is not None and why.startswith("sched_setaffinity refused")

@@ -29,10 +29,19 @@ Options (all strings, in ``BackendConfig.options``):
   /tmp that no other attempt or the host sees. It falls back to ``TMPDIR`` when not root, when
   the kernel refuses, or when the work dir is itself under /tmp (the mount would hide it); the
   attempt's system logs say which one was used.
+- ``cpu_pinning``: ``false`` runs executors on every CPU this process may use (default: each
+  attempt is pinned to CPUs assigned to it, see below)
 
 GPUs: when a pool declares ``gpus``, each started attempt is assigned that many concrete indices
 (lowest free first, never shared by two unfinished attempts), recorded in job.json's ``runner``
 settings, and the runner sets ``CUDA_VISIBLE_DEVICES`` to them ('' for an attempt asking none).
+
+CPUs: each started attempt is assigned ``ceil(cpu_cores)`` concrete CPU ids among the ones this
+process may use (``os.sched_getaffinity(0)``), the ones the fewest unfinished attempts hold first
+(lowest id on ties), also recorded in job.json's ``runner`` settings; the runner pins every
+executor to them with ``sched_setaffinity``. While the pools' declared cores together fit the
+machine (and tasks ask whole cores), no two unfinished attempts share a CPU; when they are
+oversubscribed (more declared than there are CPUs), CPUs are shared round-robin.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import select
 import shutil
@@ -104,6 +114,7 @@ class _Tracked:
     final: bool = False
     popen: subprocess.Popen[bytes] | None = None  # set when this instance spawned it
     gpus: tuple[int, ...] = ()  # GPU indices assigned at start (held until final)
+    cpus: tuple[int, ...] = ()  # CPU ids assigned at start (held until final)
 
 
 def _flag(value: str | None) -> bool:
@@ -144,6 +155,7 @@ class LocalBackend(Backend):
         self._fork_retry_at = 0.0  # monotonic time before which runners are spawned instead
         self.memory_limit = _flag(opts.get("memory_limit", "true"))
         self.private_tmp = _flag(opts.get("private_tmp", "true"))
+        self.cpu_pinning = _flag(opts.get("cpu_pinning", "true"))
         self._adopt_all()
 
     @property
@@ -373,7 +385,7 @@ class LocalBackend(Backend):
             t.final = True
             return t
         t = _Tracked(work_dir, job.pool_name, PoolCapacity.of(job.spec), started=False)
-        t.gpus = _assigned_gpus(work_dir)
+        t.gpus, t.cpus = _assigned(work_dir, "gpus"), _assigned(work_dir, "cpus")
         self._jobs[handle] = t
         if _final_on_disk(work_dir):
             t.started = t.final = True
@@ -471,8 +483,9 @@ class LocalBackend(Backend):
             return
         try:
             self._assign_gpus(t)
+            self._assign_cpus(t)
         except (OSError, ValueError) as exc:
-            self._write_final(t, State.SYSTEM_ERROR, f"cannot assign GPUs: {exc}")
+            self._write_final(t, State.SYSTEM_ERROR, f"cannot assign GPUs or CPUs: {exc}")
             return
         if self.use_fork_server and self._fork(t):
             return
@@ -515,6 +528,32 @@ class LocalBackend(Backend):
         data = _read_json(t.work_dir / JOB_FILE)
         data.setdefault("runner", {})["gpus"] = list(t.gpus)
         write_json_atomic(t.work_dir / JOB_FILE, data)
+
+    def _assign_cpus(self, t: _Tracked) -> None:
+        """Give `t` ``ceil(cpu_cores)`` of the CPUs this process may use, the ones the fewest other
+        unfinished attempts (of any pool) hold first, lowest id on ties: disjoint while the
+        declared cores fit the machine, round-robin when they are oversubscribed. Recorded in
+        job.json (before its runner starts, which reads them from there)."""
+        if not self.cpu_pinning:
+            return
+        usable = sorted(os.sched_getaffinity(0))
+        held = dict.fromkeys(usable, 0)
+        for other in self._jobs.values():
+            if other is not t and other.started and not other.final:
+                for c in other.cpus:
+                    if c in held:
+                        held[c] += 1
+        want = min(len(usable), max(1, math.ceil(t.demand.cpu_cores - 1e-9)))
+        t.cpus = tuple(sorted(sorted(usable, key=lambda c: (held[c], c))[:want]))
+        data = _read_json(t.work_dir / JOB_FILE)
+        data.setdefault("runner", {}).update(cpus=list(t.cpus), cpu_cores=t.demand.cpu_cores)
+        write_json_atomic(t.work_dir / JOB_FILE, data)
+
+    def cpus_of(self, handle: str) -> tuple[int, ...]:
+        """The CPU ids assigned to an attempt (empty: pinning is off, or not started yet)."""
+        with self._lock:
+            t = self._jobs.get(handle)
+            return t.cpus if t is not None else ()
 
     def gpus_of(self, handle: str) -> tuple[int, ...]:
         """The GPU indices assigned to an attempt (empty: none, or not started yet)."""
@@ -741,11 +780,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _assigned_gpus(work_dir: Path) -> tuple[int, ...]:
-    """The GPU indices recorded in job.json when the attempt was started (after a restart)."""
+def _assigned(work_dir: Path, key: str) -> tuple[int, ...]:
+    """The GPU indices or CPU ids (`key`: "gpus" or "cpus") recorded in job.json when the
+    attempt was started (after a restart)."""
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        gpus = (_read_json(work_dir / JOB_FILE).get("runner") or {}).get("gpus")
-        return tuple(int(g) for g in gpus or ())
+        ids = (_read_json(work_dir / JOB_FILE).get("runner") or {}).get(key)
+        return tuple(int(i) for i in ids or ())
     return ()
 
 
