@@ -10,7 +10,8 @@
 # the reason.
 #
 # Each service is one line below: its name, the variable the tests read, and a script that takes
-# {start|stop|status|url}; `start` exits 0 once the service is ready and `url` prints its address.
+# {start|stop|status|url}; `start` exits 0 once the service is ready and `url` prints its address
+# (for slurm: the path of its slurm.conf, which clients need as SLURM_CONF).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +21,7 @@ ENV_FILE=$DEV_DIR/services.env
 SERVICES=(
     # name     env variable              control script
     "postgres  CPNET_TEST_POSTGRES_URL   scripts/dev-postgres.sh"
-    # "slurm     CPNET_TEST_SLURM_CONF     scripts/dev-slurm.sh"
+    "slurm     CPNET_TEST_SLURM_CONF     scripts/dev-slurm.sh"
     # "ray       CPNET_TEST_RAY_ADDRESS    scripts/dev-ray.sh"
     # "seaweedfs CPNET_TEST_S3_ENDPOINT    scripts/dev-seaweedfs.sh"
 )

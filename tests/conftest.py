@@ -11,6 +11,11 @@ Where the PostgreSQL server comes from (``postgres_server_url``, once per sessio
 2. the server ``scripts/dev-postgres.sh start`` left running (``.dev/postgres/url``), else
 3. ``scripts/dev-postgres.sh start`` run here, and stopped again at the end of the session.
 If none works the tests skip with the reason, or fail with ``CPNET_REQUIRE_SERVICES=1``.
+
+``slurm_env`` (once per session) is the environment (``{"SLURM_CONF": ...}``) for Slurm clients
+(sbatch, sinfo, ...) to reach the dev Slurm cluster, found the same way: ``$CPNET_TEST_SLURM_CONF``,
+else ``.dev/slurm/env`` of a running ``scripts/dev-slurm.sh``, else that script started here (and
+stopped at the end of the session).
 """
 
 from __future__ import annotations
@@ -32,17 +37,24 @@ if TESTS_DIR not in sys.path:
 
 from services import (  # noqa: E402
     POSTGRES_URL_FILE,
+    SLURM_ENV_FILE,
     libpq_url,
     need_service,
     postgres_install_hint,
     postgres_problem,
+    read_env_file,
+    slurm_install_hint,
+    slurm_problem,
     start_dev_postgres,
+    start_dev_slurm,
     stop_dev_postgres,
+    stop_dev_slurm,
     with_database,
 )
 
 MARKERS = {
     "postgres": "needs a throw-away PostgreSQL server",
+    "slurm": "needs the throw-away dev Slurm cluster (scripts/dev-slurm.sh)",
     "integration": "starts real hub and agent processes",
 }
 
@@ -81,6 +93,35 @@ def postgres_server_url() -> Iterator[str]:
         yield url
     finally:
         stop_dev_postgres()
+
+
+@pytest.fixture(scope="session")
+def slurm_env() -> Iterator[dict[str, str]]:
+    """``{"SLURM_CONF": ...}`` for the running dev Slurm cluster (merge it into a client's env)."""
+    conf = os.environ.get("CPNET_TEST_SLURM_CONF", "").strip()
+    if conf:
+        env = {"SLURM_CONF": conf}
+        problem = slurm_problem(env)
+        if problem:
+            need_service("slurm", f"CPNET_TEST_SLURM_CONF={conf} does not answer: {problem}")
+        yield env
+        return
+
+    if SLURM_ENV_FILE.is_file():
+        env = read_env_file(SLURM_ENV_FILE)
+        if slurm_problem(env) is None:
+            yield env  # somebody else's cluster: leave it running
+            return
+
+    env, why = start_dev_slurm()
+    if env is None:
+        if "apt-get install" not in why:
+            why += f" ({slurm_install_hint()})"
+        need_service("slurm", why)
+    try:
+        yield env
+    finally:
+        stop_dev_slurm()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers for tests that need real services (PostgreSQL now; Slurm, Ray, SeaweedFS later).
+"""Helpers for tests that need real services (PostgreSQL, Slurm now; Ray, SeaweedFS later).
 
 Tests import them as ``from services import need_service, free_port`` (``tests/conftest.py`` puts
 ``tests/`` on ``sys.path``). The fixtures built on them live in ``tests/conftest.py``.
@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEV_DIR = Path(os.environ.get("CPNET_DEV_DIR") or REPO / ".dev")
 DEV_POSTGRES = REPO / "scripts" / "dev-postgres.sh"
 POSTGRES_URL_FILE = DEV_DIR / "postgres" / "url"
+DEV_SLURM = REPO / "scripts" / "dev-slurm.sh"
+SLURM_ENV_FILE = DEV_DIR / "slurm" / "env"
 
 
 def services_required() -> bool:
@@ -96,3 +98,68 @@ def start_dev_postgres(timeout: float = 120) -> tuple[str | None, str]:
 
 def stop_dev_postgres() -> None:
     subprocess.run(["bash", str(DEV_POSTGRES), "stop"], capture_output=True, timeout=120)
+
+
+def slurm_install_hint() -> str:
+    sudo = "" if os.geteuid() == 0 else "sudo "
+    return (
+        f"install Slurm with `{sudo}apt-get install -y --no-install-recommends "
+        "slurmctld slurmd slurm-client munge` and run scripts/dev-slurm.sh start as root"
+    )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (as ``scripts/dev-slurm.sh`` writes them) as a dict."""
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            env[key] = value
+    return env
+
+
+def slurm_problem(env: dict[str, str]) -> str | None:
+    """None if the cluster `env` (``SLURM_CONF``) points at answers ``sinfo``, else why not."""
+    conf = env.get("SLURM_CONF", "")
+    if not conf or not Path(conf).is_file():
+        return f"SLURM_CONF={conf!r} is not a file"
+    try:
+        proc = subprocess.run(
+            ["sinfo", "-h", "-o", "%P"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo did not run: {e}"
+    if proc.returncode != 0:
+        return f"sinfo failed (exit {proc.returncode}): {proc.stderr.strip()}"
+    return None
+
+
+def start_dev_slurm(timeout: float = 180) -> tuple[dict[str, str] | None, str]:
+    """Run ``scripts/dev-slurm.sh start`` (never installing packages from a test run).
+
+    Returns (env, "") on success, (None, why) on failure.
+    """
+    env = {**os.environ, "CPNET_SLURM_INSTALL": "0"}
+    try:
+        proc = subprocess.run(
+            ["bash", str(DEV_SLURM), "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"scripts/dev-slurm.sh start did not finish: {e}"
+    if proc.returncode == 0 and SLURM_ENV_FILE.is_file():
+        return read_env_file(SLURM_ENV_FILE), ""
+    out = (proc.stderr.strip() + "\n" + proc.stdout.strip()).strip()
+    tail = " | ".join(out.splitlines()[-8:])
+    return None, f"scripts/dev-slurm.sh start failed (exit {proc.returncode}): {tail}"
+
+
+def stop_dev_slurm() -> None:
+    subprocess.run(["bash", str(DEV_SLURM), "stop"], capture_output=True, timeout=120)
