@@ -109,6 +109,8 @@ class AgentProc:
     pools: list[dict] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     heartbeat_s: float = HEARTBEAT_S
+    backend: str = "local"
+    options: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,10 @@ class AgentProc:
         }
         if self.pools:
             body["pool"] = self.pools
+        if self.backend != "local":
+            body["backend"] = self.backend
+        if self.options:
+            body["options"] = self.options
         cfg.write_text(tomli_w.dumps(body))
         log = self.work_dir / f"agent-{time.time_ns()}.log"
         self.proc = subprocess.Popen(
