@@ -262,15 +262,15 @@ class LocalBackend(Backend):
             return handle
 
     def _runner_settings(self, spec: TaskSpec) -> dict[str, Any]:
-        disk = spec.resources.disk_gb
-        return {
-            "max_stage_bytes": int(disk * GIB) if disk > 0 else self.max_stage_bytes,
-            "grace_s": self.executor_grace_s,
-            "http_timeout_s": self.http_timeout_s,
-            "file_roots": self.file_roots,
-            "memory_limit_gb": spec.resources.ram_gb if self.memory_limit else None,
-            "private_tmp": self.private_tmp,
-        }
+        return runner_settings(
+            spec,
+            max_stage_bytes=self.max_stage_bytes,
+            grace_s=self.executor_grace_s,
+            http_timeout_s=self.http_timeout_s,
+            file_roots=self.file_roots,
+            memory_limit_gb=spec.resources.ram_gb if self.memory_limit else None,
+            private_tmp=self.private_tmp,
+        )
 
     def poll(self, handle: str) -> JobStatus:
         """The attempt's state from its status file and its runner's liveness."""
@@ -495,7 +495,7 @@ class LocalBackend(Backend):
                 t.popen = subprocess.Popen(
                     argv,
                     cwd=t.work_dir,
-                    env=_runner_env(),
+                    env=runner_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -656,7 +656,29 @@ class ForkServerRefused(ForkServerError):
     """The fork server answered, but could not fork this runner."""
 
 
-def _runner_env() -> dict[str, str]:
+def runner_settings(
+    spec: TaskSpec,
+    *,
+    max_stage_bytes: int,
+    grace_s: float,
+    http_timeout_s: float,
+    file_roots: Any,
+    memory_limit_gb: float | None,
+    private_tmp: bool,
+) -> dict[str, Any]:
+    """The `runner` block of job.json, shared by every backend that starts the runner."""
+    disk = spec.resources.disk_gb
+    return {
+        "max_stage_bytes": int(disk * GIB) if disk > 0 else max_stage_bytes,
+        "grace_s": grace_s,
+        "http_timeout_s": http_timeout_s,
+        "file_roots": file_roots,
+        "memory_limit_gb": memory_limit_gb,
+        "private_tmp": private_tmp,
+    }
+
+
+def runner_env() -> dict[str, str]:
     """The agent's environment, with this very cpnet (wherever it was loaded from) importable."""
     env = dict(os.environ)
     src_root = str(Path(cpnet.__file__).resolve().parent.parent)
@@ -684,7 +706,7 @@ class _ForkServer:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cpnet.agent.forkserver"],
                 cwd=work_root,
-                env=_runner_env(),
+                env=runner_env(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 start_new_session=True,  # no terminal signal of the agent's reaches it

@@ -48,7 +48,7 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.local import _runner_env, status_from_record
+from cpnet.agent.backends.local import runner_env, runner_settings, status_from_record
 from cpnet.agent.runner import (
     CANCEL_FILE,
     DEFAULT_GRACE_S,
@@ -81,7 +81,7 @@ class SlurmCli:
     """Runs the Slurm client commands; the only place this backend shells out."""
 
     def __init__(self, slurm_conf: str | None = None, timeout_s: float = 30.0) -> None:
-        self.env = _runner_env()
+        self.env = runner_env()
         if slurm_conf:
             self.env["SLURM_CONF"] = slurm_conf
         self.timeout_s = timeout_s
@@ -330,15 +330,15 @@ class SlurmBackend(Backend):
         return args
 
     def _runner_settings(self, spec: TaskSpec) -> dict[str, Any]:
-        disk = spec.resources.disk_gb
-        return {
-            "max_stage_bytes": int(disk * GIB) if disk > 0 else self.max_stage_bytes,
-            "grace_s": self.executor_grace_s,
-            "http_timeout_s": self.http_timeout_s,
-            "file_roots": None,
-            "memory_limit_gb": None,  # Slurm enforces the job's memory
-            "private_tmp": False,
-        }
+        return runner_settings(
+            spec,
+            max_stage_bytes=self.max_stage_bytes,
+            grace_s=self.executor_grace_s,
+            http_timeout_s=self.http_timeout_s,
+            file_roots=None,
+            memory_limit_gb=None,  # Slurm enforces the job's memory
+            private_tmp=False,
+        )
 
     def poll(self, handle: str) -> JobStatus:
         """status.json when final; else the Slurm job's state (and the runner's progress)."""
