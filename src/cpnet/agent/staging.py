@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from cpnet.tasks import model
 
 CHUNK_BYTES = 1024 * 1024  # read/write unit for copies and transfers
+STREAM_CHUNK_BYTES = 64 * 1024  # S3 reads: at most this much is lost (and refetched) on a drop
 DEFAULT_TIMEOUT_S = 60.0  # per network operation (connect, each read/write), not per file
 DEFAULT_RETRIES = 3  # extra tries of a download after a dropped connection (each resumes)
 MAX_REDIRECTS = 5
@@ -332,7 +333,7 @@ def tree_files(top: Path) -> list[tuple[Path, PurePosixPath, int]]:
     return sorted(found, key=lambda f: f[1])
 
 
-def _safe_rel(rel: str, where: str) -> PurePosixPath:
+def safe_rel(rel: str, where: str) -> PurePosixPath:
     """A relative path from a remote listing (an S3 key below a prefix), refused unless plain."""
     parts = rel.split("/")
     if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in rel:
@@ -410,20 +411,18 @@ def _fetch(
 ) -> tuple[int, str, int]:
     """Download through a resumable part file; return (size, sha256, bytes resumed from)."""
     part = _Part(dest, url)
-    resumed_from = part.size
-    first = True
+    resumed_from = 0  # the latest offset a ranged request continued from
     tries = 0
     while True:
         try:
             with opener(part.size, part.validator) as body, part.path.open("ab") as f:
                 if body.start != part.size:  # the server sent the whole object again
-                    f.truncate(0)
-                    part.hash, part.size = hashlib.sha256(), 0
                     if body.start != 0:
                         raise StagingError(f"asked for bytes from {part.size}, got {body.start}")
-                    if first:
-                        resumed_from = 0
-                first = False
+                    f.truncate(0)
+                    part.hash, part.size = hashlib.sha256(), 0
+                elif part.size:
+                    resumed_from = part.size
                 part.remember(body.validator)
                 if body.total is not None:
                     budget.check(what, body.total)
@@ -441,7 +440,6 @@ def _fetch(
             tries += 1
             if isinstance(exc, _Restart):
                 part.reset()
-                resumed_from = 0
             if tries > retries:
                 raise StagingError(
                     f"GET {shown(url)}: {exc} (gave up after {tries} tries; {part.size} bytes "
@@ -508,7 +506,9 @@ def _http_opener(url: str, timeout_s: float, headers: dict[str, str]) -> Opener:
                     start,
                     total,
                     strong or resp.headers.get("last-modified"),
-                    resp.iter_bytes(CHUNK_BYTES),
+                    # as the network delivers: a sized iterator would lose up to a whole
+                    # chunk when the connection drops (it buffers before yielding)
+                    resp.iter_bytes(),
                 )
         except httpx.TransportError as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
@@ -603,7 +603,7 @@ class _S3:
             parsed = _content_range(resp.get("ContentRange"))
             start, total = parsed if parsed else (0, resp.get("ContentLength"))
             try:
-                yield _Body(start, total, resp.get("ETag"), stream.iter_chunks(CHUNK_BYTES))
+                yield _Body(start, total, resp.get("ETag"), stream.iter_chunks(STREAM_CHUNK_BYTES))
             except (BotoCoreError, OSError) as exc:
                 raise _Transient(f"{type(exc).__name__}: {exc}") from exc
             finally:
@@ -795,7 +795,7 @@ def _stage_one_in(inp: Input | model.Input, ctx: _Ctx) -> Transfer:
         budget.check(f"{inp.path} (all of {rec.url})", sum(n for _k, n in objects))
         dest.mkdir(parents=True, exist_ok=True)
         for k, _n in objects:
-            rel = _safe_rel(k[len(prefix) :], f"object {k!r} under {rec.url}")
+            rel = safe_rel(k[len(prefix) :], f"object {k!r} under {rec.url}")
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             size, _sha, _resumed = _fetch(
