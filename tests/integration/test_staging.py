@@ -164,12 +164,28 @@ def test_blob_api(hub: HubProc) -> None:
     again = httpx.put(base, content=data, headers=auth)
     assert again.status_code == 200 and again.json()["created"] is False
 
-    # Agents read with their site token; a Range request gets the tail only.
-    agent_auth = {"authorization": f"Bearer {world.site_tokens['gz']}"}
-    got = httpx.get(f"{base}/{sha}", headers={**agent_auth, "range": "bytes=1000-"})
+    # A Range request gets the tail only.
+    got = httpx.get(f"{base}/{sha}", headers={**auth, "range": "bytes=1000-"})
     assert got.status_code == 206 and got.content == data[1000:]
     assert httpx.get(f"{base}/{sha}").status_code == 401
     assert user.get_blob(sha) == data
+
+    # Tenant isolation: another organisation's user, and an agent whose site runs nothing of
+    # this organisation, get the same 404 as for a blob that does not exist.
+    other = make_world(hub, {"bj": ("general", "110000")}, org="globex")
+    for token in (other.user_token, world.site_tokens["gz"]):
+        hidden = httpx.get(f"{base}/{sha}", headers={"authorization": f"Bearer {token}"})
+        assert hidden.status_code == 404, hidden.text
+        assert "no blob" in hidden.json()["error"]["message"]
+    # ...until they store the same bytes themselves (which proves nothing they did not have).
+    other_auth = {"authorization": f"Bearer {other.user_token}"}
+    assert httpx.put(base, content=data, headers=other_auth).json()["created"] is False
+    assert httpx.get(f"{base}/{sha}", headers=other_auth).content == data
+    # Agents store blobs only as an attempt's output.
+    agent_put = httpx.put(
+        base, content=b"x", headers={"authorization": f"Bearer {world.site_tokens['gz']}"}
+    )
+    assert agent_put.status_code == 400 and agent_put.json()["error"]["field"] == "attempt_id"
     with pytest.raises(NotFound, match="no blob"):
         user.get_blob("f" * 64)
     bad = httpx.get(f"{base}/not-a-hash", headers=auth)

@@ -325,6 +325,7 @@ class Runner:
         settings = data.get("runner") or {}
         self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
         roots = settings.get("file_roots")
+        ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
         max_file = settings.get("max_file_bytes")
         limits: dict[str, Any] = {
             "max_bytes": int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES)),
@@ -336,11 +337,11 @@ class Runner:
                 s3_region=settings.get("s3_region") or None,
                 hub_url=settings.get("hub_url") or None,
                 hub_token=os.environ.get(HUB_TOKEN_ENV) or None,
+                attempt_id=ids["attempt_id"] or None,
             ),
             "on_transfer": self.transferred,
             "progress": self.progress,
         }
-        ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
         ram_gb = settings.get("memory_limit_gb")
         self.ram_gb = float(ram_gb) if ram_gb else None
         gpus = settings.get("gpus")

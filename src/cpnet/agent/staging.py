@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from cpnet.agent.jobfile import FileType, Input, Output, OutputFileLog
 
@@ -83,6 +83,7 @@ class Remote:
     s3_region: str | None = None  # None: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
     hub_url: str | None = None  # for cpnet://blobs/ URLs
     hub_token: str | None = None  # the agent's site token (reads and writes blobs)
+    attempt_id: str | None = None  # blob uploads are a task's outputs: the hub grants its org
 
 
 @dataclass(slots=True)
@@ -952,7 +953,8 @@ def _upload_blob(src: Path, url: str, size: int, sha: str, ctx: _Ctx) -> str:
     if _strip_fragment(url).rstrip("/") + "/" != BLOB_PREFIX:
         raise StagingError(f"an output to the hub's blob store has the URL {BLOB_PREFIX!r}")
     base, headers = _hub(ctx.remote)
-    resp = _put(src, f"{base}/v1/blobs", size, ctx.timeout_s, headers)
+    attempt = quote((ctx.remote.attempt_id if ctx.remote else None) or "", safe="")
+    resp = _put(src, f"{base}/v1/blobs?attempt_id={attempt}", size, ctx.timeout_s, headers)
     got = str(resp.json().get("sha256", "")).removeprefix("sha256:")
     if got != sha:
         raise StagingError(f"the hub stored sha256 {got or '(none)'}, the file has {sha}")
