@@ -79,6 +79,7 @@ cmd_start() {
         fi
     fi
     [[ -n ${pid:-} ]] && stop_pid "$pid"
+    remove_sockets
     rm -f "$URL_FILE" "$PID_FILE"
 
     local weed
@@ -111,6 +112,7 @@ cmd_start() {
         </dev/null >"$LOG" 2>&1 9>&- &
     pid=$!
     echo "$pid" >"$PID_FILE"
+    echo "$grpc_master $grpc_volume $grpc_filer $grpc_s3" >"$STATE_DIR/grpc_ports"
     url="http://127.0.0.1:$s3"
     local deadline=$((SECONDS + TIMEOUT))
     until s3_ready "$url"; do
@@ -124,6 +126,7 @@ cmd_start() {
             say "S3 did not answer at $url within ${TIMEOUT}s; log tail:"
             tail -n 20 "$LOG" >&2 || true
             stop_pid "$pid"
+            remove_sockets
             rm -f "$PID_FILE"
             exit 1
         fi
@@ -147,6 +150,17 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# weed leaves unix sockets in /tmp named after its gRPC ports; remove ours (only ours).
+remove_sockets() {
+    local p kind
+    for p in $(cat "$STATE_DIR/grpc_ports" 2>/dev/null || true); do
+        for kind in master volume filer s3; do
+            rm -f "/tmp/seaweedfs-$kind-grpc-$p.sock"
+        done
+    done
+    rm -f "$STATE_DIR/grpc_ports"
+}
+
 cmd_stop() {
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/lock"
@@ -158,6 +172,7 @@ cmd_stop() {
     else
         say "not running"
     fi
+    remove_sockets
     rm -f "$PID_FILE" "$URL_FILE"
 }
 

@@ -491,7 +491,9 @@ def _http_opener(url: str, timeout_s: float, headers: dict[str, str]) -> Opener:
                 if resp.status_code == 416 and offset:
                     raise _Restart("the server refused the range (416); starting over")
                 if not resp.is_success:
-                    raise StagingError(f"GET {shown(url)}: HTTP {resp.status_code}")
+                    raise StagingError(
+                        f"GET {shown(url)}: HTTP {resp.status_code}{_error_detail(resp)}"
+                    )
                 start, total = 0, None
                 if resp.status_code == 206:
                     parsed = _content_range(resp.headers.get("content-range"))
@@ -941,11 +943,25 @@ def _put(src: Path, url: str, size: int, timeout_s: float, headers: dict[str, st
     except httpx.HTTPError as exc:
         raise StagingError(f"PUT {shown(url)}: {type(exc).__name__}: {exc}") from exc
     if not resp.is_success:
-        detail = ""
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            detail = ": " + str(resp.json()["error"]["message"])
-        raise StagingError(f"PUT {shown(url)}: HTTP {resp.status_code}{detail}")
+        raise StagingError(f"PUT {shown(url)}: HTTP {resp.status_code}{_error_detail(resp)}")
     return resp
+
+
+def _error_detail(resp: Any) -> str:
+    """': <message>' from a cpnet-shaped JSON error body (the hub's), else ''; reads at most
+    4 KiB of a streamed body."""
+    body = b""
+    with contextlib.suppress(Exception):
+        for chunk in resp.iter_bytes():
+            body += chunk
+            if len(body) > 4096:
+                return ""
+    if not body:
+        with contextlib.suppress(Exception):
+            body = resp.content[:4096]
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return ": " + str(json.loads(body)["error"]["message"])[:512]
+    return ""
 
 
 def _upload_blob(src: Path, url: str, size: int, sha: str, ctx: _Ctx) -> str:
