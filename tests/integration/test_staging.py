@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -205,6 +206,18 @@ def test_blob_api(hub: HubProc) -> None:
 
     streamed = httpx.put(base, content=chunks(), headers=auth)
     assert streamed.status_code == 413 and streamed.json()["error"]["limit"] == limit
+    # The CLI round trip: put prints the URL alone on stdout, get writes the bytes.
+    src = hub.data_dir.parent / "params.txt"
+    src.write_bytes(b"alpha=0.5\n")
+    cli = [sys.executable, "-m", "cpnet", "--hub", hub.url, "--token", world.user_token, "blob"]
+    put = subprocess.run([*cli, "put", str(src)], capture_output=True, text=True, timeout=60)
+    assert put.returncode == 0, put.stderr
+    url = put.stdout.strip()
+    assert url == "cpnet://blobs/" + hashlib.sha256(b"alpha=0.5\n").hexdigest()
+    dest = hub.data_dir.parent / "copy.txt"
+    got_cli = subprocess.run([*cli, "get", url, "-o", str(dest)], capture_output=True, timeout=60)
+    assert got_cli.returncode == 0 and dest.read_bytes() == b"alpha=0.5\n"
+
     # What was refused left nothing behind.
     tmp = hub.data_dir / "blobs" / "tmp"
     assert list(tmp.iterdir()) == []
