@@ -128,6 +128,22 @@ def test_s3_and_blob_inputs_and_outputs(
     assert f"input 'r': sha256 mismatch: expected {'0' * 64}" in failed.reason
     assert failed.attempts[-1].executor_logs == []
 
+    # A blob of another organisation is not readable by a task of this one, even on a site
+    # that runs it: the hub answers 404 and the reason says so.
+    other = make_world(hub, {"bj": ("general", "110000")}, org="globex")
+    foreign = hub.client(other.user_token).put_blob(b"globex secret")
+    stolen = user.submit(
+        {
+            "inputs": [{"path": "s", "url": foreign}],
+            "executors": [{"command": ["true"]}],
+            "max_attempts": 1,
+        }
+    )
+    denied = user.wait(stolen.id, timeout=60)
+    assert denied.state is State.SYSTEM_ERROR
+    assert "HTTP 404: no blob" in (denied.reason or ""), denied.reason
+    assert "that this token may read" in (denied.reason or "")
+
     # An executor plants a symlink where an output should be: refused, nothing uploaded.
     planted = user.submit(
         {

@@ -242,3 +242,17 @@ def test_outputs_record_sha256_size_and_transfers(files: Path, tmp_path: Path) -
     rec = records[0]
     assert (rec.direction, rec.path, rec.size_bytes, rec.sha256) == ("out", "r.bin", 600, sha)
     assert rec.line().startswith(f"staged out r.bin to {(tmp_path / 'r.bin').as_uri()}: 600 bytes")
+
+
+def test_blob_urls_in_the_task_model() -> None:
+    from pydantic import ValidationError
+
+    sha = "a" * 64
+    assert Input(path="p", url=f"cpnet://blobs/{sha}").url == f"cpnet://blobs/{sha}"
+    assert Output(path="o", url="cpnet://blobs/").url == "cpnet://blobs/"
+    with pytest.raises(ValidationError, match="a blob input is cpnet://blobs/<64 hex digits"):
+        Input(path="p", url="cpnet://blobs/xyz")
+    with pytest.raises(ValidationError, match="an output to the blob store has the URL"):
+        Output(path="o", url=f"cpnet://blobs/{sha}")
+    with pytest.raises(ValidationError, match="cpnet URLs name the hub's blob store"):
+        Input(path="p", url="cpnet://tasks/x")
