@@ -151,6 +151,7 @@ class StandinKubeApiServer:
         self.killed: dict[tuple[str, str], str] = {}  # pod -> why its process was killed
         self.deletes: list[tuple[str, str, str | None]] = []  # (ns, job, propagationPolicy)
         self.created: list[dict[str, Any]] = []  # every Job as posted
+        self.errors: list[str] = []  # the stand-in's own failures (a test should assert none)
         self.stopping = threading.Event()
         self.httpd: ThreadingHTTPServer | None = None
         self.threads: list[threading.Thread] = []
@@ -259,7 +260,12 @@ class StandinKubeApiServer:
         pod = {
             "kind": "Pod",
             "apiVersion": "v1",
-            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": _now()},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "creationTimestamp": _now(),
+                "labels": {"app": "not-cpnet"},
+            },
             "spec": {
                 "nodeName": node,
                 "containers": [
@@ -473,8 +479,11 @@ class StandinKubeApiServer:
     def _control_loop(self) -> None:
         while not self.stopping.wait(TICK_S):
             with self.lock:
-                self._schedule()
-                self._enforce()
+                try:
+                    self._schedule()
+                    self._enforce()
+                except Exception as exc:  # a stand-in bug: keep going, and let the test see it
+                    self.errors.append(f"control loop: {exc!r}")
 
     def _free(self, node: str) -> dict[str, Decimal]:
         free = {k: _q(v) for k, v in self.nodes[node]["status"]["allocatable"].items()}
@@ -537,7 +546,7 @@ class StandinKubeApiServer:
                 continue
             if time.monotonic() - job["status"]["startMono"] > float(limit):
                 for pkey, pod in self.pods.items():
-                    if pkey[0] == ns and pod["metadata"]["labels"].get("job-name") == name:
+                    if pkey[0] == ns and _labels(pod).get("job-name") == name:
                         self._kill(pkey, "deadline")
                         if pod["status"]["phase"] not in ("Succeeded", "Failed"):
                             pod["status"]["phase"] = "Failed"
@@ -572,7 +581,8 @@ class StandinKubeApiServer:
                 os.killpg(proc.pid, signal.SIGKILL)
 
     def _job_of(self, pod: dict[str, Any]) -> tuple[str, str]:
-        return pod["metadata"]["namespace"], pod["metadata"]["labels"]["job-name"]
+        """(namespace, Job name) of a Job's pod; a pod of no Job maps to no Job."""
+        return pod["metadata"]["namespace"], _labels(pod).get("job-name", "")
 
     def _job_done(self, key: tuple[str, str], kind: str, reason: str) -> None:
         job = self.jobs.get(key)
@@ -732,6 +742,10 @@ class StandinKubeApiServer:
                 pod["status"][field][idx] = _waiting(
                     c, "ImagePullBackOff", f'Back-off pulling image "{c["image"]}"'
                 )
+
+
+def _labels(obj: dict[str, Any]) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
 
 
 def _base(c: dict[str, Any]) -> dict[str, Any]:

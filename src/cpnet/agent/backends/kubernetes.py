@@ -492,8 +492,9 @@ def job_manifest(
     }
     if selector:
         pod_spec["nodeSelector"] = dict(selector)
-    if spec.resources.gpus > 0:
-        pod_spec["tolerations"] = [{"key": gpu_resource, "operator": "Exists"}]
+    # GPU nodes are often tainted with the GPU resource's name; the hub placed this task on the
+    # pool on purpose, so it tolerates that taint (and only that one).
+    pod_spec["tolerations"] = [{"key": gpu_resource, "operator": "Exists"}]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     job_spec: dict[str, Any] = {
