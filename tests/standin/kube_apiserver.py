@@ -247,7 +247,18 @@ class StandinKubeApiServer:
                 "capacity": dict(alloc),
                 "allocatable": alloc,
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                "nodeInfo": {"architecture": architecture, "operatingSystem": "linux"},
+                "nodeInfo": {
+                    "architecture": architecture,
+                    "operatingSystem": "linux",
+                    "bootID": name,
+                    "machineID": name,
+                    "systemUUID": name,
+                    "containerRuntimeVersion": "standin://0",
+                    "kernelVersion": os.uname().release,
+                    "kubeProxyVersion": "v1.31.0-standin",
+                    "kubeletVersion": "v1.31.0-standin",
+                    "osImage": "stand-in (no containers)",
+                },
             },
         }
         with self.lock:

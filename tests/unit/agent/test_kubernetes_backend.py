@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -455,3 +456,19 @@ def test_executor_logs_and_usage_from_container_states() -> None:
     usage = usage_of(pod)
     assert usage is not None and usage.wall_s == 8.0  # stage-in start to ex-1 finish
     assert usage_of(None) is None
+
+
+# ---- the opt-in real-cluster tests ------------------------------------------------------------
+
+
+def test_real_cluster_tests_skip_without_a_kubeconfig_even_when_services_are_required() -> None:
+    root = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if k != "CPNET_TEST_KUBECONFIG"}
+    env["CPNET_REQUIRE_SERVICES"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+         "tests/integration/test_kubernetes_real.py"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "3 skipped" in proc.stdout and "set CPNET_TEST_KUBECONFIG" in proc.stdout
