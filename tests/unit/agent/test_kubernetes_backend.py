@@ -472,3 +472,17 @@ def test_real_cluster_tests_skip_without_a_kubeconfig_even_when_services_are_req
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "3 skipped" in proc.stdout and "set CPNET_TEST_KUBECONFIG" in proc.stdout
+
+
+def test_agent_with_an_unreadable_kubeconfig_says_what_to_fix(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpnet", "agent", "--hub", "http://127.0.0.1:9", "--token", "t",
+         "--work-dir", str(tmp_path), "--backend", "kubernetes",
+         "--option", f"kubeconfig={tmp_path / 'missing'}"],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("CPNET_", "KUBECONFIG"))},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "error: cannot load the Kubernetes configuration" in proc.stderr
+    assert "check --backend kubernetes and its --option" in proc.stderr
+    assert "Traceback" not in proc.stderr
