@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cpnet.client import Client
+from cpnet.tasks.model import TaskView
 from cpnet.tasks.states import State
 from tests.integration.procs import AgentProc, HubProc, World, make_world, wait_until
 from tests.standin.kube_apiserver import StandinKubeApiServer
@@ -87,6 +89,15 @@ def _job_pod(kube: StandinKubeApiServer, job: str) -> dict | None:
         )
 
 
+def _running_sleeper(user: Client, kube: StandinKubeApiServer) -> tuple[TaskView, str, dict]:
+    """A task running `sleep 60` on the cpu pool: (task, its Job's name, its pod)."""
+    t = user.submit({"name": "sleeper", "executors": [{"command": ["sleep", "60"]}], **ON_CPU})
+    wait_until(lambda: user.task(t.id).state is State.RUNNING, 60, "sleeper running")
+    [name] = kube.job_names()
+    pod = wait_until(lambda: _job_pod(kube, name), 30, "the Job's pod")
+    return t, name, pod
+
+
 def test_nodes_are_live_pools_with_their_capacity(hub: HubProc, kube_world: World) -> None:
     user = hub.client(kube_world.user_token)
     by_name = {p.name: p for p in user.pools()}
@@ -151,10 +162,7 @@ def test_cancel_deletes_the_job(
     hub: HubProc, kube_world: World, kube: StandinKubeApiServer
 ) -> None:
     user = hub.client(kube_world.user_token)
-    t = user.submit({"name": "sleeper", "executors": [{"command": ["sleep", "60"]}], **ON_CPU})
-    wait_until(lambda: user.task(t.id).state is State.RUNNING, 60, "sleeper running")
-    [name] = kube.job_names()
-    pod = wait_until(lambda: _job_pod(kube, name), 30, "the Job's pod")
+    t, name, pod = _running_sleeper(user, kube)
     assert pod["status"]["phase"] == "Running"
     user.cancel(t.id)
     assert user.wait(t.id, timeout=60).state is State.CANCELED
@@ -196,10 +204,8 @@ def test_lost_node_is_a_system_error_and_bad_image_an_executor_error(
     hub: HubProc, kube_world: World, kube: StandinKubeApiServer
 ) -> None:
     user = hub.client(kube_world.user_token)
-    t = user.submit({"name": "victim", "executors": [{"command": ["sleep", "60"]}], **ON_CPU})
-    wait_until(lambda: user.task(t.id).state is State.RUNNING, 60, "victim running")
-    [name] = kube.job_names()
-    node = _job_pod(kube, name)["spec"]["nodeName"]  # type: ignore[index]
+    t, _, pod = _running_sleeper(user, kube)
+    node = pod["spec"]["nodeName"]
     kube.lose_node(node)
     lost = user.wait(t.id, timeout=60)
     assert lost.state is State.SYSTEM_ERROR
