@@ -164,6 +164,13 @@ def test_cancel_deletes_the_job(
     user = hub.client(kube_world.user_token)
     t, name, pod = _running_sleeper(user, kube)
     assert pod["status"]["phase"] == "Running"
+    # the sleeper's pod requests 1 CPU and 0.5 GiB: the next heartbeats say so
+    free = wait_until(
+        lambda: (c := {p.name: p for p in user.pools()}["cpu"].free).cpu_cores == 2.5 and c,
+        30,
+        "the cpu pool's free capacity to drop by the sleeper's request",
+    )
+    assert free.ram_gb == 6.5
     user.cancel(t.id)
     assert user.wait(t.id, timeout=60).state is State.CANCELED
     assert (NAMESPACE, name, "Background") in kube.deletes

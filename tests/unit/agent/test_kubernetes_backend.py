@@ -16,7 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cpnet.agent.backends import get_backend
-from cpnet.agent.backends.base import ATTEMPT_ID_RE, BackendError, Job, PoolCapacity
+from cpnet.agent.backends.base import (
+    ATTEMPT_ID_RE,
+    BackendConfig,
+    BackendError,
+    Job,
+    PoolCapacity,
+)
 from cpnet.agent.backends.kubernetes import (
     _STAGE_IN,
     ATTEMPT_LABEL,
@@ -486,3 +492,21 @@ def test_agent_with_an_unreadable_kubeconfig_says_what_to_fix(tmp_path: Path) ->
     assert "error: cannot load the Kubernetes configuration" in proc.stderr
     assert "check --backend kubernetes and its --option" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("cache_s", "soon", "is not a number"),
+        ("ttl_after_finished_s", "5", "must be at least 60"),
+        ("default_time_limit_s", "0", "must be at least 1"),
+        ("request_timeout_s", "nan", "must be at least 1"),
+        ("pool_type", "fast", "use one of"),
+    ],
+)
+def test_bad_options_are_refused_before_reaching_the_cluster(
+    tmp_path: Path, key: str, value: str, why: str
+) -> None:
+    options = {"kubeconfig": str(tmp_path / "missing"), key: value}
+    with pytest.raises(BackendError, match=f"{key}={value!r}.*{why}"):
+        KubernetesBackend(BackendConfig(work_root=tmp_path, options=options))

@@ -60,11 +60,13 @@ Options (strings, in ``BackendConfig.options``):
 - ``pool_type``: type of discovered pools (default: ``intelligent`` with GPUs, else ``general``)
 - ``gpu_resource``: extended resource name of GPUs (default ``nvidia.com/gpu``)
 - ``default_time_limit_s``: ``activeDeadlineSeconds`` for tasks without ``time_limit_s``
-- ``ttl_after_finished_s``: ``ttlSecondsAfterFinished`` of Jobs (default 86400)
+- ``ttl_after_finished_s``: ``ttlSecondsAfterFinished`` of Jobs (default 86400, at least 60)
 - ``service_account``: service account of task pods (default: the namespace's default, with no
   token mounted)
 - ``cache_s``: how long one list of Jobs and Pods serves polls (default 1)
 - ``request_timeout_s``: timeout of one API call (default 30)
+
+One agent per namespace: Jobs are found by the label ``app.kubernetes.io/managed-by=cpnet``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cpnet.agent.backends.base import (
+    POOL_TYPES,
     Backend,
     BackendConfig,
     BackendError,
@@ -856,16 +859,19 @@ class KubernetesBackend(Backend):
         self.work_root = config.work_root.resolve()
         self.work_root.mkdir(parents=True, exist_ok=True)
         opts = config.options
-        self.api = api or KubeApi(opts)
         self.image = opts.get("image") or DEFAULT_IMAGE
         self.pool_label = opts.get("pool_label") or None
         self.pool_type = opts.get("pool_type") or None
+        if self.pool_type is not None and self.pool_type not in POOL_TYPES:
+            raise BackendError(f"option pool_type={self.pool_type!r}: use one of {POOL_TYPES}")
         self.gpu_resource = opts.get("gpu_resource") or DEFAULT_GPU_RESOURCE
-        self.default_time_limit_s = _opt_int(opts, "default_time_limit_s")
-        ttl = _opt_int(opts, "ttl_after_finished_s")
-        self.ttl_s = 86400 if ttl is None else ttl
+        self.default_time_limit_s = _opt_number(opts, "default_time_limit_s", int, 1)
+        # the agent must see a finished Job before Kubernetes deletes it
+        self.ttl_s = _opt_number(opts, "ttl_after_finished_s", int, 60) or 86400
         self.service_account = opts.get("service_account") or None
-        self.cache_s = float(opts.get("cache_s", 1.0))
+        self.cache_s = _opt_number(opts, "cache_s", float, 0) or 1.0
+        _opt_number(opts, "request_timeout_s", float, 1)
+        self.api = api or KubeApi(opts)
         self._lock = threading.RLock()
         self._pools: list[KubePool] | None = None
         self._cache: (
@@ -898,7 +904,18 @@ class KubernetesBackend(Backend):
     def live(self) -> list[PoolLive]:
         """Allocatable minus requests of unfinished pods, per pool; cpnet Jobs queued/running."""
         pools = self._kube_pools()
-        nodes = {str((n.get("metadata") or {}).get("name")): n for n in self.api.nodes()}
+        listed = self.api.nodes()
+        nodes = {str((n.get("metadata") or {}).get("name")): n for n in listed}
+        # membership now, so that nodes added or removed since discovery count (or stop counting)
+        members = {
+            p.decl.name: p.nodes
+            for p in group_nodes(
+                listed,
+                pool_label=self.pool_label,
+                pool_type=self.pool_type,
+                gpu_resource=self.gpu_resource,
+            )
+        }
         used: dict[str, PoolCapacity] = {}
         for pod in self.api.active_pods():
             node = (pod.get("spec") or {}).get("nodeName")
@@ -911,7 +928,7 @@ class KubernetesBackend(Backend):
         for pool in pools:
             if pool.nodes:
                 free = PoolCapacity()
-                for name in pool.nodes:
+                for name in members.get(pool.decl.name, ()):
                     node = nodes.get(name)
                     if node is None or not node_ready(node):
                         continue
@@ -1122,16 +1139,17 @@ class KubernetesBackend(Backend):
         return "" if text == "none" else text.split("/", 1)[-1]
 
 
-def _opt_int(opts: dict[str, str], key: str) -> int | None:
+def _opt_number(opts: dict[str, str], key: str, kind: type, least: float) -> Any:
+    """Option `key` as an int or float (`kind`) of at least `least`; None when not set."""
     raw = opts.get(key)
     if raw is None or raw == "":
         return None
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise BackendError(f"option {key}={raw!r} is not an integer") from None
-    if value < 0:
-        raise BackendError(f"option {key}={raw!r} must not be negative")
+        raise BackendError(f"option {key}={raw!r} is not a number") from None
+    if not value >= least:  # also refuses NaN
+        raise BackendError(f"option {key}={raw!r} must be at least {least}")
     return value
 
 
