@@ -130,6 +130,7 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB, from GPU feature discovery
 DEFAULT_POOL = "default"
+LOG_TAIL_LINES = 2000  # of each container's log, cut to its last MAX_TAIL_CHARS characters
 MAX_INLINE_BYTES = 64 * 1024  # one environment string must stay under Linux's 128 KiB
 IGNORED_MARK = "cpnet: exit code "  # the ignore_error wrapper's last line: "... N ignored"
 
@@ -840,7 +841,7 @@ class KubeApi:
             pod,
             self.namespace,
             container=container,
-            limit_bytes=4 * MAX_TAIL_CHARS,
+            tail_lines=LOG_TAIL_LINES,  # limitBytes would keep the log's head, not its end
             missing_ok=True,
         )
         return out or ""
