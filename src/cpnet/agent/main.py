@@ -21,6 +21,7 @@ from cpnet import __version__
 from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import Backend, BackendConfig, Job, JobStatus, PoolCapacity, PoolDecl
 from cpnet.agent.journal import Entry, Journal
+from cpnet.agent.probe import ProbeFailed, measure_pool
 from cpnet.agent.settings import AgentSettings
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
 from cpnet.tasks.model import Assignment, AttemptUpdate
@@ -99,7 +100,9 @@ class Agent:
         self.stop = threading.Event()
         self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
         self.site_id = ""
+        self.decls: list[PoolDecl] = []
         self.prices = {p.name: p.price for p in settings.pools}
+        self.declared = {p.name: p.declared for p in settings.pools if p.declared}
 
     # ---- talking to the hub ----
 
@@ -134,10 +137,12 @@ class Agent:
                 "`cpnet admin site token SITE_ID` and pass it with --token"
             )
         self.site_id = who["site_id"]
-        pools = [to_descriptor(d) for d in self.backend.discover()]
+        self.decls = self.backend.discover()
+        pools = [to_descriptor(d) for d in self.decls]
         for p in pools:
             if p.name in self.prices:
                 p.price = self.prices[p.name]
+            p.declared = self.declared.get(p.name)
         body = {
             "endpoint": self.settings.endpoint,
             "agent_version": __version__,
@@ -158,6 +163,49 @@ class Agent:
         if self.entries:
             log.info("re-attached %d attempts after restart", len(self.entries))
         return res
+
+    # ---- calibration ----
+
+    def measure_once(self) -> dict:
+        """Probe every pool as a job of that pool and send the reports; returns the hub's answer.
+
+        A pool whose probe fails is logged and left out; the others are still reported.
+        """
+        reports = []
+        # Only the local backend runs on this host: elsewhere ask one CPU of a node.
+        cores = None if self.settings.backend == "local" else 1.0
+        for decl in self.decls:
+            if self.stop.is_set():
+                break
+            try:
+                report = measure_pool(
+                    self.backend,
+                    decl,
+                    self.settings.work_dir / "probes",
+                    budget_s=self.settings.measure_budget_s,
+                    cores=cores,
+                    stop=self.stop,
+                )
+            except (ProbeFailed, Exception) as exc:  # a failed probe must not stop the agent
+                log.warning("probe of pool %s failed: %s", decl.name, exc)
+                continue
+            log.info(
+                "pool %s measured in %.1f s: %s", decl.name, report.duration_s, report.cpu.given()
+            )
+            reports.append({"name": decl.name, "probe": report.model_dump(mode="json")})
+        if not reports:
+            return {}
+        body = {"pools": reports}
+        return self._call("POST", f"/v1/sites/{self.site_id}/measurements", json=body).json()
+
+    def measure_loop(self) -> None:
+        try:
+            self.measure_once()
+        except AgentError as exc:
+            if not self.stop.is_set():
+                log.error("measurements: %s", exc)
+        except Exception:
+            log.exception("measurements failed")
 
     # ---- assignments ----
 
@@ -326,6 +374,8 @@ class Agent:
             threading.Thread(target=self.assignment_loop, name="assignments", daemon=True),
             threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
         ]
+        if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
+            threads.append(threading.Thread(target=self.measure_loop, name="measure", daemon=True))
         for t in threads:
             t.start()
         while not self.stop.is_set():

@@ -142,6 +142,9 @@ class Pool(Base):
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # cpnet.measure: the last probe report and the capacity vector built from it (0002_measure).
+    probe: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    capacity: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
 
 class Task(Base):

@@ -1,0 +1,28 @@
+"""measure: a pool's last probe report and its capacity vector
+
+Revision ID: 0002_measure
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0002_measure"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("pools", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("probe", _JSON, nullable=True))
+        batch_op.add_column(sa.Column("capacity", _JSON, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("pools", schema=None) as batch_op:
+        batch_op.drop_column("capacity")
+        batch_op.drop_column("probe")
