@@ -1,0 +1,127 @@
+"""Calibration probes on this machine: time taken, and measured vs peak per figure.
+
+The peak is the catalogue's for the detected CPU (``lscpu`` model name). When the CPU is not in
+the catalogue (a KVM guest that reports "Intel(R) Xeon(R) Processor", say), the table also shows
+an *estimate* derived from what the kernel reports: CPUs x clock (BogoMIPS / 2, the TSC rate) x
+FP64 FLOP/cycle/core from the vector flags (AVX-512: 32, two 512-bit FMA units as on every
+Sapphire-Rapids-class part with AMX; AVX2+FMA: 16). It is labelled as such, never as catalogue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import Section, console, machine, write_report
+
+from cpnet.agent import hostinfo
+from cpnet.measure import probes, scu, vector
+
+DEFAULT_BUDGET_S = 20.0
+
+
+@dataclass(frozen=True)
+class Params:
+    budget_s: float
+    command: str
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--budget", type=float, default=None, help=f"measure: probe budget s ({DEFAULT_BUDGET_S})"
+    )
+
+
+def params(args: argparse.Namespace, command: str) -> Params:
+    budget = args.budget or (5.0 if args.quick else DEFAULT_BUDGET_S)
+    return Params(budget, command)
+
+
+def flag_estimate(cores: int) -> tuple[dict[str, float], str]:
+    """Per-figure peaks estimated from /proc/cpuinfo flags and BogoMIPS (not catalogue)."""
+    text = Path("/proc/cpuinfo").read_text()
+    flags = set()
+    mips = 0.0
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and not flags:
+            flags = set(value.split())
+        if key.strip() == "bogomips" and not mips:
+            mips = float(value)
+    per_cycle = 32 if "avx512f" in flags else 16 if "fma" in flags else 4
+    ghz = mips / 2000.0
+    fp64 = cores * ghz * per_cycle / 1000.0
+    how = (
+        f"{cores} CPUs x {ghz:.2f} GHz (BogoMIPS / 2) x {per_cycle} FP64 FLOP/cycle "
+        f"({'avx512f' if per_cycle == 32 else 'fma'} in the flags)"
+    )
+    return {"fp64": fp64, "fp32": 2 * fp64}, how
+
+
+def run(p: Params) -> os.PathLike:
+    model = hostinfo.cpu_model()
+    console.print(f"probing {model} for {p.budget_s:g} s …")
+    t0 = time.perf_counter()
+    report = probes.run(budget_s=p.budget_s, cpu_model=model, torch_on_cpu=True)
+    wall = time.perf_counter() - t0
+    vec = scu.rate_all(
+        vector.build(cpu_model=model, cpu_cores=report.cores_used, memory_gb=0.0, probe=report)
+    )
+    estimate, how = flag_estimate(report.cores_used)
+    rows = []
+    for name in vector.CPU_FIGURES:
+        fig = vec.cpu.figures.get(name)
+        measured = report.cpu.given().get(name)
+        peak = fig.nominal if fig else None
+        est = estimate.get(name)
+        rows.append(
+            [
+                f"CPU {name} ({vector.UNITS[name]})",
+                f"{measured:.4g}" if measured is not None else "-",
+                f"{peak:.4g}" if peak is not None else "not in catalogue",
+                f"{measured / peak:.0%}" if measured and peak else "-",
+                f"{est:.4g}" if est is not None else "-",
+                f"{measured / est:.0%}" if measured and est else "-",
+            ]
+        )
+    for device, figures in report.torch.items():
+        for name, value in figures.given().items():
+            rows.append(
+                [f"torch on {device} {name} ({vector.UNITS[name]})", f"{value:.4g}"] + ["-"] * 4
+            )
+    timing = [
+        [f"{p.budget_s:g} s", f"{report.duration_s:.2f} s", f"{wall:.2f} s", report.cores_used]
+    ]
+    rates = [[name, f"{vec.scu[name]:g}", scu.rate(vec, name).bound] for name in scu.PROFILES]
+    notes = [
+        f"CPU as lscpu reports it: {model!r}. Catalogue: {vec.cpu.match}",
+        f"Estimated peak (not catalogue): {how}.",
+        "Measured: NumPy/OpenBLAS GEMM (best of repeated runs), a threaded triad counting the "
+        "5 x 8 bytes per element NumPy's two passes move, and the PyTorch path on the CPU "
+        "(matmul at FP32/BF16/FP16, tensor copy bandwidth). The machine is shared with other "
+        "work, so figures vary from run to run; the load average is in the machine line.",
+        "GPU path: unvalidated on a real GPU (this machine has none).",
+    ]
+    return write_report(
+        "measure",
+        "Calibration probes: time and measured vs peak",
+        command=p.command,
+        sections=[
+            Section(
+                "Probe time", ["budget", "probe time", "wall incl. set-up", "CPUs used"], timing
+            ),
+            Section(
+                "Measured vs peak",
+                ["figure", "measured", "catalogue peak", "ratio", "estimated peak", "ratio"],
+                rows,
+            ),
+            Section(
+                "SCU rate per profile from the measured figures", ["profile", "SCU", "bound"], rates
+            ),
+        ],
+        notes=notes,
+        machine_info=machine(),
+    )
