@@ -181,7 +181,7 @@ class Agent:
                 report = measure_pool(
                     self.backend,
                     decl,
-                    self.settings.work_dir / "probes",
+                    self.settings.work_dir / "probes",  # backends may choose their own
                     budget_s=self.settings.measure_budget_s,
                     cores=cores,
                     stop=self.stop,

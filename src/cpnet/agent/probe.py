@@ -102,6 +102,25 @@ def measure_pool(
         backend.forget(handle)
 
 
+def node_name() -> str:
+    """This node's name: Slurm's for a batch job (several nodes may share one host), else the host.
+
+    The runner gives executors a minimal environment, so ``SLURMD_NODENAME`` is looked up in
+    the runner's (our parent's) environment too.
+    """
+    name = os.environ.get("SLURMD_NODENAME")
+    if not name:
+        try:
+            raw = Path(f"/proc/{os.getppid()}/environ").read_bytes()
+        except OSError:
+            raw = b""
+        for item in raw.split(b"\0"):
+            key, _, value = item.partition(b"=")
+            if key == b"SLURMD_NODENAME" and value:
+                name = value.decode(errors="replace")
+    return name or socket.gethostname()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run cpnet's calibration probes on this node.")
     ap.add_argument("--budget", type=float, default=probes.DEFAULT_BUDGET_S, help="seconds")
@@ -112,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     report = probes.run(
         budget_s=args.budget,
         cpu_model=hostinfo.cpu_model(),
-        host=socket.gethostname(),
+        host=node_name(),
         torch_on_cpu=args.torch_on_cpu,
     )
     print(json.dumps(report.model_dump(mode="json"), separators=(",", ":")))

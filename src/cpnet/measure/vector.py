@@ -129,6 +129,7 @@ class CapacityVector(BaseModel):
     interconnect: str = ""
     flags: list[Flag] = Field(default_factory=list)
     measured_at: float | None = None  # epoch seconds of the probe, if any
+    measured_on: str | None = None  # the host (or Slurm node) the probe ran on
     probe_s: float | None = None  # how long the probe took
     scu: dict[str, float] = Field(default_factory=dict)  # profile -> SCU rate
 
@@ -363,5 +364,6 @@ def build(
         interconnect=interconnect,
         flags=flags,
         measured_at=probe.measured_at if probe else None,
+        measured_on=(probe.host or None) if probe else None,
         probe_s=probe.duration_s if probe else None,
     )
