@@ -46,7 +46,7 @@ def pool_view(p: Pool, site: Site) -> PoolView:
         ),
         online=p.online,
         can_run_images=bool(desc.get("can_run_images", False)),
-        scu=tuple(sorted((p.capacity or {}).get("scu", {}).items())),
+        scu=tuple(sorted((p.scu or {}).items())),
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from cpnet import ident
 from cpnet.errors import Conflict, Forbidden, NotFound
@@ -197,6 +197,7 @@ def record_measurements(s: Session, site_id: str, m: Measurements, now: float) -
         probe = pm.probe.model_copy(update={"measured_at": pm.probe.measured_at or now})
         row.probe = probe.model_dump(mode="json")
         row.capacity = capacity_of(PoolDescriptor.model_validate(row.descriptor), probe)
+        row.scu = row.capacity["scu"]
         out[pm.name] = row.capacity
     return out
 
@@ -211,7 +212,8 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
     site.heartbeat_interval_s = reg.heartbeat_interval_s
     site.last_heartbeat = now
     site.online = True
-    existing = {p.name: p for p in s.scalars(select(Pool).where(Pool.site_id == site.id))}
+    q = select(Pool).where(Pool.site_id == site.id).options(undefer(Pool.probe))
+    existing = {p.name: p for p in s.scalars(q)}
     taken = {p.label for p in existing.values()}
     ids: dict[str, str] = {}
     for desc in reg.pools:
@@ -246,6 +248,7 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
         row.type = desc.type.value
         row.descriptor = desc.model_dump(mode="json")
         row.capacity = capacity_of(desc, _probe(row))
+        row.scu = row.capacity["scu"]
         row.gpu_model = hw.gpu_model
         row.total_cpu, row.total_ram = hw.cpu_cores, hw.memory_gb
         row.total_disk, row.total_gpus = hw.disk_gb, hw.gpus
@@ -373,6 +376,7 @@ def pool_record(p: Pool, site: Site, provider: Provider) -> PoolRecord:
 def _joined(s: Session):  # type: ignore[no-untyped-def]
     return (
         select(Pool, Site, Provider)
+        .options(undefer(Pool.capacity))
         .join(Site, Pool.site_id == Site.id)
         .join(Provider, Site.provider_id == Provider.id)
     )

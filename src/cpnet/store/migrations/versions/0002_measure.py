@@ -1,4 +1,4 @@
-"""measure: a pool's last probe report and its capacity vector
+"""measure: a pool's last probe report, its capacity vector and SCU rates
 
 Revision ID: 0002_measure
 Revises: 0001
@@ -20,9 +20,11 @@ def upgrade() -> None:
     with op.batch_alter_table("pools", schema=None) as batch_op:
         batch_op.add_column(sa.Column("probe", _JSON, nullable=True))
         batch_op.add_column(sa.Column("capacity", _JSON, nullable=True))
+        batch_op.add_column(sa.Column("scu", _JSON, nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("pools", schema=None) as batch_op:
+        batch_op.drop_column("scu")
         batch_op.drop_column("capacity")
         batch_op.drop_column("probe")
