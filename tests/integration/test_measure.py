@@ -148,6 +148,8 @@ def test_bad_capacity_input_gets_clear_errors(hub: HubProc) -> None:
     r = register({**h100, "declared": {"accelerator": {"bf16": 100_000}}})
     assert r.status_code == 200, r.text
     pid = r.json()["pools"]["h100"]
+    (note,) = r.json()["capacity_notes"]["h100"]
+    assert note.startswith("accelerator.bf16: declared 100000 TFLOP/s is above")
     rec = user.get(f"/v1/pools/{pid}").json()
     cap = rec["capacity"]
     assert cap["accelerator"]["catalogue"] == "NVIDIA H100 SXM5 80GB"
@@ -182,9 +184,11 @@ def test_bad_capacity_input_gets_clear_errors(hub: HubProc) -> None:
     assert r.status_code == 200 and r.json()["name"] == "Huawei Ascend 910B3"
 
     # A reference pool with no rate for the profile cannot convert a run time into SCU-hours.
-    register(
+    r = register(
         {"name": "mystery", "hardware": {"cpu_model": "Mystery", "cpu_cores": 2, "memory_gb": 2}}
     )
+    # Unknown hardware is accepted (it can still be measured) and the reply says what it lacks.
+    assert "no CPU in the catalogue matches 'Mystery'" in r.json()["capacity_notes"]["mystery"][0]
     mystery = user.get("/v1/pools", params={"online": "any"}).json()["pools"]
     mid = next(p["id"] for p in mystery if p["name"] == "mystery")
     r = user.post(

@@ -151,6 +151,9 @@ class Agent:
             "pools": [p.model_dump(mode="json") for p in pools],
         }
         res = self._call("POST", f"/v1/sites/{self.site_id}/register", json=body).json()
+        for name, notes in (res.get("capacity_notes") or {}).items():
+            for note in notes:
+                log.warning("pool %s capacity: %s", name, note)
         for e in self.journal.load():
             if e.done:
                 self.journal.remove(e.attempt_id)

@@ -203,3 +203,6 @@ class RegisterResult(BaseModel):
     provider_id: str
     pools: dict[str, str]  # pool name -> identifier
     heartbeat_interval_s: float
+    # Per pool, what the hub could not use of its capacity: hardware the catalogue does not know,
+    # claims above the catalogue peak (flagged, not priced). Empty when all is well.
+    capacity_notes: dict[str, list[str]] = Field(default_factory=dict)

@@ -180,6 +180,16 @@ def capacity_of(desc: PoolDescriptor, probe: vector.ProbeReport | None) -> dict:
     return scu.rate_all(vec).model_dump(mode="json")
 
 
+def capacity_notes(cap: dict) -> list[str]:
+    """What of a capacity vector could not be used, in sentences for the pool's operator."""
+    notes = []
+    for part in (cap.get("cpu"), cap.get("accelerator")):
+        if part and part.get("model") and part.get("catalogue") is None:
+            notes.append(f"{part['kind']}: {part['match']}")
+    notes += [f"{f['field']}: {f['reason']}" for f in cap.get("flags", [])]
+    return notes
+
+
 def _probe(row: Pool) -> vector.ProbeReport | None:
     return None if row.probe is None else vector.ProbeReport.model_validate(row.probe)
 
@@ -216,6 +226,7 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
     existing = {p.name: p for p in s.scalars(q)}
     taken = {p.label for p in existing.values()}
     ids: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
     for desc in reg.pools:
         hw = desc.hardware
         row = existing.get(desc.name)
@@ -249,6 +260,8 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
         row.descriptor = desc.model_dump(mode="json")
         row.capacity = capacity_of(desc, _probe(row))
         row.scu = row.capacity["scu"]
+        if pool_notes := capacity_notes(row.capacity):
+            notes[desc.name] = pool_notes
         row.gpu_model = hw.gpu_model
         row.total_cpu, row.total_ram = hw.cpu_cores, hw.memory_gb
         row.total_disk, row.total_gpus = hw.disk_gb, hw.gpus
@@ -270,6 +283,7 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
         provider_id=site.provider_id,
         pools=ids,
         heartbeat_interval_s=reg.heartbeat_interval_s,
+        capacity_notes=notes,
     )
 
 
