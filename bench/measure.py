@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,13 @@ from cpnet.measure import probes, scu, vector
 DEFAULT_BUDGET_S = 20.0
 
 
+DEFAULT_RUNS = 3
+
+
 @dataclass(frozen=True)
 class Params:
     budget_s: float
+    runs: int
     command: str
 
 
@@ -33,11 +38,13 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--budget", type=float, default=None, help=f"measure: probe budget s ({DEFAULT_BUDGET_S})"
     )
+    ap.add_argument("--runs", type=int, default=None, help=f"measure: probe runs ({DEFAULT_RUNS})")
 
 
 def params(args: argparse.Namespace, command: str) -> Params:
     budget = args.budget or (5.0 if args.quick else DEFAULT_BUDGET_S)
-    return Params(budget, command)
+    runs = args.runs or (1 if args.quick else DEFAULT_RUNS)
+    return Params(budget, runs, command)
 
 
 def flag_estimate(cores: int) -> tuple[dict[str, float], str]:
@@ -61,48 +68,76 @@ def flag_estimate(cores: int) -> tuple[dict[str, float], str]:
     return {"fp64": fp64, "fp32": 2 * fp64}, how
 
 
+def _cell(values: list[float]) -> str:
+    """Median, with the range when there are several runs."""
+    if not values:
+        return "-"
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return f"{mid:.4g}"
+    return f"{mid:.4g} ({min(values):.4g}–{max(values):.4g})"
+
+
+def _ratio(values: list[float], peak: float | None) -> str:
+    if not values or not peak:
+        return "-"
+    return f"{statistics.median(values) / peak:.0%}"
+
+
 def run(p: Params) -> os.PathLike:
     model = hostinfo.cpu_model()
-    console.print(f"probing {model} for {p.budget_s:g} s …")
-    t0 = time.perf_counter()
-    report = probes.run(budget_s=p.budget_s, cpu_model=model, torch_on_cpu=True)
-    wall = time.perf_counter() - t0
+    reports = []
+    walls = []
+    for i in range(p.runs):
+        console.print(f"probing {model} for {p.budget_s:g} s (run {i + 1} of {p.runs}) …")
+        t0 = time.perf_counter()
+        reports.append(probes.run(budget_s=p.budget_s, cpu_model=model, torch_on_cpu=True))
+        walls.append(time.perf_counter() - t0)
+    last = reports[-1]
     vec = scu.rate_all(
-        vector.build(cpu_model=model, cpu_cores=report.cores_used, memory_gb=0.0, probe=report)
+        vector.build(cpu_model=model, cpu_cores=last.cores_used, memory_gb=0.0, probe=last)
     )
-    estimate, how = flag_estimate(report.cores_used)
+    estimate, how = flag_estimate(last.cores_used)
     rows = []
     for name in vector.CPU_FIGURES:
         fig = vec.cpu.figures.get(name)
-        measured = report.cpu.given().get(name)
+        values = [v for r in reports if (v := r.cpu.given().get(name)) is not None]
         peak = fig.nominal if fig else None
         est = estimate.get(name)
         rows.append(
             [
                 f"CPU {name} ({vector.UNITS[name]})",
-                f"{measured:.4g}" if measured is not None else "-",
+                _cell(values),
                 f"{peak:.4g}" if peak is not None else "not in catalogue",
-                f"{measured / peak:.0%}" if measured and peak else "-",
+                _ratio(values, peak),
                 f"{est:.4g}" if est is not None else "-",
-                f"{measured / est:.0%}" if measured and est else "-",
+                _ratio(values, est),
             ]
         )
-    for device, figures in report.torch.items():
-        for name, value in figures.given().items():
+    for device in last.torch:
+        for name in last.torch[device].given():
+            values = [
+                v
+                for r in reports
+                if device in r.torch and (v := r.torch[device].given().get(name)) is not None
+            ]
             rows.append(
-                [f"torch on {device} {name} ({vector.UNITS[name]})", f"{value:.4g}"] + ["-"] * 4
+                [f"torch on {device} {name} ({vector.UNITS[name]})", _cell(values)] + ["-"] * 4
             )
     timing = [
-        [f"{p.budget_s:g} s", f"{report.duration_s:.2f} s", f"{wall:.2f} s", report.cores_used]
+        [f"{p.budget_s:g} s", f"{r.duration_s:.2f} s", f"{w:.2f} s", r.cores_used]
+        for r, w in zip(reports, walls, strict=True)
     ]
     rates = [[name, f"{vec.scu[name]:g}", scu.rate(vec, name).bound] for name in scu.PROFILES]
     notes = [
         f"CPU as lscpu reports it: {model!r}. Catalogue: {vec.cpu.match}",
         f"Estimated peak (not catalogue): {how}.",
-        "Measured: NumPy/OpenBLAS GEMM (best of repeated runs), a threaded triad counting the "
-        "5 x 8 bytes per element NumPy's two passes move, and the PyTorch path on the CPU "
-        "(matmul at FP32/BF16/FP16, tensor copy bandwidth). The machine is shared with other "
-        "work, so figures vary from run to run; the load average is in the machine line.",
+        f"{p.runs} probe runs; each cell is the median (range). Measured: NumPy/OpenBLAS GEMM "
+        "(best of repeated runs within a run), a threaded triad counting the 5 x 8 bytes per "
+        "element NumPy's two passes move, and the PyTorch path on the CPU (matmul at "
+        "FP32/BF16/FP16, tensor copy bandwidth). The machine is shared with other work, so "
+        "figures vary from run to run; the load average is in the machine line.",
+        "SCU rates are from the last run's figures, for this machine's 2 CPUs as one pool.",
         "GPU path: unvalidated on a real GPU (this machine has none).",
     ]
     return write_report(
@@ -111,7 +146,9 @@ def run(p: Params) -> os.PathLike:
         command=p.command,
         sections=[
             Section(
-                "Probe time", ["budget", "probe time", "wall incl. set-up", "CPUs used"], timing
+                "Probe time per run",
+                ["budget", "probe time", "wall incl. set-up", "CPUs used"],
+                timing,
             ),
             Section(
                 "Measured vs peak",

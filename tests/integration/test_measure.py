@@ -108,6 +108,8 @@ def test_agent_measures_its_pool_and_discovery_speaks_scu(
     assert "SCU (hpc)" in out and "price/SCU-h" in out and "measured" in out
     out = cli(hub, world.user_token, "explain", task.id)
     assert "predicted run time" in out and pid in out
+    out = cli(hub, world.user_token, "measure", "--pool", pid)
+    assert "capacity vector" in out and "measured" in out and "not in the catalogue" in out
 
 
 def test_bad_capacity_input_gets_clear_errors(hub: HubProc) -> None:

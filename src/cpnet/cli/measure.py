@@ -8,11 +8,49 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cpnet.cli.config import connect
 from cpnet.cli.output import console, errors, number, print_json, table
 from cpnet.measure import catalogue, probes, scu, vector
 
 
+def show_vector(vec: vector.CapacityVector) -> None:
+    """Figures per part with their sources, the SCU rate per profile, and any flags."""
+    for part in (vec.cpu, vec.accelerator):
+        if part is not None:
+            found = part.catalogue or "not in the catalogue"
+            console.print(f"{part.kind}: {part.model or '?'} x {number(part.count)} → {found}")
+    grid = table(
+        "capacity vector (whole pool)",
+        ["part", "figure", "peak", "measured", "declared", "used", "source", "ratio"],
+    )
+    for part in (vec.cpu, vec.accelerator):
+        if part is None:
+            continue
+        for name, fig in part.figures.items():
+            grid.add_row(
+                part.kind,
+                f"{name} {vector.UNITS[name]}",
+                number(fig.nominal, 4),
+                number(fig.measured, 4),
+                number(fig.declared, 4),
+                number(fig.value, 4),
+                fig.source or "-",
+                "-" if fig.ratio is None else f"{fig.ratio:.0%}",
+            )
+    console.print(grid)
+    for part in (vec.cpu, vec.accelerator):
+        if part is not None and part.catalogue is None and part.model:
+            errors.print(f"{part.kind}: {part.match}", style="yellow")
+    rates = table("SCU rate per profile", ["profile", "SCU", "what"])
+    for name, p in scu.PROFILES.items():
+        rates.add_row(name, number(vec.scu.get(name), 4), p.title)
+    console.print(rates)
+    for flag in vec.flags:
+        errors.print(f"flagged {flag.field}: {flag.reason}", style="yellow")
+
+
 def measure(
+    ctx: typer.Context,
     budget: Annotated[
         float, typer.Option("--budget", metavar="S", min=1, max=600, help="Seconds in all.")
     ] = probes.DEFAULT_BUDGET_S,
@@ -26,6 +64,12 @@ def measure(
         bool,
         typer.Option("--torch-on-cpu", help="Run the PyTorch (GPU) probe path on the CPU."),
     ] = False,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            "--pool", metavar="POOL_ID", help="Show the hub's capacity vector of a pool instead."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Measure this machine: FP64/FP32 GEMM, memory bandwidth, and the GPU path if there is one.
@@ -34,8 +78,29 @@ def measure(
     detected CPU (and GPU), with measured/peak, and the SCU rate per workload profile. Agents
     run the same probes on each pool when they join (as a job of the pool).
 
-    **Example:** `cpnet measure --budget 20` · `cpnet measure --json`
+    With `--pool` it runs nothing and shows what the hub holds for a pool instead: each figure
+    with its nominal, measured and declared values, the SCU rates and any flagged claims (the
+    pool's agent measured it when it joined).
+
+    **Example:** `cpnet measure --budget 20` · `cpnet measure --json` ·
+    `cpnet measure --pool cn.dev.acme.sz1.gpu1.i0`
     """
+    if pool is not None:
+        with connect(ctx) as hub:
+            rec = hub.pool(pool)
+        if rec.capacity is None:
+            errors.print(
+                f"the hub has no capacity vector for {rec.id} yet (the agent registers it)"
+            )
+            raise typer.Exit(1)
+        if json_out:
+            print_json(rec.capacity)
+            return
+        vec = vector.CapacityVector.model_validate(rec.capacity)
+        when = "measured on " + str(vec.measured_on) if vec.measured_at else "not measured yet"
+        console.print(f"{rec.id} ({rec.name}): {when}")
+        show_vector(vec)
+        return
     from cpnet.agent import hostinfo
 
     model = cpu_model or hostinfo.cpu_model()
@@ -80,32 +145,13 @@ def measure(
         f"{report.host}: {model} ({report.cores_used} CPUs used), "
         f"probes took {report.duration_s:.1f} s of a {budget:g} s budget"
     )
-    if vec.cpu.catalogue is None:
-        errors.print(f"CPU: {vec.cpu.match}", style="yellow")
-    grid = table("measured vs catalogue peak", ["part", "figure", "measured", "peak", "ratio"])
-    for part in (vec.cpu, vec.accelerator):
-        if part is None:
-            continue
-        for name, fig in part.figures.items():
-            if fig.measured is None and fig.nominal is None:
-                continue
-            grid.add_row(
-                f"{part.kind} ({part.catalogue or 'not in catalogue'})",
-                f"{name} {vector.UNITS[name]}",
-                number(fig.measured, 4),
-                number(fig.nominal, 4),
-                "-" if fig.ratio is None else f"{fig.ratio:.0%}",
-            )
-    for device, figures in report.torch.items():
-        for name, value in figures.given().items():
-            grid.add_row(f"torch on {device}", f"{name} {vector.UNITS[name]}", number(value, 4))
-    console.print(grid)
-    rates = table("SCU rate per profile", ["profile", "SCU", "what"])
-    for name, p in scu.PROFILES.items():
-        rates.add_row(name, number(vec.scu.get(name), 4), p.title)
-    console.print(rates)
-    for flag in vec.flags:
-        errors.print(f"flagged {flag.field}: {flag.reason}", style="yellow")
+    show_vector(vec)
+    if report.torch:
+        grid = table("PyTorch path (not accelerator figures)", ["device", "figure", "measured"])
+        for device, figures in report.torch.items():
+            for name, value in figures.given().items():
+                grid.add_row(device, f"{name} {vector.UNITS[name]}", number(value, 4))
+        console.print(grid)
     for note in report.notes:
         errors.print(note, style="dim")
 
