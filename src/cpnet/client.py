@@ -543,6 +543,11 @@ class Client:
         """One pool's record, online or not."""
         return self._model(PoolRecord, self._request("GET", f"/v1/pools/{_seg(id)}"), "GET pool")
 
+    def request_measurement(self, pool_id: str) -> float:
+        """Ask a pool's agent to probe it again; returns the request time (epoch seconds)."""
+        data = self._request("POST", f"/v1/pools/{_seg(pool_id)}/measure")
+        return float(data["requested_at"])
+
     def match_hardware(self, model: str, kind: str = "accelerator") -> dict:
         """The hardware catalogue entry a model string matches (NotFound when none does)."""
         params = {"model": model, "kind": kind}

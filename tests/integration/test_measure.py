@@ -208,6 +208,33 @@ def test_bad_capacity_input_gets_clear_errors(hub: HubProc) -> None:
     assert r.status_code == 422 and r.json()["error"]["field"] == "work.profile"
 
 
+def test_measurement_on_demand_through_the_agent(
+    hub: HubProc, agents: list[AgentProc], tmp_path: Path
+) -> None:
+    world = make_world(hub, {"edge": ("edge", "440300")})
+    agent = AgentProc(
+        hub,
+        world.site_tokens["edge"],
+        tmp_path / "agent",
+        pools=[pool("box", cores=1, memory_gb=2)],
+        measure=False,  # nothing on join: only on demand
+        measure_budget_s=2.0,
+    )
+    agent.start()
+    agents.append(agent)
+    with hub.client(world.padmin_token) as c:
+        pid = wait_until(lambda: next((p.id for p in c.pools()), None), 60, "pool registered")
+        assert c.pool(pid).capacity["measured_at"] is None
+    with hub.client(world.user_token) as c, pytest.raises(Exception, match="provider-admin"):
+        c.request_measurement(pid)  # users may not make a provider's agent burn CPU
+    out = cli(hub, world.padmin_token, "measure", "--pool", pid, "--run", "--timeout", "180")
+    assert "measured on" in out and "capacity vector" in out
+    with hub.client(world.padmin_token) as c:
+        cap = c.pool(pid).capacity
+        assert cap["measured_at"] is not None
+        assert cap["cpu"]["figures"]["fp64"]["source"] == "measured"
+
+
 @pytest.mark.slurm
 def test_slurm_pools_are_measured_by_jobs_on_their_nodes(
     hub: HubProc, agents: list[AgentProc], tmp_path: Path, slurm_env: dict[str, str]

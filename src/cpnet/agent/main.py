@@ -101,6 +101,7 @@ class Agent:
         self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
         self.site_id = ""
         self.decls: list[PoolDecl] = []
+        self.measuring = threading.Event()  # set while probes run
         self.prices = {p.name: p.price for p in settings.pools}
         self.declared = {p.name: p.declared for p in settings.pools if p.declared}
 
@@ -169,10 +170,11 @@ class Agent:
 
     # ---- calibration ----
 
-    def measure_once(self) -> dict:
-        """Probe every pool as a job of that pool and send the reports; returns the hub's answer.
+    def measure_once(self, names: list[str] | None = None) -> dict:
+        """Probe every pool (or those named) as a job of that pool and send the reports.
 
-        A pool whose probe fails is logged and left out; the others are still reported.
+        Returns the hub's answer. A pool whose probe fails is logged and left out; the others
+        are still reported.
         """
         reports = []
         # Only the local backend runs on this host: elsewhere ask one CPU of a node.
@@ -180,6 +182,8 @@ class Agent:
         for decl in self.decls:
             if self.stop.is_set():
                 break
+            if names is not None and decl.name not in names:
+                continue
             try:
                 report = measure_pool(
                     self.backend,
@@ -201,14 +205,27 @@ class Agent:
         body = {"pools": reports}
         return self._call("POST", f"/v1/sites/{self.site_id}/measurements", json=body).json()
 
-    def measure_loop(self) -> None:
+    def measure_loop(self, names: list[str] | None = None) -> None:
         try:
-            self.measure_once()
+            self.measure_once(names)
         except AgentError as exc:
             if not self.stop.is_set():
                 log.error("measurements: %s", exc)
         except Exception:
             log.exception("measurements failed")
+        finally:
+            self.measuring.clear()
+
+    def measure_in_background(self, names: list[str] | None = None) -> bool:
+        """Start probing (all pools, or those named) unless probes are running already."""
+        with self.lock:
+            if self.measuring.is_set():
+                return False
+            self.measuring.set()
+        threading.Thread(
+            target=self.measure_loop, args=(names,), name="measure", daemon=True
+        ).start()
+        return True
 
     # ---- assignments ----
 
@@ -285,6 +302,8 @@ class Agent:
             "running_attempts": running,
         }
         reply = self._call("POST", f"/v1/sites/{self.site_id}/heartbeat", json=body).json()
+        if reply.get("measure"):  # someone asked for these pools to be probed again
+            self.measure_in_background(list(reply["measure"]))
         for aid in reply.get("cancel", []):
             self._cancel(aid)
         for aid in reply.get("unknown", []):
@@ -372,13 +391,13 @@ class Agent:
     def run(self) -> None:
         res = self.join()
         log.info("site %s joined with pools %s", self.site_id, res.get("pools"))
+        if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
+            self.measure_in_background()
         self.heartbeat_once()
         threads = [
             threading.Thread(target=self.assignment_loop, name="assignments", daemon=True),
             threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
         ]
-        if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
-            threads.append(threading.Thread(target=self.measure_loop, name="measure", daemon=True))
         for t in threads:
             t.start()
         while not self.stop.is_set():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 from typing import Annotated
 
 import typer
@@ -49,6 +51,24 @@ def show_vector(vec: vector.CapacityVector) -> None:
         errors.print(f"flagged {flag.field}: {flag.reason}", style="yellow")
 
 
+def _remote(hub, pool: str, timeout: float, *, quiet: bool):  # type: ignore[no-untyped-def]
+    """Ask the pool's agent for a new probe run and wait until its report is in."""
+    asked = hub.request_measurement(pool)
+    deadline = time.monotonic() + timeout
+    waiting = f"waiting for {pool}'s agent to measure it …"
+    with contextlib.nullcontext() if quiet else errors.status(waiting):
+        while time.monotonic() < deadline:
+            rec = hub.pool(pool)
+            if ((rec.capacity or {}).get("measured_at") or 0) >= asked:
+                return rec
+            time.sleep(1.0)
+    errors.print(
+        f"no new measurement of {pool} within {timeout:g} s: is its agent online "
+        "(`cpnet pools --all`)? Its log says why a probe failed."
+    )
+    raise typer.Exit(1)
+
+
 def measure(
     ctx: typer.Context,
     budget: Annotated[
@@ -70,6 +90,13 @@ def measure(
             "--pool", metavar="POOL_ID", help="Show the hub's capacity vector of a pool instead."
         ),
     ] = None,
+    run_remote: Annotated[
+        bool,
+        typer.Option("--run", help="With --pool: ask the pool's agent to measure it now, wait."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="S", min=1, help="How long --run waits.")
+    ] = 300.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Measure this machine: FP64/FP32 GEMM, memory bandwidth, and the GPU path if there is one.
@@ -78,16 +105,22 @@ def measure(
     detected CPU (and GPU), with measured/peak, and the SCU rate per workload profile. Agents
     run the same probes on each pool when they join (as a job of the pool).
 
-    With `--pool` it runs nothing and shows what the hub holds for a pool instead: each figure
-    with its nominal, measured and declared values, the SCU rates and any flagged claims (the
-    pool's agent measured it when it joined).
+    With `--pool` it runs nothing here and shows what the hub holds for a pool instead: each
+    figure with its nominal, measured and declared values, the SCU rates and any flagged claims
+    (the pool's agent measured it when it joined). `--pool ID --run` asks that agent to measure
+    the pool again now (as a job of the pool) and waits for the new figures.
 
     **Example:** `cpnet measure --budget 20` · `cpnet measure --json` ·
-    `cpnet measure --pool cn.dev.acme.sz1.gpu1.i0`
+    `cpnet measure --pool cn.dev.acme.sz1.gpu1.i0 --run`
     """
+    if run_remote and pool is None:
+        errors.print("--run needs --pool POOL_ID (the pool whose agent should measure it)")
+        raise typer.Exit(2)
     if pool is not None:
         with connect(ctx) as hub:
             rec = hub.pool(pool)
+            if run_remote:
+                rec = _remote(hub, pool, timeout, quiet=json_out)
         if rec.capacity is None:
             errors.print(
                 f"the hub has no capacity vector for {rec.id} yet (the agent registers it)"

@@ -180,6 +180,21 @@ def capacity_of(desc: PoolDescriptor, probe: vector.ProbeReport | None) -> dict:
     return scu.rate_all(vec).model_dump(mode="json")
 
 
+def request_measurement(s: Session, pool_id: str, now: float) -> float:
+    """Ask the pool's agent to probe it again (told in its next heartbeat); returns the time."""
+    row = s.get(Pool, pool_id.lower())
+    if row is None or row.retired_at is not None:
+        raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+    row.measure_requested = now
+    return now
+
+
+def pending_measurements(s: Session, site_id: str) -> list[str]:
+    """Names of the site's pools whose measurement was asked for and not yet reported."""
+    q = select(Pool.name).where(Pool.site_id == site_id, Pool.measure_requested.is_not(None))
+    return sorted(s.scalars(q))
+
+
 def capacity_notes(cap: dict) -> list[str]:
     """What of a capacity vector could not be used, in sentences for the pool's operator."""
     notes = []
@@ -208,6 +223,8 @@ def record_measurements(s: Session, site_id: str, m: Measurements, now: float) -
         row.probe = probe.model_dump(mode="json")
         row.capacity = capacity_of(PoolDescriptor.model_validate(row.descriptor), probe)
         row.scu = row.capacity["scu"]
+        if row.measure_requested is not None and probe.measured_at >= row.measure_requested:
+            row.measure_requested = None  # a probe that started after the request answers it
         out[pm.name] = row.capacity
     return out
 

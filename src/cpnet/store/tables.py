@@ -147,6 +147,7 @@ class Pool(Base):
     probe: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True, deferred=True)
     capacity: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True, deferred=True)
     scu: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    measure_requested: Mapped[float | None] = mapped_column(Float, nullable=True)  # when asked
 
 
 class Task(Base):

@@ -65,6 +65,7 @@ def measurements(
 class HeartbeatReply(BaseModel):
     cancel: list[str] = Field(default_factory=list)  # attempts to stop
     unknown: list[str] = Field(default_factory=list)  # attempts the hub does not expect here
+    measure: list[str] = Field(default_factory=list)  # pools to probe again (by name)
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply)
@@ -77,6 +78,7 @@ def heartbeat(
         reply = HeartbeatReply(
             cancel=store.cancels(s, sid),
             unknown=store.unknown_running(s, sid, body.running_attempts),
+            measure=registry.pending_measurements(s, sid),
         )
     h.wake_scheduler()
     if back:

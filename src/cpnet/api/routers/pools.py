@@ -89,6 +89,21 @@ def get_pool(
     return rec if profile is None else registry.with_scu(rec, profile)
 
 
+@router.post("/pools/{pool_id}/measure", status_code=202)
+def measure_pool(pool_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
+    """Ask the pool's agent to run its calibration probes again (as a job of the pool).
+
+    The agent hears of it in its next heartbeat; the pool's ``capacity.measured_at`` moves past
+    ``requested_at`` when the new report is in.
+    """
+    require(who, Role.PROVIDER_ADMIN)
+    with h.store.tx() as s:
+        if not who.is_admin and registry.pool_owner_org(s, pool_id) != who.org_id:
+            raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+        at = registry.request_measurement(s, pool_id, time.time())
+    return {"pool_id": pool_id.lower(), "requested_at": at}
+
+
 @router.get("/catalogue/match")
 def match_hardware(
     model: Annotated[str, Query(min_length=1, max_length=256)],

@@ -21,10 +21,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("probe", _JSON, nullable=True))
         batch_op.add_column(sa.Column("capacity", _JSON, nullable=True))
         batch_op.add_column(sa.Column("scu", _JSON, nullable=True))
+        batch_op.add_column(sa.Column("measure_requested", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("pools", schema=None) as batch_op:
+        batch_op.drop_column("measure_requested")
         batch_op.drop_column("scu")
         batch_op.drop_column("capacity")
         batch_op.drop_column("probe")
