@@ -21,7 +21,7 @@ from cpnet import __version__
 from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import Backend, BackendConfig, Job, JobStatus, PoolCapacity, PoolDecl
 from cpnet.agent.journal import Entry, Journal
-from cpnet.agent.probe import ProbeFailed, measure_pool
+from cpnet.agent.probe import measure_pool
 from cpnet.agent.settings import AgentSettings
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
 from cpnet.tasks.model import Assignment, AttemptUpdate
@@ -193,7 +193,7 @@ class Agent:
                     cores=cores,
                     stop=self.stop,
                 )
-            except (ProbeFailed, Exception) as exc:  # a failed probe must not stop the agent
+            except Exception as exc:  # ProbeFailed or worse: one pool's probe must not stop us
                 log.warning("probe of pool %s failed: %s", decl.name, exc)
                 continue
             log.info(

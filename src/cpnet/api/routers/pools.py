@@ -29,6 +29,15 @@ def parse_pairs(values: list[str], field: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def check_profile(profile: str | None) -> None:
+    """A 400 naming ``profile`` (and the known ones) for a workload profile that does not exist."""
+    if profile is not None:
+        try:
+            scu.profile(profile)
+        except scu.UnknownProfile as exc:
+            raise Invalid(str(exc), field="profile") from None
+
+
 @router.get("/pools")
 def list_pools(
     type: PoolType | None = None,
@@ -49,12 +58,8 @@ def list_pools(
     With ``profile`` each pool carries its SCU rate and price per SCU-hour for that workload
     profile, and ``min_scu`` keeps pools rated at least that many SCU.
     """
-    if profile is not None:
-        try:
-            scu.profile(profile)
-        except scu.UnknownProfile as exc:
-            raise Invalid(str(exc), field="profile") from None
-    elif min_scu is not None:
+    check_profile(profile)
+    if profile is None and min_scu is not None:
         raise Invalid("min_scu needs a profile (e.g. profile=ai-train)", field="min_scu")
     f = registry.PoolFilter(
         type=type.value if type else None,
@@ -79,11 +84,7 @@ def get_pool(
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
 ) -> PoolRecord:
-    if profile is not None:
-        try:
-            scu.profile(profile)
-        except scu.UnknownProfile as exc:
-            raise Invalid(str(exc), field="profile") from None
+    check_profile(profile)
     with h.store.read() as s:
         rec = registry.get_pool(s, pool_id)
     return rec if profile is None else registry.with_scu(rec, profile)
