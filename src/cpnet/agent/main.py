@@ -102,6 +102,7 @@ class Agent:
         self.site_id = ""
         self.decls: list[PoolDecl] = []
         self.measuring = threading.Event()  # set while probes run
+        self.asked: dict[str, float] = {}  # measurement requests acted on: pool -> asked at
         self.prices = {p.name: p.price for p in settings.pools}
         self.declared = {p.name: p.declared for p in settings.pools if p.declared}
 
@@ -302,8 +303,11 @@ class Agent:
             "running_attempts": running,
         }
         reply = self._call("POST", f"/v1/sites/{self.site_id}/heartbeat", json=body).json()
-        if reply.get("measure"):  # someone asked for these pools to be probed again
-            self.measure_in_background(list(reply["measure"]))
+        # Pools someone asked to be probed again; each request is acted on once (a probe that
+        # fails is not retried every heartbeat: the request stays pending at the hub).
+        asked = {n: at for n, at in (reply.get("measure") or {}).items() if self.asked.get(n) != at}
+        if asked and self.measure_in_background(list(asked)):
+            self.asked.update(asked)
         for aid in reply.get("cancel", []):
             self._cancel(aid)
         for aid in reply.get("unknown", []):

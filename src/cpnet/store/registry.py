@@ -189,10 +189,12 @@ def request_measurement(s: Session, pool_id: str, now: float) -> float:
     return now
 
 
-def pending_measurements(s: Session, site_id: str) -> list[str]:
-    """Names of the site's pools whose measurement was asked for and not yet reported."""
-    q = select(Pool.name).where(Pool.site_id == site_id, Pool.measure_requested.is_not(None))
-    return sorted(s.scalars(q))
+def pending_measurements(s: Session, site_id: str) -> dict[str, float]:
+    """The site's pools whose measurement was asked for and not yet reported: name -> when."""
+    q = select(Pool.name, Pool.measure_requested).where(
+        Pool.site_id == site_id, Pool.measure_requested.is_not(None)
+    )
+    return {name: at for name, at in s.execute(q)}
 
 
 def capacity_notes(cap: dict) -> list[str]:

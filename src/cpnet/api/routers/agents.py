@@ -65,7 +65,8 @@ def measurements(
 class HeartbeatReply(BaseModel):
     cancel: list[str] = Field(default_factory=list)  # attempts to stop
     unknown: list[str] = Field(default_factory=list)  # attempts the hub does not expect here
-    measure: list[str] = Field(default_factory=list)  # pools to probe again (by name)
+    # Pools to probe again: name -> when it was asked (an agent acts once per request).
+    measure: dict[str, float] = Field(default_factory=dict)
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply)
