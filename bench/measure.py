@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,3 +163,17 @@ def run(p: Params) -> os.PathLike:
         notes=notes,
         machine_info=machine(),
     )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one short run")
+    add_args(ap)
+    args = ap.parse_args()
+    path = run(params(args, " ".join(["bench/measure.py", *sys.argv[1:]])))
+    console.print(Path(path).read_text(), markup=False, highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
