@@ -152,6 +152,17 @@ def agent(
         list[str] | None,
         typer.Option("--label", metavar="K=V", rich_help_panel=POOL_PANEL, help="Repeatable."),
     ] = None,
+    measure: Annotated[
+        bool | None,
+        typer.Option(
+            "--measure/--no-measure",
+            help="Run calibration probes on each pool after joining (default: on).",
+        ),
+    ] = None,
+    measure_budget: Annotated[
+        float | None,
+        typer.Option("--measure-budget", metavar="S", min=1, max=600, help="Probe seconds/pool."),
+    ] = None,
 ) -> None:
     """Run a site's agent: register its pools with the hub, heartbeat, and run assigned tasks.
 
@@ -204,6 +215,8 @@ def agent(
         ("work_dir", work_dir or from_file.get("work_dir")),
         ("heartbeat_interval_s", heartbeat or from_file.get("heartbeat_interval_s")),
         ("endpoint", endpoint or from_file.get("endpoint")),
+        ("measure_on_join", measure if measure is not None else from_file.get("measure_on_join")),
+        ("measure_budget_s", measure_budget or from_file.get("measure_budget_s")),
     ):
         if value is not None:
             values[key] = value

@@ -142,6 +142,12 @@ class Pool(Base):
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # cpnet.measure (0003_measure): the last probe report and the capacity vector built from it
+    # (deferred: loaded only where shown), and the vector's SCU rates alone for the scheduler.
+    probe: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True, deferred=True)
+    capacity: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True, deferred=True)
+    scu: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    measure_requested: Mapped[float | None] = mapped_column(Float, nullable=True)  # when asked
 
 
 class Task(Base):

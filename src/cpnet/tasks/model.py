@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cpnet.measure.scu import PROFILES
 from cpnet.tasks.states import State
 
 # Size limits on everything a client sends (the whole body is also capped at 1 MiB by the API).
@@ -181,6 +182,35 @@ class Constraints(Strict):
         return v
 
 
+class Work(Strict):
+    """How much work a task is, in standard compute units (see docs/compute-unit.md).
+
+    Give ``scu_hours``, or a run time measured on a reference pool (``reference_pool`` and
+    ``reference_runtime_s``): the hub then fills ``scu_hours`` from that pool's SCU rate for the
+    profile when the task is submitted, and predicts the run time on every pool from it.
+    """
+
+    profile: ShortStr = "general"
+    scu_hours: float | None = Field(default=None, gt=0, le=1e9)
+    reference_pool: ShortStr | None = None
+    reference_runtime_s: float | None = Field(default=None, gt=0, le=365 * 86400)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        if v not in PROFILES:
+            raise ValueError(f"unknown profile {v!r}; use one of {', '.join(PROFILES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _amount(self) -> Work:
+        if (self.reference_pool is None) != (self.reference_runtime_s is None):
+            raise ValueError("give reference_pool and reference_runtime_s together")
+        if self.scu_hours is None and self.reference_pool is None:
+            raise ValueError("give scu_hours, or reference_pool and reference_runtime_s")
+        return self
+
+
 class TaskSpec(Strict):
     """A unit of work as a user describes it."""
 
@@ -196,6 +226,9 @@ class TaskSpec(Strict):
     idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     max_attempts: int = Field(default=3, ge=1, le=10)
     expected_runtime_s: float = Field(default=600.0, gt=0, le=365 * 86400)
+    # The task's work in SCU-hours for a profile: the scheduler then predicts the run time on
+    # each pool from its SCU rate and uses that instead of expected_runtime_s.
+    work: Work | None = None
 
     @field_validator("tags")
     @classmethod
