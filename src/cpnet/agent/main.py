@@ -32,6 +32,7 @@ log = logging.getLogger("cpnet.agent")
 POLL_S = 0.1  # how often the backend's truth is read for held attempts
 MAX_BATCH = 500
 ACCEPT_THREADS = 4
+ENDED_MEMORY = 100_000  # ended attempt ids remembered against late re-deliveries
 
 
 class AgentError(Exception):
@@ -100,6 +101,10 @@ class Agent:
         )
         self.journal = Journal(work / "journal")
         self.entries: dict[str, Entry] = {}
+        # Attempts that ended here and whose end the hub acknowledged (newest last, bounded). A
+        # long poll answered from a snapshot taken before that acknowledgement can still carry
+        # one as an assignment; it must not run a second time.
+        self.ended: dict[str, None] = {}
         self.lock = threading.Lock()
         self.pending: deque[AttemptUpdate] = deque()
         self.last_state: dict[str, State] = {}
@@ -238,7 +243,7 @@ class Agent:
 
     def _accept(self, a: Assignment) -> None:
         with self.lock:
-            if a.attempt_id in self.entries:
+            if a.attempt_id in self.entries or a.attempt_id in self.ended:
                 return
             job = Job(a.attempt_id, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
             e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict())
@@ -397,6 +402,9 @@ class Agent:
                     with self.lock:
                         self.entries.pop(e.attempt_id, None)
                         self.last_state.pop(e.attempt_id, None)
+                        self.ended[e.attempt_id] = None
+                        while len(self.ended) > ENDED_MEMORY:
+                            del self.ended[next(iter(self.ended))]
 
     def run(self) -> None:
         res = self.join()
