@@ -18,6 +18,17 @@ from tests.integration.procs import AgentProc, HubProc, World, make_world, wait_
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 
+def _slurm(env: dict[str, str], *argv: str) -> str:
+    return subprocess.run(
+        list(argv),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+
+
 def _squeue(env: dict[str, str]) -> list[dict]:
     out = subprocess.run(
         ["squeue", "--json"],
@@ -106,3 +117,48 @@ def test_cancel_running_task_stops_the_slurm_job(
         30,
         "the Slurm job to end",
     )
+
+
+def test_heartbeat_carries_slurms_own_queue(
+    hub: HubProc, slurm_world: World, slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Jobs submitted to Slurm outside cpnet fill partition ``cpu`` (2 × 1 CPU): the pool's free
+    CPUs, queue length and running count in the hub come from Slurm."""
+    user = hub.client(slurm_world.user_token)
+    wait_until(lambda: len(user.pools()) == 2, 30, "two Slurm pools")
+    outside = [
+        _slurm(
+            slurm_env,
+            "sbatch",
+            "--parsable",
+            "-p",
+            "cpu",
+            "-J",
+            "someone-else",
+            "-D",
+            str(tmp_path),
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 120",
+        ).strip()
+        for _ in range(3)
+    ]
+    try:
+
+        def cpu_pool():  # type: ignore[no-untyped-def]
+            return next(p for p in user.pools() if p.name == "cpu")
+
+        p = wait_until(
+            lambda: (
+                ((c := cpu_pool()).queue_length == 1 and c.running == 2 and c.free.cpu_cores == 0)
+                and c
+            ),
+            30,
+            "the cpu pool to show Slurm's queue",
+        )
+        assert p.free.ram_gb == 1  # 2 × 1 GiB less 2 × 512 MiB (DefMemPerCPU)
+        big = next(x for x in user.pools() if x.name == "big")
+        assert (big.queue_length, big.running, big.free.cpu_cores) == (0, 0, 4)
+    finally:
+        _slurm(slurm_env, "scancel", *outside)
