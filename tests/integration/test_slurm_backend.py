@@ -162,3 +162,158 @@ def test_heartbeat_carries_slurms_own_queue(
         assert (big.queue_length, big.running, big.free.cpu_cores) == (0, 0, 4)
     finally:
         _slurm(slurm_env, "scancel", *outside)
+
+
+def _pools_up(hub: HubProc, world: World):  # type: ignore[no-untyped-def]
+    user = hub.client(world.user_token)
+    wait_until(lambda: len(user.pools()) == 2, 30, "two Slurm pools")
+    return user
+
+
+def _slurm_job_id(attempt) -> str:  # type: ignore[no-untyped-def]
+    """The Slurm job id from the backend's `slurm: job N ...` system log line."""
+    lines = [x for x in attempt.system_logs if x.startswith("slurm: job ")]
+    assert lines, attempt.system_logs
+    return lines[-1].split()[2]
+
+
+def _runs_task(runs: Path, then: str, **extra: object) -> dict:
+    """A task that appends a line to `runs` (so a test can count how often it ran), then `then`."""
+    return {
+        "executors": [
+            {"command": ["sh", "-c", f'echo run >> "$RUNS"; {then}'], "env": {"RUNS": str(runs)}}
+        ],
+        **extra,
+    }
+
+
+def test_time_limit_ends_executor_error(hub: HubProc, slurm_world: World) -> None:
+    """``time_limit_s`` becomes ``--time`` (Slurm's minimum is one minute); Slurm's TIMEOUT is
+    the task's fault: EXECUTOR_ERROR "time limit exceeded", not retried."""
+    user = _pools_up(hub, slurm_world)
+    t = user.submit(
+        {
+            "name": "too-long",
+            "executors": [{"command": ["sleep", "600"]}],
+            "resources": {"backend_parameters": {"slurm.time_limit_s": "30"}},
+        }
+    )
+    done = user.wait(t.id, timeout=240)
+    assert done.state is State.EXECUTOR_ERROR, (done.reason, done.attempts[-1].system_logs)
+    assert len(done.attempts) == 1
+    assert "time limit exceeded" in (done.attempts[0].reason or ""), done.attempts[0].reason
+    assert "TIMEOUT" in (done.attempts[0].reason or "")
+
+
+def test_node_failure_is_system_error_and_retried(
+    hub: HubProc, slurm_world: World, slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The node under a running job goes down: the attempt ends SYSTEM_ERROR (node failure),
+    the hub retries the task, and the retry completes on the partition's other node."""
+    user = _pools_up(hub, slurm_world)
+    runs = tmp_path / "runs"
+    t = user.submit(
+        _runs_task(
+            runs,
+            '[ "$(wc -l < "$RUNS")" -ge 2 ] || sleep 300',
+            constraints={"labels": {"partition": "big"}},
+        )
+    )
+    wait_until(lambda: runs.is_file(), 60, "the first run to start")
+    job = wait_until(
+        lambda: next(
+            (
+                j
+                for j in _squeue(slurm_env)
+                if str(j.get("current_working_directory", "")).startswith(str(tmp_path))
+                and j["job_state"] == "RUNNING"
+            ),
+            None,
+        ),
+        30,
+        "the Slurm job running",
+    )
+    node = job["nodes"]
+    assert node in ("n3", "n4")
+    _slurm(slurm_env, "scontrol", "update", f"nodename={node}", "state=down", "reason=cpnet-test")
+    try:
+        done = user.wait(t.id, timeout=120)
+    finally:
+        # ReturnToService=2 may already have brought it back (then "resume" is refused).
+        subprocess.run(
+            ["scontrol", "update", f"nodename={node}", "state=resume"],
+            env={**os.environ, **slurm_env},
+            capture_output=True,
+            timeout=30,
+        )
+        wait_until(
+            lambda: _slurm(slurm_env, "sinfo", "-h", "-n", node, "-o", "%t").strip() == "idle",
+            60,
+            f"{node} idle again",
+            every=0.2,
+        )
+    first = done.attempts[0]
+    assert first.state is State.SYSTEM_ERROR, (first.reason, first.system_logs)
+    assert "node failure" in (first.reason or "") and "NODE_FAIL" in (first.reason or "")
+    assert done.state is State.COMPLETE, (done.reason, [a.reason for a in done.attempts])
+    assert len(done.attempts) == 2
+    assert runs.read_text() == "run\nrun\n"
+
+
+def test_multi_node_job_runs_srun_across_the_allocation(hub: HubProc, slurm_world: World) -> None:
+    """``nodes=2`` on ``big`` (n3, n4): the executor runs on the batch host and its ``srun``
+    reaches both nodes; the task's result is the batch step's."""
+    user = _pools_up(hub, slurm_world)
+    t = user.submit(
+        {
+            "name": "two-nodes",
+            "executors": [
+                {"command": ["srun", "sh", "-c", 'echo "$SLURMD_NODENAME $SLURM_PROCID"']},
+                {"command": ["sh", "-c", 'echo "$SLURM_JOB_NUM_NODES"; exit 4']},
+            ],
+            "resources": {"backend_parameters": {"slurm.nodes": "2"}},
+            "constraints": {"labels": {"partition": "big"}},
+        }
+    )
+    done = user.wait(t.id, timeout=90)
+    assert done.state is State.EXECUTOR_ERROR, (done.reason, done.attempts[-1].system_logs)
+    logs = done.attempts[-1].executor_logs
+    assert sorted(logs[0].stdout.splitlines()) == ["n3 0", "n4 1"], logs[0]
+    assert logs[0].exit_code == 0
+    assert (logs[1].stdout, logs[1].exit_code) == ("2\n", 4)
+
+
+def test_agent_restart_reattaches_running_jobs(
+    hub: HubProc,
+    slurm_world: World,
+    agents: list[AgentProc],
+    slurm_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the agent while two Slurm jobs run, start it again on the same work dir: both
+    tasks complete with one attempt each and each command ran exactly once. The usage is Slurm's
+    own record of the job (the job completion log, read with ``sacct -c``)."""
+    user = _pools_up(hub, slurm_world)
+    runs = [tmp_path / "runs-a", tmp_path / "runs-b"]
+    tasks = [user.submit(_runs_task(r, "sleep 4")) for r in runs]
+    wait_until(lambda: all(r.is_file() for r in runs), 60, "both jobs running")
+    old = agents[-1]
+    old.kill()
+    again = AgentProc(hub, old.token, old.work_dir, backend="slurm", options=old.options)
+    again.start()
+    agents.append(again)
+    for t in tasks:
+        done = user.wait(t.id, timeout=90)
+        assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+        assert len(done.attempts) == 1
+        attempt = done.attempts[0]
+        job_id = _slurm_job_id(attempt)
+        out = _slurm(
+            slurm_env, "sacct", "-c", "-n", "-P", "-j", job_id, "-o", "state,elapsedraw,ncpus"
+        )
+        state, elapsed, ncpus = out.strip().splitlines()[-1].split("|")
+        assert state == "COMPLETED"
+        assert attempt.usage is not None
+        assert attempt.usage.wall_s == float(elapsed) >= 3
+        assert attempt.usage.alloc_cpu_s == float(elapsed) * int(ncpus)
+    assert [r.read_text() for r in runs] == ["run\n", "run\n"]
