@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cpnet.tasks.states import State
+from services import need_service
 from tests.integration.procs import AgentProc, HubProc, World, make_world, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -41,9 +42,46 @@ def _squeue(env: dict[str, str]) -> list[dict]:
     return json.loads(out)["jobs"]
 
 
+TRANSPORTS = ["cli", "rest"]
+
+
+@pytest.fixture
+def slurm_transport(request: pytest.FixtureRequest) -> str:
+    """The agent's Slurm transport: "cli" unless a test is parametrized over TRANSPORTS."""
+    return str(getattr(request, "param", "cli"))
+
+
+def _transport_options(transport: str, slurm_env: dict[str, str], tmp_path: Path) -> dict:
+    options = {"slurm_conf": slurm_env["SLURM_CONF"]}
+    if transport == "cli":
+        return options
+    url_file = Path(slurm_env["SLURM_CONF"]).parent / "slurmrestd.url"
+    if not url_file.is_file():
+        need_service(
+            "slurmrestd",
+            f"no {url_file}: install slurmrestd slurm-wlm-jwt-plugin, then restart "
+            "scripts/dev-slurm.sh",
+        )
+    token = _slurm(slurm_env, "scontrol", "token", "username=root", "lifespan=3600")
+    token_file = tmp_path / "slurm.jwt"
+    token_file.write_text(token)  # "SLURM_JWT=..." as scontrol prints it
+    token_file.chmod(0o600)
+    return {
+        **options,
+        "transport": "rest",
+        "slurmrestd_url": url_file.read_text().strip(),
+        "slurm_user": "root",
+        "slurm_jwt_file": str(token_file),
+    }
+
+
 @pytest.fixture
 def slurm_world(
-    hub: HubProc, agents: list[AgentProc], tmp_path: Path, slurm_env: dict[str, str]
+    hub: HubProc,
+    agents: list[AgentProc],
+    tmp_path: Path,
+    slurm_env: dict[str, str],
+    slurm_transport: str,
 ) -> Iterator[World]:
     world = make_world(hub, {"hpc": ("supercomputing", "440300")})
     agent = AgentProc(
@@ -51,7 +89,7 @@ def slurm_world(
         world.site_tokens["hpc"],
         tmp_path / "agent-hpc",
         backend="slurm",
-        options={"slurm_conf": slurm_env["SLURM_CONF"]},
+        options=_transport_options(slurm_transport, slurm_env, tmp_path),
     )
     agent.start()
     agents.append(agent)
@@ -67,6 +105,7 @@ def slurm_world(
         subprocess.run(["scancel", *ours], env={**os.environ, **slurm_env}, timeout=30)
 
 
+@pytest.mark.parametrize("slurm_transport", TRANSPORTS, indirect=True)
 def test_partitions_are_live_pools(hub: HubProc, slurm_world: World) -> None:
     user = hub.client(slurm_world.user_token)
     pools = wait_until(lambda: len(user.pools()) == 2 and user.pools(), 30, "two Slurm pools")
@@ -79,6 +118,7 @@ def test_partitions_are_live_pools(hub: HubProc, slurm_world: World) -> None:
         assert p.labels == {"scheduler": "slurm", "partition": name}
 
 
+@pytest.mark.parametrize("slurm_transport", TRANSPORTS, indirect=True)
 def test_task_completes_and_fails_on_slurm(hub: HubProc, slurm_world: World) -> None:
     user = hub.client(slurm_world.user_token)
     wait_until(lambda: len(user.pools()) == 2, 30, "two Slurm pools")
@@ -94,6 +134,7 @@ def test_task_completes_and_fails_on_slurm(hub: HubProc, slurm_world: World) -> 
     assert [x.exit_code for x in failed.attempts[-1].executor_logs] == [3]
 
 
+@pytest.mark.parametrize("slurm_transport", TRANSPORTS, indirect=True)
 def test_cancel_running_task_stops_the_slurm_job(
     hub: HubProc, slurm_world: World, slurm_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -620,7 +620,7 @@ class SlurmBackend(Backend):
             if signalled:  # Slurm never settled: do not blame the task or report a cancel
                 return self._record_final(work_dir, record, job_id, SlurmFinal(""), True)
             return status_from_record(record)
-        final = self.cli.final(job_id) or (_final_of(job) if job is not None else None)
+        final = self.cli.final(job_id) or (final_of_job(job) if job is not None else None)
         if final is None:
             if not signalled:
                 return status_from_record(record)
@@ -666,7 +666,7 @@ class SlurmBackend(Backend):
         """The job ended in Slurm but the runner recorded no final state (it never ran, was
         killed hard, or died): record Slurm's verdict."""
         job = self._find(job_id)
-        final = self.cli.final(job_id) or (_final_of(job) if job is not None else None)
+        final = self.cli.final(job_id) or (final_of_job(job) if job is not None else None)
         if final is None or not final.state:
             final = SlurmFinal(state=state or "")
         if not final.state:
@@ -774,7 +774,7 @@ def _positive_int(params: dict[str, str], key: str) -> int | None:
     return int(value)
 
 
-def _final_of(job: dict[str, Any]) -> SlurmFinal | None:
+def final_of_job(job: dict[str, Any]) -> SlurmFinal | None:
     """A finished job's record as the controller (``squeue --json``) still holds it."""
     state = _job_state(job)
     if state in PENDING_STATES | RUNNING_STATES or not state:
@@ -825,6 +825,7 @@ __all__ = [
     "SlurmJobRequest",
     "SlurmTransport",
     "batch_script",
+    "final_of_job",
     "map_final",
     "parse_gres",
     "parse_sacct_line",
