@@ -18,12 +18,14 @@ from cpnet.agent.backends.slurm import (
     SlurmJobRequest,
     SlurmTransport,
     batch_script,
+    make_transport,
     map_final,
     parse_gres,
     parse_sacct_line,
     parse_scontrol_partitions,
     parse_slurm_minutes,
 )
+from cpnet.agent.backends.slurm_rest import SlurmRest
 from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 
@@ -280,3 +282,29 @@ def test_job_request_from_the_task(tmp_path: Path) -> None:
         request("cpu", resources={"backend_parameters": {"nodes": "-1"}})
     with pytest.raises(ValueError, match="gpu_model"):
         request("gpu", resources={"gpus": 1, "gpu_model": "a100,gpu:9"})
+
+
+def test_rest_transport_options_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(BackendError, match="slurmrestd_url"):
+        make_transport({"transport": "rest"})
+    with pytest.raises(BackendError, match="http"):
+        make_transport({"transport": "rest", "slurmrestd_url": "slurm-head:6820"})
+    with pytest.raises(BackendError, match="transport='grpc' unknown"):
+        make_transport({"transport": "grpc"})
+    monkeypatch.delenv("SLURM_JWT", raising=False)
+    rest = make_transport(
+        {"transport": "rest", "slurmrestd_url": "http://127.0.0.1:9", "slurm_user": "cpnet"}
+    )
+    assert isinstance(rest, SlurmRest)
+    with pytest.raises(BackendError, match="scontrol token username=cpnet"):
+        rest.jobs()
+    token_file = tmp_path / "jwt"
+    token_file.write_text("SLURM_JWT=abc.def.ghi\n")
+    rest = SlurmRest.from_options(
+        {"slurmrestd_url": "http://127.0.0.1:9", "slurm_jwt_file": str(token_file)}, 5.0
+    )
+    assert rest._token() == "abc.def.ghi"
+    token_file.write_text("renewed\n")  # re-read on every request
+    assert rest._token() == "renewed"

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -615,8 +616,10 @@ class SlurmBackend(Backend):
         job = self._find(job_id)
         if job is not None and _job_state(job) in PENDING_STATES | RUNNING_STATES:
             age = time.time() - _mtime(work_dir / STATUS_FILE)
-            if age < self.settle_s:
-                return JobStatus(State.RUNNING, f"Slurm job {job_id} ending")
+            if age < self.settle_s:  # (no reason: it would outlive this moment in the hub)
+                return dataclasses.replace(
+                    status_from_record(record), state=State.RUNNING, reason=None
+                )
             if signalled:  # Slurm never settled: do not blame the task or report a cancel
                 return self._record_final(work_dir, record, job_id, SlurmFinal(""), True)
             return status_from_record(record)
