@@ -340,6 +340,7 @@ def test_agent_restart_reattaches_running_jobs(
     wait_until(lambda: all(r.is_file() for r in runs), 60, "both jobs running")
     old = agents[-1]
     old.kill()
+    assert not any(user.task(t.id).state.terminal for t in tasks)  # killed mid-job
     again = AgentProc(hub, old.token, old.work_dir, backend="slurm", options=old.options)
     again.start()
     agents.append(again)
