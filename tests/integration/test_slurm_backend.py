@@ -42,6 +42,17 @@ def _squeue(env: dict[str, str]) -> list[dict]:
     return json.loads(out)["jobs"]
 
 
+def _slurm_log(attempt) -> str:  # type: ignore[no-untyped-def]
+    """The backend's `slurm: job N STATE, elapsed ...` system log line."""
+    lines = [x for x in attempt.system_logs if x.startswith("slurm: job ")]
+    assert lines, attempt.system_logs
+    return lines[-1]
+
+
+def _slurm_job_id(attempt) -> str:  # type: ignore[no-untyped-def]
+    return _slurm_log(attempt).split()[2]
+
+
 TRANSPORTS = ["cli", "rest"]
 
 
@@ -129,6 +140,10 @@ def test_task_completes_and_fails_on_slurm(hub: HubProc, slurm_world: World) -> 
     done = user.wait(ok.id, timeout=90)
     assert done.state is State.COMPLETE, done.reason
     assert done.attempts[-1].executor_logs[0].stdout == "hello from slurm\n"
+    # Slurm's own record of the job (jobcomp via sacct -c, or the controller's) is in the usage
+    usage = done.attempts[-1].usage
+    assert usage is not None and usage.alloc_cpu_s == usage.wall_s  # one CPU allocated
+    assert " COMPLETED, elapsed " in _slurm_log(done.attempts[-1])
     failed = user.wait(bad.id, timeout=90)
     assert failed.state is State.EXECUTOR_ERROR, failed.reason
     assert [x.exit_code for x in failed.attempts[-1].executor_logs] == [3]
@@ -209,13 +224,6 @@ def _pools_up(hub: HubProc, world: World):  # type: ignore[no-untyped-def]
     user = hub.client(world.user_token)
     wait_until(lambda: len(user.pools()) == 2, 30, "two Slurm pools")
     return user
-
-
-def _slurm_job_id(attempt) -> str:  # type: ignore[no-untyped-def]
-    """The Slurm job id from the backend's `slurm: job N ...` system log line."""
-    lines = [x for x in attempt.system_logs if x.startswith("slurm: job ")]
-    assert lines, attempt.system_logs
-    return lines[-1].split()[2]
 
 
 def _runs_task(runs: Path, then: str, **extra: object) -> dict:
@@ -301,6 +309,7 @@ def test_node_failure_is_system_error_and_retried(
     assert runs.read_text() == "run\nrun\n"
 
 
+@pytest.mark.parametrize("slurm_transport", TRANSPORTS, indirect=True)
 def test_multi_node_job_runs_srun_across_the_allocation(hub: HubProc, slurm_world: World) -> None:
     """``nodes=2`` on ``big`` (n3, n4): the executor runs on the batch host and its ``srun``
     reaches both nodes; the task's result is the batch step's."""
