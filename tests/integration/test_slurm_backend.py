@@ -368,3 +368,25 @@ def test_agent_restart_reattaches_running_jobs(
         assert attempt.usage.wall_s == float(elapsed) >= 3
         assert attempt.usage.alloc_cpu_s == float(elapsed) * int(ncpus)
     assert [r.read_text() for r in runs] == ["run\n", "run\n"]
+
+
+@pytest.mark.parametrize("slurm_transport", TRANSPORTS, indirect=True)
+def test_more_cpus_than_a_node_spread_over_nodes(hub: HubProc, slurm_world: World) -> None:
+    """4 CPUs on ``big`` (2 CPUs per node): no single node can hold the task, so it runs as
+    4 tasks on both nodes, and ``srun`` reaches all of them."""
+    user = _pools_up(hub, slurm_world)
+    t = user.submit(
+        {
+            "executors": [
+                {"command": ["sh", "-c", 'echo "$SLURM_JOB_NUM_NODES $SLURM_NTASKS"']},
+                {"command": ["srun", "sh", "-c", 'echo "$SLURMD_NODENAME"']},
+            ],
+            "resources": {"cpu_cores": 4, "ram_gb": 1},
+            "constraints": {"labels": {"partition": "big"}},
+        }
+    )
+    done = user.wait(t.id, timeout=90)
+    assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+    logs = done.attempts[-1].executor_logs
+    assert logs[0].stdout == "2 4\n"
+    assert sorted(logs[1].stdout.split()) == ["n3", "n3", "n4", "n4"]

@@ -278,6 +278,13 @@ def test_job_request_from_the_task(tmp_path: Path) -> None:
     assert args[args.index("--time") + 1] == "2"
     args = request("cpu", resources={"backend_parameters": {"slurm.nodes": "2"}})
     assert args[args.index("--nodes") + 1] == "2"
+    assert "--ntasks" not in args
+    # more CPUs than the largest node (64) has: spread over nodes, one task per CPU
+    args = request("cpu", resources={"cpu_cores": 100, "ram_gb": 10})
+    assert args[args.index("--nodes") + 1] == "2"
+    assert args[args.index("--ntasks") + 1] == "100"
+    assert args[args.index("--cpus-per-task") + 1] == "1"
+    assert args[args.index("--mem") + 1] == "5120"  # per node
     with pytest.raises(ValueError, match="nodes"):
         request("cpu", resources={"backend_parameters": {"nodes": "-1"}})
     with pytest.raises(ValueError, match="gpu_model"):

@@ -48,6 +48,10 @@ A task's ``backend_parameters`` may set (each also as ``slurm.<key>``):
   node (the batch host); executors see the job's ``SLURM_*`` variables, so ``srun`` in a command
   runs across the whole allocation. The result is the batch step's.
 - ``time_limit_s``: the job's time limit in seconds (Slurm rounds up to whole minutes).
+
+A task asking for more CPUs than the partition's largest node has (and no ``nodes``, no GPUs)
+is spread over several nodes: ``--nodes=ceil(cpus / node CPUs) --ntasks=<cpus>
+--cpus-per-task=1``, ``--mem`` divided among the nodes; its executors use ``srun`` to reach them.
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ class SlurmJobRequest:
     mem_mb: int | None = None
     gres: str | None = None
     nodes: int | None = None
+    ntasks: int | None = None  # set when the CPUs are spread over several nodes
     time_min: int | None = None
 
     def sbatch_args(self) -> list[str]:
@@ -143,6 +148,8 @@ class SlurmJobRequest:
             args += ["--gres", self.gres]
         if self.nodes is not None:
             args += ["--nodes", str(self.nodes)]
+        if self.ntasks is not None:
+            args += ["--ntasks", str(self.ntasks)]
         if self.time_min is not None:
             args += ["--time", str(self.time_min)]
         return args
@@ -370,6 +377,7 @@ class SlurmBackend(Backend):
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
         self._parts: dict[str, dict[str, Any]] = {}
+        self._node_cpus: dict[str, int] = {}  # the largest node's CPUs, per partition
         self._queue: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def work_dir_for(self, attempt_id: str) -> Path:
@@ -385,10 +393,7 @@ class SlurmBackend(Backend):
             return list(self._pools)
 
     def _partitions(self) -> list[PoolDecl]:
-        parts: dict[str, list[dict[str, Any]]] = {}
-        for node in self.cli.nodes():
-            for p in node.get("partitions") or []:
-                parts.setdefault(str(p), []).append(node)
+        parts = self._nodes_by_partition(self.cli.nodes())
         with contextlib.suppress(BackendError):
             self._parts = self.cli.partitions()
         pools = []
@@ -428,11 +433,24 @@ class SlurmBackend(Backend):
             )
         return pools
 
+    def _nodes_by_partition(self, nodes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for node in nodes:
+            for p in node.get("partitions") or []:
+                parts.setdefault(str(p), []).append(node)
+        with self._lock:
+            self._node_cpus = {
+                name: max(int(n.get("cpus") or 0) for n in members)
+                for name, members in parts.items()
+            }
+        return parts
+
     def live(self) -> list[PoolLive]:
         """From Slurm itself: free CPUs, memory and GPUs of each partition's usable nodes (none
         while the partition is not UP), and its whole queue (every user's pending and running
         jobs, not only cpnet's)."""
         nodes = self.cli.nodes()
+        self._nodes_by_partition(nodes)
         jobs = self._jobs(fresh=True)
         with contextlib.suppress(BackendError):
             self._parts = self.cli.partitions()
@@ -534,15 +552,26 @@ class SlurmBackend(Backend):
             if model and not GRES_NAME_RE.fullmatch(model):
                 raise ValueError(f"gpu_model {model!r} is not a GRES type name")
             gres = f"gpu:{model}:{r.gpus}" if model else f"gpu:{r.gpus}"
+        cpus = max(1, math.ceil(r.cpu_cores - 1e-9))
+        mem_mb = max(1, math.ceil(r.ram_gb * 1024)) if r.ram_gb > 0 else None
+        nodes = _positive_int(r.backend_parameters, "nodes")
+        ntasks = None
+        widest = self._node_cpus.get(job.pool_name, 0)
+        if nodes is None and r.gpus == 0 and widest and cpus > widest:
+            # More CPUs than any one node has (the pool's total allowed it): spread them, one
+            # task per CPU on as few nodes as can hold them; --mem is per node.
+            nodes, ntasks = math.ceil(cpus / widest), cpus
+            mem_mb = math.ceil(mem_mb / nodes) if mem_mb else None
         return SlurmJobRequest(
             name=job_name,
             partition=job.pool_name,
             work_dir=work_dir,
             output=work_dir / SLURM_OUT,
-            cpus_per_task=max(1, math.ceil(r.cpu_cores - 1e-9)),
-            mem_mb=max(1, math.ceil(r.ram_gb * 1024)) if r.ram_gb > 0 else None,
+            cpus_per_task=1 if ntasks else cpus,
+            mem_mb=mem_mb,
             gres=gres,
-            nodes=_positive_int(r.backend_parameters, "nodes"),
+            nodes=nodes,
+            ntasks=ntasks,
             time_min=self._time_limit_min(job),
         )
 

@@ -154,6 +154,8 @@ class SlurmRest(SlurmTransport):
             job["tres_per_node"] = f"gres:{request.gres}"
         if request.nodes is not None:
             job["nodes"] = request.nodes
+        if request.ntasks is not None:
+            job["tasks"] = request.ntasks
         if request.time_min is not None:
             job["time_limit"] = request.time_min
         try:
