@@ -685,11 +685,10 @@ class SlurmBackend(Backend):
                 f"slurm: job {job_id} {final.state or '?'}, elapsed {final.elapsed_s:.0f} s "
                 f"on {final.cpus or '?'} CPU(s), nodes {final.nodes or '?'}",
             )
-        if signalled:
+        if signalled:  # the runner took Slurm's signal for a cancel; Slurm knows better
+            _add_log(record, f"the runner recorded CANCELED: {record.get('reason')}")
             state, reason = map_final(final.state, job_id)
-            if state is not State.CANCELED:
-                record["state"], record["reason"] = state.value, reason
-                _add_log(record, f"the runner recorded: {reason}")
+            record["state"], record["reason"] = state.value, reason
         with contextlib.suppress(OSError):
             write_json_atomic(work_dir / STATUS_FILE, record)
         return status_from_record(record)
