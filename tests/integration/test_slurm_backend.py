@@ -236,9 +236,32 @@ def _runs_task(runs: Path, then: str, **extra: object) -> dict:
     }
 
 
-def test_time_limit_ends_executor_error(hub: HubProc, slurm_world: World) -> None:
-    """``time_limit_s`` becomes ``--time`` (Slurm's minimum is one minute); Slurm's TIMEOUT is
-    the task's fault: EXECUTOR_ERROR "time limit exceeded", not retried."""
+def _our_running_job(slurm_env: dict[str, str], tmp_path: Path) -> dict:
+    """The one Slurm job of this test (its work dir is under tmp_path), once it runs."""
+    return wait_until(
+        lambda: next(
+            (
+                j
+                for j in _squeue(slurm_env)
+                if str(j.get("current_working_directory", "")).startswith(str(tmp_path))
+                and j["job_state"] == "RUNNING"
+            ),
+            None,
+        ),
+        60,
+        "the Slurm job running",
+    )
+
+
+def test_time_limit_ends_executor_error(
+    hub: HubProc, slurm_world: World, slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``time_limit_s`` becomes ``--time`` (whole minutes: 30 s → 1); Slurm's TIMEOUT is the
+    task's fault: EXECUTOR_ERROR "time limit exceeded", not retried.
+
+    Test-only shortcut: instead of waiting out the minute (60–90 s: Slurm checks limits every
+    30 s), the test moves the job's end time to now (``scontrol update EndTime=now``, as root),
+    and Slurm's next periodic check ends it TIMEOUT through its real time-limit path."""
     user = _pools_up(hub, slurm_world)
     t = user.submit(
         {
@@ -247,7 +270,10 @@ def test_time_limit_ends_executor_error(hub: HubProc, slurm_world: World) -> Non
             "resources": {"backend_parameters": {"slurm.time_limit_s": "30"}},
         }
     )
-    done = user.wait(t.id, timeout=240)
+    job = _our_running_job(slurm_env, tmp_path)
+    assert job["time_limit"] == 1  # minutes
+    _slurm(slurm_env, "scontrol", "update", f"jobid={job['job_id']}", "EndTime=now")
+    done = user.wait(t.id, timeout=120)
     assert done.state is State.EXECUTOR_ERROR, (done.reason, done.attempts[-1].system_logs)
     assert len(done.attempts) == 1
     assert "time limit exceeded" in (done.attempts[0].reason or ""), done.attempts[0].reason
@@ -269,19 +295,7 @@ def test_node_failure_is_system_error_and_retried(
         )
     )
     wait_until(lambda: runs.is_file(), 60, "the first run to start")
-    job = wait_until(
-        lambda: next(
-            (
-                j
-                for j in _squeue(slurm_env)
-                if str(j.get("current_working_directory", "")).startswith(str(tmp_path))
-                and j["job_state"] == "RUNNING"
-            ),
-            None,
-        ),
-        30,
-        "the Slurm job running",
-    )
+    job = _our_running_job(slurm_env, tmp_path)
     node = job["nodes"]
     assert node in ("n3", "n4")
     _slurm(slurm_env, "scontrol", "update", f"nodename={node}", "state=down", "reason=cpnet-test")
