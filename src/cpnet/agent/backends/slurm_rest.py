@@ -112,7 +112,7 @@ class SlurmRest(SlurmTransport):
             data = resp.json()
         except ValueError:
             data = {}
-        errors = [e for e in data.get("errors") or [] if e.get("error_number", e.get("errno"))]
+        errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
         if resp.status_code >= 400 or errors:
             what = (
                 "; ".join(str(e.get("error") or e.get("description") or e) for e in errors)
