@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from cpnet.agent.backends import get_backend
-from cpnet.agent.backends.base import BackendConfig, BackendError, Job
+from cpnet.agent.backends.base import (
+    BackendConfig,
+    BackendError,
+    Job,
+    PoolCapacity,
+    PoolDecl,
+    PoolLive,
+)
 from cpnet.agent.backends.slurm import (
     SCRIPT_FILE,
     SlurmBackend,
@@ -315,3 +322,37 @@ def test_rest_transport_options_are_checked(
     assert rest._token() == "abc.def.ghi"
     token_file.write_text("renewed\n")  # re-read on every request
     assert rest._token() == "renewed"
+
+
+@pytest.mark.integration
+@pytest.mark.slurm
+def test_live_without_a_controller_reports_no_free_capacity(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The real clients against a controller that does not answer (the dev cluster's
+    slurm.conf with a closed port): live() still answers, with nothing free."""
+    conf = Path(slurm_env["SLURM_CONF"]).read_text()
+    dead = tmp_path / "slurm.conf"
+    dead.write_text(
+        "\n".join(
+            "SlurmctldPort=9" if line.startswith("SlurmctldPort=") else line
+            for line in conf.splitlines()
+        )
+    )
+    cpu = PoolDecl(
+        name="cpu",
+        type="supercomputing",
+        total=PoolCapacity(cpu_cores=2, ram_gb=2),
+        cpu_model="x86_64",
+        gpu_model=None,
+        gpu_memory_gb=None,
+        labels={},
+    )
+    backend = SlurmBackend(
+        BackendConfig(
+            work_root=tmp_path / "work",
+            pools=[cpu],
+            options={"slurm_conf": str(dead), "command_timeout_s": "2"},
+        )
+    )
+    assert backend.live() == [PoolLive("cpu", PoolCapacity(), 0, 0)]

@@ -60,6 +60,7 @@ import abc
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import re
 import shlex
@@ -107,6 +108,7 @@ PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 CANCELED_STATES = {"CANCELLED"}
 # Node states (sinfo's lower-case first word) whose CPUs cannot take jobs.
+log = logging.getLogger(__name__)
 GRES_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 UNUSABLE = {"down", "drain", "drained", "draining", "fail", "failing", "future", "unknown"}
 
@@ -351,6 +353,15 @@ def _job_state(job: dict[str, Any]) -> str:
     return str(state or "")
 
 
+def _queue_of(jobs: dict[str, dict[str, Any]], partition: str) -> tuple[int, int]:
+    """(pending, running) jobs of every user in `partition`."""
+    mine = [_job_state(j) for j in jobs.values() if partition in _job_partitions(j)]
+    return (
+        sum(1 for s in mine if s in PENDING_STATES),
+        sum(1 for s in mine if s in RUNNING_STATES),
+    )
+
+
 def _job_partitions(job: dict[str, Any]) -> set[str]:
     """A job may be submitted to several partitions (``cpu,big``) until it starts."""
     return {p for p in str(job.get("partition") or "").split(",") if p}
@@ -448,10 +459,20 @@ class SlurmBackend(Backend):
     def live(self) -> list[PoolLive]:
         """From Slurm itself: free CPUs, memory and GPUs of each partition's usable nodes (none
         while the partition is not UP), and its whole queue (every user's pending and running
-        jobs, not only cpnet's)."""
-        nodes = self.cli.nodes()
-        self._nodes_by_partition(nodes)
-        jobs = self._jobs(fresh=True)
+        jobs, not only cpnet's). While the controller does not answer: no free capacity, the
+        last queue seen (the heartbeat still goes out, so the hub does not take the site for
+        lost and move its running tasks, which Slurm keeps running)."""
+        try:
+            nodes = self.cli.nodes()
+            self._nodes_by_partition(nodes)
+            jobs = self._jobs(fresh=True)
+        except BackendError as exc:
+            log.warning("Slurm does not answer, reporting no free capacity: %s", exc)
+            jobs = self._queue[1] if self._queue is not None else {}
+            return [
+                PoolLive(pool.name, PoolCapacity(), *_queue_of(jobs, pool.name))
+                for pool in self.discover()
+            ]
         with contextlib.suppress(BackendError):
             self._parts = self.cli.partitions()
         result = []
@@ -473,7 +494,6 @@ class SlurmBackend(Backend):
                 for n in usable
                 if int(n.get("idle_cpus") or 0) > 0
             )
-            queue = [j for j in jobs.values() if pool.name in _job_partitions(j)]
             free = PoolCapacity(
                 cpu_cores=float(cpus),
                 ram_gb=round(mem_mib / 1024, 3),
@@ -481,12 +501,7 @@ class SlurmBackend(Backend):
                 gpus=gpus,
             )
             result.append(
-                PoolLive(
-                    name=pool.name,
-                    free=free if members else pool.total,
-                    queue_length=sum(1 for j in queue if _job_state(j) in PENDING_STATES),
-                    running=sum(1 for j in queue if _job_state(j) in RUNNING_STATES),
-                )
+                PoolLive(pool.name, free if members else pool.total, *_queue_of(jobs, pool.name))
             )
         return result
 
