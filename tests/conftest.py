@@ -56,6 +56,7 @@ MARKERS = {
     "postgres": "needs a throw-away PostgreSQL server",
     "slurm": "needs the throw-away dev Slurm cluster (scripts/dev-slurm.sh)",
     "integration": "starts real hub and agent processes",
+    "real_k8s": "needs a real Kubernetes cluster (opt-in: set CPNET_TEST_KUBECONFIG)",
 }
 
 

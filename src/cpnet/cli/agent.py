@@ -85,7 +85,10 @@ def agent(
         typer.Option("--config", metavar="FILE.toml", help="Agent config file; flags win."),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="Backend that runs tasks (default: local).")
+        str | None,
+        typer.Option(
+            "--backend", help="Backend that runs tasks: local (default), slurm, kubernetes."
+        ),
     ] = None,
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", metavar="DIR", help="Where tasks run.")
@@ -157,6 +160,9 @@ def agent(
 
     **Example:** `cpnet agent --hub http://hub:8470 --token cpn_… --pool-name cpu --cpus 16
     --memory-gb 64 --price-cpu 0.05 --label rack=a1`
+
+    **Kubernetes:** `cpnet agent --hub http://hub:8470 --token cpn_… --backend kubernetes
+    --option kubeconfig=/etc/cpnet/kubeconfig --option namespace=cpnet-jobs`
     """
     from_file = read_agent_file(config) if config else {}
     flag_pool = pool_from_flags(
@@ -209,4 +215,9 @@ def agent(
         f"cpnet agent → {settings.hub_url} (backend {settings.backend}; pools: {described})",
         style="dim",
     )
-    run_agent(settings)
+    from cpnet.agent.backends.base import BackendError
+
+    try:
+        run_agent(settings)
+    except BackendError as exc:  # e.g. an unreadable kubeconfig: a setting to fix, not a crash
+        fail(str(exc), f"check --backend {settings.backend} and its --option K=V settings")
