@@ -14,7 +14,14 @@ import pytest
 
 from cpnet.tasks.states import State
 from services import need_service
-from tests.integration.procs import AgentProc, HubProc, World, make_world, wait_until
+from tests.integration.procs import (
+    HEARTBEAT_S,
+    AgentProc,
+    HubProc,
+    World,
+    make_world,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -87,12 +94,20 @@ def _transport_options(transport: str, slurm_env: dict[str, str], tmp_path: Path
 
 
 @pytest.fixture
+def slurm_heartbeat_s(request: pytest.FixtureRequest) -> float:
+    """The agent's heartbeat interval: the fast test default unless a test asks for another
+    (the hub takes a site for lost after 3 missed intervals)."""
+    return float(getattr(request, "param", HEARTBEAT_S))
+
+
+@pytest.fixture
 def slurm_world(
     hub: HubProc,
     agents: list[AgentProc],
     tmp_path: Path,
     slurm_env: dict[str, str],
     slurm_transport: str,
+    slurm_heartbeat_s: float,
 ) -> Iterator[World]:
     world = make_world(hub, {"hpc": ("supercomputing", "440300")})
     agent = AgentProc(
@@ -101,6 +116,7 @@ def slurm_world(
         tmp_path / "agent-hpc",
         backend="slurm",
         options=_transport_options(slurm_transport, slurm_env, tmp_path),
+        heartbeat_s=slurm_heartbeat_s,
     )
     agent.start()
     agents.append(agent)
@@ -347,6 +363,9 @@ def test_multi_node_job_runs_srun_across_the_allocation(hub: HubProc, slurm_worl
     assert (logs[1].stdout, logs[1].exit_code) == ("2\n", 4)
 
 
+# A 5 s heartbeat gives the restarted agent 15 s before the hub takes the site for lost and
+# places its tasks again (0.5 s, the test default, allows only 1.5 s: too short under load).
+@pytest.mark.parametrize("slurm_heartbeat_s", [5.0], indirect=True)
 def test_agent_restart_reattaches_running_jobs(
     hub: HubProc,
     slurm_world: World,
@@ -359,12 +378,19 @@ def test_agent_restart_reattaches_running_jobs(
     own record of the job (the job completion log, read with ``sacct -c``)."""
     user = _pools_up(hub, slurm_world)
     runs = [tmp_path / "runs-a", tmp_path / "runs-b"]
-    tasks = [user.submit(_runs_task(r, "sleep 4")) for r in runs]
+    tasks = [user.submit(_runs_task(r, "sleep 6")) for r in runs]
     wait_until(lambda: all(r.is_file() for r in runs), 60, "both jobs running")
     old = agents[-1]
     old.kill()
     assert not any(user.task(t.id).state.terminal for t in tasks)  # killed mid-job
-    again = AgentProc(hub, old.token, old.work_dir, backend="slurm", options=old.options)
+    again = AgentProc(
+        hub,
+        old.token,
+        old.work_dir,
+        backend="slurm",
+        options=old.options,
+        heartbeat_s=old.heartbeat_s,
+    )
     again.start()
     agents.append(again)
     for t in tasks:
@@ -379,7 +405,7 @@ def test_agent_restart_reattaches_running_jobs(
         state, elapsed, ncpus = out.strip().splitlines()[-1].split("|")
         assert state == "COMPLETED"
         assert attempt.usage is not None
-        assert attempt.usage.wall_s == float(elapsed) >= 3
+        assert attempt.usage.wall_s == float(elapsed) >= 5
         assert attempt.usage.alloc_cpu_s == float(elapsed) * int(ncpus)
     assert [r.read_text() for r in runs] == ["run\n", "run\n"]
 
