@@ -253,6 +253,7 @@ class Runner:
         self.gpus: list[int] | None = None  # assigned GPU indices (None: the pool has none)
         self.cpus: list[int] | None = None  # CPU ids executors are pinned to (None: unpinned)
         self.progress_saved = 0.0  # monotonic time status.json last got a progress update
+        self.inherit_env: tuple[str, ...] = ()  # prefixes of the runner's variables executors see
 
     # -- recording --
 
@@ -348,6 +349,7 @@ class Runner:
         self.gpus = None if gpus is None else [int(g) for g in gpus]
         cpus = settings.get("cpus")
         self.cpus = [int(c) for c in cpus] if cpus else None
+        self.inherit_env = tuple(str(x) for x in settings.get("inherit_env_prefixes") or () if x)
         self.become_subreaper()
 
         for d in (self.files, self.logs_dir, self.tmp_dir):
@@ -477,6 +479,8 @@ class Runner:
             "CPNET_ATTEMPT_ID": ids["attempt_id"],
             "CPNET_WORK_DIR": str(self.work_dir),
         }
+        if self.inherit_env:  # e.g. SLURM_* inside a Slurm job, so that srun works
+            env.update((k, v) for k, v in os.environ.items() if k.startswith(self.inherit_env))
         env.update(ex.env)
         if self.gpus is not None:  # after the task's env: the assignment is not the task's to pick
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))

@@ -272,6 +272,7 @@ class Usage(Report):
     peak_rss_mb: float = Field(default=0.0, ge=0)
     bytes_in: int = Field(default=0, ge=0)
     bytes_out: int = Field(default=0, ge=0)
+    alloc_cpu_s: float = Field(default=0.0, ge=0)  # CPUs held × wall, as a batch scheduler bills
 
 
 class Assignment(Report):
