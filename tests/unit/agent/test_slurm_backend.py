@@ -283,6 +283,12 @@ def test_job_request_from_the_task(tmp_path: Path) -> None:
     assert args[args.index("--time") + 1] == "1440"  # capped at the partition's MaxTime
     args = request("cpu", resources={"backend_parameters": {"slurm.time_limit_s": "61"}})
     assert args[args.index("--time") + 1] == "2"
+    # By default an expected runtime (an estimate) sets no limit: the partition's DefaultTime does.
+    backend = SlurmBackend(BackendConfig(work_root=tmp_path), cli=StandinGpuSlurm())
+    backend.discover()
+    task = TaskSpec.model_validate({"executors": [{"command": ["true"]}]})
+    args = backend.job_request(Job("a2", "t2", "cpu", task, tmp_path), "cpnet-a2", tmp_path / "a2")
+    assert "--time" not in args.sbatch_args()
     args = request("cpu", resources={"backend_parameters": {"slurm.nodes": "2"}})
     assert args[args.index("--nodes") + 1] == "2"
     assert "--ntasks" not in args

@@ -37,8 +37,10 @@ Options (all strings, in ``BackendConfig.options``):
 - ``http_timeout_s``: per network operation while staging (default 60)
 - ``squeue_cache_s``: how long one ``squeue`` answer serves polls (default 1)
 - ``command_timeout_s``: timeout of one Slurm client call (default 30)
-- ``time_limit_factor``: ``--time`` is this × the task's ``expected_runtime_s`` (default 2, at
-  least 1 minute, at most the partition's MaxTime); ``0`` passes no ``--time``
+- ``time_limit_factor``: ``--time`` is this × the task's ``expected_runtime_s`` (at least 1
+  minute, at most the partition's MaxTime); default ``0``: no ``--time`` (the partition's
+  DefaultTime applies), since ``expected_runtime_s`` is an estimate with a default of its own and
+  a guess must not kill a long job
 - ``settle_s``: how long a finished runner's job may stay running in Slurm before its record is
   taken as is (default 30)
 
@@ -395,7 +397,7 @@ class SlurmBackend(Backend):
         for name in ("env", "job_env"):
             if isinstance(getattr(self.cli, name, None), dict):
                 getattr(self.cli, name).update(staging_env(config))
-        self.time_limit_factor = float(opts.get("time_limit_factor", 2.0))
+        self.time_limit_factor = float(opts.get("time_limit_factor", 0.0))
         self.settle_s = float(opts.get("settle_s", 30.0))
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
