@@ -16,6 +16,11 @@ If none works the tests skip with the reason, or fail with ``CPNET_REQUIRE_SERVI
 (sbatch, sinfo, ...) to reach the dev Slurm cluster, found the same way: ``$CPNET_TEST_SLURM_CONF``,
 else ``.dev/slurm/env`` of a running ``scripts/dev-slurm.sh``, else that script started here (and
 stopped at the end of the session).
+
+``ray_address`` (once per session) is the Jobs API (dashboard) address ``http://127.0.0.1:PORT``
+of the dev Ray cluster (a head with CPU=2 and a worker raylet with CPU=1 and custom resource
+``fast``=2), found the same way: ``$CPNET_TEST_RAY_ADDRESS``, else ``.dev/ray/url`` of a running
+``scripts/dev-ray.sh``, else that script started here (and stopped at the end of the session).
 """
 
 from __future__ import annotations
@@ -37,17 +42,21 @@ if TESTS_DIR not in sys.path:
 
 from services import (  # noqa: E402
     POSTGRES_URL_FILE,
+    RAY_URL_FILE,
     SLURM_ENV_FILE,
     libpq_url,
     need_service,
     postgres_install_hint,
     postgres_problem,
+    ray_problem,
     read_env_file,
     slurm_install_hint,
     slurm_problem,
     start_dev_postgres,
+    start_dev_ray,
     start_dev_slurm,
     stop_dev_postgres,
+    stop_dev_ray,
     stop_dev_slurm,
     with_database,
 )
@@ -56,6 +65,7 @@ MARKERS = {
     "postgres": "needs a throw-away PostgreSQL server",
     "slurm": "needs the throw-away dev Slurm cluster (scripts/dev-slurm.sh)",
     "integration": "starts real hub and agent processes",
+    "ray": "needs a local Ray head (scripts/dev-ray.sh)",
 }
 
 
@@ -122,6 +132,32 @@ def slurm_env() -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop_dev_slurm()
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """``http://127.0.0.1:PORT``: the Jobs API of the running dev Ray cluster."""
+    url = os.environ.get("CPNET_TEST_RAY_ADDRESS", "").strip()
+    if url:
+        problem = ray_problem(url)
+        if problem:
+            need_service("ray", f"CPNET_TEST_RAY_ADDRESS={url} does not answer: {problem}")
+        yield url
+        return
+
+    if RAY_URL_FILE.is_file():
+        url = RAY_URL_FILE.read_text().strip()
+        if url and ray_problem(url) is None:
+            yield url  # somebody else's cluster: leave it running
+            return
+
+    url, why = start_dev_ray()
+    if url is None:
+        need_service("ray", why)
+    try:
+        yield url
+    finally:
+        stop_dev_ray()
 
 
 @pytest.fixture
