@@ -136,6 +136,14 @@ def test_cancel_running_task_stops_the_ray_job(
     sid = f"cpnet-{running.attempts[-1].attempt_id}"
     info = ray_api.info(sid)
     assert info is not None and str(info.status.value) == "RUNNING"
+    # Its pool's free capacity, as heartbeats carry it, is Ray's own: the job holds 0.5 CPU.
+    pool_id = running.attempts[-1].pool_id
+    total = next(p for p in user.pools() if p.id == pool_id).total.cpu_cores
+    wait_until(
+        lambda: next(p for p in user.pools() if p.id == pool_id).free.cpu_cores == total - 0.5,
+        60,
+        "the pool's free CPUs to drop by the job's 0.5",
+    )
     user.cancel(t.id)
     assert user.wait(t.id, timeout=60).state is State.CANCELED
     assert str(_ray_final(ray_api, sid).status.value) == "STOPPED"
@@ -276,3 +284,29 @@ def test_ray_flags_are_checked() -> None:
     )
     assert out.returncode != 0
     assert "--backend ray" in out.stderr + out.stdout
+
+
+def test_agent_restart_reattaches_the_running_ray_job(
+    hub: HubProc, ray_world: World, ray_api: RayApi, agents: list[AgentProc]
+) -> None:
+    user = hub.client(ray_world.user_token)
+    _two_pools(user)
+    t = user.submit(
+        {
+            "name": "outlives-agent",
+            "executors": [{"command": ["sh", "-c", "sleep 4; echo still here"]}],
+            "resources": {"cpu_cores": 0.5, "ram_gb": 0.25},
+        }
+    )
+    wait_until(lambda: user.task(t.id).state is State.RUNNING, 90, "task running")
+    old = agents[0]
+    old.kill()  # SIGKILL: the Ray job goes on without it
+    new = AgentProc(hub, old.token, old.work_dir, backend="ray", options=old.options)
+    new.start()
+    agents.append(new)
+    done = user.wait(t.id, timeout=120)
+    assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+    assert len(done.attempts) == 1
+    assert done.attempts[-1].executor_logs[0].stdout == "still here\n"
+    ours = [j for j in ray_api.client.list_jobs() if (j.metadata or {}).get("cpnet_task") == t.id]
+    assert len(ours) == 1  # one Ray job: nothing ran twice
