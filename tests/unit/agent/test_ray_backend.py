@@ -290,3 +290,16 @@ def test_pools_match_what_ray_reports(ray_address: str, tmp_path: Path) -> None:
         {"scheduler": "ray", "ray_pool": "fast", "ray_resources": "fast"}
     )
     backend.close()
+
+
+def test_live_reports_nothing_free_while_ray_is_unreachable(tmp_path: Path) -> None:
+    """Pools found while Ray answered stay listed, with nothing free, once it stops answering."""
+    from services import free_port
+
+    nodes = [node("c1", CPU=2, memory=4 * GIB), node("f1", CPU=1, memory=GIB, fast=1)]
+    api = RayApi(f"127.0.0.1:{free_port()}", timeout_s=2)
+    backend = RayBackend(BackendConfig(work_root=tmp_path), api=api)
+    backend._pools = derive_pools(nodes)  # as discovered before Ray went away
+    live = {p.name: p for p in backend.live()}
+    assert sorted(live) == ["cpu", "fast"]
+    assert all(p.free == PoolCapacity() for p in live.values())

@@ -606,9 +606,15 @@ class RayBackend(Backend):
         return [p.decl for p in self._ray_pools()]
 
     def live(self) -> list[PoolLive]:
-        """Free capacity from Ray's own usage; cpnet's jobs pending and running per pool."""
-        nodes = self.api.nodes()
-        usage = self.api.usage_by_node()
+        """Free capacity from Ray's own usage; cpnet's jobs pending and running per pool. While
+        Ray cannot be asked, every pool reports nothing free (the heartbeat still goes out, so
+        the hub keeps the site and its running attempts)."""
+        try:
+            nodes = self.api.nodes()
+            usage = self.api.usage_by_node()
+        except BackendError as exc:
+            log.warning("%s: reporting no free capacity", exc)
+            nodes, usage = [], {}
         with self._lock:
             seen = list(self._seen.values())
         result = []
