@@ -262,7 +262,7 @@ def _dashboard_of(log: Path) -> str:
     raise AssertionError(f"no local head in the agent's log: {log.read_text()[-2000:]}")
 
 
-def test_ray_flags_are_checked() -> None:
+def test_ray_flags_are_checked(tmp_path: Path) -> None:
     out = subprocess.run(
         [
             sys.executable,
@@ -284,6 +284,20 @@ def test_ray_flags_are_checked() -> None:
     )
     assert out.returncode != 0
     assert "--backend ray" in out.stderr + out.stdout
+    # No address: one clear line saying what to pass, no traceback.
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "cpnet", "agent", "--hub", "http://127.0.0.1:9"),
+            *("--token", "x", "--backend", "ray", "--work-dir", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "error: backend ray:" in out.stderr and "--ray-address" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_agent_restart_reattaches_the_running_ray_job(

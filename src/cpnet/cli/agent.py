@@ -241,4 +241,12 @@ def agent(
         f"cpnet agent → {settings.hub_url} (backend {settings.backend}; pools: {described})",
         style="dim",
     )
-    run_agent(settings)
+    from cpnet.agent.backends.base import BackendError
+
+    try:
+        run_agent(settings)
+    except BackendError as exc:
+        fail(
+            f"backend {settings.backend}: {exc}",
+            "check its settings (`cpnet agent --help`, the --option K=V pairs)",
+        )
