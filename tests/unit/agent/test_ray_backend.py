@@ -9,6 +9,7 @@ import json
 import shlex
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -235,17 +236,32 @@ def test_hostile_strings_never_reach_a_shell(ray_address: str, tmp_path: Path) -
             ],
         }
     )
-    handle = backend.submit(Job("att-hostile", "task-1", "cpu", task, Path("/ignored")))
-    assert backend.submit(Job("att-hostile", "task-1", "cpu", task, Path("/ignored"))) == handle
+    aid = f"att-hostile-{uuid.uuid4().hex[:8]}"  # the dev cluster outlives test runs
+    handle = backend.submit(Job(aid, "task-1", "cpu", task, Path("/ignored")))
     work_dir = Path(handle)
-    assert (work_dir / JOB_ID_FILE).read_text().strip() == "cpnet-att-hostile"
+    assert (work_dir / JOB_ID_FILE).read_text().strip() == f"cpnet-{aid}"
+    # A new backend instance (an agent restart) finds the job instead of starting it twice,
+    # even when the crash came between Ray's answer and writing ray_job_id.
+    (work_dir / JOB_ID_FILE).unlink()
+    again = RayBackend(BackendConfig(work_root=root, options={"ray_address": ray_address}))
+    assert again.submit(Job(aid, "task-1", "cpu", task, Path("/ignored"))) == handle
+    assert (work_dir / JOB_ID_FILE).read_text().strip() == f"cpnet-{aid}"
+    # Another agent (another work root) cannot take over that submission id.
+    other = RayBackend(
+        BackendConfig(work_root=tmp_path / "other", options={"ray_address": ray_address})
+    )
+    refused = other.poll(other.submit(Job(aid, "task-1", "cpu", task, Path("/ignored"))))
+    assert refused.state is State.SYSTEM_ERROR and "another agent" in str(refused.reason)
     status = _wait_final(backend, handle)
     assert status.state is State.COMPLETE, (status.reason, status.system_logs)
     assert status.executor_logs[0].stdout == "".join(f"{s}|" for s in HOSTILE)
     assert status.executor_logs[1].stdout == HOSTILE_TEXT
     assert status.usage is not None and status.usage.wall_s > 0
-    info = backend.api.info("cpnet-att-hostile")
-    assert info is not None and str(info.status.value) == "SUCCEEDED"
+    deadline = time.monotonic() + 60  # the runner's verdict comes a moment before Ray's
+    while not ((info := backend.api.info(f"cpnet-{aid}")) and info.status.is_terminal()):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.2)
+    assert str(info.status.value) == "SUCCEEDED"
     # The shell ran exactly the quoted command: the runner with the work dir, nothing else.
     assert shlex.split(info.entrypoint) == [
         "exec",
@@ -264,11 +280,13 @@ def test_hostile_strings_never_reach_a_shell(ray_address: str, tmp_path: Path) -
 def test_refusals_are_system_errors_with_the_reason(ray_address: str, tmp_path: Path) -> None:
     backend = RayBackend(BackendConfig(work_root=tmp_path, options={"ray_address": ray_address}))
     bad = spec(backend_parameters={"ray_resources": "{nope"})
-    status = backend.poll(backend.submit(Job("att-bad", "t", "cpu", bad, Path("/x"))))
+    aid = f"att-bad-{uuid.uuid4().hex[:8]}"
+    status = backend.poll(backend.submit(Job(aid, "t", "cpu", bad, Path("/x"))))
     assert status.state is State.SYSTEM_ERROR and "not JSON" in (status.reason or "")
-    status = backend.poll(backend.submit(Job("att-nopool", "t", "nope", spec(), Path("/x"))))
+    nopool = f"att-nopool-{uuid.uuid4().hex[:8]}"
+    status = backend.poll(backend.submit(Job(nopool, "t", "nope", spec(), Path("/x"))))
     assert status.state is State.SYSTEM_ERROR and "no Ray pool named 'nope'" in str(status.reason)
-    assert backend.api.info("cpnet-att-bad") is None  # nothing reached Ray
+    assert backend.api.info(f"cpnet-{aid}") is None  # nothing reached Ray
     backend.close()
 
 

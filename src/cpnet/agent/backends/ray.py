@@ -640,18 +640,26 @@ class RayBackend(Backend):
             if _read_id(work_dir) is not None:
                 return handle
             sid = JOB_PREFIX + job.attempt_id
-            if self.api.info(sid) is not None:  # submitted before writing ray_job_id
-                write_atomic(work_dir / JOB_ID_FILE, sid + "\n")
+            try:
+                work_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"cannot create the work dir {work_dir}: {exc}") from exc
+            known = self.api.info(sid)
+            if known is not None:
+                if (known.metadata or {}).get("cpnet_work_dir") != str(work_dir):
+                    return self._refused(
+                        work_dir, f"Ray already has a job {sid} that another agent submitted"
+                    )
+                write_atomic(work_dir / JOB_ID_FILE, sid + "\n")  # submitted before a crash
                 return handle
             data: dict[str, Any] = Job(
                 job.attempt_id, job.task_id, job.pool_name, job.spec, work_dir
             ).to_dict()
             data["runner"] = self._runner_settings(job.spec)
             try:
-                work_dir.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(work_dir / JOB_FILE, data)
             except OSError as exc:
-                raise BackendError(f"cannot create the work dir {work_dir}: {exc}") from exc
+                raise BackendError(f"cannot write {work_dir / JOB_FILE}: {exc}") from exc
             try:
                 kwargs = self._submit_args(job, sid, work_dir)
             except ValueError as exc:
@@ -690,6 +698,7 @@ class RayBackend(Backend):
                 "cpnet_attempt": job.attempt_id,
                 "cpnet_task": job.task_id,
                 "cpnet_pool": job.pool_name,
+                "cpnet_work_dir": str(work_dir),
             },
             "entrypoint_label_selector": node_selector(ids),
             **resource_request(job.spec),
