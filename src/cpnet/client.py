@@ -358,6 +358,30 @@ class Client:
             code="bad_response",
         )
 
+    # -- blobs (the hub's small content-addressed store) -----------------------------------------
+
+    def put_blob(self, data: bytes) -> str:
+        """Store `data` in the hub's blob store; return its ``cpnet://blobs/<sha256>`` URL, usable
+        as a task input's ``url`` (content-addressed: storing the same bytes again is a no-op)."""
+        try:
+            response = self._http.put("/v1/blobs", content=data)
+        except httpx.TransportError as err:
+            raise self._unavailable(err) from None
+        if response.is_error:
+            raise error_from_response(response)
+        return str(response.json()["url"])
+
+    def get_blob(self, sha256: str) -> bytes:
+        """The bytes of the blob with this sha256 (or ``cpnet://blobs/<sha256>`` URL)."""
+        sha = sha256.removeprefix("cpnet://blobs/").removeprefix("sha256:")
+        try:
+            response = self._http.get(f"/v1/blobs/{_seg(sha)}")
+        except httpx.TransportError as err:
+            raise self._unavailable(err) from None
+        if response.is_error:
+            raise error_from_response(response)
+        return response.content
+
     # -- hub and identity -----------------------------------------------------------------------
 
     def health(self) -> dict:

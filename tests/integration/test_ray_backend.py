@@ -296,7 +296,7 @@ def test_ray_flags_are_checked(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 1
-    assert "error: backend ray:" in out.stderr and "--ray-address" in out.stderr
+    assert "error: the Ray backend needs" in out.stderr and "--ray-address" in out.stderr
     assert "Traceback" not in out.stderr
 
 

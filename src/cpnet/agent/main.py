@@ -89,7 +89,13 @@ class Agent:
         work.mkdir(parents=True, exist_ok=True)
         decls = [to_decl(p) for p in settings.pools] or None
         self.backend: Backend = get_backend(settings.backend)(
-            BackendConfig(work_root=work / "attempts", pools=decls, options=dict(settings.options))
+            BackendConfig(
+                work_root=work / "attempts",
+                pools=decls,
+                options=dict(settings.options),
+                hub_url=settings.hub_url.rstrip("/"),
+                hub_token=settings.token,
+            )
         )
         self.journal = Journal(work / "journal")
         self.entries: dict[str, Entry] = {}

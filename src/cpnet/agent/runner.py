@@ -31,7 +31,7 @@ from pathlib import Path
 # would cost more than everything else here.
 from cpnet.agent import hostinfo
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
-from cpnet.agent.staging import StagingError, stage_in, stage_out, task_path
+from cpnet.agent.staging import Remote, StagingError, Transfer, stage_in, stage_out, task_path
 from cpnet.tasks.states import State
 
 TYPE_CHECKING = False  # not typing's: typing is for type checkers only here, and costs startup
@@ -49,6 +49,8 @@ DEFAULT_MAX_STAGE_BYTES = 10 * 1024**3  # per direction, when the task gives no 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_SYSTEM_LOGS = 64  # the hub accepts at most this many lines, each up to 4096 chars
 MAX_LOG_CHARS = 4096
+PROGRESS_EVERY_S = 1.0  # status.json is rewritten at most this often while a transfer runs
+HUB_TOKEN_ENV = "CPNET_STAGING_TOKEN"  # the agent's token for cpnet://blobs/ (env, not job.json)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 CLONE_NEWNS = 0x00020000  # <linux/sched.h>
 MS_REC = 1 << 14  # <linux/mount.h>
@@ -199,6 +201,8 @@ def new_record(state: State, reason: str | None = None, pid: int | None = None) 
         "system_logs": [],
         "bytes_in": 0,
         "bytes_out": 0,
+        "staging": [],  # one record per input and output moved (staging.Transfer.to_dict)
+        "staging_progress": None,  # the transfer under way: {"path", "bytes", "total"}
     }
 
 
@@ -248,6 +252,7 @@ class Runner:
         self.private_tmp: Path | None = None  # bind-mounted on their /tmp (None: shared /tmp)
         self.gpus: list[int] | None = None  # assigned GPU indices (None: the pool has none)
         self.cpus: list[int] | None = None  # CPU ids executors are pinned to (None: unpinned)
+        self.progress_saved = 0.0  # monotonic time status.json last got a progress update
 
     # -- recording --
 
@@ -320,12 +325,23 @@ class Runner:
         settings = data.get("runner") or {}
         self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
         roots = settings.get("file_roots")
+        ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
+        max_file = settings.get("max_file_bytes")
         limits: dict[str, Any] = {
             "max_bytes": int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES)),
+            "max_file_bytes": None if max_file is None else int(max_file),
             "timeout_s": float(settings.get("http_timeout_s", 60.0)),
             "file_roots": None if roots is None else [Path(r) for r in roots],
+            "remote": Remote(
+                s3_endpoint=settings.get("s3_endpoint") or None,
+                s3_region=settings.get("s3_region") or None,
+                hub_url=settings.get("hub_url") or None,
+                hub_token=os.environ.get(HUB_TOKEN_ENV) or None,
+                attempt_id=ids["attempt_id"] or None,
+            ),
+            "on_transfer": self.transferred,
+            "progress": self.progress,
         }
-        ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
         ram_gb = settings.get("memory_limit_gb")
         self.ram_gb = float(ram_gb) if ram_gb else None
         gpus = settings.get("gpus")
@@ -350,6 +366,7 @@ class Runner:
             self.staging = False
             self.finish(State.SYSTEM_ERROR, f"stage-in failed: {exc}")
             return
+        self.record["staging_progress"] = None
         self.record["bytes_in"] = bytes_in
         self.log(
             f"staged {len(spec.inputs)} inputs, {bytes_in} bytes, "
@@ -386,6 +403,7 @@ class Runner:
             self.staging = False
             self.finish(State.SYSTEM_ERROR, f"stage-out failed: {exc}")
             return
+        self.record["staging_progress"] = None
         self.record["outputs"] = [o.to_dict() for o in outputs]
         self.record["bytes_out"] = bytes_out
         self.log(
@@ -393,6 +411,23 @@ class Runner:
             f"in {time.monotonic() - started:.2f} s"
         )
         self.finish(State.COMPLETE, None)
+
+    def transferred(self, rec: Transfer) -> None:
+        """One input or output moved: into the staging log, the system log and status.json."""
+        self.record["staging"].append(rec.to_dict())
+        key = "bytes_in" if rec.direction == "in" else "bytes_out"
+        self.record[key] += rec.size_bytes
+        self.log(rec.line())
+        self.record["staging_progress"] = None
+        self.save()
+
+    def progress(self, path: str, done: int, total: int | None) -> None:
+        """A transfer moved more bytes: recorded in status.json at most once a second."""
+        self.record["staging_progress"] = {"path": path, "bytes": done, "total": total}
+        t = time.monotonic()
+        if t - self.progress_saved >= PROGRESS_EVERY_S:
+            self.progress_saved = t
+            self.save()
 
     def become_subreaper(self) -> None:
         """Adopt orphaned descendants, so that ones which left the executor's process group are

@@ -85,7 +85,10 @@ def agent(
         typer.Option("--config", metavar="FILE.toml", help="Agent config file; flags win."),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="Backend that runs tasks (default: local).")
+        str | None,
+        typer.Option(
+            "--backend", help="Backend that runs tasks: local (default), slurm, kubernetes."
+        ),
     ] = None,
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", metavar="DIR", help="Where tasks run.")
@@ -176,6 +179,8 @@ def agent(
 
     **Ray cluster:** `cpnet agent --hub http://hub:8470 --token cpn_… --backend ray
     --ray-address http://127.0.0.1:8265 --work-dir /shared/cpnet`
+    **Kubernetes:** `cpnet agent --hub http://hub:8470 --token cpn_… --backend kubernetes
+    --option kubeconfig=/etc/cpnet/kubeconfig --option namespace=cpnet-jobs`
     """
     from_file = read_agent_file(config) if config else {}
     flag_pool = pool_from_flags(
@@ -245,8 +250,5 @@ def agent(
 
     try:
         run_agent(settings)
-    except BackendError as exc:
-        fail(
-            f"backend {settings.backend}: {exc}",
-            "check its settings (`cpnet agent --help`, the --option K=V pairs)",
-        )
+    except BackendError as exc:  # e.g. an unreadable kubeconfig: a setting to fix, not a crash
+        fail(str(exc), f"check --backend {settings.backend} and its --option K=V settings")

@@ -207,3 +207,13 @@ class TaskEvent(Base):
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class BlobGrant(Base):
+    """An organisation that may read a blob of the hub's blob store (its uploader, or the owner
+    of the task whose output it is). The blob's bytes live on disk (hub/blobs.py)."""
+
+    __tablename__ = "blob_grants"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -7,6 +7,7 @@ models; TES fields appear under their TES names so that mapping loses nothing.
 from __future__ import annotations
 
 import posixpath
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -25,7 +26,8 @@ MAX_TAIL_CHARS = 16 * 1024
 ShortStr = Annotated[str, Field(max_length=256)]
 Name = Annotated[str, Field(max_length=256)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS)]
-URL_SCHEMES = ("file", "http", "https", "s3")
+URL_SCHEMES = ("file", "http", "https", "s3", "cpnet")
+BLOB_URL_PREFIX = "cpnet://blobs/"  # the hub's blob store: inputs name a sha256, outputs end here
 
 
 class Strict(BaseModel):
@@ -80,10 +82,18 @@ class Executor(Strict):
         return v
 
 
-def _check_url(url: str) -> str:
+def _check_url(url: str, *, output: bool = False) -> str:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in URL_SCHEMES:
         raise ValueError(f"scheme {scheme or '(none)'!r} not supported; use one of {URL_SCHEMES}")
+    if scheme == "cpnet":
+        rest = url.split("#", 1)[0][len(BLOB_URL_PREFIX) :]
+        if not url.lower().startswith(BLOB_URL_PREFIX):
+            raise ValueError(f"cpnet URLs name the hub's blob store: {BLOB_URL_PREFIX}...")
+        if output and rest:
+            raise ValueError(f"an output to the blob store has the URL {BLOB_URL_PREFIX!r}")
+        if not output and not re.fullmatch(r"[0-9a-fA-F]{64}", rest):
+            raise ValueError(f"a blob input is {BLOB_URL_PREFIX}<64 hex digits of sha256>")
     return url
 
 
@@ -134,7 +144,7 @@ class Output(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        return _check_url(v)
+        return _check_url(v, output=True)
 
 
 class Resources(Strict):

@@ -48,7 +48,13 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.local import runner_env, runner_settings, status_from_record
+from cpnet.agent.backends.local import (
+    runner_env,
+    runner_settings,
+    staging_env,
+    staging_settings,
+    status_from_record,
+)
 from cpnet.agent.runner import (
     CANCEL_FILE,
     DEFAULT_GRACE_S,
@@ -171,6 +177,9 @@ class SlurmBackend(Backend):
         self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
         self.http_timeout_s = float(opts.get("http_timeout_s", 60.0))
         self.squeue_cache_s = float(opts.get("squeue_cache_s", 1.0))
+        self.staging = staging_settings(config)
+        if isinstance(getattr(self.cli, "env", None), dict):  # sbatch passes it to the runner
+            self.cli.env.update(staging_env(config))
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
         self._queue: tuple[float, dict[str, dict[str, Any]]] | None = None
@@ -338,6 +347,7 @@ class SlurmBackend(Backend):
             file_roots=None,
             memory_limit_gb=None,  # Slurm enforces the job's memory
             private_tmp=False,
+            staging=self.staging,
         )
 
     def poll(self, handle: str) -> JobStatus:
