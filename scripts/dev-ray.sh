@@ -166,11 +166,11 @@ start_node() {
     echo $! >"$RUN/$n.pid"
 }
 
-node_ports() { # the per-node ports every raylet needs, all free now
-    local a b c d e f
-    read -r a b c d e f <<<"$(free_ports 6)"
-    echo "--node-manager-port=$a --object-manager-port=$b --dashboard-agent-listen-port=$c" \
-        "--dashboard-agent-grpc-port=$d --runtime-env-agent-port=$e --metrics-export-port=$f"
+# node_ports A B C D E F: the per-node port flags every raylet needs (ports from one free_ports
+# call: ports from separate calls may coincide, as each call's sockets are closed when it ends).
+node_ports() {
+    echo "--node-manager-port=$1 --object-manager-port=$2 --dashboard-agent-listen-port=$3" \
+        "--dashboard-agent-grpc-port=$4 --runtime-env-agent-port=$5 --metrics-export-port=$6"
 }
 
 alive_nodes() { # how many nodes the dashboard reports ALIVE
@@ -245,17 +245,19 @@ cmd_start() {
     rm -rf "$RUN" "$TEMP_DIR"
     mkdir -p "$RUN" "$STATE_DIR/log" "$TEMP_DIR"
 
-    local gcs dash client url loop
+    local gcs dash client url loop ports
     loop=$(loopback_name) || die "no host name other than 'localhost' resolves to 127.0.0.1" \
         "(checked: $(hostname) $(hostname -f 2>/dev/null || true) localhost.localdomain);" \
         "a worker raylet needs one to join the head on loopback"
-    read -r gcs dash client <<<"$(free_ports 3)"
+    ports=$(free_ports 9)
+    read -r gcs dash client _ <<<"$ports"
     url=http://127.0.0.1:$dash
     say "starting the head (GCS 127.0.0.1:$gcs, Jobs API $url)"
     # shellcheck disable=SC2046
     start_node head --node-ip-address=127.0.0.1 --head --port="$gcs" --num-cpus=2 --num-gpus=0 \
         --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$dash" \
-        --ray-client-server-port="$client" --object-store-memory=100000000 $(node_ports)
+        --ray-client-server-port="$client" --object-store-memory=100000000 \
+        $(node_ports $(cut -d' ' -f4- <<<"$ports"))
     local deadline=$((SECONDS + TIMEOUT))
     until [[ $(alive_nodes "$url") -ge 1 ]]; do
         if ! pid_alive head || ((SECONDS >= deadline)); then
@@ -268,7 +270,7 @@ cmd_start() {
     say "starting a worker raylet (CPU=1, fast=2)"
     # shellcheck disable=SC2046
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 start_node worker --address="$loop:$gcs" --num-cpus=1 --num-gpus=0 \
-        --resources='{"fast": 2}' --object-store-memory=80000000 $(node_ports)
+        --resources='{"fast": 2}' --object-store-memory=80000000 $(node_ports $(free_ports 6))
     if ! wait_ready "$url"; then
         stop_all
         die "cluster did not become ready within ${TIMEOUT}s"

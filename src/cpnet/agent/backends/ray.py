@@ -65,6 +65,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -514,8 +515,6 @@ class LocalHead:
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-        import shutil
-
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
