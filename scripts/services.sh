@@ -22,7 +22,7 @@ SERVICES=(
     # name     env variable              control script
     "postgres  CPNET_TEST_POSTGRES_URL   scripts/dev-postgres.sh"
     "slurm     CPNET_TEST_SLURM_CONF     scripts/dev-slurm.sh"
-    # "ray       CPNET_TEST_RAY_ADDRESS    scripts/dev-ray.sh"
+    "ray       CPNET_TEST_RAY_ADDRESS    scripts/dev-ray.sh"
     "seaweedfs CPNET_TEST_S3_ENDPOINT    scripts/dev-seaweedfs.sh"
 )
 

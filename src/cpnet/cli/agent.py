@@ -105,6 +105,22 @@ def agent(
         list[str] | None,
         typer.Option("--option", metavar="K=V", help="Backend setting (repeatable)."),
     ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="URL",
+            help="Ray backend: the cluster's Jobs API (dashboard) address, e.g. "
+            "http://head:8265 (option ray_address).",
+        ),
+    ] = None,
+    ray_local: Annotated[
+        bool,
+        typer.Option(
+            "--ray-local",
+            help="Ray backend: start a private local Ray head, stopped when the agent exits.",
+        ),
+    ] = False,
     pool_name: Annotated[
         str | None, typer.Option("--pool-name", rich_help_panel=POOL_PANEL, help="Pool name.")
     ] = None,
@@ -172,6 +188,8 @@ def agent(
     **Example:** `cpnet agent --hub http://hub:8470 --token cpn_… --pool-name cpu --cpus 16
     --memory-gb 64 --price-cpu 0.05 --label rack=a1`
 
+    **Ray cluster:** `cpnet agent --hub http://hub:8470 --token cpn_… --backend ray
+    --ray-address http://127.0.0.1:8265 --work-dir /shared/cpnet`
     **Kubernetes:** `cpnet agent --hub http://hub:8470 --token cpn_… --backend kubernetes
     --option kubeconfig=/etc/cpnet/kubeconfig --option namespace=cpnet-jobs`
     """
@@ -220,6 +238,19 @@ def agent(
     ):
         if value is not None:
             values[key] = value
+    if ray_address or ray_local:
+        if values.get("backend", "ray") != "ray":
+            fail(
+                "--ray-address and --ray-local are for the Ray backend",
+                f"drop them, or use --backend ray instead of {values['backend']!r}",
+            )
+        if ray_address and ray_local:
+            fail("both --ray-address and --ray-local given", "give one of them")
+        values["backend"] = "ray"
+        if ray_address:
+            values["options"]["ray_address"] = ray_address
+        else:
+            values["options"]["ray_local"] = "true"
     settings = AgentSettings(**values)
     from cpnet.agent.main import run_agent
 

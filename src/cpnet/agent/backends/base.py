@@ -213,3 +213,7 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def forget(self, handle: str) -> None:
         """Free local resources of a final attempt whose state the hub acknowledged."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release what the backend holds for itself (helper processes); attempts keep running.
+        The agent calls it once when it exits."""
