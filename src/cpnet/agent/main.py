@@ -135,7 +135,11 @@ class Agent:
             )
         self.site_id = who["site_id"]
         pools = [to_descriptor(d) for d in self.backend.discover()]
+        images = self.backend.images
         for p in pools:
+            # Whether executors' images run here: in a runtime, or (if allowed) on the host.
+            p.can_run_images = p.can_run_images or images.accepts_images
+            p.labels = {**p.labels, **images.labels()}
             if p.name in self.prices:
                 p.price = self.prices[p.name]
         body = {

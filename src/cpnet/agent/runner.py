@@ -29,7 +29,7 @@ from pathlib import Path
 # Only the standard library and light cpnet modules: a spawned runner (and each fork server, see
 # forkserver.py) starts a fresh interpreter, and importing pydantic (cpnet.tasks.model) alone
 # would cost more than everything else here.
-from cpnet.agent import hostinfo
+from cpnet.agent import containers, hostinfo
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
 from cpnet.agent.staging import StagingError, stage_in, stage_out, task_path
 from cpnet.tasks.states import State
@@ -248,6 +248,9 @@ class Runner:
         self.private_tmp: Path | None = None  # bind-mounted on their /tmp (None: shared /tmp)
         self.gpus: list[int] | None = None  # assigned GPU indices (None: the pool has none)
         self.cpus: list[int] | None = None  # CPU ids executors are pinned to (None: unpinned)
+        self.runtime: str | None = None  # podman | docker | apptainer for executors' images
+        self.allow_host_exec = False  # an executor's image may be ignored (run on the host)
+        self.mounts = containers.Mounts()  # task directories bound into containers
 
     # -- recording --
 
@@ -332,10 +335,35 @@ class Runner:
         self.gpus = None if gpus is None else [int(g) for g in gpus]
         cpus = settings.get("cpus")
         self.cpus = [int(c) for c in cpus] if cpus else None
+        self.runtime = settings.get("container_runtime") or None
+        self.allow_host_exec = bool(settings.get("allow_host_exec", False))
+        volumes = [str(v) for v in data["spec"].get("volumes") or []]
+        paths = [i.path for i in spec.inputs] + [o.path for o in spec.outputs] + volumes
+        for ex in spec.executors:
+            paths += [ex.workdir, ex.stdin, ex.stdout, ex.stderr]
+        self.mounts = containers.Mounts.of(paths)
+        if "tmp" in self.mounts.tops:
+            # The task puts files under /tmp (TES clients do): its private /tmp is that
+            # directory, so a command run on the host finds them where the task said.
+            self.tmp_dir = self.files / "tmp"
         self.become_subreaper()
 
         for d in (self.files, self.logs_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        try:
+            for v in volumes:  # TES volumes: empty directories shared by the executors
+                task_path(self.files, v).mkdir(parents=True, exist_ok=True)
+        except (StagingError, OSError) as exc:
+            self.finish(State.SYSTEM_ERROR, f"cannot create volume: {exc}")
+            return
+        unrunnable = next((e.image for e in spec.executors if not self.image_ok(e)), None)
+        if unrunnable is not None:
+            self.finish(
+                State.SYSTEM_ERROR,
+                f"image {unrunnable!r}: this site has no container runtime and does not allow "
+                "host execution",
+            )
+            return
         self.choose_tmp(settings)
         if self.cancel_marked():
             self.finish(State.CANCELED, "canceled before start")
@@ -393,6 +421,9 @@ class Runner:
             f"in {time.monotonic() - started:.2f} s"
         )
         self.finish(State.COMPLETE, None)
+
+    def image_ok(self, ex: Executor) -> bool:
+        return not ex.image or self.runtime is not None or self.allow_host_exec
 
     def become_subreaper(self) -> None:
         """Adopt orphaned descendants, so that ones which left the executor's process group are
@@ -479,6 +510,13 @@ class Runner:
 
         t_start = time.monotonic()
         as_limit = None if self.ram_gb is None else address_space_limit(self.ram_gb)
+        if ex.image and self.runtime:
+            self.log(f"executor {i}: runs in image {ex.image!r} with {self.runtime}")
+        elif ex.image:
+            self.log(
+                f"executor {i}: ran on the host, not in image {ex.image!r} "
+                "(the site has no container runtime; its operator allows host execution)"
+            )
         try:
             try:
                 proc = self.popen(ex, ids, cwd, stdin, stdout, stderr, as_limit)
@@ -544,10 +582,23 @@ class Runner:
         stderr: IO[bytes],
         as_limit: int | None,
     ) -> subprocess.Popen[bytes]:
+        argv, env = ex.command, self.executor_env(ex, ids)
+        if ex.image and self.runtime:
+            inside = {"CPNET_TASK_ID": ids["task_id"], "CPNET_ATTEMPT_ID": ids["attempt_id"]}
+            argv = containers.container_argv(
+                self.runtime,
+                ex.image,
+                ex.command,
+                files_dir=str(self.files.resolve()),
+                mounts=self.mounts,
+                workdir=ex.workdir,
+                env={**inside, **ex.env},
+            )
+            env = {**env, "PATH": os.environ.get("PATH", DEFAULT_PATH)}
         return subprocess.Popen(
-            ex.command,
+            argv,
             cwd=cwd,
-            env=self.executor_env(ex, ids),
+            env=env,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

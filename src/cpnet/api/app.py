@@ -11,7 +11,7 @@ from cpnet import __version__
 from cpnet.api import errors
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
-from cpnet.api.routers import accounts, agents, ident, pools, tasks
+from cpnet.api.routers import accounts, agents, ident, pools, tasks, tes
 from cpnet.config import HubSettings
 from cpnet.hub.service import Hub
 
@@ -45,6 +45,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     for r in (ident.router, accounts.router, pools.router, tasks.router, agents.router):
         app.include_router(r)
+    app.include_router(tes.router)  # GA4GH TES v1.1 over the same task store
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ResolveCache)
     return app

@@ -74,6 +74,7 @@ def request_from_dict(task_id: str, spec: dict, avoid: tuple[str, ...] = ()) -> 
         labels=tuple(sorted(c.get("labels", {}).items())),
         avoid_pools=avoid,
         expected_runtime_s=spec.get("expected_runtime_s", 600.0),
+        image=next((e["image"] for e in spec.get("executors", ()) if e.get("image")), None),
     )
 
 

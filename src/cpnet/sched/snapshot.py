@@ -130,7 +130,7 @@ class PoolView:
     running: int  # tasks running there now
     price: Price
     online: bool = True
-    can_run_images: bool = False  # reserved for container support; feasibility ignores it
+    can_run_images: bool = False  # runs executors' images (in a runtime, or host exec allowed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +148,7 @@ class TaskRequest:
     # Pools where an earlier attempt failed: still feasible, but ranked after all others.
     avoid_pools: tuple[str, ...] = ()
     expected_runtime_s: float = 600.0  # seconds; used to estimate cost and queue wait
+    image: str | None = None  # an executor's container image: only pools that run images
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,6 +270,7 @@ class LocalBackend(Backend):
             file_roots=self.file_roots,
             memory_limit_gb=spec.resources.ram_gb if self.memory_limit else None,
             private_tmp=self.private_tmp,
+            images=self.images.to_runner(),
         )
 
     def poll(self, handle: str) -> JobStatus:
@@ -665,6 +666,7 @@ def runner_settings(
     file_roots: Any,
     memory_limit_gb: float | None,
     private_tmp: bool,
+    images: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `runner` block of job.json, shared by every backend that starts the runner."""
     disk = spec.resources.disk_gb
@@ -675,6 +677,7 @@ def runner_settings(
         "file_roots": file_roots,
         "memory_limit_gb": memory_limit_gb,
         "private_tmp": private_tmp,
+        **(images or {}),
     }
 
 

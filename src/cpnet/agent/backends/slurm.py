@@ -338,6 +338,7 @@ class SlurmBackend(Backend):
             file_roots=None,
             memory_limit_gb=None,  # Slurm enforces the job's memory
             private_tmp=False,
+            images=self.images.to_runner(),
         )
 
     def poll(self, handle: str) -> JobStatus:
