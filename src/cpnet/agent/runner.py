@@ -68,20 +68,39 @@ def address_space_limit(ram_gb: float) -> int:
     return max(MEMORY_FLOOR_BYTES, int(ram_gb * GIB) + MEMORY_SLACK_BYTES)
 
 
-def _private_tmp(source: Path) -> None:
+def kept_under_tmp() -> list[Path]:
+    """Directories under /tmp that executors must still see through a private /tmp: this
+    Python's prefix, cpnet's own source and the PATH entries (an agent installed under /tmp)."""
+    candidates = [Path(sys.prefix), Path(__file__).resolve().parents[2]]
+    candidates += [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    out: list[Path] = []
+    for c in sorted({c.resolve() for c in candidates if c.is_absolute()}):
+        under = c.is_relative_to("/tmp") and c != Path("/tmp") and c.is_dir()
+        if under and not any(c.is_relative_to(o) for o in out):
+            out.append(c)
+    return out
+
+
+def _private_tmp(source: Path, keep: tuple[Path, ...] = ()) -> None:
     """In a child: enter a new mount namespace, stop mount propagation, and bind-mount `source`
     (the attempt's ``tmp/``) on /tmp, so that every executor of one attempt sees the same /tmp
-    and nobody else's, and nothing it writes there reaches the host's /tmp.
+    and nobody else's, and nothing it writes there reaches the host's /tmp. Each directory in
+    `keep` (under the host's /tmp) is first bound at the same place inside `source`, where its
+    mount point must exist already.
 
     Raises OSError when the kernel refuses (not root, or no CAP_SYS_ADMIN in a container).
     """
     libc = ctypes.CDLL(None, use_errno=True)
     src = os.fsencode(source)
-    steps = (
+    rec_bind = MS_BIND | MS_REC
+    steps = [
         ("unshare(CLONE_NEWNS)", lambda: libc.unshare(CLONE_NEWNS)),
         ("make / rprivate", lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
-        ("bind-mount on /tmp", lambda: libc.mount(src, b"/tmp", None, MS_BIND, None)),
-    )
+    ]
+    for k in keep:
+        a, b = os.fsencode(k), os.fsencode(source / k.relative_to("/tmp"))
+        steps.append((f"keep {k}", lambda a=a, b=b: libc.mount(a, b, None, rec_bind, None)))
+    steps.append(("bind-mount on /tmp", lambda: libc.mount(src, b"/tmp", None, rec_bind, None)))
     for what, step in steps:
         if step() != 0:
             err = ctypes.get_errno()
@@ -89,7 +108,10 @@ def _private_tmp(source: Path) -> None:
 
 
 def _child_setup(
-    private_tmp: Path | None, as_limit: int | None, cpus: list[int] | None = None
+    private_tmp: Path | None,
+    as_limit: int | None,
+    cpus: list[int] | None = None,
+    keep: tuple[Path, ...] = (),
 ) -> Any:
     """The preexec_fn of an executor: private /tmp first (mounting needs memory), then the CPU
     affinity, then RLIMIT_AS. None when there is nothing to do (so that Popen may use vfork)."""
@@ -98,7 +120,7 @@ def _child_setup(
 
     def setup() -> None:
         if private_tmp is not None:
-            _private_tmp(private_tmp)
+            _private_tmp(private_tmp, keep)
         if cpus is not None:
             # probed by the runner before (probe_cpu_affinity); should it fail here after all,
             # the executor runs unpinned rather than not at all
@@ -251,6 +273,7 @@ class Runner:
         self.runtime: str | None = None  # podman | docker | apptainer for executors' images
         self.allow_host_exec = False  # an executor's image may be ignored (run on the host)
         self.mounts = containers.Mounts()  # task directories bound into containers
+        self.keep: tuple[Path, ...] = ()  # host dirs under /tmp still seen in a private /tmp
 
     # -- recording --
 
@@ -444,6 +467,10 @@ class Runner:
             why = probe_private_tmp(self.tmp_dir)
         if why is None:
             self.private_tmp = self.tmp_dir
+            self.keep = tuple(kept_under_tmp())
+            for k in self.keep:
+                (self.tmp_dir / k.relative_to("/tmp")).mkdir(parents=True, exist_ok=True)
+                self.log(f"/tmp: {k} stays visible (the agent's software lives there)")
             self.log(f"/tmp: private, {self.tmp_dir} bind-mounted on /tmp in a mount namespace")
         else:
             self.log(f"/tmp: shared with the host; TMPDIR={self.tmp_dir} (no private /tmp: {why})")
@@ -604,7 +631,7 @@ class Runner:
             stderr=stderr,
             process_group=0,  # its own group: cancel kills it and everything it forks
             close_fds=True,
-            preexec_fn=_child_setup(self.private_tmp, as_limit, self.cpus),
+            preexec_fn=_child_setup(self.private_tmp, as_limit, self.cpus, self.keep),
         )
 
     def reap_leftovers(self) -> None:
