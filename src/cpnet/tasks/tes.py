@@ -284,10 +284,9 @@ def to_spec(task: TesTask) -> tuple[TaskSpec, list[str]]:
 
 def _tes_field(loc: tuple) -> str:
     """A TaskSpec error location as the TES field a client sent."""
-    names = {"constraints": "resources.backend_parameters"}
     parts = [str(x) for x in loc]
-    if parts and parts[0] in names:
-        parts = [names[parts[0]], *parts[1:]]
+    if parts[:1] == ["constraints"] and len(parts) > 1:
+        parts = ["resources.backend_parameters", f"cpnet.{parts[1]}"]
     if parts and parts[0] in ("max_attempts", "expected_runtime_s", "idempotency_key"):
         parts = ["resources.backend_parameters", f"cpnet.{parts[0]}"]
     if parts[:2] in (["resources", "gpus"], ["resources", "gpu_model"]):
