@@ -101,7 +101,7 @@ def list_tasks(
 ) -> JSONResponse:
     """ListTasks: your organisation's tasks, newest first."""
     if state is not None and state not in TES_STATES:
-        raise Invalid(f"state {state!r} unknown; use one of {', '.join(TES_STATES)}", "state")
+        raise Invalid(f"state {state!r} unknown; use one of {', '.join(TES_STATES)}", field="state")
     wanted = tes.tag_filter(tag_key, tag_value)
     f = store.TaskFilter(
         # UNKNOWN is never a cpnet task's state: the filter then matches nothing
