@@ -69,7 +69,10 @@ class ImageSupport:
         return self.runtime is not None or self.allow_host_exec
 
     def labels(self) -> dict[str, str]:
-        """The pool labels that announce this (merged into every pool the agent registers)."""
+        """The pool labels that announce this (merged into every pool the agent registers);
+        none for a site that runs no images (its pools say can_run_images=false)."""
+        if not self.accepts_images:
+            return {}
         out = {LABEL_RUNTIME: self.runtime or "none"}
         if self.allow_host_exec:
             out[LABEL_HOST_EXEC] = "allowed"

@@ -121,16 +121,18 @@ class Server:
                     while os.read(self.wake_r, 4096):
                         pass
             self.reap()
-            if os.getppid() != self.parent:
-                return  # the backend's process is gone (we were re-parented)
+            # Requests first: a `go` the backend sent just before it died still starts its
+            # runner (the backend recorded that runner, and will adopt it when it restarts).
             if self.rfd in ready:
                 data = os.read(self.rfd, 65536)
-                if not data:
-                    return  # EOF: the backend that started us is gone
                 buf += data
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     self.handle(line.decode("utf-8", "surrogateescape"))
+                if not data:
+                    return  # EOF: the backend that started us is gone
+            if os.getppid() != self.parent:
+                return  # the backend's process is gone (we were re-parented)
 
     def handle(self, line: str) -> None:
         verb, _, arg = line.partition(" ")

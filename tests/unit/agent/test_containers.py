@@ -78,6 +78,7 @@ def test_runtime_choice_from_options():
     }
     none = containers.from_options({"container_runtime": "none"})
     assert none == ImageSupport(None, False) and not none.accepts_images
+    assert none.labels() == {}
     assert ImageSupport(None, True).accepts_images
 
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from cpnet import __version__
 from cpnet.api.deps import caller, hub, require
@@ -21,7 +22,7 @@ from cpnet.errors import Invalid
 from cpnet.hub.service import Hub
 from cpnet.store import tasks as store
 from cpnet.tasks import tes
-from cpnet.tasks.model import URL_SCHEMES
+from cpnet.tasks.model import URL_SCHEMES, TaskSpec
 from cpnet.tasks.states import State
 
 PREFIX = "/ga4gh/tes/v1"
@@ -73,6 +74,12 @@ async def create_task(
     if not isinstance(body, dict):
         raise Invalid("body must be a tesTask JSON object", field="body")
     spec, warnings = tes.to_spec(tes.parse(body))
+    # the store is synchronous: keep it off the event loop, as sync routes are
+    task_id = await run_in_threadpool(_create, h, who, spec, warnings)
+    return _json({"id": task_id})
+
+
+def _create(h: Hub, who: Principal, spec: TaskSpec, warnings: list[str]) -> str:
     now = time.time()
     with h.store.tx() as s:
         task, created = store.create_task(s, who, spec, now)
@@ -81,7 +88,7 @@ async def create_task(
                 store.note(s, task, now, NOTE + w)
     if created:
         h.wake_scheduler()
-    return _json({"id": task.id})
+    return task.id
 
 
 View = Annotated[tes.View, Query()]
