@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from cpnet import __version__
@@ -22,7 +23,7 @@ from cpnet.errors import Invalid
 from cpnet.hub.service import Hub
 from cpnet.store import tasks as store
 from cpnet.tasks import tes
-from cpnet.tasks.model import URL_SCHEMES, TaskSpec
+from cpnet.tasks.model import URL_SCHEMES, TaskSpec, TaskView
 from cpnet.tasks.states import State
 
 PREFIX = "/ga4gh/tes/v1"
@@ -132,8 +133,9 @@ def list_tasks(
     return _json(out)
 
 
-def _task(s, v, view: tes.View) -> dict:  # type: ignore[no-untyped-def]
-    notes = []
+def _task(s: Session, v: TaskView, view: tes.View) -> dict:
+    """A task in a BASIC or FULL view; FULL shows the warnings recorded at creation first."""
+    notes: list[str] = []
     if view is tes.View.FULL:
         notes = [n.removeprefix(NOTE) for n in store.notes_of(s, v.id, NOTE)]
     return tes.to_tes(v, view, notes)
