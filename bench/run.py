@@ -6,7 +6,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
 - ``throughput``: end-to-end task throughput and latency through hub and agent, side by side
   with the same commands run as raw processes (``bench/throughput.py``);
 - ``resolve``: identifier resolution over HTTP against ``/v1/health`` and a bare ASGI app, and
-  the resolver in process against a plain ``dict.get`` (``bench/resolve.py``).
+  the resolver in process against a plain ``dict.get`` (``bench/resolve.py``);
+- ``measure``: the calibration probes on this machine, their time and measured vs peak per
+  figure (``bench/measure.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -18,11 +20,12 @@ import argparse
 import sys
 import time
 
+import measure
 import resolve
 import throughput
 from common import BenchError, console, trap_sigterm
 
-BENCHMARKS = ("throughput", "resolve")
+BENCHMARKS = ("throughput", "resolve", "measure")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small and short: a smoke run")
     throughput.add_args(ap)
     resolve.add_args(ap)
+    measure.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if name == "throughput":
                 path = throughput.run(throughput.params(args, command))
+            elif name == "measure":
+                path = measure.run(measure.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

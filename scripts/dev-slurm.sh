@@ -9,7 +9,10 @@
 #   scripts/dev-slurm.sh url      print the slurm.conf path (what scripts/services.sh records)
 #
 # State lives in ${CPNET_DEV_DIR:-<repo>/.dev}/slurm: slurm.conf, env (SLURM_CONF=... for clients),
-# state/, spool/<node>/, log/, run/ (PID files), jobcomp.txt (read it with `sacct -c`).
+# state/, spool/<node>/, log/, run/ (PID files), jobcomp.txt (read it with `sacct -c`), jwt.key.
+# When slurmrestd and the JWT plugin are installed (packages slurmrestd slurm-wlm-jwt-plugin), a
+# slurmrestd (openapi/v0.0.38, JWT auth) runs too, as the `slurm` user (it refuses root), and its
+# URL is in slurmrestd.url next to slurm.conf; get a token with `scontrol token username=root`.
 # Nodes n1,n2 (CPUs=1, 1 GiB) form partition `cpu` (the default); n3,n4 (CPUs=2, 2 GiB) form `big`.
 # All daemons listen on 127.0.0.1, on ports chosen free at start. Slurm runs as root (SlurmUser=root,
 # which needs `start` to run as root); munged runs as the `munge` user with its own key and socket
@@ -30,6 +33,9 @@ RUN=$STATE_DIR/run
 TIMEOUT=${CPNET_SLURM_TIMEOUT:-60}
 NODES=(n1 n2 n3 n4)
 PACKAGES=(slurmctld slurmd slurm-client munge)
+REST_PACKAGES=(slurmrestd slurm-wlm-jwt-plugin) # optional: the slurmrestd transport
+JWT_PLUGIN=/usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so
+REST_URL_FILE=$STATE_DIR/slurmrestd.url
 
 say() { echo "dev-slurm: $*" >&2; }
 die() {
@@ -62,6 +68,49 @@ ensure_binaries() {
         echo "$INSTALL_CMD" >&2
         exit 3
     fi
+}
+
+have_rest() { [[ -x /usr/sbin/slurmrestd && -f $JWT_PLUGIN ]] && id -u slurm >/dev/null 2>&1; }
+
+ensure_rest() { # best effort: the CLI cluster works without it
+    have_rest && return 0
+    if is_root && [[ ${CPNET_SLURM_INSTALL:-1} != 0 ]]; then
+        say "installing ${REST_PACKAGES[*]} (for the slurmrestd transport)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            "${REST_PACKAGES[@]}" >&2 || say "could not install ${REST_PACKAGES[*]}"
+    fi
+    have_rest || say "no slurmrestd: install ${REST_PACKAGES[*]} for the REST transport"
+}
+
+# slurmrestd has no daemon mode: start it in the background as `slurm` (setpriv execs, so $! is
+# slurmrestd itself), record its PID, and wait until it answers.
+start_rest() {
+    have_rest || return 0
+    local port
+    port=$(free_ports 1)
+    (cd / && exec setpriv --reuid=slurm --regid=slurm --init-groups \
+        env SLURM_CONF="$CONF" SLURM_JWT=daemon /usr/sbin/slurmrestd -f "$CONF" \
+        -a rest_auth/jwt -s openapi/v0.0.38 "127.0.0.1:$port" \
+        >>"$STATE_DIR/log/slurmrestd.log" 2>&1 9>&- </dev/null) &
+    echo $! >"$RUN/slurmrestd.pid"
+    local deadline=$((SECONDS + 20)) token
+    token=$(scontrol token username=root lifespan=60 | sed -n 's/^SLURM_JWT=//p')
+    until python3 - "http://127.0.0.1:$port/slurm/v0.0.38/ping" "$token" 2>/dev/null <<'EOF'
+import sys, urllib.request
+req = urllib.request.Request(
+    sys.argv[1], headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": sys.argv[2]}
+)
+urllib.request.urlopen(req, timeout=2).read()
+EOF
+    do
+        if ((SECONDS >= deadline)) || ! pid_alive "$RUN/slurmrestd.pid" slurmrestd; then
+            say "slurmrestd did not answer on port $port"
+            tail -n 10 "$STATE_DIR/log/slurmrestd.log" >&2 || true
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "http://127.0.0.1:$port" >"$REST_URL_FILE"
 }
 
 # munged (running as `munge`) checks the ownership and permissions of its directories and must be
@@ -146,6 +195,7 @@ all_running() {
 any_running() {
     pid_alive "$MUNGE_PID" munged && return 0
     pid_alive "$RUN/slurmctld.pid" slurmctld && return 0
+    pid_alive "$RUN/slurmrestd.pid" slurmrestd && return 0
     local n
     for n in "${NODES[@]}"; do pid_alive "$RUN/slurmd-$n.pid" slurmd && return 0; done
     return 1
@@ -189,6 +239,8 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$MUNGE_SOCKET
+$(have_rest && echo "AuthAltTypes=auth/jwt")
+$(have_rest && echo "AuthAltParameters=jwt_key=$STATE_DIR/jwt.key")
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -300,6 +352,11 @@ cmd_start() {
     for n in "${NODES[@]}"; do mkdir -p "$STATE_DIR/spool/$n"; done
 
     start_munge
+    ensure_rest
+    rm -f "$REST_URL_FILE"
+    if have_rest && [[ ! -s $STATE_DIR/jwt.key ]]; then
+        (umask 077 && head -c 32 /dev/urandom >"$STATE_DIR/jwt.key")
+    fi
     write_conf
     say "starting slurmctld (port $(sed -n 's/^SlurmctldPort=//p' "$CONF")) and slurmd ${NODES[*]}"
     /usr/sbin/slurmctld -i -f "$CONF" 9>&- || {
@@ -316,6 +373,7 @@ cmd_start() {
         stop_all
         die "cluster did not become ready within ${TIMEOUT}s"
     fi
+    start_rest || say "continuing without slurmrestd"
     echo "SLURM_CONF=$CONF" >"$ENV_FILE.tmp"
     mv -f "$ENV_FILE.tmp" "$ENV_FILE"
     say "ready in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')s" \
@@ -325,14 +383,14 @@ cmd_start() {
 
 stop_all() {
     local n
-    local daemons=("$RUN/slurmctld.pid:slurmctld")
+    local daemons=("$RUN/slurmrestd.pid:slurmrestd" "$RUN/slurmctld.pid:slurmctld")
     for n in "${NODES[@]}"; do daemons+=("$RUN/slurmd-$n.pid:slurmd"); done
     stop_pids "${daemons[@]}"
     stop_pids "$MUNGE_PID:munged" # last: the others talk to it while shutting down
 }
 
 cmd_stop() {
-    rm -f "$ENV_FILE"
+    rm -f "$ENV_FILE" "$REST_URL_FILE"
     [[ -d $STATE_DIR ]] || {
         say "not running"
         return 0

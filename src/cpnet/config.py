@@ -36,6 +36,7 @@ class HubSettings:
     schedule_interval_s: float = 1.0  # scheduler wake-up when nothing signals it earlier
     resolve_ttl_s: int = 300
     max_body_bytes: int = 1024 * 1024
+    max_blob_bytes: int = 16 * 1024 * 1024  # one blob in the hub's store (PUT /v1/blobs)
     log_level: str = "warning"
 
     @property
@@ -57,4 +58,6 @@ class HubSettings:
             s = replace(s, heartbeat_interval_s=float(env["CPNET_HEARTBEAT_INTERVAL"]))
         if env.get("CPNET_SCHEDULE_INTERVAL"):
             s = replace(s, schedule_interval_s=float(env["CPNET_SCHEDULE_INTERVAL"]))
+        if env.get("CPNET_MAX_BLOB_BYTES"):
+            s = replace(s, max_blob_bytes=int(env["CPNET_MAX_BLOB_BYTES"]))
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})

@@ -111,6 +111,9 @@ class AgentProc:
     heartbeat_s: float = HEARTBEAT_S
     backend: str = "local"
     options: dict[str, str] = field(default_factory=dict)
+    # Calibration probes on join: off unless a test is about them (they burn CPU for seconds).
+    measure: bool = False
+    measure_budget_s: float = 20.0
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,8 @@ class AgentProc:
             "token": self.token,
             "work_dir": str(self.work_dir),
             "heartbeat_interval_s": self.heartbeat_s,
+            "measure_on_join": self.measure,
+            "measure_budget_s": self.measure_budget_s,
         }
         if self.pools:
             body["pool"] = self.pools

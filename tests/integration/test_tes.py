@@ -427,6 +427,18 @@ def test_responses_errors_auth_and_tenants(net: Net):
             },
             "resources.backend_parameters.VmSize",
         ),
+        (
+            {
+                "executors": [{"image": "a", "command": ["x"]}],
+                "resources": {
+                    "backend_parameters": {
+                        "cpnet.reference_pool": "cn.dev.nope.p0",
+                        "cpnet.reference_runtime_s": "60",
+                    }
+                },
+            },
+            "resources.backend_parameters.cpnet.reference_pool",
+        ),
     ]  # fmt: skip
     for bad, field in cases:
         r = raw.post("/tasks", bad)

@@ -121,18 +121,21 @@ class Server:
                     while os.read(self.wake_r, 4096):
                         pass
             self.reap()
-            # Requests first: a `go` the backend sent just before it died still starts its
-            # runner (the backend recorded that runner, and will adopt it when it restarts).
-            if self.rfd in ready:
+            orphaned = os.getppid() != self.parent  # the backend's process is gone
+            # Read before acting on the parent's death: a ``go`` it wrote just before dying is
+            # still in the pipe, and its runner.pid is already recorded, so it must be honoured.
+            while self.rfd in ready or (orphaned and _wait_readable(self.rfd, 0)):
+                ready = []
                 data = os.read(self.rfd, 65536)
+                if not data:
+                    orphaned = True  # EOF: the backend that started us is gone
+                    break
                 buf += data
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     self.handle(line.decode("utf-8", "surrogateescape"))
-                if not data:
-                    return  # EOF: the backend that started us is gone
-            if os.getppid() != self.parent:
-                return  # the backend's process is gone (we were re-parented)
+            if orphaned:
+                return
 
     def handle(self, line: str) -> None:
         verb, _, arg = line.partition(" ")

@@ -245,6 +245,7 @@ class Usage:
     peak_rss_mb: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    alloc_cpu_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The record as ``Usage.model_dump(mode="json")`` writes it (floats stay floats)."""
@@ -254,4 +255,5 @@ class Usage:
             "peak_rss_mb": float(self.peak_rss_mb),
             "bytes_in": int(self.bytes_in),
             "bytes_out": int(self.bytes_out),
+            "alloc_cpu_s": float(self.alloc_cpu_s),
         }

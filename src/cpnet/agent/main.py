@@ -21,6 +21,7 @@ from cpnet import __version__
 from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import Backend, BackendConfig, Job, JobStatus, PoolCapacity, PoolDecl
 from cpnet.agent.journal import Entry, Journal
+from cpnet.agent.probe import measure_pool
 from cpnet.agent.settings import AgentSettings
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
 from cpnet.tasks.model import Assignment, AttemptUpdate
@@ -31,6 +32,7 @@ log = logging.getLogger("cpnet.agent")
 POLL_S = 0.1  # how often the backend's truth is read for held attempts
 MAX_BATCH = 500
 ACCEPT_THREADS = 4
+ENDED_MEMORY = 100_000  # ended attempt ids remembered against late re-deliveries
 
 
 class AgentError(Exception):
@@ -89,17 +91,31 @@ class Agent:
         work.mkdir(parents=True, exist_ok=True)
         decls = [to_decl(p) for p in settings.pools] or None
         self.backend: Backend = get_backend(settings.backend)(
-            BackendConfig(work_root=work / "attempts", pools=decls, options=dict(settings.options))
+            BackendConfig(
+                work_root=work / "attempts",
+                pools=decls,
+                options=dict(settings.options),
+                hub_url=settings.hub_url.rstrip("/"),
+                hub_token=settings.token,
+            )
         )
         self.journal = Journal(work / "journal")
         self.entries: dict[str, Entry] = {}
+        # Attempts that ended here and whose end the hub acknowledged (newest last, bounded). A
+        # long poll answered from a snapshot taken before that acknowledgement can still carry
+        # one as an assignment; it must not run a second time.
+        self.ended: dict[str, None] = {}
         self.lock = threading.Lock()
         self.pending: deque[AttemptUpdate] = deque()
         self.last_state: dict[str, State] = {}
         self.stop = threading.Event()
         self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
         self.site_id = ""
+        self.decls: list[PoolDecl] = []
+        self.measuring = threading.Event()  # set while probes run
+        self.asked: dict[str, float] = {}  # measurement requests acted on: pool -> asked at
         self.prices = {p.name: p.price for p in settings.pools}
+        self.declared = {p.name: p.declared for p in settings.pools if p.declared}
 
     # ---- talking to the hub ----
 
@@ -134,14 +150,18 @@ class Agent:
                 "`cpnet admin site token SITE_ID` and pass it with --token"
             )
         self.site_id = who["site_id"]
-        pools = [to_descriptor(d) for d in self.backend.discover()]
+        self.decls = self.backend.discover()
+        pools = [to_descriptor(d) for d in self.decls]
         images = self.backend.images
         for p in pools:
             # Whether executors' images run here: in a runtime, or (if allowed) on the host.
-            p.can_run_images = p.can_run_images or images.accepts_images
-            p.labels = {**p.labels, **images.labels()}
+            # A backend that runs images itself (Kubernetes) says so in its pools already.
+            if not p.can_run_images:
+                p.can_run_images = images.accepts_images
+                p.labels = {**p.labels, **images.labels()}
             if p.name in self.prices:
                 p.price = self.prices[p.name]
+            p.declared = self.declared.get(p.name)
         body = {
             "endpoint": self.settings.endpoint,
             "agent_version": __version__,
@@ -150,6 +170,9 @@ class Agent:
             "pools": [p.model_dump(mode="json") for p in pools],
         }
         res = self._call("POST", f"/v1/sites/{self.site_id}/register", json=body).json()
+        for name, notes in (res.get("capacity_notes") or {}).items():
+            for note in notes:
+                log.warning("pool %s capacity: %s", name, note)
         for e in self.journal.load():
             if e.done:
                 self.journal.remove(e.attempt_id)
@@ -163,11 +186,70 @@ class Agent:
             log.info("re-attached %d attempts after restart", len(self.entries))
         return res
 
+    # ---- calibration ----
+
+    def measure_once(self, names: list[str] | None = None) -> dict:
+        """Probe every pool (or those named) as a job of that pool and send the reports.
+
+        Returns the hub's answer. A pool whose probe fails is logged and left out; the others
+        are still reported.
+        """
+        reports = []
+        # Only the local backend runs on this host: elsewhere ask one CPU of a node.
+        cores = None if self.settings.backend == "local" else 1.0
+        for decl in self.decls:
+            if self.stop.is_set():
+                break
+            if names is not None and decl.name not in names:
+                continue
+            try:
+                report = measure_pool(
+                    self.backend,
+                    decl,
+                    self.settings.work_dir / "probes",  # backends may choose their own
+                    budget_s=self.settings.measure_budget_s,
+                    cores=cores,
+                    stop=self.stop,
+                )
+            except Exception as exc:  # ProbeFailed or worse: one pool's probe must not stop us
+                log.warning("probe of pool %s failed: %s", decl.name, exc)
+                continue
+            log.info(
+                "pool %s measured in %.1f s: %s", decl.name, report.duration_s, report.cpu.given()
+            )
+            reports.append({"name": decl.name, "probe": report.model_dump(mode="json")})
+        if not reports:
+            return {}
+        body = {"pools": reports}
+        return self._call("POST", f"/v1/sites/{self.site_id}/measurements", json=body).json()
+
+    def measure_loop(self, names: list[str] | None = None) -> None:
+        try:
+            self.measure_once(names)
+        except AgentError as exc:
+            if not self.stop.is_set():
+                log.error("measurements: %s", exc)
+        except Exception:
+            log.exception("measurements failed")
+        finally:
+            self.measuring.clear()
+
+    def measure_in_background(self, names: list[str] | None = None) -> bool:
+        """Start probing (all pools, or those named) unless probes are running already."""
+        with self.lock:
+            if self.measuring.is_set():
+                return False
+            self.measuring.set()
+        threading.Thread(
+            target=self.measure_loop, args=(names,), name="measure", daemon=True
+        ).start()
+        return True
+
     # ---- assignments ----
 
     def _accept(self, a: Assignment) -> None:
         with self.lock:
-            if a.attempt_id in self.entries:
+            if a.attempt_id in self.entries or a.attempt_id in self.ended:
                 return
             job = Job(a.attempt_id, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
             e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict())
@@ -238,6 +320,11 @@ class Agent:
             "running_attempts": running,
         }
         reply = self._call("POST", f"/v1/sites/{self.site_id}/heartbeat", json=body).json()
+        # Pools someone asked to be probed again; each request is acted on once (a probe that
+        # fails is not retried every heartbeat: the request stays pending at the hub).
+        asked = {n: at for n, at in (reply.get("measure") or {}).items() if self.asked.get(n) != at}
+        if asked and self.measure_in_background(list(asked)):
+            self.asked.update(asked)
         for aid in reply.get("cancel", []):
             self._cancel(aid)
         for aid in reply.get("unknown", []):
@@ -321,10 +408,15 @@ class Agent:
                     with self.lock:
                         self.entries.pop(e.attempt_id, None)
                         self.last_state.pop(e.attempt_id, None)
+                        self.ended[e.attempt_id] = None
+                        while len(self.ended) > ENDED_MEMORY:
+                            del self.ended[next(iter(self.ended))]
 
     def run(self) -> None:
         res = self.join()
         log.info("site %s joined with pools %s", self.site_id, res.get("pools"))
+        if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
+            self.measure_in_background()
         self.heartbeat_once()
         threads = [
             threading.Thread(target=self.assignment_loop, name="assignments", daemon=True),

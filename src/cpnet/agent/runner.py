@@ -31,7 +31,7 @@ from pathlib import Path
 # would cost more than everything else here.
 from cpnet.agent import containers, hostinfo
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
-from cpnet.agent.staging import StagingError, stage_in, stage_out, task_path
+from cpnet.agent.staging import Remote, StagingError, Transfer, stage_in, stage_out, task_path
 from cpnet.tasks.states import State
 
 TYPE_CHECKING = False  # not typing's: typing is for type checkers only here, and costs startup
@@ -49,6 +49,8 @@ DEFAULT_MAX_STAGE_BYTES = 10 * 1024**3  # per direction, when the task gives no 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_SYSTEM_LOGS = 64  # the hub accepts at most this many lines, each up to 4096 chars
 MAX_LOG_CHARS = 4096
+PROGRESS_EVERY_S = 1.0  # status.json is rewritten at most this often while a transfer runs
+HUB_TOKEN_ENV = "CPNET_STAGING_TOKEN"  # the agent's token for cpnet://blobs/ (env, not job.json)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 CLONE_NEWNS = 0x00020000  # <linux/sched.h>
 MS_REC = 1 << 14  # <linux/mount.h>
@@ -221,6 +223,8 @@ def new_record(state: State, reason: str | None = None, pid: int | None = None) 
         "system_logs": [],
         "bytes_in": 0,
         "bytes_out": 0,
+        "staging": [],  # one record per input and output moved (staging.Transfer.to_dict)
+        "staging_progress": None,  # the transfer under way: {"path", "bytes", "total"}
     }
 
 
@@ -270,6 +274,8 @@ class Runner:
         self.private_tmp: Path | None = None  # bind-mounted on their /tmp (None: shared /tmp)
         self.gpus: list[int] | None = None  # assigned GPU indices (None: the pool has none)
         self.cpus: list[int] | None = None  # CPU ids executors are pinned to (None: unpinned)
+        self.progress_saved = 0.0  # monotonic time status.json last got a progress update
+        self.inherit_env: tuple[str, ...] = ()  # prefixes of the runner's variables executors see
         self.runtime: str | None = None  # podman | docker | apptainer for executors' images
         self.allow_host_exec = False  # an executor's image may be ignored (run on the host)
         self.mounts = containers.Mounts()  # task directories bound into containers
@@ -346,18 +352,30 @@ class Runner:
         settings = data.get("runner") or {}
         self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
         roots = settings.get("file_roots")
+        ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
+        max_file = settings.get("max_file_bytes")
         limits: dict[str, Any] = {
             "max_bytes": int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES)),
+            "max_file_bytes": None if max_file is None else int(max_file),
             "timeout_s": float(settings.get("http_timeout_s", 60.0)),
             "file_roots": None if roots is None else [Path(r) for r in roots],
+            "remote": Remote(
+                s3_endpoint=settings.get("s3_endpoint") or None,
+                s3_region=settings.get("s3_region") or None,
+                hub_url=settings.get("hub_url") or None,
+                hub_token=os.environ.get(HUB_TOKEN_ENV) or None,
+                attempt_id=ids["attempt_id"] or None,
+            ),
+            "on_transfer": self.transferred,
+            "progress": self.progress,
         }
-        ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
         ram_gb = settings.get("memory_limit_gb")
         self.ram_gb = float(ram_gb) if ram_gb else None
         gpus = settings.get("gpus")
         self.gpus = None if gpus is None else [int(g) for g in gpus]
         cpus = settings.get("cpus")
         self.cpus = [int(c) for c in cpus] if cpus else None
+        self.inherit_env = tuple(str(x) for x in settings.get("inherit_env_prefixes") or () if x)
         self.runtime = settings.get("container_runtime") or None
         self.allow_host_exec = bool(settings.get("allow_host_exec", False))
         volumes = [str(v) for v in data["spec"].get("volumes") or []]
@@ -401,6 +419,7 @@ class Runner:
             self.staging = False
             self.finish(State.SYSTEM_ERROR, f"stage-in failed: {exc}")
             return
+        self.record["staging_progress"] = None
         self.record["bytes_in"] = bytes_in
         self.log(
             f"staged {len(spec.inputs)} inputs, {bytes_in} bytes, "
@@ -437,6 +456,7 @@ class Runner:
             self.staging = False
             self.finish(State.SYSTEM_ERROR, f"stage-out failed: {exc}")
             return
+        self.record["staging_progress"] = None
         self.record["outputs"] = [o.to_dict() for o in outputs]
         self.record["bytes_out"] = bytes_out
         self.log(
@@ -444,6 +464,23 @@ class Runner:
             f"in {time.monotonic() - started:.2f} s"
         )
         self.finish(State.COMPLETE, None)
+
+    def transferred(self, rec: Transfer) -> None:
+        """One input or output moved: into the staging log, the system log and status.json."""
+        self.record["staging"].append(rec.to_dict())
+        key = "bytes_in" if rec.direction == "in" else "bytes_out"
+        self.record[key] += rec.size_bytes
+        self.log(rec.line())
+        self.record["staging_progress"] = None
+        self.save()
+
+    def progress(self, path: str, done: int, total: int | None) -> None:
+        """A transfer moved more bytes: recorded in status.json at most once a second."""
+        self.record["staging_progress"] = {"path": path, "bytes": done, "total": total}
+        t = time.monotonic()
+        if t - self.progress_saved >= PROGRESS_EVERY_S:
+            self.progress_saved = t
+            self.save()
 
     def image_ok(self, ex: Executor) -> bool:
         return not ex.image or self.runtime is not None or self.allow_host_exec
@@ -500,6 +537,8 @@ class Runner:
             "CPNET_ATTEMPT_ID": ids["attempt_id"],
             "CPNET_WORK_DIR": str(self.work_dir),
         }
+        if self.inherit_env:  # e.g. SLURM_* inside a Slurm job, so that srun works
+            env.update((k, v) for k, v in os.environ.items() if k.startswith(self.inherit_env))
         env.update(ex.env)
         if self.gpus is not None:  # after the task's env: the assignment is not the task's to pick
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))

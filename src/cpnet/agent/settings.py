@@ -37,6 +37,7 @@ from cpnet.registry.model import HEARTBEAT_INTERVAL_S, PoolDescriptor
 FILE_KEYS = frozenset(
     {"hub", "hub_url", "token", "backend", "work_dir", "heartbeat_interval_s", "endpoint"}
     | {"options", "pool"}
+    | {"measure_on_join", "measure_budget_s"}
 )
 
 
@@ -57,6 +58,10 @@ class AgentSettings:
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     endpoint: str = ""  # how users can reach the site, shown in resolution records
     options: dict[str, str] = field(default_factory=dict)  # backend-specific settings
+    # Calibration probes (cpnet.measure): run as a job on each pool after joining, in the
+    # background, within this many seconds per pool.
+    measure_on_join: bool = True
+    measure_budget_s: float = 20.0
 
     def __repr__(self) -> str:
         # The token is a credential: keep it out of logs and tracebacks.
@@ -99,6 +104,15 @@ def read_agent_file(path: Path) -> dict[str, Any]:
         out["work_dir"] = Path(str(data["work_dir"])).expanduser()
     if "heartbeat_interval_s" in data:
         out["heartbeat_interval_s"] = float(data["heartbeat_interval_s"])
+    if "measure_on_join" in data:
+        if not isinstance(data["measure_on_join"], bool):
+            raise AgentConfigError(f"agent config {path}: measure_on_join must be true or false")
+        out["measure_on_join"] = data["measure_on_join"]
+    if "measure_budget_s" in data:
+        budget = float(data["measure_budget_s"])
+        if not 1 <= budget <= 600:
+            raise AgentConfigError(f"agent config {path}: measure_budget_s must be 1..600")
+        out["measure_budget_s"] = budget
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise AgentConfigError(f"agent config {path}: [options] must be a table")

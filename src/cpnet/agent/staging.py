@@ -1,37 +1,156 @@
 """Data staging: inputs into an attempt's files dir before it runs, outputs out of it after.
 
-Sources: inline content, ``file://`` (a path on this host), ``http(s)://`` (streamed GET).
-Destinations: ``file://`` and ``http(s)://`` (PUT). Every task path is re-rooted under the files
-dir (TES-style ``/data/x`` becomes ``files/data/x``) and must stay there after symlinks are
-resolved, so neither a task spec nor a symlink an executor created can reach outside.
+Sources: inline content, ``file://`` (a path on this host), ``http(s)://`` (streamed GET),
+``s3://bucket/key`` (S3-compatible object storage, boto3) and ``cpnet://blobs/<sha256>`` (the
+hub's content-addressed blob store). Destinations: ``file://``, ``http(s)://`` (PUT),
+``s3://bucket/key`` and ``cpnet://blobs/`` (uploaded to the hub, recorded under its sha256).
+DIRECTORY inputs and outputs map to directories (file://) and key prefixes (s3://).
+
+Rules every transfer follows (docs/staging.md has the user's view):
+
+- Paths: every task path is re-rooted under the files dir (TES-style ``/data/x`` becomes
+  ``files/data/x``); ``..`` is refused, and so is any symlink: in a DIRECTORY input, on the path
+  of an output, inside a DIRECTORY output (an executor may plant one before outputs are
+  collected). S3 keys under a DIRECTORY prefix must be plain relative paths.
+- Checksums: an input may carry ``sha256`` (or a ``#sha256=<hex>`` URL fragment); a mismatch
+  fails the input. Every file output records its sha256 and size.
+- Limits: a per-task total (``max_bytes``, per direction) and an optional per-file limit
+  (``max_file_bytes``); the error names the file and the limit.
+- Resumption: http(s), S3 and hub downloads land in ``.<name>.part`` next to the destination;
+  a dropped connection is retried with a ranged request continuing the part file (``If-Range``
+  / ``IfMatch`` guard against a changed source), and a part left by an earlier call for the same
+  URL is continued too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from cpnet.agent.jobfile import FileType, Input, Output, OutputFileLog
 
 TYPE_CHECKING = False  # not typing's: the runner imports this module and must start fast
 if TYPE_CHECKING:
+    from typing import Any
+
     # Callers in the agent (and tests) pass the pydantic models; the runner, which must not pay
     # for importing pydantic, passes the jobfile dataclasses. Staging reads only the attributes
     # both have, and compares types with == (the two FileType enums are equal by value).
     from cpnet.tasks import model
 
 CHUNK_BYTES = 1024 * 1024  # read/write unit for copies and transfers
+STREAM_CHUNK_BYTES = 64 * 1024  # S3 reads: at most this much is lost (and refetched) on a drop
 DEFAULT_TIMEOUT_S = 60.0  # per network operation (connect, each read/write), not per file
+DEFAULT_RETRIES = 3  # extra tries of a download after a dropped connection (each resumes)
 MAX_REDIRECTS = 5
+BLOB_PREFIX = "cpnet://blobs/"
+SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+RETRY_PAUSE_S = 0.2  # first pause between download tries; doubles, at most 5 s
 
 
 class StagingError(Exception):
     """Raised when an input or output cannot be staged; the message says which and why."""
+
+
+class _Transient(Exception):
+    """A failure worth another (resuming) try: a dropped connection, a timeout."""
+
+
+class _Restart(_Transient):
+    """A ranged request the source refused (it changed, or the part is too long): start over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """Where remote URLs point and how to authenticate there (not part of the task spec).
+
+    S3 credentials are not here: boto3 reads them from the runner's environment
+    (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, which the backend sets from the agent's
+    options when given) or its usual chain (``~/.aws``, instance metadata).
+    """
+
+    s3_endpoint: str | None = None  # None: AWS_ENDPOINT_URL(_S3) or AWS itself
+    s3_region: str | None = None  # None: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+    hub_url: str | None = None  # for cpnet://blobs/ URLs
+    hub_token: str | None = None  # the agent's site token (reads and writes blobs)
+    attempt_id: str | None = None  # blob uploads are a task's outputs: the hub grants its org
+
+
+@dataclass(slots=True)
+class Transfer:
+    """One staged input or output, for the attempt's staging log."""
+
+    direction: str  # "in" or "out"
+    path: str  # the task path
+    url: str  # as shown (no credentials, no query)
+    size_bytes: int
+    seconds: float
+    sha256: str | None = None
+    resumed_from: int = 0  # bytes a download continued from (0: from the start)
+    files: int = 1  # files in a DIRECTORY
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "path": self.path,
+            "url": self.url,
+            "size_bytes": self.size_bytes,
+            "seconds": round(self.seconds, 3),
+            "sha256": self.sha256,
+            "resumed_from": self.resumed_from,
+            "files": self.files,
+        }
+
+    def line(self) -> str:
+        """A one-line summary for the attempt's system log."""
+        verb, prep = ("staged in", "from") if self.direction == "in" else ("staged out", "to")
+        what = f"{self.files} files, " if self.files != 1 else ""
+        text = (
+            f"{verb} {self.path} {prep} {self.url}: {what}{self.size_bytes} bytes "
+            f"in {self.seconds:.2f} s"
+        )
+        if self.sha256:
+            text += f", sha256 {self.sha256}"
+        if self.resumed_from:
+            text += f", resumed at byte {self.resumed_from}"
+        return text
+
+
+Progress = Callable[[str, int, "int | None"], None]  # (task path, bytes so far, total or None)
+
+
+class Budget:
+    """The staging limits of one direction: a per-task total and an optional per-file cap."""
+
+    def __init__(self, total: int, per_file: int | None = None) -> None:
+        self.total = total
+        self.per_file = per_file
+        self.used = 0  # bytes of files finished so far
+
+    def check(self, what: str, size: int) -> None:
+        """Refuse a file of `size` bytes (known or so far) that would break a limit."""
+        if self.per_file is not None and size > self.per_file:
+            raise StagingError(
+                f"{what} is {size} bytes or more, over the per-file limit of {self.per_file} bytes"
+            )
+        if self.used + size > self.total:
+            raise StagingError(
+                f"{what} ({size} bytes) would bring this task's staged total to "
+                f"{self.used + size} bytes, over the per-task limit of {self.total} bytes"
+            )
+
+    def add(self, size: int) -> None:
+        self.used += size
 
 
 def task_path(files_dir: Path, path: str) -> Path:
@@ -52,6 +171,25 @@ def task_path(files_dir: Path, path: str) -> Path:
             f"path {path!r} resolves to {resolved}, outside the task's work dir "
             "(a symlink points out of it)"
         )
+    return resolved
+
+
+def linkfree_path(files_dir: Path, path: str) -> Path:
+    """`task_path`, and also refuse a symlink anywhere on the path below the files dir.
+
+    For outputs: an executor may have planted a link (even one pointing inside the work dir, which
+    could be swapped later); nothing is collected through one.
+    """
+    resolved = task_path(files_dir, path)
+    root = files_dir.resolve()
+    here = root
+    for part in (p for p in PurePosixPath(path).parts if p not in ("/", ".")):
+        here = here / part
+        if here.is_symlink():
+            raise StagingError(
+                f"{path}: {here.relative_to(root)} is a symlink; outputs are never collected "
+                "through symlinks"
+            )
     return resolved
 
 
@@ -83,39 +221,73 @@ def _file_url_path(url: str, file_roots: Sequence[Path] | None) -> Path:
     return path
 
 
+def expected_sha(inp: Input | model.Input) -> str | None:
+    """The sha256 an input must have: its ``sha256`` field or a ``#sha256=<hex>`` URL fragment
+    (for TES clients, whose Input has no checksum field); both must agree when both are given."""
+    field = inp.sha256.lower() if inp.sha256 else None
+    frag = None
+    if inp.url and "#" in inp.url:
+        fragment = inp.url.split("#", 1)[1]
+        if fragment.lower().startswith("sha256="):
+            frag = fragment[7:].lower()
+            if not SHA_RE.match(frag):
+                raise StagingError(f"URL fragment #{fragment} is not sha256=<64 hex digits>")
+    if inp.url and _scheme(inp.url) == "cpnet":
+        blob = _blob_sha(inp.url)
+        if frag is None:
+            frag = blob
+        elif frag != blob:
+            raise StagingError(f"URL fragment sha256 {frag} differs from the blob's {blob}")
+    if field and frag and field != frag:
+        raise StagingError(f"sha256 {field} differs from the URL's {frag}")
+    return field or frag
+
+
+def _strip_fragment(url: str) -> str:
+    return url.split("#", 1)[0]
+
+
 def _check_sha(expected: str | None, actual: str) -> None:
     if expected is not None and expected.lower() != actual:
         raise StagingError(f"sha256 mismatch: expected {expected.lower()}, got {actual}")
 
 
-def _budget(size: int, budget: int) -> None:
-    if size > budget:
-        raise StagingError(f"{size} bytes exceed the {budget} bytes left of the staging limit")
+def _sha_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class _Landing:
     """A temp file next to `dest` that becomes `dest` only when complete (atomic rename)."""
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, what: str, budget: Budget) -> None:
         self.dest = dest
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        self.what = what
+        self.budget = budget
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
         self.tmp = Path(name)
         self.file = os.fdopen(fd, "wb")
         self.size = 0
         self.hash = hashlib.sha256()
 
-    def write(self, chunk: bytes, budget: int) -> None:
+    def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        _budget(self.size, budget)
+        self.budget.check(self.what, self.size)
         self.hash.update(chunk)
         self.file.write(chunk)
 
-    def commit(self, expected_sha: str | None, mode_from: Path | None = None) -> None:
+    def commit(self, expected_sha: str | None, mode_from: Path | None = None) -> str:
         self.file.close()
-        _check_sha(expected_sha, self.hash.hexdigest())
+        sha = self.hash.hexdigest()
+        _check_sha(expected_sha, sha)
         if mode_from is not None:
             shutil.copymode(mode_from, self.tmp)  # keep scripts executable
         os.replace(self.tmp, self.dest)
+        self.budget.add(self.size)
+        return sha
 
     def __enter__(self) -> _Landing:
         return self
@@ -126,26 +298,375 @@ class _Landing:
         self.tmp.unlink(missing_ok=True)
 
 
-def _copy_file(src: Path, dest: Path, budget: int, expected_sha: str | None = None) -> str:
-    """Copy one file via a landing file; return its sha256."""
+def _copy_file(src: Path, dest: Path, what: str, budget: Budget, sha: str | None = None) -> str:
+    """Copy one regular file via a landing file; return its sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _budget(src.stat().st_size, budget)
-    with _Landing(dest) as landing, src.open("rb") as f:
+    budget.check(what, src.stat().st_size)
+    with _Landing(dest, what, budget) as landing, src.open("rb") as f:
         while chunk := f.read(CHUNK_BYTES):
-            landing.write(chunk, budget)
-        landing.commit(expected_sha, mode_from=src)
-        return landing.hash.hexdigest()
+            landing.write(chunk)
+        return landing.commit(sha, mode_from=src)
 
 
-def _tree_bytes(root: Path) -> int:
-    """Bytes in the regular files under `root`, not following symlinks."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            st = os.lstat(os.path.join(dirpath, name))
-            if not os.path.islink(os.path.join(dirpath, name)):
-                total += st.st_size
-    return total
+def tree_files(top: Path) -> list[tuple[Path, PurePosixPath, int]]:
+    """Every regular file under `top` as (path, path relative to top, size), sorted.
+
+    Symlinks are never followed: one anywhere in the tree is refused, and so is anything that
+    is neither a file nor a directory (a fifo, a socket).
+    """
+    found: list[tuple[Path, PurePosixPath, int]] = []
+    stack = [(top, PurePosixPath())]
+    while stack:
+        directory, rel = stack.pop()
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            entry_rel = rel / entry.name
+            if entry.is_symlink():
+                raise StagingError(
+                    f"{entry_rel} is a symlink (to {os.readlink(entry.path)!r}); "
+                    "directories are staged without symlinks"
+                )
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), entry_rel))
+            elif entry.is_file(follow_symlinks=False):
+                found.append((Path(entry.path), entry_rel, entry.stat().st_size))
+            else:
+                raise StagingError(f"{entry_rel} is neither a file nor a directory")
+    return sorted(found, key=lambda f: f[1])
+
+
+def safe_rel(rel: str, where: str) -> PurePosixPath:
+    """A relative path from a remote listing (an S3 key below a prefix), refused unless plain."""
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in rel:
+        raise StagingError(
+            f"{where}: {rel!r} is not a plain relative path ('..', '.', empty or absolute "
+            "parts would land outside the task's directory)"
+        )
+    return PurePosixPath(*parts)
+
+
+# ---- resumable downloads ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Body:
+    """One (possibly ranged) response: where it starts, the whole object's size, a validator."""
+
+    start: int
+    total: int | None
+    validator: str | None
+    chunks: Iterator[bytes]
+
+
+Opener = Callable[[int, "str | None"], "contextlib.AbstractContextManager[_Body]"]
+
+
+class _Part:
+    """``.<name>.part`` next to the destination, with a ``.meta`` saying what it is part of."""
+
+    def __init__(self, dest: Path, source: str) -> None:
+        self.path = dest.with_name(f".{dest.name}.part")
+        self.meta = dest.with_name(f".{dest.name}.part.meta")
+        self.source = source
+        self.validator: str | None = None
+        self.hash = hashlib.sha256()
+        self.size = 0
+        meta: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            meta = json.loads(self.meta.read_text(encoding="utf-8"))
+        if self.path.is_file() and not self.path.is_symlink() and meta.get("source") == source:
+            self.validator = meta.get("validator")
+            with self.path.open("rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    self.hash.update(chunk)
+                    self.size += len(chunk)
+        else:
+            self.reset()
+
+    def reset(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
+        self.path.touch()
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.validator = None
+
+    def remember(self, validator: str | None) -> None:
+        self.validator = validator
+        self.meta.write_text(json.dumps({"source": self.source, "validator": validator}))
+
+    def drop(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
+
+
+def _fetch(
+    opener: Opener,
+    url: str,
+    dest: Path,
+    what: str,
+    budget: Budget,
+    sha: str | None,
+    retries: int,
+    progress: Progress | None,
+) -> tuple[int, str, int]:
+    """Download through a resumable part file; return (size, sha256, bytes resumed from)."""
+    part = _Part(dest, url)
+    resumed_from = 0  # the latest offset a ranged request continued from
+    tries = 0
+    while True:
+        try:
+            with opener(part.size, part.validator) as body, part.path.open("ab") as f:
+                if body.start != part.size:  # the server sent the whole object again
+                    if body.start != 0:
+                        raise StagingError(f"asked for bytes from {part.size}, got {body.start}")
+                    f.truncate(0)
+                    part.hash, part.size = hashlib.sha256(), 0
+                elif part.size:
+                    resumed_from = part.size
+                part.remember(body.validator)
+                if body.total is not None:
+                    budget.check(what, body.total)
+                for chunk in body.chunks:
+                    f.write(chunk)
+                    part.hash.update(chunk)
+                    part.size += len(chunk)
+                    budget.check(what, part.size)
+                    if progress is not None:
+                        progress(what, part.size, body.total)
+                if body.total is not None and part.size < body.total:
+                    raise _Transient(f"connection ended at byte {part.size} of {body.total}")
+            break
+        except _Transient as exc:
+            tries += 1
+            if isinstance(exc, _Restart):
+                part.reset()
+            if tries > retries:
+                raise StagingError(
+                    f"GET {shown(url)}: {exc} (gave up after {tries} tries; {part.size} bytes "
+                    f"kept in {part.path.name} for a later resume)"
+                ) from None
+            time.sleep(min(5.0, RETRY_PAUSE_S * 2 ** (tries - 1)))
+        except BaseException:
+            # a limit, a refused request, a cancel: nothing worth resuming
+            part.drop()
+            raise
+    actual = part.hash.hexdigest()
+    try:
+        _check_sha(sha, actual)
+    except StagingError:
+        part.drop()
+        raise
+    os.replace(part.path, dest)
+    part.meta.unlink(missing_ok=True)
+    budget.add(part.size)
+    return part.size, actual, resumed_from
+
+
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """``bytes START-END/TOTAL`` → (START, TOTAL or None)."""
+    m = re.match(r"^bytes (\d+)-\d+/(\d+|\*)$", (value or "").strip())
+    if not m:
+        return None
+    return int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))
+
+
+def _http_opener(url: str, timeout_s: float, headers: dict[str, str]) -> Opener:
+    import httpx  # only tasks with http inputs pay for it: the runner must start fast
+
+    @contextlib.contextmanager
+    def open_(offset: int, validator: str | None) -> Iterator[_Body]:
+        h = dict(headers)
+        if offset:
+            h["Range"] = f"bytes={offset}-"
+            if validator:
+                h["If-Range"] = validator
+        try:
+            with (
+                httpx.Client(
+                    timeout=timeout_s, follow_redirects=True, max_redirects=MAX_REDIRECTS
+                ) as client,
+                client.stream("GET", url, headers=h) as resp,
+            ):
+                if resp.status_code == 416 and offset:
+                    raise _Restart("the server refused the range (416); starting over")
+                if not resp.is_success:
+                    raise StagingError(
+                        f"GET {shown(url)}: HTTP {resp.status_code}{_error_detail(resp)}"
+                    )
+                start, total = 0, None
+                if resp.status_code == 206:
+                    parsed = _content_range(resp.headers.get("content-range"))
+                    if parsed is None:
+                        raise StagingError(f"GET {shown(url)}: 206 without a usable Content-Range")
+                    start, total = parsed
+                else:
+                    declared = resp.headers.get("content-length")
+                    total = int(declared) if declared and declared.isdigit() else None
+                etag = resp.headers.get("etag")
+                strong = etag if etag and not etag.startswith("W/") else None
+                yield _Body(
+                    start,
+                    total,
+                    strong or resp.headers.get("last-modified"),
+                    # as the network delivers: a sized iterator would lose up to a whole
+                    # chunk when the connection drops (it buffers before yielding)
+                    resp.iter_bytes(),
+                )
+        except httpx.TransportError as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise StagingError(f"GET {shown(url)}: {type(exc).__name__}: {exc}") from exc
+
+    return open_
+
+
+# ---- S3 ----------------------------------------------------------------------------------------
+
+
+def _s3_parts(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    bucket, key = parts.netloc, parts.path[1:]
+    if len(bucket) < 3:
+        raise StagingError(f"S3 URL {url!r} needs a bucket name of 3 or more characters")
+    return bucket, key
+
+
+class _S3:
+    """A boto3 S3 client for one staging call (imported only when an s3:// URL is staged)."""
+
+    def __init__(self, remote: Remote, timeout_s: float) -> None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            raise StagingError(
+                "s3:// staging needs boto3 on the agent: pip install 'cpnet[s3]'"
+            ) from exc
+        region = (
+            remote.s3_region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
+        config = Config(
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"max_attempts": 3, "mode": "standard"},
+            # S3-compatible stores do not all know the newer default checksum headers
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path"},
+        )
+        self.client = boto3.client(
+            "s3", endpoint_url=remote.s3_endpoint or None, region_name=region, config=config
+        )
+
+    @staticmethod
+    def error(url: str, exc: Exception, verb: str = "GET") -> StagingError:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if isinstance(exc, NoCredentialsError):
+            return StagingError(
+                f"{verb} {url}: no S3 credentials; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY for the agent, or its options s3_access_key_id and "
+                "s3_secret_access_key"
+            )
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return StagingError(
+                f"{verb} {url}: {err.get('Code', 'error')} (HTTP {status}): "
+                f"{err.get('Message', '')}".rstrip(": ")
+            )
+        return StagingError(f"{verb} {url}: {type(exc).__name__}: {exc}")
+
+    def opener(self, url: str, bucket: str, key: str) -> Opener:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        @contextlib.contextmanager
+        def open_(offset: int, validator: str | None) -> Iterator[_Body]:
+            kw: dict[str, str] = {}
+            if offset:
+                kw["Range"] = f"bytes={offset}-"
+                if validator:
+                    kw["IfMatch"] = validator
+            try:
+                resp = self.client.get_object(Bucket=bucket, Key=key, **kw)
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if offset and status in (412, 416):  # changed since, or the part is too long
+                    raise _Restart(f"ranged GET refused (HTTP {status}); starting over") from exc
+                raise self.error(url, exc) from exc
+            except NoCredentialsError as exc:
+                raise self.error(url, exc) from exc
+            except BotoCoreError as exc:
+                raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+            stream = resp["Body"]
+            parsed = _content_range(resp.get("ContentRange"))
+            start, total = parsed if parsed else (0, resp.get("ContentLength"))
+            try:
+                yield _Body(start, total, resp.get("ETag"), stream.iter_chunks(STREAM_CHUNK_BYTES))
+            except (BotoCoreError, OSError) as exc:
+                raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                stream.close()
+
+        return open_
+
+    def listing(self, url: str, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under `prefix`."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: list[tuple[str, int]] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            for page in pages:
+                found.extend((o["Key"], int(o["Size"])) for o in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise self.error(url, exc, "LIST") from exc
+        return found
+
+    def upload(
+        self, src: Path, url: str, bucket: str, key: str, sha: str, progress: Callable | None
+    ) -> None:
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.upload_file(
+                str(src),
+                bucket,
+                key,
+                ExtraArgs={"Metadata": {"sha256": sha}},
+                Config=TransferConfig(multipart_threshold=64 * 1024 * 1024, use_threads=False),
+                Callback=progress,
+            )
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            cause = exc.__cause__ if isinstance(exc, S3UploadFailedError) else exc
+            raise self.error(url, cause if isinstance(cause, Exception) else exc, "PUT") from exc
+
+
+# ---- the hub's blob store ----------------------------------------------------------------------
+
+
+def _blob_sha(url: str) -> str:
+    sha = _strip_fragment(url)[len(BLOB_PREFIX) :].lower()
+    if not _strip_fragment(url).lower().startswith(BLOB_PREFIX) or not SHA_RE.match(sha):
+        raise StagingError(f"{url!r} is not {BLOB_PREFIX}<64 hex digits of sha256>")
+    return sha
+
+
+def _hub(remote: Remote | None) -> tuple[str, dict[str, str]]:
+    if remote is None or not remote.hub_url or not remote.hub_token:
+        raise StagingError(
+            "cpnet://blobs URLs need the hub's address and the agent's token, which this "
+            "backend did not pass to the runner"
+        )
+    return remote.hub_url.rstrip("/"), {"authorization": f"Bearer {remote.hub_token}"}
 
 
 # ---- inputs ------------------------------------------------------------------------------------
@@ -156,95 +677,144 @@ def stage_in(
     files_dir: Path,
     *,
     max_bytes: int,
+    max_file_bytes: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     file_roots: Sequence[Path] | None = None,
+    remote: Remote | None = None,
+    retries: int = DEFAULT_RETRIES,
+    on_transfer: Callable[[Transfer], None] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Place every input under `files_dir`; return the bytes staged.
 
-    `max_bytes` caps the total; `file_roots`, when given, limits which host paths file:// may
-    read. Raises StagingError naming the input.
+    `max_bytes` caps the total, `max_file_bytes` each file; `file_roots`, when given, limits
+    which host paths file:// may read; `remote` says where s3:// and cpnet:// URLs go.
+    `on_transfer` gets a record per input, `progress` running byte counts of downloads.
+    Raises StagingError naming the input.
     """
     files_dir.mkdir(parents=True, exist_ok=True)
-    total = 0
+    budget = Budget(max_bytes, max_file_bytes)
+    ctx = _Ctx(files_dir, budget, timeout_s, file_roots, remote, retries, progress)
     for inp in inputs:
+        started = time.monotonic()
         try:
-            total += _stage_one_in(inp, files_dir, max_bytes - total, timeout_s, file_roots)
-        except StagingError as exc:
+            rec = _stage_one_in(inp, ctx)
+        except (StagingError, OSError) as exc:
             raise StagingError(f"input {inp.name or inp.path!r}: {exc}") from exc
-        except OSError as exc:
-            raise StagingError(f"input {inp.name or inp.path!r}: {exc}") from exc
-    return total
+        rec.seconds = time.monotonic() - started
+        if on_transfer is not None:
+            on_transfer(rec)
+    return budget.used
 
 
-def _stage_one_in(
-    inp: Input | model.Input,
-    files_dir: Path,
-    budget: int,
-    timeout_s: float,
-    file_roots: Sequence[Path] | None,
-) -> int:
-    dest = task_path(files_dir, inp.path)
-    if dest == files_dir.resolve():
+@dataclass(slots=True)
+class _Ctx:
+    files_dir: Path
+    budget: Budget
+    timeout_s: float
+    file_roots: Sequence[Path] | None
+    remote: Remote | None
+    retries: int
+    progress: Progress | None
+    s3: _S3 | None = None
+
+    def s3_client(self) -> _S3:
+        if self.s3 is None:
+            self.s3 = _S3(self.remote or Remote(), self.timeout_s)
+        return self.s3
+
+
+def _stage_one_in(inp: Input | model.Input, ctx: _Ctx) -> Transfer:
+    dest = task_path(ctx.files_dir, inp.path)
+    if dest == ctx.files_dir.resolve():
         raise StagingError("an input cannot replace the whole work dir")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    budget = ctx.budget
+    directory = inp.type == FileType.DIRECTORY
     if inp.content is not None:
-        if inp.type == FileType.DIRECTORY:
+        if directory:
             raise StagingError("inline content makes a file, not a DIRECTORY")
         data = inp.content.encode("utf-8")
-        with _Landing(dest) as landing:
-            landing.write(data, budget)
-            landing.commit(inp.sha256)
-        return len(data)
+        with _Landing(dest, inp.path, budget) as landing:
+            landing.write(data)
+            sha = landing.commit(inp.sha256)
+        return Transfer("in", inp.path, "(inline content)", len(data), 0.0, sha)
     url = inp.url or ""
+    sha = expected_sha(inp)
+    if directory and sha is not None:
+        raise StagingError("sha256 applies to files, not a DIRECTORY")
     scheme = _scheme(url)
+    plain = _strip_fragment(url)
+    rec = Transfer("in", inp.path, shown(plain), 0, 0.0)
     if scheme == "file":
-        src = _file_url_path(url, file_roots)
-        if inp.type == FileType.DIRECTORY:
+        src = _file_url_path(plain, ctx.file_roots)
+        if directory:
             if not src.is_dir():
                 raise StagingError(f"{src} is not a directory")
-            if inp.sha256 is not None:
-                raise StagingError("sha256 applies to files, not a DIRECTORY")
-            size = _tree_bytes(src)
-            _budget(size, budget)
-            # Links are kept as links: following them could copy half the host.
-            shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
-            return size
+            entries = tree_files(src)
+            rec.files = len(entries)
+            for path, rel, _n in entries:
+                target = dest / rel
+                _copy_file(path, target, f"{inp.path}/{rel}", budget)
+                rec.size_bytes += target.stat().st_size
+            dest.mkdir(parents=True, exist_ok=True)
+            return rec
         if not src.is_file():
             raise StagingError(f"{src} is not a file (for a directory declare type DIRECTORY)")
-        _copy_file(src, dest, budget, inp.sha256)
-        return dest.stat().st_size
-    if scheme in ("http", "https"):
-        if inp.type == FileType.DIRECTORY:
-            raise StagingError("DIRECTORY inputs over http(s) are not supported; use a file")
-        return _download(url, dest, budget, timeout_s, inp.sha256)
+        rec.sha256 = _copy_file(src, dest, inp.path, budget, sha)
+        rec.size_bytes = dest.stat().st_size
+        return rec
+    if scheme in ("http", "https", "cpnet"):
+        if directory:
+            raise StagingError(f"DIRECTORY inputs over {scheme} are not supported; use a file")
+        headers: dict[str, str] = {}
+        if scheme == "cpnet":
+            base, headers = _hub(ctx.remote)
+            plain = f"{base}/v1/blobs/{_blob_sha(url)}"
+        opener = _http_opener(plain, ctx.timeout_s, headers)
+        rec.size_bytes, rec.sha256, rec.resumed_from = _fetch(
+            opener, plain, dest, inp.path, budget, sha, ctx.retries, ctx.progress
+        )
+        return rec
     if scheme == "s3":
-        raise StagingError("s3 staging arrives with the object-storage backend")
+        s3 = ctx.s3_client()
+        bucket, key = _s3_parts(plain)
+        if not directory:
+            if not key or key.endswith("/"):
+                raise StagingError(f"{rec.url} names no object (for a prefix declare DIRECTORY)")
+            rec.size_bytes, rec.sha256, rec.resumed_from = _fetch(
+                s3.opener(rec.url, bucket, key),
+                plain,
+                dest,
+                inp.path,
+                budget,
+                sha,
+                ctx.retries,
+                ctx.progress,
+            )
+            return rec
+        prefix = key if not key or key.endswith("/") else key + "/"
+        objects = [(k, n) for k, n in s3.listing(rec.url, bucket, prefix) if not k.endswith("/")]
+        budget.check(f"{inp.path} (all of {rec.url})", sum(n for _k, n in objects))
+        dest.mkdir(parents=True, exist_ok=True)
+        for k, _n in objects:
+            rel = safe_rel(k[len(prefix) :], f"object {k!r} under {rec.url}")
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            size, _sha, _resumed = _fetch(
+                s3.opener(f"s3://{bucket}/{k}", bucket, k),
+                f"s3://{bucket}/{k}",
+                target,
+                f"{inp.path}/{rel}",
+                budget,
+                None,
+                ctx.retries,
+                ctx.progress,
+            )
+            rec.size_bytes += size
+        rec.files = len(objects)
+        return rec
     raise StagingError(f"URL scheme {scheme!r} is not supported for inputs")
-
-
-def _download(url: str, dest: Path, budget: int, timeout_s: float, sha: str | None) -> int:
-    """GET `url` into `dest` through a landing file, within `budget` bytes."""
-    import httpx  # only tasks with http inputs pay for it: the runner must start fast
-
-    try:
-        with (
-            httpx.Client(
-                timeout=timeout_s, follow_redirects=True, max_redirects=MAX_REDIRECTS
-            ) as client,
-            client.stream("GET", url) as resp,
-        ):
-            if not resp.is_success:
-                raise StagingError(f"GET {shown(url)}: HTTP {resp.status_code}")
-            declared = resp.headers.get("content-length")
-            if declared is not None and declared.isdigit():
-                _budget(int(declared), budget)
-            with _Landing(dest) as landing:
-                for chunk in resp.iter_bytes(CHUNK_BYTES):
-                    landing.write(chunk, budget)
-                landing.commit(sha)
-                return landing.size
-    except httpx.HTTPError as exc:
-        raise StagingError(f"GET {shown(url)}: {type(exc).__name__}: {exc}") from exc
 
 
 # ---- outputs -----------------------------------------------------------------------------------
@@ -255,123 +825,153 @@ def stage_out(
     files_dir: Path,
     *,
     max_bytes: int,
+    max_file_bytes: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     file_roots: Sequence[Path] | None = None,
+    remote: Remote | None = None,
+    on_transfer: Callable[[Transfer], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[OutputFileLog], int]:
     """Copy every output out of `files_dir`; return what was written and the bytes moved.
 
     The records are the lightweight `jobfile.OutputFileLog` (``to_dict`` gives the JSON form
-    ``cpnet.tasks.model.OutputFileLog`` reads).
+    ``cpnet.tasks.model.OutputFileLog`` reads); a file's record has its sha256 and size.
 
-    Raises StagingError naming the output (missing file, path escaping the work dir, upload
-    failure, size limit).
+    Raises StagingError naming the output (missing file, path escaping the work dir, a symlink,
+    upload failure, size limit).
     """
     logs: list[OutputFileLog] = []
-    total = 0
+    budget = Budget(max_bytes, max_file_bytes)
+    ctx = _Ctx(files_dir, budget, timeout_s, file_roots, remote, 0, progress)
     for out in outputs:
+        started = time.monotonic()
         try:
-            log = _stage_one_out(out, files_dir, max_bytes - total, timeout_s, file_roots)
-        except StagingError as exc:
+            log, rec = _stage_one_out(out, ctx)
+        except (StagingError, OSError) as exc:
             raise StagingError(f"output {out.name or out.path!r}: {exc}") from exc
-        except OSError as exc:
-            raise StagingError(f"output {out.name or out.path!r}: {exc}") from exc
+        rec.seconds = time.monotonic() - started
         logs.append(log)
-        total += log.size_bytes
-    return logs, total
+        if on_transfer is not None:
+            on_transfer(rec)
+    return logs, budget.used
 
 
-def _stage_one_out(
-    out: Output | model.Output,
-    files_dir: Path,
-    budget: int,
-    timeout_s: float,
-    file_roots: Sequence[Path] | None,
-) -> OutputFileLog:
+def _stage_one_out(out: Output | model.Output, ctx: _Ctx) -> tuple[OutputFileLog, Transfer]:
     if out.path_prefix is not None:
         raise StagingError("path_prefix (wildcard outputs) is not supported yet")
-    src = task_path(files_dir, out.path)
+    src = linkfree_path(ctx.files_dir, out.path)
     if not src.exists():
         raise StagingError(f"{out.path} was not created by the executors")
     scheme = _scheme(out.url)
-    if scheme == "s3":
-        raise StagingError("s3 staging arrives with the object-storage backend")
-    if scheme not in ("file", "http", "https"):
+    if scheme not in ("file", "http", "https", "s3", "cpnet"):
         raise StagingError(f"URL scheme {scheme!r} is not supported for outputs")
+    budget = ctx.budget
+    rec = Transfer("out", out.path, shown(out.url), 0, 0.0)
     if out.type == FileType.DIRECTORY:
         if not src.is_dir():
             raise StagingError(f"{out.path} is not a directory")
-        if scheme != "file":
-            raise StagingError("DIRECTORY outputs over http(s) are not supported; use file://")
-        entries = _tree(src, files_dir.resolve())
-        size = sum(n for _src, _rel, n in entries)
-        _budget(size, budget)
-        dest = _file_url_path(out.url, file_roots)
-        dest.mkdir(parents=True, exist_ok=True)
-        for file_src, rel, _n in entries:
-            _copy_file(file_src, dest / rel, budget)
-        return OutputFileLog(url=out.url, path=out.path, size_bytes=size)
-    if not src.is_file():
+        if scheme not in ("file", "s3"):
+            raise StagingError(f"DIRECTORY outputs over {scheme} are not supported; use file or s3")
+        entries = tree_files(src)
+        for _p, rel, n in entries:
+            budget.check(f"{out.path}/{rel}", n)
+        budget.check(f"{out.path} (all files)", sum(n for _p, _r, n in entries))
+        if scheme == "file":
+            dest = _file_url_path(out.url, ctx.file_roots)
+            dest.mkdir(parents=True, exist_ok=True)
+            for path, rel, _n in entries:
+                _copy_file(path, dest / rel, f"{out.path}/{rel}", budget)
+        else:
+            s3 = ctx.s3_client()
+            bucket, key = _s3_parts(out.url)
+            prefix = key if not key or key.endswith("/") else key + "/"
+            for path, rel, n in entries:
+                sha = _sha_of(path)
+                s3.upload(path, f"s3://{bucket}/{prefix}{rel}", bucket, f"{prefix}{rel}", sha, None)
+                budget.add(n)
+        rec.size_bytes = sum(n for _p, _r, n in entries)
+        rec.files = len(entries)
+        return OutputFileLog(url=out.url, path=out.path, size_bytes=rec.size_bytes), rec
+    if src.is_symlink() or not src.is_file():
         raise StagingError(f"{out.path} is not a file (for a directory declare type DIRECTORY)")
+    url = out.url
     if scheme == "file":
-        dest = _file_url_path(out.url, file_roots)
-        sha = _copy_file(src, dest, budget)
+        dest = _file_url_path(out.url, ctx.file_roots)
+        sha = _copy_file(src, dest, out.path, budget)
         size = dest.stat().st_size
     else:
-        size, sha = _upload(src, out.url, budget, timeout_s)
-    return OutputFileLog(url=out.url, path=out.path, size_bytes=size, sha256=sha)
+        size = src.stat().st_size
+        budget.check(out.path, size)
+        sha = _sha_of(src)
+        if scheme == "s3":
+            bucket, key = _s3_parts(out.url)
+            if not key or key.endswith("/"):
+                raise StagingError(f"{rec.url} names no object key for a file output")
+            sent = [0]
+
+            def moved(n: int) -> None:
+                sent[0] += n
+                if ctx.progress is not None:
+                    ctx.progress(out.path, sent[0], size)
+
+            ctx.s3_client().upload(src, rec.url, bucket, key, sha, moved)
+        elif scheme == "cpnet":
+            url = _upload_blob(src, out.url, size, sha, ctx)
+        else:
+            _put(src, out.url, size, ctx.timeout_s, {})
+        budget.add(size)
+    rec.size_bytes, rec.sha256, rec.url = size, sha, shown(url)
+    return OutputFileLog(url=url, path=out.path, size_bytes=size, sha256=sha), rec
 
 
-def _tree(top: Path, root: Path) -> list[tuple[Path, PurePosixPath, int]]:
-    """Every regular file under `top` as (real path, path relative to top, size).
-
-    Symlinks are followed but must stay inside `root`; a directory reached twice (a symlink
-    loop) and anything that is neither file nor directory (dangling link, fifo) is refused.
-    """
-    found: list[tuple[Path, PurePosixPath, int]] = []
-    seen: set[tuple[int, int]] = set()
-    stack = [(top, PurePosixPath())]
-    while stack:
-        directory, rel = stack.pop()
-        st = directory.stat()
-        if (st.st_dev, st.st_ino) in seen:
-            raise StagingError(f"{rel} is reached twice (a symlink loop or a duplicate link)")
-        seen.add((st.st_dev, st.st_ino))
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            entry_rel = rel / entry.name
-            real = Path(entry.path).resolve()
-            if real != root and not real.is_relative_to(root):
-                raise StagingError(f"{entry_rel} resolves to {real}, outside the task's work dir")
-            if real.is_dir():
-                stack.append((real, entry_rel))
-            elif real.is_file():
-                found.append((real, entry_rel, real.stat().st_size))
-            else:
-                raise StagingError(f"{entry_rel} is neither a file nor a directory")
-    return found
-
-
-def _upload(src: Path, url: str, budget: int, timeout_s: float) -> tuple[int, str]:
-    """PUT the file at `url`; return (bytes, sha256)."""
-    size = src.stat().st_size
-    _budget(size, budget)
-    digest = hashlib.sha256()
+def _body(src: Path) -> Iterator[bytes]:
     with src.open("rb") as f:
         while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
+            yield chunk
 
-    def body() -> Iterator[bytes]:
-        with src.open("rb") as f:
-            while chunk := f.read(CHUNK_BYTES):
-                yield chunk
 
+def _put(src: Path, url: str, size: int, timeout_s: float, headers: dict[str, str]) -> Any:
+    """PUT the file at `url` (with an explicit length: pre-signed URLs refuse chunked uploads);
+    return the response."""
     import httpx
 
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
-            # An explicit length: pre-signed object-store URLs refuse chunked uploads.
-            resp = client.put(url, content=body(), headers={"Content-Length": str(size)})
+            resp = client.put(
+                url, content=_body(src), headers={**headers, "Content-Length": str(size)}
+            )
     except httpx.HTTPError as exc:
         raise StagingError(f"PUT {shown(url)}: {type(exc).__name__}: {exc}") from exc
     if not resp.is_success:
-        raise StagingError(f"PUT {shown(url)}: HTTP {resp.status_code}")
-    return size, digest.hexdigest()
+        raise StagingError(f"PUT {shown(url)}: HTTP {resp.status_code}{_error_detail(resp)}")
+    return resp
+
+
+def _error_detail(resp: Any) -> str:
+    """': <message>' from a cpnet-shaped JSON error body (the hub's), else ''; reads at most
+    4 KiB of a streamed body."""
+    body = b""
+    with contextlib.suppress(Exception):
+        for chunk in resp.iter_bytes():
+            body += chunk
+            if len(body) > 4096:
+                return ""
+    if not body:
+        with contextlib.suppress(Exception):
+            body = resp.content[:4096]
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return ": " + str(json.loads(body)["error"]["message"])[:512]
+    return ""
+
+
+def _upload_blob(src: Path, url: str, size: int, sha: str, ctx: _Ctx) -> str:
+    """Store the file in the hub's blob store; return its ``cpnet://blobs/<sha256>`` URL."""
+    if _strip_fragment(url).rstrip("/") + "/" != BLOB_PREFIX:
+        raise StagingError(f"an output to the hub's blob store has the URL {BLOB_PREFIX!r}")
+    base, headers = _hub(ctx.remote)
+    attempt = quote((ctx.remote.attempt_id if ctx.remote else None) or "", safe="")
+    resp = _put(src, f"{base}/v1/blobs?attempt_id={attempt}", size, ctx.timeout_s, headers)
+    got = str(resp.json().get("sha256", "")).removeprefix("sha256:")
+    if got != sha:
+        raise StagingError(f"the hub stored sha256 {got or '(none)'}, the file has {sha}")
+    return BLOB_PREFIX + sha

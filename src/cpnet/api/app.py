@@ -11,8 +11,9 @@ from cpnet import __version__
 from cpnet.api import errors
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
-from cpnet.api.routers import accounts, agents, ident, pools, tasks, tes
+from cpnet.api.routers import accounts, agents, blobs, ident, pools, tasks, tes
 from cpnet.config import HubSettings
+from cpnet.hub.blobs import BlobStore
 from cpnet.hub.service import Hub
 
 DESCRIPTION = """
@@ -30,6 +31,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         h = hub or Hub(settings)
         app.state.hub = h
         app.state.token_cache = {}
+        app.state.blobs = BlobStore(settings.data_dir / "blobs", settings.max_blob_bytes)
         await h.start()
         try:
             yield
@@ -45,8 +47,10 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     for r in (ident.router, accounts.router, pools.router, tasks.router, agents.router):
         app.include_router(r)
+    app.include_router(blobs.router)
     app.include_router(tes.router)  # GA4GH TES v1.1 over the same task store
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # blob uploads have their own (larger) limit, enforced by the route as the body streams in
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=("/v1/blobs",))
     app.add_middleware(ResolveCache)
     return app
 

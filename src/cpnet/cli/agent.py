@@ -85,7 +85,10 @@ def agent(
         typer.Option("--config", metavar="FILE.toml", help="Agent config file; flags win."),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="Backend that runs tasks (default: local).")
+        str | None,
+        typer.Option(
+            "--backend", help="Backend that runs tasks: local (default), slurm, kubernetes."
+        ),
     ] = None,
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", metavar="DIR", help="Where tasks run.")
@@ -149,6 +152,17 @@ def agent(
         list[str] | None,
         typer.Option("--label", metavar="K=V", rich_help_panel=POOL_PANEL, help="Repeatable."),
     ] = None,
+    measure: Annotated[
+        bool | None,
+        typer.Option(
+            "--measure/--no-measure",
+            help="Run calibration probes on each pool after joining (default: on).",
+        ),
+    ] = None,
+    measure_budget: Annotated[
+        float | None,
+        typer.Option("--measure-budget", metavar="S", min=1, max=600, help="Probe seconds/pool."),
+    ] = None,
     allow_host_exec: Annotated[
         bool,
         typer.Option(
@@ -165,6 +179,9 @@ def agent(
 
     **Example:** `cpnet agent --hub http://hub:8470 --token cpn_… --pool-name cpu --cpus 16
     --memory-gb 64 --price-cpu 0.05 --label rack=a1`
+
+    **Kubernetes:** `cpnet agent --hub http://hub:8470 --token cpn_… --backend kubernetes
+    --option kubeconfig=/etc/cpnet/kubeconfig --option namespace=cpnet-jobs`
     """
     from_file = read_agent_file(config) if config else {}
     flag_pool = pool_from_flags(
@@ -208,6 +225,8 @@ def agent(
         ("work_dir", work_dir or from_file.get("work_dir")),
         ("heartbeat_interval_s", heartbeat or from_file.get("heartbeat_interval_s")),
         ("endpoint", endpoint or from_file.get("endpoint")),
+        ("measure_on_join", measure if measure is not None else from_file.get("measure_on_join")),
+        ("measure_budget_s", measure_budget or from_file.get("measure_budget_s")),
     ):
         if value is not None:
             values[key] = value
@@ -219,4 +238,9 @@ def agent(
         f"cpnet agent → {settings.hub_url} (backend {settings.backend}; pools: {described})",
         style="dim",
     )
-    run_agent(settings)
+    from cpnet.agent.backends.base import BackendError
+
+    try:
+        run_agent(settings)
+    except BackendError as exc:  # e.g. an unreadable kubeconfig: a setting to fix, not a crash
+        fail(str(exc), f"check --backend {settings.backend} and its --option K=V settings")

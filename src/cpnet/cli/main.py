@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from cpnet import __version__
 from cpnet.agent.settings import AgentConfigError
-from cpnet.cli import admin, agent, hub, ident, login, pools, submit, tasks
+from cpnet.cli import admin, agent, blob, hub, ident, login, measure, pools, submit, tasks
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
 from cpnet.client import CpnetError
@@ -121,7 +121,10 @@ app.command("logs")(tasks.logs)
 app.command("cancel")(tasks.cancel)
 app.command("explain")(tasks.explain)
 app.command("pools")(pools.pools)
+app.command("measure")(measure.measure)
+app.command("measure-match")(measure.catalogue_match)
 app.command("resolve")(ident.resolve)
+app.add_typer(blob.app, name="blob")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)
 app.add_typer(hub.app, name="hub")

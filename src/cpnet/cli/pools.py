@@ -40,6 +40,20 @@ def price_summary(pool: PoolRecord) -> str:
     return f"{p.currency} {' '.join(parts)}" if parts else "free"
 
 
+def scu_summary(pool: PoolRecord) -> str:
+    """The SCU rate, and whether it rests on a measurement (``12.3 measured``)."""
+    if not pool.scu_rate:
+        return "unknown"
+    measured = (pool.capacity or {}).get("measured_at") is not None
+    return f"{number(pool.scu_rate, 4)} {'measured' if measured else 'nominal'}"
+
+
+def per_scu_summary(pool: PoolRecord) -> str:
+    if pool.price_per_scu_hour is None:
+        return "-"
+    return f"{pool.price.currency} {number(pool.price_per_scu_hour, 4)}"
+
+
 def pools(
     ctx: typer.Context,
     pool_type: Annotated[
@@ -67,6 +81,20 @@ def pools(
         typer.Option("--label", metavar="K=V", help="Only pools with this label (repeatable)."),
     ] = None,
     everything: Annotated[bool, typer.Option("--all", help="Include offline pools.")] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            "-p",
+            metavar="P",
+            help="Workload profile (general, ai-train, ai-infer, hpc, edge-realtime): show SCU "
+            "rate and price per SCU-hour.",
+        ),
+    ] = None,
+    min_scu: Annotated[
+        float | None,
+        typer.Option("--min-scu", metavar="N", min=0, help="At least N SCU for --profile."),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
@@ -74,9 +102,16 @@ def pools(
     """Find pools by type, region, accelerator, free capacity and labels.
 
     Capacity filters apply to *free* capacity; only online pools are shown unless `--all`.
+    With `--profile` each pool shows its SCU rate for that kind of work and its price per
+    SCU-hour, so offers compare across pool types (docs/compute-unit.md).
 
     **Example:** `cpnet pools --type intelligent --region 44 --accelerator h100 --min-gpus 4`
+
+    **Example:** `cpnet pools --profile ai-train --min-scu 100`
     """
+    if min_scu is not None and profile is None:
+        errors.print("--min-scu needs --profile (e.g. --profile ai-train)")
+        raise typer.Exit(2)
     with connect(ctx) as hub:
         found = hub.pools(
             type=pool_type.value if pool_type else None,
@@ -87,15 +122,18 @@ def pools(
             min_memory_gb=min_memory_gb,
             labels=split_pairs(labels, "--label"),
             online="any" if everything else True,
+            profile=profile,
+            min_scu=min_scu,
         )
     if json_out:
         print_json({"pools": found})
         return
-    grid = table(
-        None, ["id", "type", "region", "hardware", "free/total", "queue", "price/h", "online"]
-    )
+    columns = ["id", "type", "region", "hardware", "free/total", "queue", "price/h", "online"]
+    if profile:
+        columns[-1:-1] = [f"SCU ({profile})", "price/SCU-h"]
+    grid = table(None, columns)
     for pool in found:
-        grid.add_row(
+        row: list[str | Text] = [
             pool.id,
             pool.type.value,
             f"{pool.region.code} {pool.region.name}".strip(),
@@ -103,8 +141,11 @@ def pools(
             free_summary(pool),
             str(pool.queue_length),
             price_summary(pool),
-            Text("yes", style="green") if pool.online else Text("no", style="red"),
-        )
+        ]
+        if profile:
+            row += [scu_summary(pool), per_scu_summary(pool)]
+        row.append(Text("yes", style="green") if pool.online else Text("no", style="red"))
+        grid.add_row(*row)
     console.print(grid)
     if not found:
         hint = "" if everything else " (add --all to include offline pools)"

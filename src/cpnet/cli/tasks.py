@@ -235,6 +235,11 @@ def cancel(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> No
         console.print(Text.assemble(f"{view.id}: ", state_text(view.state)))
 
 
+def _runtime(value: float | None) -> str:
+    """A predicted run time, or "-" when the task states no work in SCU-hours."""
+    return "-" if value is None else f"~{seconds(value)}"
+
+
 def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> None:
     """Show why a task went where it did: the ranked pools, and why others were ruled out.
 
@@ -254,7 +259,16 @@ def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> N
     placements = data.get("placements") or []
     grid = table(
         "ranking",
-        ["rank", "pool", "fits now", "expected start", "price/h", "est. cost", "reasons"],
+        [
+            "rank",
+            "pool",
+            "fits now",
+            "expected start",
+            "run time",
+            "price/h",
+            "est. cost",
+            "reasons",
+        ],
     )
     for p in sorted(placements, key=lambda p: p.get("rank", 0)):
         fits = Text("yes", style="green") if p.get("fits_now") else Text("no", style="yellow")
@@ -264,11 +278,22 @@ def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> N
             pool,
             fits,
             seconds(p.get("expected_start_s")),
+            _runtime(p.get("predicted_runtime_s")),
             number(p.get("hourly_price"), 4),
             number(p.get("estimated_cost"), 4),
             "; ".join(p.get("reasons") or []),
         )
     console.print(grid if placements else Text("no feasible pool", style="yellow"))
+    work = data.get("work")
+    predicted = data.get("predicted_runtime_s") or {}
+    if work and predicted:
+        grid = table(
+            f"predicted run time ({number(work.get('scu_hours'), 4)} SCU-h, {work.get('profile')})",
+            ["pool", "run time"],
+        )
+        for pool_id, value in sorted(predicted.items()):
+            grid.add_row(pool_id, "unknown (no SCU rate)" if value is None else seconds(value))
+        console.print(Text(), grid)
     rejections = data.get("rejections") or []
     if rejections:
         grid = table("ruled out", ["pool", "reasons"])

@@ -235,6 +235,9 @@ class LocalNetwork:
             "token": token,
             "work_dir": str(site / "work"),
             "heartbeat_interval_s": self.heartbeat_s,
+            # Several agents share this one machine: calibrating each would only measure the
+            # same CPUs several times over while the demo runs.
+            "measure_on_join": False,
         }
         if options:
             body["options"] = dict(options)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from cpnet import ident
 from cpnet.errors import Invalid, NotFound
 from cpnet.ident import SigningKey, sign_record, tombstone
+from cpnet.measure.vector import CapacityVector
 from cpnet.store import registry as reg
 from cpnet.store.db import Store
 from cpnet.store.tables import Pool, Provider, Site
@@ -90,6 +91,12 @@ class Resolver:
                             a.model_dump(mode="json") for a in rec.hardware.accelerators
                         ],
                         "cpu_model": rec.hardware.cpu_model,
+                        # The capacity vector in short: parts, catalogue matches, SCU rates.
+                        "vector": (
+                            CapacityVector.model_validate(rec.capacity).summary()
+                            if rec.capacity
+                            else None
+                        ),
                     },
                     "state": {
                         "online": rec.online,

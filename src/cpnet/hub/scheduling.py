@@ -46,6 +46,7 @@ def pool_view(p: Pool, site: Site) -> PoolView:
         ),
         online=p.online,
         can_run_images=bool(desc.get("can_run_images", False)),
+        scu=tuple(sorted((p.scu or {}).items())),
     )
 
 
@@ -74,6 +75,8 @@ def request_from_dict(task_id: str, spec: dict, avoid: tuple[str, ...] = ()) -> 
         labels=tuple(sorted(c.get("labels", {}).items())),
         avoid_pools=avoid,
         expected_runtime_s=spec.get("expected_runtime_s", 600.0),
+        profile=(spec.get("work") or {}).get("profile"),
+        work_scu_h=(spec.get("work") or {}).get("scu_hours"),
         image=next((e["image"] for e in spec.get("executors", ()) if e.get("image")), None),
     )
 
@@ -139,6 +142,20 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
 
 def explain(s: Session, task: Task) -> Decision:
     """The current ranking of every pool for a task (the same function the loop uses)."""
+    return explain_with_runtimes(s, task)[0]
+
+
+def explain_with_runtimes(s: Session, task: Task) -> tuple[Decision, dict[str, float | None]]:
+    """``explain``, and the predicted run time (s) of the task on every pool (None: unknown).
+
+    Run times are predicted only for tasks that state their work in SCU-hours.
+    """
     live = [pool_view(p, site) for p, site in reg.live_pools(s, online_only=False)]
     avoid = tuple(tasks_store.failed_pools(s, task.id)) if task.attempts else ()
-    return rank(request_from_dict(task.id, task.spec, avoid), live)
+    req = request_from_dict(task.id, task.spec, avoid)
+    runtimes: dict[str, float | None] = {}
+    if req.work_scu_h is not None:
+        for view in live:
+            runtime_s, predicted = req.runtime_on(view)
+            runtimes[view.id] = runtime_s if predicted else None
+    return rank(req, live), runtimes

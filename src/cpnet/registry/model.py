@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cpnet.measure.vector import Declared, ProbeReport
+
 Label = Annotated[str, Field(min_length=1, max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -80,6 +82,8 @@ class PoolDescriptor(Strict):
     labels: dict[Label, Label] = Field(default_factory=dict)
     price: Price = Field(default_factory=Price)
     can_run_images: bool = False
+    # The operator's claims of sustained capacity (checked against the hardware catalogue).
+    declared: Declared | None = None
 
     @field_validator("labels")
     @classmethod
@@ -154,6 +158,22 @@ class PoolRecord(BaseModel):
     online: bool
     last_heartbeat: datetime | None
     created_at: datetime
+    # The capacity vector (cpnet.measure.vector.CapacityVector as JSON) and, when discovery was
+    # asked for a profile, the pool's SCU rate and price per SCU-hour for it.
+    capacity: dict | None = None
+    scu_rate: float | None = None
+    price_per_scu_hour: float | None = None
+
+
+class PoolMeasurement(Strict):
+    """One pool's calibration result, as an agent reports it."""
+
+    name: Name
+    probe: ProbeReport
+
+
+class Measurements(Strict):
+    pools: list[PoolMeasurement] = Field(min_length=1, max_length=MAX_POOLS_PER_SITE)
 
 
 class ProviderRecord(BaseModel):
@@ -183,3 +203,6 @@ class RegisterResult(BaseModel):
     provider_id: str
     pools: dict[str, str]  # pool name -> identifier
     heartbeat_interval_s: float
+    # Per pool, what the hub could not use of its capacity: hardware the catalogue does not know,
+    # claims above the catalogue peak (flagged, not priced). Empty when all is well.
+    capacity_notes: dict[str, list[str]] = Field(default_factory=dict)

@@ -42,7 +42,7 @@ def assign(
     out: list[tuple[TaskRequest, Decision, str | None]] = []
     for task in tasks:
         signature = feasibility.signature(task)
-        shape = (signature, task.demand, task.expected_runtime_s)
+        shape = (signature, task.demand, task.expected_runtime_s, task.profile, task.work_scu_h)
         short = shortlists.get(shape)
         if short is None:
             screen_result = screened.get(signature)

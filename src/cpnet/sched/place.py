@@ -87,6 +87,10 @@ class Shortlist:
     start_if_fits: tuple[float, ...]  # per candidate: expected start in s if it fits now
     start_if_not: tuple[float, ...]  # per candidate: expected start in s if it does not
     rejections: tuple[Rejection, ...]  # in pool id order
+    # Per candidate: run time in s, and whether it was predicted from SCUs (else the task's
+    # expected_runtime_s). Defaults keep older callers that build a Shortlist working.
+    runtimes: tuple[float, ...] = ()
+    predicted: tuple[bool, ...] = ()
 
 
 def shortlist(task: TaskRequest, board: Board, screened: Sequence[Rejection | None]) -> Shortlist:
@@ -103,7 +107,7 @@ def shortlist(task: TaskRequest, board: Board, screened: Sequence[Rejection | No
     else:
         candidates, rejections = _split_by_size(demand, pools, screened)
     hourly = [pools[i].price.hourly(demand) for i in candidates]
-    runtime_s = max(0.0, task.expected_runtime_s)
+    runs = [task.runtime_on(pools[i]) for i in candidates]
     # Expected start is runtime x (queue factor, plus busy factor when it does not fit now).
     factors = [board.start_factors[i] for i in candidates]
     return Shortlist(
@@ -111,9 +115,13 @@ def shortlist(task: TaskRequest, board: Board, screened: Sequence[Rejection | No
         pool_ids=tuple(pools[i].id for i in candidates),
         hourly=tuple(hourly),
         sorted_hourly=tuple(sorted(hourly)),
-        start_if_fits=tuple(runtime_s * queue for queue, _ in factors),
-        start_if_not=tuple(runtime_s * (queue + busy) for queue, busy in factors),
+        start_if_fits=tuple(rt * queue for (rt, _), (queue, _) in zip(runs, factors, strict=True)),
+        start_if_not=tuple(
+            rt * (queue + busy) for (rt, _), (queue, busy) in zip(runs, factors, strict=True)
+        ),
         rejections=tuple(rejections),
+        runtimes=tuple(rt for rt, _ in runs),
+        predicted=tuple(p for _, p in runs),
     )
 
 
@@ -182,7 +190,18 @@ def decide(
         for ok, now, later in zip(fits, short.start_if_fits, short.start_if_not, strict=True)
     ]
     cand_loads = [loads[i] for i in short.candidates]
-    scored = score.scores(starts, short.hourly, cand_loads, weights)
+    runtimes = short.runtimes or (max(0.0, task.expected_runtime_s),) * count
+    if any(short.predicted):
+        # Run times differ by pool: rank by time to result and by cost. (With one run time for
+        # all pools this equals ranking by start and hourly price: normalising removes it.)
+        scored = score.scores(
+            [s + rt for s, rt in zip(starts, runtimes, strict=True)],
+            [h * rt for h, rt in zip(short.hourly, runtimes, strict=True)],
+            cand_loads,
+            weights,
+        )
+    else:
+        scored = score.scores(starts, short.hourly, cand_loads, weights)
     avoid = task.avoid_pools
     avoided = [pid in avoid for pid in short.pool_ids] if avoid else [False] * count
     keys = score.rank_keys(short.pool_ids, scored, avoided)
@@ -205,11 +224,12 @@ def decide(
                 ranks.append(position)
             seen_fit = seen_fit or fits[j]
 
-    runtime_s = max(0.0, task.expected_runtime_s)
     placements = []
     for position, j in zip(ranks, order, strict=True):
         pool = pools[short.candidates[j]]
         hourly = short.hourly[j]
+        runtime_s = runtimes[j]
+        predicted = bool(short.predicted) and short.predicted[j]
         placements.append(
             Placement(
                 pool_id=pool.id,
@@ -219,7 +239,10 @@ def decide(
                 hourly_price=hourly,
                 estimated_cost=hourly * runtime_s / 3600.0,  # price/h x hours
                 fits_now=fits[j],
-                reasons=_reasons(task, pool, short, j, starts[j], cand_loads[j], avoided[j]),
+                reasons=_reasons(
+                    task, pool, short, j, starts[j], cand_loads[j], avoided[j], runtime_s
+                ),
+                predicted_runtime_s=runtime_s if predicted else None,
             )
         )
     return Decision(task.id, tuple(placements), short.rejections)
@@ -249,6 +272,7 @@ def _reasons(
     start_s: float,
     load: float,
     avoided: bool,
+    runtime_s: float | None = None,
 ) -> tuple[str, ...]:
     """Explain one placement in sentences: room now, start, price and cost, load, avoidance."""
     demand = task.demand
@@ -283,9 +307,21 @@ def _reasons(
         cheaper = bisect_left(short.sorted_hourly, hourly)
         standing = f"{_ordinal(cheaper + 1)}cheapest of {count}"
     reasons.append(f"price {_money(hourly)} {currency}/h ({standing})")
-    runtime_s = max(0.0, task.expected_runtime_s)
+    if runtime_s is None:
+        runtime_s = max(0.0, task.expected_runtime_s)
     cost = _money(hourly * runtime_s / 3600.0)
     reasons.append(f"estimated cost {cost} {currency} for ~{round(runtime_s)} s")
+    if task.profile is not None and task.work_scu_h is not None:
+        rate = pool.scu_rate(task.profile)
+        if rate > 0:
+            reasons.append(
+                f"predicted run time ~{round(runtime_s)} s: {task.work_scu_h:g} SCU-h "
+                f"at {rate:g} SCU ({task.profile})"
+            )
+        else:
+            reasons.append(
+                f"no SCU rate for {task.profile} known here: run time from expected_runtime_s"
+            )
     reasons.append(f"{round(load * 100)}% of pool in use")
     if avoided:
         reasons.append(AVOIDED_REASON)

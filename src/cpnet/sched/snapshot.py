@@ -131,6 +131,15 @@ class PoolView:
     price: Price
     online: bool = True
     can_run_images: bool = False  # runs executors' images (in a runtime, or host exec allowed)
+    # SCU rate per workload profile (cpnet.measure.scu), sorted pairs; () when not known.
+    scu: tuple[tuple[str, float], ...] = ()
+
+    def scu_rate(self, profile: str) -> float:
+        """The pool's SCU rate for a profile (0.0 when not known)."""
+        for name, rate in self.scu:
+            if name == profile:
+                return rate
+        return 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,18 @@ class TaskRequest:
     avoid_pools: tuple[str, ...] = ()
     expected_runtime_s: float = 600.0  # seconds; used to estimate cost and queue wait
     image: str | None = None  # an executor's container image: only pools that run images
+    # The task's work in SCU-hours for a workload profile: when both are set, the run time on a
+    # pool with a known SCU rate is predicted (work / rate) and used instead of the above.
+    profile: str | None = None
+    work_scu_h: float | None = None
+
+    def runtime_on(self, pool: PoolView) -> tuple[float, bool]:
+        """(run time in s on the pool, whether it is predicted from SCUs)."""
+        if self.profile is not None and self.work_scu_h is not None:
+            rate = pool.scu_rate(self.profile)
+            if rate > 0:
+                return self.work_scu_h * 3600.0 / rate, True
+        return max(0.0, self.expected_runtime_s), False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +184,9 @@ class Placement:
     estimated_cost: float  # hourly_price x expected runtime, pool currency
     fits_now: bool  # enough available capacity right now; only these may be reserved
     reasons: tuple[str, ...]  # why it ranks where it does, human sentences
+    # Run time predicted from the task's SCU-hours and the pool's SCU rate (None: not predicted,
+    # expected_runtime_s was used).
+    predicted_runtime_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from cpnet import ident
 from cpnet.errors import Conflict, Forbidden, NotFound
 from cpnet.ident.labels import slug_label, unique_label
+from cpnet.measure import scu, vector
 from cpnet.registry.model import (
     Capacity,
     Hardware,
     Heartbeat,
+    Measurements,
+    PoolDescriptor,
     PoolRecord,
     PoolType,
     Price,
@@ -159,6 +162,75 @@ def _region(site: Site) -> Region:
 # ---- agents: registration and heartbeats ----
 
 
+def capacity_of(desc: PoolDescriptor, probe: vector.ProbeReport | None) -> dict:
+    """The pool's capacity vector (with SCU rates) from its descriptor and last probe, as JSON."""
+    hw = desc.hardware
+    acc = hw.accelerators[0] if hw.accelerators else None
+    vec = vector.build(
+        cpu_model=hw.cpu_model,
+        cpu_cores=hw.cpu_cores,
+        memory_gb=hw.memory_gb,
+        disk_gb=hw.disk_gb,
+        accelerator_model=acc.model if acc else None,
+        accelerator_count=hw.gpus,
+        accelerator_memory_gb=acc.memory_gb if acc else 0.0,
+        declared=desc.declared,
+        probe=probe,
+    )
+    return scu.rate_all(vec).model_dump(mode="json")
+
+
+def request_measurement(s: Session, pool_id: str, now: float) -> float:
+    """Ask the pool's agent to probe it again (told in its next heartbeat); returns the time."""
+    row = s.get(Pool, pool_id.lower())
+    if row is None or row.retired_at is not None:
+        raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+    row.measure_requested = now
+    return now
+
+
+def pending_measurements(s: Session, site_id: str) -> dict[str, float]:
+    """The site's pools whose measurement was asked for and not yet reported: name -> when."""
+    q = select(Pool.name, Pool.measure_requested).where(
+        Pool.site_id == site_id, Pool.measure_requested.is_not(None)
+    )
+    return {name: at for name, at in s.execute(q)}
+
+
+def capacity_notes(cap: dict) -> list[str]:
+    """What of a capacity vector could not be used, in sentences for the pool's operator."""
+    notes = []
+    for part in (cap.get("cpu"), cap.get("accelerator")):
+        if part and part.get("model") and part.get("catalogue") is None:
+            notes.append(f"{part['kind']}: {part['match']}")
+    notes += [f"{f['field']}: {f['reason']}" for f in cap.get("flags", [])]
+    return notes
+
+
+def _probe(row: Pool) -> vector.ProbeReport | None:
+    return None if row.probe is None else vector.ProbeReport.model_validate(row.probe)
+
+
+def record_measurements(s: Session, site_id: str, m: Measurements, now: float) -> dict[str, dict]:
+    """Store each pool's probe report and rebuild its capacity vector; return the vectors."""
+    site = get_site(s, site_id)
+    pools = {p.name: p for p in s.scalars(select(Pool).where(Pool.site_id == site.id))}
+    missing = [pm.name for pm in m.pools if pm.name not in pools]
+    if missing:
+        raise NotFound(f"site {site.id} has no pool {missing[0]!r}", field="pools")
+    out = {}
+    for pm in m.pools:
+        row = pools[pm.name]
+        probe = pm.probe.model_copy(update={"measured_at": pm.probe.measured_at or now})
+        row.probe = probe.model_dump(mode="json")
+        row.capacity = capacity_of(PoolDescriptor.model_validate(row.descriptor), probe)
+        row.scu = row.capacity["scu"]
+        if row.measure_requested is not None and probe.measured_at >= row.measure_requested:
+            row.measure_requested = None  # a probe that started after the request answers it
+        out[pm.name] = row.capacity
+    return out
+
+
 def register(s: Session, site_id: str, reg: Registration, now: float) -> RegisterResult:
     """Record an agent's start: its endpoint and pools. Same names keep the same identifiers."""
     site = get_site(s, site_id)
@@ -169,9 +241,11 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
     site.heartbeat_interval_s = reg.heartbeat_interval_s
     site.last_heartbeat = now
     site.online = True
-    existing = {p.name: p for p in s.scalars(select(Pool).where(Pool.site_id == site.id))}
+    q = select(Pool).where(Pool.site_id == site.id).options(undefer(Pool.probe))
+    existing = {p.name: p for p in s.scalars(q)}
     taken = {p.label for p in existing.values()}
     ids: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
     for desc in reg.pools:
         hw = desc.hardware
         row = existing.get(desc.name)
@@ -203,6 +277,10 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
             )
         row.type = desc.type.value
         row.descriptor = desc.model_dump(mode="json")
+        row.capacity = capacity_of(desc, _probe(row))
+        row.scu = row.capacity["scu"]
+        if pool_notes := capacity_notes(row.capacity):
+            notes[desc.name] = pool_notes
         row.gpu_model = hw.gpu_model
         row.total_cpu, row.total_ram = hw.cpu_cores, hw.memory_gb
         row.total_disk, row.total_gpus = hw.disk_gb, hw.gpus
@@ -224,6 +302,7 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
         provider_id=site.provider_id,
         pools=ids,
         heartbeat_interval_s=reg.heartbeat_interval_s,
+        capacity_notes=notes,
     )
 
 
@@ -277,6 +356,8 @@ class PoolFilter:
     min_memory_gb: float | None = None
     labels: tuple[tuple[str, str], ...] = ()
     online: bool | None = True  # None = any
+    profile: str | None = None  # a workload profile: fills scu_rate and price_per_scu_hour
+    min_scu: float | None = None  # at least this SCU rate for ``profile``
 
 
 def _free(p: Pool) -> Capacity:
@@ -321,12 +402,14 @@ def pool_record(p: Pool, site: Site, provider: Provider) -> PoolRecord:
         online=p.online and p.retired_at is None,
         last_heartbeat=ts(p.last_heartbeat),
         created_at=ts(p.created_at),
+        capacity=p.capacity,
     )
 
 
 def _joined(s: Session):  # type: ignore[no-untyped-def]
     return (
         select(Pool, Site, Provider)
+        .options(undefer(Pool.capacity))
         .join(Site, Pool.site_id == Site.id)
         .join(Provider, Site.provider_id == Provider.id)
     )
@@ -354,8 +437,23 @@ def list_pools(s: Session, f: PoolFilter) -> list[PoolRecord]:
             continue
         if any(rec.labels.get(k) != v for k, v in f.labels):
             continue
+        if f.profile is not None:
+            with_scu(rec, f.profile)
+            if f.min_scu is not None and (rec.scu_rate or 0.0) < f.min_scu:
+                continue
         out.append(rec)
     return out
+
+
+def with_scu(rec: PoolRecord, profile: str) -> PoolRecord:
+    """Fill the record's SCU rate and price per SCU-hour for a profile (0 rate: no price)."""
+    rate = (rec.capacity or {}).get("scu", {}).get(profile, 0.0)
+    p, t = rec.price, rec.total
+    hourly = t.cpu_cores * p.cpu_core_hour + t.ram_gb * p.ram_gb_hour + t.gpus * p.gpu_hour
+    rec.scu_rate = rate
+    per = scu.price_per_scu_hour(hourly, rate)
+    rec.price_per_scu_hour = None if per is None else float(f"{per:.4g}")
+    return rec
 
 
 def get_pool(s: Session, pool_id: str) -> PoolRecord:

@@ -142,6 +142,12 @@ class Pool(Base):
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     retired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # cpnet.measure (0003_measure): the last probe report and the capacity vector built from it
+    # (deferred: loaded only where shown), and the vector's SCU rates alone for the scheduler.
+    probe: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True, deferred=True)
+    capacity: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True, deferred=True)
+    scu: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    measure_requested: Mapped[float | None] = mapped_column(Float, nullable=True)  # when asked
 
 
 class Task(Base):
@@ -207,3 +213,13 @@ class TaskEvent(Base):
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class BlobGrant(Base):
+    """An organisation that may read a blob of the hub's blob store (its uploader, or the owner
+    of the task whose output it is). The blob's bytes live on disk (hub/blobs.py)."""
+
+    __tablename__ = "blob_grants"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)

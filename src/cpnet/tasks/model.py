@@ -7,12 +7,14 @@ models; TES fields appear under their TES names so that mapping loses nothing.
 from __future__ import annotations
 
 import posixpath
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cpnet.measure.scu import PROFILES
 from cpnet.tasks.states import State
 
 # Size limits on everything a client sends (the whole body is also capped at 1 MiB by the API).
@@ -25,7 +27,8 @@ MAX_TAIL_CHARS = 16 * 1024
 ShortStr = Annotated[str, Field(max_length=256)]
 Name = Annotated[str, Field(max_length=256)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS)]
-URL_SCHEMES = ("file", "http", "https", "s3")
+URL_SCHEMES = ("file", "http", "https", "s3", "cpnet")
+BLOB_URL_PREFIX = "cpnet://blobs/"  # the hub's blob store: inputs name a sha256, outputs end here
 
 
 class Strict(BaseModel):
@@ -80,10 +83,18 @@ class Executor(Strict):
         return v
 
 
-def _check_url(url: str) -> str:
+def _check_url(url: str, *, output: bool = False) -> str:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in URL_SCHEMES:
         raise ValueError(f"scheme {scheme or '(none)'!r} not supported; use one of {URL_SCHEMES}")
+    if scheme == "cpnet":
+        rest = url.split("#", 1)[0][len(BLOB_URL_PREFIX) :]
+        if not url.lower().startswith(BLOB_URL_PREFIX):
+            raise ValueError(f"cpnet URLs name the hub's blob store: {BLOB_URL_PREFIX}...")
+        if output and rest:
+            raise ValueError(f"an output to the blob store has the URL {BLOB_URL_PREFIX!r}")
+        if not output and not re.fullmatch(r"[0-9a-fA-F]{64}", rest):
+            raise ValueError(f"a blob input is {BLOB_URL_PREFIX}<64 hex digits of sha256>")
     return url
 
 
@@ -134,7 +145,7 @@ class Output(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        return _check_url(v)
+        return _check_url(v, output=True)
 
 
 class Resources(Strict):
@@ -171,6 +182,35 @@ class Constraints(Strict):
         return v
 
 
+class Work(Strict):
+    """How much work a task is, in standard compute units (see docs/compute-unit.md).
+
+    Give ``scu_hours``, or a run time measured on a reference pool (``reference_pool`` and
+    ``reference_runtime_s``): the hub then fills ``scu_hours`` from that pool's SCU rate for the
+    profile when the task is submitted, and predicts the run time on every pool from it.
+    """
+
+    profile: ShortStr = "general"
+    scu_hours: float | None = Field(default=None, gt=0, le=1e9)
+    reference_pool: ShortStr | None = None
+    reference_runtime_s: float | None = Field(default=None, gt=0, le=365 * 86400)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        if v not in PROFILES:
+            raise ValueError(f"unknown profile {v!r}; use one of {', '.join(PROFILES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _amount(self) -> Work:
+        if (self.reference_pool is None) != (self.reference_runtime_s is None):
+            raise ValueError("give reference_pool and reference_runtime_s together")
+        if self.scu_hours is None and self.reference_pool is None:
+            raise ValueError("give scu_hours, or reference_pool and reference_runtime_s")
+        return self
+
+
 class TaskSpec(Strict):
     """A unit of work as a user describes it."""
 
@@ -186,6 +226,9 @@ class TaskSpec(Strict):
     idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     max_attempts: int = Field(default=3, ge=1, le=10)
     expected_runtime_s: float = Field(default=600.0, gt=0, le=365 * 86400)
+    # The task's work in SCU-hours for a profile: the scheduler then predicts the run time on
+    # each pool from its SCU rate and uses that instead of expected_runtime_s.
+    work: Work | None = None
 
     @field_validator("tags")
     @classmethod
@@ -229,6 +272,7 @@ class Usage(Report):
     peak_rss_mb: float = Field(default=0.0, ge=0)
     bytes_in: int = Field(default=0, ge=0)
     bytes_out: int = Field(default=0, ge=0)
+    alloc_cpu_s: float = Field(default=0.0, ge=0)  # CPUs held × wall, as a batch scheduler bills
 
 
 class Assignment(Report):

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cpnet.errors import Invalid
+from cpnet.measure.scu import PROFILES
 from cpnet.tasks.model import (
     MAX_ARG_CHARS,
     MAX_CONTENT_BYTES,
@@ -169,11 +170,17 @@ NATIVE_KEYS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], Callable[[An
     "cpnet.max_attempts": (("max_attempts",), int, str),
     "cpnet.expected_runtime_s": (("expected_runtime_s",), float, _num),
     "cpnet.idempotency_key": (("idempotency_key",), str, str),
+    # the task's work in standard compute units (docs/compute-unit.md): native `work`
+    "cpnet.scu_hours": (("work", "scu_hours"), float, _num),
+    "cpnet.reference_pool": (("work", "reference_pool"), str, str),
+    "cpnet.reference_runtime_s": (("work", "reference_runtime_s"), float, _num),
 }
+WORK_KEYS = ("cpnet.scu_hours", "cpnet.reference_pool", "cpnet.reference_runtime_s")
 # Keys kept as given in resources.backend_parameters (checked here; read by the scheduler's
 # later stages, shown back to the client unchanged).
 KEPT_KEYS: dict[str, Callable[[str], str]] = {
-    "cpnet.profile": _one_of("general", "ai-train", "ai-infer", "hpc", "edge-realtime"),
+    # with an amount of work (WORK_KEYS) the profile is work.profile, else it is kept here
+    "cpnet.profile": _one_of(*PROFILES),
     "cpnet.objective": _one_of("fastest", "cheapest", "balanced", "greenest"),
     "cpnet.deadline": _deadline,
     "cpnet.budget": _nonneg,
@@ -185,7 +192,7 @@ _DEFAULTS = TaskSpec(executors=[Executor(command=["true"])]).model_dump(mode="js
 
 def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
     for p in path:
-        d = d[p]
+        d = (d or {}).get(p)
     return d
 
 
@@ -250,6 +257,8 @@ def to_spec(task: TesTask) -> tuple[TaskSpec, list[str]]:
     spec["resources"] = res
     kept: dict[str, str] = {}
     warnings: list[str] = []
+    given = {k.strip().lower() for k in r.backend_parameters or {}}
+    has_work = any(k in given for k in WORK_KEYS)
     for raw_key, value in (r.backend_parameters or {}).items():
         key = raw_key.strip().lower()
         where = f"resources.backend_parameters.{raw_key}"
@@ -257,6 +266,8 @@ def to_spec(task: TesTask) -> tuple[TaskSpec, list[str]]:
             if key in NATIVE_KEYS:
                 path, read, _show = NATIVE_KEYS[key]
                 _set(spec, path, read(value))
+            elif key == "cpnet.profile" and has_work:
+                _set(spec, ("work", "profile"), KEPT_KEYS[key](value))
             elif key in KEPT_KEYS:
                 kept[key] = KEPT_KEYS[key](value)
             elif r.backend_parameters_strict:
@@ -287,6 +298,9 @@ def _tes_field(loc: tuple) -> str:
     parts = [str(x) for x in loc]
     if parts[:1] == ["constraints"] and len(parts) > 1:
         parts = ["resources.backend_parameters", f"cpnet.{parts[1]}"]
+    if parts[:1] == ["work"]:
+        parts = ["resources.backend_parameters", f"cpnet.{parts[1]}" if len(parts) > 1 else ""]
+        parts = [p for p in parts if p]
     if parts and parts[0] in ("max_attempts", "expected_runtime_s", "idempotency_key"):
         parts = ["resources.backend_parameters", f"cpnet.{parts[0]}"]
     if parts[:2] in (["resources", "gpus"], ["resources", "gpu_model"]):
@@ -340,7 +354,11 @@ def resources_to_tes(spec: TaskSpec) -> dict[str, Any]:
         out["zones"] = list(r.zones)
     params: dict[str, str] = dict(r.backend_parameters)
     whole = spec.model_dump(mode="json")
+    if spec.work is not None:
+        params["cpnet.profile"] = spec.work.profile
     for key, (path, _read, show) in NATIVE_KEYS.items():
+        if path[0] == "work" and spec.work is None:
+            continue
         value = _get(whole, path)
         if key == "cpnet.cpu_cores":
             if not float(value).is_integer():

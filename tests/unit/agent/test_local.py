@@ -241,7 +241,7 @@ def test_cancel_while_staging(backend: LocalBackend, http_store) -> None:
     spec = {"inputs": [{"path": "x", "url": f"{base}/slow"}], "executors": [{"command": ["true"]}]}
     handle = backend.submit(job(spec))
     wait_for(lambda: backend.poll(handle).state is State.INITIALIZING, what="staging")
-    wait_for(lambda: list((Path(handle) / "files").glob(".x.*.part")), what="the download")
+    wait_for(lambda: list((Path(handle) / "files").glob(".x.part")), what="the download")
     backend.cancel(handle)
     status = wait_final(backend, handle, timeout=5.0)
     assert (status.state, status.reason) == (State.CANCELED, "canceled while staging")
@@ -388,5 +388,5 @@ def test_discover_describes_this_machine(backend: LocalBackend) -> None:
     assert pool.total.cpu_cores == os.cpu_count() and pool.total.ram_gb > 0
     assert pool.cpu_model and pool.labels["os"] == "linux"
     assert BACKENDS["local"] is LocalBackend is get_backend("local")
-    with pytest.raises(BackendError, match="known: local"):
+    with pytest.raises(BackendError, match=r"known: (\w+, )*local\b"):
         get_backend("nope")

@@ -10,8 +10,29 @@ from pathlib import Path
 import pytest
 
 from cpnet.agent.backends import get_backend
-from cpnet.agent.backends.base import BackendConfig, Job
-from cpnet.agent.backends.slurm import SCRIPT_FILE, SlurmBackend, batch_script
+from cpnet.agent.backends.base import (
+    BackendConfig,
+    BackendError,
+    Job,
+    PoolCapacity,
+    PoolDecl,
+    PoolLive,
+)
+from cpnet.agent.backends.slurm import (
+    SCRIPT_FILE,
+    SlurmBackend,
+    SlurmFinal,
+    SlurmJobRequest,
+    SlurmTransport,
+    batch_script,
+    make_transport,
+    map_final,
+    parse_gres,
+    parse_sacct_line,
+    parse_scontrol_partitions,
+    parse_slurm_minutes,
+)
+from cpnet.agent.backends.slurm_rest import SlurmRest
 from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 
@@ -78,3 +99,266 @@ def test_hostile_task_strings_never_reach_the_script(
     assert logs[0].stdout == "".join(f"{s}|" for s in HOSTILE)
     assert logs[1].stdout == HOSTILE_TEXT
     assert not pwned.exists()
+
+
+# ---- parsers over real-format Slurm 22.05 output ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gres", "expected"),
+    [
+        ("", {}),
+        ("(null)", {}),
+        ("gpu:2", {None: 2}),
+        ("gpu:a100:2(S:0-1)", {"a100": 2}),
+        ("gpu:a100:2(S:0-1),gpu:v100:4(S:1)", {"a100": 2, "v100": 4}),
+        ("gpu:tesla:4(S:0),mps:400(S:0)", {"tesla": 4}),
+        ("mps:100,shard:8", {}),
+        # gres_used as sinfo --json reports it
+        ("gpu:a100:1(IDX:0),mps:0(IDX:N/A)", {"a100": 1}),
+        ("gpu:a100:0(IDX:N/A)", {"a100": 0}),
+        ("gpu:h100:3(IDX:0-1,3)", {"h100": 3}),
+    ],
+)
+def test_parse_gres(gres: str, expected: dict[str | None, int]) -> None:
+    assert parse_gres(gres) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("UNLIMITED", None),
+        ("INFINITE", None),
+        ("30", 30),
+        ("1:30", 2),  # minutes:seconds, rounded up as Slurm does
+        ("01:00:00", 60),
+        ("2-00:00:00", 2880),
+        ("1-12", 2160),
+        ("0:00:01", 1),
+    ],
+)
+def test_parse_slurm_minutes(text: str, minutes: int | None) -> None:
+    assert parse_slurm_minutes(text) == minutes
+
+
+SCONTROL_PARTITIONS = (
+    "PartitionName=cpu AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL AllocNodes=ALL Default=YES "
+    "QoS=N/A DefaultTime=NONE DisableRootJobs=NO ExclusiveUser=NO GraceTime=0 Hidden=NO "
+    "MaxNodes=UNLIMITED MaxTime=UNLIMITED MinNodes=0 LLN=NO MaxCPUsPerNode=UNLIMITED "
+    "Nodes=n[1-2] PriorityJobFactor=1 PriorityTier=1 RootOnly=NO ReqResv=NO OverSubscribe=NO "
+    "OverTimeLimit=NONE PreemptMode=OFF State=UP TotalCPUs=2 TotalNodes=2 "
+    "SelectTypeParameters=NONE JobDefaults=(null) DefMemPerNode=UNLIMITED "
+    "MaxMemPerNode=UNLIMITED TRES=cpu=2,mem=2G,node=2,billing=2\n"
+    "PartitionName=gpu AllowGroups=ALL Default=NO MaxTime=2-00:00:00 Nodes=g[01-02] "
+    "State=DRAIN TotalCPUs=128 TRES=cpu=128,mem=1000G,node=2,billing=128,gres/gpu=8\n"
+)
+
+
+def test_parse_scontrol_partitions() -> None:
+    parts = parse_scontrol_partitions(SCONTROL_PARTITIONS)
+    assert parts == {
+        "cpu": {"state": "UP", "max_time_min": None, "nodes": "n[1-2]"},
+        "gpu": {"state": "DRAIN", "max_time_min": 2880, "nodes": "g[01-02]"},
+    }
+
+
+def test_parse_sacct_line() -> None:
+    # sacct -c -n -P -o state,elapsedraw,ncpus,nodelist (the jobcomp file, no slurmdbd)
+    assert parse_sacct_line("TIMEOUT|61|1|n1\n") == SlurmFinal("TIMEOUT", 61.0, 1, "n1")
+    assert parse_sacct_line("COMPLETED|0|4|n[3-4]\n") == SlurmFinal("COMPLETED", 0.0, 4, "n[3-4]")
+    assert parse_sacct_line("CANCELLED by 0|12|2|n3\n").state == "CANCELLED"
+    assert parse_sacct_line("") is None
+
+
+@pytest.mark.parametrize(
+    ("slurm_state", "state", "words"),
+    [
+        ("TIMEOUT", State.EXECUTOR_ERROR, "time limit exceeded"),
+        ("OUT_OF_MEMORY", State.EXECUTOR_ERROR, "out of memory"),
+        ("NODE_FAIL", State.SYSTEM_ERROR, "node failure"),
+        ("PREEMPTED", State.SYSTEM_ERROR, "preempted"),
+        ("CANCELLED by 0", State.SYSTEM_ERROR, "not by cpnet"),
+        ("WEIRD", State.SYSTEM_ERROR, "ended WEIRD"),
+    ],
+)
+def test_map_final(slurm_state: str, state: State, words: str) -> None:
+    got, reason = map_final(slurm_state, "42")
+    assert got is state and words in reason and "42" in reason
+
+
+def standin_gpu_node(name: str, partitions: list[str], gres: str, used: str, idle: int) -> dict:
+    """A node as ``sinfo --json`` (22.05, data_parser v0.0.38) shows one with GPUs; we have no
+    GPU node to run, so this is a stand-in at the Slurm boundary."""
+    return {
+        "architecture": "x86_64",
+        "cpus": 64,
+        "idle_cpus": idle,
+        "alloc_cpus": 64 - idle,
+        "real_memory": 512000,
+        "alloc_memory": 0,
+        "temporary_disk": 0,
+        "gres": gres,
+        "gres_used": used,
+        "name": name,
+        "partitions": partitions,
+        "state": "mixed" if idle < 64 else "idle",
+        "state_flags": [],
+    }
+
+
+class StandinGpuSlurm(SlurmTransport):
+    """Stand-in for a GPU Slurm cluster (none can run here): answers the read calls with
+    real-format records; submitting is refused."""
+
+    def __init__(self) -> None:
+        self.node_list = [
+            standin_gpu_node("g01", ["gpu"], "gpu:a100:4(S:0-1)", "gpu:a100:1(IDX:0)", 48),
+            standin_gpu_node("g02", ["gpu"], "gpu:a100:4(S:0-1)", "gpu:a100:0(IDX:N/A)", 64),
+            standin_gpu_node("c01", ["cpu"], "(null)", "", 64),
+        ]
+        self.part_state = "UP"
+
+    def nodes(self) -> list[dict]:
+        return self.node_list
+
+    def partitions(self) -> dict[str, dict]:
+        return parse_scontrol_partitions(
+            f"PartitionName=gpu MaxTime=1-00:00:00 Nodes=g[01-02] State={self.part_state}\n"
+            "PartitionName=cpu MaxTime=UNLIMITED Nodes=c01 State=UP\n"
+        )
+
+    def jobs(self) -> list[dict]:
+        return [
+            {"job_id": 1, "name": "other-user", "partition": "gpu", "job_state": "RUNNING"},
+            {"job_id": 2, "name": "x", "partition": "gpu", "job_state": "PENDING"},
+            {"job_id": 3, "name": "y", "partition": "cpu,gpu", "job_state": "PENDING"},
+            {"job_id": 4, "name": "z", "partition": "cpu", "job_state": "COMPLETED"},
+        ]
+
+    def submit(self, request: SlurmJobRequest, script: Path) -> str:
+        raise BackendError("stand-in: no submissions")
+
+    def cancel(self, job_id: str) -> None:
+        raise BackendError("stand-in: no jobs")
+
+    def final(self, job_id: str) -> SlurmFinal | None:
+        return None
+
+
+def test_gpu_partitions_from_gres(tmp_path: Path) -> None:
+    slurm = StandinGpuSlurm()
+    backend = SlurmBackend(BackendConfig(work_root=tmp_path), cli=slurm)
+    pools = {p.name: p for p in backend.discover()}
+    assert pools["gpu"].total.gpus == 8 and pools["gpu"].gpu_model == "a100"
+    assert pools["gpu"].labels["max_time_min"] == "1440"
+    assert pools["cpu"].total.gpus == 0 and pools["cpu"].gpu_model is None
+    live = {p.name: p for p in backend.live()}
+    assert live["gpu"].free.gpus == 7 and live["gpu"].free.cpu_cores == 112
+    # every user's jobs count, and a job waiting for either partition counts in both
+    assert (live["gpu"].queue_length, live["gpu"].running) == (2, 1)
+    assert (live["cpu"].queue_length, live["cpu"].running) == (1, 0)
+    slurm.part_state = "DRAIN"
+    live = {p.name: p for p in backend.live()}
+    assert live["gpu"].free.cpu_cores == 0 and live["gpu"].free.gpus == 0
+
+
+def test_job_request_from_the_task(tmp_path: Path) -> None:
+    backend = SlurmBackend(
+        BackendConfig(work_root=tmp_path, options={"time_limit_factor": "3"}),
+        cli=StandinGpuSlurm(),
+    )
+    backend.discover()
+
+    def request(pool: str, **spec: object) -> list[str]:
+        task = TaskSpec.model_validate({"executors": [{"command": ["true"]}], **spec})
+        job = Job("a1", "t1", pool, task, tmp_path)
+        return backend.job_request(job, "cpnet-a1", tmp_path / "a1").sbatch_args()
+
+    args = request("gpu", resources={"gpus": 2, "gpu_model": "a100", "cpu_cores": 1.5})
+    assert args[args.index("--gres") + 1] == "gpu:a100:2"
+    assert args[args.index("--cpus-per-task") + 1] == "2"
+    assert "--no-requeue" in args
+    assert args[args.index("--time") + 1] == "30"  # 3 × the default 600 s expected runtime
+    args = request("gpu", expected_runtime_s=86400)
+    assert args[args.index("--time") + 1] == "1440"  # capped at the partition's MaxTime
+    args = request("cpu", resources={"backend_parameters": {"slurm.time_limit_s": "61"}})
+    assert args[args.index("--time") + 1] == "2"
+    # By default an expected runtime (an estimate) sets no limit: the partition's DefaultTime does.
+    backend = SlurmBackend(BackendConfig(work_root=tmp_path), cli=StandinGpuSlurm())
+    backend.discover()
+    task = TaskSpec.model_validate({"executors": [{"command": ["true"]}]})
+    args = backend.job_request(Job("a2", "t2", "cpu", task, tmp_path), "cpnet-a2", tmp_path / "a2")
+    assert "--time" not in args.sbatch_args()
+    args = request("cpu", resources={"backend_parameters": {"slurm.nodes": "2"}})
+    assert args[args.index("--nodes") + 1] == "2"
+    assert "--ntasks" not in args
+    # more CPUs than the largest node (64) has: spread over nodes, one task per CPU
+    args = request("cpu", resources={"cpu_cores": 100, "ram_gb": 10})
+    assert args[args.index("--nodes") + 1] == "2"
+    assert args[args.index("--ntasks") + 1] == "100"
+    assert args[args.index("--cpus-per-task") + 1] == "1"
+    assert args[args.index("--mem") + 1] == "5120"  # per node
+    with pytest.raises(ValueError, match="nodes"):
+        request("cpu", resources={"backend_parameters": {"nodes": "-1"}})
+    with pytest.raises(ValueError, match="gpu_model"):
+        request("gpu", resources={"gpus": 1, "gpu_model": "a100,gpu:9"})
+
+
+def test_rest_transport_options_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(BackendError, match="slurmrestd_url"):
+        make_transport({"transport": "rest"})
+    with pytest.raises(BackendError, match="http"):
+        make_transport({"transport": "rest", "slurmrestd_url": "slurm-head:6820"})
+    with pytest.raises(BackendError, match="transport='grpc' unknown"):
+        make_transport({"transport": "grpc"})
+    monkeypatch.delenv("SLURM_JWT", raising=False)
+    rest = make_transport(
+        {"transport": "rest", "slurmrestd_url": "http://127.0.0.1:9", "slurm_user": "cpnet"}
+    )
+    assert isinstance(rest, SlurmRest)
+    with pytest.raises(BackendError, match="scontrol token username=cpnet"):
+        rest.jobs()
+    token_file = tmp_path / "jwt"
+    token_file.write_text("SLURM_JWT=abc.def.ghi\n")
+    rest = SlurmRest.from_options(
+        {"slurmrestd_url": "http://127.0.0.1:9", "slurm_jwt_file": str(token_file)}, 5.0
+    )
+    assert rest._token() == "abc.def.ghi"
+    token_file.write_text("renewed\n")  # re-read on every request
+    assert rest._token() == "renewed"
+
+
+@pytest.mark.integration
+@pytest.mark.slurm
+def test_live_without_a_controller_reports_no_free_capacity(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The real clients against a controller that does not answer (the dev cluster's
+    slurm.conf with a closed port): live() still answers, with nothing free."""
+    conf = Path(slurm_env["SLURM_CONF"]).read_text()
+    dead = tmp_path / "slurm.conf"
+    dead.write_text(
+        "\n".join(
+            "SlurmctldPort=9" if line.startswith("SlurmctldPort=") else line
+            for line in conf.splitlines()
+        )
+    )
+    cpu = PoolDecl(
+        name="cpu",
+        type="supercomputing",
+        total=PoolCapacity(cpu_cores=2, ram_gb=2),
+        cpu_model="x86_64",
+        gpu_model=None,
+        gpu_memory_gb=None,
+        labels={},
+    )
+    backend = SlurmBackend(
+        BackendConfig(
+            work_root=tmp_path / "work",
+            pools=[cpu],
+            options={"slurm_conf": str(dead), "command_timeout_s": "2"},
+        )
+    )
+    assert backend.live() == [PoolLive("cpu", PoolCapacity(), 0, 0)]

@@ -44,3 +44,20 @@ def test_limits() -> None:
     assert _errors(resources={"cpu_cores": 0})[0][0] == "resources.cpu_cores"
     assert _errors(constraints={"pool_types": ["quantum"]})[0][0] == "constraints.pool_types"
     assert _errors(max_attempts=0)[0][0] == "max_attempts"
+
+
+def test_work_in_scu_hours_validates_profile_and_amount() -> None:
+    base = {"executors": [{"command": ["true"]}]}
+    spec = TaskSpec.model_validate({**base, "work": {"profile": "ai-train", "scu_hours": 2}})
+    assert spec.work is not None and spec.work.scu_hours == 2
+    ref = {"profile": "hpc", "reference_pool": "p1", "reference_runtime_s": 60}
+    assert TaskSpec.model_validate({**base, "work": ref}).work.scu_hours is None
+    for work, words in (
+        ({"profile": "mining", "scu_hours": 1}, "unknown profile 'mining'"),
+        ({"profile": "hpc"}, "give scu_hours"),
+        ({"profile": "hpc", "reference_pool": "p1"}, "together"),
+        ({"profile": "hpc", "scu_hours": -1}, "greater than 0"),
+    ):
+        with pytest.raises(ValidationError, match=words) as err:
+            TaskSpec.model_validate({**base, "work": work})
+        assert err.value.errors()[0]["loc"][0] == "work"

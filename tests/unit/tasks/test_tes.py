@@ -73,6 +73,7 @@ params = _some(
         "cpnet.expected_runtime_s": st.sampled_from(["30", "3600", "0.5"]),
         "cpnet.idempotency_key": word,
         "cpnet.profile": st.sampled_from(["ai-train", "hpc"]),
+        "cpnet.scu_hours": st.sampled_from(["0.5", "12"]),
         "cpnet.objective": st.sampled_from(["fastest", "cheapest"]),
         "cpnet.deadline": st.just("2030-01-02T03:04:05+00:00"),
         "cpnet.budget": st.sampled_from(["0", "12.5"]),
@@ -108,6 +109,8 @@ def _canonical(t: dict[str, Any]) -> dict[str, Any]:
     """What the server shows back of a submitted task: the same, cpu fraction in its key."""
     t = {**t, "resources": {**t["resources"]}}
     bp = dict(t["resources"].get("backend_parameters", {}))
+    if "cpnet.scu_hours" in bp:  # an amount of work: the profile (default general) comes back
+        bp.setdefault("cpnet.profile", "general")
     if "cpnet.cpu_cores" in bp:  # the exact cores live in the key; cpu_cores is rounded up
         exact = float(bp["cpnet.cpu_cores"])
         t["resources"]["cpu_cores"] = max(1, -(-exact // 1))
@@ -140,7 +143,14 @@ def test_cpnet_wishes_land_in_native_fields(t: dict[str, Any]):
     if "cpnet.max_attempts" in bp:
         assert spec.max_attempts == int(bp["cpnet.max_attempts"])
     assert spec.resources.zones == t["resources"].get("zones", [])
+    if "cpnet.scu_hours" in bp:
+        assert spec.work is not None and spec.work.scu_hours == float(bp["cpnet.scu_hours"])
+        assert spec.work.profile == bp.get("cpnet.profile", "general")
+    else:
+        assert spec.work is None
     kept = {k: v for k, v in bp.items() if k in tes.KEPT_KEYS}
+    if spec.work is not None:
+        kept.pop("cpnet.profile", None)  # it is work.profile
     assert spec.resources.backend_parameters == kept
 
 
@@ -175,6 +185,7 @@ def test_strict_unsupported_key_is_refused_naming_it():
         ({"cpnet.deadline": "soon"}, "resources.backend_parameters.cpnet.deadline", "isoformat"),
         ({"cpnet.pool_types": "gpu"}, "resources.backend_parameters.cpnet.pool_types", "unknown"),
         ({"cpnet.max_attempts": "99"}, "resources.backend_parameters.cpnet.max_attempts", "10"),
+        ({"cpnet.reference_pool": "p"}, "resources.backend_parameters", "together"),
     ],
 )
 def test_bad_cpnet_values_name_the_key(params: dict, field: str, words: str):

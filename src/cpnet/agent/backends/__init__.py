@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from cpnet.agent.backends.base import Backend, BackendError
+from cpnet.agent.backends.kubernetes import KubernetesBackend
 from cpnet.agent.backends.local import LocalBackend
 from cpnet.agent.backends.slurm import SlurmBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     LocalBackend.name: LocalBackend,
     SlurmBackend.name: SlurmBackend,
+    KubernetesBackend.name: KubernetesBackend,
 }
 
 

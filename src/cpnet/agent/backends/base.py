@@ -159,6 +159,8 @@ class BackendConfig:
     work_root: Path  # one sub-directory per attempt lives here
     pools: list[PoolDecl] | None = None  # declared pools override discovery
     options: dict[str, str] = field(default_factory=dict)  # backend-specific, documented there
+    hub_url: str = ""  # the hub the agent reports to (runners fetch cpnet://blobs/ from it)
+    hub_token: str = field(default="", repr=False)  # the agent's site token (a credential)
 
 
 class Backend(abc.ABC):

@@ -31,6 +31,10 @@ Options (all strings, in ``BackendConfig.options``):
   attempt's system logs say which one was used.
 - ``cpu_pinning``: ``false`` runs executors on every CPU this process may use (default: each
   attempt is pinned to CPUs assigned to it, see below)
+- staging (docs/staging.md; shared with every backend that starts the runner): ``max_file_gb``
+  (per-file limit, default none), ``s3_endpoint`` and ``s3_region`` for s3:// URLs,
+  ``s3_access_key_id`` / ``s3_secret_access_key`` / ``s3_session_token`` (these win over the
+  agent's ``AWS_*`` environment; they reach the runner in its environment, never in job.json)
 
 GPUs: when a pool declares ``gpus``, each started attempt is assigned that many concrete indices
 (lowest free first, never shared by two unfinished attempts), recorded in job.json's ``runner``
@@ -80,6 +84,7 @@ from cpnet.agent.backends.base import (
 from cpnet.agent.runner import (
     CANCEL_FILE,
     DEFAULT_GRACE_S,
+    HUB_TOKEN_ENV,
     JOB_FILE,
     RUNNER_LOG,
     STATUS_FILE,
@@ -156,6 +161,8 @@ class LocalBackend(Backend):
         self.memory_limit = _flag(opts.get("memory_limit", "true"))
         self.private_tmp = _flag(opts.get("private_tmp", "true"))
         self.cpu_pinning = _flag(opts.get("cpu_pinning", "true"))
+        self.staging = staging_settings(config)
+        self.staging_env = staging_env(config)
         self._adopt_all()
 
     @property
@@ -270,6 +277,7 @@ class LocalBackend(Backend):
             file_roots=self.file_roots,
             memory_limit_gb=spec.resources.ram_gb if self.memory_limit else None,
             private_tmp=self.private_tmp,
+            staging=self.staging,
             images=self.images.to_runner(),
         )
 
@@ -496,7 +504,7 @@ class LocalBackend(Backend):
                 t.popen = subprocess.Popen(
                     argv,
                     cwd=t.work_dir,
-                    env=runner_env(),
+                    env=runner_env(self.staging_env),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -573,7 +581,7 @@ class LocalBackend(Backend):
             if time.monotonic() < self._fork_retry_at:
                 return False
             try:
-                server = self._fork_server = _ForkServer.start(self.work_root)
+                server = self._fork_server = _ForkServer.start(self.work_root, self.staging_env)
             except ForkServerError as exc:
                 self._fork_broke(None, f"cannot start it: {exc}")
                 return False
@@ -666,11 +674,12 @@ def runner_settings(
     file_roots: Any,
     memory_limit_gb: float | None,
     private_tmp: bool,
+    staging: dict[str, Any] | None = None,
     images: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `runner` block of job.json, shared by every backend that starts the runner."""
     disk = spec.resources.disk_gb
-    return {
+    return (staging or {}) | {
         "max_stage_bytes": int(disk * GIB) if disk > 0 else max_stage_bytes,
         "grace_s": grace_s,
         "http_timeout_s": http_timeout_s,
@@ -681,9 +690,41 @@ def runner_settings(
     }
 
 
-def runner_env() -> dict[str, str]:
-    """The agent's environment, with this very cpnet (wherever it was loaded from) importable."""
-    env = dict(os.environ)
+def staging_settings(config: BackendConfig) -> dict[str, Any]:
+    """The staging part of job.json's runner block, from the agent's options (nothing secret)."""
+    opts = config.options
+    out: dict[str, Any] = {}
+    if opts.get("max_file_gb"):
+        out["max_file_bytes"] = int(float(opts["max_file_gb"]) * GIB)
+    for key in ("s3_endpoint", "s3_region"):
+        if opts.get(key):
+            out[key] = opts[key]
+    if config.hub_url:
+        out["hub_url"] = config.hub_url
+    return out
+
+
+def staging_env(config: BackendConfig) -> dict[str, str]:
+    """Credentials the runner needs for staging, for its environment (never written to job.json).
+
+    Agent options win over the agent's own ``AWS_*`` environment, which the runner inherits.
+    """
+    opts = config.options
+    names = {
+        "s3_access_key_id": "AWS_ACCESS_KEY_ID",
+        "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        "s3_session_token": "AWS_SESSION_TOKEN",
+    }
+    env = {var: opts[key] for key, var in names.items() if opts.get(key)}
+    if config.hub_token:
+        env[HUB_TOKEN_ENV] = config.hub_token
+    return env
+
+
+def runner_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment (with `extra` laid on top), with this very cpnet (wherever it was
+    loaded from) importable."""
+    env = dict(os.environ) | (extra or {})
     src_root = str(Path(cpnet.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
     return env
@@ -704,12 +745,12 @@ class _ForkServer:
         self._finalizer = weakref.finalize(self, _ForkServer._shut, proc, False)
 
     @classmethod
-    def start(cls, work_root: Path) -> _ForkServer:
+    def start(cls, work_root: Path, extra_env: dict[str, str] | None = None) -> _ForkServer:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cpnet.agent.forkserver"],
                 cwd=work_root,
-                env=runner_env(),
+                env=runner_env(extra_env),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 start_new_session=True,  # no terminal signal of the agent's reaches it

@@ -18,7 +18,7 @@ from cpnet.api.deps import caller, hub
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Forbidden
 from cpnet.hub.service import Hub
-from cpnet.registry.model import Heartbeat, RegisterResult, Registration
+from cpnet.registry.model import Heartbeat, Measurements, RegisterResult, Registration
 from cpnet.store import registry
 from cpnet.store import tasks as store
 from cpnet.tasks.model import Assignment, AttemptUpdate, TaskSpec
@@ -49,9 +49,24 @@ def register(
     return res
 
 
+@router.post("/measurements")
+def measurements(
+    site_id: str, body: Measurements, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> dict[str, dict[str, dict]]:
+    """Calibration probe results per pool; answers each pool's rebuilt capacity vector."""
+    sid = agent_for(site_id, who)
+    with h.store.tx() as s:
+        vectors = registry.record_measurements(s, sid, body, time.time())
+    h.resolver._cache.clear()
+    h.wake_scheduler()
+    return {"capacity": vectors}
+
+
 class HeartbeatReply(BaseModel):
     cancel: list[str] = Field(default_factory=list)  # attempts to stop
     unknown: list[str] = Field(default_factory=list)  # attempts the hub does not expect here
+    # Pools to probe again: name -> when it was asked (an agent acts once per request).
+    measure: dict[str, float] = Field(default_factory=dict)
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply)
@@ -64,6 +79,7 @@ def heartbeat(
         reply = HeartbeatReply(
             cancel=store.cancels(s, sid),
             unknown=store.unknown_running(s, sid, body.running_attempts),
+            measure=registry.pending_measurements(s, sid),
         )
     h.wake_scheduler()
     if back:

@@ -11,6 +11,7 @@ from cpnet.api.deps import caller, hub, require
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound
 from cpnet.hub.service import Hub
+from cpnet.measure import catalogue, scu
 from cpnet.registry.model import PoolRecord, PoolType
 from cpnet.store import registry
 
@@ -28,6 +29,15 @@ def parse_pairs(values: list[str], field: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def check_profile(profile: str | None) -> None:
+    """A 400 naming ``profile`` (and the known ones) for a workload profile that does not exist."""
+    if profile is not None:
+        try:
+            scu.profile(profile)
+        except scu.UnknownProfile as exc:
+            raise Invalid(str(exc), field="profile") from None
+
+
 @router.get("/pools")
 def list_pools(
     type: PoolType | None = None,
@@ -38,10 +48,19 @@ def list_pools(
     min_memory_gb: Annotated[float | None, Query(ge=0)] = None,
     label: Annotated[list[str], Query(max_length=32)] = [],  # noqa: B006
     online: Literal["true", "false", "any"] = "true",
+    profile: Annotated[str | None, Query(max_length=64)] = None,
+    min_scu: Annotated[float | None, Query(ge=0, le=1e12)] = None,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
 ) -> dict[str, list[PoolRecord]]:
-    """Live pools matching every filter (free-capacity minimums use what is free now)."""
+    """Live pools matching every filter (free-capacity minimums use what is free now).
+
+    With ``profile`` each pool carries its SCU rate and price per SCU-hour for that workload
+    profile, and ``min_scu`` keeps pools rated at least that many SCU.
+    """
+    check_profile(profile)
+    if profile is None and min_scu is not None:
+        raise Invalid("min_scu needs a profile (e.g. profile=ai-train)", field="min_scu")
     f = registry.PoolFilter(
         type=type.value if type else None,
         region=region,
@@ -51,15 +70,53 @@ def list_pools(
         min_memory_gb=min_memory_gb,
         labels=parse_pairs(label, "label"),
         online={"true": True, "false": False, "any": None}[online],
+        profile=profile,
+        min_scu=min_scu,
     )
     with h.store.read() as s:
         return {"pools": registry.list_pools(s, f)}
 
 
 @router.get("/pools/{pool_id}", response_model=PoolRecord)
-def get_pool(pool_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> PoolRecord:
+def get_pool(
+    pool_id: str,
+    profile: Annotated[str | None, Query(max_length=64)] = None,
+    who: Principal = Depends(caller),
+    h: Hub = Depends(hub),
+) -> PoolRecord:
+    check_profile(profile)
     with h.store.read() as s:
-        return registry.get_pool(s, pool_id)
+        rec = registry.get_pool(s, pool_id)
+    return rec if profile is None else registry.with_scu(rec, profile)
+
+
+@router.post("/pools/{pool_id}/measure", status_code=202)
+def measure_pool(pool_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
+    """Ask the pool's agent to run its calibration probes again (as a job of the pool).
+
+    The agent hears of it in its next heartbeat; the pool's ``capacity.measured_at`` moves past
+    ``requested_at`` when the new report is in.
+    """
+    require(who, Role.PROVIDER_ADMIN)
+    with h.store.tx() as s:
+        if not who.is_admin and registry.pool_owner_org(s, pool_id) != who.org_id:
+            raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+        at = registry.request_measurement(s, pool_id, time.time())
+    return {"pool_id": pool_id.lower(), "requested_at": at}
+
+
+@router.get("/catalogue/match")
+def match_hardware(
+    model: Annotated[str, Query(min_length=1, max_length=256)],
+    kind: Literal["accelerator", "cpu"] = "accelerator",
+    who: Principal = Depends(caller),
+) -> dict:
+    """The hardware catalogue entry a model string matches (404 naming ``model`` if none)."""
+    m = catalogue.match_cpu(model) if kind == "cpu" else catalogue.match_accelerator(model)
+    if isinstance(m, catalogue.NoMatch):
+        raise NotFound(m.reason, field="model")
+    spec = m.spec
+    return {"query": model, "kind": kind, "name": spec.name, "note": m.note, "spec": spec}
 
 
 @router.delete("/pools/{pool_id}", response_model=PoolRecord)

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from cpnet.api.deps import caller, hub, require
 from cpnet.api.routers.pools import parse_pairs
 from cpnet.auth.model import Principal, Role
-from cpnet.hub.scheduling import explain as explain_task
+from cpnet.errors import Invalid, NotFound
+from cpnet.hub.scheduling import explain_with_runtimes
 from cpnet.hub.service import Hub
+from cpnet.store import registry
 from cpnet.store import tasks as store
 from cpnet.tasks.model import TaskPage, TaskSpec, TaskView
 from cpnet.tasks.states import State
@@ -25,6 +27,8 @@ def create_task(
 ) -> TaskView:
     """Submit a task. A repeated `idempotency_key` returns the original task with 200."""
     require(who, Role.USER, Role.PROVIDER_ADMIN)
+    if spec.work is not None and spec.work.scu_hours is None:
+        spec = _with_scu_hours(h, spec)
     with h.store.tx() as s:
         task, created = store.create_task(s, who, spec, time.time())
         view = store.task_view(s, task)
@@ -33,6 +37,29 @@ def create_task(
     else:
         response.status_code = 200
     return view
+
+
+def _with_scu_hours(h: Hub, spec: TaskSpec) -> TaskSpec:
+    """Fill work.scu_hours from the reference pool's SCU rate (fixed at submission)."""
+    work = spec.work
+    assert work is not None and work.reference_pool and work.reference_runtime_s
+    field = "work.reference_pool"
+    try:
+        with h.store.read() as s:
+            rec = registry.get_pool(s, work.reference_pool)
+    except NotFound:
+        raise Invalid(
+            f"no pool {work.reference_pool!r} to take as reference", field=field
+        ) from None
+    rate = (rec.capacity or {}).get("scu", {}).get(work.profile, 0.0)
+    if rate <= 0:
+        raise Invalid(
+            f"reference pool {rec.id} has no SCU rate for profile {work.profile!r} (its hardware "
+            "is not in the catalogue and it has not been measured); give work.scu_hours instead",
+            field=field,
+        )
+    hours = work.reference_runtime_s / 3600.0 * rate
+    return spec.model_copy(update={"work": work.model_copy(update={"scu_hours": hours})})
 
 
 @router.get("", response_model=TaskPage, response_model_exclude_none=True)
@@ -108,7 +135,7 @@ def explain(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub
     """How the scheduler ranks every pool for this task right now, and why others are out."""
     with h.store.read() as s:
         task = store.get_task(s, who, task_id)
-        d = explain_task(s, task)
+        d, runtimes = explain_with_runtimes(s, task)
         return {
             "task_id": task.id,
             "state": task.state,
@@ -122,6 +149,7 @@ def explain(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub
                     "hourly_price": p.hourly_price,
                     "estimated_cost": p.estimated_cost,
                     "fits_now": p.fits_now,
+                    "predicted_runtime_s": p.predicted_runtime_s,
                     "reasons": list(p.reasons),
                 }
                 for p in d.placements
@@ -129,4 +157,7 @@ def explain(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub
             "rejections": [
                 {"pool_id": r.pool_id, "reasons": list(r.reasons)} for r in d.rejections
             ],
+            "work": task.spec.get("work"),
+            # Every pool's predicted run time for a task with work in SCU-hours (None: unknown).
+            "predicted_runtime_s": runtimes,
         }

@@ -1,0 +1,164 @@
+"""The hub's blob store: ``PUT``/``POST /v1/blobs`` (store bytes, get their sha256) and
+``GET /v1/blobs/{sha256}``.
+
+Who may do what (store/blobs.py has the rule): every valid token may store a blob; storing grants
+the uploader's organisation the right to read it. An agent stores a task's output with
+``?attempt_id=`` (an attempt on its own site), which grants the task's organisation. Reading needs
+a grant (users), an unfinished attempt on the agent's site of a granted organisation's task
+(agents), or the admin role; anything else is the same 404 as a missing blob, so a hash reveals
+nothing. Sizes are capped by the hub's ``max_blob_bytes`` (413 names the limit).
+"""
+
+from __future__ import annotations
+
+import time
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from cpnet.api.deps import caller, hub
+from cpnet.api.errors import error_body
+from cpnet.auth.model import Principal, Role
+from cpnet.errors import Invalid, NotFound
+from cpnet.hub.blobs import BLOB_URL_PREFIX, SHA_RE, BlobCorrupt, BlobStore, BlobTooLarge
+from cpnet.hub.service import Hub
+from cpnet.store import blobs as grants
+
+router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
+
+
+def store(request: Request) -> BlobStore:
+    return request.app.state.blobs
+
+
+def too_large(limit: int) -> JSONResponse:
+    message = (
+        f"blob over the hub's limit of {limit} bytes (max_blob_bytes); put larger files in "
+        "object storage (s3://) and pass their URL"
+    )
+    return JSONResponse(error_body("too_large", message, "body", limit=limit), status_code=413)
+
+
+def _grantee(h: Hub, who: Principal, attempt_id: str | None) -> str:
+    """The organisation an upload by `who` is granted to."""
+    if who.role is not Role.AGENT:
+        return who.org_id
+    if not attempt_id:
+        raise Invalid(
+            "an agent stores a blob for an attempt: add ?attempt_id=<the attempt's id>",
+            field="attempt_id",
+        )
+    with h.store.read() as s:
+        org = grants.attempt_org(s, attempt_id, who.site_id or "")
+    if org is None:
+        raise NotFound(f"no attempt {attempt_id} on this agent's site", field="attempt_id")
+    return org
+
+
+async def _put(request: Request, who: Principal, h: Hub, blobs: BlobStore) -> JSONResponse:
+    expected = request.query_params.get("sha256")
+    if expected is not None and not SHA_RE.match(expected.lower()):
+        raise Invalid("sha256 must be 64 hex digits", field="sha256")
+    org = await to_thread.run_sync(_grantee, h, who, request.query_params.get("attempt_id"))
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > blobs.max_bytes:
+        return too_large(blobs.max_bytes)
+    writer = await to_thread.run_sync(blobs.writer)
+    try:
+        async for chunk in request.stream():
+            writer.write(chunk)
+        sha, new = await to_thread.run_sync(writer.commit)
+    except BlobTooLarge:
+        writer.abort()
+        return too_large(blobs.max_bytes)
+    except BaseException:
+        writer.abort()
+        raise
+    if expected is not None and expected.lower() != sha:
+        raise Invalid(
+            f"the body hashes to sha256 {sha}, not {expected.lower()} (the stored blob is kept "
+            "under its real hash)",
+            field="sha256",
+        )
+
+    def record() -> None:
+        with h.store.tx() as s:
+            grants.grant(s, sha, org, time.time())
+
+    await to_thread.run_sync(record)
+    body = {
+        "sha256": sha,
+        "digest": f"sha256:{sha}",
+        "url": BLOB_URL_PREFIX + sha,
+        "size_bytes": writer.size,
+        "created": new,
+    }
+    return JSONResponse(body, status_code=201 if new else 200)
+
+
+@router.put("", status_code=201)
+async def put_blob(
+    request: Request,
+    who: Principal = Depends(caller),
+    h: Hub = Depends(hub),
+    blobs: BlobStore = Depends(store),
+) -> JSONResponse:
+    """Store the request body as a blob; answers its sha256 and ``cpnet://blobs/`` URL.
+
+    Optional ``?sha256=<hex>``: refuse (400) if the body hashes to something else. Agents add
+    ``?attempt_id=`` (the blob is a task's output; the task's organisation may read it).
+    """
+    return await _put(request, who, h, blobs)
+
+
+@router.post("", status_code=201)
+async def post_blob(
+    request: Request,
+    who: Principal = Depends(caller),
+    h: Hub = Depends(hub),
+    blobs: BlobStore = Depends(store),
+) -> JSONResponse:
+    """The same as ``PUT /v1/blobs``."""
+    return await _put(request, who, h, blobs)
+
+
+@router.get("/{sha256}")
+async def get_blob(
+    sha256: str,
+    who: Principal = Depends(caller),
+    h: Hub = Depends(hub),
+    blobs: BlobStore = Depends(store),
+) -> FileResponse:
+    """The blob's bytes (Range requests work); 404 when the hub has no such blob, or none this
+    token may read."""
+    sha = sha256.lower().removeprefix("sha256:")
+    if not SHA_RE.match(sha):
+        raise Invalid("a blob is named by 64 hex digits of its sha256", field="sha256")
+
+    def allowed() -> bool:
+        with h.store.read() as s:
+            return grants.may_read(s, who, sha)
+
+    if not await to_thread.run_sync(allowed):
+        raise NotFound(
+            f"no blob {sha} that this token may read (upload it with PUT /v1/blobs)",
+            field="sha256",
+        )
+    try:
+        path = await to_thread.run_sync(blobs.open_verified, sha)
+    except BlobCorrupt:
+        raise NotFound(
+            f"blob {sha} was damaged on the hub's disk and has been removed; upload it again",
+            field="sha256",
+        ) from None
+    if path is None:
+        raise NotFound(
+            f"no blob {sha} that this token may read (upload it with PUT /v1/blobs)",
+            field="sha256",
+        )
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"etag": f'"{sha}"', "cache-control": "private, max-age=31536000, immutable"},
+    )

@@ -1,0 +1,236 @@
+"""The Kubernetes backend end to end: a real hub, a real agent with ``backend = "kubernetes"``
+and a kubeconfig pointing at the stand-in API server (tests/standin/kube_apiserver.py: no real
+cluster can run here; its "kubelet" runs each container's command as a local process).
+
+Nodes: ``cpu-1`` and ``cpu-2`` (2 CPUs, 4 GiB each, pool label ``cpu``; a foreign pod holds 500m
+and 1 GiB on cpu-1) and ``gpu-1`` (8 CPUs, 32 GiB, 2 GPUs, tainted ``nvidia.com/gpu``, pool
+``gpu``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cpnet.client import Client
+from cpnet.tasks.model import TaskView
+from cpnet.tasks.states import State
+from tests.integration.procs import AgentProc, HubProc, World, make_world, wait_until
+from tests.standin.kube_apiserver import StandinKubeApiServer
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "cpnet-jobs"
+ON_CPU = {"constraints": {"labels": {"node_pool": "cpu"}}, "max_attempts": 1}
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[StandinKubeApiServer]:
+    server = StandinKubeApiServer(tmp_path / "standin-kube", namespace=NAMESPACE)
+    for name, zone in (("cpu-1", "zone-a"), ("cpu-2", "zone-b")):
+        server.add_node(
+            name,
+            cpu="2",
+            memory="4Gi",
+            labels={"cpnet.io/pool": "cpu", "topology.kubernetes.io/zone": zone},
+        )
+    server.add_node(
+        "gpu-1",
+        cpu="8",
+        memory="32Gi",
+        gpus=2,
+        labels={
+            "cpnet.io/pool": "gpu",
+            "nvidia.com/gpu.product": "NVIDIA-L4",
+            "nvidia.com/gpu.memory": "23034",
+        },
+        taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+    )
+    server.add_foreign_pod("cpu-1", cpu="500m", memory="1Gi")
+    with server:
+        yield server
+    assert server.errors == []
+
+
+@pytest.fixture
+def kube_world(
+    hub: HubProc, agents: list[AgentProc], tmp_path: Path, kube: StandinKubeApiServer
+) -> World:
+    world = make_world(hub, {"k8s": ("general", "440300")})
+    agent = AgentProc(
+        hub,
+        world.site_tokens["k8s"],
+        tmp_path / "agent-k8s",
+        backend="kubernetes",
+        options={
+            "kubeconfig": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+            "cache_s": "0.2",
+        },
+    )
+    agent.start()
+    agents.append(agent)
+    user = hub.client(world.user_token)
+    wait_until(lambda: len(user.pools()) == 2, 60, "two Kubernetes pools")
+    return world
+
+
+def _job_pod(kube: StandinKubeApiServer, job: str) -> dict | None:
+    with kube.lock:
+        return next(
+            (
+                p
+                for p in kube.pods.values()
+                if p["metadata"].get("labels", {}).get("job-name") == job
+            ),
+            None,
+        )
+
+
+def _running_sleeper(user: Client, kube: StandinKubeApiServer) -> tuple[TaskView, str, dict]:
+    """A task running `sleep 60` on the cpu pool: (task, its Job's name, its pod)."""
+    t = user.submit({"name": "sleeper", "executors": [{"command": ["sleep", "60"]}], **ON_CPU})
+    wait_until(lambda: user.task(t.id).state is State.RUNNING, 60, "sleeper running")
+    [name] = kube.job_names()
+    pod = wait_until(lambda: _job_pod(kube, name), 30, "the Job's pod")
+    return t, name, pod
+
+
+def test_nodes_are_live_pools_with_their_capacity(hub: HubProc, kube_world: World) -> None:
+    user = hub.client(kube_world.user_token)
+    by_name = {p.name: p for p in user.pools()}
+    assert sorted(by_name) == ["cpu", "gpu"]
+    cpu, gpu = by_name["cpu"], by_name["gpu"]
+    assert (cpu.total.cpu_cores, cpu.total.ram_gb, cpu.total.gpus) == (4, 8, 0)
+    assert cpu.type == "general"
+    assert cpu.labels == {"scheduler": "kubernetes", "node_pool": "cpu", "zone": "zone-a,zone-b"}
+    assert (gpu.total.cpu_cores, gpu.total.ram_gb, gpu.total.gpus) == (8, 32, 2)
+    assert gpu.type == "intelligent" and gpu.can_run_images
+    assert [(a.model, a.count) for a in gpu.hardware.accelerators] == [("NVIDIA-L4", 2)]
+    # free = allocatable - requests of running pods (the foreign pod on cpu-1), from heartbeats
+    free = wait_until(
+        lambda: (c := {p.name: p for p in user.pools()}["cpu"].free).cpu_cores == 3.5 and c,
+        30,
+        "free capacity of the cpu pool",
+    )
+    assert free.ram_gb == 7
+
+
+def test_task_completes_with_logs_and_a_failure_keeps_its_exit_code(
+    hub: HubProc, kube_world: World, kube: StandinKubeApiServer
+) -> None:
+    user = hub.client(kube_world.user_token)
+    hostile = "x'; rm -rf / #$(id)`id`\n"
+    ok = user.submit(
+        {
+            "name": hostile,
+            "executors": [
+                {"command": ["sh", "-c", 'echo "first $1"; cat data/in.txt', "sh", hostile]},
+                {"command": [sys.executable, "-c", "for i in range(20000): print(i)"]},
+            ],
+            "inputs": [{"path": "data/in.txt", "content": "inline $(id)\n"}],
+            **ON_CPU,
+        }
+    )
+    bad = user.submit(
+        {"name": "fails", "executors": [{"command": ["sh", "-c", "echo no >&2; exit 3"]}], **ON_CPU}
+    )
+    done = user.wait(ok.id, timeout=90)
+    assert done.state is State.COMPLETE, done.reason
+    logs = done.attempts[-1].executor_logs
+    assert logs[0].stdout == f"first {hostile}\ninline $(id)\n"
+    # a long log comes back as its tail
+    tail = logs[1].stdout
+    assert tail.endswith("\n19998\n19999\n") and 8 * 1024 < len(tail) <= 16 * 1024
+    assert [x.exit_code for x in logs] == [0, 0]
+    failed = user.wait(bad.id, timeout=90)
+    assert failed.state is State.EXECUTOR_ERROR
+    assert failed.attempts[-1].reason == "executor 0 exited with code 3"
+    assert [(x.exit_code, x.stdout) for x in failed.attempts[-1].executor_logs] == [(3, "no\n")]
+    # the Jobs as created: safe names, backoffLimit 0, the attempt in a label and an annotation
+    by_attempt = {j["metadata"]["annotations"]["cpnet.io/attempt-id"]: j for j in kube.created}
+    job = by_attempt[done.attempts[-1].attempt_id]
+    assert job["metadata"]["annotations"]["cpnet.io/task-name"] == hostile
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {"cpnet.io/pool": "cpu"}
+    assert [c["name"] for c in job["spec"]["template"]["spec"]["initContainers"]] == [
+        "stage-in",
+        "ex-0",
+    ]
+
+
+def test_cancel_deletes_the_job(
+    hub: HubProc, kube_world: World, kube: StandinKubeApiServer
+) -> None:
+    user = hub.client(kube_world.user_token)
+    t, name, pod = _running_sleeper(user, kube)
+    assert pod["status"]["phase"] == "Running"
+    # the sleeper's pod requests 1 CPU and 0.5 GiB: the next heartbeats say so
+    free = wait_until(
+        lambda: (c := {p.name: p for p in user.pools()}["cpu"].free).cpu_cores == 2.5 and c,
+        30,
+        "the cpu pool's free capacity to drop by the sleeper's request",
+    )
+    assert free.ram_gb == 6.5
+    user.cancel(t.id)
+    assert user.wait(t.id, timeout=60).state is State.CANCELED
+    assert (NAMESPACE, name, "Background") in kube.deletes
+    assert kube.job_names() == [] and _job_pod(kube, name) is None
+    with kube.lock:
+        assert kube.procs == {}  # the sleep was killed
+
+
+def test_oom_and_deadline_end_with_clear_reasons(hub: HubProc, kube_world: World) -> None:
+    user = hub.client(kube_world.user_token)
+    hog = "import time; b = bytearray(400 * 1024 * 1024); b[::4096] = b'x' * 102400; time.sleep(60)"
+    oom = user.submit(
+        {
+            "name": "hog",
+            "executors": [{"command": [sys.executable, "-c", hog]}],
+            "resources": {"ram_gb": 0.125},
+            **ON_CPU,
+        }
+    )
+    late = user.submit(
+        {
+            "name": "late",
+            "executors": [{"command": ["sleep", "60"]}],
+            "resources": {"backend_parameters": {"time_limit_s": "2"}},
+            **ON_CPU,
+        }
+    )
+    o = user.wait(oom.id, timeout=90)
+    assert o.state is State.EXECUTOR_ERROR
+    assert o.attempts[-1].reason == ("executor 0 was OOMKilled: it used more memory than its limit")
+    assert [x.exit_code for x in o.attempts[-1].executor_logs] == [137]
+    d = user.wait(late.id, timeout=90)
+    assert d.state is State.EXECUTOR_ERROR
+    assert d.attempts[-1].reason == "DeadlineExceeded: ran longer than its time limit of 2 s"
+
+
+def test_lost_node_is_a_system_error_and_bad_image_an_executor_error(
+    hub: HubProc, kube_world: World, kube: StandinKubeApiServer
+) -> None:
+    user = hub.client(kube_world.user_token)
+    t, _, pod = _running_sleeper(user, kube)
+    node = pod["spec"]["nodeName"]
+    kube.lose_node(node)
+    lost = user.wait(t.id, timeout=60)
+    assert lost.state is State.SYSTEM_ERROR
+    assert lost.attempts[-1].reason is not None
+    assert lost.attempts[-1].reason.startswith("pod DeletionByTaintManager: ")
+    img = user.submit(
+        {
+            "name": "no image",
+            "executors": [{"image": "standin.invalid/nope:1", "command": ["true"]}],
+            **ON_CPU,
+        }
+    )
+    bad = user.wait(img.id, timeout=60)
+    assert bad.state is State.EXECUTOR_ERROR
+    assert (bad.attempts[-1].reason or "").startswith("executor 0: ErrImagePull")
+    # once the hub has their results, both Jobs are deleted (the one that could never start too)
+    wait_until(lambda: kube.job_names() == [], 30, "the finished Jobs to be deleted")
+    assert len(kube.deletes) == 2
