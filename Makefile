@@ -13,6 +13,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -e '.[dev]'
+	# py-tes 1.1 (TES 1.1) beside the 0.4 that snakemake-executor-plugin-tes pins; tests load both
+	$(VENV)/bin/pip install --disable-pip-version-check --no-deps --upgrade --target $(VENV)/pytes11 'py-tes>=1.1'
 	touch $@
 
 demo: venv

@@ -152,7 +152,13 @@ class Agent:
         self.site_id = who["site_id"]
         self.decls = self.backend.discover()
         pools = [to_descriptor(d) for d in self.decls]
+        images = self.backend.images
         for p in pools:
+            # Whether executors' images run here: in a runtime, or (if allowed) on the host.
+            # A backend that runs images itself (Kubernetes) says so in its pools already.
+            if not p.can_run_images:
+                p.can_run_images = images.accepts_images
+                p.labels = {**p.labels, **images.labels()}
             if p.name in self.prices:
                 p.price = self.prices[p.name]
             p.declared = self.declared.get(p.name)

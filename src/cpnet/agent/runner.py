@@ -29,7 +29,7 @@ from pathlib import Path
 # Only the standard library and light cpnet modules: a spawned runner (and each fork server, see
 # forkserver.py) starts a fresh interpreter, and importing pydantic (cpnet.tasks.model) alone
 # would cost more than everything else here.
-from cpnet.agent import hostinfo
+from cpnet.agent import containers, hostinfo
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
 from cpnet.agent.staging import Remote, StagingError, Transfer, stage_in, stage_out, task_path
 from cpnet.tasks.states import State
@@ -70,20 +70,39 @@ def address_space_limit(ram_gb: float) -> int:
     return max(MEMORY_FLOOR_BYTES, int(ram_gb * GIB) + MEMORY_SLACK_BYTES)
 
 
-def _private_tmp(source: Path) -> None:
+def kept_under_tmp() -> list[Path]:
+    """Directories under /tmp that executors must still see through a private /tmp: this
+    Python's prefix, cpnet's own source and the PATH entries (an agent installed under /tmp)."""
+    candidates = [Path(sys.prefix), Path(__file__).resolve().parents[2]]
+    candidates += [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    out: list[Path] = []
+    for c in sorted({c.resolve() for c in candidates if c.is_absolute()}):
+        under = c.is_relative_to("/tmp") and c != Path("/tmp") and c.is_dir()
+        if under and not any(c.is_relative_to(o) for o in out):
+            out.append(c)
+    return out
+
+
+def _private_tmp(source: Path, keep: tuple[Path, ...] = ()) -> None:
     """In a child: enter a new mount namespace, stop mount propagation, and bind-mount `source`
     (the attempt's ``tmp/``) on /tmp, so that every executor of one attempt sees the same /tmp
-    and nobody else's, and nothing it writes there reaches the host's /tmp.
+    and nobody else's, and nothing it writes there reaches the host's /tmp. Each directory in
+    `keep` (under the host's /tmp) is first bound at the same place inside `source`, where its
+    mount point must exist already.
 
     Raises OSError when the kernel refuses (not root, or no CAP_SYS_ADMIN in a container).
     """
     libc = ctypes.CDLL(None, use_errno=True)
     src = os.fsencode(source)
-    steps = (
+    rec_bind = MS_BIND | MS_REC
+    steps = [
         ("unshare(CLONE_NEWNS)", lambda: libc.unshare(CLONE_NEWNS)),
         ("make / rprivate", lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
-        ("bind-mount on /tmp", lambda: libc.mount(src, b"/tmp", None, MS_BIND, None)),
-    )
+    ]
+    for k in keep:
+        a, b = os.fsencode(k), os.fsencode(source / k.relative_to("/tmp"))
+        steps.append((f"keep {k}", lambda a=a, b=b: libc.mount(a, b, None, rec_bind, None)))
+    steps.append(("bind-mount on /tmp", lambda: libc.mount(src, b"/tmp", None, rec_bind, None)))
     for what, step in steps:
         if step() != 0:
             err = ctypes.get_errno()
@@ -91,7 +110,10 @@ def _private_tmp(source: Path) -> None:
 
 
 def _child_setup(
-    private_tmp: Path | None, as_limit: int | None, cpus: list[int] | None = None
+    private_tmp: Path | None,
+    as_limit: int | None,
+    cpus: list[int] | None = None,
+    keep: tuple[Path, ...] = (),
 ) -> Any:
     """The preexec_fn of an executor: private /tmp first (mounting needs memory), then the CPU
     affinity, then RLIMIT_AS. None when there is nothing to do (so that Popen may use vfork)."""
@@ -100,7 +122,7 @@ def _child_setup(
 
     def setup() -> None:
         if private_tmp is not None:
-            _private_tmp(private_tmp)
+            _private_tmp(private_tmp, keep)
         if cpus is not None:
             # probed by the runner before (probe_cpu_affinity); should it fail here after all,
             # the executor runs unpinned rather than not at all
@@ -254,6 +276,10 @@ class Runner:
         self.cpus: list[int] | None = None  # CPU ids executors are pinned to (None: unpinned)
         self.progress_saved = 0.0  # monotonic time status.json last got a progress update
         self.inherit_env: tuple[str, ...] = ()  # prefixes of the runner's variables executors see
+        self.runtime: str | None = None  # podman | docker | apptainer for executors' images
+        self.allow_host_exec = False  # an executor's image may be ignored (run on the host)
+        self.mounts = containers.Mounts()  # task directories bound into containers
+        self.keep: tuple[Path, ...] = ()  # host dirs under /tmp still seen in a private /tmp
 
     # -- recording --
 
@@ -350,10 +376,35 @@ class Runner:
         cpus = settings.get("cpus")
         self.cpus = [int(c) for c in cpus] if cpus else None
         self.inherit_env = tuple(str(x) for x in settings.get("inherit_env_prefixes") or () if x)
+        self.runtime = settings.get("container_runtime") or None
+        self.allow_host_exec = bool(settings.get("allow_host_exec", False))
+        volumes = [str(v) for v in data["spec"].get("volumes") or []]
+        paths = [i.path for i in spec.inputs] + [o.path for o in spec.outputs] + volumes
+        for ex in spec.executors:
+            paths += [ex.workdir, ex.stdin, ex.stdout, ex.stderr]
+        self.mounts = containers.Mounts.of(paths)
+        if "tmp" in self.mounts.tops:
+            # The task puts files under /tmp (TES clients do): its private /tmp is that
+            # directory, so a command run on the host finds them where the task said.
+            self.tmp_dir = self.files / "tmp"
         self.become_subreaper()
 
         for d in (self.files, self.logs_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        try:
+            for v in volumes:  # TES volumes: empty directories shared by the executors
+                task_path(self.files, v).mkdir(parents=True, exist_ok=True)
+        except (StagingError, OSError) as exc:
+            self.finish(State.SYSTEM_ERROR, f"cannot create volume: {exc}")
+            return
+        unrunnable = next((e.image for e in spec.executors if not self.image_ok(e)), None)
+        if unrunnable is not None:
+            self.finish(
+                State.SYSTEM_ERROR,
+                f"image {unrunnable!r}: this site has no container runtime and does not allow "
+                "host execution",
+            )
+            return
         self.choose_tmp(settings)
         if self.cancel_marked():
             self.finish(State.CANCELED, "canceled before start")
@@ -431,6 +482,9 @@ class Runner:
             self.progress_saved = t
             self.save()
 
+    def image_ok(self, ex: Executor) -> bool:
+        return not ex.image or self.runtime is not None or self.allow_host_exec
+
     def become_subreaper(self) -> None:
         """Adopt orphaned descendants, so that ones which left the executor's process group are
         still ours to kill and reap (instead of init's, which may never reap them)."""
@@ -450,6 +504,10 @@ class Runner:
             why = probe_private_tmp(self.tmp_dir)
         if why is None:
             self.private_tmp = self.tmp_dir
+            self.keep = tuple(kept_under_tmp())
+            for k in self.keep:
+                (self.tmp_dir / k.relative_to("/tmp")).mkdir(parents=True, exist_ok=True)
+                self.log(f"/tmp: {k} stays visible (the agent's software lives there)")
             self.log(f"/tmp: private, {self.tmp_dir} bind-mounted on /tmp in a mount namespace")
         else:
             self.log(f"/tmp: shared with the host; TMPDIR={self.tmp_dir} (no private /tmp: {why})")
@@ -518,6 +576,13 @@ class Runner:
 
         t_start = time.monotonic()
         as_limit = None if self.ram_gb is None else address_space_limit(self.ram_gb)
+        if ex.image and self.runtime:
+            self.log(f"executor {i}: runs in image {ex.image!r} with {self.runtime}")
+        elif ex.image:
+            self.log(
+                f"executor {i}: ran on the host, not in image {ex.image!r} "
+                "(the site has no container runtime; its operator allows host execution)"
+            )
         try:
             try:
                 proc = self.popen(ex, ids, cwd, stdin, stdout, stderr, as_limit)
@@ -583,16 +648,29 @@ class Runner:
         stderr: IO[bytes],
         as_limit: int | None,
     ) -> subprocess.Popen[bytes]:
+        argv, env = ex.command, self.executor_env(ex, ids)
+        if ex.image and self.runtime:
+            inside = {"CPNET_TASK_ID": ids["task_id"], "CPNET_ATTEMPT_ID": ids["attempt_id"]}
+            argv = containers.container_argv(
+                self.runtime,
+                ex.image,
+                ex.command,
+                files_dir=str(self.files.resolve()),
+                mounts=self.mounts,
+                workdir=ex.workdir,
+                env={**inside, **ex.env},
+            )
+            env = {**env, "PATH": os.environ.get("PATH", DEFAULT_PATH)}
         return subprocess.Popen(
-            ex.command,
+            argv,
             cwd=cwd,
-            env=self.executor_env(ex, ids),
+            env=env,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             process_group=0,  # its own group: cancel kills it and everything it forks
             close_fds=True,
-            preexec_fn=_child_setup(self.private_tmp, as_limit, self.cpus),
+            preexec_fn=_child_setup(self.private_tmp, as_limit, self.cpus, self.keep),
         )
 
     def reap_leftovers(self) -> None:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cpnet.errors import DomainError
 
 log = logging.getLogger("cpnet.api")
+TES_PREFIX = "/ga4gh/tes/"
 
 
 def error_body(code: str, message: str, field: str | None = None, **extra: object) -> dict:
@@ -38,7 +39,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
             for e in exc.errors()
@@ -47,7 +48,8 @@ def install(app: FastAPI) -> None:
         msg = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
         return JSONResponse(
             error_body("validation_error", msg, first["field"] or None, details=errors[:50]),
-            status_code=422,
+            # GA4GH TES clients expect 400 for a bad request
+            status_code=400 if request.url.path.startswith(TES_PREFIX) else 422,
         )
 
     @app.exception_handler(StarletteHTTPException)

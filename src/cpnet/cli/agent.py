@@ -179,6 +179,14 @@ def agent(
         float | None,
         typer.Option("--measure-budget", metavar="S", min=1, max=600, help="Probe seconds/pool."),
     ] = None,
+    allow_host_exec: Annotated[
+        bool,
+        typer.Option(
+            "--allow-host-exec",
+            help="Accept tasks whose executors name a container image even without a container "
+            "runtime, and run their commands on the host (their system_logs say so).",
+        ),
+    ] = False,
 ) -> None:
     """Run a site's agent: register its pools with the hub, heartbeat, and run assigned tasks.
 
@@ -228,6 +236,8 @@ def agent(
         "pools": pools,
         "options": {**from_file.get("options", {}), **split_pairs(options, "--option")},
     }
+    if allow_host_exec:
+        values["options"]["allow_host_exec"] = "true"
     for key, value in (
         ("backend", backend or from_file.get("backend")),
         ("work_dir", work_dir or from_file.get("work_dir")),

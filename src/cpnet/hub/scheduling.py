@@ -77,6 +77,7 @@ def request_from_dict(task_id: str, spec: dict, avoid: tuple[str, ...] = ()) -> 
         expected_runtime_s=spec.get("expected_runtime_s", 600.0),
         profile=(spec.get("work") or {}).get("profile"),
         work_scu_h=(spec.get("work") or {}).get("scu_hours"),
+        image=next((e["image"] for e in spec.get("executors", ()) if e.get("image")), None),
     )
 
 

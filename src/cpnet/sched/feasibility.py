@@ -15,7 +15,7 @@ from cpnet.sched.snapshot import PoolView, Resources, TaskRequest
 
 def signature(task: TaskRequest) -> Hashable:
     """Key the task's demand-independent constraints, for caching ``constraint_reasons``."""
-    return (task.gpu_model, task.regions, task.providers, task.pool_types, task.labels)
+    return (task.gpu_model, task.regions, task.providers, task.pool_types, task.labels, task.image)
 
 
 def constraint_reasons(task: TaskRequest, pool: PoolView) -> tuple[str, ...]:
@@ -41,6 +41,11 @@ def constraint_reasons(task: TaskRequest, pool: PoolView) -> tuple[str, ...]:
     if task.pool_types and pool.type not in task.pool_types:
         allowed = ", ".join(task.pool_types)
         reasons.append(f"pool type {pool.type} not allowed (allowed: {allowed})")
+    if task.image is not None and not pool.can_run_images:
+        reasons.append(
+            f"needs container image {task.image!r}, pool runs no images "
+            "(no container runtime, host execution not allowed)"
+        )
     if task.labels:
         have = dict(pool.labels)
         for key, want in task.labels:

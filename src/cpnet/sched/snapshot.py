@@ -130,7 +130,7 @@ class PoolView:
     running: int  # tasks running there now
     price: Price
     online: bool = True
-    can_run_images: bool = False  # reserved for container support; feasibility ignores it
+    can_run_images: bool = False  # runs executors' images (in a runtime, or host exec allowed)
     # SCU rate per workload profile (cpnet.measure.scu), sorted pairs; () when not known.
     scu: tuple[tuple[str, float], ...] = ()
 
@@ -157,6 +157,7 @@ class TaskRequest:
     # Pools where an earlier attempt failed: still feasible, but ranked after all others.
     avoid_pools: tuple[str, ...] = ()
     expected_runtime_s: float = 600.0  # seconds; used to estimate cost and queue wait
+    image: str | None = None  # an executor's container image: only pools that run images
     # The task's work in SCU-hours for a workload profile: when both are set, the run time on a
     # pool with a known SCU rate is predicted (work / rate) and used instead of the above.
     profile: str | None = None

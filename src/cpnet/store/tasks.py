@@ -103,6 +103,26 @@ def create_task(s: Session, who: Principal, spec: TaskSpec, now: float) -> tuple
     return task, True
 
 
+def note(s: Session, task: Task, now: float, text: str) -> None:
+    """Record a remark about a task (e.g. an ignored TES backend parameter) as an event that
+    changes no state."""
+    _event(s, task.id, now, task.state, task.state, text)
+
+
+def notes_of(s: Session, task_id: str, prefix: str) -> list[str]:
+    """The remarks `note` recorded whose text starts with `prefix`, oldest first."""
+    q = (
+        select(TaskEvent.reason)
+        .where(
+            TaskEvent.task_id == task_id,
+            TaskEvent.from_state == TaskEvent.to_state,
+            TaskEvent.reason.startswith(prefix, autoescape=True),
+        )
+        .order_by(TaskEvent.id)
+    )
+    return [r for r in s.scalars(q) if r]
+
+
 def get_task(s: Session, who: Principal, task_id: str) -> Task:
     """A task the caller may see; another organisation's task is reported as unknown (404)."""
     task = s.scalar(select(Task).where(Task.id == task_id))
@@ -116,6 +136,7 @@ class TaskFilter:
     states: tuple[str, ...] = ()
     name_prefix: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    tag_keys: tuple[str, ...] = ()  # the tag must be present, with any value (TES tag filters)
 
 
 def encode_cursor(seq: int) -> str:
@@ -148,7 +169,8 @@ def list_tasks(
     q = q.order_by(Task.seq.desc())
     out: list[Task] = []
     # Tag filters are checked in Python so the query stays portable across SQLite and PostgreSQL.
-    batch = max(limit + 1, 200) if f.tags else limit + 1
+    tagged = bool(f.tags or f.tag_keys)
+    batch = max(limit + 1, 200) if tagged else limit + 1
     last_seq: int | None = None
     while len(out) <= limit:
         rows = list(
@@ -159,7 +181,12 @@ def list_tasks(
         if not rows:
             break
         last_seq = rows[-1].seq
-        out.extend(t for t in rows if all((t.tags or {}).get(k) == v for k, v in f.tags))
+        out.extend(
+            t
+            for t in rows
+            if all((t.tags or {}).get(k) == v for k, v in f.tags)
+            and all(k in (t.tags or {}) for k in f.tag_keys)
+        )
         if len(rows) < batch:
             break
     page = out[:limit]

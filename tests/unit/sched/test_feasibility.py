@@ -126,3 +126,12 @@ def test_signature_ignores_demand_runtime_and_avoidance():
     b = replace(a, id="t2", demand=Resources(1), expected_runtime_s=5, avoid_pools=("p1",))
     assert signature(a) == signature(b)
     assert signature(a) != signature(replace(a, regions=("45",)))
+
+
+def test_task_with_an_image_needs_a_pool_that_runs_images():
+    task = replace(TASK, image="ubuntu:24.04")
+    (reason,) = check(task, BASE)
+    assert "needs container image 'ubuntu:24.04'" in reason and "runs no images" in reason
+    assert check(task, replace(BASE, can_run_images=True)) == ()
+    assert check(TASK, BASE) == ()  # no image: any pool
+    assert signature(task) != signature(TASK)  # cached reasons must not mix the two

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cpnet.agent import containers
 from cpnet.tasks.model import ExecutorLog, OutputFileLog, TaskSpec, Usage
 from cpnet.tasks.states import State
 
@@ -174,6 +175,8 @@ class Backend(abc.ABC):
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
+        # What executors with an image get here (options container_runtime, allow_host_exec).
+        self.images = containers.from_options(config.options)
 
     def work_dir_for(self, attempt_id: str) -> Path:
         """Where the attempt with this id keeps its files; refuses ids that are not plain names."""

@@ -278,6 +278,7 @@ class LocalBackend(Backend):
             memory_limit_gb=spec.resources.ram_gb if self.memory_limit else None,
             private_tmp=self.private_tmp,
             staging=self.staging,
+            images=self.images.to_runner(),
         )
 
     def poll(self, handle: str) -> JobStatus:
@@ -674,6 +675,7 @@ def runner_settings(
     memory_limit_gb: float | None,
     private_tmp: bool,
     staging: dict[str, Any] | None = None,
+    images: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `runner` block of job.json, shared by every backend that starts the runner."""
     disk = spec.resources.disk_gb
@@ -684,6 +686,7 @@ def runner_settings(
         "file_roots": file_roots,
         "memory_limit_gb": memory_limit_gb,
         "private_tmp": private_tmp,
+        **(images or {}),
     }
 
 

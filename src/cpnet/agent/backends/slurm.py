@@ -627,6 +627,7 @@ class SlurmBackend(Backend):
             memory_limit_gb=None,  # Slurm enforces the job's memory
             private_tmp=False,
             staging=self.staging,
+            images=self.images.to_runner(),
         )
         # Executors see the job's SLURM_* variables, so `srun` works across the allocation.
         settings["inherit_env_prefixes"] = ["SLURM_"]
