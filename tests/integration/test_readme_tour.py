@@ -47,4 +47,6 @@ def test_readme_tour_works_verbatim(tmp_path: Path) -> None:
         subprocess.run(["pkill", "-f", "/tmp/cpnet-tour/agent"], check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "hello from tsk_" in out.stdout
+    # The placement is an event within QUEUED, shown as such, not as a change QUEUED → QUEUED.
+    assert "QUEUED (stays)" in out.stdout and "QUEUED → QUEUED" not in out.stdout
     assert "signature valid" in out.stdout

@@ -122,11 +122,14 @@ def render_status(view: TaskView, events: list[TaskEvent]) -> Group:
     if events:
         grid = table("last events", ["at", "change", "attempt", "reason"])
         for e in events[-LAST_EVENTS:]:
-            change = Text.assemble(
-                state_text(e.from_state) if e.from_state else Text("∅", style="dim"),
-                " → ",
-                state_text(e.to_state),
-            )
+            if e.from_state == e.to_state:  # an event within a state, e.g. a placement
+                change = Text.assemble(state_text(e.to_state), Text(" (stays)", style="dim"))
+            else:
+                change = Text.assemble(
+                    state_text(e.from_state) if e.from_state else Text("∅", style="dim"),
+                    " → ",
+                    state_text(e.to_state),
+                )
             grid.add_row(
                 when(e.at), change, "-" if e.attempt is None else str(e.attempt), e.reason or ""
             )
