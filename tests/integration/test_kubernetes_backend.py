@@ -9,14 +9,22 @@ and 1 GiB on cpu-1) and ``gpu-1`` (8 CPUs, 32 GiB, 2 GPUs, tainted ``nvidia.com/
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import json
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from cpnet.agent.backends.base import BackendConfig, Job
+from cpnet.agent.backends.kubernetes import KubernetesBackend
 from cpnet.client import Client
-from cpnet.tasks.model import TaskView
+from cpnet.tasks.model import TaskSpec, TaskView
 from cpnet.tasks.states import State
 from tests.integration.procs import AgentProc, HubProc, World, make_world, wait_until
 from tests.standin.kube_apiserver import StandinKubeApiServer
@@ -24,12 +32,15 @@ from tests.standin.kube_apiserver import StandinKubeApiServer
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "cpnet-jobs"
+RUNNER_IMAGE = "registry.example/cpnet-runner:test"  # the stand-in runs it as this environment
 ON_CPU = {"constraints": {"labels": {"node_pool": "cpu"}}, "max_attempts": 1}
 
 
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[StandinKubeApiServer]:
-    server = StandinKubeApiServer(tmp_path / "standin-kube", namespace=NAMESPACE)
+    server = StandinKubeApiServer(
+        tmp_path / "standin-kube", namespace=NAMESPACE, runner_image=RUNNER_IMAGE
+    )
     for name, zone in (("cpu-1", "zone-a"), ("cpu-2", "zone-b")):
         server.add_node(
             name,
@@ -68,6 +79,7 @@ def kube_world(
         options={
             "kubeconfig": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
             "cache_s": "0.2",
+            "runner_image": RUNNER_IMAGE,
         },
     )
     agent.start()
@@ -234,3 +246,168 @@ def test_lost_node_is_a_system_error_and_bad_image_an_executor_error(
     # once the hub has their results, both Jobs are deleted (the one that could never start too)
     wait_until(lambda: kube.job_names() == [], 30, "the finished Jobs to be deleted")
     assert len(kube.deletes) == 2
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on a free port serving a directory: (base URL, the directory)."""
+    root = tmp_path / "web"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _secret_files(secret: dict) -> dict[str, dict]:
+    return {k: json.loads(base64.b64decode(v)) for k, v in secret["data"].items()}
+
+
+def test_url_inputs_and_outputs_are_staged_in_the_runner_image(
+    hub: HubProc,
+    kube_world: World,
+    kube: StandinKubeApiServer,
+    web: tuple[str, Path],
+    tmp_path: Path,
+) -> None:
+    user = hub.client(kube_world.user_token)
+    base, root = web
+    ref = b"reference over http\n" * 50
+    (root / "ref.txt").write_bytes(ref)
+    reads = tmp_path / "host-in" / "reads.txt"
+    reads.parent.mkdir()
+    reads.write_bytes(b"reads from a file URL\n")
+    params = b"threshold=7\n"
+    blob = user.put_blob(params)
+    result_path = tmp_path / "host-out" / "result.txt"
+    task = user.submit(
+        {
+            "name": "staged on kubernetes",
+            "inputs": [
+                {"path": "/data/reads.txt", "url": reads.as_uri()},
+                {
+                    "path": "ref.txt",
+                    "url": f"{base}/ref.txt",
+                    "sha256": hashlib.sha256(ref).hexdigest(),
+                },
+                {"path": "params.txt", "url": blob},
+                {"path": "note.txt", "content": "inline\n"},
+            ],
+            "executors": [
+                {
+                    "command": [
+                        "sh",
+                        "-c",
+                        "mkdir -p out && cat data/reads.txt ref.txt params.txt note.txt "
+                        "> out/result.txt && printf small > small.txt",
+                    ]
+                }
+            ],
+            "outputs": [
+                {"path": "out/result.txt", "url": result_path.as_uri()},
+                {"path": "small.txt", "url": "cpnet://blobs/"},
+            ],
+            **ON_CPU,
+        }
+    )
+    done = user.wait(task.id, timeout=120)
+    assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+    attempt = done.attempts[-1]
+    expected = b"reads from a file URL\n" + ref + params + b"inline\n"
+    assert result_path.read_bytes() == expected
+    outs = {o.path: o for o in attempt.outputs}
+    assert outs["out/result.txt"].sha256 == hashlib.sha256(expected).hexdigest()
+    assert outs["out/result.txt"].size_bytes == len(expected)
+    small_sha = hashlib.sha256(b"small").hexdigest()
+    assert outs["small.txt"].url == f"cpnet://blobs/{small_sha}"
+    assert user.get_blob(outs["small.txt"].url) == b"small"
+    assert attempt.usage is not None
+    assert attempt.usage.bytes_in == len(b"reads from a file URL\n" + ref + params + b"inline\n")
+    assert attempt.usage.bytes_out == len(expected) + len(b"small")
+    logs = "\n".join(attempt.system_logs)
+    assert f"staged in ref.txt from {base}/ref.txt: {len(ref)} bytes" in logs
+    assert f"staged out small.txt to cpnet://blobs/{small_sha}: 5 bytes" in logs
+
+    # the pod: stage-in, the executor, then stage-out as its one container, in the runner image
+    [job] = [
+        j
+        for j in kube.created
+        if j["metadata"]["annotations"]["cpnet.io/attempt-id"] == attempt.attempt_id
+    ]
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["stage-in", "ex-0"]
+    assert [(c["name"], c["image"]) for c in pod["containers"]] == [("stage-out", RUNNER_IMAGE)]
+    # secrets reach the pod through a Secret owned by the Job, never the Job's manifest
+    token = kube_world.site_tokens["k8s"]
+    assert token not in json.dumps(job) and reads.as_uri() not in json.dumps(job)
+    [secret] = [s for s in kube.created_secrets if s["metadata"]["name"] == job["metadata"]["name"]]
+    [owner] = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"]) == ("Job", job["metadata"]["name"])
+    files = _secret_files(secret)
+    assert files["env.json"]["CPNET_STAGING_TOKEN"] == token
+    assert files["job.json"]["spec"]["inputs"][0]["url"] == reads.as_uri()
+    # staging is over: the Secret is gone (and the Job too, once the hub has the result)
+    wait_until(lambda: not kube.secrets and not kube.job_names(), 30, "Secret and Job deleted")
+
+
+def test_failed_executor_stages_nothing_out_and_a_canceled_job_takes_its_secret(
+    hub: HubProc, kube_world: World, kube: StandinKubeApiServer, tmp_path: Path
+) -> None:
+    user = hub.client(kube_world.user_token)
+    out = tmp_path / "never" / "out.txt"
+    bad = user.submit(
+        {
+            "name": "fails after writing",
+            "executors": [{"command": ["sh", "-c", "echo partial > out.txt; exit 4"]}],
+            "outputs": [{"path": "out.txt", "url": out.as_uri()}],
+            **ON_CPU,
+        }
+    )
+    failed = user.wait(bad.id, timeout=90)
+    # as the runner does for other backends: outputs are staged after success only
+    assert failed.state is State.EXECUTOR_ERROR
+    assert failed.attempts[-1].reason == "executor 0 exited with code 4"
+    assert failed.attempts[-1].outputs == [] and not out.exists()
+
+    # a Job deleted while running (cancel) takes its Secret with it (ownerReferences)
+    t = user.submit(
+        {
+            "name": "staged sleeper",
+            "executors": [{"command": ["sleep", "60"]}],
+            "outputs": [{"path": "x", "url": (tmp_path / "x").as_uri()}],
+            **ON_CPU,
+        }
+    )
+    wait_until(lambda: user.task(t.id).state is State.RUNNING, 60, "sleeper running")
+    wait_until(lambda: kube.secrets, 30, "its staging Secret")
+    user.cancel(t.id)
+    assert user.wait(t.id, timeout=60).state is State.CANCELED
+    wait_until(lambda: not kube.secrets, 30, "the Secret collected with its Job")
+
+
+def test_staging_without_runner_image_fails_at_submit_naming_the_option(
+    kube: StandinKubeApiServer, tmp_path: Path
+) -> None:
+    backend = KubernetesBackend(
+        BackendConfig(
+            work_root=tmp_path / "work",
+            options={"kubeconfig": str(kube.write_kubeconfig(tmp_path / "kubeconfig"))},
+        )
+    )
+    spec = TaskSpec.model_validate(
+        {
+            "executors": [{"command": ["true"]}],
+            "inputs": [{"path": "a", "url": "https://example.org/a"}],
+        }
+    )
+    handle = backend.submit(Job("att-1", "task-1", "cpu", spec, tmp_path / "unused"))
+    status = backend.poll(handle)
+    assert status.state is State.SYSTEM_ERROR
+    assert "set the kubernetes backend option runner_image" in (status.reason or "")
+    assert kube.job_names() == [] and kube.created_secrets == []

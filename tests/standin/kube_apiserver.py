@@ -12,6 +12,8 @@ shapes of the Kubernetes API for the few endpoints the backend uses:
 - ``GET /api/v1/namespaces/{ns}/pods/{name}/log`` (``container``, ``tailLines``, ``limitBytes``)
 - ``GET|POST /apis/batch/v1/namespaces/{ns}/jobs`` and ``GET|DELETE .../jobs/{name}``
   (``propagationPolicy`` from the delete body is recorded in ``deletes``)
+- ``GET|POST /api/v1/namespaces/{ns}/secrets`` and ``GET|DELETE .../secrets/{name}`` (every
+  Secret as posted is kept in ``created_secrets``; the current ones in ``secrets``)
 - ``GET /version``
 
 What it models:
@@ -38,6 +40,16 @@ What it models:
 - **Limits**: a container whose process group's resident memory exceeds its memory limit is
   SIGKILLed and reported ``OOMKilled`` (exit 137), as the cgroup OOM killer would; a Job past its
   ``activeDeadlineSeconds`` has its pod killed and fails with reason ``DeadlineExceeded``.
+- **Secrets**: a ``secret`` volume is a per-pod temporary directory holding one file per key of
+  the Secret's ``data`` (base64-decoded, mode 0400); until the Secret exists the pod's next
+  container waits in ``ContainerCreating`` (the kubelet retries mounting). ``envFrom``
+  ``secretRef`` adds the Secret's keys to the container's environment. Deleting a Job deletes the
+  Secrets whose ``ownerReferences`` name its uid (the garbage collector).
+- **The runner image**: a container whose image is the ``runner_image`` given to the stand-in is
+  meant to be an image with cpnet installed; its command runs in **this Python environment**
+  (which has cpnet): the directory of ``sys.executable`` leads its ``PATH`` (so ``python`` is
+  this interpreter) and cpnet's source is on its ``PYTHONPATH``. Nothing else of the host's
+  environment is passed.
 - **Faults on demand**: ``lose_node(name)`` makes a node NotReady and fails its pods with a
   ``DisruptionTarget`` condition (what the taint manager does when a node is lost); an image named
   ``standin.invalid/...`` never pulls (``ErrImagePull``, then ``ImagePullBackOff``).
@@ -52,6 +64,7 @@ simulator.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -59,6 +72,7 @@ import re
 import secrets
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -70,6 +84,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from kubernetes.utils.quantity import parse_quantity
+
+import cpnet
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -139,8 +155,13 @@ def _group_rss(pgid: int) -> int:
 class StandinKubeApiServer:
     """The stand-in API server (see the module doc). Use as a context manager or start()/stop()."""
 
-    def __init__(self, root: Path, namespace: str = "cpnet") -> None:
+    def __init__(
+        self, root: Path, namespace: str = "cpnet", runner_image: str | None = None
+    ) -> None:
         self.root = Path(root)
+        self.runner_image = runner_image
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.created_secrets: list[dict[str, Any]] = []
         self.root.mkdir(parents=True, exist_ok=True)
         self.namespace = namespace
         self.lock = threading.RLock()
@@ -334,6 +355,8 @@ class StandinKubeApiServer:
                     return 200, self._list("PodList", self._pods(ns, query))
                 if method == "GET" and len(parts) == 7 and parts[6] == "log":
                     return self._log(ns, parts[5], query)
+            if parts[:3] == ["api", "v1", "namespaces"] and parts[4:5] == ["secrets"]:
+                return self._secret_call(method, parts[3], parts[5:], body)
             if parts[:4] == ["apis", "batch", "v1", "namespaces"] and len(parts) >= 6:
                 ns = parts[4]
                 if parts[5] == "jobs" and len(parts) == 6:
@@ -471,10 +494,42 @@ class StandinKubeApiServer:
         out["status"].pop("startMono", None)
         return 201, out
 
+    def _secret_call(self, method: str, ns: str, rest: list[str], body: Any) -> tuple[int, Any]:
+        if not rest and method == "GET":
+            items = [v for (n, _), v in self.secrets.items() if n == ns]
+            return 200, self._list("SecretList", items)
+        if not rest and method == "POST":
+            name = str(((body or {}).get("metadata") or {}).get("name") or "")
+            if not DNS_SUBDOMAIN.match(name) or len(name) > 253:
+                return 422, _status(422, "Invalid", f"Secret {name!r}: metadata.name invalid")
+            if (ns, name) in self.secrets:
+                return 409, _status(409, "AlreadyExists", f'secrets "{name}" already exists')
+            self.created_secrets.append(json.loads(json.dumps(body)))
+            secret = json.loads(json.dumps(body))
+            secret["metadata"].update(
+                {"namespace": ns, "uid": secrets.token_hex(16), "creationTimestamp": _now()}
+            )
+            self.secrets[(ns, name)] = secret
+            return 201, secret
+        if len(rest) == 1 and method in ("GET", "DELETE"):
+            key = (ns, rest[0])
+            if key not in self.secrets:
+                return 404, _status(404, "NotFound", f'secrets "{rest[0]}" not found')
+            if method == "GET":
+                return 200, self.secrets[key]
+            self.secrets.pop(key)
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        return 404, _status(404, "NotFound", f"the stand-in does not serve {method} secrets")
+
     def _delete_job(self, key: tuple[str, str], body: Any) -> tuple[int, Any]:
         policy = (body or {}).get("propagationPolicy") if isinstance(body, dict) else None
         self.deletes.append((key[0], key[1], policy))
         job = self.jobs.pop(key)
+        uid = job["metadata"]["uid"]
+        for skey, secret in list(self.secrets.items()):  # the garbage collector
+            owners = secret["metadata"].get("ownerReferences") or []
+            if skey[0] == key[0] and any(o.get("uid") == uid for o in owners):
+                del self.secrets[skey]
         for pkey, pod in list(self.pods.items()):
             if (
                 pkey[0] == key[0]
@@ -635,6 +690,16 @@ class StandinKubeApiServer:
                 if "emptyDir" in v:
                     d = Path(tempfile.mkdtemp(prefix=f"{key[1]}-{v['name']}-", dir=self.root))
                     volumes[v["name"]] = d
+        for v in spec.get("volumes") or []:
+            if "secret" in v:
+                d = self._mount_secret(key, str(v["secret"].get("secretName")), v["name"])
+                if d is None:
+                    return
+                volumes[v["name"]] = d
+        with self.lock:
+            pod = self.pods.get(key)
+            if pod is None:
+                return
             inits = spec.get("initContainers") or []
             mains = spec.get("containers") or []
             pod["status"]["initContainerStatuses"] = [_waiting(c, "PodInitializing") for c in inits]
@@ -655,6 +720,22 @@ class StandinKubeApiServer:
             if pod is not None and pod["status"]["phase"] not in ("Failed",):
                 pod["status"]["phase"] = "Succeeded"
                 self._job_done(self._job_of(pod), "Complete", "CompletionsReached")
+
+    def _mount_secret(self, key: tuple[str, str], name: str, volume: str) -> Path | None:
+        """A directory with the Secret's keys as files, once it exists (None: the pod is gone)."""
+        while not self.stopping.is_set():
+            with self.lock:
+                if key not in self.pods:
+                    return None
+                secret = self.secrets.get((key[0], name))
+                if secret is not None:
+                    d = Path(tempfile.mkdtemp(prefix=f"{key[1]}-{volume}-", dir=self.root))
+                    for k, v in (secret.get("data") or {}).items():
+                        (d / k).write_bytes(base64.b64decode(v))
+                        (d / k).chmod(0o400)
+                    return d
+            time.sleep(TICK_S)
+        return None
 
     def _run_container(
         self,
@@ -694,6 +775,14 @@ class StandinKubeApiServer:
                 return None
             argv = [local(a) for a in (c.get("command") or []) + (c.get("args") or [])]
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            if self.runner_image and c.get("image") == self.runner_image:
+                # an image with cpnet installed: this environment, which has cpnet
+                env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env["PATH"]))
+                env["PYTHONPATH"] = str(Path(cpnet.__file__).resolve().parent.parent)
+            for ref in c.get("envFrom") or []:
+                sname = (ref.get("secretRef") or {}).get("name")
+                data = (self.secrets.get((key[0], str(sname))) or {}).get("data") or {}
+                env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
             env.update({e["name"]: local(str(e.get("value", ""))) for e in c.get("env") or []})
             cwd = Path(local(c.get("workingDir") or "/"))
             log_path = self.root / "logs" / key[0] / key[1] / f"{c['name']}.log"

@@ -247,6 +247,27 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def staging_limits(settings: dict[str, Any], attempt_id: str) -> dict[str, Any]:
+    """The keyword arguments of `stage_in` / `stage_out` from job.json's ``runner`` block (the
+    hub token comes from the environment, never from job.json). Also used by the Kubernetes
+    backend's stage containers (`cpnet.agent.podstage`)."""
+    roots = settings.get("file_roots")
+    max_file = settings.get("max_file_bytes")
+    return {
+        "max_bytes": int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES)),
+        "max_file_bytes": None if max_file is None else int(max_file),
+        "timeout_s": float(settings.get("http_timeout_s", 60.0)),
+        "file_roots": None if roots is None else [Path(r) for r in roots],
+        "remote": Remote(
+            s3_endpoint=settings.get("s3_endpoint") or None,
+            s3_region=settings.get("s3_region") or None,
+            hub_url=settings.get("hub_url") or None,
+            hub_token=os.environ.get(HUB_TOKEN_ENV) or None,
+            attempt_id=attempt_id or None,
+        ),
+    }
+
+
 # ---- the runner ------------------------------------------------------------------------------
 
 
@@ -351,24 +372,9 @@ class Runner:
             return
         settings = data.get("runner") or {}
         self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
-        roots = settings.get("file_roots")
         ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
-        max_file = settings.get("max_file_bytes")
-        limits: dict[str, Any] = {
-            "max_bytes": int(settings.get("max_stage_bytes", DEFAULT_MAX_STAGE_BYTES)),
-            "max_file_bytes": None if max_file is None else int(max_file),
-            "timeout_s": float(settings.get("http_timeout_s", 60.0)),
-            "file_roots": None if roots is None else [Path(r) for r in roots],
-            "remote": Remote(
-                s3_endpoint=settings.get("s3_endpoint") or None,
-                s3_region=settings.get("s3_region") or None,
-                hub_url=settings.get("hub_url") or None,
-                hub_token=os.environ.get(HUB_TOKEN_ENV) or None,
-                attempt_id=ids["attempt_id"] or None,
-            ),
-            "on_transfer": self.transferred,
-            "progress": self.progress,
-        }
+        limits = staging_limits(settings, ids["attempt_id"])
+        limits |= {"on_transfer": self.transferred, "progress": self.progress}
         ram_gb = settings.get("memory_limit_gb")
         self.ram_gb = float(ram_gb) if ram_gb else None
         gpus = settings.get("gpus")

@@ -71,6 +71,7 @@ One agent per namespace: Jobs are found by the label ``app.kubernetes.io/managed
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -96,7 +97,13 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.local import status_from_record
+from cpnet.agent.backends.local import (
+    runner_settings,
+    staging_env,
+    staging_settings,
+    status_from_record,
+)
+from cpnet.agent.podstage import parse_result
 from cpnet.agent.runner import (
     CANCEL_FILE,
     MAX_TAIL_CHARS,
@@ -106,11 +113,15 @@ from cpnet.agent.runner import (
     write_atomic,
     write_json_atomic,
 )
+from cpnet.agent.staging import Transfer
 from cpnet.tasks.model import ExecutorLog, TaskSpec, Usage
 from cpnet.tasks.states import State
 
 GIB = 1024**3
 WORK_MOUNT = "/cpnet/work"
+STAGING_MOUNT = "/cpnet/staging"  # the attempt's Secret (job.json, env.json), stage containers only
+MAX_SECRET_BYTES = 900 * 1024  # a Secret holds at most 1 MiB; keep room for its metadata
+STAGE_MIN_MEMORY = "512Mi"  # the memory limit of stage containers, at least (python + boto3)
 DEFAULT_IMAGE = "python:3.12-slim"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 JOB_FILE = "k8s_job"  # "namespace/name" of the attempt's Job, in its local dir
@@ -389,16 +400,81 @@ def resources_for(spec: TaskSpec, gpu_resource: str) -> dict[str, Any]:
     return {"requests": amounts, "limits": limits}
 
 
-def unsupported(spec: TaskSpec) -> str | None:
-    """Why this backend cannot run `spec`, or None."""
+def needs_staging(spec: TaskSpec) -> bool:
+    """Whether `spec` has URL inputs or outputs (staged by cpnet in the runner image)."""
+    return bool(spec.outputs) or any(inp.url is not None for inp in spec.inputs)
+
+
+NO_RUNNER_IMAGE = (
+    "set the kubernetes backend option runner_image to an image with cpnet installed "
+    "(see docs/providers/kubernetes.md)"
+)
+
+
+def unsupported(spec: TaskSpec, runner_image: str | None = None) -> str | None:
+    """Why this backend cannot run `spec` (with or without a `runner_image`), or None."""
+    if needs_staging(spec):
+        if runner_image:
+            return None  # every input, inline ones too, goes through cpnet's staging
+        for i, inp in enumerate(spec.inputs):
+            if inp.url is not None:
+                return f"input {i} ({inp.path}) has a URL: staging it needs {NO_RUNNER_IMAGE}"
+        return f"the task has outputs: staging them needs {NO_RUNNER_IMAGE}"
     for i, inp in enumerate(spec.inputs):
-        if inp.url is not None:
-            return f"input {i} ({inp.path}) has a URL: this backend stages inline inputs only"
         if len((inp.content or "").encode()) > MAX_INLINE_BYTES:
             return f"input {i} ({inp.path}) is larger than {MAX_INLINE_BYTES} bytes inline"
-    if spec.outputs:
-        return "the task has outputs: the kubernetes backend does not stage outputs yet"
     return None
+
+
+def staging_payload(job: Job, settings: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """The files of the attempt's staging Secret: ``job.json`` (inputs, outputs, the runner
+    settings) and ``env.json`` (credentials). ValueError when they would not fit in a Secret."""
+    doc = {
+        "attempt_id": job.attempt_id,
+        "task_id": job.task_id,
+        "spec": {
+            "inputs": [i.model_dump(mode="json") for i in job.spec.inputs],
+            "outputs": [o.model_dump(mode="json") for o in job.spec.outputs],
+        },
+        "runner": settings,
+    }
+    files = {
+        "job.json": json.dumps(doc, separators=(",", ":")),
+        "env.json": json.dumps(env, separators=(",", ":")),
+    }
+    size = sum(len(v.encode()) for v in files.values())
+    if size > MAX_SECRET_BYTES:
+        raise ValueError(
+            f"the task's inputs and outputs take {size} bytes, over the {MAX_SECRET_BYTES} bytes "
+            "a staging Secret may hold: put large inline inputs in the hub's blob store"
+        )
+    return files
+
+
+def secret_manifest(
+    name: str, namespace: str, owner: dict[str, Any], files: dict[str, str]
+) -> dict[str, Any]:
+    """The per-attempt Secret, owned by its Job (deleted with it by the garbage collector)."""
+    meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(meta.get("labels") or {}),
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": str(meta.get("name")),
+                    "uid": str(meta.get("uid")),
+                }
+            ],
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in files.items()},
+    }
 
 
 def time_limit_s(spec: TaskSpec, default: int | None) -> int | None:
@@ -421,8 +497,12 @@ def job_manifest(
     deadline_s: int | None = None,
     ttl_s: int | None = None,
     service_account: str | None = None,
+    runner_image: str | None = None,
+    staging_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The ``batch/v1`` Job that runs `job` (see the module doc)."""
+    """The ``batch/v1`` Job that runs `job` (see the module doc). With `runner_image`, a task
+    that needs staging gets cpnet's stage-in and stage-out containers (`staging_secret`: an
+    existing Secret whose keys they also get as environment variables)."""
     spec = job.spec
     name = job_name(job.attempt_id)
     labels = {
@@ -445,7 +525,42 @@ def job_manifest(
     ]
     resources = resources_for(spec, gpu_resource)
     containers: list[dict[str, Any]] = []
-    if spec.inputs:
+    staged = bool(runner_image) and needs_staging(spec)
+    volumes: list[dict[str, Any]] = [{"name": "work", "emptyDir": {}}]
+    stage_out: dict[str, Any] | None = None
+    if staged:
+        volumes.append({"name": "staging", "secret": {"secretName": name, "defaultMode": 0o400}})
+        limits = dict(resources["limits"])
+        if quantity(limits.get("memory")) < quantity(STAGE_MIN_MEMORY):
+            limits["memory"] = STAGE_MIN_MEMORY
+        limits.pop(gpu_resource, None)
+        requests = {k: v for k, v in resources["requests"].items() if k != gpu_resource}
+
+        def stager(direction: str) -> dict[str, Any]:
+            c: dict[str, Any] = {
+                "name": f"stage-{direction}",
+                "image": runner_image,
+                "command": ["python", "-m", "cpnet.agent.podstage", direction],
+                "env": [
+                    {"name": "CPNET_WORK_DIR", "value": WORK_MOUNT},
+                    {"name": "CPNET_STAGING_DIR", "value": STAGING_MOUNT},
+                    {"name": "HOME", "value": WORK_MOUNT},
+                ],
+                "workingDir": WORK_MOUNT,
+                "resources": {"requests": requests, "limits": limits},
+                "volumeMounts": [
+                    *mounts,
+                    {"name": "staging", "mountPath": STAGING_MOUNT, "readOnly": True},
+                ],
+            }
+            if staging_secret:
+                c["envFrom"] = [{"secretRef": {"name": staging_secret}}]
+            return c
+
+        containers.append(stager("in"))
+        if spec.outputs:
+            stage_out = stager("out")
+    elif spec.inputs:
         env = [{"name": "CPNET_INPUTS", "value": str(len(spec.inputs))}]
         for i, inp in enumerate(spec.inputs):
             env.append({"name": f"CPNET_IN_{i}_PATH", "value": _work_path(inp.path)})
@@ -486,11 +601,15 @@ def job_manifest(
                 "volumeMounts": mounts,
             }
         )
+    if stage_out is not None:
+        # the pod's one container: Kubernetes starts it only after every executor (an init
+        # container) exited 0, so outputs are staged after success only, as the runner does
+        containers.append(stage_out)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "volumes": [{"name": "work", "emptyDir": {}}],
+        "volumes": volumes,
         "initContainers": containers[:-1],
         "containers": containers[-1:],
     }
@@ -584,8 +703,8 @@ def pod_failure(pod: dict[str, Any] | None, job: dict[str, Any] | None) -> tuple
                 return State.EXECUTOR_ERROR, (
                     f"executor {which} was OOMKilled: it used more memory than its limit"
                 )
-            if which == "stage-in":
-                return State.SYSTEM_ERROR, f"stage-in exited {code}"
+            if which in ("stage-in", "stage-out"):
+                return State.SYSTEM_ERROR, f"{which} exited {code}"
             return State.EXECUTOR_ERROR, f"executor {which} exited with code {code}"
     return State.SYSTEM_ERROR, f"pod failed ({reason or 'no reason given'})" + (
         f": {message}" if message else ""
@@ -639,10 +758,22 @@ def verdict(
     stuck = image_error(pod)
     if stuck is not None:
         which, waiting = stuck
+        if which.startswith("stage-"):  # the site's runner image, not the task's
+            text = f"{which} (runner_image): {waiting.get('reason')}"
+            return State.SYSTEM_ERROR, text + (
+                f": {waiting['message']}" if waiting.get("message") else ""
+            )
         text = f"executor {which}: {waiting.get('reason')}"
         return State.EXECUTOR_ERROR, text + (
             f": {waiting['message']}" if waiting.get("message") else ""
         )
+    started = any(
+        str(c.get("name")).startswith("ex-")
+        and ((c.get("state") or {}).get("running") or (c.get("state") or {}).get("terminated"))
+        for c in container_statuses(pod)
+    )
+    if phase == "Pending" and started:
+        return State.RUNNING, None  # an executor runs as an init container (the pod is Pending)
     if phase == "Pending":
         scheduled = next(
             (c for c in st.get("conditions") or [] if c.get("type") == "PodScheduled"), None
@@ -807,21 +938,42 @@ class KubeApi:
         )
         return out.get("items") or []
 
-    def create_job(self, manifest: dict[str, Any]) -> bool:
-        """Create; False when a Job of that name exists already."""
+    def create_job(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; the Job as created, None when a Job of that name exists already."""
+        return self._create("job", self.batch.create_namespaced_job, manifest)
+
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        return self._call(
+            "get job", self.batch.read_namespaced_job, name, self.namespace, missing_ok=True
+        )
+
+    def create_secret(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; None when a Secret of that name exists already."""
+        return self._create("secret", self.core.create_namespaced_secret, manifest)
+
+    def delete_secret(self, name: str) -> None:
+        self._call(
+            "delete secret",
+            self.core.delete_namespaced_secret,
+            name,
+            self.namespace,
+            missing_ok=True,
+        )
+
+    def _create(self, what: str, fn: Any, manifest: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            self.batch.create_namespaced_job(
+            resp = fn(
                 self.namespace, manifest, _preload_content=False, _request_timeout=self.timeout
             )
         except self._client.ApiException as exc:
             if exc.status == 409:
-                return False
+                return None
             raise BackendError(
-                f"Kubernetes create job: HTTP {exc.status} {exc.reason}: {str(exc.body)[:500]}"
+                f"Kubernetes create {what}: HTTP {exc.status} {exc.reason}: {str(exc.body)[:500]}"
             ) from exc
         except Exception as exc:
-            raise BackendError(f"Kubernetes create job: {exc}") from exc
-        return True
+            raise BackendError(f"Kubernetes create {what}: {exc}") from exc
+        return json.loads(resp.data or b"{}")
 
     def delete_job(self, name: str, policy: str = "Background") -> None:
         body = self._client.V1DeleteOptions(propagation_policy=policy)
@@ -870,6 +1022,12 @@ class KubernetesBackend(Backend):
         # the agent must see a finished Job before Kubernetes deletes it
         self.ttl_s = _opt_number(opts, "ttl_after_finished_s", int, 60) or 86400
         self.service_account = opts.get("service_account") or None
+        self.runner_image = opts.get("runner_image") or None
+        self.staging_secret = opts.get("staging_secret") or None
+        self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
+        self.http_timeout_s = _opt_number(opts, "http_timeout_s", float, 1) or 60.0
+        roots = opts.get("file_roots")
+        self.file_roots = None if roots is None else [r for r in roots.split(":") if r]
         self.cache_s = _opt_number(opts, "cache_s", float, 0) or 1.0
         _opt_number(opts, "request_timeout_s", float, 1)
         self.api = api or KubeApi(opts)
@@ -998,9 +1156,11 @@ class KubernetesBackend(Backend):
                 work_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise BackendError(f"cannot create {work_dir}: {exc}") from exc
-            problem = unsupported(job.spec)
+            problem = unsupported(job.spec, self.runner_image)
+            staged = problem is None and bool(self.runner_image) and needs_staging(job.spec)
             try:
                 if problem is None:
+                    files = self._staging_files(job) if staged else None
                     manifest = job_manifest(
                         job,
                         namespace=self.api.namespace,
@@ -1010,9 +1170,14 @@ class KubernetesBackend(Backend):
                         deadline_s=time_limit_s(job.spec, self.default_time_limit_s),
                         ttl_s=self.ttl_s,
                         service_account=self.service_account,
+                        runner_image=self.runner_image,
+                        staging_secret=self.staging_secret,
                     )
                     write_json_atomic(work_dir / MANIFEST_FILE, manifest)
-                    self.api.create_job(manifest)  # False: created before a crash; same Job
+                    # None: created before a crash; the same Job
+                    created = self.api.create_job(manifest)
+                    if files is not None:
+                        self._create_secret(manifest, created, files)
             except (BackendError, ValueError) as exc:
                 problem = f"Kubernetes refused the Job: {exc}"
             if problem is not None:
@@ -1024,6 +1189,35 @@ class KubernetesBackend(Backend):
             )
             self._cache = None
             return handle
+
+    def _staging_files(self, job: Job) -> dict[str, str]:
+        settings = runner_settings(
+            job.spec,
+            max_stage_bytes=self.max_stage_bytes,
+            grace_s=0.0,
+            http_timeout_s=self.http_timeout_s,
+            file_roots=self.file_roots,
+            memory_limit_gb=None,
+            private_tmp=False,
+            staging=staging_settings(self.config),
+        )
+        return staging_payload(job, settings, staging_env(self.config))
+
+    def _create_secret(
+        self, manifest: dict[str, Any], created: dict[str, Any] | None, files: dict[str, str]
+    ) -> None:
+        """The attempt's staging Secret, owned by its Job (created after it, to know its uid:
+        until it exists the pod waits for its volume). On failure the Job is deleted."""
+        name = manifest["metadata"]["name"]
+        job = created or self.api.get_job(name)
+        if not job or not (job.get("metadata") or {}).get("uid"):
+            raise BackendError(f"the Job {name} vanished before its staging Secret was made")
+        try:
+            self.api.create_secret(secret_manifest(name, self.api.namespace, job, files))
+        except BackendError as exc:
+            with contextlib.suppress(BackendError):
+                self.api.delete_job(name)
+            raise BackendError(f"cannot create the staging Secret: {exc}") from exc
 
     def poll(self, handle: str) -> JobStatus:
         """status.json once final; else the Job's and pod's state (see `verdict`)."""
@@ -1066,13 +1260,33 @@ class KubernetesBackend(Backend):
         if image_error(pod) is not None:
             with contextlib.suppress(BackendError):
                 self.api.delete_job(name)  # it would wait for its image forever
-        if texts.get("stage-in"):
-            system_logs.append(f"stage-in: {texts['stage-in'][-2000:]}")
+        results = {}
+        for which in ("stage-in", "stage-out"):
+            found = parse_result(texts.get(which, ""))
+            if found is not None:
+                results[which] = found
+                lines = [rec_line(r) for r in found.get("staging") or []]
+                system_logs += [line for line in lines if line]
+                if found.get("error"):
+                    system_logs.append(str(found["error"])[:4096])
+                    if state is State.SYSTEM_ERROR:
+                        reason = str(found["error"])
+            elif texts.get(which):
+                system_logs.append(f"{which}: {texts[which][-2000:]}")
+        if results:  # staging ran: its Secret is no longer needed (the Job's owner GC backs this)
+            with contextlib.suppress(BackendError):
+                self.api.delete_secret(name)
         record = new_record(state, reason)
         record["executor_logs"] = [x.model_dump(mode="json") for x in executor_logs(pod, texts)]
         u = usage_of(pod)
+        bytes_in = int((results.get("stage-in") or {}).get("bytes") or 0)
+        bytes_out = int((results.get("stage-out") or {}).get("bytes") or 0)
+        if results:
+            u = (u or Usage()).model_copy(update={"bytes_in": bytes_in, "bytes_out": bytes_out})
+        if state is State.COMPLETE:
+            record["outputs"] = (results.get("stage-out") or {}).get("outputs") or []
         record["usage"] = u.model_dump(mode="json") if u else None
-        record["system_logs"] = system_logs
+        record["system_logs"] = system_logs[:64]  # what the hub accepts
         with contextlib.suppress(OSError):
             write_json_atomic(work_dir / STATUS_FILE, record)
         return status_from_record(record)
@@ -1138,6 +1352,15 @@ class KubernetesBackend(Backend):
         except (FileNotFoundError, NotADirectoryError):
             return ""
         return "" if text == "none" else text.split("/", 1)[-1]
+
+
+def rec_line(rec: Any) -> str:
+    """A staging record (`staging.Transfer.to_dict`) as the runner's system-log line."""
+    if not isinstance(rec, dict):
+        return ""
+    with contextlib.suppress(TypeError, ValueError):
+        return Transfer(**rec).line()[:4096]
+    return ""
 
 
 def _opt_number(opts: dict[str, str], key: str, kind: type, least: float) -> Any:
