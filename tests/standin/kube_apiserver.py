@@ -41,8 +41,8 @@ What it models:
   SIGKILLed and reported ``OOMKilled`` (exit 137), as the cgroup OOM killer would; a Job past its
   ``activeDeadlineSeconds`` has its pod killed and fails with reason ``DeadlineExceeded``.
 - **Secrets**: a ``secret`` volume is a per-pod temporary directory holding one file per key of
-  the Secret's ``data`` (base64-decoded, mode 0400); until the Secret exists the pod's next
-  container waits in ``ContainerCreating`` (the kubelet retries mounting). ``envFrom``
+  the Secret's ``data`` (base64-decoded, mode 0400); until the Secret exists the pod stays
+  ``Pending`` with no container started (the kubelet retries mounting). ``envFrom``
   ``secretRef`` adds the Secret's keys to the container's environment. Deleting a Job deletes the
   Secrets whose ``ownerReferences`` name its uid (the garbage collector).
 - **The runner image**: a container whose image is the ``runner_image`` given to the stand-in is

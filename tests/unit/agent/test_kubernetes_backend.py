@@ -3,6 +3,8 @@ what Job and Pod states mean. The shell pieces it generates are run for real wit
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -38,6 +40,8 @@ from cpnet.agent.backends.kubernetes import (
     label_value,
     pod_request,
     quantity,
+    secret_manifest,
+    staging_payload,
     time_limit_s,
     unsupported,
     usage_of,
@@ -275,15 +279,70 @@ def test_unsupported_inputs_and_outputs_are_named() -> None:
     url = TaskSpec.model_validate(
         {"executors": [{"command": ["x"]}], "inputs": [{"path": "a", "url": "http://h/a"}]}
     )
-    assert "input 0 (a) has a URL" in (unsupported(url) or "")
+    option = "set the kubernetes backend option runner_image"
+    assert f"input 0 (a) has a URL: staging it needs {option}" in (unsupported(url) or "")
     out = TaskSpec.model_validate(
         {"executors": [{"command": ["x"]}], "outputs": [{"path": "a", "url": "file:///tmp/a"}]}
     )
-    assert "outputs" in (unsupported(out) or "")
+    assert f"the task has outputs: staging them needs {option}" in (unsupported(out) or "")
     big = TaskSpec.model_validate(
         {"executors": [{"command": ["x"]}], "inputs": [{"path": "a", "content": "x" * 70000}]}
     )
     assert "larger than" in (unsupported(big) or "")
+    # with a runner image, cpnet stages them all (a big inline input too, with an output)
+    assert unsupported(url, "cpnet:1") is None and unsupported(out, "cpnet:1") is None
+    big_out = big.model_copy(update={"outputs": out.outputs})
+    assert unsupported(big_out, "cpnet:1") is None
+
+
+def test_staged_manifest_keeps_urls_and_secrets_in_the_secret() -> None:
+    spec = {
+        "executors": [{"command": ["a"]}, {"command": ["b"], "image": "tool:2"}],
+        "inputs": [{"path": "/data/x", "url": "https://h/x?X-Amz-Signature=s3cr3t"}],
+        "outputs": [{"path": "out", "url": "s3://b/out"}],
+        "resources": {"cpu_cores": 1, "ram_gb": 0.25, "gpus": 1},
+    }
+    job = _job(spec)
+    m = _manifest(job, runner_image="cpnet:1", staging_secret="site-s3")
+    pod = m["spec"]["template"]["spec"]
+    names = [(c["name"], c["image"]) for c in pod["initContainers"] + pod["containers"]]
+    assert names == [("stage-in", "cpnet:1"), ("ex-0", "img:1"), ("ex-1", "tool:2"),
+                     ("stage-out", "cpnet:1")]  # fmt: skip
+    stage_in, stage_out = pod["initContainers"][0], pod["containers"][0]
+    assert stage_in["command"] == ["python", "-m", "cpnet.agent.podstage", "in"]
+    assert stage_out["command"][-1] == "out"
+    assert {"name": "staging", "secret": {"secretName": m["metadata"]["name"],
+                                          "defaultMode": 0o400}} in pod["volumes"]  # fmt: skip
+    for c in pod["initContainers"] + pod["containers"]:
+        staged = c["name"].startswith("stage-")
+        assert any(v["name"] == "staging" for v in c["volumeMounts"]) is staged
+        assert ("envFrom" in c) is staged
+    assert stage_in["envFrom"] == [{"secretRef": {"name": "site-s3"}}]
+    # stage containers: no GPU, at least 512 MiB of memory to run python
+    assert stage_in["resources"]["limits"] == {"cpu": "1000m", "memory": "512Mi"}
+    assert "nvidia.com/gpu" not in stage_in["resources"]["requests"]
+    assert "s3cr3t" not in json.dumps(m) and "s3://b/out" not in json.dumps(m)
+
+    created = {"metadata": {**m["metadata"], "uid": "u-1"}}
+    files = staging_payload(job, {"max_stage_bytes": 5}, {"CPNET_STAGING_TOKEN": "tok"})
+    sec = secret_manifest(m["metadata"]["name"], "ns", created, files)
+    assert sec["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "cpnet-att-1", "uid": "u-1"}
+    ]
+    decoded = {k: json.loads(base64.b64decode(v)) for k, v in sec["data"].items()}
+    assert decoded["env.json"] == {"CPNET_STAGING_TOKEN": "tok"}
+    assert decoded["job.json"]["spec"]["inputs"][0]["url"].endswith("s3cr3t")
+    assert decoded["job.json"]["runner"] == {"max_stage_bytes": 5}
+    huge = _job({**spec, "inputs": [{"path": "a", "content": "x" * 200_000}] * 5})
+    with pytest.raises(ValueError, match="staging Secret"):
+        staging_payload(huge, {}, {})
+
+
+def test_inline_only_tasks_keep_the_shell_stage_in_even_with_a_runner_image() -> None:
+    spec = {"executors": [{"command": ["a"]}], "inputs": [{"path": "a", "content": "x"}]}
+    pod = _manifest(_job(spec), runner_image="cpnet:1")["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["image"] == "img:1"
+    assert [v["name"] for v in pod["volumes"]] == ["work"]
 
 
 def _env(container: dict[str, Any], root: Path) -> dict[str, str]:
@@ -426,6 +485,13 @@ FAILED = ("Failed", "BackoffLimitExceeded")
          False, State.EXECUTOR_ERROR, "executor 0: ImagePullBackOff: no such image"),
         (_kjob(), [_pod("Running", [_cstatus("ex-0", running={"startedAt": "x"})])],
          False, State.RUNNING, None),
+        (_kjob(), [_pod("Pending", [_cstatus("stage-in", terminated=_term(0)),
+                                    _cstatus("ex-0", running={"startedAt": "x"})])],
+         False, State.RUNNING, None),
+        (_kjob(), [_pod("Pending", [_cstatus("stage-in", waiting={"reason": "ErrImagePull"})])],
+         False, State.SYSTEM_ERROR, "stage-in (runner_image): ErrImagePull"),
+        (_kjob(FAILED), [_pod("Failed", [_cstatus("stage-out", terminated=_term(3))])],
+         False, State.SYSTEM_ERROR, "stage-out exited 3"),
         (_kjob(deleting=True), [], False, State.SYSTEM_ERROR, "deleted by someone else"),
     ],
 )  # fmt: skip

@@ -27,10 +27,32 @@ the executor redirects stdin/stdout/stderr or sets ``ignore_error``; then a cons
 script gets the argv as ``"$@"`` and the paths in environment variables, so no task field is ever
 parsed by a shell), requests and is limited to the task's CPU, memory and GPUs, and mounts one
 ``emptyDir`` at ``/cpnet/work`` (the executors' shared work dir and default working directory).
-Inline ``content`` inputs are written there first by a ``stage-in`` init container (the default
-image's ``sh``; contents pass in environment variables, at most 64 KiB each). URL inputs and
-outputs are not staged by this backend: such a task ends SYSTEM_ERROR at submit with that reason,
-so the hub can place it elsewhere.
+A task with only inline ``content`` inputs has them written there first by a ``stage-in`` init
+container (the default image's ``sh``; contents pass in environment variables, at most 64 KiB
+each).
+
+**Staging.** A task with URL inputs (``file``, ``http(s)``, ``s3``, ``cpnet://blobs/``) or any
+outputs is staged by cpnet's own staging code (`cpnet.agent.staging`, as the runner does for the
+other backends), run by `cpnet.agent.podstage` in the ``runner_image`` option's image (one with
+cpnet installed): the ``stage-in`` init container places every input in the work dir, the
+executors follow as init containers, and ``stage-out`` is the pod's one container. Kubernetes
+starts a container only after the previous init container exited 0, so stage-out runs after the
+last executor *succeeded* (``ignore_error`` executors always exit 0): exactly when the runner
+stages outputs (it stages nothing after a failed executor or a cancel), so no "finally" container
+(a wrapper or a native sidecar waiting for a marker) is needed, and none of the task's containers
+has to run a cpnet process. The stage containers print their transfer records and a result line,
+read from their logs by `_finish`: outputs with sha256 and size, ``bytes_in``/``bytes_out``, one
+system-log line per transfer, and the staging error as the reason of a SYSTEM_ERROR.
+
+Secrets never enter the Job's manifest: ``job.json`` (the inputs, outputs and staging settings:
+URLs may carry credentials) and ``env.json`` (`local.staging_env`: S3 keys, the hub staging
+token) go into a Secret per attempt, named like the Job, created right after it with an
+``ownerReference`` to it (so the garbage collector deletes it with the Job; the agent also deletes
+it as soon as the attempt is final) and mounted read-only at ``/cpnet/staging`` into the stage
+containers only (a secret volume: the pod waits until the Secret exists). The ``staging_secret``
+option names an existing Secret whose keys the stage containers also get as environment variables
+(``envFrom``; the agent's own credentials win). Without ``runner_image`` such a task ends
+SYSTEM_ERROR at submit, with a reason naming the option, so the hub can place it elsewhere.
 
 No task field reaches a name: the Job name and label values are derived (lower-cased, reduced to
 ``[a-z0-9-]``, truncated, plus a hash of the original); the task name, task id and full attempt id
@@ -55,7 +77,15 @@ Options (strings, in ``BackendConfig.options``):
 - ``in_cluster``: ``true`` to use the pod's service account instead of a kubeconfig
 - ``context``: kubeconfig context (default: its current context)
 - ``namespace``: where Jobs go (default: the context's namespace, else ``default``)
-- ``image``: image for executors that name none and for stage-in (default ``python:3.12-slim``)
+- ``image``: image for executors that name none and for inline stage-in (default
+  ``python:3.12-slim``)
+- ``runner_image``: an image with cpnet installed, for staging (none: URL inputs and outputs are
+  refused)
+- ``staging_secret``: an existing Secret in the namespace whose keys the stage containers get as
+  environment variables (e.g. ``AWS_ACCESS_KEY_ID``)
+- ``max_stage_gb``, ``max_file_gb``, ``file_roots``, ``http_timeout_s``, ``s3_endpoint``,
+  ``s3_region``, ``s3_access_key_id``, ``s3_secret_access_key``, ``s3_session_token``: staging
+  settings, as for the local backend (paths and endpoints as seen from inside the pod)
 - ``pool_label``: node label whose value names the pool (default: the well-known ones above)
 - ``pool_type``: type of discovered pools (default: ``intelligent`` with GPUs, else ``general``)
 - ``gpu_resource``: extended resource name of GPUs (default ``nvidia.com/gpu``)
