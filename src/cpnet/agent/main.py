@@ -238,6 +238,7 @@ class Agent:
             ", ".join(gone) or "none",
             res.get("pools"),
         )
+        self.heartbeat_once()  # registration assumed everything free: tell the truth at once
         if changed and self.settings.measure_on_join:
             self.measure_in_background(changed)
         return True
