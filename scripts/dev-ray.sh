@@ -6,6 +6,9 @@
 #   scripts/dev-ray.sh stop     stop the worker and the head by their PID files
 #   scripts/dev-ray.sh status   print whether it runs; exit 0 if it does, 3 if not
 #   scripts/dev-ray.sh url      print the Jobs API (dashboard) address: http://127.0.0.1:PORT
+#   scripts/dev-ray.sh add NAME RESOURCES   start one more worker raylet (CPU=1) with the custom
+#                               resources RESOURCES (JSON, e.g. '{"turbo": 1}'), wait until alive
+#   scripts/dev-ray.sh remove NAME          stop that extra raylet (`stop` stops extras too)
 #
 # Nodes: the head (CPU=2, no custom resources) and a worker raylet (CPU=1, custom resource
 # `fast`=2); the cpnet Ray backend makes them two pools, `cpu` and `fast`.
@@ -107,7 +110,7 @@ all_running() {
 
 any_running() {
     local n
-    for n in "${NODES[@]}"; do
+    for n in "${NODES[@]}" $(extra_nodes); do
         pid_alive "$n" && return 0
         [[ -f $RUN/$n.pid ]] && [[ -n $(session_pids "$(tr -dc 0-9 <"$RUN/$n.pid")") ]] && return 0
     done
@@ -143,8 +146,18 @@ stop_node() {
     rm -f "$f"
 }
 
+extra_nodes() { # the names of raylets started by `add`
+    local f n
+    for f in "$RUN"/*.pid; do
+        [[ -f $f ]] || continue
+        n=$(basename "$f" .pid)
+        [[ " ${NODES[*]} " == *" $n "* ]] || echo "$n"
+    done
+}
+
 stop_all() {
-    local i
+    local i n
+    for n in $(extra_nodes); do stop_node "$n"; done
     for ((i = ${#NODES[@]} - 1; i >= 0; i--)); do stop_node "${NODES[$i]}"; done
 }
 
@@ -320,13 +333,53 @@ cmd_url() {
     fi
 }
 
+cmd_add() {
+    local n=${1:-} res=${2:-} url gcs loop before deadline
+    [[ $n =~ ^[a-z][a-z0-9_-]*$ && $n != head && $n != worker ]] ||
+        die "add: NAME must be a plain lower-case name other than head/worker"
+    [[ -n $res ]] || die "add: give the custom resources as JSON, e.g. '{\"turbo\": 1}'"
+    url=$(cmd_url) || exit 3
+    gcs=$(cat "$STATE_DIR/gcs") || die "no $STATE_DIR/gcs"
+    exec 9>"$STATE_DIR/lock"
+    flock -w "$((TIMEOUT + 60))" 9 || die "another start/stop holds $STATE_DIR/lock"
+    pid_alive "$n" && die "node $n runs already"
+    loop=$(loopback_name) || die "no host name other than 'localhost' resolves to 127.0.0.1"
+    before=$(alive_nodes "$url")
+    say "starting raylet $n (CPU=1, $res)"
+    # shellcheck disable=SC2046
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 start_node "$n" --address="$loop:${gcs##*:}" \
+        --num-cpus=1 --num-gpus=0 --resources="$res" --object-store-memory=80000000 \
+        $(node_ports $(free_ports 6))
+    deadline=$((SECONDS + TIMEOUT))
+    until [[ $(alive_nodes "$url") -gt $before ]]; do
+        if ! pid_alive "$n" || ((SECONDS >= deadline)); then
+            tail -n 15 "$STATE_DIR/log/$n.log" >&2 || true
+            stop_node "$n"
+            die "raylet $n did not join"
+        fi
+        sleep 0.3
+    done
+    say "raylet $n joined (pid $(cat "$RUN/$n.pid"))"
+}
+
+cmd_remove() {
+    local n=${1:-}
+    [[ $n =~ ^[a-z][a-z0-9_-]*$ && $n != head && $n != worker ]] ||
+        die "remove: NAME must be a node started by add"
+    exec 9>"$STATE_DIR/lock"
+    flock -w "$((TIMEOUT + 60))" 9 || die "another start/stop holds $STATE_DIR/lock"
+    stop_node "$n"
+}
+
 case ${1:-} in
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 url) cmd_url ;;
+add) cmd_add "${2:-}" "${3:-}" ;;
+remove) cmd_remove "${2:-}" ;;
 *)
-    echo "usage: $0 {start|stop|status|url}" >&2
+    echo "usage: $0 {start|stop|status|url|add NAME RESOURCES|remove NAME}" >&2
     exit 2
     ;;
 esac

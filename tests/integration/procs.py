@@ -114,6 +114,7 @@ class AgentProc:
     # Calibration probes on join: off unless a test is about them (they burn CPU for seconds).
     measure: bool = False
     measure_budget_s: float = 20.0
+    rediscover_s: float | None = None  # rediscover_interval_s; None: the agent's default
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +127,8 @@ class AgentProc:
             "measure_on_join": self.measure,
             "measure_budget_s": self.measure_budget_s,
         }
+        if self.rediscover_s is not None:
+            body["rediscover_interval_s"] = self.rediscover_s
         if self.pools:
             body["pool"] = self.pools
         if self.backend != "local":

@@ -16,6 +16,7 @@ import pytest
 from cpnet.agent import hostinfo
 from cpnet.agent.backends.ray import GIB, RayApi
 from cpnet.tasks.states import State
+from services import DEV_RAY, need_service
 from tests.integration.procs import AgentProc, HubProc, World, _env, make_world, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
@@ -324,3 +325,107 @@ def test_agent_restart_reattaches_the_running_ray_job(
     assert done.attempts[-1].executor_logs[0].stdout == "still here\n"
     ours = [j for j in ray_api.client.list_jobs() if (j.metadata or {}).get("cpnet_task") == t.id]
     assert len(ours) == 1  # one Ray job: nothing ran twice
+
+
+class DevRaylets:
+    """Extra worker raylets joining the dev Ray cluster (``scripts/dev-ray.sh add/remove``)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    @staticmethod
+    def _run(*args: str) -> None:
+        proc = subprocess.run(
+            ["bash", str(DEV_RAY), *args], capture_output=True, text=True, timeout=240
+        )
+        assert proc.returncode == 0, f"dev-ray.sh {' '.join(args)}: {proc.stderr[-2000:]}"
+
+    def add(self, name: str, resources: str) -> None:
+        self.names.add(name)
+        self._run("add", name, resources)
+
+    def remove(self, name: str) -> None:
+        self._run("remove", name)
+        self.names.discard(name)
+
+
+@pytest.fixture
+def dev_raylets(ray_address: str) -> Iterator[DevRaylets]:
+    url = subprocess.run(
+        ["bash", str(DEV_RAY), "url"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    if url != ray_address:
+        need_service("ray", f"{ray_address} is not the cluster of scripts/dev-ray.sh ({url!r})")
+    raylets = DevRaylets()
+    yield raylets
+    for name in list(raylets.names):
+        raylets.remove(name)
+
+
+def test_pools_follow_the_clusters_shape_without_a_restart(
+    hub: HubProc,
+    agents: list[AgentProc],
+    tmp_path: Path,
+    ray_api: RayApi,
+    dev_raylets: DevRaylets,
+) -> None:
+    """A raylet with a new custom resource becomes a pool while the agent runs, takes a task,
+    goes offline (same identifier) when it stops and comes back under that identifier."""
+    world = make_world(hub, {"ai": ("intelligent", "440300")})
+    # No timer: only the backend's own signal (Ray's nodes seen at each heartbeat) triggers.
+    agent = AgentProc(
+        hub,
+        world.site_tokens["ai"],
+        tmp_path / "agent-ai",
+        backend="ray",
+        options={"ray_address": ray_api.address},
+        rediscover_s=0,
+    )
+    agent.start()
+    agents.append(agent)
+    user = hub.client(world.user_token)
+    _two_pools(user)
+
+    def turbo(online: bool | str = True):  # type: ignore[no-untyped-def]
+        return next((p for p in user.pools(online=online) if p.name == "turbo"), None)
+
+    dev_raylets.add("turbo", '{"turbo": 1}')
+    pool = wait_until(turbo, 90, "pool turbo to appear")
+    assert pool.online and pool.labels["ray_resources"] == "turbo"
+    assert pool.total.cpu_cores == 1
+    assert sorted(p.name for p in user.pools()) == ["cpu", "fast", "turbo"]
+    turbo_nodes = {
+        n["node_id"]
+        for n in ray_api.nodes()
+        if n["state"] == "ALIVE" and "turbo" in n["resources_total"]
+    }
+    assert len(turbo_nodes) == 1
+
+    t = user.submit(
+        {
+            "name": "on-turbo",
+            "executors": [{"command": ["sh", "-c", "echo turbo"]}],
+            "resources": {
+                "cpu_cores": 0.25,
+                "ram_gb": 0.25,
+                "backend_parameters": {"ray_resources": '{"turbo": 1}'},
+            },
+            "constraints": {"labels": {"ray_pool": "turbo"}},
+        }
+    )
+    done = user.wait(t.id, timeout=120)
+    assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+    assert done.attempts[-1].pool_id == pool.id
+    assert done.attempts[-1].executor_logs[0].stdout == "turbo\n"
+    info = _ray_final(ray_api, f"cpnet-{done.attempts[-1].attempt_id}")
+    assert info.driver_node_id in turbo_nodes
+
+    dev_raylets.remove("turbo")
+    wait_until(lambda: turbo() is None, 90, "pool turbo to go offline")
+    gone = turbo("any")
+    assert gone is not None and gone.id == pool.id and not gone.online
+    assert sorted(p.name for p in user.pools()) == ["cpu", "fast"]
+
+    dev_raylets.add("turbo", '{"turbo": 1}')
+    back = wait_until(turbo, 90, "pool turbo to come back")
+    assert back.id == pool.id and back.online

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -19,7 +20,15 @@ import httpx
 
 from cpnet import __version__
 from cpnet.agent.backends import get_backend
-from cpnet.agent.backends.base import Backend, BackendConfig, Job, JobStatus, PoolCapacity, PoolDecl
+from cpnet.agent.backends.base import (
+    Backend,
+    BackendConfig,
+    BackendError,
+    Job,
+    JobStatus,
+    PoolCapacity,
+    PoolDecl,
+)
 from cpnet.agent.journal import Entry, Journal
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.settings import AgentSettings
@@ -73,6 +82,19 @@ def to_descriptor(d: PoolDecl) -> PoolDescriptor:
     )
 
 
+def pools_changed(before: list[PoolDecl], now: list[PoolDecl]) -> tuple[list[str], list[str]]:
+    """(names of pools new or changed, names of pools gone) between two discoveries.
+
+    A pool changed when anything it registers with differs (its hardware, type, labels); the
+    order in which a backend lists its pools does not matter. Both empty: nothing to tell the hub.
+    """
+    old = {d.name: d for d in before}
+    new = {d.name: d for d in now}
+    changed = sorted(n for n, d in new.items() if old.get(n) != d)
+    gone = sorted(set(old) - set(new))
+    return changed, gone
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -116,6 +138,9 @@ class Agent:
         self.asked: dict[str, float] = {}  # measurement requests acted on: pool -> asked at
         self.prices = {p.name: p.price for p in settings.pools}
         self.declared = {p.name: p.declared for p in settings.pools if p.declared}
+        # Registration and heartbeats take turns, so a heartbeat never names a pool the hub was
+        # just told is gone (that would bring it back online) or one not yet registered.
+        self.hub_lock = threading.Lock()
 
     # ---- talking to the hub ----
 
@@ -150,8 +175,25 @@ class Agent:
                 "`cpnet admin site token SITE_ID` and pass it with --token"
             )
         self.site_id = who["site_id"]
-        self.decls = self.backend.discover()
-        pools = [to_descriptor(d) for d in self.decls]
+        decls = self.backend.discover()
+        with self.hub_lock:
+            res = self._register(decls)
+        for e in self.journal.load():
+            if e.done:
+                self.journal.remove(e.attempt_id)
+                continue
+            self.entries[e.attempt_id] = e
+            if e.reported:
+                self.last_state[e.attempt_id] = State(e.reported)
+            if e.handle is None:
+                self._start(e)
+        if self.entries:
+            log.info("re-attached %d attempts after restart", len(self.entries))
+        return res
+
+    def _register(self, decls: list[PoolDecl]) -> dict:
+        """Tell the hub this agent's pools (all of them: the hub takes pools left out offline)."""
+        pools = [to_descriptor(d) for d in decls]
         images = self.backend.images
         for p in pools:
             # Whether executors' images run here: in a runtime, or (if allowed) on the host.
@@ -173,18 +215,56 @@ class Agent:
         for name, notes in (res.get("capacity_notes") or {}).items():
             for note in notes:
                 log.warning("pool %s capacity: %s", name, note)
-        for e in self.journal.load():
-            if e.done:
-                self.journal.remove(e.attempt_id)
-                continue
-            self.entries[e.attempt_id] = e
-            if e.reported:
-                self.last_state[e.attempt_id] = State(e.reported)
-            if e.handle is None:
-                self._start(e)
-        if self.entries:
-            log.info("re-attached %d attempts after restart", len(self.entries))
+        self.decls = list(decls)
         return res
+
+    # ---- pools that follow the cluster's shape ----
+
+    def rediscover_once(self) -> bool:
+        """Ask the backend for its pools again; re-register if they changed. True if they did.
+
+        Pools that vanished go offline at the hub (keeping their identifiers, and any attempt
+        still running there keeps running); new pools are probed like those found on joining.
+        """
+        decls = self.backend.rediscover()
+        changed, gone = pools_changed(self.decls, decls)
+        if not changed and not gone:
+            return False
+        with self.hub_lock:
+            res = self._register(decls)
+        log.info(
+            "pools changed (new or different: %s; gone: %s); registered %s",
+            ", ".join(changed) or "none",
+            ", ".join(gone) or "none",
+            res.get("pools"),
+        )
+        self.heartbeat_once()  # registration assumed everything free: tell the truth at once
+        if changed and self.settings.measure_on_join:
+            self.measure_in_background(changed)
+        return True
+
+    def rediscover_loop(self) -> None:
+        """Re-discover every ``rediscover_interval_s`` seconds, and at once when the backend
+        signals that its cluster changed shape."""
+        every = self.settings.rediscover_interval_s
+        due = time.monotonic() + every
+        while not self.stop.is_set():
+            signalled = self.backend.shape_changed.wait(1.0)
+            if self.stop.is_set():
+                break
+            if not signalled and (not every or time.monotonic() < due):
+                continue
+            self.backend.shape_changed.clear()
+            due = time.monotonic() + every
+            try:
+                self.rediscover_once()
+            except BackendError as exc:
+                log.warning("re-discovery: %s; keeping the pools found before", exc)
+            except AgentError as exc:
+                if not self.stop.is_set():
+                    log.error("re-registration: %s", exc)
+            except Exception:
+                log.exception("re-discovery failed")
 
     # ---- calibration ----
 
@@ -299,7 +379,13 @@ class Agent:
     # ---- heartbeats ----
 
     def heartbeat_once(self) -> None:
-        live = self.backend.live()
+        with self.hub_lock:
+            reply = self._heartbeat()
+        self._heard(reply)
+
+    def _heartbeat(self) -> dict:
+        known = {d.name for d in self.decls}  # only pools the hub was told of
+        live = [p for p in self.backend.live() if p.name in known]
         with self.lock:
             running = [aid for aid, e in self.entries.items() if not e.done]
         body = {
@@ -319,7 +405,9 @@ class Agent:
             ],
             "running_attempts": running,
         }
-        reply = self._call("POST", f"/v1/sites/{self.site_id}/heartbeat", json=body).json()
+        return self._call("POST", f"/v1/sites/{self.site_id}/heartbeat", json=body).json()
+
+    def _heard(self, reply: dict) -> None:
         # Pools someone asked to be probed again; each request is acted on once (a probe that
         # fails is not retried every heartbeat: the request stays pending at the hub).
         asked = {n: at for n, at in (reply.get("measure") or {}).items() if self.asked.get(n) != at}
@@ -422,6 +510,10 @@ class Agent:
             threading.Thread(target=self.assignment_loop, name="assignments", daemon=True),
             threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
         ]
+        if not self.settings.pools:  # discovered pools follow the cluster; declared ones do not
+            threads.append(
+                threading.Thread(target=self.rediscover_loop, name="rediscover", daemon=True)
+            )
         for t in threads:
             t.start()
         while not self.stop.is_set():

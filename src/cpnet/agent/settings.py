@@ -38,6 +38,7 @@ FILE_KEYS = frozenset(
     {"hub", "hub_url", "token", "backend", "work_dir", "heartbeat_interval_s", "endpoint"}
     | {"options", "pool"}
     | {"measure_on_join", "measure_budget_s"}
+    | {"rediscover_interval_s"}
 )
 
 
@@ -62,6 +63,9 @@ class AgentSettings:
     # background, within this many seconds per pool.
     measure_on_join: bool = True
     measure_budget_s: float = 20.0
+    # Discovering backends look at their cluster again this often (0: only when the backend
+    # notices a change itself) and re-register when the pools changed; declared pools never do.
+    rediscover_interval_s: float = 60.0
 
     def __repr__(self) -> str:
         # The token is a credential: keep it out of logs and tracebacks.
@@ -113,6 +117,13 @@ def read_agent_file(path: Path) -> dict[str, Any]:
         if not 1 <= budget <= 600:
             raise AgentConfigError(f"agent config {path}: measure_budget_s must be 1..600")
         out["measure_budget_s"] = budget
+    if "rediscover_interval_s" in data:
+        every = float(data["rediscover_interval_s"])
+        if not (every == 0 or 1 <= every <= 86400):
+            raise AgentConfigError(
+                f"agent config {path}: rediscover_interval_s must be 0 (off) or 1..86400"
+            )
+        out["rediscover_interval_s"] = every
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise AgentConfigError(f"agent config {path}: [options] must be a table")

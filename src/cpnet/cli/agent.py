@@ -179,6 +179,17 @@ def agent(
         float | None,
         typer.Option("--measure-budget", metavar="S", min=1, max=600, help="Probe seconds/pool."),
     ] = None,
+    rediscover: Annotated[
+        float | None,
+        typer.Option(
+            "--rediscover",
+            metavar="S",
+            min=0,
+            max=86400,
+            help="Look for new or vanished pools every S seconds (0: only when the backend "
+            "notices a change; default 60). Declared pools never change.",
+        ),
+    ] = None,
     allow_host_exec: Annotated[
         bool,
         typer.Option(
@@ -245,6 +256,10 @@ def agent(
         ("endpoint", endpoint or from_file.get("endpoint")),
         ("measure_on_join", measure if measure is not None else from_file.get("measure_on_join")),
         ("measure_budget_s", measure_budget or from_file.get("measure_budget_s")),
+        (
+            "rediscover_interval_s",
+            rediscover if rediscover is not None else from_file.get("rediscover_interval_s"),
+        ),
     ):
         if value is not None:
             values[key] = value

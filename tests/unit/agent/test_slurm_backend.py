@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -362,3 +365,32 @@ def test_live_without_a_controller_reports_no_free_capacity(
         )
     )
     assert backend.live() == [PoolLive("cpu", PoolCapacity(), 0, 0)]
+
+
+def test_rediscover_follows_partitions_added_and_removed(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A partition created while the backend runs is a pool after `rediscover` (not before:
+    `discover` keeps what it found), and is gone again after the partition is deleted."""
+    backend = get_backend("slurm")(
+        BackendConfig(work_root=tmp_path / "w", options={"slurm_conf": slurm_env["SLURM_CONF"]})
+    )
+    before = {d.name for d in backend.discover()}
+    name = f"re{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, **slurm_env}
+
+    def scontrol(*args: str) -> None:
+        proc = subprocess.run(["scontrol", *args], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    scontrol("create", f"PartitionName={name}", "Nodes=ALL", "State=UP")
+    try:
+        assert {d.name for d in backend.discover()} == before
+        found = {d.name: d for d in backend.rediscover()}
+        assert set(found) == before | {name}
+        assert found[name].labels["partition"] == name and found[name].total.cpu_cores > 0
+        assert name in {p.name for p in backend.live()}
+    finally:
+        scontrol("delete", f"PartitionName={name}")
+    assert {d.name for d in backend.rediscover()} == before
+    assert name not in {p.name for p in backend.live()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -177,6 +178,9 @@ class Backend(abc.ABC):
         self.config = config
         # What executors with an image get here (options container_runtime, allow_host_exec).
         self.images = containers.from_options(config.options)
+        # Set by a backend that notices its cluster changed shape (a node of a new kind, a
+        # partition, a node group): the agent then re-discovers at once instead of on its timer.
+        self.shape_changed = threading.Event()
 
     def work_dir_for(self, attempt_id: str) -> Path:
         """Where the attempt with this id keeps its files; refuses ids that are not plain names."""
@@ -187,6 +191,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def discover(self) -> list[PoolDecl]:
         """The pools this backend offers: the declared ones, else what it finds."""
+
+    def rediscover(self) -> list[PoolDecl]:
+        """The pools found anew, now (the cluster may have gained or lost a kind of node).
+
+        Declared pools never change; a backend that finds its pools by looking at a cluster
+        overrides this to look again, keeping what it found before if the cluster cannot be
+        asked (it raises BackendError then).
+        """
+        return self.discover()
 
     @abc.abstractmethod
     def live(self) -> list[PoolLive]:

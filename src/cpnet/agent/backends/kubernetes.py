@@ -1078,17 +1078,29 @@ class KubernetesBackend(Backend):
                 if self.config.pools:
                     self._pools = [KubePool(d, {}, ()) for d in self.config.pools]
                 else:
-                    self._pools = group_nodes(
-                        self.api.nodes(),
-                        pool_label=self.pool_label,
-                        pool_type=self.pool_type,
-                        gpu_resource=self.gpu_resource,
-                    )
+                    self._pools = self._group()
             return list(self._pools)
+
+    def _group(self) -> list[KubePool]:
+        return group_nodes(
+            self.api.nodes(),
+            pool_label=self.pool_label,
+            pool_type=self.pool_type,
+            gpu_resource=self.gpu_resource,
+        )
 
     def discover(self) -> list[PoolDecl]:
         """The declared pools (no node selector), else one pool per node pool."""
         return [p.decl for p in self._kube_pools()]
+
+    def rediscover(self) -> list[PoolDecl]:
+        """The node pools now (a node group added or gone); declared pools stay."""
+        if self.config.pools:
+            return self.discover()
+        found = self._group()
+        with self._lock:
+            self._pools = found
+        return [p.decl for p in found]
 
     def live(self) -> list[PoolLive]:
         """Allocatable minus requests of unfinished pods, per pool; cpnet Jobs queued/running."""

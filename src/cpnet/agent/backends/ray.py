@@ -8,11 +8,14 @@ pool, named after the shape: the lower-cased accelerator types and custom resour
 by ``-`` (``a100``, ``fast``, ``a100-nvme``), or ``gpu`` / ``cpu`` for nodes with neither (with
 or without GPUs). A pool's total is the sum of its nodes' ``CPU``, ``memory`` (GiB) and ``GPU``;
 its labels say ``scheduler=ray``, ``ray_pool=<name>`` and, when any, ``ray_resources`` (the custom
-resource names, ``,``-joined) and ``accelerator_type``. Pools are found once, when the agent
-joins; nodes of a known shape that join later add capacity at once, a new shape needs an agent
-restart. Free capacity comes from Ray itself: per node, total − used from the dashboard's cluster
-status (refreshed by Ray's monitor every few seconds), summed over the pool's live nodes, so
-work that others run on the cluster is counted too.
+resource names, ``,``-joined) and ``accelerator_type``. Pools follow the cluster: nodes of a known
+shape that join later add capacity at once, and when the live nodes' shapes no longer match the
+pools (a node of a new shape joined, or the last node of a shape left) `live` signals
+``shape_changed``, the agent calls `rediscover` and registers the new set of pools (a pool whose
+nodes all left goes offline at the hub and keeps its identifier). Free capacity comes from Ray
+itself: per node, total − used from the dashboard's cluster status (refreshed by Ray's monitor every
+few seconds), summed over the pool's live nodes, so work that others run on the cluster is counted
+too.
 
 Attempts. Everything about an attempt lives in ``work_root/<attempt_id>/`` (the handle), as for
 the local and Slurm backends: ``job.json`` (read by ``python -m cpnet.agent.runner``),
@@ -583,26 +586,47 @@ class RayBackend(Backend):
 
     # ---- pools ---------------------------------------------------------------------------------
 
+    def _find_pools(self) -> list[RayPool]:
+        nodes = self.api.nodes()
+        if not _alive(nodes):
+            raise BackendError(f"the Ray cluster at {self.api.address} has no live node")
+        found = derive_pools(nodes, self.pool_type)
+        if self.config.pools:  # declared pools keep their names; shapes by name
+            by_name = {p.decl.name: p for p in found}
+            found = [
+                RayPool(d, by_name[d.name].shape if d.name in by_name else ((), ()))
+                for d in self.config.pools
+            ]
+        return found
+
     def _ray_pools(self) -> list[RayPool]:
         with self._lock:
             if self._pools is None:
-                nodes = self.api.nodes()
-                if not _alive(nodes):
-                    raise BackendError(f"the Ray cluster at {self.api.address} has no live node")
-                found = derive_pools(nodes, self.pool_type)
-                if self.config.pools:  # declared pools keep their names; shapes by name
-                    by_name = {p.decl.name: p for p in found}
-                    found = [
-                        RayPool(d, by_name[d.name].shape if d.name in by_name else ((), ()))
-                        for d in self.config.pools
-                    ]
-                self._pools = found
+                self._pools = self._find_pools()
             return list(self._pools)
 
     def discover(self) -> list[PoolDecl]:
         """One pool per node shape of the cluster (see the module doc), or the declared ones
         (named like the shapes they stand for)."""
         return [p.decl for p in self._ray_pools()]
+
+    def rediscover(self) -> list[PoolDecl]:
+        """The node shapes of the cluster now (declared pools stay as they are)."""
+        if self.config.pools:
+            return self.discover()
+        found = self._find_pools()  # BackendError: the pools found before stay
+        with self._lock:
+            self._pools = found
+        return [p.decl for p in found]
+
+    def _notice_shapes(self, nodes: list[dict[str, Any]]) -> None:
+        """Signal a re-discovery when the live nodes' shapes are no longer the pools' shapes."""
+        if self.config.pools or not _alive(nodes):
+            return
+        with self._lock:
+            known = {p.shape for p in self._pools or []}
+        if {node_shape(_total(n)) for n in _alive(nodes)} != known:
+            self.shape_changed.set()
 
     def live(self) -> list[PoolLive]:
         """Free capacity from Ray's own usage; cpnet's jobs pending and running per pool. While
@@ -614,6 +638,7 @@ class RayBackend(Backend):
         except BackendError as exc:
             log.warning("%s: reporting no free capacity", exc)
             nodes, usage = [], {}
+        self._notice_shapes(nodes)
         with self._lock:
             seen = list(self._seen.values())
         result = []

@@ -417,6 +417,15 @@ class SlurmBackend(Backend):
                 self._pools = list(self.config.pools or self._partitions())
             return list(self._pools)
 
+    def rediscover(self) -> list[PoolDecl]:
+        """The partitions now (a partition added or removed, nodes joined); declared pools stay."""
+        if self.config.pools:
+            return self.discover()
+        found = self._partitions()  # BackendError: the pools found before stay
+        with self._lock:
+            self._pools = found
+        return list(found)
+
     def _partitions(self) -> list[PoolDecl]:
         parts = self._nodes_by_partition(self.cli.nodes())
         with contextlib.suppress(BackendError):
