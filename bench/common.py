@@ -515,6 +515,8 @@ class Agent:
             "token": self.token,
             "work_dir": str(self.work_dir),
             "heartbeat_interval_s": self.heartbeat_s,
+            # The calibration probe would take both cores for its 20 s budget while tasks run.
+            "measure_on_join": False,
             "pool": self.pools,
         }
         cfg.write_text(tomli_w.dumps(body))
