@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 import tomli_w
 
 from cpnet.client import Client
@@ -198,3 +200,26 @@ def kill_runners(work_dir: Path) -> None:
     from cpnet.demo.network import kill_runners as kill_sessions
 
     kill_sessions(work_dir)
+
+
+def run_doc_block(
+    script: str, cwd: Path, tmp_path: Path, port: int, leftovers: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """Run a documentation bash block verbatim: the venv's cpnet on PATH, a fresh HOME, no
+    CPNET_* from the caller. Skips when the block's fixed `port` is taken; afterwards kills the
+    processes whose command lines match `leftovers` (the block's backgrounded hub and agent)."""
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.skip(f"port {port} is taken; the block uses it")
+    file = tmp_path / "block.sh"
+    file.write_text("set -euo pipefail\n" + script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CPNET_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env["HOME"] = str(tmp_path)
+    try:
+        return subprocess.run(
+            ["bash", str(file)], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+        )
+    finally:
+        for pattern in leftovers:
+            subprocess.run(["pkill", "-f", pattern], check=False)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.procs import run_doc_block
 
 pytestmark = pytest.mark.integration
 DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
@@ -24,27 +24,13 @@ def single_machine_script() -> str:
 
 
 def test_single_machine_block_works_verbatim(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", 8471)) == 0:
-            pytest.skip("port 8471 is taken; the block uses it")
-    venv_bin = Path(sys.executable).parent
-    script = tmp_path / "providers.sh"
-    script.write_text("set -euo pipefail\n" + single_machine_script())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CPNET_")}
-    env["PATH"] = f"{venv_bin}:{env['PATH']}"
-    env["HOME"] = str(tmp_path)
-    try:
-        out = subprocess.run(
-            ["bash", str(script)],
-            cwd=DOC.parents[1],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-    finally:
-        subprocess.run(["pkill", "-f", "/tmp/cpnet-prov/agent"], check=False)
-        subprocess.run(["pkill", "-f", "cpnet hub --port 8471"], check=False)
+    out = run_doc_block(
+        single_machine_script(),
+        DOC.parents[1],
+        tmp_path,
+        8471,
+        ["/tmp/cpnet-prov/agent", "cpnet hub --port 8471"],
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     cores = len(os.sched_getaffinity(0))
     assert re.search(rf"pool \S+ {cores}(\.0)? cores online: \S", out.stdout), out.stdout[-3000:]

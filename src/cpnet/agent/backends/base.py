@@ -182,6 +182,13 @@ class Backend(abc.ABC):
         # partition, a node group): the agent then re-discovers at once instead of on its timer.
         self.shape_changed = threading.Event()
 
+    def _work_dir_of(self, handle: str) -> Path:
+        """The work dir a handle names; refused unless it lies directly in this backend's root."""
+        work_dir = Path(handle)
+        if work_dir.parent != self.work_root:  # type: ignore[attr-defined]
+            raise BackendError(f"handle {handle!r} is not a work dir of this backend")
+        return work_dir
+
     def work_dir_for(self, attempt_id: str) -> Path:
         """Where the attempt with this id keeps its files; refuses ids that are not plain names."""
         if not ATTEMPT_ID_RE.match(attempt_id) or attempt_id in (".", ".."):

@@ -128,6 +128,7 @@ from cpnet.agent.backends.base import (
     PoolLive,
 )
 from cpnet.agent.backends.local import (
+    begin_cancel,
     runner_settings,
     staging_env,
     staging_settings,
@@ -1336,11 +1337,8 @@ class KubernetesBackend(Backend):
     def cancel(self, handle: str) -> None:
         """Delete the Job (Background propagation: Kubernetes kills and removes its pod)."""
         work_dir = self._work_dir_of(handle)
-        record = read_status(work_dir)
-        if record is not None and State(record["state"]).terminal:
+        if not begin_cancel(work_dir):
             return
-        with contextlib.suppress(OSError):
-            write_atomic(work_dir / CANCEL_FILE, "")
         name = self._job_of(work_dir)
         if name:
             self.api.delete_job(name, "Background")
@@ -1380,12 +1378,6 @@ class KubernetesBackend(Backend):
         if name:
             with contextlib.suppress(BackendError):
                 self.api.delete_job(name, "Background")
-
-    def _work_dir_of(self, handle: str) -> Path:
-        work_dir = Path(handle)
-        if work_dir.parent != self.work_root:
-            raise BackendError(f"handle {handle!r} is not a work dir of this backend")
-        return work_dir
 
     def _job_of(self, work_dir: Path) -> str:
         """The Job name recorded at submit ('' when none was created)."""

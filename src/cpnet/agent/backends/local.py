@@ -829,6 +829,26 @@ class _ForkServer:
             proc.wait(timeout=1.0 if kill else 0.2)
 
 
+def begin_cancel(work_dir: Path) -> bool:
+    """Leave the runner's cancel marker unless the attempt already ended (then False): the first
+    step of cancelling on every backend whose runner runs under another scheduler."""
+    record = read_status(work_dir)
+    if record is not None and State(record["state"]).terminal:
+        return False
+    with contextlib.suppress(OSError):
+        write_atomic(work_dir / CANCEL_FILE, "")
+    return True
+
+
+def read_id_file(work_dir: Path, name: str) -> str | None:
+    """The scheduler's job id a backend recorded at submit ("none" when it refused), else None."""
+    try:
+        text = (work_dir / name).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text or None
+
+
 def status_from_record(record: dict[str, Any]) -> JobStatus:
     """The JobStatus a runner's status.json describes."""
     usage = record.get("usage")

@@ -93,9 +93,14 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.local import runner_env, runner_settings, status_from_record
+from cpnet.agent.backends.local import (
+    begin_cancel,
+    read_id_file,
+    runner_env,
+    runner_settings,
+    status_from_record,
+)
 from cpnet.agent.runner import (
-    CANCEL_FILE,
     JOB_FILE,
     STATUS_FILE,
     new_record,
@@ -829,11 +834,8 @@ class RayBackend(Backend):
     def cancel(self, handle: str) -> None:
         """``stop_job`` (Ray sends the runner SIGTERM; it records CANCELED)."""
         work_dir = self._work_dir_of(handle)
-        record = read_status(work_dir)
-        if record is not None and State(record["state"]).terminal:
+        if not begin_cancel(work_dir):
             return
-        with contextlib.suppress(OSError):
-            write_atomic(work_dir / CANCEL_FILE, "")
         sid = _read_id(work_dir)
         if sid is None or sid == "none":
             return
@@ -863,20 +865,9 @@ class RayBackend(Backend):
         if self.delete_jobs:
             self.api.delete(sid)
 
-    def _work_dir_of(self, handle: str) -> Path:
-        work_dir = Path(handle)
-        if work_dir.parent != self.work_root:
-            raise BackendError(f"handle {handle!r} is not a work dir of this backend")
-        return work_dir
-
 
 def _read_id(work_dir: Path) -> str | None:
-    """The Ray submission id recorded at submit ("none" when Ray refused), else None."""
-    try:
-        text = (work_dir / JOB_ID_FILE).read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return text or None
+    return read_id_file(work_dir, JOB_ID_FILE)
 
 
 def _pool_of(work_dir: Path) -> str:

@@ -85,6 +85,8 @@ from cpnet.agent.backends.base import (
     PoolLive,
 )
 from cpnet.agent.backends.local import (
+    begin_cancel,
+    read_id_file,
     runner_env,
     runner_settings,
     staging_env,
@@ -767,11 +769,8 @@ class SlurmBackend(Backend):
     def cancel(self, handle: str) -> None:
         """Cancel the Slurm job (Slurm sends the runner SIGTERM; it records CANCELED)."""
         work_dir = self._work_dir_of(handle)
-        record = read_status(work_dir)
-        if record is not None and State(record["state"]).terminal:
+        if not begin_cancel(work_dir):
             return
-        with contextlib.suppress(OSError):
-            write_atomic(work_dir / CANCEL_FILE, "")
         job_id = _read_id(work_dir)
         if job_id is None or job_id == "none":
             return
@@ -791,12 +790,6 @@ class SlurmBackend(Backend):
 
     def forget(self, handle: str) -> None:
         """Nothing to free: the work dir stays for inspection."""
-
-    def _work_dir_of(self, handle: str) -> Path:
-        work_dir = Path(handle)
-        if work_dir.parent != self.work_root:
-            raise BackendError(f"handle {handle!r} is not a work dir of this backend")
-        return work_dir
 
 
 def map_final(slurm_state: str, job_id: str) -> tuple[State, str]:
@@ -881,12 +874,7 @@ def batch_script(work_dir: Path) -> str:
 
 
 def _read_id(work_dir: Path) -> str | None:
-    """The Slurm job id recorded at submit ("none" when sbatch refused), else None."""
-    try:
-        text = (work_dir / JOB_ID_FILE).read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return text or None
+    return read_id_file(work_dir, JOB_ID_FILE)
 
 
 __all__ = [
