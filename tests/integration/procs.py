@@ -28,8 +28,9 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_until(pred, timeout: float, what: str, every: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll `pred` until it returns something truthy, or fail after `timeout` seconds."""
+def wait_until(pred, timeout: float, what: str, every: float = 0.05, log: Path | None = None):  # type: ignore[no-untyped-def]
+    """Poll `pred` until it returns something truthy, or fail after `timeout` seconds (quoting
+    the end of `log`, when given)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -37,7 +38,8 @@ def wait_until(pred, timeout: float, what: str, every: float = 0.05):  # type: i
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    tail = f"\n{log.read_text(errors='replace')[-3000:]}" if log is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){tail}")
 
 
 @dataclass

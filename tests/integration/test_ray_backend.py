@@ -4,6 +4,7 @@ custom resource ``fast``=2 → pool ``fast``). One Ray cluster serves the whole 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -197,7 +198,7 @@ def test_custom_resource_task_lands_on_the_fast_node(
     assert info.driver_node_id is not None and info.driver_node_id not in fast_nodes
 
 
-def test_ray_local_starts_and_stops_its_own_head(hub: HubProc, tmp_path: Path) -> None:
+def test_ray_local_starts_keeps_and_stops_its_own_head(hub: HubProc, tmp_path: Path) -> None:
     world = make_world(hub, {"laptop": ("general", "440300")})
     work = tmp_path / "agent-local"
     log = tmp_path / "agent-local.log"
@@ -224,43 +225,84 @@ def test_ray_local_starts_and_stops_its_own_head(hub: HubProc, tmp_path: Path) -
             stderr=subprocess.STDOUT,
             env=_env(),
         )
+    heads = []
     try:
         user = hub.client(world.user_token)
         pools = wait_until(lambda: user.pools(), 120, "the local head's pool")
         assert [(p.name, p.total.cpu_cores) for p in pools] == [("cpu", 1.0)]
-        head = _head_of(proc.pid)
-        assert head is not None, log.read_text()[-2000:]
+        heads.append(wait_until(lambda: _head_of(proc.pid), 60, "the head", log=log))
         t = user.submit({"name": "hi", "executors": [{"command": ["echo", "local head"]}]})
         done = user.wait(t.id, timeout=120)
         assert done.state is State.COMPLETE, (done.reason, log.read_text()[-2000:])
         assert done.attempts[-1].executor_logs[0].stdout == "local head\n"
+
+        # A Ray process of the head dies: `ray start --block` then stops the whole head, and the
+        # agent logs why and starts a new one, which takes work again.
+        raylet = _session_member(heads[0], "raylet")
+        assert raylet is not None, "no raylet in the head's session"
+        os.kill(raylet, signal.SIGKILL)
+        heads.append(
+            wait_until(
+                lambda: (h := _head_of(proc.pid)) is not None and h != heads[0] and h,
+                150,
+                "a new head",
+                log=log,
+            )
+        )
+        wait_until(lambda: "the new local Ray head answers" in log.read_text(), 150, "it", log=log)
+        assert "the local Ray head exited" in log.read_text()
+        t = user.submit({"name": "again", "executors": [{"command": ["echo", "new head"]}]})
+        done = user.wait(t.id, timeout=120)
+        assert done.state is State.COMPLETE, (done.reason, log.read_text()[-2000:])
+        assert done.attempts[-1].executor_logs[0].stdout == "new head\n"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=90)
     assert proc.returncode == 0, log.read_text()[-2000:]
-    # No live process is left of the head's session, and its dashboard no longer answers.
-    assert not hostinfo.session_members(head)
-    with pytest.raises(httpx.TransportError):
-        httpx.get(_dashboard_of(log), timeout=2)
+    # No live process is left of either head's session, and the dashboard no longer answers.
+    for head in heads:
+        assert not hostinfo.session_members(head)
+    for url in _dashboards_of(log):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url, timeout=2)
 
 
 def _head_of(agent_pid: int) -> int | None:
-    """The `ray start --head` process the agent started (its child, leading a session)."""
-    out = subprocess.run(
-        ["ps", "-o", "pid=,args=", "--ppid", str(agent_pid)], capture_output=True, text=True
-    ).stdout
-    for line in out.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if "ray" in args and "start" in args and "--head" in args:
-            return int(pid)
+    """The `ray start --head` process the agent started (its child, leading a session).
+
+    Read from /proc, not `ps`: `ps` cuts its output at 80 columns when not on a terminal, and in
+    a clone with a long path that cut falls before `--head`."""
+    for pid in hostinfo.children(agent_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if any(Path(a).name == "ray" for a in args) and "start" in args and "--head" in args:
+            return pid
     return None
 
 
-def _dashboard_of(log: Path) -> str:
-    for line in log.read_text().splitlines():
-        if "starting a local Ray head" in line:
-            return line.rsplit("Jobs API ", 1)[1].rstrip(")")
-    raise AssertionError(f"no local head in the agent's log: {log.read_text()[-2000:]}")
+def _session_member(sid: int, name: str) -> int | None:
+    """A live process of session `sid` whose program is called `name`."""
+    for pid in hostinfo.session_members(sid):
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if Path(argv0.decode(errors="replace")).name == name:
+            return pid
+    return None
+
+
+def _dashboards_of(log: Path) -> list[str]:
+    found = [
+        line.rsplit("Jobs API ", 1)[1].rstrip(")")
+        for line in log.read_text().splitlines()
+        if "starting a local Ray head" in line
+    ]
+    assert found, f"no local head in the agent's log: {log.read_text()[-2000:]}"
+    return found
 
 
 def test_ray_flags_are_checked(tmp_path: Path) -> None:

@@ -44,7 +44,10 @@ Options (all strings, in ``BackendConfig.options``):
 
 - ``ray_address``: the Jobs API (dashboard) address, e.g. ``http://127.0.0.1:8265``
 - ``ray_local``: ``true`` starts a private local Ray head for this agent (free loopback ports,
-  its own temp dir) and stops it when the agent exits; ``ray_local_cpus`` sets its CPU count
+  its own temp dir) and stops it when the agent exits; ``ray_local_cpus`` sets its CPU count.
+  ``ray start --block`` stops the whole head when any Ray process of it dies; the agent then logs
+  why (the tail of Ray's own log) and starts a new head. Jobs of the dead head end SYSTEM_ERROR
+  ("Ray has no job"), so the hub runs them again.
 - ``python``: the interpreter that runs the runner on the Ray nodes (default: the agent's)
 - ``pool_type``: the type of every discovered pool (default: ``intelligent`` for pools with
   GPUs, else ``general``)
@@ -333,6 +336,7 @@ class RayApi:
 
     def __init__(self, address: str, timeout_s: float = 30.0) -> None:
         self.address = address.rstrip("/")
+        self.timeout_s = timeout_s
         if "://" not in self.address:
             self.address = "http://" + self.address
         self.http = httpx.Client(base_url=self.address, timeout=timeout_s)
@@ -414,6 +418,9 @@ class RayApi:
 # ---- a private local head (--ray-local) --------------------------------------------------------
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _free_ports(n: int) -> list[int]:
     socks = []
     try:
@@ -437,6 +444,7 @@ class LocalHead:
     """``ray start --head --block`` on loopback with free ports, in a session of its own."""
 
     def __init__(self, cpus: str | None = None, timeout_s: float = 120.0) -> None:
+        self.cpus = cpus
         ray_bin = Path(sys.executable).with_name("ray")
         if not ray_bin.exists():
             raise BackendError(f"--ray-local needs the ray command ({ray_bin} is missing)")
@@ -483,7 +491,7 @@ class LocalHead:
         while True:
             if self.proc.poll() is not None:
                 self.close()
-                raise BackendError(f"the local Ray head exited: {self._log_tail()}")
+                raise BackendError(f"the local Ray head exited: {self.log_tail()}")
             try:
                 nodes = RayApi(self.address, 5.0).nodes()
                 if _alive(nodes):
@@ -495,9 +503,15 @@ class LocalHead:
                 raise BackendError(f"the local Ray head did not answer in {timeout_s:g} s")
             time.sleep(0.3)
 
-    def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-LOG_TAIL:]
+    def log_tail(self) -> str:
+        """Why the head stopped: Ray's record of the processes that exited unexpectedly, or
+        else the end of ``ray start``'s output (colour codes removed)."""
+        exits = Path(self.temp_dir) / "session_latest" / "logs" / "ray_process_exit.log"
+        for path in (exits, self.log_path):
+            with contextlib.suppress(OSError):
+                text = _ANSI.sub("", path.read_text(errors="replace")).strip()
+                if text:
+                    return text[-LOG_TAIL:]
         return ""
 
     def close(self) -> None:
@@ -555,6 +569,8 @@ class RayBackend(Backend):
         self.work_root.mkdir(parents=True, exist_ok=True)
         opts = config.options
         self.head: LocalHead | None = None
+        self._head_stop = threading.Event()
+        self._lock = threading.RLock()
         address = opts.get("ray_address", "").strip()
         if api is None:
             if opts.get("ray_local", "").strip().lower() in ("1", "true", "yes", "on"):
@@ -562,6 +578,8 @@ class RayBackend(Backend):
                     raise BackendError("give either ray_address or ray_local, not both")
                 self.head = LocalHead(opts.get("ray_local_cpus"))
                 address = self.head.address
+                self._head_stop = threading.Event()
+                threading.Thread(target=self._supervise_head, name="ray-head", daemon=True).start()
             if not address:
                 raise BackendError(
                     "the Ray backend needs the cluster's Jobs API address: --ray-address "
@@ -576,15 +594,50 @@ class RayBackend(Backend):
         self.http_timeout_s = float(opts.get("http_timeout_s", 60.0))
         self.poll_cache_s = float(opts.get("poll_cache_s", 1.0))
         self.delete_jobs = opts.get("delete_jobs", "").strip().lower() in ("1", "true", "yes")
-        self._lock = threading.RLock()
         self._pools: list[RayPool] | None = None
         self._seen: dict[str, _Seen] = {}  # submission id → last answer
 
     def close(self) -> None:
         """Stop the local head, if this backend started one."""
+        self._head_stop.set()
         self.api.close()
-        if self.head is not None:
-            self.head.close()
+        with self._lock:
+            head = self.head
+        if head is not None:
+            head.close()
+
+    def _supervise_head(self) -> None:
+        """Keep the local head alive: when its ``ray start --block`` exits, log why and start a
+        new one. The new head's processes are children of this long-lived thread, so their
+        parent-death signal fires only when the agent exits."""
+        while not self._head_stop.is_set():
+            with self._lock:
+                head = self.head
+            if head is None:
+                return
+            code = head.proc.wait()
+            if self._head_stop.is_set():
+                return
+            log.error(
+                "the local Ray head exited (code %s); starting a new one. Ray said:\n%s",
+                code,
+                head.log_tail(),
+            )
+            head.close()
+            while not self._head_stop.is_set():
+                try:
+                    new = LocalHead(head.cpus)
+                except BackendError as exc:
+                    log.error("%s; trying again in 5 s", exc)
+                    self._head_stop.wait(5.0)
+                    continue
+                with self._lock:  # the old client is left to threads still using it
+                    self.api = RayApi(new.address, self.api.timeout_s)
+                    self.head = new
+                if self._head_stop.is_set():  # closed while starting: close() saw the old head
+                    new.close()
+                log.info("the new local Ray head answers at %s", new.address)
+                break
 
     def work_dir_for(self, attempt_id: str) -> Path:
         return self.work_root / super().work_dir_for(attempt_id).name
