@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
 JOB_FILE = "job.json"
+ASSIGN_FILE = "assign.json"  # local backend: CPUs and GPUs given; merged into the runner block
 STATUS_FILE = "status.json"
 CANCEL_FILE = "cancel"  # present once a cancel was asked for, even before the runner started
 RUNNER_LOG = "runner.log"  # the runner's own stdout/stderr (crash tracebacks land here)
@@ -181,15 +182,20 @@ class Canceled(BaseException):
 # ---- the status record -------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
     """Replace a small file so a reader sees the old or the new one, never a mix (tmp, fsync,
-    rename, fsync of the directory)."""
+    rename, fsync of the directory). `durable=False` skips both fsyncs: the file still survives
+    any process's SIGKILL (the page cache outlives processes), not a crash of the machine — for
+    facts that die with the machine anyway, such as a runner's pid."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
@@ -371,6 +377,13 @@ class Runner:
             self.finish(State.SYSTEM_ERROR, f"cannot read {JOB_FILE}: {exc}")
             return
         settings = data.get("runner") or {}
+        try:
+            settings = settings | json.loads((self.work_dir / ASSIGN_FILE).read_text("utf-8"))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as exc:
+            self.finish(State.SYSTEM_ERROR, f"cannot read {ASSIGN_FILE}: {exc}")
+            return
         self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
         ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
         limits = staging_limits(settings, ids["attempt_id"])

@@ -82,6 +82,7 @@ from cpnet.agent.backends.base import (
     PoolLive,
 )
 from cpnet.agent.runner import (
+    ASSIGN_FILE,
     CANCEL_FILE,
     DEFAULT_GRACE_S,
     HUB_TOKEN_ENV,
@@ -493,6 +494,7 @@ class LocalBackend(Backend):
         try:
             self._assign_gpus(t)
             self._assign_cpus(t)
+            self._write_assignment(t)
         except (OSError, ValueError) as exc:
             self._write_final(t, State.SYSTEM_ERROR, f"cannot assign GPUs or CPUs: {exc}")
             return
@@ -516,7 +518,7 @@ class LocalBackend(Backend):
             return
         st = hostinfo.proc_stat(t.popen.pid)
         ticks = st.start_ticks if st is not None else 0
-        write_atomic(t.work_dir / RUNNER_PID, f"{t.popen.pid} {ticks}\n")
+        write_atomic(t.work_dir / RUNNER_PID, f"{t.popen.pid} {ticks}\n", durable=False)
 
     def _assign_gpus(self, t: _Tracked) -> None:
         """On a pool with GPUs, give `t` the lowest indices no other unfinished attempt holds and
@@ -534,9 +536,6 @@ class LocalBackend(Backend):
         if len(free) < t.demand.gpus:
             raise ValueError(f"needs {t.demand.gpus}, free are {free}")
         t.gpus = tuple(free[: t.demand.gpus])
-        data = _read_json(t.work_dir / JOB_FILE)
-        data.setdefault("runner", {})["gpus"] = list(t.gpus)
-        write_json_atomic(t.work_dir / JOB_FILE, data)
 
     def _assign_cpus(self, t: _Tracked) -> None:
         """Give `t` ``ceil(cpu_cores)`` of the CPUs this process may use, the ones the fewest other
@@ -554,9 +553,19 @@ class LocalBackend(Backend):
                         held[c] += 1
         want = min(len(usable), max(1, math.ceil(t.demand.cpu_cores - 1e-9)))
         t.cpus = tuple(sorted(sorted(usable, key=lambda c: (held[c], c))[:want]))
-        data = _read_json(t.work_dir / JOB_FILE)
-        data.setdefault("runner", {}).update(cpus=list(t.cpus), cpu_cores=t.demand.cpu_cores)
-        write_json_atomic(t.work_dir / JOB_FILE, data)
+
+    def _write_assignment(self, t: _Tracked) -> None:
+        """Record the GPUs and CPUs given to `t` in assign.json, which its runner reads (merged
+        into job.json's runner block) and a restarted agent adopts. Not fsynced: an assignment
+        matters only while its runner lives, and a crash of the machine ends both."""
+        assigned: dict[str, Any] = {}
+        pool = self._pool(t.pool)
+        if pool is not None and pool.total.gpus > 0:
+            assigned["gpus"] = list(t.gpus)
+        if self.cpu_pinning:
+            assigned.update(cpus=list(t.cpus), cpu_cores=t.demand.cpu_cores)
+        if assigned:
+            write_atomic(t.work_dir / ASSIGN_FILE, json.dumps(assigned), durable=False)
 
     def cpus_of(self, handle: str) -> tuple[int, ...]:
         """The CPU ids assigned to an attempt (empty: pinning is off, or not started yet)."""
@@ -594,7 +603,7 @@ class LocalBackend(Backend):
             self._fork_broke(server, str(exc))
             return False
         try:
-            write_atomic(t.work_dir / RUNNER_PID, f"{pid} {ticks}\n")
+            write_atomic(t.work_dir / RUNNER_PID, f"{pid} {ticks}\n", durable=False)
         except OSError:
             with contextlib.suppress(ForkServerError):
                 server.send(f"drop {pid}")
@@ -867,10 +876,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _assigned(work_dir: Path, key: str) -> tuple[int, ...]:
-    """The GPU indices or CPU ids (`key`: "gpus" or "cpus") recorded in job.json when the
+    """The GPU indices or CPU ids (`key`: "gpus" or "cpus") recorded in assign.json when the
     attempt was started (after a restart)."""
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        ids = (_read_json(work_dir / JOB_FILE).get("runner") or {}).get(key)
+        ids = _read_json(work_dir / ASSIGN_FILE).get(key)
         return tuple(int(i) for i in ids or ())
     return ()
 
