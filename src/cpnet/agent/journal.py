@@ -31,12 +31,15 @@ class Journal:
     def _path(self, attempt_id: str) -> Path:
         return self.dir / f"{attempt_id}.json"
 
-    def save(self, e: Entry) -> None:
+    def save(self, e: Entry, durable: bool = True) -> None:
+        """Write `e` atomically; `durable=False` skips the fsync (the entry still survives a
+        SIGKILL of the agent, not a crash of the machine)."""
         tmp = self._path(e.attempt_id).with_suffix(".tmp")
         with tmp.open("w") as f:
             json.dump(asdict(e), f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, self._path(e.attempt_id))
 
     def remove(self, attempt_id: str) -> None:

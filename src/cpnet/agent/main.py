@@ -348,7 +348,9 @@ class Agent:
         # reach the hub in order.
         self._queue(e, JobStatus(State.INITIALIZING, None))
         e.handle = handle
-        self.journal.save(e)
+        # Not fsynced: after a crash of the machine the attempt's processes are gone too, and
+        # a restart without the handle submits again, which the backend turns into adopting it.
+        self.journal.save(e, durable=False)
 
     def _cancel(self, attempt_id: str) -> None:
         e = self.entries.get(attempt_id)
