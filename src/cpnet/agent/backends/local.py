@@ -446,31 +446,50 @@ class LocalBackend(Backend):
         self._write_final(t, State.SYSTEM_ERROR, f"{why}; see {RUNNER_LOG}")
 
     def _advance(self, refresh_all: bool = False) -> None:
-        """Reap, notice finished runners, and start queued attempts that now fit (FIFO)."""
+        """Reap, notice finished runners, and start queued attempts that now fit (FIFO).
+
+        Noticing finished runners reads two files per running attempt, so unless `refresh_all`
+        it is done only when a queue's head does not fit what is known to be free: accepting an
+        attempt on a pool with room costs the same with 10 or 10,000 attempts running."""
         self._orphans = [p for p in self._orphans if p.poll() is None]
-        if not refresh_all and not any(self._queues.values()):
+        if refresh_all:
+            self._refresh_all()
+        if not any(self._queues.values()):
             return
-        for handle, t in list(self._jobs.items()):
-            self._refresh(handle, t)
+        refreshed = refresh_all
         for pool_name, queue in self._queues.items():
             pool = self._pool(pool_name)
             if pool is None:
                 continue
-            used = PoolCapacity()
-            for t in self._jobs.values():
-                if t.pool == pool_name and t.started and not t.final:
-                    used = used.plus(t.demand)
+            used = self._used(pool_name)
             while queue:
                 t = self._jobs.get(queue[0])
                 if t is None or t.final or t.started:
                     queue.popleft()
                     continue
                 if not pool.total.minus(used).covers(t.demand):
-                    break  # strict FIFO: a big attempt is not starved by small ones behind it
+                    if refreshed:
+                        break  # strict FIFO: a big attempt is not starved by small ones behind it
+                    self._refresh_all()
+                    refreshed = True
+                    used = self._used(pool_name)
+                    continue
                 queue.popleft()
                 self._start(t)
                 if not t.final:
                     used = used.plus(t.demand)
+
+    def _refresh_all(self) -> None:
+        for handle, t in list(self._jobs.items()):
+            self._refresh(handle, t)
+
+    def _used(self, pool_name: str) -> PoolCapacity:
+        """What the started, unfinished attempts of a pool hold, as far as known."""
+        used = PoolCapacity()
+        for t in self._jobs.values():
+            if t.pool == pool_name and t.started and not t.final:
+                used = used.plus(t.demand)
+        return used
 
     def _claim(self, work_dir: Path) -> bool:
         """Create runner.pid exclusively: only the one instance that does may start the runner."""
