@@ -249,8 +249,9 @@ class Client:
     """A connection to one hub: typed methods for tasks, discovery, identifiers and admin.
 
     ``url`` and ``token`` default to CPNET_HUB / CPNET_TOKEN, then to the config file
-    (``~/.config/cpnet/config.toml``, or CPNET_CONFIG). ``transport`` replaces the network,
-    e.g. with an in-process hub in tests. Use it as a context manager, or call close().
+    (``~/.config/cpnet/config.toml``, or CPNET_CONFIG). ``transport`` replaces httpx's network
+    transport, e.g. with one that injects network faults in tests. Use it as a context manager,
+    or call close().
     """
 
     def __init__(
