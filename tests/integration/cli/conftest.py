@@ -75,6 +75,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             provider.site_tokens["sz1"],
             root / "agent",
             pools=[pool("cpu", cores=2, memory_gb=4), gpu_pool()],
+            # Nothing here is about losing an agent: a slow heartbeat keeps the pools online
+            # even when a loaded CI machine delays one (tasks still start at once: the hub
+            # wakes the agent's assignment poll).
+            heartbeat_s=2.0,
         )
         agent.start()
         with hub.client(provider.user_token) as c:

@@ -209,6 +209,13 @@ def test_cancel_returns_the_task(client):
     assert client.task(task.id).state is State.CANCELED
 
 
+def test_canceling_an_ended_task_changes_nothing(client):
+    task = client.submit({"executors": [{"command": ["true"]}]})
+    assert client.wait(task.id, timeout=60, poll=0.05).state is State.COMPLETE
+    assert client.cancel(task.id).state is State.COMPLETE
+    assert client.task(task.id).state is State.COMPLETE
+
+
 def test_a_wrong_token_is_unauthorized_with_a_login_hint(net: Net):
     with Client(net.hub.url, "cpn_wrong") as c, pytest.raises(Unauthorized) as caught:
         c.whoami()
