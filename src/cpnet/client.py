@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import tomllib
 import uuid
@@ -143,7 +144,10 @@ def error_from_response(response: httpx.Response) -> CpnetError:
     elif isinstance(body, dict) and "detail" in body:  # a framework error that escaped the mapper
         message = str(body["detail"])
     if not message:
-        text = response.text.strip().replace("\n", " ")[:200]
+        text = response.text
+        if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+            text = re.sub(r"<[^>]*>", " ", text)  # a proxy's or web server's error page: its words
+        text = " ".join(text.split())[:200]
         request = response.request
         message = f"HTTP {response.status_code} from {request.method} {request.url.path}"
         if text:

@@ -9,7 +9,8 @@ only declared, so discovery, placement and explanations have something to show.
 The only thing between the SDK and the hub that is not real is :class:`FaultyNetworkTransport`:
 it forwards every request to the real hub over the real network, records it, and can raise a
 transport error *before* forwarding (the hub never saw the request) or *after* (the hub handled
-it and the answer was lost).
+it and the answer was lost). (test_client.py also points the SDK at a plain static web server,
+to see what it says when the URL is not a cpnet hub.)
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     hub = HubProc(root / "hub", free_port())
     hub.data_dir.mkdir()
     hub.init()
-    hub.start()
     agent = None
     try:
+        hub.start()
         provider = make_world(hub, {"sz1": ("intelligent", "440300")}, org="acme")
         agent = AgentProc(
             hub,

@@ -260,7 +260,8 @@ def test_a_non_json_error_body_still_says_what_happened(not_a_hub):
         c.task("tsk_1")
     assert caught.value.status == 404
     assert "HTTP 404 from GET /v1/tasks/tsk_1" in caught.value.message
-    assert "Error code: 404" in caught.value.message
+    assert "File not found" in caught.value.message  # the page's words, not its markup
+    assert "<" not in caught.value.message
 
 
 def test_a_5xx_is_a_plain_cpnet_error(not_a_hub):
