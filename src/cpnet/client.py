@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import tomllib
 import uuid
@@ -143,7 +144,10 @@ def error_from_response(response: httpx.Response) -> CpnetError:
     elif isinstance(body, dict) and "detail" in body:  # a framework error that escaped the mapper
         message = str(body["detail"])
     if not message:
-        text = response.text.strip().replace("\n", " ")[:200]
+        text = response.text
+        if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+            text = re.sub(r"<[^>]*>", " ", text)  # a proxy's or web server's error page: its words
+        text = " ".join(text.split())[:200]
         request = response.request
         message = f"HTTP {response.status_code} from {request.method} {request.url.path}"
         if text:
@@ -249,8 +253,9 @@ class Client:
     """A connection to one hub: typed methods for tasks, discovery, identifiers and admin.
 
     ``url`` and ``token`` default to CPNET_HUB / CPNET_TOKEN, then to the config file
-    (``~/.config/cpnet/config.toml``, or CPNET_CONFIG). ``transport`` replaces the network,
-    e.g. with an in-process hub in tests. Use it as a context manager, or call close().
+    (``~/.config/cpnet/config.toml``, or CPNET_CONFIG). ``transport`` replaces httpx's network
+    transport, e.g. with one that injects network faults in tests. Use it as a context manager,
+    or call close().
     """
 
     def __init__(

@@ -52,6 +52,7 @@ class HubProc:
     admin_token: str = ""
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    args: list[str] = field(default_factory=list)  # more `cpnet hub` flags, e.g. --authority
 
     @property
     def url(self) -> str:
@@ -76,8 +77,9 @@ class HubProc:
 
     def start(self) -> None:
         self.log = self.data_dir / f"hub-{time.time_ns()}.log"
+        port = ["--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cpnet", "hub", *self._db_args(), "--port", str(self.port)],
+            [sys.executable, "-m", "cpnet", "hub", *self._db_args(), *port, *self.args],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -119,6 +121,8 @@ class AgentProc:
     measure: bool = False
     measure_budget_s: float = 20.0
     rediscover_s: float | None = None  # rediscover_interval_s; None: the agent's default
+    args: list[str] = field(default_factory=list)  # more `cpnet agent` flags after --config
+    log: Path | None = None
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -140,9 +144,9 @@ class AgentProc:
         if self.options:
             body["options"] = self.options
         cfg.write_text(tomli_w.dumps(body))
-        log = self.work_dir / f"agent-{time.time_ns()}.log"
+        log = self.log = self.work_dir / f"agent-{time.time_ns()}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cpnet", "agent", "--config", str(cfg)],
+            [sys.executable, "-m", "cpnet", "agent", "--config", str(cfg), *self.args],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             env=_env(),

@@ -25,7 +25,8 @@ class CliState:
 
     hub: str | None = None
     token: str | None = None
-    # Tests put an in-process stand-in for the hub here; normal runs use the network.
+    # Tests put a fault injector at the network boundary here (it forwards to a real hub);
+    # normal runs use the network.
     transport: httpx.BaseTransport | None = None
 
 
