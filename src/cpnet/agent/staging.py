@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from cpnet.agent.jobfile import FileType, Input, Output, OutputFileLog
+from cpnet.tasks import wildcards
 
 TYPE_CHECKING = False  # not typing's: the runner imports this module and must start fast
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class Transfer:
     sha256: str | None = None
     resumed_from: int = 0  # bytes a download continued from (0: from the start)
     files: int = 1  # files in a DIRECTORY
+    wildcard: bool = False  # a wildcard output (path is its pattern; files may be 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +115,11 @@ class Transfer:
 
     def line(self) -> str:
         """A one-line summary for the attempt's system log."""
+        if self.wildcard and self.files == 0:
+            return (
+                f"staged out nothing for {self.path}: no file matched the pattern (not an error "
+                "for a wildcard output)"
+            )
         verb, prep = ("staged in", "from") if self.direction == "in" else ("staged out", "to")
         what = f"{self.files} files, " if self.files != 1 else ""
         text = (
@@ -717,6 +724,8 @@ class _Ctx:
     retries: int
     progress: Progress | None
     s3: _S3 | None = None
+    many_files: int = 0  # output file logs of wildcard and blob-DIRECTORY outputs so far
+    log_bytes: int = 0  # their size as JSON (they travel in one update to the hub)
 
     def s3_client(self) -> _S3:
         if self.s3 is None:
@@ -846,20 +855,24 @@ def stage_out(
     for out in outputs:
         started = time.monotonic()
         try:
-            log, rec = _stage_one_out(out, ctx)
+            if wildcards.has_wildcards(out.path):
+                some, rec = _stage_wildcard_out(out, ctx)
+            elif out.type == FileType.DIRECTORY and _scheme(out.url) == "cpnet":
+                some, rec = _stage_dir_to_blobs(out, ctx)
+            else:
+                log, rec = _stage_one_out(out, ctx)
+                some = [log]
         except (StagingError, OSError) as exc:
             raise StagingError(f"output {out.name or out.path!r}: {exc}") from exc
         rec.seconds = time.monotonic() - started
-        logs.append(log)
+        logs.extend(some)
         if on_transfer is not None:
             on_transfer(rec)
     return logs, budget.used
 
 
 def _stage_one_out(out: Output | model.Output, ctx: _Ctx) -> tuple[OutputFileLog, Transfer]:
-    if out.path_prefix is not None:
-        raise StagingError("path_prefix (wildcard outputs) is not supported yet")
-    src = linkfree_path(ctx.files_dir, out.path)
+    src = linkfree_path(ctx.files_dir, out.path)  # path_prefix: ignored without wildcards
     if not src.exists():
         raise StagingError(f"{out.path} was not created by the executors")
     scheme = _scheme(out.url)
@@ -871,7 +884,9 @@ def _stage_one_out(out: Output | model.Output, ctx: _Ctx) -> tuple[OutputFileLog
         if not src.is_dir():
             raise StagingError(f"{out.path} is not a directory")
         if scheme not in ("file", "s3"):
-            raise StagingError(f"DIRECTORY outputs over {scheme} are not supported; use file or s3")
+            raise StagingError(
+                f"DIRECTORY outputs over {scheme} are not supported; use file, s3 or {BLOB_PREFIX}"
+            )
         entries = tree_files(src)
         for _p, rel, n in entries:
             budget.check(f"{out.path}/{rel}", n)
@@ -975,3 +990,176 @@ def _upload_blob(src: Path, url: str, size: int, sha: str, ctx: _Ctx) -> str:
     if got != sha:
         raise StagingError(f"the hub stored sha256 {got or '(none)'}, the file has {sha}")
     return BLOB_PREFIX + sha
+
+
+# ---- wildcard outputs (TES 1.1 path_prefix) and DIRECTORY outputs to the blob store -----------
+
+MAX_OUTPUT_LOG_BYTES = 512 * 1024  # an attempt's output file logs as JSON: they ride one update
+
+
+def match_files(
+    files_dir: Path, pattern: str, limit: int = wildcards.MAX_MATCHES
+) -> list[tuple[Path, str, int]]:
+    """Every regular file `pattern` matches under `files_dir`: (path, task path, size), sorted.
+
+    The task path has the pattern's form (``/data/out/a.txt`` for ``/data/*/a.txt``). A matched
+    directory adds every file below it. Symlinks are never followed: one that a pattern
+    component reaches (or that lies below a matched directory) is an error, and so is a fifo or
+    socket the pattern names; more than `limit` files is an error too.
+    """
+    if "\x00" in pattern or ".." in pattern.split("/"):
+        raise StagingError(f"path {pattern!r} contains '..' or NUL; outputs stay in the work dir")
+    comps = wildcards.compile_pattern(pattern)
+    lead = "/" if pattern.startswith("/") else ""
+    level: list[tuple[Path, str]] = [(files_dir.resolve(), "")]
+    found: list[tuple[Path, str, int]] = []
+    seen = 0  # names matched at any depth: a pattern over a huge tree stops too
+
+    def too_many() -> StagingError:
+        return StagingError(
+            f"{pattern} matches more than {limit} files; match fewer (or archive them into one "
+            "file) — the limit keeps each attempt's output logs reportable"
+        )
+
+    for depth, comp in enumerate(comps):
+        last = depth == len(comps) - 1
+        nxt: list[tuple[Path, str]] = []
+        for directory, shown_as in level:
+            if comp.literal is not None:
+                names = [comp.literal]
+                if not os.path.lexists(directory / comp.literal):
+                    continue
+            else:
+                try:
+                    names = sorted(e.name for e in os.scandir(directory) if comp.matches(e.name))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+            for name in names:
+                seen += 1
+                if seen > limit * 10:
+                    raise too_many()
+                here, task = directory / name, f"{shown_as}/{name}" if shown_as else name
+                if here.is_symlink():
+                    raise StagingError(
+                        f"{lead}{task} is a symlink (to {os.readlink(here)!r}); outputs are "
+                        "never collected through symlinks"
+                    )
+                if not last:
+                    if here.is_dir():
+                        nxt.append((here, task))
+                elif here.is_dir():
+                    for path, rel, size in tree_files(here):
+                        found.append((path, f"{lead}{task}/{rel}", size))
+                elif here.is_file():
+                    found.append((here, lead + task, here.stat().st_size))
+                else:
+                    raise StagingError(f"{lead}{task} is neither a file nor a directory")
+                if len(found) > limit:
+                    raise too_many()
+        level = nxt
+    return sorted(found, key=lambda f: f[1])
+
+
+def _join_url(url: str, rel: str) -> str:
+    """`rel` (a plain relative path) under the directory `url` names; no query or fragment."""
+    parts = urlsplit(url)
+    base = parts.path.rstrip("/")
+    path = f"{base}/{rel}" if parts.scheme.lower() == "s3" else f"{base}/{quote(rel)}"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _upload_many(
+    out: Output | model.Output, entries: list[tuple[Path, str, int, str]], ctx: _Ctx
+) -> list[OutputFileLog]:
+    """Upload each (file, task path, size, name under the URL) to `out.url`; a log per file.
+
+    Every limit is checked before the first byte moves: per file, per task, the files of one
+    attempt and the size of their logs.
+    """
+    scheme = _scheme(out.url)
+    if scheme not in ("file", "s3", "cpnet"):
+        raise StagingError(
+            f"many files go to a directory under file://, s3:// or {BLOB_PREFIX}, not {scheme}"
+        )
+    budget = ctx.budget
+    for _src, task, size, _rel in entries:
+        budget.check(task, size)
+    budget.check(f"{out.path} (all {len(entries)} files)", sum(e[2] for e in entries))
+    ctx.many_files += len(entries)
+    if ctx.many_files > wildcards.MAX_MATCHES:
+        raise StagingError(
+            f"the task's outputs name {ctx.many_files} files, more than the "
+            f"{wildcards.MAX_MATCHES} one attempt may log"
+        )
+    blob_url = len(BLOB_PREFIX) + 64
+    for _src, task, _size, rel in entries:
+        url_len = blob_url if scheme == "cpnet" else len(_join_url(out.url, rel))
+        ctx.log_bytes += url_len + len(task) + 140  # the other keys, a sha256, a size
+    if ctx.log_bytes > MAX_OUTPUT_LOG_BYTES:
+        raise StagingError(
+            f"the output logs of {ctx.many_files} files would take about {ctx.log_bytes} "
+            f"bytes, over the {MAX_OUTPUT_LOG_BYTES} an attempt reports to the hub; match "
+            "fewer files or use a DIRECTORY output to file:// or s3://"
+        )
+    logs: list[OutputFileLog] = []
+    for src, task, size, rel in entries:
+        if scheme == "file":
+            dest = _file_url_path(out.url, ctx.file_roots) / rel
+            sha = _copy_file(src, dest, task, budget)
+            url = _join_url(out.url, rel)
+        elif scheme == "s3":
+            bucket, key = _s3_parts(out.url)
+            prefix = key if not key or key.endswith("/") else key + "/"
+            url = f"s3://{bucket}/{prefix}{rel}"
+            sha = _sha_of(src)
+            ctx.s3_client().upload(src, url, bucket, f"{prefix}{rel}", sha, None)
+            budget.add(size)
+        else:
+            sha = _sha_of(src)
+            url = _upload_blob(src, out.url, size, sha, ctx)
+            budget.add(size)
+        logs.append(OutputFileLog(url=url, path=task, size_bytes=size, sha256=sha))
+    return logs
+
+
+def _stage_wildcard_out(
+    out: Output | model.Output, ctx: _Ctx
+) -> tuple[list[OutputFileLog], Transfer]:
+    """Every file `out.path` matches, each to `out.url` + its path without `path_prefix`.
+
+    No match is not an error (the spec says nothing; Funnel uploads nothing and goes on): the
+    record says so and the runner puts that in the system log.
+    """
+    problem = wildcards.check_output(out.path, out.path_prefix)
+    if problem is not None:
+        raise StagingError(f"{problem[0]}: {problem[1]}")
+    assert out.path_prefix is not None  # check_output requires it
+    rec = Transfer("out", out.path, shown(out.url), 0, 0.0, wildcard=True)
+    matches = match_files(ctx.files_dir, out.path)
+    entries = []
+    for src, task, size in matches:
+        try:
+            rel = wildcards.prune(task, out.path_prefix)
+        except ValueError as exc:
+            raise StagingError(str(exc)) from None
+        entries.append((src, task, size, str(safe_rel(rel, f"{task} without path_prefix"))))
+    logs = _upload_many(out, entries, ctx) if entries else []
+    rec.files, rec.size_bytes = len(logs), sum(log.size_bytes for log in logs)
+    return logs, rec
+
+
+def _stage_dir_to_blobs(
+    out: Output | model.Output, ctx: _Ctx
+) -> tuple[list[OutputFileLog], Transfer]:
+    """A DIRECTORY output to the hub's blob store: each file a blob, logged with its path."""
+    src = linkfree_path(ctx.files_dir, out.path)
+    if not src.is_dir():
+        raise StagingError(f"{out.path} is not a directory")
+    entries = [
+        (path, f"{out.path.rstrip('/')}/{rel}", size, str(rel))
+        for path, rel, size in tree_files(src)
+    ]
+    rec = Transfer("out", out.path, shown(out.url), 0, 0.0)
+    logs = _upload_many(out, entries, ctx)
+    rec.files, rec.size_bytes = len(logs), sum(log.size_bytes for log in logs)
+    return logs, rec

@@ -12,9 +12,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cpnet.measure.scu import PROFILES
+from cpnet.tasks import wildcards
 from cpnet.tasks.states import State
 
 # Size limits on everything a client sends (the whole body is also capped at 1 MiB by the API).
@@ -23,6 +24,8 @@ MAX_FILES = 256
 MAX_CONTENT_BYTES = 256 * 1024
 MAX_ARG_CHARS = 16 * 1024
 MAX_TAIL_CHARS = 16 * 1024
+# Output file logs one attempt reports: a wildcard output logs each file it uploaded.
+MAX_OUTPUT_LOGS = wildcards.MAX_MATCHES + MAX_FILES
 
 ShortStr = Annotated[str, Field(max_length=256)]
 Name = Annotated[str, Field(max_length=256)]
@@ -134,7 +137,7 @@ class Output(Strict):
     description: Annotated[str, Field(max_length=4096)] | None = None
     url: Annotated[str, Field(max_length=4096)]
     path: ShortStr
-    path_prefix: ShortStr | None = None
+    path_prefix: ShortStr | None = Field(default=None, validate_default=True)
     type: FileType = FileType.FILE
 
     @field_validator("path")
@@ -146,6 +149,31 @@ class Output(Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         return _check_url(v, output=True)
+
+    @field_validator("path")
+    @classmethod
+    def _pattern(cls, v: str, info: ValidationInfo) -> str:
+        """A wildcard path (TES 1.1): a pattern we can match, uploaded to a directory URL."""
+        problem = wildcards.check_output(v, "")
+        if problem is not None and problem[0] == "path":
+            raise ValueError(problem[1])
+        url = info.data.get("url") or ""
+        if wildcards.has_wildcards(v) and url.split(":", 1)[0].lower() in ("http", "https"):
+            raise ValueError(
+                "a wildcard path uploads every file it matches: its url must be a directory "
+                "under file://, s3:// or cpnet://blobs/, not http(s) (one URL per file)"
+            )
+        return v
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Required with a wildcard path, and must be able to start what it matches."""
+        path = info.data.get("path")
+        problem = None if path is None else wildcards.check_output(path, v)
+        if problem is not None:
+            raise ValueError(problem[1])
+        return v
 
 
 class Resources(Strict):
@@ -295,7 +323,7 @@ class AttemptUpdate(Report):
     reason: Annotated[str, Field(max_length=4096)] | None = None
     executor_logs: list[ExecutorLog] | None = Field(default=None, max_length=MAX_EXECUTORS)
     usage: Usage | None = None
-    outputs: list[OutputFileLog] | None = Field(default=None, max_length=MAX_FILES)
+    outputs: list[OutputFileLog] | None = Field(default=None, max_length=MAX_OUTPUT_LOGS)
     system_logs: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         default=None, max_length=64
     )
