@@ -479,7 +479,7 @@ class Runner:
         self.record["outputs"] = [o.to_dict() for o in outputs]
         self.record["bytes_out"] = bytes_out
         self.log(
-            f"staged {len(outputs)} outputs, {bytes_out} bytes, "
+            f"staged {len(spec.outputs)} outputs ({len(outputs)} files logged), {bytes_out} bytes, "
             f"in {time.monotonic() - started:.2f} s"
         )
         self.finish(State.COMPLETE, None)
