@@ -183,3 +183,26 @@ def test_wildcard_outputs_through_tes(
         "the matched path '/data/out/a.txt'"
     ) in reason, reason
     assert s3.list_objects_v2(Bucket=bucket, Prefix="late/").get("KeyCount", 0) == 0
+
+    # More files than a task may declare outputs (256): each still gets its log at the hub.
+    many = client.create_task(
+        tes.Task(
+            name="many",
+            volumes=["/data"],
+            executors=[
+                tes.Executor(image="alpine", workdir="/data", command=[
+                    "sh", "-c", "mkdir -p m; for i in $(seq 1 300); do echo $i > m/f$i.txt; done",
+                ])
+            ],
+            outputs=[
+                tes.Output(path="/data/m/f*.txt", path_prefix="/data/m/",
+                           url=f"file://{files_root}/many/"),
+            ],
+        )
+    )  # fmt: skip
+    t = raw.wait(many if isinstance(many, str) else many.id, timeout=120)
+    assert t["state"] == "COMPLETE", t
+    outputs = t["logs"][-1]["outputs"]
+    assert len(outputs) == 300 and len(list((files_root / "many").iterdir())) == 300
+    assert {"url": f"file://{files_root}/many/f300.txt", "path": "/data/m/f300.txt",
+            "size_bytes": "4"} in outputs  # fmt: skip

@@ -286,3 +286,18 @@ def test_creation_accepts_what_could_match() -> None:
                          ("/data/out/s*.txt", "/data/out/s"), ("/data/*/a.txt", "/data/run1/"),
                          ("/data/*.txt", "/")]:  # fmt: skip
         assert Output(path=path, path_prefix=prefix, url="s3://bucket/o/").path_prefix == prefix
+
+
+def test_output_logs_over_their_cap_fail_before_any_upload(files: Path, tmp_path: Path) -> None:
+    """The logs ride the attempt's final update to the hub: about 512 KiB of them at most."""
+    stem = "n" * 200
+    for i in range(900):
+        _write(files, f"data/{stem}{i:03d}.txt")
+    dest = tmp_path / "d"
+    out = Output(path="/data/*.txt", path_prefix="/data/", url=f"file://{dest}/")
+    with pytest.raises(StagingError, match=r"output logs of 900 files would take about \d+ bytes"):
+        stage_out([out], files, max_bytes=MiB)
+    assert not dest.exists()
+    out = Output(path="/data/*[0-4]??.txt", path_prefix="/data/", url=f"file://{dest}/")
+    logs, n = stage_out([out], files, max_bytes=MiB)  # 500 of them fit
+    assert len(logs) == 500 and n == 500 and len(list(dest.iterdir())) == 500
