@@ -1102,14 +1102,14 @@ def _upload_many(
             "fewer files or use a DIRECTORY output to file:// or s3://"
         )
     logs: list[OutputFileLog] = []
+    base = _file_url_path(out.url, ctx.file_roots) if scheme == "file" else None
+    bucket, key = _s3_parts(out.url) if scheme == "s3" else ("", "")
+    prefix = key if not key or key.endswith("/") else key + "/"
     for src, task, size, rel in entries:
-        if scheme == "file":
-            dest = _file_url_path(out.url, ctx.file_roots) / rel
-            sha = _copy_file(src, dest, task, budget)
+        if base is not None:
+            sha = _copy_file(src, base / rel, task, budget)
             url = _join_url(out.url, rel)
         elif scheme == "s3":
-            bucket, key = _s3_parts(out.url)
-            prefix = key if not key or key.endswith("/") else key + "/"
             url = f"s3://{bucket}/{prefix}{rel}"
             sha = _sha_of(src)
             ctx.s3_client().upload(src, url, bucket, f"{prefix}{rel}", sha, None)
