@@ -1093,8 +1093,8 @@ def _upload_many(
         )
     blob_url = len(BLOB_PREFIX) + 64
     for _src, task, _size, rel in entries:
-        url_len = blob_url if scheme == "cpnet" else len(_join_url(out.url, rel))
-        ctx.log_bytes += url_len + len(task) + 140  # the other keys, a sha256, a size
+        url_len = blob_url if scheme == "cpnet" else len(_join_url(out.url, rel).encode())
+        ctx.log_bytes += url_len + len(task.encode()) + 140  # the other keys, a sha256, a size
     if ctx.log_bytes > MAX_OUTPUT_LOG_BYTES:
         raise StagingError(
             f"the output logs of {ctx.many_files} files would take about {ctx.log_bytes} "
