@@ -98,6 +98,9 @@ class Transfer:
     sha256: str | None = None
     resumed_from: int = 0  # bytes a download continued from (0: from the start)
     files: int = 1  # files in a DIRECTORY
+    # The bytes matched a checksum known beforehand (an input's sha256 or blob address, the
+    # hub's answer to an upload), not merely hashed on the way.
+    sha256_verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +112,7 @@ class Transfer:
             "sha256": self.sha256,
             "resumed_from": self.resumed_from,
             "files": self.files,
+            "sha256_verified": self.sha256_verified,
         }
 
     def line(self) -> str:
@@ -120,7 +124,7 @@ class Transfer:
             f"in {self.seconds:.2f} s"
         )
         if self.sha256:
-            text += f", sha256 {self.sha256}"
+            text += f", sha256 {self.sha256}" + (" (verified)" if self.sha256_verified else "")
         if self.resumed_from:
             text += f", resumed at byte {self.resumed_from}"
         return text
@@ -738,7 +742,9 @@ def _stage_one_in(inp: Input | model.Input, ctx: _Ctx) -> Transfer:
         with _Landing(dest, inp.path, budget) as landing:
             landing.write(data)
             sha = landing.commit(inp.sha256)
-        return Transfer("in", inp.path, "(inline content)", len(data), 0.0, sha)
+        rec = Transfer("in", inp.path, "(inline content)", len(data), 0.0, sha)
+        rec.sha256_verified = inp.sha256 is not None  # commit() checked it
+        return rec
     url = inp.url or ""
     sha = expected_sha(inp)
     if directory and sha is not None:
@@ -746,6 +752,7 @@ def _stage_one_in(inp: Input | model.Input, ctx: _Ctx) -> Transfer:
     scheme = _scheme(url)
     plain = _strip_fragment(url)
     rec = Transfer("in", inp.path, shown(plain), 0, 0.0)
+    rec.sha256_verified = sha is not None  # a file that fails the check is no record at all
     if scheme == "file":
         src = _file_url_path(plain, ctx.file_roots)
         if directory:
@@ -917,6 +924,7 @@ def _stage_one_out(out: Output | model.Output, ctx: _Ctx) -> tuple[OutputFileLog
             ctx.s3_client().upload(src, rec.url, bucket, key, sha, moved)
         elif scheme == "cpnet":
             url = _upload_blob(src, out.url, size, sha, ctx)
+            rec.sha256_verified = True  # the hub answered the same sha256
         else:
             _put(src, out.url, size, ctx.timeout_s, {})
         budget.add(size)
