@@ -37,7 +37,7 @@ class StandinThrottledServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 owner.requests.append(self.path)
                 if not self.path.startswith("/big.bin"):
                     self.send_error(404)
@@ -177,9 +177,7 @@ def test_progress_mid_transfer_and_transfer_records(
     assert full.transfers_omitted is None
     assert full.usage is not None
     assert full.usage.bytes_in == sum(t.size_bytes for t in full.transfers if t.direction == "in")
-    assert full.usage.bytes_out == sum(
-        t.size_bytes for t in full.transfers if t.direction == "out"
-    )
+    assert full.usage.bytes_out == sum(t.size_bytes for t in full.transfers if t.direction == "out")
     assert throttled.requests == ["/big.bin?token=hunter2"]  # one download, not resumed
 
     # `cpnet status` lists them; --json has them all.
