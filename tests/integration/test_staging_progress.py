@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -240,3 +241,58 @@ def _hostile_updates(hub: HubProc, site_id: str, token: str, attempt_id: str) ->
     huge = {**base, "transfers": [{**rec, "path": "p" * 4000}] * 300}
     r = httpx.post(url, json={"updates": [huge]}, headers=auth)
     assert r.status_code == 413, r.text
+
+
+@pytest.mark.s3
+def test_s3_transfer_records(hub: HubProc, agents: list, tmp_path: Path, s3_endpoint: str) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="cpnet-test",
+        aws_secret_access_key="cpnet-test-secret",
+    )
+    bucket = f"cpnet-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    data = b"ACGT" * 300_000  # 1.2 MB
+    s3.put_object(Bucket=bucket, Key="in/reads.txt", Body=data)
+    for name in ("a", "b", "c"):
+        s3.put_object(Bucket=bucket, Key=f"in/dir/{name}.txt", Body=name.encode() * 10)
+
+    world = make_world(hub, {"gz": ("general", "440100")})
+    keys = {"s3_access_key_id": "cpnet-agent", "s3_secret_access_key": "cpnet-agent-secret"}
+    agent = AgentProc(
+        hub,
+        world.site_tokens["gz"],
+        tmp_path / "agent",
+        [pool("cpu", cores=2)],
+        options={"s3_endpoint": s3_endpoint, **keys},
+    )
+    agent.start()
+    agents.append(agent)
+    user = hub.client(world.user_token)
+    wait_until(lambda: user.pools(), 30, "the pool to appear")
+    sha = hashlib.sha256(data).hexdigest()
+    task = user.submit(
+        {
+            "inputs": [
+                {"path": "reads.txt", "url": f"s3://{bucket}/in/reads.txt#sha256={sha}"},
+                {"path": "dir", "url": f"s3://{bucket}/in/dir", "type": "DIRECTORY"},
+            ],
+            "outputs": [{"path": "reads.txt", "url": f"s3://{bucket}/out/reads.txt"}],
+            "executors": [{"command": ["true"]}],
+            "max_attempts": 1,
+        }
+    )
+    done = user.wait(task.id, timeout=90)
+    assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+    recs = user.task(task.id, full=True).attempts[-1].transfers or []
+    got = [(t.direction, t.url, t.size_bytes, t.files, t.sha256_verified) for t in recs]
+    assert got == [
+        ("in", f"s3://{bucket}/in/reads.txt", len(data), 1, True),  # the #sha256 fragment
+        ("in", f"s3://{bucket}/in/dir", 30, 3, False),
+        ("out", f"s3://{bucket}/out/reads.txt", len(data), 1, False),
+    ]
+    assert recs[0].sha256 == sha and recs[2].sha256 == sha

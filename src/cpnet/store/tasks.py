@@ -495,9 +495,11 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
         return UpdateResult(u.attempt_id, "rejected", "no such attempt for this site", cancel=True)
     cur = State(a.state)
     _merge_details(a, u)
+    if u.progress is not None and not cur.terminal and not u.state.terminal:
+        # The agent's latest word on a running attempt, even when its state lags the hub's (a
+        # batch system may say RUNNING before the runner first wrote INITIALIZING).
+        a.progress = u.progress.model_dump(mode="json")
     if u.state == cur:
-        if u.progress is not None and not cur.terminal:
-            a.progress = u.progress.model_dump(mode="json")
         return UpdateResult(a.id, "duplicate", cancel=a.cancel_requested and not cur.terminal)
     if cur.terminal:
         return UpdateResult(
@@ -506,11 +508,8 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
     if not can_transition(cur, u.state):
         return UpdateResult(a.id, "rejected", f"attempt in state {cur} cannot become {u.state}")
     a.state = u.state.value
-    # The latest progress while it runs; nothing once it ended (the transfers tell the rest).
     if u.state.terminal:
-        a.progress = None
-    elif u.progress is not None:
-        a.progress = u.progress.model_dump(mode="json")
+        a.progress = None  # it ended: the transfers tell the rest
     if u.state in (State.INITIALIZING, State.RUNNING) and a.start_time is None:
         a.start_time = u.at.timestamp()
     if u.reason:

@@ -17,6 +17,7 @@ from cpnet.store import tasks as ts
 from cpnet.store.db import Store
 from cpnet.store.tables import Attempt, AttemptTransfer, Task
 from cpnet.tasks.model import MAX_TRANSFERS, AttemptUpdate, TransferRecord, strip_url
+from cpnet.tasks.states import State
 from tests.unit.store.test_store import _spec, _world
 
 
@@ -72,14 +73,19 @@ def test_progress_is_kept_while_running_and_dropped_at_the_end(store: Store) -> 
     )
     got = _view(store, task.id).progress
     assert (got.items_done, got.bytes_done, got.file_total) == (1, 4096, 8192)
-    # A stale report of an earlier state is refused and does not touch the progress.
-    p3 = {"phase": "running", "items_total": 1}
-    _send(store, site, attempt_id=a.id, state="RUNNING", progress=p3)
-    stale = _send(store, site, attempt_id=a.id, state="INITIALIZING", progress=p2)
-    assert stale.status == "rejected"
-    assert _view(store, task.id).progress.phase == "running"
+    # A batch system can say RUNNING before the runner first wrote INITIALIZING: the state
+    # report that lags is refused, its progress (the agent's latest) is still taken.
+    _send(store, site, attempt_id=a.id, state="RUNNING")
+    p3 = {**p2, "items_done": 2, "bytes_done": 8192}
+    lagging = _send(store, site, attempt_id=a.id, state="INITIALIZING", progress=p3)
+    assert lagging.status == "rejected"
+    assert _view(store, task.id).progress.items_done == 2
+    assert _view(store, task.id).state is State.RUNNING
     _send(store, site, attempt_id=a.id, state="COMPLETE")
     assert _view(store, task.id).progress is None
+    # Once it ended, nothing brings progress back.
+    late = _send(store, site, attempt_id=a.id, state="RUNNING", progress=p3)
+    assert late.status == "rejected" and _view(store, task.id).progress is None
 
 
 def test_transfers_are_recorded_once_as_the_attempt_ends(store: Store) -> None:
