@@ -435,32 +435,13 @@ def test_more_cpus_than_a_node_spread_over_nodes(hub: HubProc, slurm_world: Worl
 def test_staging_progress_of_a_slurm_job_reaches_the_hub(hub: HubProc, slurm_world: World) -> None:
     """The runner inside the batch job writes status.json; the agent's poll reads it like the
     local backend's, so the hub sees the download half-way (the source holds it there)."""
-    from tests.integration.test_staging_progress import BIG, HALF, StandinThrottledServer
+    from tests.integration.test_staging_progress import (
+        StandinThrottledServer,
+        progress_on_any_backend,
+    )
 
     source = StandinThrottledServer()
     try:
-        user = hub.client(slurm_world.user_token)
-        wait_until(lambda: len(user.pools()) == 2, 30, "two Slurm pools")
-        t = user.submit(
-            {
-                "inputs": [{"path": "big.bin", "url": f"http://127.0.0.1:{source.port}/big.bin"}],
-                "executors": [{"command": ["true"]}],
-                "max_attempts": 1,
-            }
-        )
-
-        def mid_transfer():  # type: ignore[no-untyped-def]
-            view = user.task(t.id)
-            p = view.attempts[-1].progress if view.attempts else None
-            return p if p is not None and p.file_bytes > 0 else None
-
-        p = wait_until(mid_transfer, 90, "progress of big.bin at the hub", every=0.2)
-        assert (p.phase, p.path, p.file_total) == ("staging_in", "big.bin", len(BIG))
-        assert 0 < p.file_bytes <= HALF
-        source.release.set()
-        done = user.wait(t.id, timeout=90)
-        assert done.state is State.COMPLETE, done.reason
-        (rec,) = user.task(t.id, full=True).attempts[-1].transfers or []
-        assert (rec.path, rec.size_bytes, rec.sha256_verified) == ("big.bin", len(BIG), False)
+        progress_on_any_backend(hub.client(slurm_world.user_token), source, pools=2)
     finally:
         source.close()

@@ -296,3 +296,52 @@ def test_s3_transfer_records(hub: HubProc, agents: list, tmp_path: Path, s3_endp
         ("out", f"s3://{bucket}/out/reads.txt", len(data), 1, False),
     ]
     assert recs[0].sha256 == sha and recs[2].sha256 == sha
+
+
+def progress_on_any_backend(user, source: StandinThrottledServer, pools: int) -> None:  # type: ignore[no-untyped-def]
+    """Submit a task whose input `source` holds half-way; see the hub report that download,
+    release it, and see the task complete with its transfer record (any backend whose runner
+    writes status.json: the agent's poll reads it the same way)."""
+    wait_until(lambda: len(user.pools()) == pools, 60, f"{pools} pools")
+    t = user.submit(
+        {
+            "inputs": [{"path": "big.bin", "url": f"http://127.0.0.1:{source.port}/big.bin"}],
+            "executors": [{"command": ["true"]}],
+            "max_attempts": 1,
+        }
+    )
+
+    def mid_transfer():  # type: ignore[no-untyped-def]
+        view = user.task(t.id)
+        p = view.attempts[-1].progress if view.attempts else None
+        return p if p is not None and p.file_bytes > 0 else None
+
+    p = wait_until(mid_transfer, 90, "progress of big.bin at the hub", every=0.2)
+    assert (p.phase, p.path, p.file_total) == ("staging_in", "big.bin", len(BIG))
+    assert 0 < p.file_bytes <= HALF
+    source.release.set()
+    done = user.wait(t.id, timeout=90)
+    assert done.state is State.COMPLETE, done.reason
+    (rec,) = user.task(t.id, full=True).attempts[-1].transfers or []
+    assert (rec.path, rec.size_bytes, rec.sha256_verified) == ("big.bin", len(BIG), False)
+
+
+@pytest.mark.ray
+def test_progress_from_a_ray_job(
+    hub: HubProc,
+    agents: list,
+    tmp_path: Path,
+    ray_address: str,
+    throttled: StandinThrottledServer,
+) -> None:
+    world = make_world(hub, {"ai": ("intelligent", "440300")})
+    agent = AgentProc(
+        hub,
+        world.site_tokens["ai"],
+        tmp_path / "agent-ai",
+        backend="ray",
+        options={"ray_address": ray_address},
+    )
+    agent.start()
+    agents.append(agent)
+    progress_on_any_backend(hub.client(world.user_token), throttled, pools=2)

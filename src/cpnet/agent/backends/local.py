@@ -895,7 +895,8 @@ def status_from_record(record: dict[str, Any]) -> JobStatus:
         usage=Usage.model_validate(usage) if usage else None,
         system_logs=list(record.get("system_logs", [])),
         progress=progress_from_record(record),
-        transfers=transfers_from_record(record),
+        # only the final report carries them: not parsed on every poll of a running attempt
+        transfers=transfers_from_record(record) if State(record["state"]).terminal else [],
     )
 
 
