@@ -147,6 +147,13 @@ def test_progress_mid_transfer_and_transfer_records(
     assert got["phase"] == "staging_in" and got["file_total"] == len(BIG)
     assert got["path"] == "data/big.bin" and 0 < got["file_bytes"] <= HALF
 
+    # ...and to GA4GH TES clients, as the attempt's metadata (a map of strings).
+    tes_url = f"{hub.url}/ga4gh/tes/v1/tasks/{task.id}"
+    auth = {"authorization": f"Bearer {world.user_token}"}
+    tes_log = httpx.get(tes_url, params={"view": "BASIC"}, headers=auth).json()["logs"][-1]
+    tes_progress = json.loads(tes_log["metadata"]["cpnet.progress"])
+    assert tes_progress["path"] == "data/big.bin" and tes_progress["file_total"] == len(BIG)
+
     throttled.release.set()
     done = user.wait(task.id, timeout=90)
     assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
@@ -191,6 +198,12 @@ def test_progress_mid_transfer_and_transfer_records(
         "digest.txt",
         "data/big.bin",
     ]
+    tes_full = httpx.get(tes_url, params={"view": "FULL"}, headers=auth).json()["logs"][-1]
+    assert "cpnet.progress" not in tes_full["metadata"]  # it ended
+    tes_moved = json.loads(tes_full["metadata"]["cpnet.transfers"])
+    assert [(t["path"], t["size_bytes"]) for t in tes_moved][1] == ("data/big.bin", len(BIG))
+    tes_basic = httpx.get(tes_url, params={"view": "BASIC"}, headers=auth).json()["logs"][-1]
+    assert "cpnet.transfers" not in tes_basic["metadata"]
     everything = json.dumps(data["task"]["attempts"])  # (the spec has the URL as given)
     assert "s3cret" not in everything and "hunter2" not in everything
 
