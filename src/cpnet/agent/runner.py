@@ -514,8 +514,7 @@ class Runner:
             "items_total": items,
             "bytes_done": 0,
         }
-        if items and name != "running":  # "staging in 0/N" shows before the first byte
-            self.save()
+        self.progress_saved = 0.0  # the phase's first bytes are written at once
 
     def progress(self, path: str, done: int, total: int | None) -> None:
         """A transfer moved more bytes: recorded in status.json at most once a second."""
