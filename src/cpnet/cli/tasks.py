@@ -81,7 +81,7 @@ def transfers_table(attempts: list[AttemptView]) -> Any:
             f"{t.seconds:.2f}s" if t.seconds < 120 else seconds(t.seconds),
             sha,
         )
-    more = len(rows) - MAX_TRANSFER_ROWS + omitted
+    more = max(0, len(rows) - MAX_TRANSFER_ROWS) + omitted
     if more > 0:
         grid.caption = f"{more} more not shown" + (
             f" ({omitted} over the hub's per-attempt limit, not kept)" if omitted else ""
