@@ -200,7 +200,7 @@ class Attempt(Base):
     outputs: Mapped[list[Any]] = mapped_column(default=list)
     system_logs: Mapped[list[Any]] = mapped_column(default=list)
     usage: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
-    # stageprog (0002_stageprog): the latest progress the agent reported (None once it ended),
+    # stageprog (0004_stageprog): the latest progress the agent reported (None once it ended),
     # and how many transfer records were over the per-attempt cap (see AttemptTransfer).
     progress: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     transfers_omitted: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -230,7 +230,7 @@ class BlobGrant(Base):
 
 
 class AttemptTransfer(Base):
-    """One input or output a finished attempt moved (stageprog: 0002_stageprog): what, from or
+    """One input or output a finished attempt moved (stageprog: 0004_stageprog): what, from or
     to where (credentials stripped), how many bytes, how long, whether its sha256 was verified.
     At most MAX_TRANSFERS per attempt; the attempt's transfers_omitted counts the rest."""
 

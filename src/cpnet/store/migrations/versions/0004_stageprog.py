@@ -1,6 +1,6 @@
 """stageprog: attempts' latest staging progress, and per-transfer records of finished attempts
 
-Revision ID: 0002_stageprog
+Revision ID: 0004_stageprog
 Revises: 0003_measure
 """
 
@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0002_stageprog"
+revision = "0004_stageprog"
 down_revision = "0003_measure"
 branch_labels = None
 depends_on = None
