@@ -428,9 +428,11 @@ class Client:
         data = self._request("POST", "/v1/tasks", body=body, retry=True)
         return self._model(TaskView, data, "POST /v1/tasks")
 
-    def task(self, id: str) -> TaskView:
-        """One task as the hub shows it to its owner."""
-        return self._model(TaskView, self._request("GET", f"/v1/tasks/{_seg(id)}"), "GET task")
+    def task(self, id: str, *, full: bool = False) -> TaskView:
+        """One task as the hub shows it to its owner; `full` adds per-transfer records."""
+        params = {"view": "full"} if full else None
+        r = self._request("GET", f"/v1/tasks/{_seg(id)}", params=params)
+        return self._model(TaskView, r, "GET task")
 
     def tasks(
         self,

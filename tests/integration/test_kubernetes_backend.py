@@ -333,6 +333,16 @@ def test_url_inputs_and_outputs_are_staged_in_the_runner_image(
     logs = "\n".join(attempt.system_logs)
     assert f"staged in ref.txt from {base}/ref.txt: {len(ref)} bytes" in logs
     assert f"staged out small.txt to cpnet://blobs/{small_sha}: 5 bytes" in logs
+    # the stage containers' per-transfer records reach the hub (the full view)
+    moved = user.task(task.id, full=True).attempts[-1].transfers or []
+    assert [(t.direction, t.path, t.size_bytes, t.sha256_verified) for t in moved] == [
+        ("in", "/data/reads.txt", len(b"reads from a file URL\n"), False),
+        ("in", "ref.txt", len(ref), True),  # its sha256 was given
+        ("in", "params.txt", len(params), True),  # a blob's address is its sha256
+        ("in", "note.txt", len(b"inline\n"), False),
+        ("out", "out/result.txt", len(expected), False),
+        ("out", "small.txt", len(b"small"), True),  # the hub answered the same sha256
+    ]
 
     # the pod: stage-in, the executor, then stage-out as its one container, in the runner image
     [job] = [

@@ -33,7 +33,7 @@ from cpnet.agent.journal import Entry, Journal
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.settings import AgentSettings
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
-from cpnet.tasks.model import Assignment, AttemptUpdate
+from cpnet.tasks.model import MAX_TRANSFERS, Assignment, AttemptUpdate, TransferRecord
 from cpnet.tasks.states import State
 
 log = logging.getLogger("cpnet.agent")
@@ -42,6 +42,10 @@ POLL_S = 0.1  # how often the backend's truth is read for held attempts
 MAX_BATCH = 500
 ACCEPT_THREADS = 4
 ENDED_MEMORY = 100_000  # ended attempt ids remembered against late re-deliveries
+PROGRESS_EVERY_S = 1.0  # at most one progress-only update per attempt this often
+TRANSFERS_BUDGET_BYTES = 256 * 1024  # of transfer records in one final update (more: counted)
+BATCH_BYTES = 512 * 1024  # an update batch stays well under the hub's 1 MiB body limit
+PROGRESS_ONLY = {"attempt_id", "state", "at", "progress"}  # the fields of a progress report
 
 
 class AgentError(Exception):
@@ -99,6 +103,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def trim_transfers(recs: list[TransferRecord]) -> tuple[list[TransferRecord], int]:
+    """The transfer records one update carries (at most MAX_TRANSFERS, and no more JSON than
+    TRANSFERS_BUDGET_BYTES), and how many were left out."""
+    kept: list[TransferRecord] = []
+    size = 0
+    for r in recs[:MAX_TRANSFERS]:
+        size += len(r.model_dump_json())
+        if size > TRANSFERS_BUDGET_BYTES:
+            break
+        kept.append(r)
+    return kept, len(recs) - len(kept)
+
+
 class Agent:
     """One agent serving one site."""
 
@@ -130,6 +147,10 @@ class Agent:
         self.lock = threading.Lock()
         self.pending: deque[AttemptUpdate] = deque()
         self.last_state: dict[str, State] = {}
+        # Progress reports: the last one queued per attempt and when (rate limit), and the
+        # progress-only update still waiting in `pending` (a newer one replaces its content).
+        self.last_progress: dict[str, tuple[float, object]] = {}
+        self.progress_queued: dict[str, AttemptUpdate] = {}
         self.stop = threading.Event()
         self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
         self.site_id = ""
@@ -449,18 +470,52 @@ class Agent:
             if prev == st.state:
                 return
             self.last_state[e.attempt_id] = st.state
+            at = _now()
+            progress = None
+            if st.progress is not None and not st.state.terminal:
+                self.last_progress[e.attempt_id] = (time.monotonic(), st.progress)
+                progress = st.progress.model_copy(update={"at": at})
+            # A later progress report must not be folded into one queued before this change.
+            self.progress_queued.pop(e.attempt_id, None)
+            transfers, omitted = trim_transfers(st.transfers) if st.state.terminal else ([], 0)
             self.pending.append(
                 AttemptUpdate(
                     attempt_id=e.attempt_id,
                     state=st.state,
-                    at=_now(),
+                    at=at,
                     reason=st.reason,
                     executor_logs=st.executor_logs or None,
                     usage=st.usage,
                     outputs=st.outputs or None,
                     system_logs=st.system_logs or None,
+                    progress=progress,
+                    transfers=transfers or None,
+                    transfers_omitted=omitted or None,
                 )
             )
+
+    def _queue_progress(self, e: Entry, st: JobStatus) -> None:
+        """Report how far a running attempt got (phase, file, bytes) when that changed, at most
+        once per PROGRESS_EVERY_S per attempt; a report not yet sent is replaced, not added to."""
+        if st.progress is None or st.state.terminal:
+            return
+        with self.lock:
+            if self.last_state.get(e.attempt_id) != st.state:
+                return  # _queue reports the new state (with its progress) first
+            then, last = self.last_progress.get(e.attempt_id, (-PROGRESS_EVERY_S, None))
+            t = time.monotonic()
+            if last == st.progress or t - then < PROGRESS_EVERY_S:
+                return
+            self.last_progress[e.attempt_id] = (t, st.progress)
+            at = _now()
+            progress = st.progress.model_copy(update={"at": at})
+            waiting = self.progress_queued.get(e.attempt_id)
+            if waiting is not None:
+                waiting.progress, waiting.at = progress, at
+                return
+            u = AttemptUpdate(attempt_id=e.attempt_id, state=st.state, at=at, progress=progress)
+            self.progress_queued[e.attempt_id] = u
+            self.pending.append(u)
 
     def poll_once(self) -> None:
         with self.lock:
@@ -470,18 +525,42 @@ class Agent:
             if st.state is State.QUEUED:  # waiting inside the backend: already INITIALIZING to us
                 continue
             self._queue(e, st)
+            self._queue_progress(e, st)
 
     def flush(self) -> None:
         """Send pending updates in order; keep them if the hub cannot take them now."""
         while self.pending and not self.stop.is_set():
+            batch: list[AttemptUpdate] = []
+            parts: list[str] = []
+            size = 0
             with self.lock:
-                batch = [self.pending.popleft() for _ in range(min(MAX_BATCH, len(self.pending)))]
-            body = {"updates": [u.model_dump(mode="json", exclude_none=True) for u in batch]}
+                while self.pending and len(batch) < MAX_BATCH:
+                    text = self.pending[0].model_dump_json(exclude_none=True)
+                    if batch and size + len(text) > BATCH_BYTES:
+                        break
+                    u = self.pending.popleft()
+                    if self.progress_queued.get(u.attempt_id) is u:
+                        del self.progress_queued[u.attempt_id]  # sent as it is now
+                    batch.append(u)
+                    parts.append(text)
+                    size += len(text) + 1
+            body = '{"updates":[' + ",".join(parts) + "]}"
             try:
-                r = self._call("POST", f"/v1/sites/{self.site_id}/updates", json=body)
+                r = self._call(
+                    "POST",
+                    f"/v1/sites/{self.site_id}/updates",
+                    content=body.encode(),
+                    headers={"content-type": "application/json"},
+                )
             except AgentError:
                 with self.lock:
                     self.pending.extendleft(reversed(batch))
+                    for u in batch:  # newer progress replaces these again, not piles up
+                        if (
+                            u.model_fields_set == PROGRESS_ONLY
+                            and self.last_state.get(u.attempt_id) == u.state
+                        ):
+                            self.progress_queued.setdefault(u.attempt_id, u)
                 raise
             for u, res in zip(batch, r.json()["results"], strict=True):
                 e = self.entries.get(u.attempt_id)
@@ -498,6 +577,7 @@ class Agent:
                     with self.lock:
                         self.entries.pop(e.attempt_id, None)
                         self.last_state.pop(e.attempt_id, None)
+                        self.last_progress.pop(e.attempt_id, None)
                         self.ended[e.attempt_id] = None
                         while len(self.ended) > ENDED_MEMORY:
                             del self.ended[next(iter(self.ended))]

@@ -231,6 +231,10 @@ def new_record(state: State, reason: str | None = None, pid: int | None = None) 
         "bytes_out": 0,
         "staging": [],  # one record per input and output moved (staging.Transfer.to_dict)
         "staging_progress": None,  # the transfer under way: {"path", "bytes", "total"}
+        # The phase and how far it got: {"phase": staging_in | running | staging_out,
+        # "items_done", "items_total" (inputs, executors or outputs), "bytes_done" (finished
+        # transfers of the phase; the one under way is in staging_progress)}.
+        "progress": None,
     }
 
 
@@ -430,6 +434,7 @@ class Runner:
             return
 
         started = time.monotonic()
+        self.phase("staging_in", len(spec.inputs))
         try:
             self.staging = True
             bytes_in = stage_in(spec.inputs, self.files, **limits)
@@ -446,6 +451,7 @@ class Runner:
         )
         self.record["state"] = State.RUNNING.value
         self.record["reason"] = None
+        self.phase("running", len(spec.executors))
         self.save()
 
         for i, ex in enumerate(spec.executors):
@@ -464,9 +470,11 @@ class Runner:
                 return
             if log.exit_code != 0:
                 self.log(f"{problem} (ignored: ignore_error)")
+            self.record["progress"]["items_done"] = i + 1
             self.save()
 
         started = time.monotonic()
+        self.phase("staging_out", len(spec.outputs))
         try:
             self.staging = True
             outputs, bytes_out = stage_out(spec.outputs, self.files, **limits)
@@ -491,7 +499,22 @@ class Runner:
         self.record[key] += rec.size_bytes
         self.log(rec.line())
         self.record["staging_progress"] = None
+        done = self.record["progress"]
+        if done is not None:
+            done["items_done"] = min(done["items_total"], done["items_done"] + 1)
+            done["bytes_done"] += rec.size_bytes
         self.save()
+
+    def phase(self, name: str, items: int) -> None:
+        """A new phase begins (staging_in, running, staging_out) over `items` inputs, executors
+        or outputs."""
+        self.record["progress"] = {
+            "phase": name,
+            "items_done": 0,
+            "items_total": items,
+            "bytes_done": 0,
+        }
+        self.progress_saved = 0.0  # the phase's first bytes are written at once
 
     def progress(self, path: str, done: int, total: int | None) -> None:
         """A transfer moved more bytes: recorded in status.json at most once a second."""

@@ -99,6 +99,9 @@ class Transfer:
     sha256: str | None = None
     resumed_from: int = 0  # bytes a download continued from (0: from the start)
     files: int = 1  # files in a DIRECTORY
+    # The bytes matched a checksum known beforehand (an input's sha256 or blob address, the
+    # hub's answer to an upload), not merely hashed on the way.
+    sha256_verified: bool = False
     wildcard: bool = False  # a wildcard output (path is its pattern; files may be 0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +114,7 @@ class Transfer:
             "sha256": self.sha256,
             "resumed_from": self.resumed_from,
             "files": self.files,
+            "sha256_verified": self.sha256_verified,
         }
 
     def line(self) -> str:
@@ -127,7 +131,7 @@ class Transfer:
             f"in {self.seconds:.2f} s"
         )
         if self.sha256:
-            text += f", sha256 {self.sha256}"
+            text += f", sha256 {self.sha256}" + (" (verified)" if self.sha256_verified else "")
         if self.resumed_from:
             text += f", resumed at byte {self.resumed_from}"
         return text
@@ -305,13 +309,23 @@ class _Landing:
         self.tmp.unlink(missing_ok=True)
 
 
-def _copy_file(src: Path, dest: Path, what: str, budget: Budget, sha: str | None = None) -> str:
+def _copy_file(
+    src: Path,
+    dest: Path,
+    what: str,
+    budget: Budget,
+    sha: str | None = None,
+    progress: Progress | None = None,
+) -> str:
     """Copy one regular file via a landing file; return its sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    budget.check(what, src.stat().st_size)
+    size = src.stat().st_size
+    budget.check(what, size)
     with _Landing(dest, what, budget) as landing, src.open("rb") as f:
         while chunk := f.read(CHUNK_BYTES):
             landing.write(chunk)
+            if progress is not None:
+                progress(what, landing.size, size)
         return landing.commit(sha, mode_from=src)
 
 
@@ -747,7 +761,9 @@ def _stage_one_in(inp: Input | model.Input, ctx: _Ctx) -> Transfer:
         with _Landing(dest, inp.path, budget) as landing:
             landing.write(data)
             sha = landing.commit(inp.sha256)
-        return Transfer("in", inp.path, "(inline content)", len(data), 0.0, sha)
+        rec = Transfer("in", inp.path, "(inline content)", len(data), 0.0, sha)
+        rec.sha256_verified = inp.sha256 is not None  # commit() checked it
+        return rec
     url = inp.url or ""
     sha = expected_sha(inp)
     if directory and sha is not None:
@@ -755,6 +771,7 @@ def _stage_one_in(inp: Input | model.Input, ctx: _Ctx) -> Transfer:
     scheme = _scheme(url)
     plain = _strip_fragment(url)
     rec = Transfer("in", inp.path, shown(plain), 0, 0.0)
+    rec.sha256_verified = sha is not None  # a file that fails the check is no record at all
     if scheme == "file":
         src = _file_url_path(plain, ctx.file_roots)
         if directory:
@@ -770,7 +787,7 @@ def _stage_one_in(inp: Input | model.Input, ctx: _Ctx) -> Transfer:
             return rec
         if not src.is_file():
             raise StagingError(f"{src} is not a file (for a directory declare type DIRECTORY)")
-        rec.sha256 = _copy_file(src, dest, inp.path, budget, sha)
+        rec.sha256 = _copy_file(src, dest, inp.path, budget, sha, ctx.progress)
         rec.size_bytes = dest.stat().st_size
         return rec
     if scheme in ("http", "https", "cpnet"):
@@ -912,7 +929,7 @@ def _stage_one_out(out: Output | model.Output, ctx: _Ctx) -> tuple[OutputFileLog
     url = out.url
     if scheme == "file":
         dest = _file_url_path(out.url, ctx.file_roots)
-        sha = _copy_file(src, dest, out.path, budget)
+        sha = _copy_file(src, dest, out.path, budget, None, ctx.progress)
         size = dest.stat().st_size
     else:
         size = src.stat().st_size
@@ -931,21 +948,40 @@ def _stage_one_out(out: Output | model.Output, ctx: _Ctx) -> tuple[OutputFileLog
 
             ctx.s3_client().upload(src, rec.url, bucket, key, sha, moved)
         elif scheme == "cpnet":
-            url = _upload_blob(src, out.url, size, sha, ctx)
+            url = _upload_blob(src, out.url, size, sha, ctx, out.path)
+            rec.sha256_verified = True  # the hub answered the same sha256
         else:
-            _put(src, out.url, size, ctx.timeout_s, {})
+            _put(src, out.url, size, ctx.timeout_s, {}, _sent(ctx.progress, out.path, size))
         budget.add(size)
     rec.size_bytes, rec.sha256, rec.url = size, sha, shown(url)
     return OutputFileLog(url=url, path=out.path, size_bytes=size, sha256=sha), rec
 
 
-def _body(src: Path) -> Iterator[bytes]:
+def _sent(progress: Progress | None, what: str, size: int) -> Callable[[int], None] | None:
+    """An upload's progress callback (bytes sent so far) for `progress`, or None."""
+    if progress is None:
+        return None
+    return lambda done: progress(what, done, size)
+
+
+def _body(src: Path, sent: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    done = 0
     with src.open("rb") as f:
         while chunk := f.read(CHUNK_BYTES):
             yield chunk
+            done += len(chunk)  # asked for the next chunk: this one went out
+            if sent is not None:
+                sent(done)
 
 
-def _put(src: Path, url: str, size: int, timeout_s: float, headers: dict[str, str]) -> Any:
+def _put(
+    src: Path,
+    url: str,
+    size: int,
+    timeout_s: float,
+    headers: dict[str, str],
+    sent: Callable[[int], None] | None = None,
+) -> Any:
     """PUT the file at `url` (with an explicit length: pre-signed URLs refuse chunked uploads);
     return the response."""
     import httpx
@@ -953,7 +989,7 @@ def _put(src: Path, url: str, size: int, timeout_s: float, headers: dict[str, st
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
             resp = client.put(
-                url, content=_body(src), headers={**headers, "Content-Length": str(size)}
+                url, content=_body(src, sent), headers={**headers, "Content-Length": str(size)}
             )
     except httpx.HTTPError as exc:
         raise StagingError(f"PUT {shown(url)}: {type(exc).__name__}: {exc}") from exc
@@ -979,13 +1015,14 @@ def _error_detail(resp: Any) -> str:
     return ""
 
 
-def _upload_blob(src: Path, url: str, size: int, sha: str, ctx: _Ctx) -> str:
+def _upload_blob(src: Path, url: str, size: int, sha: str, ctx: _Ctx, what: str) -> str:
     """Store the file in the hub's blob store; return its ``cpnet://blobs/<sha256>`` URL."""
     if _strip_fragment(url).rstrip("/") + "/" != BLOB_PREFIX:
         raise StagingError(f"an output to the hub's blob store has the URL {BLOB_PREFIX!r}")
     base, headers = _hub(ctx.remote)
     attempt = quote((ctx.remote.attempt_id if ctx.remote else None) or "", safe="")
-    resp = _put(src, f"{base}/v1/blobs?attempt_id={attempt}", size, ctx.timeout_s, headers)
+    sent = _sent(ctx.progress, what, size)
+    resp = _put(src, f"{base}/v1/blobs?attempt_id={attempt}", size, ctx.timeout_s, headers, sent)
     got = str(resp.json().get("sha256", "")).removeprefix("sha256:")
     if got != sha:
         raise StagingError(f"the hub stored sha256 {got or '(none)'}, the file has {sha}")
@@ -1107,19 +1144,33 @@ def _upload_many(
     prefix = key if not key or key.endswith("/") else key + "/"
     for src, task, size, rel in entries:
         if base is not None:
-            sha = _copy_file(src, base / rel, task, budget)
+            sha = _copy_file(src, base / rel, task, budget, None, ctx.progress)
             url = _join_url(out.url, rel)
         elif scheme == "s3":
             url = f"s3://{bucket}/{prefix}{rel}"
             sha = _sha_of(src)
-            ctx.s3_client().upload(src, url, bucket, f"{prefix}{rel}", sha, None)
+            moved = _adding(_sent(ctx.progress, task, size))
+            ctx.s3_client().upload(src, url, bucket, f"{prefix}{rel}", sha, moved)
             budget.add(size)
         else:
             sha = _sha_of(src)
-            url = _upload_blob(src, out.url, size, sha, ctx)
+            url = _upload_blob(src, out.url, size, sha, ctx, task)
             budget.add(size)
         logs.append(OutputFileLog(url=url, path=task, size_bytes=size, sha256=sha))
     return logs
+
+
+def _adding(sent: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """boto3's upload callback (bytes sent since the last call) feeding `sent` (bytes so far)."""
+    if sent is None:
+        return None
+    total = [0]
+
+    def add(n: int) -> None:
+        total[0] += n
+        sent(total[0])
+
+    return add
 
 
 def _stage_wildcard_out(

@@ -26,13 +26,67 @@ from cpnet.cli.output import (
     when,
 )
 from cpnet.client import Client
-from cpnet.tasks.model import TaskEvent, TaskView
+from cpnet.tasks.model import AttemptProgress, AttemptView, TaskEvent, TaskView
 from cpnet.tasks.states import State
 
 TaskId = Annotated[str, typer.Argument(metavar="ID", help="The task's id.", show_default=False)]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 WATCH_INTERVAL_S = 1.0
 LAST_EVENTS = 10
+MAX_TRANSFER_ROWS = 50  # of the transfers table in `cpnet status` (--json has them all)
+PHASE_ITEMS = {"staging_in": "inputs", "running": "executors done", "staging_out": "outputs"}
+
+
+def size_text(n: int | None) -> str:
+    """A byte count for people: 512 B, 45.0 MiB, 1.20 GiB."""
+    if n is None:
+        return "?"
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.{2 if unit == 'GiB' else 1}f} {unit}"
+    return f"{n} B"
+
+
+def progress_text(p: AttemptProgress | None) -> str:
+    """One line on how far an attempt got, e.g. "staging in 3/10 inputs, 45.0 MiB; now
+    data/big.bin: 12.0 MiB of 100.0 MiB"."""
+    if p is None:
+        return ""
+    phase = p.phase.replace("_", " ")
+    text = f"{phase} {p.items_done}/{p.items_total} {PHASE_ITEMS[p.phase]}"
+    if p.phase == "running":
+        return text
+    text += f", {size_text(p.bytes_done)}"
+    if p.path:
+        of = "" if p.file_total is None else f" of {size_text(p.file_total)}"
+        text += f"; now {p.path}: {size_text(p.file_bytes)}{of}"
+    return text
+
+
+def transfers_table(attempts: list[AttemptView]) -> Any:
+    """The inputs and outputs each attempt moved (the first MAX_TRANSFER_ROWS), or None."""
+    rows = [(a, t) for a in attempts for t in a.transfers or []]
+    omitted = sum(a.transfers_omitted or 0 for a in attempts)
+    if not rows and not omitted:
+        return None
+    grid = table("transfers", ["#", "dir", "path", "url", "bytes", "time", "sha256"])
+    for a, t in rows[:MAX_TRANSFER_ROWS]:
+        sha = "-" if not t.sha256 else t.sha256[:12] + ("… verified" if t.sha256_verified else "…")
+        grid.add_row(
+            str(a.attempt),
+            t.direction,
+            t.path,
+            t.url,
+            size_text(t.size_bytes),
+            f"{t.seconds:.2f}s" if t.seconds < 120 else seconds(t.seconds),
+            sha,
+        )
+    more = max(0, len(rows) - MAX_TRANSFER_ROWS) + omitted
+    if more > 0:
+        grid.caption = f"{more} more not shown" + (
+            f" ({omitted} over the hub's per-attempt limit, not kept)" if omitted else ""
+        )
+    return grid
 
 
 def list_tasks(
@@ -104,7 +158,9 @@ def render_status(view: TaskView, events: list[TaskEvent]) -> Group:
         )
     ]
     if view.attempts:
-        grid = table("attempts", ["#", "pool", "state", "started", "ended", "exit", "reason"])
+        grid = table(
+            "attempts", ["#", "pool", "state", "started", "ended", "exit", "progress", "reason"]
+        )
         for a in view.attempts:
             codes = ",".join(
                 "-" if e.exit_code is None else str(e.exit_code) for e in a.executor_logs
@@ -116,9 +172,13 @@ def render_status(view: TaskView, events: list[TaskEvent]) -> Group:
                 when(a.start_time),
                 when(a.end_time),
                 codes or "-",
+                progress_text(a.progress),
                 a.reason or "",
             )
         parts += [Text(), grid]
+        moved = transfers_table(view.attempts)
+        if moved is not None:
+            parts += [Text(), moved]
     if events:
         grid = table("last events", ["at", "change", "attempt", "reason"])
         for e in events[-LAST_EVENTS:]:
@@ -145,9 +205,12 @@ def status(
     ] = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Show a task's state, pool, attempts and last events.
+    """Show a task's state, pool, attempts (with staging progress while they run), the files
+    they moved, and last events.
 
-    With `--json`, prints `{"task": …, "events": […]}` (after the task ends, with `--watch`).
+    With `--json`, prints `{"task": …, "events": […]}` (after the task ends, with `--watch`);
+    each attempt has `progress` while it runs and `transfers` (every input and output moved:
+    bytes, seconds, sha256 and whether it was verified) once it moved something.
 
     **Example:** `cpnet status tsk_1ent4tf7cxvq5ybv --watch`
     """
@@ -157,7 +220,7 @@ def status(
         if watch and not json_out:
             watch_status(hub, task_id)
             return
-        view, events = hub.task(task_id), hub.events(task_id)
+        view, events = hub.task(task_id, full=True), hub.events(task_id)
     if json_out:
         print_json({"task": view, "events": events})
     else:
@@ -166,11 +229,11 @@ def status(
 
 def watch_status(hub: Client, task_id: str) -> None:
     """Redraw a task's status in place until it reaches a terminal state."""
-    view, events = hub.task(task_id), hub.events(task_id)
+    view, events = hub.task(task_id, full=True), hub.events(task_id)
     with Live(render_status(view, events), console=console, auto_refresh=False) as live:
         while not view.state.terminal:
             time.sleep(WATCH_INTERVAL_S)
-            view, events = hub.task(task_id), hub.events(task_id)
+            view, events = hub.task(task_id, full=True), hub.events(task_id)
             live.update(render_status(view, events), refresh=True)
     if not console.is_terminal:
         console.print()  # Live leaves the last line open when it cannot redraw in place

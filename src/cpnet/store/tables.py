@@ -200,6 +200,10 @@ class Attempt(Base):
     outputs: Mapped[list[Any]] = mapped_column(default=list)
     system_logs: Mapped[list[Any]] = mapped_column(default=list)
     usage: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    # stageprog (0004_stageprog): the latest progress the agent reported (None once it ended),
+    # and how many transfer records were over the per-attempt cap (see AttemptTransfer).
+    progress: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    transfers_omitted: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class TaskEvent(Base):
@@ -223,3 +227,27 @@ class BlobGrant(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class AttemptTransfer(Base):
+    """One input or output a finished attempt moved (stageprog: 0004_stageprog): what, from or
+    to where (credentials stripped), how many bytes, how long, whether its sha256 was verified.
+    At most MAX_TRANSFERS per attempt; the attempt's transfers_omitted counts the rest."""
+
+    __tablename__ = "attempt_transfers"
+    __table_args__ = (UniqueConstraint("attempt_id", "n"),)
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(ForeignKey("attempts.id"), index=True)
+    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    site_id: Mapped[str] = mapped_column(String(128), index=True)
+    n: Mapped[int] = mapped_column(Integer)  # order within the attempt
+    direction: Mapped[str] = mapped_column(String(8))
+    url: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sha256_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    resumed_from: Mapped[int] = mapped_column(BigInteger, default=0)
+    files: Mapped[int] = mapped_column(Integer, default=1)
+    at: Mapped[float] = mapped_column(Float)  # when the hub recorded it

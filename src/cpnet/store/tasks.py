@@ -17,14 +17,16 @@ from sqlalchemy.orm import Session
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound, new_id
 from cpnet.store.registry import ts
-from cpnet.store.tables import Attempt, Pool, Task, TaskEvent
+from cpnet.store.tables import Attempt, AttemptTransfer, Pool, Task, TaskEvent
 from cpnet.tasks.model import (
+    AttemptProgress,
     AttemptUpdate,
     AttemptView,
     ExecutorLog,
     OutputFileLog,
     TaskSpec,
     TaskView,
+    TransferRecord,
     Usage,
 )
 from cpnet.tasks.model import TaskEvent as TaskEventView
@@ -198,7 +200,8 @@ def attempts_of(s: Session, task_id: str) -> list[Attempt]:
     return list(s.scalars(select(Attempt).where(Attempt.task_id == task_id).order_by(Attempt.n)))
 
 
-def attempt_view(a: Attempt) -> AttemptView:
+def attempt_view(a: Attempt, transfers: list[TransferRecord] | None = None) -> AttemptView:
+    """One attempt as shown; `transfers` (the full view) are its per-transfer records."""
     return AttemptView(
         attempt=a.n,
         attempt_id=a.id,
@@ -213,12 +216,46 @@ def attempt_view(a: Attempt) -> AttemptView:
         outputs=[OutputFileLog.model_validate(x) for x in a.outputs or []],
         system_logs=list(a.system_logs or []),
         usage=Usage.model_validate(a.usage) if a.usage else None,
+        progress=AttemptProgress.model_validate(a.progress) if a.progress else None,
+        transfers=transfers,
+        transfers_omitted=a.transfers_omitted,
     )
 
 
-def task_view(s: Session, task: Task, attempts: list[Attempt] | None = None) -> TaskView:
+def transfers_of(s: Session, attempt_ids: list[str]) -> dict[str, list[TransferRecord]]:
+    """The per-transfer records of these attempts, in the order they were moved."""
+    out: dict[str, list[TransferRecord]] = {aid: [] for aid in attempt_ids}
+    if not attempt_ids:
+        return out
+    q = (
+        select(AttemptTransfer)
+        .where(AttemptTransfer.attempt_id.in_(attempt_ids))
+        .order_by(AttemptTransfer.attempt_id, AttemptTransfer.n)
+    )
+    for t in s.scalars(q):
+        out[t.attempt_id].append(
+            TransferRecord(
+                direction=t.direction,  # type: ignore[arg-type]
+                url=t.url,
+                path=t.path,
+                size_bytes=t.size_bytes,
+                seconds=t.seconds,
+                sha256=t.sha256,
+                sha256_verified=t.sha256_verified,
+                resumed_from=t.resumed_from,
+                files=t.files,
+            )
+        )
+    return out
+
+
+def task_view(
+    s: Session, task: Task, attempts: list[Attempt] | None = None, *, full: bool = False
+) -> TaskView:
+    """A task as shown; `full` adds every attempt's per-transfer records."""
     if attempts is None:
         attempts = attempts_of(s, task.id)
+    moved = transfers_of(s, [a.id for a in attempts]) if full else {}
     return TaskView(
         id=task.id,
         name=task.name,
@@ -230,7 +267,7 @@ def task_view(s: Session, task: Task, attempts: list[Attempt] | None = None) -> 
         updated_at=ts(task.updated_at),
         tags=task.tags or {},
         spec=TaskSpec.model_validate(task.spec),
-        attempts=[attempt_view(a) for a in attempts],
+        attempts=[attempt_view(a, moved.get(a.id)) for a in attempts],
     )
 
 
@@ -458,6 +495,10 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
         return UpdateResult(u.attempt_id, "rejected", "no such attempt for this site", cancel=True)
     cur = State(a.state)
     _merge_details(a, u)
+    if u.progress is not None and not cur.terminal and not u.state.terminal:
+        # The agent's latest word on a running attempt, even when its state lags the hub's (a
+        # batch system may say RUNNING before the runner first wrote INITIALIZING).
+        a.progress = u.progress.model_dump(mode="json")
     if u.state == cur:
         return UpdateResult(a.id, "duplicate", cancel=a.cancel_requested and not cur.terminal)
     if cur.terminal:
@@ -467,6 +508,8 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
     if not can_transition(cur, u.state):
         return UpdateResult(a.id, "rejected", f"attempt in state {cur} cannot become {u.state}")
     a.state = u.state.value
+    if u.state.terminal:
+        a.progress = None  # it ended: the transfers tell the rest
     if u.state in (State.INITIALIZING, State.RUNNING) and a.start_time is None:
         a.start_time = u.at.timestamp()
     if u.reason:
@@ -478,6 +521,9 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
         a.end_time = u.at.timestamp()
         release(s, a)
         released = True
+        # Recorded once, as the attempt ends: a repeat is a duplicate and changes nothing.
+        if u.transfers or u.transfers_omitted:
+            _record_transfers(s, a, u, now)
     if task.attempts == a.n:  # only the newest attempt speaks for the task
         requeued = _follow(s, task, a, u.state, now, u.reason)
     return UpdateResult(
@@ -498,6 +544,28 @@ def _merge_details(a: Attempt, u: AttemptUpdate) -> None:
         a.system_logs = list(u.system_logs)
     if u.usage is not None:
         a.usage = u.usage.model_dump(mode="json")
+
+
+def _record_transfers(s: Session, a: Attempt, u: AttemptUpdate, now: float) -> None:
+    """Store the per-transfer records a final update carries (the model caps them at
+    MAX_TRANSFERS; what the agent left out is counted in transfers_omitted)."""
+    recs = u.transfers or []
+    if recs:
+        s.execute(
+            insert(AttemptTransfer),
+            [
+                {
+                    "attempt_id": a.id,
+                    "task_id": a.task_id,
+                    "site_id": a.site_id,
+                    "n": i,
+                    "at": now,
+                    **r.model_dump(mode="json"),
+                }
+                for i, r in enumerate(recs)
+            ],
+        )
+    a.transfers_omitted = u.transfers_omitted or None
 
 
 def _follow(s: Session, task: Task, a: Attempt, st: State, now: float, reason: str | None) -> bool:

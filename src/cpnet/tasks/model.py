@@ -10,7 +10,8 @@ import posixpath
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -314,6 +315,70 @@ class Assignment(Report):
     spec: TaskSpec
 
 
+MAX_TRANSFERS = 1000  # per-transfer records kept per attempt; more are counted, not kept
+MAX_BYTES = 2**62  # any byte count an agent reports (far beyond any real transfer)
+
+
+def strip_url(url: str) -> str:
+    """A URL without credentials, query or fragment (pre-signed URLs carry secrets there)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(unparseable URL)"
+    host = parts.hostname or ""
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class AttemptProgress(Report):
+    """Where a running attempt is: staging inputs in, running executors, or staging outputs out.
+
+    `items_done` / `items_total` count the task's inputs (staging_in), executors (running) or
+    outputs (staging_out); `bytes_done` is what this phase moved so far, the current file
+    included; `path`, `file_bytes` and `file_total` describe the file being moved now
+    (`file_total` is None when the source does not say its size).
+    """
+
+    phase: Literal["staging_in", "running", "staging_out"]
+    items_done: int = Field(default=0, ge=0, le=100_000)
+    items_total: int = Field(default=0, ge=0, le=100_000)
+    bytes_done: int = Field(default=0, ge=0, le=MAX_BYTES)
+    path: Annotated[str, Field(max_length=4096)] | None = None
+    file_bytes: int = Field(default=0, ge=0, le=MAX_BYTES)
+    file_total: int | None = Field(default=None, ge=0, le=MAX_BYTES)
+    at: datetime | None = None  # when the agent read it
+
+    @model_validator(mode="after")
+    def _counts(self) -> AttemptProgress:
+        if self.items_done > self.items_total:
+            raise ValueError(f"items_done {self.items_done} exceeds items_total {self.items_total}")
+        return self
+
+
+class TransferRecord(Report):
+    """One input or output an attempt moved: the record metering and the network map read.
+
+    `sha256_verified` is true when the bytes were checked against a checksum known beforehand
+    (an input's ``sha256``, a blob's address, the hub confirming an upload), not merely hashed.
+    """
+
+    direction: Literal["in", "out"]
+    url: Annotated[str, Field(max_length=4096)]
+    path: Annotated[str, Field(max_length=4096)]
+    size_bytes: int = Field(ge=0, le=MAX_BYTES)
+    seconds: float = Field(ge=0, le=10 * 365 * 86400)
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    sha256_verified: bool = False
+    resumed_from: int = Field(default=0, ge=0, le=MAX_BYTES)
+    files: int = Field(default=1, ge=0, le=10_000_000)
+
+    @field_validator("url")
+    @classmethod
+    def _no_secrets(cls, v: str) -> str:
+        return v if v.startswith("(") else strip_url(v)  # "(inline content)" stays as it is
+
+
 class AttemptUpdate(Report):
     """A change an agent reports for one attempt; applying the same update twice is a no-op."""
 
@@ -327,6 +392,11 @@ class AttemptUpdate(Report):
     system_logs: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         default=None, max_length=64
     )
+    progress: AttemptProgress | None = None
+    # With the final state: every input and output moved (at most MAX_TRANSFERS; how many more
+    # there were in transfers_omitted).
+    transfers: list[TransferRecord] | None = Field(default=None, max_length=MAX_TRANSFERS)
+    transfers_omitted: int | None = Field(default=None, ge=0, le=10**9)
 
 
 class AttemptView(Report):
@@ -345,6 +415,9 @@ class AttemptView(Report):
     outputs: list[OutputFileLog] = Field(default_factory=list)
     system_logs: list[str] = Field(default_factory=list)
     usage: Usage | None = None
+    progress: AttemptProgress | None = None  # while it runs: the phase, files and bytes so far
+    transfers: list[TransferRecord] | None = None  # the full view only (?view=full)
+    transfers_omitted: int | None = None  # records over MAX_TRANSFERS, not kept
 
 
 class TaskView(Report):

@@ -11,6 +11,7 @@ Pure: plain data in, plain data out, no I/O.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -400,6 +401,13 @@ def task_log(a: AttemptView, view: View, warnings: list[str]) -> dict[str, Any]:
     if a.usage is not None:
         for k, v in a.usage.model_dump().items():
             metadata[f"cpnet.usage.{k}"] = _num(v)
+    # TES metadata is a map of strings: progress and transfer records as JSON text.
+    if a.progress is not None:
+        metadata["cpnet.progress"] = a.progress.model_dump_json(exclude_none=True)
+    if view is View.FULL and a.transfers:
+        metadata["cpnet.transfers"] = json.dumps([t.model_dump(mode="json") for t in a.transfers])
+    if view is View.FULL and a.transfers_omitted:
+        metadata["cpnet.transfers_omitted"] = str(a.transfers_omitted)
     out: dict[str, Any] = {
         "logs": logs,
         "metadata": metadata,

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cpnet.agent import containers
-from cpnet.tasks.model import ExecutorLog, OutputFileLog, TaskSpec, Usage
+from cpnet.tasks.model import (
+    AttemptProgress,
+    ExecutorLog,
+    OutputFileLog,
+    TaskSpec,
+    TransferRecord,
+    Usage,
+)
 from cpnet.tasks.states import State
 
 # Attempt ids become directory names, so they must be plain file names.
@@ -146,6 +153,8 @@ class JobStatus:
     outputs: list[OutputFileLog] = field(default_factory=list)
     usage: Usage | None = None
     system_logs: list[str] = field(default_factory=list)
+    progress: AttemptProgress | None = None  # where it is (phase, files, bytes), when known
+    transfers: list[TransferRecord] = field(default_factory=list)  # inputs and outputs moved
 
     @property
     def final(self) -> bool:

@@ -1330,6 +1330,9 @@ class KubernetesBackend(Backend):
             record["outputs"] = (results.get("stage-out") or {}).get("outputs") or []
         record["usage"] = u.model_dump(mode="json") if u else None
         record["system_logs"] = system_logs[:64]  # what the hub accepts
+        record["staging"] = [  # per-transfer records, for the hub (status_from_record)
+            r for found in results.values() for r in found.get("staging") or []
+        ]
         with contextlib.suppress(OSError):
             write_json_atomic(work_dir / STATUS_FILE, record)
         return status_from_record(record)

@@ -95,7 +95,14 @@ from cpnet.agent.runner import (
     write_atomic,
     write_json_atomic,
 )
-from cpnet.tasks.model import ExecutorLog, OutputFileLog, TaskSpec, Usage
+from cpnet.tasks.model import (
+    AttemptProgress,
+    ExecutorLog,
+    OutputFileLog,
+    TaskSpec,
+    TransferRecord,
+    Usage,
+)
 from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
@@ -887,7 +894,42 @@ def status_from_record(record: dict[str, Any]) -> JobStatus:
         outputs=[OutputFileLog.model_validate(x) for x in record.get("outputs", [])],
         usage=Usage.model_validate(usage) if usage else None,
         system_logs=list(record.get("system_logs", [])),
+        progress=progress_from_record(record),
+        # only the final report carries them: not parsed on every poll of a running attempt
+        transfers=transfers_from_record(record) if State(record["state"]).terminal else [],
     )
+
+
+def progress_from_record(record: dict[str, Any]) -> AttemptProgress | None:
+    """The phase and bytes so far in a status record (the runner's `progress`, with the file
+    under way from `staging_progress`); None when there is none or it does not make sense (an
+    executor can write the file it runs next to: it is read, never trusted)."""
+    base = record.get("progress")
+    if not isinstance(base, dict) or State(record["state"]).terminal:
+        return None
+    now_moving = record.get("staging_progress")
+    extra: dict[str, Any] = {}
+    if isinstance(now_moving, dict) and base.get("phase") != "running":
+        moved = now_moving.get("bytes") or 0
+        extra = {
+            "path": now_moving.get("path"),
+            "file_bytes": moved,
+            "file_total": now_moving.get("total"),
+            "bytes_done": (base.get("bytes_done") or 0) + (moved if isinstance(moved, int) else 0),
+        }
+    try:
+        return AttemptProgress.model_validate({**base, **extra})
+    except ValueError:
+        return None
+
+
+def transfers_from_record(record: dict[str, Any]) -> list[TransferRecord]:
+    """The per-transfer records in a status record (`staging`), those that make sense."""
+    out = []
+    for raw in record.get("staging") or []:
+        with contextlib.suppress(ValueError, TypeError):
+            out.append(TransferRecord.model_validate(raw))
+    return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -81,10 +82,22 @@ def list_tasks(
         return TaskPage(tasks=store.task_views(s, rows), next_cursor=nxt)
 
 
+class View(StrEnum):
+    BASIC = "basic"
+    FULL = "full"
+
+
 @router.get("/{task_id}", response_model=TaskView, response_model_exclude_none=True)
-def get_task(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> TaskView:
+def get_task(
+    task_id: str,
+    view: View = View.BASIC,
+    who: Principal = Depends(caller),
+    h: Hub = Depends(hub),
+) -> TaskView:
+    """One task with its attempts (and each running attempt's progress); `view=full` adds every
+    attempt's per-transfer records (what was moved, where, bytes, seconds, sha256 verified)."""
     with h.store.read() as s:
-        return store.task_view(s, store.get_task(s, who, task_id))
+        return store.task_view(s, store.get_task(s, who, task_id), full=view is View.FULL)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskView, response_model_exclude_none=True)

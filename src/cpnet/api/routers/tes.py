@@ -172,7 +172,8 @@ def get_task(
         task = store.get_task(s, who, task_id)
         if view is tes.View.MINIMAL:
             return _json({"id": task.id, "state": task.state})
-        return _json(_task(s, store.task_view(s, task), view))
+        full = view is tes.View.FULL  # FULL also has each attempt's transfer records
+        return _json(_task(s, store.task_view(s, task, full=full), view))
 
 
 @router.post("/tasks/{task_id}:cancel")
