@@ -301,3 +301,12 @@ def test_output_logs_over_their_cap_fail_before_any_upload(files: Path, tmp_path
     out = Output(path="/data/*[0-4]??.txt", path_prefix="/data/", url=f"file://{dest}/")
     logs, n = stage_out([out], files, max_bytes=MiB)  # 500 of them fit
     assert len(logs) == 500 and n == 500 and len(list(dest.iterdir())) == 500
+
+
+def test_each_matched_file_reports_progress(files: Path, tmp_path: Path) -> None:
+    _write(files, "data/a.txt", b"aaa")
+    _write(files, "data/b.txt", b"bbbbb")
+    seen: list[tuple[str, int, int | None]] = []
+    out = Output(path="/data/*.txt", path_prefix="/data/", url=f"file://{tmp_path}/d/")
+    stage_out([out], files, max_bytes=MiB, progress=lambda p, n, t: seen.append((p, n, t)))
+    assert seen == [("/data/a.txt", 3, 3), ("/data/b.txt", 5, 5)]
