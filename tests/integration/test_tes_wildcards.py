@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.procs import AgentProc, HubProc, make_world, pool, wait_until
@@ -90,6 +91,11 @@ def test_wildcard_outputs_through_tes(
     del bad["outputs"][0]["path_prefix"]
     r = raw.post("/tasks", bad)
     assert r.status_code == 400 and r.json()["error"]["field"] == "outputs.0.path_prefix", r.text
+    # the native API refuses the same
+    native = {"executors": [{"command": ["true"]}], "outputs": bad["outputs"]}
+    r = httpx.post(f"{hub.url}/v1/tasks", json=native, headers=raw.http.headers, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["field"] == "outputs.0.path_prefix", r.text
+    assert "required when path contains wildcards" in r.json()["error"]["message"]
 
     local = files_root / "results"
     created = client.create_task(

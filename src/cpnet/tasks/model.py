@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cpnet.measure.scu import PROFILES
 from cpnet.tasks import wildcards
@@ -138,7 +138,7 @@ class Output(Strict):
     description: Annotated[str, Field(max_length=4096)] | None = None
     url: Annotated[str, Field(max_length=4096)]
     path: ShortStr
-    path_prefix: ShortStr | None = Field(default=None, validate_default=True)
+    path_prefix: ShortStr | None = None
     type: FileType = FileType.FILE
 
     @field_validator("path")
@@ -150,31 +150,6 @@ class Output(Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         return _check_url(v, output=True)
-
-    @field_validator("path")
-    @classmethod
-    def _pattern(cls, v: str, info: ValidationInfo) -> str:
-        """A wildcard path (TES 1.1): a pattern we can match, uploaded to a directory URL."""
-        problem = wildcards.check_output(v, "")
-        if problem is not None and problem[0] == "path":
-            raise ValueError(problem[1])
-        url = info.data.get("url") or ""
-        if wildcards.has_wildcards(v) and url.split(":", 1)[0].lower() in ("http", "https"):
-            raise ValueError(
-                "a wildcard path uploads every file it matches: its url must be a directory "
-                "under file://, s3:// or cpnet://blobs/, not http(s) (one URL per file)"
-            )
-        return v
-
-    @field_validator("path_prefix")
-    @classmethod
-    def _prefix(cls, v: str | None, info: ValidationInfo) -> str | None:
-        """Required with a wildcard path, and must be able to start what it matches."""
-        path = info.data.get("path")
-        problem = None if path is None else wildcards.check_output(path, v)
-        if problem is not None:
-            raise ValueError(problem[1])
-        return v
 
 
 class Resources(Strict):

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 MAX_MATCHES = 10_000  # files one wildcard output may upload (directories matched count their files)
 
@@ -192,7 +194,7 @@ def prune(matched: str, prefix: str) -> str:
     return rel
 
 
-def check_output(path: str, prefix: str | None) -> tuple[str, str] | None:
+def check_output(path: str, prefix: str | None, url: str = "") -> tuple[str, str] | None:
     """What the hub can refuse when an output is created: (field, reason), or None when fine.
 
     Only wildcard paths are checked (the spec ignores ``path_prefix`` otherwise).
@@ -203,6 +205,11 @@ def check_output(path: str, prefix: str | None) -> tuple[str, str] | None:
         return "path", str(exc)
     if all(c.literal is not None for c in comps):
         return None
+    if url.split(":", 1)[0].lower() in ("http", "https"):
+        return "path", (
+            "a wildcard path uploads every file it matches: its url must be a directory under "
+            "file://, s3:// or cpnet://blobs/, not http(s) (one URL per file)"
+        )
     if comps[0].literal is None or len(comps) == 1:
         return "path", (
             "a wildcard path needs a literal first directory (e.g. /data/*.txt): it is bound "
@@ -220,4 +227,17 @@ def check_output(path: str, prefix: str | None) -> tuple[str, str] | None:
             f"{prefix!r} is not a prefix of path {path!r}: no file the pattern matches can "
             "start with it"
         )
+    return None
+
+
+def first_problem(outputs: Iterable[Any]) -> tuple[str, str] | None:
+    """The first output of a new task the hub refuses: (``outputs.N.<field>``, reason).
+
+    Checked when a task is created, not in the schema: a task stored before these rules stays
+    readable (the agent refuses it at stage-out instead).
+    """
+    for i, out in enumerate(outputs):
+        problem = check_output(out.path, out.path_prefix, out.url)
+        if problem is not None:
+            return f"outputs.{i}.{problem[0]}", problem[1]
     return None

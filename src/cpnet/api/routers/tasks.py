@@ -16,6 +16,7 @@ from cpnet.hub.scheduling import explain_with_runtimes
 from cpnet.hub.service import Hub
 from cpnet.store import registry
 from cpnet.store import tasks as store
+from cpnet.tasks import wildcards
 from cpnet.tasks.model import TaskPage, TaskSpec, TaskView
 from cpnet.tasks.states import State
 
@@ -28,6 +29,7 @@ def create_task(
 ) -> TaskView:
     """Submit a task. A repeated `idempotency_key` returns the original task with 200."""
     require(who, Role.USER, Role.PROVIDER_ADMIN)
+    check_new(spec)
     if spec.work is not None and spec.work.scu_hours is None:
         spec = _with_scu_hours(h, spec)
     with h.store.tx() as s:
@@ -38,6 +40,14 @@ def create_task(
     else:
         response.status_code = 200
     return view
+
+
+def check_new(spec: TaskSpec) -> None:
+    """What a new task may not ask for though the schema reads it (stored tasks stay readable):
+    TES wildcard outputs the agent could not stage. Invalid (400) naming the field."""
+    problem = wildcards.first_problem(spec.outputs)
+    if problem is not None:
+        raise Invalid(f"{problem[0]}: {problem[1]}", field=problem[0])
 
 
 def _with_scu_hours(h: Hub, spec: TaskSpec) -> TaskSpec:

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cpnet import __version__
 from cpnet.api.deps import caller, hub, require
-from cpnet.api.routers.tasks import _with_scu_hours
+from cpnet.api.routers.tasks import _with_scu_hours, check_new
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid
 from cpnet.hub.service import Hub
@@ -76,6 +76,7 @@ async def create_task(
     if not isinstance(body, dict):
         raise Invalid("body must be a tesTask JSON object", field="body")
     spec, warnings = tes.to_spec(tes.parse(body))
+    check_new(spec)
     if spec.work is not None and spec.work.scu_hours is None:  # as the native create does
         try:
             spec = await run_in_threadpool(_with_scu_hours, h, spec)
