@@ -1074,7 +1074,10 @@ def match_files(
             for name in names:
                 seen += 1
                 if seen > limit * 10:
-                    raise too_many()
+                    raise StagingError(
+                        f"{pattern} matches more than {limit * 10} names on its way (directories "
+                        "included); use a narrower pattern"
+                    )
                 here, task = directory / name, f"{shown_as}/{name}" if shown_as else name
                 if here.is_symlink():
                     raise StagingError(

@@ -174,6 +174,10 @@ def test_too_many_matches_is_a_clear_error(files: Path) -> None:
     with pytest.raises(StagingError, match=r"/data/\*.txt matches more than 10 files"):
         match_files(files, "/data/*.txt", limit=10)
     assert len(match_files(files, "/data/*.txt", limit=12)) == 12
+    for i in range(25):  # many directories on the way, though few files at the end
+        (files / "tree" / f"d{i:02d}").mkdir(parents=True)
+    with pytest.raises(StagingError, match=r"matches more than 20 names on its way"):
+        match_files(files, "/tree/*/x.txt", limit=2)
 
 
 # ---- stage_out --------------------------------------------------------------------------------
