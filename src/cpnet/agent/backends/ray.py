@@ -570,6 +570,7 @@ class RayBackend(Backend):
         opts = config.options
         self.head: LocalHead | None = None
         self._head_stop = threading.Event()
+        self._head_restarting = threading.Event()  # quiets "unreachable" while a new head starts
         self._lock = threading.RLock()
         address = opts.get("ray_address", "").strip()
         if api is None:
@@ -623,6 +624,7 @@ class RayBackend(Backend):
                 code,
                 head.log_tail(),
             )
+            self._head_restarting.set()
             head.close()
             while not self._head_stop.is_set():
                 try:
@@ -634,6 +636,7 @@ class RayBackend(Backend):
                 with self._lock:  # the old client is left to threads still using it
                     self.api = RayApi(new.address, self.api.timeout_s)
                     self.head = new
+                self._head_restarting.clear()
                 if self._head_stop.is_set():  # closed while starting: close() saw the old head
                     new.close()
                 log.info("the new local Ray head answers at %s", new.address)
@@ -694,7 +697,8 @@ class RayBackend(Backend):
             nodes = self.api.nodes()
             usage = self.api.usage_by_node()
         except BackendError as exc:
-            log.warning("%s: reporting no free capacity", exc)
+            if not self._head_restarting.is_set():
+                log.warning("%s: reporting no free capacity", exc)
             nodes, usage = [], {}
         self._notice_shapes(nodes)
         with self._lock:
