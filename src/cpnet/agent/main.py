@@ -15,8 +15,10 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from cpnet import __version__
 from cpnet.agent.backends import get_backend
@@ -50,6 +52,19 @@ PROGRESS_ONLY = {"attempt_id", "state", "at", "progress"}  # the fields of a pro
 
 class AgentError(Exception):
     """A problem that stops the agent, with what to do about it."""
+
+
+class HubRefused(AgentError):
+    """The hub answered 4xx (other than 401/403): sending the same request again cannot help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Fields an attempt update can do without: dropped (in this order) when the update as built is
+# invalid or the hub refuses it, so that at least its state reaches the hub.
+DETAIL_FIELDS = ("executor_logs", "outputs", "transfers", "transfers_omitted", "system_logs")
 
 
 def to_decl(p: PoolDescriptor) -> PoolDecl:
@@ -180,7 +195,9 @@ class Agent:
                     if r.status_code in (401, 403):
                         raise AgentError(f"the hub refused this agent's token: {r.text}")
                     if r.status_code >= 400:
-                        raise AgentError(f"{method} {url} → {r.status_code}: {r.text}")
+                        raise HubRefused(
+                            r.status_code, f"{method} {url} → {r.status_code}: {r.text}"
+                        )
                     return r
                 log.warning("hub answered %s; retrying in %.1fs", r.status_code, delay)
             self.stop.wait(delay)
@@ -479,7 +496,7 @@ class Agent:
             self.progress_queued.pop(e.attempt_id, None)
             transfers, omitted = trim_transfers(st.transfers) if st.state.terminal else ([], 0)
             self.pending.append(
-                AttemptUpdate(
+                build_update(
                     attempt_id=e.attempt_id,
                     state=st.state,
                     at=at,
@@ -546,27 +563,26 @@ class Agent:
                     size += len(text) + 1
             body = '{"updates":[' + ",".join(parts) + "]}"
             try:
-                r = self._call(
-                    "POST",
-                    f"/v1/sites/{self.site_id}/updates",
-                    content=body.encode(),
-                    headers={"content-type": "application/json"},
+                results = self._post_updates(body)
+            except HubRefused as exc:
+                # Nothing of a refused batch was applied (one transaction): send its updates one
+                # at a time, so that one bad update does not hold back every other attempt's.
+                log.error(
+                    "the hub refused %d updates at once (%s); sending them one by one",
+                    len(batch),
+                    exc,
                 )
+                results = self._send_alone(batch)
             except AgentError:
-                with self.lock:
-                    self.pending.extendleft(reversed(batch))
-                    for u in batch:  # newer progress replaces these again, not piles up
-                        if (
-                            u.model_fields_set == PROGRESS_ONLY
-                            and self.last_state.get(u.attempt_id) == u.state
-                        ):
-                            self.progress_queued.setdefault(u.attempt_id, u)
+                self._requeue(batch)
                 raise
-            for u, res in zip(batch, r.json()["results"], strict=True):
+            # A dropped update (None) counts as sent: the attempt is not held here for ever; the
+            # hub, not hearing of it in heartbeats, treats it as lost.
+            for u, res in zip(batch, results, strict=True):
                 e = self.entries.get(u.attempt_id)
                 if e is None:
                     continue
-                if res.get("cancel"):
+                if res is not None and res.get("cancel"):
                     self._cancel(u.attempt_id)
                 e.reported = u.state.value
                 if u.state.terminal:
@@ -581,6 +597,48 @@ class Agent:
                         self.ended[e.attempt_id] = None
                         while len(self.ended) > ENDED_MEMORY:
                             del self.ended[next(iter(self.ended))]
+
+    def _post_updates(self, body: str) -> list[dict]:
+        r = self._call(
+            "POST",
+            f"/v1/sites/{self.site_id}/updates",
+            content=body.encode(),
+            headers={"content-type": "application/json"},
+        )
+        return list(r.json()["results"])
+
+    def _requeue(self, batch: list[AttemptUpdate]) -> None:
+        """Put unsent updates back at the front, in order."""
+        with self.lock:
+            self.pending.extendleft(reversed(batch))
+            for u in batch:  # newer progress replaces these again, not piles up
+                if (
+                    u.model_fields_set == PROGRESS_ONLY
+                    and self.last_state.get(u.attempt_id) == u.state
+                ):
+                    self.progress_queued.setdefault(u.attempt_id, u)
+
+    def _send_alone(self, batch: list[AttemptUpdate]) -> list[dict | None]:
+        """Send each update by itself; one the hub refuses is sent again without its details
+        (logs, outputs, transfer records), with a system log saying why, so its state still
+        gets through; one refused even so is dropped with an error in the agent's log (None)."""
+        results: list[dict | None] = []
+        for i, u in enumerate(batch):
+            try:
+                try:
+                    res = self._post_updates('{"updates":[' + _json(u) + "]}")[0]
+                except HubRefused as exc:
+                    log.error("the hub refused the update of %s: %s", u.attempt_id, exc)
+                    slim = without_details(u, f"the hub refused the full report: {exc}")
+                    res = self._post_updates('{"updates":[' + _json(slim) + "]}")[0]
+            except HubRefused as exc:
+                log.error("dropping the update of %s (%s): %s", u.attempt_id, u.state.value, exc)
+                res = None
+            except AgentError:
+                self._requeue(batch[i:])
+                raise
+            results.append(res)
+        return results
 
     def run(self) -> None:
         res = self.join()
@@ -628,3 +686,46 @@ def run_agent(settings: AgentSettings) -> None:
         agent.run()
     finally:
         agent.backend.close()  # e.g. the Ray backend's --ray-local head
+
+
+def _json(u: AttemptUpdate) -> str:
+    return u.model_dump_json(exclude_none=True)
+
+
+def without_details(u: AttemptUpdate, why: str) -> AttemptUpdate:
+    """`u` with only its state, time, reason, usage and progress, and a system log saying why
+    the rest was left out."""
+    fields = u.model_dump(exclude=set(DETAIL_FIELDS), exclude_none=True)
+    fields["reason"] = (u.reason or "")[:1000] or None
+    fields["system_logs"] = [f"cpnet agent: {why}"[:4000]]
+    try:
+        return AttemptUpdate.model_validate(fields)
+    except ValidationError:  # usage or progress were the trouble: the state alone, then
+        bare = {k: fields[k] for k in ("attempt_id", "state", "at", "reason", "system_logs")}
+        return AttemptUpdate.model_validate(bare)
+
+
+def build_update(**fields: Any) -> AttemptUpdate:
+    """An attempt update from what the backend reported; when that does not make a valid
+    update (e.g. more output logs than an update may carry), the update without its details,
+    saying why, so that the attempt's state still reaches the hub."""
+    try:
+        return AttemptUpdate(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        log.error(
+            "the report of %s is not a valid update (%s: %s); sending it without details",
+            fields.get("attempt_id"),
+            where,
+            first.get("msg"),
+        )
+        plain = {k: v for k, v in fields.items() if k not in DETAIL_FIELDS}
+        try:
+            u = AttemptUpdate(**plain)
+        except ValidationError:
+            plain = {k: plain.get(k) for k in ("attempt_id", "state", "at")}
+            u = AttemptUpdate(**plain)
+        return without_details(
+            u, f"this attempt's report could not be sent whole ({where}: {first.get('msg')})"
+        )
