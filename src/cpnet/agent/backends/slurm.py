@@ -756,14 +756,17 @@ class SlurmBackend(Backend):
     def _ended(self, work_dir: Path, job_id: str, state: str | None) -> JobStatus:
         """The job ended in Slurm but the runner recorded no final state (it never ran, was
         killed hard, or died): record Slurm's verdict."""
+        # Whatever ended the job, a runner still alive must stop (its node may have lost only
+        # slurmd, which would have killed it); after a node failure, wait for its word. (The
+        # controller's state decides while it knows the job: no sacct call per poll meanwhile.)
+        if state and not self._fenced(work_dir, job_id, state):
+            return JobStatus(State.RUNNING)  # (no reason: it would outlive this moment)
         job = self._find(job_id)
         final = self.cli.final(job_id) or (final_of_job(job) if job is not None else None)
         if final is None or not final.state:
             final = SlurmFinal(state=state or "")
-        # Whatever ended the job, a runner still alive must stop (its node may have lost only
-        # slurmd, which would have killed it); after a node failure, wait for its word.
-        if not self._fenced(work_dir, final.state):
-            return JobStatus(State.RUNNING)  # (no reason: it would outlive this moment)
+        if not self._fenced(work_dir, job_id, final.state):
+            return JobStatus(State.RUNNING)
         if not final.state:
             return self._final(work_dir, State.SYSTEM_ERROR, "Slurm job vanished")
         mapped, reason = map_final(final.state, job_id, final.nodes)
@@ -775,14 +778,17 @@ class SlurmBackend(Backend):
             return status
         return self._record_final(work_dir, record, job_id, final, signalled=False)
 
-    def _fenced(self, work_dir: Path, slurm_state: str) -> bool:
+    def _fenced(self, work_dir: Path, job_id: str, slurm_state: str) -> bool:
         """Leave the fence for a runner that may outlive its job; False while the attempt must
         wait for it: after a node failure, until the runner wrote its account of stopping or
         `fence_wait_s` passed since the fence (a dead machine never answers)."""
         fence = work_dir / FENCE_FILE
         if not fence.exists():
+            what = f"Slurm job {job_id} ended {slurm_state or 'without a record'}"
+            if read_status(work_dir) is not None:
+                log.warning("%s before its runner finished: fencing %s", what, work_dir)
             with contextlib.suppress(OSError):
-                write_atomic(fence, f"Slurm ended the job {slurm_state or 'without a record'}\n")
+                write_atomic(fence, what + "\n")
         if not slurm_state.startswith("NODE_FAIL") or read_status(work_dir) is None:
             return True  # slurmd killed the job's processes, or the runner never started
         account = _read_json(work_dir / FENCED_FILE)
