@@ -4,10 +4,12 @@ n3, n4 with 2 CPUs each)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -296,6 +298,22 @@ def test_time_limit_ends_executor_error(
     assert "TIMEOUT" in (done.attempts[0].reason or "")
 
 
+def _node_state(slurm_env: dict[str, str], node: str) -> str:
+    return _slurm(slurm_env, "sinfo", "-h", "-n", node, "-o", "%t").strip()
+
+
+def _return_to_service(slurm_env: dict[str, str], node: str) -> None:
+    """Resume `node` and wait until it is idle. ReturnToService=2 may already have brought it
+    back when its slurmd registered (then "resume" is refused)."""
+    subprocess.run(
+        ["scontrol", "update", f"nodename={node}", "state=resume"],
+        env={**os.environ, **slurm_env},
+        capture_output=True,
+        timeout=30,
+    )
+    wait_until(lambda: _node_state(slurm_env, node) == "idle", 60, f"{node} idle", every=0.2)
+
+
 def test_node_failure_is_system_error_and_retried(
     hub: HubProc, slurm_world: World, slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -318,19 +336,7 @@ def test_node_failure_is_system_error_and_retried(
     try:
         done = user.wait(t.id, timeout=120)
     finally:
-        # ReturnToService=2 may already have brought it back (then "resume" is refused).
-        subprocess.run(
-            ["scontrol", "update", f"nodename={node}", "state=resume"],
-            env={**os.environ, **slurm_env},
-            capture_output=True,
-            timeout=30,
-        )
-        wait_until(
-            lambda: _slurm(slurm_env, "sinfo", "-h", "-n", node, "-o", "%t").strip() == "idle",
-            60,
-            f"{node} idle again",
-            every=0.2,
-        )
+        _return_to_service(slurm_env, node)
     first = done.attempts[0]
     assert first.state is State.SYSTEM_ERROR, (first.reason, first.system_logs)
     assert "node failure" in (first.reason or "") and "NODE_FAIL" in (first.reason or "")
@@ -445,3 +451,116 @@ def test_staging_progress_of_a_slurm_job_reaches_the_hub(hub: HubProc, slurm_wor
         progress_on_any_backend(hub.client(slurm_world.user_token), source, pools=2)
     finally:
         source.close()
+
+
+def _slurmd_pid(slurm_conf: str, node: str) -> int | None:
+    """The pid of the dev cluster's ``slurmd -f <slurm_conf> -N <node>`` (found in /proc: the
+    dev script starts one slurmd per node on this host), None when it does not run."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        named = any(a == "-N" and b == node for a, b in itertools.pairwise(argv))
+        if Path(argv[0]).name.startswith("slurmd") and slurm_conf in argv and named:
+            return int(proc.name)
+    return None
+
+
+@pytest.fixture
+def kill_slurmd(slurm_env: dict[str, str]) -> Iterator[Callable[[str], None]]:
+    """``kill_slurmd(node)`` SIGKILLs that node's slurmd (the node "dies" while its jobs'
+    slurmstepd and processes live on). Afterwards, pass or fail, the slurmd is started again and
+    the node returned to service, so later tests see a healthy cluster."""
+    conf = slurm_env["SLURM_CONF"]
+    killed: list[str] = []
+
+    def kill(node: str) -> None:
+        pid = _slurmd_pid(conf, node)
+        if pid is None:
+            pytest.skip(f"no local slurmd -N {node} for {conf}: needs scripts/dev-slurm.sh")
+        killed.append(node)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: _slurmd_pid(conf, node) is None, 10, f"slurmd {node} gone")
+
+    yield kill
+    for node in killed:
+        if _slurmd_pid(conf, node) is None:
+            subprocess.run(
+                ["/usr/sbin/slurmd", "-f", conf, "-N", node],
+                env={**os.environ, **slurm_env},
+                check=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
+        _return_to_service(slurm_env, node)
+
+
+def test_node_whose_slurmd_dies_is_retried_and_its_orphan_stopped(
+    hub: HubProc,
+    slurm_world: World,
+    slurm_env: dict[str, str],
+    tmp_path: Path,
+    kill_slurmd: Callable[[str], None],
+) -> None:
+    """A real node failure: the slurmd of the node running the task is SIGKILLed mid-job. Its
+    slurmstepd, the runner and the executor live on, unseen by Slurm. slurmctld takes the node
+    for dead after SlurmdTimeout (the job ends NODE_FAIL); the attempt ends SYSTEM_ERROR naming
+    the node; the orphaned first run is stopped (the backend's fence) before the hub's retry on
+    the partition's other node runs the command, which completes. The side-effect file shows
+    each run's lines: the first run never ticks after the second started, and never ends."""
+    user = _pools_up(hub, slurm_world)
+    runs = tmp_path / "runs"
+    t = user.submit(
+        {
+            "name": "outlives-its-node",
+            "executors": [
+                {
+                    "command": [
+                        "sh",
+                        "-c",
+                        'echo "start $CPNET_ATTEMPT_ID" >> "$RUNS"; '
+                        'if [ "$(grep -c ^start "$RUNS")" -lt 2 ]; then '
+                        'while :; do echo "tick $CPNET_ATTEMPT_ID" >> "$RUNS"; sleep 0.2; done; '
+                        'fi; echo "end $CPNET_ATTEMPT_ID" >> "$RUNS"',
+                    ],
+                    "env": {"RUNS": str(runs)},
+                }
+            ],
+            "constraints": {"labels": {"partition": "big"}},
+        }
+    )
+    wait_until(lambda: runs.is_file() and "tick" in runs.read_text(), 60, "the first run ticks")
+    job = _our_running_job(slurm_env, tmp_path)
+    node = job["nodes"]
+    assert node in ("n3", "n4")
+    kill_slurmd(node)
+    # slurmctld notices within its timeouts (SlurmdTimeout=10 plus its ping cycle).
+    wait_until(lambda: _node_state(slurm_env, node).startswith("down"), 60, f"{node} down")
+    done = user.wait(t.id, timeout=90)
+    assert done.state is State.COMPLETE, (done.reason, [a.reason for a in done.attempts])
+    assert len(done.attempts) == 2
+    first, second = done.attempts
+    assert first.state is State.SYSTEM_ERROR, (first.reason, first.system_logs)
+    assert f"node failure on {node}" in (first.reason or ""), first.reason
+    assert "NODE_FAIL" in (first.reason or "")
+    assert second.state is State.COMPLETE
+    # The orphan's own account of the executor it stopped is the attempt's record: killed by
+    # the runner's SIGTERM (143), its CPU time counted; the wall time is Slurm's.
+    assert [x.exit_code for x in first.executor_logs] == [143], first.executor_logs
+    assert first.usage is not None and first.usage.cpu_s > 0
+    assert " NODE_FAIL, elapsed " in _slurm_log(first)
+    assert first.usage.wall_s == float(_slurm_log(first).split("elapsed ")[1].split()[0])
+    # Never twice at once: the first run's last line comes before the second run's first.
+    lines = runs.read_text().splitlines()
+    a1, a2 = first.attempt_id, second.attempt_id
+    assert lines[0] == f"start {a1}" and f"end {a1}" not in lines
+    assert lines[-2:] == [f"start {a2}", f"end {a2}"], lines
+    assert all(x.endswith(a1) for x in lines[:-2]), lines
+    # ... and the first run's processes are gone although the node's slurmd still is.
+    assert _slurmd_pid(slurm_env["SLURM_CONF"], node) is None
+    pid = json.loads((Path(job["current_working_directory"]) / "status.json").read_text())["pid"]
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the orphaned runner to exit")
+    assert runs.read_text().splitlines() == lines

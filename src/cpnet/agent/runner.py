@@ -42,6 +42,11 @@ JOB_FILE = "job.json"
 ASSIGN_FILE = "assign.json"  # local backend: CPUs and GPUs given; merged into the runner block
 STATUS_FILE = "status.json"
 CANCEL_FILE = "cancel"  # present once a cancel was asked for, even before the runner started
+# A backend gave the attempt up while the runner may live on unseen (its node's slurmd died): the
+# runner stops as if canceled and writes its own account to FENCED_FILE, leaving status.json to
+# the backend. Watched every ``fence_poll_s`` (a runner setting; 0: not watched).
+FENCE_FILE = "fence"
+FENCED_FILE = "status.fenced.json"
 RUNNER_LOG = "runner.log"  # the runner's own stdout/stderr (crash tracebacks land here)
 
 TAIL_BYTES = MAX_TAIL_CHARS  # 16 KiB of each stream's end goes into the executor log
@@ -328,7 +333,8 @@ class Runner:
             bytes_in=self.record["bytes_in"],
             bytes_out=self.record["bytes_out"],
         ).to_dict()
-        write_json_atomic(self.work_dir / STATUS_FILE, self.record)
+        fenced = (self.work_dir / FENCE_FILE).exists()
+        write_json_atomic(self.work_dir / (FENCED_FILE if fenced else STATUS_FILE), self.record)
 
     def finish(self, state: State, reason: str | None) -> None:
         self.record["state"] = state.value
@@ -354,6 +360,13 @@ class Runner:
         self.kill_timer = threading.Timer(self.grace_s, _killpg, (pgid, signal.SIGKILL))
         self.kill_timer.daemon = True
         self.kill_timer.start()
+
+    def watch_fence(self, every_s: float) -> None:
+        """(A thread; it only signals.) Once the fence appears, SIGTERM this runner: the
+        executor is stopped and nothing is staged out, as on a cancel."""
+        while not (self.work_dir / FENCE_FILE).exists():
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def cancel_marked(self) -> bool:
         return self.cancel_requested or (self.work_dir / CANCEL_FILE).exists()
@@ -389,6 +402,9 @@ class Runner:
             self.finish(State.SYSTEM_ERROR, f"cannot read {ASSIGN_FILE}: {exc}")
             return
         self.grace_s = float(settings.get("grace_s", DEFAULT_GRACE_S))
+        if float(settings.get("fence_poll_s") or 0) > 0:
+            watch = (float(settings["fence_poll_s"]),)
+            threading.Thread(target=self.watch_fence, args=watch, daemon=True).start()
         ids = {k: str(data.get(k, "")) for k in ("task_id", "attempt_id")}
         limits = staging_limits(settings, ids["attempt_id"])
         limits |= {"on_transfer": self.transferred, "progress": self.progress}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cpnet.agent import hostinfo
 from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import (
     BackendConfig,
@@ -187,6 +189,7 @@ def test_parse_sacct_line() -> None:
 def test_map_final(slurm_state: str, state: State, words: str) -> None:
     got, reason = map_final(slurm_state, "42")
     assert got is state and words in reason and "42" in reason
+    assert map_final("NODE_FAIL", "42", "n3")[1] == "node failure on n3 (Slurm job 42 NODE_FAIL)"
 
 
 def standin_gpu_node(name: str, partitions: list[str], gres: str, used: str, idle: int) -> dict:
@@ -394,3 +397,118 @@ def test_rediscover_follows_partitions_added_and_removed(
         scontrol("delete", f"PartitionName={name}")
     assert {d.name for d in backend.rediscover()} == before
     assert name not in {p.name for p in backend.live()}
+
+
+class StandinLostNodeSlurm(SlurmTransport):
+    """Stand-in for a controller that lost a node's slurmd: ``submit`` runs the batch script
+    here (on the "node") and nothing Slurm does reaches it; the job's state is what the test
+    sets (RUNNING, then NODE_FAIL as slurmctld records once SlurmdTimeout passed)."""
+
+    def __init__(self) -> None:
+        self.state = "RUNNING"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def nodes(self) -> list[dict]:
+        return [standin_gpu_node("n9", ["cpu"], "(null)", "", 64)]
+
+    def partitions(self) -> dict[str, dict]:
+        return parse_scontrol_partitions("PartitionName=cpu MaxTime=UNLIMITED Nodes=n9 State=UP")
+
+    def jobs(self) -> list[dict]:
+        return [{"job_id": 7, "name": "x", "partition": "cpu", "job_state": self.state}]
+
+    def submit(self, request: SlurmJobRequest, script: Path) -> str:
+        self.procs.append(subprocess.Popen([str(script)], cwd=request.work_dir))
+        return "7"
+
+    def cancel(self, job_id: str) -> None:
+        raise BackendError("stand-in: the node does not answer")
+
+    def final(self, job_id: str) -> SlurmFinal | None:
+        if self.state == "RUNNING":
+            return None
+        return SlurmFinal(self.state, elapsed_s=12.0, cpus=1, nodes="n9")
+
+
+@pytest.fixture
+def lost_node(tmp_path: Path):  # type: ignore[no-untyped-def]
+    slurm = StandinLostNodeSlurm()
+    yield slurm
+    for proc in slurm.procs:
+        proc.kill()
+        proc.wait(10)
+
+
+def _lost_node_backend(slurm: StandinLostNodeSlurm, tmp_path: Path, **opts: str) -> SlurmBackend:
+    options = {"squeue_cache_s": "0", **opts}  # every poll asks the controller
+    return SlurmBackend(BackendConfig(work_root=tmp_path / "work", options=options), cli=slurm)
+
+
+def _wait_poll(backend: SlurmBackend, handle: str, pred, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = backend.poll(handle)
+        if pred(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}: {status}")
+
+
+def _submit_sleeper(backend: SlurmBackend, tmp_path: Path, runs: Path) -> str:
+    task = TaskSpec.model_validate(
+        {
+            "executors": [
+                {"command": ["sh", "-c", f"echo run >> {runs}; sleep 60; echo end >> {runs}"]}
+            ]
+        }
+    )
+    handle = backend.submit(Job("a1", "t1", "cpu", task, tmp_path))
+    _wait_poll(backend, handle, lambda s: s.state is State.RUNNING and runs.is_file(), "a run")
+    return handle
+
+
+def test_node_failure_fences_the_orphaned_runner(
+    lost_node: StandinLostNodeSlurm, tmp_path: Path
+) -> None:
+    """Slurm records NODE_FAIL while the runner lives on: the backend leaves the fence and the
+    attempt stays RUNNING until the runner stopped its executor and wrote its account; then it
+    is SYSTEM_ERROR naming the node, with the runner's executor log and Slurm's elapsed time,
+    and the runner never touched status.json after the fence."""
+    backend = _lost_node_backend(lost_node, tmp_path, fence_poll_s="0.1")
+    runs = tmp_path / "runs"
+    handle = _submit_sleeper(backend, tmp_path, runs)
+    work = Path(handle)
+    lost_node.state = "NODE_FAIL"
+    first = backend.poll(handle)
+    assert (work / "fence").is_file()
+    assert first.state is State.RUNNING or (work / "status.fenced.json").is_file()
+    done = _wait_poll(backend, handle, lambda s: s.state.terminal, "the final state")
+    assert done.state is State.SYSTEM_ERROR
+    assert done.reason == "node failure on n9 (Slurm job 7 NODE_FAIL)"
+    assert [x.exit_code for x in done.executor_logs] == [143]
+    assert done.usage is not None and done.usage.wall_s == 12.0
+    assert any("after the fence the runner recorded CANCELED" in x for x in done.system_logs)
+    assert lost_node.procs[0].wait(10) == 0  # the runner exited
+    assert runs.read_text() == "run\n"  # the executor was stopped, not finished
+    assert backend.poll(handle).reason == done.reason  # status.json stays the backend's
+
+
+def test_node_failure_of_a_dead_machine_is_final_after_fence_wait(
+    lost_node: StandinLostNodeSlurm, tmp_path: Path
+) -> None:
+    """The machine itself died (the runner is gone and can never answer the fence): the
+    attempt ends SYSTEM_ERROR once ``fence_wait_s`` passed, saying the runner did not answer."""
+    backend = _lost_node_backend(lost_node, tmp_path, fence_wait_s="0.5")
+    runs = tmp_path / "runs"
+    handle = _submit_sleeper(backend, tmp_path, runs)
+    runner = lost_node.procs[0]
+    executors = hostinfo.children(runner.pid)  # each leads its own process group
+    runner.kill()  # the "machine" dies: the runner and its executor with it
+    runner.wait(10)
+    for pgid in executors:
+        os.killpg(pgid, signal.SIGKILL)
+    lost_node.state = "NODE_FAIL"
+    assert backend.poll(handle).state is State.RUNNING  # waits for the runner's word first
+    done = _wait_poll(backend, handle, lambda s: s.state.terminal, "the final state")
+    assert done.state is State.SYSTEM_ERROR and "node failure on n9" in (done.reason or "")
+    assert any("did not answer the fence" in x for x in done.system_logs)

@@ -43,6 +43,19 @@ Options (all strings, in ``BackendConfig.options``):
   a guess must not kill a long job
 - ``settle_s``: how long a finished runner's job may stay running in Slurm before its record is
   taken as is (default 30)
+- ``fence_poll_s``: how often the runner looks for the fence (default 1; see below)
+- ``fence_wait_s``: how long after a NODE_FAIL the attempt waits for the runner's word that it
+  stopped before it is recorded final anyway (default ``executor_grace_s`` + 10)
+
+When a node dies: a job whose node stops answering ends NODE_FAIL once slurmctld gives up on the
+node (``SlurmdTimeout``), but if only slurmd died, the job's slurmstepd, the runner and its
+executor live on, unseen by Slurm, until slurmd comes back. So whenever Slurm ends a job the
+runner had not finished, the backend leaves a fence (``fence`` in the work dir, which the node
+shares): the runner watches for it, stops its executor as on a cancel, stages nothing out and
+writes its account to ``status.fenced.json`` instead of status.json. After a NODE_FAIL the
+attempt stays RUNNING until that account is there (or ``fence_wait_s`` passed: the machine is
+really gone), so the hub's retry never runs beside the orphan; the record then takes the
+orphan's executor logs and CPU time, Slurm's state and elapsed time.
 
 A task's ``backend_parameters`` may set (each also as ``slurm.<key>``):
 
@@ -96,6 +109,8 @@ from cpnet.agent.backends.local import (
 from cpnet.agent.runner import (
     CANCEL_FILE,
     DEFAULT_GRACE_S,
+    FENCE_FILE,
+    FENCED_FILE,
     JOB_FILE,
     STATUS_FILE,
     new_record,
@@ -401,6 +416,8 @@ class SlurmBackend(Backend):
                 getattr(self.cli, name).update(staging_env(config))
         self.time_limit_factor = float(opts.get("time_limit_factor", 0.0))
         self.settle_s = float(opts.get("settle_s", 30.0))
+        self.fence_poll_s = float(opts.get("fence_poll_s", 1.0))
+        self.fence_wait_s = float(opts.get("fence_wait_s", self.executor_grace_s + 10.0))
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
         self._parts: dict[str, dict[str, Any]] = {}
@@ -642,6 +659,7 @@ class SlurmBackend(Backend):
         )
         # Executors see the job's SLURM_* variables, so `srun` works across the allocation.
         settings["inherit_env_prefixes"] = ["SLURM_"]
+        settings["fence_poll_s"] = self.fence_poll_s
         return settings
 
     def poll(self, handle: str) -> JobStatus:
@@ -729,7 +747,7 @@ class SlurmBackend(Backend):
             )
         if signalled:  # the runner took Slurm's signal for a cancel; Slurm knows better
             _add_log(record, f"the runner recorded CANCELED: {record.get('reason')}")
-            state, reason = map_final(final.state, job_id)
+            state, reason = map_final(final.state, job_id, final.nodes)
             record["state"], record["reason"] = state.value, reason
         with contextlib.suppress(OSError):
             write_json_atomic(work_dir / STATUS_FILE, record)
@@ -738,13 +756,20 @@ class SlurmBackend(Backend):
     def _ended(self, work_dir: Path, job_id: str, state: str | None) -> JobStatus:
         """The job ended in Slurm but the runner recorded no final state (it never ran, was
         killed hard, or died): record Slurm's verdict."""
+        # Whatever ended the job, a runner still alive must stop (its node may have lost only
+        # slurmd, which would have killed it); after a node failure, wait for its word. (The
+        # controller's state decides while it knows the job: no sacct call per poll meanwhile.)
+        if state and not self._fenced(work_dir, job_id, state):
+            return JobStatus(State.RUNNING)  # (no reason: it would outlive this moment)
         job = self._find(job_id)
         final = self.cli.final(job_id) or (final_of_job(job) if job is not None else None)
         if final is None or not final.state:
             final = SlurmFinal(state=state or "")
+        if not self._fenced(work_dir, job_id, final.state):
+            return JobStatus(State.RUNNING)
         if not final.state:
             return self._final(work_dir, State.SYSTEM_ERROR, "Slurm job vanished")
-        mapped, reason = map_final(final.state, job_id)
+        mapped, reason = map_final(final.state, job_id, final.nodes)
         if final.state.startswith("CANCELLED") and (work_dir / CANCEL_FILE).exists():
             mapped, reason = State.CANCELED, f"Slurm job {job_id} cancelled"
         status = self._final(work_dir, mapped, reason)
@@ -753,9 +778,39 @@ class SlurmBackend(Backend):
             return status
         return self._record_final(work_dir, record, job_id, final, signalled=False)
 
+    def _fenced(self, work_dir: Path, job_id: str, slurm_state: str) -> bool:
+        """Leave the fence for a runner that may outlive its job; False while the attempt must
+        wait for it: after a node failure, until the runner wrote its account of stopping or
+        `fence_wait_s` passed since the fence (a dead machine never answers)."""
+        fence = work_dir / FENCE_FILE
+        if not fence.exists():
+            what = f"Slurm job {job_id} ended {slurm_state or 'without a record'}"
+            if read_status(work_dir) is not None:
+                log.warning("%s before its runner finished: fencing %s", what, work_dir)
+            with contextlib.suppress(OSError):
+                write_atomic(fence, what + "\n")
+        if not slurm_state.startswith("NODE_FAIL") or read_status(work_dir) is None:
+            return True  # slurmd killed the job's processes, or the runner never started
+        account = _read_json(work_dir / FENCED_FILE)
+        if account is not None and State(account["state"]).terminal:
+            return True
+        return time.time() - _mtime(fence) >= self.fence_wait_s
+
     def _final(self, work_dir: Path, state: State, reason: str) -> JobStatus:
-        """Record a final state the runner could not (it never ran, was killed, or died)."""
+        """Record a final state the runner could not (it never ran, was killed, or died); a
+        fenced runner's own account gives the executor logs and measured usage."""
         record = read_status(work_dir) or new_record(state)
+        account = _read_json(work_dir / FENCED_FILE)
+        if account is not None:
+            for key in ("executor_logs", "usage", "bytes_in", "system_logs"):
+                record[key] = account.get(key, record.get(key))
+            _add_log(
+                record,
+                f"after the fence the runner recorded {account.get('state')}: "
+                f"{account.get('reason')}",
+            )
+        elif "NODE_FAIL" in reason and read_status(work_dir) is not None:
+            _add_log(record, "the runner did not answer the fence: its node may be gone")
         record["state"] = state.value
         record["reason"] = reason
         if state is State.SYSTEM_ERROR:
@@ -792,8 +847,9 @@ class SlurmBackend(Backend):
         """Nothing to free: the work dir stays for inspection."""
 
 
-def map_final(slurm_state: str, job_id: str) -> tuple[State, str]:
-    """A finished Slurm job's state → the attempt's final state and a reason people can read.
+def map_final(slurm_state: str, job_id: str, nodes: str | None = None) -> tuple[State, str]:
+    """A finished Slurm job's state → the attempt's final state and a reason people can read
+    (naming the job's `nodes` after a node failure).
 
     Failures of the machine (node failure, preemption, boot failure) are SYSTEM_ERROR, so the
     hub retries the task elsewhere; the task's own limits (time, memory) are EXECUTOR_ERROR.
@@ -812,7 +868,8 @@ def map_final(slurm_state: str, job_id: str) -> tuple[State, str]:
     }.get(state)
     if what is None:
         return State.SYSTEM_ERROR, f"Slurm job {job_id} ended {state or 'without a record'}"
-    return what[0], f"{what[1]} (Slurm job {job_id} {state})"
+    where = f" on {nodes}" if nodes and state in ("NODE_FAIL", "BOOT_FAIL") else ""
+    return what[0], f"{what[1]}{where} (Slurm job {job_id} {state})"
 
 
 def make_transport(opts: dict[str, str]) -> SlurmTransport:
@@ -852,6 +909,15 @@ def final_of_job(job: dict[str, Any]) -> SlurmFinal | None:
         cpus=int(cpus) if isinstance(cpus, int) else None,
         nodes=str(job.get("nodes") or "") or None,
     )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON record another process wrote (atomically); None when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _mtime(path: Path) -> float:
