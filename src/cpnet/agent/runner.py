@@ -492,7 +492,11 @@ class Runner:
         started = time.monotonic()
         self.phase("staging_out", len(spec.outputs))
         try:
-            self.staging = True
+            self.staging = True  # from here a SIGTERM raises Canceled; before, it only marked it
+            if self.cancel_marked():
+                self.staging = False
+                self.finish(State.CANCELED, "canceled before stage-out")
+                return
             outputs, bytes_out = stage_out(spec.outputs, self.files, **limits)
             self.staging = False
         except StagingError as exc:

@@ -87,3 +87,19 @@ def test_per_file_limit_from_the_agent_options(make_backend, http_store) -> None
         "stage-in failed: input 'big': big is 2097152 bytes or more, over the per-file limit "
         "of 1048576 bytes"
     )
+
+
+def test_cancel_after_the_last_executor_stops_stage_out(backend: LocalBackend, tmp_path) -> None:
+    """A cancel (or a Slurm fence) that lands after the last executor ended but before stage-out
+    began must not upload outputs: the attempt ends CANCELED with nothing staged out."""
+    out = tmp_path / "result.txt"
+    cancel = backend.work_dir_for("a-late") / "cancel"  # what backend.cancel marks first
+    spec = {
+        "outputs": [{"path": "result.txt", "url": out.as_uri()}],
+        "executors": [{"command": ["sh", "-c", f"echo data > result.txt; touch '{cancel}'"]}],
+    }
+    status = wait_final(backend, backend.submit(job(spec, attempt_id="a-late")))
+    assert status.state is State.CANCELED, (status.state, status.reason)
+    assert status.reason == "canceled before stage-out"
+    assert status.executor_logs[0].exit_code == 0
+    assert not out.exists()
