@@ -31,7 +31,8 @@ def one_machine_script() -> str:
 
 
 def _stop_session(sid: int) -> None:
-    """SIGTERM what is left of the script's session (the Ray head drains), SIGKILL after 40 s."""
+    """SIGTERM what is left of the script's session (the Ray head drains), SIGKILL after 40 s,
+    and wait (20 s at most) for the killed to be gone."""
     for pid in hostinfo.session_members(sid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -41,6 +42,16 @@ def _stop_session(sid: int) -> None:
     for pid in hostinfo.session_members(sid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20  # a SIGKILLed process is gone soon, not at once
+    while hostinfo.session_members(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:300]
+    except OSError:
+        return f"{pid} (gone)"
 
 
 def test_one_machine_block_works_verbatim(tmp_path: Path) -> None:
@@ -76,4 +87,5 @@ def test_one_machine_block_works_verbatim(tmp_path: Path) -> None:
     assert re.search(r"^pool cpu 2(\.0)? cores online: ray$", out, flags=re.M), out[-3000:]
     assert "hello from a Ray job" in out
     assert re.search(r"^cpnet-att\S+$", out, flags=re.M), out[-3000:]
-    assert not hostinfo.session_members(proc.pid)
+    left = hostinfo.session_members(proc.pid)
+    assert not left, [_cmdline(pid) for pid in left]
