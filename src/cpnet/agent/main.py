@@ -552,7 +552,7 @@ class Agent:
             size = 0
             with self.lock:
                 while self.pending and len(batch) < MAX_BATCH:
-                    text = self.pending[0].model_dump_json(exclude_none=True)
+                    text = _json(self.pending[0])
                     if batch and size + len(text) > BATCH_BYTES:
                         break
                     u = self.pending.popleft()
@@ -561,9 +561,8 @@ class Agent:
                     batch.append(u)
                     parts.append(text)
                     size += len(text) + 1
-            body = '{"updates":[' + ",".join(parts) + "]}"
             try:
-                results = self._post_updates(body)
+                results = self._post_updates(parts)
             except HubRefused as exc:
                 # Nothing of a refused batch was applied (one transaction): send its updates one
                 # at a time, so that one bad update does not hold back every other attempt's.
@@ -598,7 +597,9 @@ class Agent:
                         while len(self.ended) > ENDED_MEMORY:
                             del self.ended[next(iter(self.ended))]
 
-    def _post_updates(self, body: str) -> list[dict]:
+    def _post_updates(self, parts: list[str]) -> list[dict]:
+        """POST updates already serialised (one JSON object each); the hub's per-update results."""
+        body = '{"updates":[' + ",".join(parts) + "]}"
         r = self._call(
             "POST",
             f"/v1/sites/{self.site_id}/updates",
@@ -626,11 +627,11 @@ class Agent:
         for i, u in enumerate(batch):
             try:
                 try:
-                    res = self._post_updates('{"updates":[' + _json(u) + "]}")[0]
+                    res = self._post_updates([_json(u)])[0]
                 except HubRefused as exc:
                     log.error("the hub refused the update of %s: %s", u.attempt_id, exc)
                     slim = without_details(u, f"the hub refused the full report: {exc}")
-                    res = self._post_updates('{"updates":[' + _json(slim) + "]}")[0]
+                    res = self._post_updates([_json(slim)])[0]
             except HubRefused as exc:
                 log.error("dropping the update of %s (%s): %s", u.attempt_id, u.state.value, exc)
                 res = None
