@@ -122,6 +122,7 @@ class AgentProc:
     measure_budget_s: float = 20.0
     rediscover_s: float | None = None  # rediscover_interval_s; None: the agent's default
     args: list[str] = field(default_factory=list)  # more `cpnet agent` flags after --config
+    env: dict[str, str] = field(default_factory=dict)  # set in the agent's environment
     log: Path | None = None
 
     def start(self) -> None:
@@ -149,7 +150,7 @@ class AgentProc:
             [sys.executable, "-m", "cpnet", "agent", "--config", str(cfg), *self.args],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=_env(**self.env),
             start_new_session=False,  # its runners start their own sessions; see kill()
         )
 

@@ -29,8 +29,9 @@ from pathlib import Path
 # Only the standard library and light cpnet modules: a spawned runner (and each fork server, see
 # forkserver.py) starts a fresh interpreter, and importing pydantic (cpnet.tasks.model) alone
 # would cost more than everything else here.
-from cpnet.agent import containers, hostinfo
+from cpnet.agent import containers, hostinfo, private_tmp
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
+from cpnet.agent.private_tmp import probe as probe_private_tmp
 from cpnet.agent.staging import Remote, StagingError, Transfer, stage_in, stage_out, task_path
 from cpnet.tasks.states import State
 
@@ -58,10 +59,6 @@ MAX_LOG_CHARS = 4096
 PROGRESS_EVERY_S = 1.0  # status.json is rewritten at most this often while a transfer runs
 HUB_TOKEN_ENV = "CPNET_STAGING_TOKEN"  # the agent's token for cpnet://blobs/ (env, not job.json)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-CLONE_NEWNS = 0x00020000  # <linux/sched.h>
-MS_REC = 1 << 14  # <linux/mount.h>
-MS_BIND = 4096
-MS_PRIVATE = 1 << 18
 GIB = 1024**3
 MIB = 1024**2
 # RLIMIT_AS bounds address space, not resident memory: an interpreter maps its loader, libraries
@@ -76,59 +73,21 @@ def address_space_limit(ram_gb: float) -> int:
     return max(MEMORY_FLOOR_BYTES, int(ram_gb * GIB) + MEMORY_SLACK_BYTES)
 
 
-def kept_under_tmp() -> list[Path]:
-    """Directories under /tmp that executors must still see through a private /tmp: this
-    Python's prefix, cpnet's own source and the PATH entries (an agent installed under /tmp)."""
-    candidates = [Path(sys.prefix), Path(__file__).resolve().parents[2]]
-    candidates += [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
-    out: list[Path] = []
-    for c in sorted({c.resolve() for c in candidates if c.is_absolute()}):
-        under = c.is_relative_to("/tmp") and c != Path("/tmp") and c.is_dir()
-        if under and not any(c.is_relative_to(o) for o in out):
-            out.append(c)
-    return out
-
-
-def _private_tmp(source: Path, keep: tuple[Path, ...] = ()) -> None:
-    """In a child: enter a new mount namespace, stop mount propagation, and bind-mount `source`
-    (the attempt's ``tmp/``) on /tmp, so that every executor of one attempt sees the same /tmp
-    and nobody else's, and nothing it writes there reaches the host's /tmp. Each directory in
-    `keep` (under the host's /tmp) is first bound at the same place inside `source`, where its
-    mount point must exist already.
-
-    Raises OSError when the kernel refuses (not root, or no CAP_SYS_ADMIN in a container).
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    src = os.fsencode(source)
-    rec_bind = MS_BIND | MS_REC
-    steps = [
-        ("unshare(CLONE_NEWNS)", lambda: libc.unshare(CLONE_NEWNS)),
-        ("make / rprivate", lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
-    ]
-    for k in keep:
-        a, b = os.fsencode(k), os.fsencode(source / k.relative_to("/tmp"))
-        steps.append((f"keep {k}", lambda a=a, b=b: libc.mount(a, b, None, rec_bind, None)))
-    steps.append(("bind-mount on /tmp", lambda: libc.mount(src, b"/tmp", None, rec_bind, None)))
-    for what, step in steps:
-        if step() != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def _child_setup(
-    private_tmp: Path | None,
+    tmp_source: Path | None,
     as_limit: int | None,
     cpus: list[int] | None = None,
     keep: tuple[Path, ...] = (),
 ) -> Any:
-    """The preexec_fn of an executor: private /tmp first (mounting needs memory), then the CPU
-    affinity, then RLIMIT_AS. None when there is nothing to do (so that Popen may use vfork)."""
-    if private_tmp is None and as_limit is None and cpus is None:
+    """The preexec_fn of an executor: private /tmp first (`tmp_source` on /tmp, `keep` kept at
+    their place; mounting needs memory), then the CPU affinity, then RLIMIT_AS. None when there
+    is nothing to do (so that Popen may use vfork)."""
+    if tmp_source is None and as_limit is None and cpus is None:
         return None
 
     def setup() -> None:
-        if private_tmp is not None:
-            _private_tmp(private_tmp, keep)
+        if tmp_source is not None:
+            private_tmp.enter(tmp_source, keep)
         if cpus is not None:
             # probed by the runner before (probe_cpu_affinity); should it fail here after all,
             # the executor runs unpinned rather than not at all
@@ -138,24 +97,6 @@ def _child_setup(
             resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
 
     return setup
-
-
-def probe_private_tmp(source: Path) -> str | None:
-    """Try `_private_tmp` in a throwaway child; None when it works, else why not."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            _private_tmp(source)
-            os._exit(0)
-        except OSError as exc:
-            os._exit(min(254, max(1, exc.errno or 1)))
-        except BaseException:
-            os._exit(255)
-    _pid, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code == 0:
-        return None
-    return f"unshare/mount refused: {os.strerror(code) if 0 < code < 255 else f'status {code}'}"
 
 
 def probe_cpu_affinity(cpus: list[int]) -> str | None:
@@ -316,6 +257,7 @@ class Runner:
         self.allow_host_exec = False  # an executor's image may be ignored (run on the host)
         self.mounts = containers.Mounts()  # task directories bound into containers
         self.keep: tuple[Path, ...] = ()  # host dirs under /tmp still seen in a private /tmp
+        self.mount_points: list[Path] = []  # directories made in tmp_dir to bind `keep` on
 
     # -- recording --
 
@@ -444,7 +386,10 @@ class Runner:
                 "host execution",
             )
             return
-        self.choose_tmp(settings)
+        refused = self.choose_tmp(settings, spec, [p for p in paths if p])
+        if refused is not None:
+            self.finish(State.SYSTEM_ERROR, refused)
+            return
         if self.cancel_marked():
             self.finish(State.CANCELED, "canceled before start")
             return
@@ -465,29 +410,27 @@ class Runner:
             f"staged {len(spec.inputs)} inputs, {bytes_in} bytes, "
             f"in {time.monotonic() - started:.2f} s"
         )
+        if self.private_tmp is not None:
+            try:  # after stage-in, so that they never stand in the way of the task's inputs
+                self.mount_points = private_tmp.make_mount_points(self.tmp_dir, self.keep)
+            except OSError as exc:
+                self.finish(
+                    State.SYSTEM_ERROR,
+                    f"cannot keep {', '.join(map(str, self.keep))} visible in the task's "
+                    f"private /tmp: {exc}; a task input is in the way",
+                )
+                return
         self.record["state"] = State.RUNNING.value
         self.record["reason"] = None
         self.phase("running", len(spec.executors))
         self.save()
 
-        for i, ex in enumerate(spec.executors):
-            if self.cancel_marked():
-                self.finish(State.CANCELED, f"canceled before executor {i}")
-                return
-            self.record["executor_logs"].append(ExecutorLog(start_time=now()).to_dict())
-            self.save()
-            log, problem = self.execute(i, ex, ids)
-            self.record["executor_logs"][i] = log.to_dict()
-            if self.cancel_requested:
-                self.finish(State.CANCELED, f"canceled while executor {i} was running")
-                return
-            if log.exit_code != 0 and not ex.ignore_error:
-                self.finish(State.EXECUTOR_ERROR, problem)
-                return
-            if log.exit_code != 0:
-                self.log(f"{problem} (ignored: ignore_error)")
-            self.record["progress"]["items_done"] = i + 1
-            self.save()
+        try:
+            ended = self.run_executors(spec, ids)
+        finally:
+            private_tmp.remove_mount_points(self.mount_points)
+        if ended:
+            return
 
         started = time.monotonic()
         self.phase("staging_out", len(spec.outputs))
@@ -511,6 +454,28 @@ class Runner:
             f"in {time.monotonic() - started:.2f} s"
         )
         self.finish(State.COMPLETE, None)
+
+    def run_executors(self, spec: JobSpec, ids: dict[str, str]) -> bool:
+        """Run the executors in order; True when the attempt ended (finished) on the way."""
+        for i, ex in enumerate(spec.executors):
+            if self.cancel_marked():
+                self.finish(State.CANCELED, f"canceled before executor {i}")
+                return True
+            self.record["executor_logs"].append(ExecutorLog(start_time=now()).to_dict())
+            self.save()
+            log, problem = self.execute(i, ex, ids)
+            self.record["executor_logs"][i] = log.to_dict()
+            if self.cancel_requested:
+                self.finish(State.CANCELED, f"canceled while executor {i} was running")
+                return True
+            if log.exit_code != 0 and not ex.ignore_error:
+                self.finish(State.EXECUTOR_ERROR, problem)
+                return True
+            if log.exit_code != 0:
+                self.log(f"{problem} (ignored: ignore_error)")
+            self.record["progress"]["items_done"] = i + 1
+            self.save()
+        return False
 
     def transferred(self, rec: Transfer) -> None:
         """One input or output moved: into the staging log, the system log and status.json."""
@@ -554,25 +519,43 @@ class Runner:
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             self.log(f"cannot become a child subreaper: errno {ctypes.get_errno()}")
 
-    def choose_tmp(self, settings: dict[str, Any]) -> None:
+    def choose_tmp(
+        self, settings: dict[str, Any], spec: JobSpec, task_paths: list[str]
+    ) -> str | None:
         """Decide, once per attempt, whether executors get a private /tmp and whether they can be
-        pinned to their CPUs, and log the limits they run under."""
+        pinned to their CPUs, and log the limits they run under. Returns why the attempt cannot
+        run (a task path that a directory kept visible in the private /tmp would hide), else
+        None."""
         why = None
         if not settings.get("private_tmp", False):
             why = "turned off"
-        elif Path("/tmp") in (self.work_dir, *self.work_dir.parents):
-            why = "the work dir is under /tmp, which a private /tmp would hide"
         else:
             why = probe_private_tmp(self.tmp_dir)
         if why is None:
+            exec_path = [p for ex in spec.executors for p in ex.env.get("PATH", "").split(":")]
+            self.keep = tuple(private_tmp.kept_under_tmp(self.work_dir, exec_path))
+            hidden = private_tmp.hidden_paths(task_paths, self.keep)
+            if hidden:
+                path, kept = hidden[0]
+                return (
+                    f"task path {path} lies inside {kept}, which stays visible in the task's "
+                    "private /tmp (it holds this agent's work dir or software) and would hide "
+                    f"it; the site's operator can give the agent a work dir outside {kept} "
+                    "(e.g. --work-dir /var/lib/cpnet-agent), or the task can use another path"
+                )
             self.private_tmp = self.tmp_dir
-            self.keep = tuple(kept_under_tmp())
             for k in self.keep:
-                (self.tmp_dir / k.relative_to("/tmp")).mkdir(parents=True, exist_ok=True)
-                self.log(f"/tmp: {k} stays visible (the agent's software lives there)")
+                self.log(f"/tmp: {k} stays visible (it holds the agent's work dir or software)")
             self.log(f"/tmp: private, {self.tmp_dir} bind-mounted on /tmp in a mount namespace")
         else:
             self.log(f"/tmp: shared with the host; TMPDIR={self.tmp_dir} (no private /tmp: {why})")
+            tmp_paths = sorted({p for p in task_paths if p and p.startswith("/tmp/")})
+            if tmp_paths and any(not ex.image or not self.runtime for ex in spec.executors):
+                self.log(
+                    f"/tmp: task paths under /tmp (e.g. {tmp_paths[0]}) are staged under "
+                    f"{self.files}/tmp, not at /tmp, for executors on the host: use relative "
+                    "paths, or run the agent as root so that executors get a private /tmp"
+                )
         if self.ram_gb is not None:
             limit = address_space_limit(self.ram_gb)
             self.log(f"memory: RLIMIT_AS {limit / GIB:.2f} GiB ({self.ram_gb:g} GiB asked)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,6 +97,27 @@ def make_backend(work_root: Path) -> Callable[..., LocalBackend]:
         return LocalBackend(BackendConfig(work_root=work_root, pools=pools, options=options))
 
     return make
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A root that is not under /tmp, whose runners are killed and which is removed after the
+    test (a work root there gets a private /tmp that hides the whole host /tmp)."""
+    root = Path(tempfile.mkdtemp(prefix="cpnet-test-", dir="/var/tmp"))
+    yield root
+    for pid_file in root.glob("work/*/runner.pid"):
+        fields = pid_file.read_text().split()
+        if len(fields) == 2 and fields[0].isdigit():
+            for pid in hostinfo.session_members(int(fields[0])):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def outside_tmp_backend(outside_tmp: Path) -> LocalBackend:
+    """A local backend whose work root is outside /tmp."""
+    return LocalBackend(BackendConfig(work_root=outside_tmp / "work", pools=None, options={}))
 
 
 @pytest.fixture

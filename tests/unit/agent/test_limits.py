@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cpnet.agent import hostinfo
 from cpnet.agent.backends.base import BackendConfig, PoolCapacity, PoolDecl
 from cpnet.agent.backends.local import LocalBackend
 from cpnet.agent.runner import address_space_limit, probe_cpu_affinity, probe_private_tmp
@@ -77,20 +72,6 @@ def test_memory_limit_can_be_turned_off(make_backend) -> None:
 # ---- private /tmp --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def outside_tmp() -> Iterator[Path]:
-    """A work root that is not under /tmp (a private /tmp would hide one that is)."""
-    root = Path(tempfile.mkdtemp(prefix="cpnet-test-", dir="/var/tmp"))
-    yield root
-    for pid_file in root.glob("work/*/runner.pid"):
-        fields = pid_file.read_text().split()
-        if len(fields) == 2 and fields[0].isdigit():
-            for pid in hostinfo.session_members(int(fields[0])):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def make_outside(root: Path, **options: str) -> LocalBackend:
     config = BackendConfig(work_root=root / "work", pools=[pool()], options=options)
     return LocalBackend(config)
@@ -138,12 +119,6 @@ def test_private_tmp_off_falls_back_to_tmpdir(outside_tmp: Path) -> None:
     assert any(
         "shared with the host" in line and "turned off" in line for line in status.system_logs
     )
-
-
-def test_work_dir_under_tmp_falls_back_to_tmpdir(backend: LocalBackend) -> None:
-    status = wait_final(backend, backend.submit(job({"executors": [{"command": ["true"]}]})))
-    assert status.state is State.COMPLETE
-    assert any("work dir is under /tmp" in line for line in status.system_logs)
 
 
 # ---- GPUs ----------------------------------------------------------------------------------------

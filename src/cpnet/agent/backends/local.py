@@ -26,9 +26,11 @@ Options (all strings, in ``BackendConfig.options``):
 - ``private_tmp``: ``false`` gives executors the host's /tmp (with ``TMPDIR`` = the work dir's
   ``tmp/``) instead of a private /tmp: by default each executor runs in its own mount namespace
   with the work dir's ``tmp/`` bind-mounted on /tmp, so the executors of one attempt share a
-  /tmp that no other attempt or the host sees. It falls back to ``TMPDIR`` when not root, when
-  the kernel refuses, or when the work dir is itself under /tmp (the mount would hide it); the
-  attempt's system logs say which one was used.
+  /tmp that no other attempt or the host sees, and task paths under /tmp are where the task
+  says. Directories under the host's /tmp that executors need stay visible at their place: the
+  tree holding the work dir when that is under /tmp, and the agent's and executors' software
+  (``cpnet.agent.private_tmp`` says which). It falls back to ``TMPDIR`` when not root or when the
+  kernel refuses; the attempt's system logs say which one was used.
 - ``cpu_pinning``: ``false`` runs executors on every CPU this process may use (default: each
   attempt is pinned to CPUs assigned to it, see below)
 - staging (docs/staging.md; shared with every backend that starts the runner): ``max_file_gb``
