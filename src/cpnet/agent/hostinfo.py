@@ -1,4 +1,5 @@
-"""What this Linux host says about itself (CPU, memory, GPUs) and about its processes (/proc)."""
+"""What this Linux host says about itself (CPU, memory, GPUs), about its processes (/proc), and
+what it lets a process do (`allowed`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import platform
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,3 +168,22 @@ def session_members(sid: int) -> list[int]:
 def children(pid: int) -> list[int]:
     """Live direct children of `pid`."""
     return [s.pid for s in all_stats() if s.ppid == pid and s.state not in ("Z", "X")]
+
+
+def allowed(step: Callable[[], object], what: str) -> str | None:
+    """Run `step` in a throwaway forked child (so nothing it changes touches this process): None
+    when it returns, else why not ("`what` refused: <errno text>") when it raises OSError."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            step()
+            os._exit(0)
+        except OSError as exc:
+            os._exit(min(254, max(1, exc.errno or 1)))
+        except BaseException:
+            os._exit(255)
+    _pid, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return None
+    return f"{what} refused: {os.strerror(code) if 0 < code < 255 else f'status {code}'}"

@@ -21,7 +21,7 @@ A task path inside a kept directory could not be served (the bound host director
 what was staged there): `hidden_paths` finds those, and the runner refuses the attempt before
 staging anything, saying which directory hides which path and what to change.
 
-Only the standard library: the runner imports this on every attempt.
+Only the standard library and hostinfo: the runner imports this on every attempt.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from cpnet.agent import hostinfo
 
 CLONE_NEWNS = 0x00020000  # <linux/sched.h>
 MS_REC = 1 << 14  # <linux/mount.h>
@@ -179,17 +181,4 @@ def enter(source: Path, keep: Iterable[Path] = ()) -> None:
 
 def probe(source: Path) -> str | None:
     """Try `enter` in a throwaway child; None when it works, else why not."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            enter(source)
-            os._exit(0)
-        except OSError as exc:
-            os._exit(min(254, max(1, exc.errno or 1)))
-        except BaseException:
-            os._exit(255)
-    _pid, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code == 0:
-        return None
-    return f"unshare/mount refused: {os.strerror(code) if 0 < code < 255 else f'status {code}'}"
+    return hostinfo.allowed(lambda: enter(source), "unshare/mount")

@@ -101,20 +101,7 @@ def _child_setup(
 
 def probe_cpu_affinity(cpus: list[int]) -> str | None:
     """Try ``sched_setaffinity(0, cpus)`` in a throwaway child; None when it works, else why not."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.sched_setaffinity(0, cpus)
-            os._exit(0)
-        except OSError as exc:
-            os._exit(min(254, max(1, exc.errno or 1)))
-        except BaseException:
-            os._exit(255)
-    _pid, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code == 0:
-        return None
-    return f"sched_setaffinity refused: {os.strerror(code) if 0 < code < 255 else f'status {code}'}"
+    return hostinfo.allowed(lambda: os.sched_setaffinity(0, cpus), "sched_setaffinity")
 
 
 class Canceled(BaseException):
