@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Forbidden, Unauthorized
@@ -50,3 +51,19 @@ def require(who: Principal, *roles: Role) -> None:
         return
     names = ", ".join(r.value for r in roles) or "admin"
     raise Forbidden(f"this needs the role {names}; your token has {who.role.value}")
+
+
+def needs(*roles: Role) -> Callable[..., Principal]:
+    """A dependency: the caller, refused (403) unless it has one of `roles` (admins always pass;
+    no roles: admins only). Routes declare who may call them in their signature."""
+
+    def dependency(who: Principal = Depends(caller)) -> Principal:
+        require(who, *roles)
+        return who
+
+    return dependency
+
+
+admin = needs()
+provider_admin = needs(Role.PROVIDER_ADMIN)
+person = needs(Role.USER, Role.PROVIDER_ADMIN)  # a person of an organisation, not an agent

@@ -11,6 +11,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cpnet.errors import NotFound
+
 TOKEN_PREFIX = "cpn_"
 Name = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
@@ -39,6 +41,17 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    def sees(self, org_id: str | None) -> bool:
+        """The tenancy rule: an object of organisation `org_id` is this caller's to see (admins
+        see every organisation's)."""
+        return self.is_admin or (org_id is not None and org_id == self.org_id)
+
+    def must_see(self, org_id: str | None, what: str, ident: str, field: str) -> None:
+        """Refuse another organisation's object as if it did not exist (404), so that its
+        existence is not confirmed either."""
+        if not self.sees(org_id):
+            raise NotFound(f"no {what} {ident!r}", field=field)
 
 
 def new_token() -> str:

@@ -29,6 +29,11 @@ class Resolver:
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
+    def invalidate(self) -> None:
+        """Forget every cached record: the registry changed (pools registered, measured,
+        retired, back from offline), so the next resolve signs what the store holds now."""
+        self._cache.clear()
+
     def cached(self, text: str) -> bytes | None:
         """The cached envelope if fresh, without touching the store (the hot path)."""
         hit = self._cache.get(text)

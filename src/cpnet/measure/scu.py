@@ -156,6 +156,12 @@ def _round(x: float) -> float:
     return float(f"{x:.4g}")
 
 
+def work_scu_hours(reference_runtime_s: float, reference_rate: float) -> float:
+    """The work, in SCU-hours, of a task that ran `reference_runtime_s` on a pool of that SCU
+    rate (the inverse of `predict_runtime_s`)."""
+    return reference_runtime_s / SECONDS_PER_HOUR * reference_rate
+
+
 def predict_runtime_s(work_scu_hours: float, scu_rate: float) -> float | None:
     """Seconds a task of that much work takes at that rate; None when the rate is not known."""
     if scu_rate <= 0:

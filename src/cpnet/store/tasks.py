@@ -128,7 +128,7 @@ def notes_of(s: Session, task_id: str, prefix: str) -> list[str]:
 def get_task(s: Session, who: Principal, task_id: str) -> Task:
     """A task the caller may see; another organisation's task is reported as unknown (404)."""
     task = s.scalar(select(Task).where(Task.id == task_id))
-    if task is None or (task.org_id != who.org_id and who.role is not Role.ADMIN):
+    if task is None or not who.sees(task.org_id):
         raise NotFound(f"no task {task_id!r}", field="task_id")
     return task
 

@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from cpnet.api.deps import caller, hub, require
+from cpnet.api.deps import admin, caller, hub, person, provider_admin, require
 from cpnet.auth.model import (
     IssuedToken,
     OrgCreate,
@@ -71,9 +71,8 @@ def whoami(who: Principal = Depends(caller)) -> WhoAmI:
 
 @router.post("/orgs", response_model=OrgRecord, status_code=201)
 def create_org(
-    body: OrgCreate, who: Principal = Depends(caller), h: Hub = Depends(hub)
+    body: OrgCreate, who: Principal = Depends(admin), h: Hub = Depends(hub)
 ) -> OrgRecord:
-    require(who)
     with h.store.tx() as s:
         return _org(accounts.create_org(s, body.name, time.time()))
 
@@ -87,9 +86,8 @@ def list_orgs(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
 
 
 @router.post("/users", status_code=201)
-def create_user(body: UserCreate, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
+def create_user(body: UserCreate, who: Principal = Depends(admin), h: Hub = Depends(hub)) -> dict:
     """Create a user and its first token (shown once). Admins only."""
-    require(who)
     now = time.time()
     with h.store.tx() as s:
         user = accounts.create_user(s, body.org_id, body.name, body.role, now)
@@ -124,8 +122,7 @@ def create_token(
 
 
 @router.get("/tokens")
-def list_tokens(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
-    require(who, Role.PROVIDER_ADMIN, Role.USER)
+def list_tokens(who: Principal = Depends(person), h: Hub = Depends(hub)) -> dict:
     with h.store.read() as s:
         rows = accounts.list_tokens(s, None if who.is_admin else who.org_id)
         if who.role is Role.USER:
@@ -152,10 +149,9 @@ def revoke_token(
 def create_provider(
     body: ProviderCreate,
     response: Response,
-    who: Principal = Depends(caller),
+    who: Principal = Depends(provider_admin),
     h: Hub = Depends(hub),
 ) -> ProviderRecord:
-    require(who, Role.PROVIDER_ADMIN)
     org_id = body.org_id if (who.is_admin and body.org_id) else who.org_id
     now = time.time()
     with h.store.tx() as s:
@@ -175,16 +171,17 @@ def list_providers(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> d
 
 def _own_provider(s, who: Principal, provider_id: str):  # type: ignore[no-untyped-def]
     p = registry.get_provider(s, provider_id)
-    if not who.is_admin and p.org_id != who.org_id:
-        raise NotFound(f"no provider {provider_id!r}", field="provider_id")
+    who.must_see(p.org_id, "provider", provider_id, "provider_id")
     return p
 
 
 @router.post("/sites", response_model=SiteRecord, status_code=201)
 def create_site(
-    body: SiteCreate, response: Response, who: Principal = Depends(caller), h: Hub = Depends(hub)
+    body: SiteCreate,
+    response: Response,
+    who: Principal = Depends(provider_admin),
+    h: Hub = Depends(hub),
 ) -> SiteRecord:
-    require(who, Role.PROVIDER_ADMIN)
     now = time.time()
     with h.store.tx() as s:
         prov = _own_provider(s, who, body.provider_id)
@@ -204,8 +201,7 @@ def list_sites(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
 
 def _own_site(s, who: Principal, site_id: str):  # type: ignore[no-untyped-def]
     site = registry.get_site(s, site_id)
-    if not who.is_admin and site.org_id != who.org_id:
-        raise NotFound(f"no site {site_id!r}", field="site_id")
+    who.must_see(site.org_id, "site", site_id, "site_id")
     return site
 
 
@@ -219,11 +215,10 @@ def get_site(site_id: str, who: Principal = Depends(caller), h: Hub = Depends(hu
 def create_site_token(
     site_id: str,
     body: TokenCreate | None = None,
-    who: Principal = Depends(caller),
+    who: Principal = Depends(provider_admin),
     h: Hub = Depends(hub),
 ) -> IssuedToken:
     """A token for the site's agent: it may act for this site only."""
-    require(who, Role.PROVIDER_ADMIN)
     with h.store.tx() as s:
         site = _own_site(s, who, site_id)
         tok, secret = accounts.issue_token(

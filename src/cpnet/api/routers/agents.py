@@ -44,7 +44,7 @@ def register(
     sid = agent_for(site_id, who)
     with h.store.tx() as s:
         res = registry.register(s, sid, body, time.time())
-    h.resolver._cache.clear()
+    h.resolver.invalidate()
     h.wake_scheduler()
     return res
 
@@ -57,7 +57,7 @@ def measurements(
     sid = agent_for(site_id, who)
     with h.store.tx() as s:
         vectors = registry.record_measurements(s, sid, body, time.time())
-    h.resolver._cache.clear()
+    h.resolver.invalidate()
     h.wake_scheduler()
     return {"capacity": vectors}
 
@@ -83,7 +83,7 @@ def heartbeat(
         )
     h.wake_scheduler()
     if back:
-        h.resolver._cache.clear()
+        h.resolver.invalidate()
     return reply
 
 

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from cpnet.api.deps import caller, hub, require
-from cpnet.auth.model import Principal, Role
+from cpnet.api.deps import caller, hub, provider_admin
+from cpnet.auth.model import Principal
 from cpnet.errors import Invalid, NotFound
 from cpnet.hub.service import Hub
 from cpnet.measure import catalogue, scu
@@ -91,16 +91,16 @@ def get_pool(
 
 
 @router.post("/pools/{pool_id}/measure", status_code=202)
-def measure_pool(pool_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
+def measure_pool(
+    pool_id: str, who: Principal = Depends(provider_admin), h: Hub = Depends(hub)
+) -> dict:
     """Ask the pool's agent to run its calibration probes again (as a job of the pool).
 
     The agent hears of it in its next heartbeat; the pool's ``capacity.measured_at`` moves past
     ``requested_at`` when the new report is in.
     """
-    require(who, Role.PROVIDER_ADMIN)
     with h.store.tx() as s:
-        if not who.is_admin and registry.pool_owner_org(s, pool_id) != who.org_id:
-            raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+        who.must_see(registry.pool_owner_org(s, pool_id), "pool", pool_id, "pool_id")
         at = registry.request_measurement(s, pool_id, time.time())
     return {"pool_id": pool_id.lower(), "requested_at": at}
 
@@ -121,13 +121,11 @@ def match_hardware(
 
 @router.delete("/pools/{pool_id}", response_model=PoolRecord)
 def retire_pool(
-    pool_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)
+    pool_id: str, who: Principal = Depends(provider_admin), h: Hub = Depends(hub)
 ) -> PoolRecord:
     """Retire a pool: it leaves discovery and its identifier resolves to a signed tombstone."""
-    require(who, Role.PROVIDER_ADMIN)
     with h.store.tx() as s:
-        if not who.is_admin and registry.pool_owner_org(s, pool_id) != who.org_id:
-            raise NotFound(f"no pool {pool_id!r}", field="pool_id")
+        who.must_see(registry.pool_owner_org(s, pool_id), "pool", pool_id, "pool_id")
         rec = registry.retire_pool(s, pool_id, time.time())
-    h.resolver._cache.clear()
+    h.resolver.invalidate()
     return rec

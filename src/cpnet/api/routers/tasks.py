@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from cpnet.api.deps import caller, hub, require
+from cpnet.api.deps import caller, hub, person
 from cpnet.api.routers.pools import parse_pairs
-from cpnet.auth.model import Principal, Role
-from cpnet.errors import Invalid, NotFound
+from cpnet.auth.model import Principal
+from cpnet.hub import tasks
 from cpnet.hub.scheduling import explain_with_runtimes
 from cpnet.hub.service import Hub
-from cpnet.store import registry
 from cpnet.store import tasks as store
-from cpnet.tasks import wildcards
 from cpnet.tasks.model import TaskPage, TaskSpec, TaskView
 from cpnet.tasks.states import State
 
@@ -25,52 +22,14 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 @router.post("", response_model=TaskView, status_code=201, response_model_exclude_none=True)
 def create_task(
-    spec: TaskSpec, response: Response, who: Principal = Depends(caller), h: Hub = Depends(hub)
+    spec: TaskSpec, response: Response, who: Principal = Depends(person), h: Hub = Depends(hub)
 ) -> TaskView:
     """Submit a task. A repeated `idempotency_key` returns the original task with 200."""
-    require(who, Role.USER, Role.PROVIDER_ADMIN)
-    check_new(spec)
-    if spec.work is not None and spec.work.scu_hours is None:
-        spec = _with_scu_hours(h, spec)
-    with h.store.tx() as s:
-        task, created = store.create_task(s, who, spec, time.time())
-        view = store.task_view(s, task)
-    if created:
-        h.wake_scheduler()
-    else:
+    done = tasks.submit(h, who, spec)
+    if not done.created:
         response.status_code = 200
-    return view
-
-
-def check_new(spec: TaskSpec) -> None:
-    """What a new task may not ask for though the schema reads it (stored tasks stay readable):
-    TES wildcard outputs the agent could not stage. Invalid (400) naming the field."""
-    problem = wildcards.first_problem(spec.outputs)
-    if problem is not None:
-        raise Invalid(f"{problem[0]}: {problem[1]}", field=problem[0])
-
-
-def _with_scu_hours(h: Hub, spec: TaskSpec) -> TaskSpec:
-    """Fill work.scu_hours from the reference pool's SCU rate (fixed at submission)."""
-    work = spec.work
-    assert work is not None and work.reference_pool and work.reference_runtime_s
-    field = "work.reference_pool"
-    try:
-        with h.store.read() as s:
-            rec = registry.get_pool(s, work.reference_pool)
-    except NotFound:
-        raise Invalid(
-            f"no pool {work.reference_pool!r} to take as reference", field=field
-        ) from None
-    rate = (rec.capacity or {}).get("scu", {}).get(work.profile, 0.0)
-    if rate <= 0:
-        raise Invalid(
-            f"reference pool {rec.id} has no SCU rate for profile {work.profile!r} (its hardware "
-            "is not in the catalogue and it has not been measured); give work.scu_hours instead",
-            field=field,
-        )
-    hours = work.reference_runtime_s / 3600.0 * rate
-    return spec.model_copy(update={"work": work.model_copy(update={"scu_hours": hours})})
+    assert done.view is not None
+    return done.view
 
 
 @router.get("", response_model=TaskPage, response_model_exclude_none=True)
@@ -114,13 +73,7 @@ def get_task(
 def cancel_task(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> TaskView:
     """Cancel: a queued task ends CANCELED at once; a running one goes CANCELING until its agent
     stops it. Cancelling a finished task changes nothing."""
-    with h.store.tx() as s:
-        task = store.get_task(s, who, task_id)
-        sites = store.cancel_task(s, task, time.time())
-        view = store.task_view(s, task)
-    h.wake_sites(sites)
-    h.wake_scheduler()
-    return view
+    return tasks.cancel(h, who, task_id)
 
 
 @router.get("/{task_id}/logs")

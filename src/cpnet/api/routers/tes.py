@@ -8,7 +8,7 @@ spec defines and never a null.
 from __future__ import annotations
 
 import json
-import time
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,18 +17,18 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from cpnet import __version__
-from cpnet.api.deps import caller, hub, require
-from cpnet.api.routers.tasks import _with_scu_hours, check_new
-from cpnet.auth.model import Principal, Role
+from cpnet.api.deps import caller, hub, person
+from cpnet.auth.model import Principal
 from cpnet.errors import Invalid
+from cpnet.hub import tasks
 from cpnet.hub.service import Hub
 from cpnet.store import tasks as store
 from cpnet.tasks import tes
-from cpnet.tasks.model import URL_SCHEMES, TaskSpec, TaskView
+from cpnet.tasks.model import URL_SCHEMES, TaskView
 from cpnet.tasks.states import State
 
 PREFIX = "/ga4gh/tes/v1"
-NOTE = "tes: "  # prefix of the task events that hold warnings shown in system_logs
+NOTE = tasks.NOTE_PREFIX  # the task events that hold warnings shown in system_logs
 MAX_PAGE = 2047  # "Must be less than 2048"
 DEFAULT_PAGE = 256
 TES_STATES = ("UNKNOWN", *(s.value for s in State))
@@ -64,10 +64,9 @@ def service_info(request: Request, who: Principal = Depends(caller)) -> JSONResp
 
 @router.post("/tasks")
 async def create_task(
-    request: Request, who: Principal = Depends(caller), h: Hub = Depends(hub)
+    request: Request, who: Principal = Depends(person), h: Hub = Depends(hub)
 ) -> JSONResponse:
-    """CreateTask: validate, map to a TaskSpec, store it like a native task; returns {id}."""
-    require(who, Role.USER, Role.PROVIDER_ADMIN)
+    """CreateTask: validate, map to a TaskSpec, submit it like a native task; returns {id}."""
     raw = await request.body()
     try:
         body = json.loads(raw)
@@ -76,28 +75,15 @@ async def create_task(
     if not isinstance(body, dict):
         raise Invalid("body must be a tesTask JSON object", field="body")
     spec, warnings = tes.to_spec(tes.parse(body))
-    check_new(spec)
-    if spec.work is not None and spec.work.scu_hours is None:  # as the native create does
-        try:
-            spec = await run_in_threadpool(_with_scu_hours, h, spec)
-        except Invalid as exc:
-            field = "resources.backend_parameters.cpnet.reference_pool"
-            raise Invalid(exc.message, field=field) from None
-    # the store is synchronous: keep it off the event loop, as sync routes are
-    task_id = await run_in_threadpool(_create, h, who, spec, warnings)
-    return _json({"id": task_id})
-
-
-def _create(h: Hub, who: Principal, spec: TaskSpec, warnings: list[str]) -> str:
-    now = time.time()
-    with h.store.tx() as s:
-        task, created = store.create_task(s, who, spec, now)
-        if created:
-            for w in warnings:
-                store.note(s, task, now, NOTE + w)
-    if created:
-        h.wake_scheduler()
-    return task.id
+    submit = partial(tasks.submit, h, who, spec, notes=warnings, view=False)
+    try:  # the store is synchronous: keep it off the event loop, as sync routes are
+        done = await run_in_threadpool(submit)
+    except Invalid as exc:
+        if exc.field != "work.reference_pool":
+            raise
+        field = "resources.backend_parameters.cpnet.reference_pool"  # where TES gave it
+        raise Invalid(exc.message, field=field) from None
+    return _json({"id": done.id})
 
 
 View = Annotated[tes.View, Query()]
@@ -182,9 +168,5 @@ def cancel_task(
     task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)
 ) -> JSONResponse:
     """CancelTask: as the native cancel; the response is the spec's empty object."""
-    with h.store.tx() as s:
-        task = store.get_task(s, who, task_id)
-        sites = store.cancel_task(s, task, time.time())
-    h.wake_sites(sites)
-    h.wake_scheduler()
+    tasks.cancel(h, who, task_id)
     return _json({})

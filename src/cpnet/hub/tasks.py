@@ -1,0 +1,107 @@
+"""The task service: submitting and cancelling tasks, written once for both front doors.
+
+The native router (``/v1/tasks``) and the GA4GH TES router (``/ga4gh/tes/v1``) parse their own
+wire formats into a :class:`~cpnet.tasks.model.TaskSpec`, authorise the caller, and call these
+functions; what a submission or a cancel *means* — what a new task may not ask for, how its work
+in SCU-hours is fixed from a reference pool, the transaction, and whom to wake — lives here.
+Each function is synchronous (the store is): async routes call it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cpnet.auth.model import Principal
+from cpnet.errors import Invalid, NotFound
+from cpnet.hub.service import Hub
+from cpnet.measure.scu import work_scu_hours
+from cpnet.store import registry
+from cpnet.store import tasks as store
+from cpnet.tasks import wildcards
+from cpnet.tasks.model import TaskSpec, TaskView
+
+NOTE_PREFIX = "tes: "  # the task events that hold warnings given at creation (TES shows them)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submission's outcome: the task, and whether this call created it (False: a repeated
+    idempotency key found the original)."""
+
+    id: str
+    created: bool
+    view: TaskView | None  # None unless asked for
+
+
+def check_new(spec: TaskSpec) -> None:
+    """What a new task may not ask for though the schema reads it (stored tasks stay readable):
+    TES wildcard outputs the agent could not stage. Invalid (400) naming the field."""
+    problem = wildcards.first_problem(spec.outputs)
+    if problem is not None:
+        raise Invalid(f"{problem[0]}: {problem[1]}", field=problem[0])
+
+
+def with_scu_hours(h: Hub, spec: TaskSpec) -> TaskSpec:
+    """`spec` with work.scu_hours fixed from its reference pool's SCU rate, when the task gives
+    a reference run time instead of the work itself (fixed at submission: later measurements of
+    the pool do not change it). Invalid naming ``work.reference_pool`` when that cannot be done."""
+    work = spec.work
+    if work is None or work.scu_hours is not None:
+        return spec
+    assert work.reference_pool and work.reference_runtime_s  # the model insists on both
+    field = "work.reference_pool"
+    try:
+        with h.store.read() as s:
+            rec = registry.get_pool(s, work.reference_pool)
+    except NotFound:
+        raise Invalid(
+            f"no pool {work.reference_pool!r} to take as reference", field=field
+        ) from None
+    rate = (rec.capacity or {}).get("scu", {}).get(work.profile, 0.0)
+    if rate <= 0:
+        raise Invalid(
+            f"reference pool {rec.id} has no SCU rate for profile {work.profile!r} (its hardware "
+            "is not in the catalogue and it has not been measured); give work.scu_hours instead",
+            field=field,
+        )
+    hours = work_scu_hours(work.reference_runtime_s, rate)
+    return spec.model_copy(update={"work": work.model_copy(update={"scu_hours": hours})})
+
+
+def submit(
+    h: Hub,
+    who: Principal,
+    spec: TaskSpec,
+    *,
+    notes: Sequence[str] = (),
+    view: bool = True,
+) -> Submitted:
+    """Create a task (or find the one a repeated idempotency key names) in one transaction, with
+    `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
+    check_new(spec)
+    spec = with_scu_hours(h, spec)
+    now = time.time()
+    with h.store.tx() as s:
+        task, created = store.create_task(s, who, spec, now)
+        if created:
+            for n in notes:
+                store.note(s, task, now, NOTE_PREFIX + n)
+        shown = store.task_view(s, task) if view else None
+    if created:
+        h.wake_scheduler()
+    return Submitted(task.id, created, shown)
+
+
+def cancel(h: Hub, who: Principal, task_id: str) -> TaskView:
+    """Cancel a task the caller may see: a queued one ends CANCELED at once, a running one goes
+    CANCELING until its agent stops it, a finished one is left as it is. Wakes the sites that
+    must stop an attempt, and the scheduler (capacity may be free)."""
+    with h.store.tx() as s:
+        task = store.get_task(s, who, task_id)
+        sites = store.cancel_task(s, task, time.time())
+        shown = store.task_view(s, task)
+    h.wake_sites(sites)
+    h.wake_scheduler()
+    return shown
