@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, undefer
 
-from cpnet import ident
+from cpnet import ident, sched
 from cpnet.errors import Conflict, Forbidden, NotFound
 from cpnet.ident.labels import slug_label, unique_label
 from cpnet.measure import scu, vector
@@ -449,7 +449,8 @@ def with_scu(rec: PoolRecord, profile: str) -> PoolRecord:
     """Fill the record's SCU rate and price per SCU-hour for a profile (0 rate: no price)."""
     rate = (rec.capacity or {}).get("scu", {}).get(profile, 0.0)
     p, t = rec.price, rec.total
-    hourly = t.cpu_cores * p.cpu_core_hour + t.ram_gb * p.ram_gb_hour + t.gpus * p.gpu_hour
+    price = sched.Price(p.currency, p.cpu_core_hour, p.ram_gb_hour, p.gpu_hour)
+    hourly = price.hourly(sched.Resources(t.cpu_cores, t.ram_gb, t.disk_gb, t.gpus))  # whole pool
     rec.scu_rate = rate
     per = scu.price_per_scu_hour(hourly, rate)
     rec.price_per_scu_hour = None if per is None else float(f"{per:.4g}")
