@@ -15,10 +15,10 @@ import time
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from cpnet.api.deps import caller, hub
-from cpnet.api.errors import error_body
+from cpnet.api.limits import TooLarge
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound
 from cpnet.hub.blobs import BLOB_URL_PREFIX, SHA_RE, BlobCorrupt, BlobStore, BlobTooLarge
@@ -32,12 +32,12 @@ def store(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
-def too_large(limit: int) -> JSONResponse:
+def too_large(limit: int) -> TooLarge:
     message = (
         f"blob over the hub's limit of {limit} bytes (max_blob_bytes); put larger files in "
         "object storage (s3://) and pass their URL"
     )
-    return JSONResponse(error_body("too_large", message, "body", limit=limit), status_code=413)
+    return TooLarge(limit, message)  # read reliably by a client still sending (api/limits.py)
 
 
 def _grantee(h: Hub, who: Principal, attempt_id: str | None) -> str:
@@ -56,7 +56,7 @@ def _grantee(h: Hub, who: Principal, attempt_id: str | None) -> str:
     return org
 
 
-async def _put(request: Request, who: Principal, h: Hub, blobs: BlobStore) -> JSONResponse:
+async def _put(request: Request, who: Principal, h: Hub, blobs: BlobStore) -> Response:
     expected = request.query_params.get("sha256")
     if expected is not None and not SHA_RE.match(expected.lower()):
         raise Invalid("sha256 must be 64 hex digits", field="sha256")
@@ -103,7 +103,7 @@ async def put_blob(
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
     blobs: BlobStore = Depends(store),
-) -> JSONResponse:
+) -> Response:
     """Store the request body as a blob; answers its sha256 and ``cpnet://blobs/`` URL.
 
     Optional ``?sha256=<hex>``: refuse (400) if the body hashes to something else. Agents add
@@ -118,7 +118,7 @@ async def post_blob(
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
     blobs: BlobStore = Depends(store),
-) -> JSONResponse:
+) -> Response:
     """The same as ``PUT /v1/blobs``."""
     return await _put(request, who, h, blobs)
 
