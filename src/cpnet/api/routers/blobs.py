@@ -12,9 +12,10 @@ nothing. Sizes are capped by the hub's ``max_blob_bytes`` (413 names the limit).
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from cpnet.api.deps import caller, hub
@@ -56,11 +57,22 @@ def _grantee(h: Hub, who: Principal, attempt_id: str | None) -> str:
     return org
 
 
-async def _put(request: Request, who: Principal, h: Hub, blobs: BlobStore) -> Response:
-    expected = request.query_params.get("sha256")
+# The query parameters of PUT/POST (declared, so unknown ones are refused: api/query.py).
+Sha256 = Annotated[str | None, Query(description="refuse (400) a body hashing to anything else")]
+AttemptId = Annotated[str | None, Query(description="agents: the attempt the blob is output of")]
+
+
+async def _put(
+    request: Request,
+    who: Principal,
+    h: Hub,
+    blobs: BlobStore,
+    expected: str | None,
+    attempt_id: str | None,
+) -> Response:
     if expected is not None and not SHA_RE.match(expected.lower()):
         raise Invalid("sha256 must be 64 hex digits", field="sha256")
-    org = await to_thread.run_sync(_grantee, h, who, request.query_params.get("attempt_id"))
+    org = await to_thread.run_sync(_grantee, h, who, attempt_id)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > blobs.max_bytes:
         return too_large(blobs.max_bytes)
@@ -100,6 +112,8 @@ async def _put(request: Request, who: Principal, h: Hub, blobs: BlobStore) -> Re
 @router.put("", status_code=201)
 async def put_blob(
     request: Request,
+    sha256: Sha256 = None,
+    attempt_id: AttemptId = None,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
     blobs: BlobStore = Depends(store),
@@ -109,18 +123,20 @@ async def put_blob(
     Optional ``?sha256=<hex>``: refuse (400) if the body hashes to something else. Agents add
     ``?attempt_id=`` (the blob is a task's output; the task's organisation may read it).
     """
-    return await _put(request, who, h, blobs)
+    return await _put(request, who, h, blobs, sha256, attempt_id)
 
 
 @router.post("", status_code=201)
 async def post_blob(
     request: Request,
+    sha256: Sha256 = None,
+    attempt_id: AttemptId = None,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
     blobs: BlobStore = Depends(store),
 ) -> Response:
     """The same as ``PUT /v1/blobs``."""
-    return await _put(request, who, h, blobs)
+    return await _put(request, who, h, blobs, sha256, attempt_id)
 
 
 @router.get("/{sha256}")
