@@ -11,10 +11,13 @@ class DomainError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, code: str | None = None, **extra: object
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.extra = extra  # more machine-readable keys of the error body (e.g. `accepted`)
         if code:
             self.code = code
 

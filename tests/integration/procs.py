@@ -53,6 +53,7 @@ class HubProc:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     args: list[str] = field(default_factory=list)  # more `cpnet hub` flags, e.g. --authority
+    env: dict[str, str] = field(default_factory=dict)  # CPNET_* settings, e.g. max_blob_bytes
 
     @property
     def url(self) -> str:
@@ -82,7 +83,7 @@ class HubProc:
             [sys.executable, "-m", "cpnet", "hub", *self._db_args(), *port, *self.args],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=_env(**self.env),
             start_new_session=True,
         )
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from cpnet import __version__
-from cpnet.api import errors
+from cpnet.api import errors, query
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
 from cpnet.api.routers import accounts, agents, blobs, ident, pools, tasks, tes
@@ -19,7 +19,8 @@ from cpnet.hub.service import Hub
 DESCRIPTION = """
 cpnet hub: compute identifiers and resolution, the live registry of providers, sites and pools,
 tasks and their scheduler. Authenticate with `Authorization: Bearer <token>`.
-Every error has the shape `{"error": {"code", "message", "field"?}}`.
+Every error has the shape `{"error": {"code", "message", "field"?}}`. An unknown query parameter
+is refused (400 `unknown_parameter`) on every route outside `/ga4gh/tes/`.
 """
 
 
@@ -43,6 +44,8 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Unknown query parameters are a 400 naming them on every native route (query.py).
+        dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
     for r in (ident.router, accounts.router, pools.router, tasks.router, agents.router):

@@ -23,7 +23,8 @@ class ResolveCache:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        # With a query string the route answers (it refuses unknown parameters: query.py).
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             path: str = scope["path"]
             if path.startswith(PREFIX):
                 # Starlette puts the application in the scope before its middleware runs.

@@ -178,7 +178,7 @@ def _refused(net: Net, tenant: Tenant, status: int) -> None:
         (403, Unauthorized, "forbidden", None),
         (404, NotFound, "not_found", "task_id"),
         (409, Conflict, "conflict", "name"),
-        (413, BadRequest, "too_large", None),
+        (413, BadRequest, "too_large", "body"),
         (422, BadRequest, "validation_error", "min_gpus"),
     ],
 )

@@ -12,13 +12,14 @@ nothing. Sizes are capped by the hub's ``max_blob_bytes`` (413 names the limit).
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from cpnet.api.deps import caller, hub
-from cpnet.api.errors import error_body
+from cpnet.api.limits import TooLarge
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound
 from cpnet.hub.blobs import BLOB_URL_PREFIX, SHA_RE, BlobCorrupt, BlobStore, BlobTooLarge
@@ -32,12 +33,12 @@ def store(request: Request) -> BlobStore:
     return request.app.state.blobs
 
 
-def too_large(limit: int) -> JSONResponse:
+def too_large(limit: int) -> TooLarge:
     message = (
         f"blob over the hub's limit of {limit} bytes (max_blob_bytes); put larger files in "
         "object storage (s3://) and pass their URL"
     )
-    return JSONResponse(error_body("too_large", message, "body", limit=limit), status_code=413)
+    return TooLarge(limit, message)  # read reliably by a client still sending (api/limits.py)
 
 
 def _grantee(h: Hub, who: Principal, attempt_id: str | None) -> str:
@@ -56,11 +57,22 @@ def _grantee(h: Hub, who: Principal, attempt_id: str | None) -> str:
     return org
 
 
-async def _put(request: Request, who: Principal, h: Hub, blobs: BlobStore) -> JSONResponse:
-    expected = request.query_params.get("sha256")
+# The query parameters of PUT/POST (declared, so unknown ones are refused: api/query.py).
+Sha256 = Annotated[str | None, Query(description="refuse (400) a body hashing to anything else")]
+AttemptId = Annotated[str | None, Query(description="agents: the attempt the blob is output of")]
+
+
+async def _put(
+    request: Request,
+    who: Principal,
+    h: Hub,
+    blobs: BlobStore,
+    expected: str | None,
+    attempt_id: str | None,
+) -> Response:
     if expected is not None and not SHA_RE.match(expected.lower()):
         raise Invalid("sha256 must be 64 hex digits", field="sha256")
-    org = await to_thread.run_sync(_grantee, h, who, request.query_params.get("attempt_id"))
+    org = await to_thread.run_sync(_grantee, h, who, attempt_id)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > blobs.max_bytes:
         return too_large(blobs.max_bytes)
@@ -100,27 +112,31 @@ async def _put(request: Request, who: Principal, h: Hub, blobs: BlobStore) -> JS
 @router.put("", status_code=201)
 async def put_blob(
     request: Request,
+    sha256: Sha256 = None,
+    attempt_id: AttemptId = None,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
     blobs: BlobStore = Depends(store),
-) -> JSONResponse:
+) -> Response:
     """Store the request body as a blob; answers its sha256 and ``cpnet://blobs/`` URL.
 
     Optional ``?sha256=<hex>``: refuse (400) if the body hashes to something else. Agents add
     ``?attempt_id=`` (the blob is a task's output; the task's organisation may read it).
     """
-    return await _put(request, who, h, blobs)
+    return await _put(request, who, h, blobs, sha256, attempt_id)
 
 
 @router.post("", status_code=201)
 async def post_blob(
     request: Request,
+    sha256: Sha256 = None,
+    attempt_id: AttemptId = None,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
     blobs: BlobStore = Depends(store),
-) -> JSONResponse:
+) -> Response:
     """The same as ``PUT /v1/blobs``."""
-    return await _put(request, who, h, blobs)
+    return await _put(request, who, h, blobs, sha256, attempt_id)
 
 
 @router.get("/{sha256}")
