@@ -11,13 +11,25 @@ mapping and configuration lookup live here once::
 
 Every failure is a :class:`CpnetError`; its subclass says what kind (``NotFound``,
 ``Unauthorized``, ``BadRequest``, ``Conflict``, ``HubUnavailable``, ``WaitTimeout``).
+
+While the hub cannot be reached (e.g. it is restarting), calls are retried with backoff for up to
+``retry_window_s`` seconds (default 30, or CPNET_RETRY_WINDOW_S), saying so once through the
+``cpnet.client`` logger or ``on_retry``; only calls the hub treats as idempotent are sent again
+when the request may already have reached it. A hub URL or token that no request could carry
+(e.g. a typographic dash pasted into a token) is refused when the Client is built, with
+``BadSetting``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import random
 import re
+import socket
+import threading
 import time
 import tomllib
 import uuid
@@ -38,13 +50,23 @@ from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
 from cpnet.tasks.states import State
 
 DEFAULT_HUB = f"http://127.0.0.1:{DEFAULT_PORT}"
-GET_TRIES = 3
-BACKOFF_S = 0.1  # first pause between tries; doubles each time
+DEFAULT_RETRY_WINDOW_S = 30.0  # long enough to ride out a hub restart
+RETRY_WINDOW_ENV = "CPNET_RETRY_WINDOW_S"
+BACKOFF_S = 0.1  # first pause between tries; doubles each time ...
+BACKOFF_MAX_S = 1.0  # ... up to this
 WAIT_POLL_MAX_S = 2.0  # wait() slows its polling down to at most this interval
 
-# Failures after which the request may or may not have reached the hub; only idempotent
-# requests are sent again.
+# Failures that can pass if the hub comes back: the request is sent again while the retry window
+# lasts. Of these, _NOT_SENT ones happened before any byte of the request left (no connection):
+# safe to repeat for any call. After the others the request may have reached the hub, so only
+# calls the hub treats as idempotent are sent again.
 _RETRYABLE = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+# Methods that are idempotent by HTTP's definition, and are so at the hub (a repeated PUT of a
+# blob, DELETE of a token or pool changes nothing more). POSTs say so call by call.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+log = logging.getLogger("cpnet.client")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -104,6 +126,13 @@ class Conflict(CpnetError):
     """The request clashes with the object's current state (409)."""
 
     hint = "look at the object's current state and try again"
+
+
+class BadSetting(BadRequest):
+    """A hub URL, token or client setting that no request could carry, refused before sending;
+    its message says what to do."""
+
+    hint = ""  # type: ignore[assignment]
 
 
 class HubUnavailable(CpnetError):
@@ -184,10 +213,92 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
 
 def normalise_url(url: str) -> str:
     """A hub base URL without a trailing slash; ``host:port`` gets ``http://`` in front."""
-    url = url.strip().rstrip("/")
+    url = url.strip()
     if "://" not in url:
         url = "http://" + url
-    return url
+    return url.rstrip("/")
+
+
+def _odd_char(value: str) -> tuple[int, str] | None:
+    """The first character that cannot go into an HTTP header or a URL as typed: (1-based
+    position, description such as ``'—' (U+2014)``), or None. Printable ASCII other than the
+    space is fine."""
+    for i, ch in enumerate(value, 1):
+        if not "!" <= ch <= "~":
+            return i, f"{ch!r} (U+{ord(ch):04X})"
+    return None
+
+
+def _from(where: str) -> str:
+    return f" {where}" if where else ""
+
+
+def check_token(token: str, where: str = "") -> str:
+    """The token without surrounding whitespace, or BadSetting if it has a character no cpnet
+    token has (say, a typographic dash from a word processor), naming it and its position.
+
+    ``where`` says where the value came from, for the message (e.g. "given with --token").
+    """
+    token = token.strip()
+    if not token:
+        raise BadSetting(
+            f"the token{_from(where)} is empty; give the token itself, or leave the setting out",
+            code="bad_token",
+            field="token",
+        )
+    odd = _odd_char(token)
+    if odd is not None:
+        pos, char = odd
+        raise BadSetting(
+            f"the token{_from(where)} has {char} at position {pos}, which no cpnet token "
+            "contains; copy it again from where it was issued",
+            code="bad_token",
+            field="token",
+        )
+    return token
+
+
+def check_hub_url(url: str, where: str = "") -> str:
+    """The hub URL normalised (see normalise_url), or BadSetting saying why no request could go
+    to it: empty, a character a URL cannot have as typed, not http(s), no host, a bad port."""
+    raw = url.strip()
+    what = f"the hub URL{_from(where)}"
+    example = "give it as http://HOST:PORT, e.g. http://127.0.0.1:8470"
+    if not raw:
+        raise BadSetting(f"{what} is empty; {example}", code="bad_hub_url", field="hub")
+    odd = _odd_char(raw)
+    if odd is not None:
+        pos, char = odd
+        raise BadSetting(
+            f"{what} ({raw!r}) has {char} at position {pos}; a hub URL is plain ASCII without "
+            f"spaces ({example}; an internationalised host name goes in its xn-- form)",
+            code="bad_hub_url",
+            field="hub",
+        )
+    normal = normalise_url(raw)
+    try:
+        parsed = httpx.URL(normal)
+        port = parsed.port
+    except httpx.InvalidURL as err:
+        raise BadSetting(
+            f"{what} ({raw!r}) is not a URL: {err}; {example}", code="bad_hub_url", field="hub"
+        ) from None
+    problem = None
+    if parsed.scheme not in ("http", "https"):
+        problem = f"its scheme is {parsed.scheme!r}, not http or https"
+    elif not parsed.host:
+        problem = "it has no host"
+    elif port is not None and not 0 < port < 65536:
+        problem = f"port {port} is out of range"
+    elif parsed.query or parsed.fragment:
+        problem = "a hub URL has no ?query or #fragment"
+    if problem:
+        raise BadSetting(
+            f"{what} ({raw!r}) cannot be used: {problem}; {example}",
+            code="bad_hub_url",
+            field="hub",
+        )
+    return normal
 
 
 def resolve_target(url: str | None, token: str | None) -> tuple[str, str | None]:
@@ -195,17 +306,27 @@ def resolve_target(url: str | None, token: str | None) -> tuple[str, str | None]
 
     The file's token is only used with the file's hub: a token is never sent to a hub it was not
     saved for just because another URL was given on the command line or in the environment.
+    Both are checked (check_hub_url, check_token); the error says where a bad one came from.
     """
-    url = url or os.environ.get("CPNET_HUB") or None
-    token = token or os.environ.get("CPNET_TOKEN") or None
+    url_from = token_from = ""
+    if not url and os.environ.get("CPNET_HUB"):
+        url, url_from = os.environ["CPNET_HUB"], "in CPNET_HUB"
+    if not token and os.environ.get("CPNET_TOKEN"):
+        token, token_from = os.environ["CPNET_TOKEN"], "in CPNET_TOKEN"
     if url and token:
-        return normalise_url(url), token
+        return check_hub_url(url, url_from), check_token(token, token_from)
     saved = read_config()
+    path = config_path()
     saved_hub = normalise_url(str(saved["hub"])) if saved.get("hub") else None
-    hub = normalise_url(url) if url else (saved_hub or DEFAULT_HUB)
-    if token is None and saved.get("token") and (saved_hub is None or saved_hub == hub):
-        token = str(saved["token"])
-    return hub, token
+    if url:
+        hub = check_hub_url(url, url_from)
+    elif saved_hub:
+        hub = check_hub_url(str(saved["hub"]), f"in {path}")
+    else:
+        hub = DEFAULT_HUB
+    if not token and saved.get("token") and (saved_hub is None or saved_hub == hub):
+        token, token_from = str(saved["token"]), f"in {path}"
+    return hub, check_token(token, token_from) if token else None
 
 
 def load_jwks(source: str, *, timeout: float = 10.0) -> dict:
@@ -245,17 +366,67 @@ def _pairs(items: Mapping[str, str] | Iterable[str] | None) -> list[str]:
 
 
 def _seg(value: str) -> str:
-    """One URL path segment (ids are URL-safe already; this keeps a stray '/' from escaping)."""
-    return quote(str(value), safe="")
+    """One URL path segment (ids are URL-safe already; this keeps a stray '/' from escaping, and
+    '.' or '..' from being read as a relative path to another endpoint)."""
+    value = str(value)
+    if not value:
+        raise BadRequest("an empty id was given", code="invalid", field="id")
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
+
+
+def retry_window(value: float | str | None = None) -> float:
+    """The retry window in seconds: `value`, else CPNET_RETRY_WINDOW_S, else 30; BadSetting if it
+    is not a number of seconds >= 0."""
+    where = "retry_window_s"
+    if value is None:
+        value = os.environ.get(RETRY_WINDOW_ENV) or None
+        where = RETRY_WINDOW_ENV
+    if value is None:
+        return DEFAULT_RETRY_WINDOW_S
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise BadSetting(
+            f"{where} is {value!r}, not a number of seconds >= 0; give e.g. 30 "
+            "(how long to keep retrying while the hub is unreachable), or 0 to fail at once",
+            code="bad_setting",
+            field=where,
+        )
+    return seconds
+
+
+def _name_unknown(err: httpx.TransportError) -> bool:
+    """True when the hub's host name does not exist (a typo, not a restart): not worth retrying."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return seen.errno == socket.EAI_NONAME
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Client:
     """A connection to one hub: typed methods for tasks, discovery, identifiers and admin.
 
     ``url`` and ``token`` default to CPNET_HUB / CPNET_TOKEN, then to the config file
-    (``~/.config/cpnet/config.toml``, or CPNET_CONFIG). ``transport`` replaces httpx's network
-    transport, e.g. with one that injects network faults in tests. Use it as a context manager,
-    or call close().
+    (``~/.config/cpnet/config.toml``, or CPNET_CONFIG); a URL or token no request could carry is
+    refused here with BadSetting. ``timeout`` bounds each request.
+
+    While the hub is unreachable (refused connections, resets: a restart), each call keeps
+    retrying with backoff for up to ``retry_window_s`` seconds from its first failure (default:
+    CPNET_RETRY_WINDOW_S, else 30; 0 fails at once) and then raises HubUnavailable. A call is
+    sent again after a failure that may have reached the hub only if the hub treats it as
+    idempotent (reads, submit with its idempotency key, cancel, ...); a connection that was never
+    made is retried for every call. An outage (a refused connection, or a call failing twice in
+    a row) is announced once, as ``on_retry(message)``, or else as a warning of the
+    ``cpnet.client`` logger.
+
+    ``transport`` replaces httpx's network transport, e.g. with one that injects network faults
+    in tests. Use it as a context manager, or call close().
     """
 
     def __init__(
@@ -264,9 +435,15 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 30.0,
+        retry_window_s: float | None = None,
+        on_retry: Callable[[str], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url, self.token = resolve_target(url, token)
+        self.retry_window_s = retry_window(retry_window_s)
+        self._on_retry = on_retry
+        self._outage = False  # a retry notice was given and no request has succeeded since
+        self._outage_lock = threading.Lock()
         headers = {"User-Agent": f"cpnet-sdk/{__version__}", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -294,6 +471,60 @@ class Client:
 
     # -- transport ------------------------------------------------------------------------------
 
+    def _send(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any
+    ) -> httpx.Response:
+        """Send one request and return the response, retrying while the hub is unreachable.
+
+        `idempotent` (default: by method) says whether the request may be sent again after a
+        failure that may have reached the hub; one that never connected is always retried.
+        """
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT_METHODS
+        deadline: float | None = None  # set by the first failure
+        pause = BACKOFF_S
+        while True:
+            try:
+                response = self._http.request(method, path, **kw)
+            except _RETRYABLE as err:
+                now = time.monotonic()
+                retried = deadline is not None
+                if deadline is None:
+                    deadline = now + self.retry_window_s
+                if not (idempotent or isinstance(err, _NOT_SENT)):
+                    raise self._unavailable(err, maybe_sent=True) from None
+                if now >= deadline or _name_unknown(err):
+                    raise self._unavailable(err, retried=retried) from None
+                # Said at once when no connection could be made; after a reset only from the
+                # second failure on (a lone one, say of a keep-alive connection the hub had just
+                # closed, passes at the first retry and is no news).
+                if retried or isinstance(err, _NOT_SENT):
+                    self._announce(err)
+                time.sleep(min(pause * random.uniform(0.5, 1.0), deadline - now))
+                pause = min(pause * 2, BACKOFF_MAX_S)
+            except httpx.TransportError as err:
+                raise self._unavailable(err) from None
+            else:
+                if self._outage:
+                    with self._outage_lock:
+                        self._outage = False
+                return response
+
+    def _announce(self, err: httpx.TransportError) -> None:
+        """Say once per outage that calls are being retried."""
+        with self._outage_lock:
+            if self._outage:
+                return
+            self._outage = True
+        message = (
+            f"hub at {self.url} unreachable ({type(err).__name__}); "
+            f"retrying for up to {self.retry_window_s:g} s…"
+        )
+        if self._on_retry is not None:
+            self._on_retry(message)
+        else:
+            log.warning("%s", message)
+
     def _request(
         self,
         method: str,
@@ -301,20 +532,10 @@ class Client:
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
-        retry: bool | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
-        """Send one request (retrying idempotent ones on connection errors); return its JSON."""
-        tries = GET_TRIES if (method == "GET" if retry is None else retry) else 1
-        for attempt in range(1, tries + 1):
-            try:
-                response = self._http.request(method, path, params=params, json=body)
-                break
-            except _RETRYABLE as err:
-                if attempt == tries:
-                    raise self._unavailable(err) from None
-                time.sleep(BACKOFF_S * 2 ** (attempt - 1))
-            except httpx.TransportError as err:
-                raise self._unavailable(err) from None
+        """Send one request (see _send) and return its JSON answer, or raise its error."""
+        response = self._send(method, path, params=params, json=body, idempotent=idempotent)
         if response.is_error:
             raise error_from_response(response)
         try:
@@ -327,12 +548,21 @@ class Client:
                 code="bad_response",
             ) from None
 
-    def _unavailable(self, err: httpx.TransportError) -> HubUnavailable:
+    def _unavailable(
+        self, err: httpx.TransportError, *, retried: bool = False, maybe_sent: bool = False
+    ) -> HubUnavailable:
         """The error for a hub that cannot be reached, saying what to try."""
+        retries = f"; retried for {self.retry_window_s:g} s" if retried else ""
         if isinstance(err, httpx.TimeoutException):
-            what = f"the hub at {self.url} did not answer in time ({type(err).__name__})"
+            what = f"the hub at {self.url} did not answer in time ({type(err).__name__}{retries})"
         else:
-            what = f"cannot reach the hub at {self.url} ({type(err).__name__}: {err})"
+            what = f"cannot reach the hub at {self.url} ({type(err).__name__}: {err}{retries})"
+        if maybe_sent:
+            return HubUnavailable(
+                f"{what}; the request may have reached the hub, so it was not sent again: "
+                "check whether it took effect before repeating it",
+                code="hub_unavailable",
+            )
         return HubUnavailable(
             f"{what}: is the hub running at {self.url}? start it with `cpnet hub`, "
             "or point --hub / CPNET_HUB at the right one",
@@ -368,10 +598,7 @@ class Client:
     def put_blob(self, data: bytes) -> str:
         """Store `data` in the hub's blob store; return its ``cpnet://blobs/<sha256>`` URL, usable
         as a task input's ``url`` (content-addressed: storing the same bytes again is a no-op)."""
-        try:
-            response = self._http.put("/v1/blobs", content=data)
-        except httpx.TransportError as err:
-            raise self._unavailable(err) from None
+        response = self._send("PUT", "/v1/blobs", content=data)  # the same bytes: a no-op
         if response.is_error:
             raise error_from_response(response)
         return str(response.json()["url"])
@@ -379,10 +606,7 @@ class Client:
     def get_blob(self, sha256: str) -> bytes:
         """The bytes of the blob with this sha256 (or ``cpnet://blobs/<sha256>`` URL)."""
         sha = sha256.removeprefix("cpnet://blobs/").removeprefix("sha256:")
-        try:
-            response = self._http.get(f"/v1/blobs/{_seg(sha)}")
-        except httpx.TransportError as err:
-            raise self._unavailable(err) from None
+        response = self._send("GET", f"/v1/blobs/{_seg(sha)}")
         if response.is_error:
             raise error_from_response(response)
         return response.content
@@ -425,7 +649,7 @@ class Client:
             # hub answers a repeat with the task it already created.
             spec = spec.model_copy(update={"idempotency_key": uuid.uuid4().hex})
         body = spec.model_dump(mode="json", exclude_none=True)
-        data = self._request("POST", "/v1/tasks", body=body, retry=True)
+        data = self._request("POST", "/v1/tasks", body=body, idempotent=True)
         return self._model(TaskView, data, "POST /v1/tasks")
 
     def task(self, id: str, *, full: bool = False) -> TaskView:
@@ -478,7 +702,8 @@ class Client:
 
     def cancel(self, id: str) -> TaskView:
         """Ask the hub to cancel a task; returns it (CANCELING or CANCELED, or already ended)."""
-        data = self._request("POST", f"/v1/tasks/{_seg(id)}/cancel")
+        # Idempotent at the hub: cancelling a CANCELING or ended task changes nothing.
+        data = self._request("POST", f"/v1/tasks/{_seg(id)}/cancel", idempotent=True)
         return self._model(TaskView, data, "POST cancel")
 
     def logs(self, id: str) -> dict:
@@ -576,7 +801,8 @@ class Client:
 
     def request_measurement(self, pool_id: str) -> float:
         """Ask a pool's agent to probe it again; returns the request time (epoch seconds)."""
-        data = self._request("POST", f"/v1/pools/{_seg(pool_id)}/measure")
+        # Asking twice still asks for one measurement: safe to send again.
+        data = self._request("POST", f"/v1/pools/{_seg(pool_id)}/measure", idempotent=True)
         return float(data["requested_at"])
 
     def match_hardware(self, model: str, kind: str = "accelerator") -> dict:
@@ -632,7 +858,8 @@ class Client:
         body: dict[str, Any] = {"name": name}
         if org_id:
             body["org_id"] = org_id
-        data = self._request("POST", "/v1/providers", body=body)
+        # The hub returns the existing provider of that name: safe to send again.
+        data = self._request("POST", "/v1/providers", body=body, idempotent=True)
         return self._model(ProviderRecord, data, "POST /v1/providers")
 
     def providers(self) -> list[ProviderRecord]:
@@ -663,7 +890,8 @@ class Client:
             body["lat"] = lat
         if lon is not None:
             body["lon"] = lon
-        data = self._request("POST", "/v1/sites", body=body)
+        # The hub returns the provider's existing site of that name: safe to send again.
+        data = self._request("POST", "/v1/sites", body=body, idempotent=True)
         return self._model(SiteRecord, data, "POST /v1/sites")
 
     def sites(self) -> list[SiteRecord]:

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cpnet.client import CpnetError, check_hub_url, check_token
 from cpnet.config import default_data_dir
 from cpnet.registry.model import HEARTBEAT_INTERVAL_S, PoolDescriptor
 
@@ -66,6 +67,15 @@ class AgentSettings:
     # Discovering backends look at their cluster again this often (0: only when the backend
     # notices a change itself) and re-register when the pools changed; declared pools never do.
     rediscover_interval_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        # Refused here, at start, rather than as a traceback from the HTTP library at the first
+        # request (the CLI checks first, naming where each value came from).
+        try:
+            object.__setattr__(self, "hub_url", check_hub_url(self.hub_url))
+            object.__setattr__(self, "token", check_token(self.token))
+        except CpnetError as err:
+            raise AgentConfigError(err.message) from None
 
     def __repr__(self) -> str:
         # The token is a credential: keep it out of logs and tracebacks.

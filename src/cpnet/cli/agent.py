@@ -10,7 +10,7 @@ import typer
 from cpnet.agent.settings import AgentConfigError, AgentSettings, pool_from_table, read_agent_file
 from cpnet.cli.config import state
 from cpnet.cli.output import errors, fail, split_pairs
-from cpnet.client import normalise_url, read_config
+from cpnet.client import check_hub_url, check_token, config_path, read_config
 from cpnet.registry.model import PoolDescriptor
 
 POOL_PANEL = "Pool (declare one pool instead of discovering this machine)"
@@ -232,17 +232,30 @@ def agent(
         pools.append(flag_pool)
     root = state(ctx)
     # The user's saved login is never used as an agent credential; only its hub URL is.
-    url = hub_url or root.hub or from_file.get("hub_url") or read_config().get("hub")
-    secret = token or root.token or from_file.get("token")
-    if not url:
+    # Each value is checked with where it came from, so a mistyped one is one line naming it.
+    if hub_url is not None:
+        url = check_hub_url(hub_url, "given with --hub")
+    elif root.hub:  # the root --hub, or CPNET_HUB
+        url = check_hub_url(root.hub)
+    elif from_file.get("hub_url"):
+        url = check_hub_url(from_file["hub_url"], f"in {config}")
+    elif saved := read_config().get("hub"):
+        url = check_hub_url(str(saved), f"saved in {config_path()}")
+    else:
         fail("no hub URL", 'pass --hub URL, set CPNET_HUB, or put hub = "…" in --config')
-    if not secret:
+    if token is not None:
+        secret = check_token(token, "given with --token")
+    elif root.token:  # the root --token, or CPNET_TOKEN
+        secret = check_token(root.token)
+    elif from_file.get("token"):
+        secret = check_token(from_file["token"], f"in {config}")
+    else:
         fail(
             "no agent token",
             "pass --token SITE_TOKEN (from `cpnet admin site token SITE_ID`) or set CPNET_TOKEN",
         )
     values: dict[str, Any] = {
-        "hub_url": normalise_url(str(url)),
+        "hub_url": url,
         "token": secret,
         "pools": pools,
         "options": {**from_file.get("options", {}), **split_pairs(options, "--option")},

@@ -16,6 +16,7 @@ import httpx
 import tomli_w
 import typer
 
+from cpnet.cli.output import errors
 from cpnet.client import Client, config_path, read_config
 
 
@@ -25,6 +26,7 @@ class CliState:
 
     hub: str | None = None
     token: str | None = None
+    retry_window_s: float | None = None  # None: CPNET_RETRY_WINDOW_S, else the SDK's default
     # Tests put a fault injector at the network boundary here (it forwards to a real hub);
     # normal runs use the network.
     transport: httpx.BaseTransport | None = None
@@ -36,9 +38,19 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def connect(ctx: typer.Context, *, hub: str | None = None, token: str | None = None) -> Client:
-    """A Client for this invocation: explicit arguments, then root flags, env, config file."""
+    """A Client for this invocation: explicit arguments, then root flags, env, config file.
+
+    While the hub is unreachable the Client retries (--retry-window); it says so once, as one
+    line on stderr.
+    """
     s = state(ctx)
-    return Client(hub or s.hub, token or s.token, transport=s.transport)
+    return Client(
+        hub or s.hub,
+        token or s.token,
+        retry_window_s=s.retry_window_s,
+        on_retry=lambda message: errors.print(message, style="yellow", soft_wrap=True),
+        transport=s.transport,
+    )
 
 
 def write_config(hub: str, token: str, path: Path | None = None) -> Path:

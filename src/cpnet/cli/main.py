@@ -12,7 +12,7 @@ from cpnet.agent.settings import AgentConfigError
 from cpnet.cli import admin, agent, blob, hub, ident, login, measure, pools, submit, tasks
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
-from cpnet.client import CpnetError
+from cpnet.client import CpnetError, check_hub_url, check_token
 from cpnet.errors import DomainError
 
 
@@ -63,6 +63,18 @@ def root(
             show_envvar=True,
         ),
     ] = None,
+    retry_window: Annotated[
+        float | None,
+        typer.Option(
+            "--retry-window",
+            envvar="CPNET_RETRY_WINDOW_S",
+            metavar="S",
+            min=0,
+            help="Keep retrying for up to S seconds while the hub is unreachable, e.g. "
+            "restarting (default: CPNET_RETRY_WINDOW_S, else 30; 0: fail at once).",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     """cpnet: one network of many compute providers.
 
@@ -72,8 +84,23 @@ def root(
     **Example:** `cpnet --hub http://127.0.0.1:8470 pools --type intelligent`
     """
     s = ctx.ensure_object(CliState)
+    # Checked before any command runs, so a mistyped value is one line naming it, never a
+    # traceback from deep in the HTTP library.
+    if hub_url is not None:
+        hub_url = check_hub_url(hub_url, _given(ctx, "hub_url", "--hub", "CPNET_HUB"))
+    if token is not None:
+        token = check_token(token, _given(ctx, "token", "--token", "CPNET_TOKEN"))
     s.hub = hub_url or s.hub
     s.token = token or s.token
+    if retry_window is not None:
+        s.retry_window_s = retry_window
+
+
+def _given(ctx: typer.Context, param: str, flag: str, env: str) -> str:
+    """Where a root option's value came from, for error messages."""
+    source = ctx.get_parameter_source(param)  # an enum of the Click that Typer bundles
+    from_env = source is not None and source.name == "ENVIRONMENT"
+    return f"in {env}" if from_env else f"given with {flag}"
 
 
 def version(

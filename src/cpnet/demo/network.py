@@ -206,7 +206,8 @@ class LocalNetwork:
         """
         assert self.hub is not None
         deadline = time.monotonic() + timeout
-        with Client(self.url, token, timeout=2.0) as hub:
+        # No retry window: this loop does its own retrying, and must notice an exited hub at once.
+        with Client(self.url, token, timeout=2.0, retry_window_s=0) as hub:
             while time.monotonic() < deadline:
                 if not self.hub.running():
                     raise NetworkError(f"the hub exited at start:\n{log_tail(self.hub.log)}")

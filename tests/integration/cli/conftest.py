@@ -23,7 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 
+from cpnet.cli.main import app
 from cpnet.client import Client
 from cpnet.tasks.states import State
 from services import free_port
@@ -49,6 +51,20 @@ def gpu_pool() -> dict[str, Any]:
     d["hardware"].update(cpu_model="Xeon", accelerators=[{"model": "H100", "count": 8}])
     d["price"] = {"currency": "CNY", "cpu_core_hour": 0.05, "gpu_hour": 12.0}
     return d
+
+
+def command_paths(command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group in the tree, as argument paths from the root."""
+    paths = [path]
+    if hasattr(command, "list_commands"):  # a group (Typer bundles its own Click)
+        ctx = typer.Context(command)
+        for name in command.list_commands(ctx):
+            paths += command_paths(command.get_command(ctx, name), (*path, name))
+    return paths
+
+
+# Every `cpnet` command and group (the root is `()`), so tests over them cover new ones too.
+ALL_COMMANDS = command_paths(typer.main.get_command(app))
 
 
 @dataclass
@@ -168,15 +184,9 @@ def wait_for_state(c: Client, task_id: str, state: State, timeout: float = 60) -
 def isolated_config(tmp_path, monkeypatch) -> Iterator[Any]:
     """Keep every test away from the real ~/.config and from CPNET_* in the environment."""
     monkeypatch.setenv("CPNET_CONFIG", str(tmp_path / "config.toml"))
-    for name in ("CPNET_HUB", "CPNET_TOKEN"):
+    for name in ("CPNET_HUB", "CPNET_TOKEN", "CPNET_RETRY_WINDOW_S"):
         monkeypatch.delenv(name, raising=False)
     yield tmp_path / "config.toml"
-
-
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch) -> None:
-    """Retries pause for real between tries; tests need not wait."""
-    monkeypatch.setattr("cpnet.client.BACKOFF_S", 0.0)
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import re
 import stat
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from cpnet.cli import output
@@ -23,6 +23,7 @@ from services import free_port
 from tests.integration.procs import AgentProc, HubProc, kill_runners, wait_until
 
 from .conftest import (
+    ALL_COMMANDS,
     STAYS_QUEUED,
     FaultyNetworkTransport,
     Net,
@@ -74,19 +75,6 @@ def only_task(c: Client):
 
 
 # ---- help -------------------------------------------------------------------------------------
-
-
-def command_paths(command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every command and group in the tree, as argument paths from the root."""
-    paths = [path]
-    if hasattr(command, "list_commands"):  # a group (Typer bundles its own Click)
-        ctx = typer.Context(command)
-        for name in command.list_commands(ctx):
-            paths += command_paths(command.get_command(ctx, name), (*path, name))
-    return paths
-
-
-ALL_COMMANDS = command_paths(typer.main.get_command(app))
 
 
 def test_the_tree_has_every_documented_command():
@@ -310,10 +298,21 @@ def test_usage_errors_exit_2(cli):
     assert cli("submit", "--tag", "novalue", "--", "true").exit_code == 2
 
 
-def test_an_unreachable_hub_is_one_red_line(dead_url):
-    result = runner.invoke(app, ["--hub", dead_url, "pools"])
+def test_an_unreachable_hub_is_retried_with_one_notice_then_one_red_line(dead_url):
+    started = time.monotonic()
+    result = runner.invoke(app, ["--hub", dead_url, "--retry-window", "1", "pools"])
+    assert time.monotonic() - started >= 1
     assert result.exit_code == 1
-    assert "cpnet hub" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    notice, error = result.stderr.strip().splitlines()
+    assert notice == f"hub at {dead_url} unreachable (ConnectError); retrying for up to 1 s…"
+    assert error.startswith("error: cannot reach the hub") and "cpnet hub" in error
+
+
+def test_the_retry_window_can_be_set_with_CPNET_RETRY_WINDOW_S(dead_url):
+    result = runner.invoke(app, ["--hub", dead_url, "pools"], env={"CPNET_RETRY_WINDOW_S": "0"})
+    assert result.exit_code == 1
+    (error,) = result.stderr.strip().splitlines()  # no retry notice: it failed at once
+    assert error.startswith("error: cannot reach the hub")
 
 
 # ---- discovery and identifiers ----------------------------------------------------------------

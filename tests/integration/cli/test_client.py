@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,9 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cpnet.agent.settings import AgentConfigError, AgentSettings
 from cpnet.client import (
     DEFAULT_HUB,
     BadRequest,
+    BadSetting,
     Client,
     Conflict,
     CpnetError,
@@ -27,6 +31,7 @@ from cpnet.client import (
 from cpnet.registry.model import PoolRecord
 from cpnet.tasks.model import TaskEvent, TaskSpec, TaskView
 from cpnet.tasks.states import State
+from tests.integration.procs import HubProc, make_world, wait_until
 
 from .conftest import STAYS_QUEUED, FaultyNetworkTransport, Net, Tenant, gate_command
 
@@ -287,13 +292,68 @@ def test_an_answer_that_does_not_fit_the_models_blames_versions(not_a_hub):
 # ---- connection errors and retries ------------------------------------------------------------
 
 
-def test_an_unreachable_hub_says_what_to_do(dead_url, tap):
-    with Client(dead_url, "cpn_x", transport=tap) as c, pytest.raises(HubUnavailable) as caught:
+def test_an_unreachable_hub_is_retried_for_the_window_then_says_what_to_do(dead_url, tap):
+    notices: list[str] = []
+    started = time.monotonic()
+    with (
+        Client(dead_url, "cpn_x", retry_window_s=1, on_retry=notices.append, transport=tap) as c,
+        pytest.raises(HubUnavailable) as caught,
+    ):
         c.health()
+    assert time.monotonic() - started >= 1  # it kept trying for the whole window
+    assert len(tap.requests) >= 2  # tried again ...
+    assert notices == [  # ... and said so once
+        f"hub at {dead_url} unreachable (ConnectError); retrying for up to 1 s…"
+    ]
     message = caught.value.message
+    assert "retried for 1 s" in message
     assert f"is the hub running at {dead_url}?" in message
     assert "cpnet hub" in message
-    assert len(tap.requests) == 3  # GETs are tried three times
+
+
+def test_without_on_retry_the_notice_is_a_logged_warning(dead_url, caplog):
+    with Client(dead_url, retry_window_s=0.3) as c, pytest.raises(HubUnavailable):
+        c.pools()
+    (record,) = [r for r in caplog.records if r.name == "cpnet.client"]
+    assert record.levelname == "WARNING"
+    assert f"hub at {dead_url} unreachable" in record.getMessage()
+
+
+def test_the_retry_window_comes_from_the_environment(dead_url, tap, monkeypatch):
+    monkeypatch.setenv("CPNET_RETRY_WINDOW_S", "0")  # 0: fail at once
+    notices: list[str] = []
+    with Client(dead_url, on_retry=notices.append, transport=tap) as c:
+        assert c.retry_window_s == 0
+        with pytest.raises(HubUnavailable):
+            c.health()
+    assert len(tap.requests) == 1 and notices == []
+    monkeypatch.setenv("CPNET_RETRY_WINDOW_S", "soon")
+    with pytest.raises(BadSetting) as caught:
+        Client(dead_url)
+    assert "CPNET_RETRY_WINDOW_S is 'soon', not a number of seconds" in caught.value.message
+    monkeypatch.delenv("CPNET_RETRY_WINDOW_S")
+    with Client(dead_url) as c:
+        assert c.retry_window_s == 30
+
+
+def test_an_unknown_host_name_is_not_retried():
+    """A name that does not resolve is a typo, not a restart: no 30 s wait for it."""
+    host = "no-such-host.invalid"  # RFC 2606: never resolves
+    try:
+        socket.getaddrinfo(host, 80)
+    except socket.gaierror as err:
+        if err.errno != socket.EAI_NONAME:
+            pytest.skip(f"this machine's resolver answers {err} for {host}, not 'no such name'")
+    else:
+        pytest.skip(f"this machine's resolver finds {host}")
+    notices: list[str] = []
+    with (
+        Client(f"http://{host}:8470", retry_window_s=20, on_retry=notices.append) as c,
+        pytest.raises(HubUnavailable) as caught,
+    ):
+        c.health()
+    assert notices == []
+    assert "retried" not in caught.value.message
 
 
 def test_a_get_recovers_from_a_transient_connection_error(tapped, tap):
@@ -302,7 +362,7 @@ def test_a_get_recovers_from_a_transient_connection_error(tapped, tap):
     assert len(tap.requests) == 2
 
 
-def test_submit_adds_an_idempotency_key_and_reuses_it_on_retry(client, tapped, tap):
+def test_submit_adds_an_idempotency_key_and_reuses_it_on_retry(client, tapped, tap, caplog):
     # The hub creates the task but the answer is lost; the retry must not create a second one.
     tap.faults = [("after", httpx.ReadError("connection reset"))]
     view = tapped.submit(TaskSpec(**queued()))
@@ -310,6 +370,7 @@ def test_submit_adds_an_idempotency_key_and_reuses_it_on_retry(client, tapped, t
     key = body(first)["idempotency_key"]
     assert key and body(second)["idempotency_key"] == key
     assert task_ids(client) == [view.id]  # exactly one task on the hub
+    assert [r for r in caplog.records if r.name == "cpnet.client"] == []  # one reset: no news
 
 
 def test_submit_keeps_the_callers_idempotency_key(client, tapped, tap):
@@ -328,13 +389,91 @@ def test_two_submits_without_keys_are_two_tasks(client):
     assert spec.idempotency_key is None  # the caller's object is not changed
 
 
-def test_cancel_is_not_retried(client, tapped, tap):
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ("before", httpx.ConnectError("refused")),  # the hub never saw the first try
+        ("after", httpx.ReadError("connection reset")),  # it canceled, the answer was lost
+    ],
+    ids=["never-sent", "answer-lost"],
+)
+def test_cancel_is_sent_again_as_the_hub_treats_it_as_idempotent(client, tapped, tap, fault):
     task = client.submit(queued())
+    tap.faults = [fault]
+    assert tapped.cancel(task.id).state is State.CANCELED
+    assert [r.method for r in tap.requests] == ["POST", "POST"]
+    assert [e.to_state for e in client.events(task.id)] == [State.QUEUED, State.CANCELED]
+
+
+def test_a_call_that_is_not_idempotent_is_not_sent_again_once_it_may_have_arrived(
+    client, tapped, tap
+):
+    before = len(client.tokens())
+    tap.faults = [("after", httpx.ReadError("connection reset"))]
+    with pytest.raises(HubUnavailable) as caught:
+        tapped.create_token("lost answer")
+    assert [r.method for r in tap.requests] == ["POST"]  # one try: a second would be a 2nd token
+    assert "may have reached the hub, so it was not sent again" in caught.value.message
+    assert len(client.tokens()) == before + 1  # the hub did create it
+
+
+def test_a_call_that_is_not_idempotent_is_retried_when_it_never_connected(client, tapped, tap):
+    before = len(client.tokens())
     tap.faults = [("before", httpx.ConnectError("refused"))]
-    with pytest.raises(HubUnavailable):
-        tapped.cancel(task.id)
-    assert [r.method for r in tap.requests] == ["POST"]  # one try, no retry
-    assert client.task(task.id).state is State.QUEUED  # and the hub never saw it
+    assert tapped.create_token("second try").token
+    assert [r.method for r in tap.requests] == ["POST", "POST"]
+    assert len(client.tokens()) == before + 1
+
+
+def test_submissions_ride_out_a_hub_killed_and_restarted(hub: HubProc):
+    """A burst of submissions while the hub is SIGKILLed and restarted (same port, same data):
+    every one succeeds, and the hub holds exactly one task per submission."""
+    token = make_world(hub, {}, org="burst").user_token
+    done: list[str] = []  # ids of the tasks the submissions returned
+    failures: list[BaseException] = []
+    notices: list[str] = []
+    noticed, stop, lock = threading.Event(), threading.Event(), threading.Lock()
+
+    def notice(message: str) -> None:
+        notices.append(message)
+        noticed.set()
+
+    # A window far longer than a restart takes, even on a loaded machine: what is tested is that
+    # the calls wait for the hub, not how fast it comes back.
+    with Client(hub.url, token, retry_window_s=120, on_retry=notice) as c:
+
+        def burst() -> None:
+            while not stop.is_set():
+                try:
+                    view = c.submit(queued())
+                except BaseException as err:
+                    failures.append(err)
+                    return
+                with lock:
+                    done.append(view.id)
+
+        threads = [threading.Thread(target=burst) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: len(done) >= 30 or failures, 60, "30 submissions")
+            hub.kill()  # SIGKILL, mid-burst
+            wait_until(lambda: noticed.is_set() or failures, 60, "the client to retry")
+            hub.start()  # same port, same data directory
+            restarted_at = len(done)
+            wait_until(
+                lambda: len(done) >= restarted_at + 30 or failures, 120, "30 more submissions"
+            )
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=180)
+    assert failures == []
+    assert notices and notices[0].startswith(f"hub at {hub.url} unreachable")
+    with hub.client(token) as c:
+        on_hub = [t.id for t in c.iter_tasks(page_size=1000)]
+    assert len(set(done)) == len(done)  # each submission got its own task ...
+    assert sorted(on_hub) == sorted(done)  # ... the hub has each, and nothing twice or extra
 
 
 # ---- cursors ----------------------------------------------------------------------------------
@@ -430,3 +569,92 @@ def test_load_jwks_from_the_hub_and_from_a_file(tmp_path, net: Net):
     path.write_text("[]")
     with pytest.raises(BadRequest):
         load_jwks(str(path))
+
+
+# ---- values no request could carry ------------------------------------------------------------
+
+
+def test_a_token_with_a_typographic_dash_is_refused_when_the_client_is_built(net: Net):
+    with pytest.raises(BadSetting) as caught:
+        Client(net.hub.url, "abc—def")
+    err = caught.value
+    assert isinstance(err, BadRequest) and err.field == "token"
+    assert err.message == (
+        "the token has '—' (U+2014) at position 4, which no cpnet token contains; "
+        "copy it again from where it was issued"
+    )
+
+
+def test_a_bad_token_says_where_it_came_from(isolated_config, monkeypatch):
+    monkeypatch.setenv("CPNET_TOKEN", "cpn_x\u00a0y")  # a non-breaking space
+    with pytest.raises(BadSetting) as caught:
+        Client("http://127.0.0.1:1")
+    assert "the token in CPNET_TOKEN has '\\xa0' (U+00A0) at position 6" in caught.value.message
+    monkeypatch.delenv("CPNET_TOKEN")
+    write_config(isolated_config, "http://127.0.0.1:1", "cpn_ok\u2013")
+    with pytest.raises(BadSetting) as caught:
+        Client()
+    assert f"the token in {isolated_config} has '–' (U+2013)" in caught.value.message
+
+
+def test_surrounding_whitespace_is_not_part_of_the_token(tenant: Tenant):
+    with Client(tenant.url, f" {tenant.token}\n") as c:
+        assert c.whoami().org_id == tenant.world.org_id
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://hub—x:8470", "has '—' (U+2014) at position 11"),
+        ("not a url", "has ' ' (U+0020) at position 4"),
+        ("ftp://hub:8470", "its scheme is 'ftp', not http or https"),
+        ("hub:port", "is not a URL: Invalid port: 'port'"),
+        ("hub:99999", "port 99999 is out of range"),
+        ("http://", "it has no host"),
+        ("http://hub:8470/?x=1", "a hub URL has no ?query or #fragment"),
+    ],
+)
+def test_a_hub_url_no_request_could_go_to_is_refused(url, said):
+    with pytest.raises(BadSetting) as caught:
+        Client(url, "cpn_x")
+    assert caught.value.message.startswith(f"the hub URL ({url!r}) ")
+    assert said in caught.value.message
+    assert "http://HOST:PORT" in caught.value.message
+
+
+def test_a_bad_hub_url_in_the_environment_or_config_file_is_named(isolated_config, monkeypatch):
+    monkeypatch.setenv("CPNET_HUB", "http://hub\u2010x")  # a typographic hyphen
+    with pytest.raises(BadSetting, match="the hub URL in CPNET_HUB"):
+        Client()
+    monkeypatch.delenv("CPNET_HUB")
+    write_config(isolated_config, "http://hub x:1", "cpn_file")
+    with pytest.raises(BadSetting, match=f"the hub URL in {isolated_config}"):
+        Client()
+
+
+def test_agent_settings_refuse_a_bad_token_or_hub_url():
+    with pytest.raises(AgentConfigError, match=r"'—' \(U\+2014\) at position 4"):
+        AgentSettings(hub_url="http://127.0.0.1:1", token="abc—def")
+    with pytest.raises(AgentConfigError, match="the hub URL"):
+        AgentSettings(hub_url="http://hub—x:8470", token="cpn_x")
+
+
+@pytest.mark.parametrize(
+    ("ident", "said"),
+    [
+        ("abc—", "no task 'abc—'"),  # the hub's 404: the id travels percent-encoded
+        ("x y", "no task 'x y'"),
+        ("..", "no task '..'"),  # not a relative path to /v1
+        (".", "no task '.'"),  # not the task list
+    ],
+)
+def test_odd_task_ids_reach_the_hub_as_ids(client, ident, said):
+    with pytest.raises(NotFound) as caught:
+        client.task(ident)
+    assert caught.value.message == said
+
+
+def test_an_empty_id_is_refused_before_sending(tapped, tap):
+    with pytest.raises(BadRequest, match="an empty id"):
+        tapped.task("")
+    assert tap.requests == []
