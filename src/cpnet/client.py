@@ -139,6 +139,10 @@ class HubUnavailable(CpnetError):
     """The hub could not be reached, or did not answer in time."""
 
 
+class Stopped(CpnetError):
+    """The client was stopped (its stop event set) while it waited to retry."""
+
+
 class WaitTimeout(CpnetError, TimeoutError):
     """wait() gave up before the task reached a terminal state."""
 
@@ -442,6 +446,12 @@ class Client:
         self.url, self.token = resolve_target(url, token)
         self.retry_window_s = retry_window(retry_window_s)
         self._on_retry = on_retry
+        # The retry policy's knobs that only a subclass changes (SiteClient: an agent retries
+        # every failure, 5xx answers too, until it is stopped).
+        self._backoff_max_s = BACKOFF_MAX_S
+        self._retry_server_errors = False  # a 5xx answer is retried like an unreachable hub
+        self._retryable: tuple[type[httpx.TransportError], ...] = _RETRYABLE
+        self._stop: threading.Event | None = None  # set: stop retrying, raise Stopped
         self._outage = False  # a retry notice was given and no request has succeeded since
         self._outage_lock = threading.Lock()
         headers = {"User-Agent": f"cpnet-sdk/{__version__}", "Accept": "application/json"}
@@ -484,9 +494,11 @@ class Client:
         deadline: float | None = None  # set by the first failure
         pause = BACKOFF_S
         while True:
+            if self._stop is not None and self._stop.is_set():
+                raise Stopped("stopping: no more requests to the hub", code="stopped")
             try:
                 response = self._http.request(method, path, **kw)
-            except _RETRYABLE as err:
+            except self._retryable as err:
                 now = time.monotonic()
                 retried = deadline is not None
                 if deadline is None:
@@ -499,27 +511,43 @@ class Client:
                 # second failure on (a lone one, say of a keep-alive connection the hub had just
                 # closed, passes at the first retry and is no news).
                 if retried or isinstance(err, _NOT_SENT):
-                    self._announce(err)
-                time.sleep(min(pause * random.uniform(0.5, 1.0), deadline - now))
-                pause = min(pause * 2, BACKOFF_MAX_S)
+                    self._announce(type(err).__name__)
             except httpx.TransportError as err:
                 raise self._unavailable(err) from None
             else:
-                if self._outage:
-                    with self._outage_lock:
-                        self._outage = False
-                return response
+                if not (self._retry_server_errors and response.status_code >= 500):
+                    if self._outage:
+                        with self._outage_lock:
+                            self._outage = False
+                    return response
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.retry_window_s
+                if now >= deadline:
+                    return response  # the caller raises the hub's own error
+                self._announce(f"HTTP {response.status_code}")
+            self._pause(min(pause * random.uniform(0.5, 1.0), deadline - now))
+            pause = min(pause * 2, self._backoff_max_s)
 
-    def _announce(self, err: httpx.TransportError) -> None:
-        """Say once per outage that calls are being retried."""
+    def _pause(self, seconds: float) -> None:
+        """Wait between tries (cut short when the client is stopped)."""
+        if self._stop is not None:
+            self._stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def _announce(self, what: str) -> None:
+        """Say once per outage that calls are being retried (`what` went wrong)."""
         with self._outage_lock:
             if self._outage:
                 return
             self._outage = True
-        message = (
-            f"hub at {self.url} unreachable ({type(err).__name__}); "
-            f"retrying for up to {self.retry_window_s:g} s…"
+        until = (
+            "until it answers"
+            if math.isinf(self.retry_window_s)
+            else f"for up to {self.retry_window_s:g} s"
         )
+        message = f"hub at {self.url} unreachable ({what}); retrying {until}…"
         if self._on_retry is not None:
             self._on_retry(message)
         else:
@@ -536,14 +564,19 @@ class Client:
     ) -> Any:
         """Send one request (see _send) and return its JSON answer, or raise its error."""
         response = self._send(method, path, params=params, json=body, idempotent=idempotent)
+        return self._answer(response)
+
+    def _answer(self, response: httpx.Response) -> Any:
+        """A response's JSON, or the SDK's error for it (its status, or not JSON at all)."""
         if response.is_error:
             raise error_from_response(response)
         try:
             return response.json()
         except ValueError:
+            request = response.request
             raise CpnetError(
-                f"the hub answered {method} {path} with something that is not JSON; "
-                f"is {self.url} a cpnet hub?",
+                f"the hub answered {request.method} {request.url.path} with something that is "
+                f"not JSON; is {self.url} a cpnet hub?",
                 status=response.status_code,
                 code="bad_response",
             ) from None

@@ -13,11 +13,11 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
 from pydantic import ValidationError
 
 from cpnet import __version__
@@ -33,14 +33,19 @@ from cpnet.agent.backends.base import (
 )
 from cpnet.agent.journal import Entry, Journal
 from cpnet.agent.probe import measure_pool
+from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
 from cpnet.agent.settings import AgentSettings
+from cpnet.auth.model import Role
+from cpnet.client import CpnetError, Stopped, Unauthorized
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
+from cpnet.siteclient import SiteClient
 from cpnet.tasks.model import MAX_TRANSFERS, Assignment, AttemptUpdate, TransferRecord
 from cpnet.tasks.states import State
 
 log = logging.getLogger("cpnet.agent")
 
 POLL_S = 0.1  # how often the backend's truth is read for held attempts
+LONG_POLL_S = 25.0  # how long the hub may hold an assignments request before answering
 MAX_BATCH = 500
 ACCEPT_THREADS = 4
 ENDED_MEMORY = 100_000  # ended attempt ids remembered against late re-deliveries
@@ -48,6 +53,9 @@ PROGRESS_EVERY_S = 1.0  # at most one progress-only update per attempt this ofte
 TRANSFERS_BUDGET_BYTES = 256 * 1024  # of transfer records in one final update (more: counted)
 BATCH_BYTES = 512 * 1024  # an update batch stays well under the hub's 1 MiB body limit
 PROGRESS_ONLY = {"attempt_id", "state", "at", "progress"}  # the fields of a progress report
+
+
+R = TypeVar("R")
 
 
 class AgentError(Exception):
@@ -136,11 +144,8 @@ class Agent:
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
-        self.http = httpx.Client(
-            base_url=settings.hub_url.rstrip("/"),
-            headers={"authorization": f"Bearer {settings.token}"},
-            timeout=httpx.Timeout(30.0, read=90.0),
-        )
+        self.stop = threading.Event()
+        self.hub = SiteClient(settings.hub_url.rstrip("/"), settings.token, stop=self.stop)
         work = settings.work_dir
         work.mkdir(parents=True, exist_ok=True)
         decls = [to_decl(p) for p in settings.pools] or None
@@ -166,7 +171,6 @@ class Agent:
         # progress-only update still waiting in `pending` (a newer one replaces its content).
         self.last_progress: dict[str, tuple[float, object]] = {}
         self.progress_queued: dict[str, AttemptUpdate] = {}
-        self.stop = threading.Event()
         self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
         self.site_id = ""
         self.decls: list[PoolDecl] = []
@@ -180,39 +184,30 @@ class Agent:
 
     # ---- talking to the hub ----
 
-    def _call(self, method: str, url: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
-        """One request, retried with backoff while the hub is unreachable (it may restart)."""
-        delay = 0.2
-        while not self.stop.is_set():
-            try:
-                r = self.http.request(method, url, **kw)
-            except httpx.TransportError as exc:
-                log.warning(
-                    "hub unreachable (%s); retrying in %.1fs", exc.__class__.__name__, delay
-                )
-            else:
-                if r.status_code < 500:
-                    if r.status_code in (401, 403):
-                        raise AgentError(f"the hub refused this agent's token: {r.text}")
-                    if r.status_code >= 400:
-                        raise HubRefused(
-                            r.status_code, f"{method} {url} → {r.status_code}: {r.text}"
-                        )
-                    return r
-                log.warning("hub answered %s; retrying in %.1fs", r.status_code, delay)
-            self.stop.wait(delay)
-            delay = min(delay * 2, 5.0)
-        raise AgentError("stopping")
+    def _hub(self, call: Callable[..., R], *args: Any) -> R:
+        """Call the hub through the SDK's site client, which retries while the hub is
+        unreachable or failing (it may restart) until the agent stops; its errors become the
+        agent's here, at this one boundary."""
+        try:
+            return call(*args)
+        except Stopped:
+            raise AgentError("stopping") from None
+        except Unauthorized as exc:
+            raise AgentError(f"the hub refused this agent's token: {exc}") from None
+        except CpnetError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                raise HubRefused(exc.status, f"HTTP {exc.status} ({exc.code}): {exc}") from None
+            raise AgentError(str(exc)) from None
 
-    def join(self) -> dict:
+    def join(self) -> RegisterResult:
         """Find our site from the token, register our pools, re-attach journaled attempts."""
-        who = self._call("GET", "/v1/whoami").json()
-        if who.get("role") != "agent" or not who.get("site_id"):
+        who = self._hub(self.hub.whoami)
+        if who.role is not Role.AGENT or not who.site_id:
             raise AgentError(
                 "this token is not a site token: create one with "
                 "`cpnet admin site token SITE_ID` and pass it with --token"
             )
-        self.site_id = who["site_id"]
+        self.site_id = who.site_id
         decls = self.backend.discover()
         with self.hub_lock:
             res = self._register(decls)
@@ -229,7 +224,7 @@ class Agent:
             log.info("re-attached %d attempts after restart", len(self.entries))
         return res
 
-    def _register(self, decls: list[PoolDecl]) -> dict:
+    def _register(self, decls: list[PoolDecl]) -> RegisterResult:
         """Tell the hub this agent's pools (all of them: the hub takes pools left out offline)."""
         pools = [to_descriptor(d) for d in decls]
         images = self.backend.images
@@ -249,8 +244,8 @@ class Agent:
             "heartbeat_interval_s": self.settings.heartbeat_interval_s,
             "pools": [p.model_dump(mode="json") for p in pools],
         }
-        res = self._call("POST", f"/v1/sites/{self.site_id}/register", json=body).json()
-        for name, notes in (res.get("capacity_notes") or {}).items():
+        res = self._hub(self.hub.register, self.site_id, body)
+        for name, notes in res.capacity_notes.items():
             for note in notes:
                 log.warning("pool %s capacity: %s", name, note)
         self.decls = list(decls)
@@ -274,7 +269,7 @@ class Agent:
             "pools changed (new or different: %s; gone: %s); registered %s",
             ", ".join(changed) or "none",
             ", ".join(gone) or "none",
-            res.get("pools"),
+            res.pools,
         )
         self.heartbeat_once()  # registration assumed everything free: tell the truth at once
         if changed and self.settings.measure_on_join:
@@ -339,7 +334,7 @@ class Agent:
         if not reports:
             return {}
         body = {"pools": reports}
-        return self._call("POST", f"/v1/sites/{self.site_id}/measurements", json=body).json()
+        return self._hub(self.hub.measurements, self.site_id, body)
 
     def measure_loop(self, names: list[str] | None = None) -> None:
         try:
@@ -398,22 +393,20 @@ class Agent:
     def assignment_loop(self) -> None:
         while not self.stop.is_set():
             try:
-                r = self._call("GET", f"/v1/sites/{self.site_id}/assignments", params={"wait": 25})
+                got = self._hub(self.hub.assignments, self.site_id, LONG_POLL_S)
             except AgentError as exc:
                 if not self.stop.is_set():
                     log.error("%s", exc)
                     self.stop.wait(2)
                 continue
-            data = r.json()
-            batch = [Assignment.model_validate(raw) for raw in data.get("assignments", [])]
             # Accepting is mostly waiting on fsyncs and process start-up: overlap a few.
-            list(self.accepting.map(self._accept, batch))
-            for aid in data.get("cancel", []):
+            list(self.accepting.map(self._accept, got.assignments))
+            for aid in got.cancel:
                 self._cancel(aid)
-            if not data.get("assignments") and not data.get("cancel"):
+            if not got.assignments and not got.cancel:
                 continue
             # Cancels stay listed until the attempt ends; do not spin on them.
-            if data.get("cancel") and not data.get("assignments"):
+            if got.cancel and not got.assignments:
                 self.stop.wait(0.5)
 
     # ---- heartbeats ----
@@ -423,7 +416,7 @@ class Agent:
             reply = self._heartbeat()
         self._heard(reply)
 
-    def _heartbeat(self) -> dict:
+    def _heartbeat(self) -> HeartbeatReply:
         known = {d.name for d in self.decls}  # only pools the hub was told of
         live = [p for p in self.backend.live() if p.name in known]
         with self.lock:
@@ -445,17 +438,17 @@ class Agent:
             ],
             "running_attempts": running,
         }
-        return self._call("POST", f"/v1/sites/{self.site_id}/heartbeat", json=body).json()
+        return self._hub(self.hub.heartbeat, self.site_id, body)
 
-    def _heard(self, reply: dict) -> None:
+    def _heard(self, reply: HeartbeatReply) -> None:
         # Pools someone asked to be probed again; each request is acted on once (a probe that
         # fails is not retried every heartbeat: the request stays pending at the hub).
-        asked = {n: at for n, at in (reply.get("measure") or {}).items() if self.asked.get(n) != at}
+        asked = {n: at for n, at in reply.measure.items() if self.asked.get(n) != at}
         if asked and self.measure_in_background(list(asked)):
             self.asked.update(asked)
-        for aid in reply.get("cancel", []):
+        for aid in reply.cancel:
             self._cancel(aid)
-        for aid in reply.get("unknown", []):
+        for aid in reply.unknown:
             with self.lock:
                 st = self.last_state.get(aid)
                 held = aid in self.entries
@@ -581,7 +574,7 @@ class Agent:
                 e = self.entries.get(u.attempt_id)
                 if e is None:
                     continue
-                if res is not None and res.get("cancel"):
+                if res is not None and res.cancel:
                     self._cancel(u.attempt_id)
                 e.reported = u.state.value
                 if u.state.terminal:
@@ -597,16 +590,9 @@ class Agent:
                         while len(self.ended) > ENDED_MEMORY:
                             del self.ended[next(iter(self.ended))]
 
-    def _post_updates(self, parts: list[str]) -> list[dict]:
+    def _post_updates(self, parts: list[str]) -> list[UpdateOutcome]:
         """POST updates already serialised (one JSON object each); the hub's per-update results."""
-        body = '{"updates":[' + ",".join(parts) + "]}"
-        r = self._call(
-            "POST",
-            f"/v1/sites/{self.site_id}/updates",
-            content=body.encode(),
-            headers={"content-type": "application/json"},
-        )
-        return list(r.json()["results"])
+        return self._hub(self.hub.post_updates, self.site_id, parts).results
 
     def _requeue(self, batch: list[AttemptUpdate]) -> None:
         """Put unsent updates back at the front, in order."""
@@ -619,11 +605,11 @@ class Agent:
                 ):
                     self.progress_queued.setdefault(u.attempt_id, u)
 
-    def _send_alone(self, batch: list[AttemptUpdate]) -> list[dict | None]:
+    def _send_alone(self, batch: list[AttemptUpdate]) -> list[UpdateOutcome | None]:
         """Send each update by itself; one the hub refuses is sent again without its details
         (logs, outputs, transfer records), with a system log saying why, so its state still
         gets through; one refused even so is dropped with an error in the agent's log (None)."""
-        results: list[dict | None] = []
+        results: list[UpdateOutcome | None] = []
         for i, u in enumerate(batch):
             try:
                 try:
@@ -643,7 +629,7 @@ class Agent:
 
     def run(self) -> None:
         res = self.join()
-        log.info("site %s joined with pools %s", self.site_id, res.get("pools"))
+        log.info("site %s joined with pools %s", self.site_id, res.pools)
         if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
             self.measure_in_background()
         self.heartbeat_once()
@@ -667,7 +653,7 @@ class Agent:
             except Exception:
                 log.exception("agent loop error")
             self.stop.wait(POLL_S)
-        self.http.close()
+        self.hub.close()
 
 
 def run_agent(settings: AgentSettings) -> None:

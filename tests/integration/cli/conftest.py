@@ -147,10 +147,11 @@ def tenant(net: Net) -> Iterator[Tenant]:
 class FaultyNetworkTransport(httpx.BaseTransport):
     """A fault injector at the network boundary: forwards each request to the real hub over a real
     HTTP connection and records it; ``faults`` holds ``("before", exc)`` (raise without sending:
-    the hub never saw the request) or ``("after", exc)`` (send, let the hub handle it, then raise:
-    the answer was lost), used up one per request."""
+    the hub never saw the request), ``("after", exc)`` (send, let the hub handle it, then raise:
+    the answer was lost) or ``("status", 503)`` (answer that status without sending: a proxy in
+    front of a hub in trouble), used up one per request."""
 
-    def __init__(self, faults: list[tuple[str, Exception]] | None = None) -> None:
+    def __init__(self, faults: list[tuple[str, Exception | int]] | None = None) -> None:
         self.faults = list(faults or [])
         self.requests: list[httpx.Request] = []
         self._net = httpx.HTTPTransport()
@@ -160,6 +161,8 @@ class FaultyNetworkTransport(httpx.BaseTransport):
         when, exc = self.faults.pop(0) if self.faults else (None, None)
         if when == "before":
             raise exc  # type: ignore[misc]
+        if when == "status":
+            return httpx.Response(exc, json={"error": {"code": "unavailable"}}, request=request)  # type: ignore[arg-type]
         response = self._net.handle_request(request)
         if when == "after":
             response.read()

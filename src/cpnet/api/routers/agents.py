@@ -12,16 +12,26 @@ from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
 
+from cpnet.agent.protocol import (
+    Assignment,
+    Assignments,
+    Heartbeat,
+    HeartbeatReply,
+    Measurements,
+    RegisterResult,
+    Registration,
+    UpdateOutcome,
+    UpdateReply,
+    Updates,
+)
 from cpnet.api.deps import caller, hub
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Forbidden
 from cpnet.hub.service import Hub
-from cpnet.registry.model import Heartbeat, Measurements, RegisterResult, Registration
 from cpnet.store import registry
 from cpnet.store import tasks as store
-from cpnet.tasks.model import Assignment, AttemptUpdate, TaskSpec
+from cpnet.tasks.model import TaskSpec
 
 router = APIRouter(prefix="/v1/sites/{site_id}", tags=["agents"])
 
@@ -62,13 +72,6 @@ def measurements(
     return {"capacity": vectors}
 
 
-class HeartbeatReply(BaseModel):
-    cancel: list[str] = Field(default_factory=list)  # attempts to stop
-    unknown: list[str] = Field(default_factory=list)  # attempts the hub does not expect here
-    # Pools to probe again: name -> when it was asked (an agent acts once per request).
-    measure: dict[str, float] = Field(default_factory=dict)
-
-
 @router.post("/heartbeat", response_model=HeartbeatReply)
 def heartbeat(
     site_id: str, body: Heartbeat, who: Principal = Depends(caller), h: Hub = Depends(hub)
@@ -85,11 +88,6 @@ def heartbeat(
     if back:
         h.resolver.invalidate()
     return reply
-
-
-class Assignments(BaseModel):
-    assignments: list[Assignment]
-    cancel: list[str]
 
 
 def _fetch(h: Hub, site_id: str) -> Assignments:
@@ -132,21 +130,6 @@ async def assignments(
             return got
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), left)
-
-
-class Updates(BaseModel):
-    updates: list[AttemptUpdate] = Field(max_length=1000)
-
-
-class UpdateOutcome(BaseModel):
-    attempt_id: str
-    status: str
-    reason: str | None = None
-    cancel: bool = False
-
-
-class UpdateReply(BaseModel):
-    results: list[UpdateOutcome]
 
 
 @router.post("/updates", response_model=UpdateReply)

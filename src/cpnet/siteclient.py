@@ -1,0 +1,89 @@
+"""The SDK's client for a site's agent: the agent API (``/v1/sites/{site_id}/...``) over the same
+transport, retry policy and error hierarchy as :class:`cpnet.client.Client`.
+
+An agent must outlast any hub outage, so its client retries every failure — refused or dropped
+connections, timeouts, 5xx answers — for as long as it runs (no window), pausing with backoff up to
+``BACKOFF_MAX_S`` and saying so once per outage; setting its ``stop`` event ends the waiting with
+:class:`~cpnet.client.Stopped`. Every agent call is safe to repeat: registration keeps pool ids by
+name, updates are applied idempotently, heartbeats and long polls only read or refresh. A 4xx
+answer is raised at once as the SDK's error for it (``Unauthorized`` for 401/403, ``BadRequest``,
+``NotFound``, ...). Messages are the models of :mod:`cpnet.agent.protocol`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from cpnet.agent.protocol import (
+    Assignments,
+    HeartbeatReply,
+    RegisterResult,
+    UpdateReply,
+)
+from cpnet.auth.model import WhoAmI
+from cpnet.client import Client
+
+BACKOFF_MAX_S = 5.0  # an agent's pause between tries grows up to this
+LONG_POLL_READ_S = 90.0  # read timeout: a long poll may hold the answer up to 60 s
+
+
+class SiteClient(Client):
+    """One site's agent talking to its hub. ``stop``: set it to stop retrying (the agent is
+    stopping); ``on_retry`` hears of each outage once (default: a ``cpnet.client`` warning)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        stop: threading.Event,
+        on_retry: Callable[[str], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, token, retry_window_s=0, on_retry=on_retry, transport=transport)
+        self._http.timeout = httpx.Timeout(30.0, read=LONG_POLL_READ_S)
+        self.retry_window_s = math.inf  # until the hub answers, or stop is set
+        self._backoff_max_s = BACKOFF_MAX_S
+        self._retry_server_errors = True
+        self._retryable = (httpx.TransportError,)  # timeouts too: a hub may hang, then recover
+        self._stop = stop
+
+    def _site(self, method: str, site_id: str, path: str, **kw: object) -> object:
+        return self._request(method, f"/v1/sites/{site_id}/{path}", idempotent=True, **kw)
+
+    def whoami(self) -> WhoAmI:
+        return self._model(WhoAmI, self._request("GET", "/v1/whoami"), "whoami")
+
+    def register(self, site_id: str, body: dict) -> RegisterResult:
+        """Declare the site's pools (all of them: those left out go offline)."""
+        data = self._site("POST", site_id, "register", body=body)
+        return self._model(RegisterResult, data, "register")
+
+    def measurements(self, site_id: str, body: dict) -> dict:
+        """Send calibration reports; the hub answers each pool's rebuilt capacity vector."""
+        return dict(self._site("POST", site_id, "measurements", body=body))  # type: ignore[call-overload]
+
+    def heartbeat(self, site_id: str, body: dict) -> HeartbeatReply:
+        data = self._site("POST", site_id, "heartbeat", body=body)
+        return self._model(HeartbeatReply, data, "heartbeat")
+
+    def assignments(self, site_id: str, wait_s: float) -> Assignments:
+        """New attempts and attempts to cancel, waiting up to `wait_s` for either (long poll)."""
+        data = self._site("GET", site_id, "assignments", params={"wait": wait_s})
+        return self._model(Assignments, data, "assignments")
+
+    def post_updates(self, site_id: str, parts: Sequence[str]) -> UpdateReply:
+        """Attempt updates already serialised (one JSON object each), in one request."""
+        content = ('{"updates":[' + ",".join(parts) + "]}").encode()
+        response = self._send(
+            "POST",
+            f"/v1/sites/{site_id}/updates",
+            idempotent=True,
+            content=content,
+            headers={"content-type": "application/json"},
+        )
+        return self._model(UpdateReply, self._answer(response), "updates")
