@@ -22,7 +22,10 @@ import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: the runner imports this module (staging) and must start fast
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_MATCHES = 10_000  # files one wildcard output may upload (directories matched count their files)
 
