@@ -79,6 +79,14 @@ def test_cancel_a_queued_task_ends_its_placed_attempt_at_once() -> None:
     assert got.requeued == ()
 
 
+def test_cancel_a_queued_task_ends_any_active_attempt_it_has() -> None:
+    # As today: whatever state the attempt reached (the task's own move may lag behind it).
+    a = attempt(State.RUNNING, start_time=1.0)
+    ended, moved = cancel(task(State.QUEUED), [a], NOW).steps
+    assert ended == end_attempt(a, State.CANCELED, NOW, "canceled before it started")
+    assert moved == move(State.QUEUED, State.CANCELED, "canceled by user")
+
+
 @pytest.mark.parametrize("cur", [State.INITIALIZING, State.RUNNING, State.PAUSED])
 def test_cancel_a_started_task_asks_its_agent_to_stop(cur: State) -> None:
     a = attempt(cur)
@@ -199,6 +207,8 @@ def test_running_on_a_queued_task_passes_through_initializing() -> None:
         (State.CANCELING, State.COMPLETE),  # the backend's truth wins over the wish
         (State.RUNNING, State.CANCELED),
         (State.RUNNING, State.PREEMPTED),
+        (State.RUNNING, State.PAUSED),
+        (State.PAUSED, State.RUNNING),
         (State.PREEMPTED, State.QUEUED),
     ],
 )
