@@ -18,6 +18,18 @@ from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound, new_id
 from cpnet.store.registry import ts
 from cpnet.store.tables import Attempt, AttemptTransfer, Pool, Task, TaskEvent
+from cpnet.tasks import lifecycle
+from cpnet.tasks.lifecycle import (
+    ACTIVE_ATTEMPT,
+    AgentReport,
+    AttemptChange,
+    AttemptFacts,
+    Changes,
+    StopRequest,
+    TaskFacts,
+    TaskMove,
+    TaskNote,
+)
 from cpnet.tasks.model import (
     AttemptProgress,
     AttemptUpdate,
@@ -30,7 +42,7 @@ from cpnet.tasks.model import (
     Usage,
 )
 from cpnet.tasks.model import TaskEvent as TaskEventView
-from cpnet.tasks.states import State, can_transition
+from cpnet.tasks.states import State
 
 
 def update(model: type) -> Update:
@@ -42,7 +54,6 @@ def update(model: type) -> Update:
     return _sql_update(model).execution_options(synchronize_session=False)
 
 
-ACTIVE_ATTEMPT = (State.QUEUED, State.INITIALIZING, State.RUNNING, State.PAUSED, State.CANCELING)
 EPS = 1e-9  # float slack when comparing reserved capacity with totals
 
 
@@ -295,26 +306,84 @@ def events_of(s: Session, task_id: str) -> list[TaskEventView]:
     ]
 
 
-# ---- state changes ----
+# ---- state changes: the rules are in tasks/lifecycle.py; here they are loaded and written ----
 
 
-def set_task_state(
-    s: Session, task: Task, to: State, now: float, reason: str | None, n: int | None
-) -> bool:
-    """Move a task to `to` if legal (compare-and-set on its current state); record the event."""
-    cur = State(task.state)
-    if cur == to or not can_transition(cur, to):
-        return False
+def _task_facts(t: Task) -> TaskFacts:
+    return TaskFacts(t.id, State(t.state), t.attempts, t.max_attempts)
+
+
+def _attempt_facts(a: Attempt) -> AttemptFacts:
+    return AttemptFacts(
+        a.id,
+        a.task_id,
+        a.n,
+        a.pool_id,
+        a.site_id,
+        State(a.state),
+        cancel_requested=bool(a.cancel_requested),
+        released=bool(a.released),
+        start_time=a.start_time,
+        end_time=a.end_time,
+        reason=a.reason,
+    )
+
+
+def _write(
+    s: Session, changes: Changes, tasks: dict[str, Task], attempts: dict[str, Attempt]
+) -> set[str]:
+    """Write the steps in order; the ids of the tasks whose move did not land (the task changed
+    meanwhile: on PostgreSQL another transaction may have committed since it was read), whose
+    later steps are then dropped."""
+    stale: set[str] = set()
+    for step in changes.steps:
+        if isinstance(step, AttemptChange):
+            _change_attempt(s, attempts[step.attempt_id], step)
+        elif isinstance(step, StopRequest):
+            attempts[step.attempt_id].cancel_requested = True
+        elif step.task_id in stale:
+            continue
+        elif isinstance(step, TaskMove):
+            if not _move(s, tasks[step.task_id], step):
+                stale.add(step.task_id)
+        elif isinstance(step, TaskNote):
+            _note(s, step)
+    return stale
+
+
+def _move(s: Session, task: Task, m: TaskMove) -> bool:
+    """Compare-and-set the task's state from `m.frm`; record the event if it landed."""
     res = s.execute(
         update(Task)
-        .where(Task.id == task.id, Task.state == cur.value)
-        .values(state=to.value, reason=reason, updated_at=now)
+        .where(Task.id == task.id, Task.state == m.frm.value)
+        .values(state=m.to.value, reason=m.reason, updated_at=m.at)
     )
     if res.rowcount != 1:
         return False
-    task.state, task.reason, task.updated_at = to.value, reason, now
-    _event(s, task.id, now, cur.value, to.value, reason, n)
+    task.state, task.reason, task.updated_at = m.to.value, m.reason, m.at
+    _event(s, task.id, m.at, m.frm.value, m.to.value, m.reason, m.attempt)
     return True
+
+
+def _note(s: Session, n: TaskNote) -> None:
+    """Record a remark that keeps the task's state, and make it the task's reason."""
+    _event(s, n.task_id, n.at, n.state.value, n.state.value, n.reason, n.attempt)
+    s.execute(update(Task).where(Task.id == n.task_id).values(reason=n.reason, updated_at=n.at))
+
+
+def _change_attempt(s: Session, a: Attempt, ch: AttemptChange) -> None:
+    a.state = ch.state.value
+    if ch.clear_progress:
+        a.progress = None
+    if ch.start_time is not None:
+        a.start_time = ch.start_time
+    if ch.reason is not None:
+        a.reason = ch.reason
+    if ch.end_time is not None:
+        a.end_time = ch.end_time
+    if ch.release and not a.released:  # given back exactly once, whatever the caller computed
+        _unreserve(s, a.pool_id, a.demand)
+        a.released = True
 
 
 def _unreserve(s: Session, pool_id: str, d: dict[str, float]) -> None:
@@ -328,14 +397,6 @@ def _unreserve(s: Session, pool_id: str, d: dict[str, float]) -> None:
             reserved_gpus=Pool.reserved_gpus - d["gpus"],
         )
     )
-
-
-def release(s: Session, a: Attempt) -> None:
-    """Give back the capacity an attempt reserved (exactly once)."""
-    if a.released:
-        return
-    _unreserve(s, a.pool_id, a.demand)
-    a.released = True
 
 
 def place(
@@ -451,30 +512,10 @@ def failed_pools(s: Session, task_id: str) -> list[str]:
 
 def cancel_task(s: Session, task: Task, now: float) -> list[str]:
     """Cancel a task; returns the site ids whose agents must be told to stop an attempt."""
-    cur = State(task.state)
-    if cur.terminal:
-        return []
-    active = [a for a in attempts_of(s, task.id) if State(a.state) in ACTIVE_ATTEMPT]
-    notify: list[str] = []
-    if cur is State.QUEUED:
-        for a in active:  # placed but not yet started: the agent may not even have it
-            _end_attempt(s, a, State.CANCELED, now, "canceled before it started")
-            notify.append(a.site_id)
-        set_task_state(s, task, State.CANCELED, now, "canceled by user", task.attempts or None)
-        return notify
-    for a in active:
-        a.cancel_requested = True
-        notify.append(a.site_id)
-    set_task_state(s, task, State.CANCELING, now, "cancel requested by user", task.attempts or None)
-    return notify
-
-
-def _end_attempt(s: Session, a: Attempt, to: State, now: float, reason: str | None) -> None:
-    a.state = to.value
-    a.end_time = a.end_time or now
-    if reason and not a.reason:
-        a.reason = reason
-    release(s, a)
+    rows = attempts_of(s, task.id)
+    changes = lifecycle.cancel(_task_facts(task), [_attempt_facts(a) for a in rows], now)
+    _write(s, changes, {task.id: task}, {a.id: a for a in rows})
+    return list(changes.notify)
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,45 +534,29 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
     if a is None or a.site_id != site_id:
         # Unknown to this site: never let an agent touch another site's attempt.
         return UpdateResult(u.attempt_id, "rejected", "no such attempt for this site", cancel=True)
-    cur = State(a.state)
+    facts = _attempt_facts(a)
+    report = AgentReport(u.state, u.at.timestamp(), u.reason, progress=u.progress is not None)
+    verdict = lifecycle.update_attempt(facts, report)
+    # The report's details are kept whatever its verdict (a repeated RUNNING brings newer logs).
     _merge_details(a, u)
-    if u.progress is not None and not cur.terminal and not u.state.terminal:
-        # The agent's latest word on a running attempt, even when its state lags the hub's (a
-        # batch system may say RUNNING before the runner first wrote INITIALIZING).
+    if verdict.take_progress and u.progress is not None:
         a.progress = u.progress.model_dump(mode="json")
-    if u.state == cur:
-        return UpdateResult(a.id, "duplicate", cancel=a.cancel_requested and not cur.terminal)
-    if cur.terminal:
-        return UpdateResult(
-            a.id, "rejected", f"attempt already ended {cur.value}", cancel=not u.state.terminal
-        )
-    if not can_transition(cur, u.state):
-        return UpdateResult(a.id, "rejected", f"attempt in state {cur} cannot become {u.state}")
-    a.state = u.state.value
-    if u.state.terminal:
-        a.progress = None  # it ended: the transfers tell the rest
-    if u.state in (State.INITIALIZING, State.RUNNING) and a.start_time is None:
-        a.start_time = u.at.timestamp()
-    if u.reason:
-        a.reason = u.reason
+    if verdict.change is None:
+        return UpdateResult(a.id, verdict.status, verdict.reason, cancel=verdict.cancel)
+    _change_attempt(s, a, verdict.change)
     task = s.scalar(select(Task).where(Task.id == a.task_id))
     assert task is not None
-    released = requeued = False
-    if u.state.terminal:
-        a.end_time = u.at.timestamp()
-        release(s, a)
-        released = True
-        # Recorded once, as the attempt ends: a repeat is a duplicate and changes nothing.
-        if u.transfers or u.transfers_omitted:
-            _record_transfers(s, a, u, now)
-    if task.attempts == a.n:  # only the newest attempt speaks for the task
-        requeued = _follow(s, task, a, u.state, now, u.reason)
+    # Recorded once, as the attempt ends: a repeat is a duplicate and changes nothing.
+    if verdict.ended and (u.transfers or u.transfers_omitted):
+        _record_transfers(s, a, u, now)
+    changes = lifecycle.follow(_task_facts(task), facts, verdict.change.state, u.reason, now)
+    stale = _write(s, changes, {task.id: task}, {a.id: a})
     return UpdateResult(
         a.id,
         "applied",
-        cancel=a.cancel_requested and not u.state.terminal,
-        requeued=requeued,
-        released=released,
+        cancel=verdict.cancel,
+        requeued=task.id in changes.requeued and task.id not in stale,
+        released=verdict.ended,
     )
 
 
@@ -568,50 +593,18 @@ def _record_transfers(s: Session, a: Attempt, u: AttemptUpdate, now: float) -> N
     a.transfers_omitted = u.transfers_omitted or None
 
 
-def _follow(s: Session, task: Task, a: Attempt, st: State, now: float, reason: str | None) -> bool:
-    """Derive the task's state from its newest attempt's; True if the task was re-queued."""
-    cur = State(task.state)
-    if st is State.SYSTEM_ERROR and cur is not State.CANCELING:
-        return retry_or_fail(s, task, a, now, reason or "system error")
-    if st in (State.INITIALIZING, State.RUNNING) and cur is State.CANCELING:
-        return False  # still stopping
-    if st is State.RUNNING and cur is State.QUEUED:
-        set_task_state(s, task, State.INITIALIZING, now, "started", a.n)
-    set_task_state(s, task, st, now, reason, a.n)
-    return False
-
-
-def retry_or_fail(s: Session, task: Task, a: Attempt, now: float, reason: str) -> bool:
-    """After a system failure: back to the queue if attempts remain, else SYSTEM_ERROR."""
-    if task.attempts < task.max_attempts:
-        why = f"attempt {a.n} on {a.pool_id} failed ({reason}); retrying elsewhere"
-        if State(task.state) is State.QUEUED:
-            _event(s, task.id, now, "QUEUED", "QUEUED", why, a.n)
-            s.execute(update(Task).where(Task.id == task.id).values(reason=why, updated_at=now))
-            return True
-        return set_task_state(s, task, State.QUEUED, now, why, a.n)
-    why = f"attempt {a.n} on {a.pool_id} failed ({reason}); no attempts left ({task.max_attempts})"
-    set_task_state(s, task, State.SYSTEM_ERROR, now, why, a.n)
-    return False
-
-
 def fail_site(s: Session, site_id: str, now: float, reason: str) -> int:
     """A site was lost: end its active attempts as SYSTEM_ERROR and re-queue their tasks."""
     q = select(Attempt).where(
         Attempt.site_id == site_id, Attempt.state.in_([x.value for x in ACTIVE_ATTEMPT])
     )
-    n = 0
-    for a in list(s.scalars(q)):
-        task = s.scalar(select(Task).where(Task.id == a.task_id))
-        assert task is not None
-        _end_attempt(s, a, State.SYSTEM_ERROR, now, reason)
-        if task.attempts == a.n:
-            if State(task.state) is State.CANCELING:
-                set_task_state(s, task, State.CANCELED, now, f"canceled ({reason})", a.n)
-            else:
-                retry_or_fail(s, task, a, now, reason)
-        n += 1
-    return n
+    rows = list(s.scalars(q))
+    ids = sorted({a.task_id for a in rows})
+    tasks = {t.id: t for t in s.scalars(select(Task).where(Task.id.in_(ids)))} if ids else {}
+    facts = {tid: _task_facts(t) for tid, t in tasks.items()}
+    changes = lifecycle.fail_site(site_id, [_attempt_facts(a) for a in rows], facts, reason, now)
+    _write(s, changes, tasks, {a.id: a for a in rows})
+    return sum(isinstance(step, AttemptChange) for step in changes.steps)
 
 
 def assignments(s: Session, site_id: str, now: float, redeliver_after_s: float) -> list[Attempt]:
