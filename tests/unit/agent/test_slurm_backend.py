@@ -37,7 +37,7 @@ from cpnet.agent.backends.slurm import (
     parse_scontrol_partitions,
     parse_slurm_minutes,
 )
-from cpnet.agent.backends.slurm_rest import SlurmRest
+from cpnet.agent.backends.slurm.rest import SlurmRest
 from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 

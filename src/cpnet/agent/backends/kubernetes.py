@@ -45,7 +45,7 @@ read from their logs by `_finish`: outputs with sha256 and size, ``bytes_in``/``
 system-log line per transfer, and the staging error as the reason of a SYSTEM_ERROR.
 
 Secrets never enter the Job's manifest: ``job.json`` (the inputs, outputs and staging settings:
-URLs may carry credentials) and ``env.json`` (`local.staging_env`: S3 keys, the hub staging
+URLs may carry credentials) and ``env.json`` (`runner_job.staging_env`: S3 keys, the hub staging
 token) go into a Secret per attempt, named like the Job, created right after it with an
 ``ownerReference`` to it (so the garbage collector deletes it with the Job; the agent also deletes
 it as soon as the attempt is final) and mounted read-only at ``/cpnet/staging`` into the stage
@@ -127,13 +127,8 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.local import (
-    begin_cancel,
-    runner_settings,
-    staging_env,
-    staging_settings,
-    status_from_record,
-)
+from cpnet.agent.backends.runner_job import GIB, runner_settings, staging_env, staging_settings
+from cpnet.agent.backends.workdir import begin_cancel, status_from_record
 from cpnet.agent.podstage import parse_result
 from cpnet.agent.runner import (
     CANCEL_FILE,
@@ -148,7 +143,6 @@ from cpnet.agent.staging import Transfer
 from cpnet.tasks.model import ExecutorLog, TaskSpec, Usage
 from cpnet.tasks.states import State
 
-GIB = 1024**3
 WORK_MOUNT = "/cpnet/work"
 STAGING_MOUNT = "/cpnet/staging"  # the attempt's Secret (job.json, env.json), stage containers only
 MAX_SECRET_BYTES = 900 * 1024  # a Secret holds at most 1 MiB; keep room for its metadata

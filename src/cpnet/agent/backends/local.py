@@ -70,7 +70,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cpnet
 from cpnet.agent import hostinfo
 from cpnet.agent.backends.base import (
     ATTEMPT_ID_RE,
@@ -83,11 +82,18 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
+from cpnet.agent.backends.runner_job import (
+    GIB,
+    runner_env,
+    runner_settings,
+    staging_env,
+    staging_settings,
+)
+from cpnet.agent.backends.workdir import mtime, status_from_record
 from cpnet.agent.runner import (
     ASSIGN_FILE,
     CANCEL_FILE,
     DEFAULT_GRACE_S,
-    HUB_TOKEN_ENV,
     JOB_FILE,
     RUNNER_LOG,
     STATUS_FILE,
@@ -97,21 +103,13 @@ from cpnet.agent.runner import (
     write_atomic,
     write_json_atomic,
 )
-from cpnet.tasks.model import (
-    AttemptProgress,
-    ExecutorLog,
-    OutputFileLog,
-    TaskSpec,
-    TransferRecord,
-    Usage,
-)
+from cpnet.tasks.model import ExecutorLog, TaskSpec, Usage
 from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
 
 RUNNER_PID = "runner.pid"
 FORGOTTEN = "forgotten"
-GIB = 1024**3
 SPAWN_TIMEOUT_S = 30.0  # an empty runner.pid older than this means the spawner died mid-way
 RUNNER_LOG_TAIL = 2048  # bytes of runner.log quoted when a runner dies
 FORK_SERVER_READY_S = 20.0  # the fork server's own start-up (an interpreter and the imports)
@@ -437,7 +435,7 @@ class LocalBackend(Backend):
             return
         pid, ticks = self._runner_pid(t.work_dir)
         if pid is None:
-            age = time.time() - _mtime(t.work_dir / RUNNER_PID)
+            age = time.time() - mtime(t.work_dir / RUNNER_PID)
             if age < SPAWN_TIMEOUT_S:
                 return  # being spawned right now
         elif hostinfo.alive(pid, ticks):
@@ -702,71 +700,6 @@ class ForkServerRefused(ForkServerError):
     """The fork server answered, but could not fork this runner."""
 
 
-def runner_settings(
-    spec: TaskSpec,
-    *,
-    max_stage_bytes: int,
-    grace_s: float,
-    http_timeout_s: float,
-    file_roots: Any,
-    memory_limit_gb: float | None,
-    private_tmp: bool,
-    staging: dict[str, Any] | None = None,
-    images: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The `runner` block of job.json, shared by every backend that starts the runner."""
-    disk = spec.resources.disk_gb
-    return (staging or {}) | {
-        "max_stage_bytes": int(disk * GIB) if disk > 0 else max_stage_bytes,
-        "grace_s": grace_s,
-        "http_timeout_s": http_timeout_s,
-        "file_roots": file_roots,
-        "memory_limit_gb": memory_limit_gb,
-        "private_tmp": private_tmp,
-        **(images or {}),
-    }
-
-
-def staging_settings(config: BackendConfig) -> dict[str, Any]:
-    """The staging part of job.json's runner block, from the agent's options (nothing secret)."""
-    opts = config.options
-    out: dict[str, Any] = {}
-    if opts.get("max_file_gb"):
-        out["max_file_bytes"] = int(float(opts["max_file_gb"]) * GIB)
-    for key in ("s3_endpoint", "s3_region"):
-        if opts.get(key):
-            out[key] = opts[key]
-    if config.hub_url:
-        out["hub_url"] = config.hub_url
-    return out
-
-
-def staging_env(config: BackendConfig) -> dict[str, str]:
-    """Credentials the runner needs for staging, for its environment (never written to job.json).
-
-    Agent options win over the agent's own ``AWS_*`` environment, which the runner inherits.
-    """
-    opts = config.options
-    names = {
-        "s3_access_key_id": "AWS_ACCESS_KEY_ID",
-        "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-        "s3_session_token": "AWS_SESSION_TOKEN",
-    }
-    env = {var: opts[key] for key, var in names.items() if opts.get(key)}
-    if config.hub_token:
-        env[HUB_TOKEN_ENV] = config.hub_token
-    return env
-
-
-def runner_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The agent's environment (with `extra` laid on top), with this very cpnet (wherever it was
-    loaded from) importable."""
-    env = dict(os.environ) | (extra or {})
-    src_root = str(Path(cpnet.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
-    return env
-
-
 class _ForkServer:
     """The backend's end of one ``python -m cpnet.agent.forkserver`` (see that module for the
     protocol). Used under the backend's lock only."""
@@ -866,74 +799,6 @@ class _ForkServer:
             proc.wait(timeout=1.0 if kill else 0.2)
 
 
-def begin_cancel(work_dir: Path) -> bool:
-    """Leave the runner's cancel marker unless the attempt already ended (then False): the first
-    step of cancelling on every backend whose runner runs under another scheduler."""
-    record = read_status(work_dir)
-    if record is not None and State(record["state"]).terminal:
-        return False
-    with contextlib.suppress(OSError):
-        write_atomic(work_dir / CANCEL_FILE, "")
-    return True
-
-
-def read_id_file(work_dir: Path, name: str) -> str | None:
-    """The scheduler's job id a backend recorded at submit ("none" when it refused), else None."""
-    try:
-        text = (work_dir / name).read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return text or None
-
-
-def status_from_record(record: dict[str, Any]) -> JobStatus:
-    """The JobStatus a runner's status.json describes."""
-    usage = record.get("usage")
-    return JobStatus(
-        state=State(record["state"]),
-        reason=record.get("reason"),
-        executor_logs=[ExecutorLog.model_validate(x) for x in record.get("executor_logs", [])],
-        outputs=[OutputFileLog.model_validate(x) for x in record.get("outputs", [])],
-        usage=Usage.model_validate(usage) if usage else None,
-        system_logs=list(record.get("system_logs", [])),
-        progress=progress_from_record(record),
-        # only the final report carries them: not parsed on every poll of a running attempt
-        transfers=transfers_from_record(record) if State(record["state"]).terminal else [],
-    )
-
-
-def progress_from_record(record: dict[str, Any]) -> AttemptProgress | None:
-    """The phase and bytes so far in a status record (the runner's `progress`, with the file
-    under way from `staging_progress`); None when there is none or it does not make sense (an
-    executor can write the file it runs next to: it is read, never trusted)."""
-    base = record.get("progress")
-    if not isinstance(base, dict) or State(record["state"]).terminal:
-        return None
-    now_moving = record.get("staging_progress")
-    extra: dict[str, Any] = {}
-    if isinstance(now_moving, dict) and base.get("phase") != "running":
-        moved = now_moving.get("bytes") or 0
-        extra = {
-            "path": now_moving.get("path"),
-            "file_bytes": moved,
-            "file_total": now_moving.get("total"),
-            "bytes_done": (base.get("bytes_done") or 0) + (moved if isinstance(moved, int) else 0),
-        }
-    try:
-        return AttemptProgress.model_validate({**base, **extra})
-    except ValueError:
-        return None
-
-
-def transfers_from_record(record: dict[str, Any]) -> list[TransferRecord]:
-    """The per-transfer records in a status record (`staging`), those that make sense."""
-    out = []
-    for raw in record.get("staging") or []:
-        with contextlib.suppress(ValueError, TypeError):
-            out.append(TransferRecord.model_validate(raw))
-    return out
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -950,13 +815,6 @@ def _assigned(work_dir: Path, key: str) -> tuple[int, ...]:
 def _final_on_disk(work_dir: Path) -> bool:
     record = read_status(work_dir)
     return record is not None and State(record["state"]).terminal
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 def _escalate(pid: int, ticks: int | None, grace_s: float) -> None:

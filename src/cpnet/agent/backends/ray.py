@@ -70,7 +70,6 @@ import logging
 import math
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -96,13 +95,8 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.local import (
-    begin_cancel,
-    read_id_file,
-    runner_env,
-    runner_settings,
-    status_from_record,
-)
+from cpnet.agent.backends.runner_job import GIB, runner_command, runner_env, runner_settings
+from cpnet.agent.backends.workdir import begin_cancel, read_id_file, status_from_record
 from cpnet.agent.runner import (
     JOB_FILE,
     STATUS_FILE,
@@ -118,7 +112,6 @@ log = logging.getLogger(__name__)
 
 JOB_PREFIX = "cpnet-"
 JOB_ID_FILE = "ray_job_id"
-GIB = 1024**3
 LOG_TAIL = 2048  # characters of Ray's job log quoted when a job fails without a runner verdict
 DEFAULT_GRACE_S = 2.0
 NODE_ID_LABEL = "ray.io/node-id"
@@ -325,7 +318,7 @@ def node_selector(node_ids: list[str]) -> dict[str, str]:
 
 def entrypoint(python: str, work_dir: Path) -> str:
     """The job's shell command: runs the runner on `work_dir`; only the two quoted paths vary."""
-    return f"exec {shlex.quote(python)} -m cpnet.agent.runner {shlex.quote(str(work_dir))}"
+    return runner_command(python, work_dir)
 
 
 # ---- the one place that talks to Ray -----------------------------------------------------------

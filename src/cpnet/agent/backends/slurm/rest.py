@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 
 from cpnet.agent.backends.base import BackendError
-from cpnet.agent.backends.local import runner_env
-from cpnet.agent.backends.slurm import (
+from cpnet.agent.backends.runner_job import runner_env
+from cpnet.agent.backends.slurm.transport import (
     SlurmFinal,
     SlurmJobRequest,
     SlurmTransport,

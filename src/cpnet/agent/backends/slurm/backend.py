@@ -1,89 +1,16 @@
-"""The Slurm backend: one pool per partition; each attempt is one ``sbatch`` job running the runner.
-
-Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (the handle), as with
-the local backend: ``job.json`` (what to run, read by ``python -m cpnet.agent.runner``),
-``job.sh`` (the batch script: only ``exec <python> -m cpnet.agent.runner <work dir>``, both paths
-``shlex``-quoted; no task field ever reaches it), ``slurm_job_id`` (the Slurm job id),
-``slurm.out`` (the batch step's output), ``status.json`` (what the runner last recorded).
-
-Jobs are named ``cpnet-<attempt_id>``, so a resubmission after a crash between ``sbatch`` and
-writing ``slurm_job_id`` finds the job in ``squeue`` instead of starting it twice.
-
-All talk to Slurm goes through a `SlurmTransport`: `SlurmCli` (``sinfo``/``squeue --json``,
-``scontrol -o show partition``, ``sbatch``, ``scancel``, ``sacct -c``; argv lists only, never a
-shell) or `SlurmRest` (slurmrestd with a JWT, in ``slurm_rest.py``).
-
-Pools and live state come from Slurm itself: nodes, CPUs, memory, GRES GPUs (the GPU model is the
-GRES type: ``gpu:a100:2``) per partition; free CPUs/memory/GPUs of usable nodes in UP partitions,
-and the partition's whole queue (every user's pending and running jobs) in each heartbeat.
-
-How a job ended: the runner's status.json, unless the runner was stopped by Slurm rather than by
-cpnet (time limit → EXECUTOR_ERROR "time limit exceeded", node failure or preemption →
-SYSTEM_ERROR so that the hub retries elsewhere); see `map_final`. Jobs are submitted
-``--no-requeue``: retrying is the hub's job. Usage adds Slurm's own record of the job (the job
-completion log via ``sacct -c``, else the controller's job record): ``wall_s`` is Slurm's elapsed
-time and ``alloc_cpu_s`` elapsed × allocated CPUs; ``cpu_s`` and ``peak_rss_mb`` stay the
-runner's measurement of the executors.
-
-Options (all strings, in ``BackendConfig.options``):
-
-- ``transport``: ``cli`` (default) or ``rest`` (then ``slurmrestd_url``, ``slurm_user``, and the
-  token in ``slurm_jwt`` or the environment variable named by ``slurm_jwt_env``, default
-  ``SLURM_JWT``; see slurm_rest.py)
-- ``slurm_conf``: the ``SLURM_CONF`` for the Slurm clients (default: the agent's environment)
-- ``pool_type``: the type of discovered pools (default ``supercomputing``)
-- ``executor_grace_s``: seconds the runner gives a canceled executor before SIGKILL (default 5)
-- ``max_stage_gb``: staging limit per direction when a task gives no ``disk_gb`` (default 10 GiB)
-- ``http_timeout_s``: per network operation while staging (default 60)
-- ``squeue_cache_s``: how long one ``squeue`` answer serves polls (default 1)
-- ``command_timeout_s``: timeout of one Slurm client call (default 30)
-- ``time_limit_factor``: ``--time`` is this × the task's ``expected_runtime_s`` (at least 1
-  minute, at most the partition's MaxTime); default ``0``: no ``--time`` (the partition's
-  DefaultTime applies), since ``expected_runtime_s`` is an estimate with a default of its own and
-  a guess must not kill a long job
-- ``settle_s``: how long a finished runner's job may stay running in Slurm before its record is
-  taken as is (default 30)
-- ``fence_poll_s``: how often the runner looks for the fence (default 1; see below)
-- ``fence_wait_s``: how long after a NODE_FAIL the attempt waits for the runner's word that it
-  stopped before it is recorded final anyway (default ``executor_grace_s`` + 10)
-
-When a node dies: a job whose node stops answering ends NODE_FAIL once slurmctld gives up on the
-node (``SlurmdTimeout``), but if only slurmd died, the job's slurmstepd, the runner and its
-executor live on, unseen by Slurm, until slurmd comes back. So whenever Slurm ends a job the
-runner had not finished, the backend leaves a fence (``fence`` in the work dir, which the node
-shares): the runner watches for it, stops its executor as on a cancel, stages nothing out and
-writes its account to ``status.fenced.json`` instead of status.json. After a NODE_FAIL the
-attempt stays RUNNING until that account is there (or ``fence_wait_s`` passed: the machine is
-really gone), so the hub's retry never runs beside the orphan; the record then takes the
-orphan's executor logs and CPU time, Slurm's state and elapsed time.
-
-A task's ``backend_parameters`` may set (each also as ``slurm.<key>``):
-
-- ``nodes``: ``--nodes`` (a positive integer). The runner and the executors run on the first
-  node (the batch host); executors see the job's ``SLURM_*`` variables, so ``srun`` in a command
-  runs across the whole allocation. The result is the batch step's.
-- ``time_limit_s``: the job's time limit in seconds (Slurm rounds up to whole minutes).
-
-A task asking for more CPUs than the partition's largest node has (and no ``nodes``, no GPUs)
-is spread over several nodes: ``--nodes=ceil(cpus / node CPUs) --ntasks=<cpus>
---cpus-per-task=1``, ``--mem`` divided among the nodes; its executors use ``srun`` to reach them.
-"""
+"""The Slurm backend itself: submit, poll, cancel of attempts as batch jobs, through a
+`SlurmTransport` (see the package's doc)."""
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import re
-import shlex
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,13 +24,36 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.local import (
-    begin_cancel,
-    read_id_file,
-    runner_env,
+from cpnet.agent.backends.runner_job import (
+    GIB,
+    runner_command,
     runner_settings,
     staging_env,
     staging_settings,
+)
+from cpnet.agent.backends.slurm.cli import SlurmCli
+from cpnet.agent.backends.slurm.partitions import (
+    nodes_by_partition,
+    partition_free,
+    partition_pool,
+    queue_of,
+)
+from cpnet.agent.backends.slurm.rest import SlurmRest
+from cpnet.agent.backends.slurm.transport import (
+    PENDING_STATES,
+    RUNNING_STATES,
+    SlurmFinal,
+    SlurmJobRequest,
+    SlurmTransport,
+    final_of_job,
+    job_state,
+)
+from cpnet.agent.backends.workdir import (
+    add_log,
+    begin_cancel,
+    mtime,
+    read_id_file,
+    read_record,
     status_from_record,
 )
 from cpnet.agent.runner import (
@@ -122,274 +72,14 @@ from cpnet.agent.runner import (
 from cpnet.tasks.model import ExecutorLog, TaskSpec, Usage
 from cpnet.tasks.states import State
 
+log = logging.getLogger(__name__)
+
 JOB_PREFIX = "cpnet-"
 JOB_ID_FILE = "slurm_job_id"
 SCRIPT_FILE = "job.sh"
 SLURM_OUT = "slurm.out"
-GIB = 1024**3
 OUT_TAIL = 2048
-
-PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
-RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
-CANCELED_STATES = {"CANCELLED"}
-# Node states (sinfo's lower-case first word) whose CPUs cannot take jobs.
-log = logging.getLogger(__name__)
 GRES_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-UNUSABLE = {"down", "drain", "drained", "draining", "fail", "failing", "future", "unknown"}
-
-
-@dataclass(frozen=True, slots=True)
-class SlurmJobRequest:
-    """What the backend asks Slurm for one attempt, whatever the transport renders it as."""
-
-    name: str
-    partition: str
-    work_dir: Path
-    output: Path
-    cpus_per_task: int
-    mem_mb: int | None = None
-    gres: str | None = None
-    nodes: int | None = None
-    ntasks: int | None = None  # set when the CPUs are spread over several nodes
-    time_min: int | None = None
-
-    def sbatch_args(self) -> list[str]:
-        """The ``sbatch`` options (argv items, never shell text)."""
-        args = [
-            "--job-name",
-            self.name,
-            "--partition",
-            self.partition,
-            "--chdir",
-            str(self.work_dir),
-            "--output",
-            str(self.output).replace("%", "%%"),
-            "--cpus-per-task",
-            str(self.cpus_per_task),
-            # A node failure ends the attempt; the hub retries it elsewhere (never Slurm too).
-            "--no-requeue",
-        ]
-        if self.mem_mb is not None:
-            args += ["--mem", str(self.mem_mb)]
-        if self.gres:
-            args += ["--gres", self.gres]
-        if self.nodes is not None:
-            args += ["--nodes", str(self.nodes)]
-        if self.ntasks is not None:
-            args += ["--ntasks", str(self.ntasks)]
-        if self.time_min is not None:
-            args += ["--time", str(self.time_min)]
-        return args
-
-
-@dataclass(frozen=True, slots=True)
-class SlurmFinal:
-    """A finished job as Slurm recorded it (jobcomp file, or the controller's job record)."""
-
-    state: str  # COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, ...
-    elapsed_s: float | None = None
-    cpus: int | None = None
-    nodes: str | None = None
-
-
-class SlurmTransport(abc.ABC):
-    """How the backend talks to Slurm: the CLI (`SlurmCli`) or slurmrestd (`SlurmRest`).
-
-    Node and job dicts have the shape of ``sinfo --json`` / ``squeue --json`` (Slurm's OpenAPI
-    data_parser v0.0.38, which slurmrestd answers with too).
-    """
-
-    @abc.abstractmethod
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every node: name, partitions, cpus, idle_cpus, real_memory, alloc_memory, gres, ..."""
-
-    @abc.abstractmethod
-    def partitions(self) -> dict[str, dict[str, Any]]:
-        """Each partition's ``state`` (UP, DOWN, DRAIN, INACTIVE) and ``max_time_min`` (None:
-        unlimited)."""
-
-    @abc.abstractmethod
-    def jobs(self) -> list[dict[str, Any]]:
-        """The jobs the controller knows (finished ones too, for ``MinJobAge``)."""
-
-    @abc.abstractmethod
-    def submit(self, request: SlurmJobRequest, script: Path) -> str:
-        """Submit the batch script at `script`; the Slurm job id."""
-
-    @abc.abstractmethod
-    def cancel(self, job_id: str) -> None:
-        """Cancel the job (Slurm signals its processes)."""
-
-    @abc.abstractmethod
-    def final(self, job_id: str) -> SlurmFinal | None:
-        """How the finished job ended, from Slurm's records; None when not (yet) recorded."""
-
-
-class SlurmCli(SlurmTransport):
-    """The Slurm client commands; the only place this backend shells out (argv lists only).
-
-    22.05 has ``--json`` for ``sinfo`` and ``squeue`` but not for ``scontrol``, so partitions
-    come from ``scontrol -o show partition`` (one ``key=value`` line each), and finished jobs from
-    the job completion log through ``sacct -c`` (no slurmdbd needed).
-    """
-
-    def __init__(self, slurm_conf: str | None = None, timeout_s: float = 30.0) -> None:
-        self.env = runner_env()
-        if slurm_conf:
-            self.env["SLURM_CONF"] = slurm_conf
-        self.timeout_s = timeout_s
-
-    def run(self, *argv: str) -> str:
-        """stdout of one command; BackendError when it fails or cannot start."""
-        try:
-            proc = subprocess.run(
-                list(argv),
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BackendError(f"{argv[0]}: {exc}") from exc
-        if proc.returncode != 0:
-            raise BackendError(f"{argv[0]} exit {proc.returncode}: {proc.stderr.strip()[:500]}")
-        return proc.stdout
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.run("sinfo", "--json")).get("nodes") or [])
-
-    def partitions(self) -> dict[str, dict[str, Any]]:
-        return parse_scontrol_partitions(self.run("scontrol", "-o", "show", "partition"))
-
-    def jobs(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.run("squeue", "--json")).get("jobs") or [])
-
-    def submit(self, request: SlurmJobRequest, script: Path) -> str:
-        out = self.run("sbatch", "--parsable", *request.sbatch_args(), str(script))
-        return out.strip().split(";")[0]
-
-    def cancel(self, job_id: str) -> None:
-        self.run("scancel", job_id)
-
-    def final(self, job_id: str) -> SlurmFinal | None:
-        try:
-            out = self.run(
-                "sacct", "-c", "-n", "-P", "-j", job_id, "-o", "state,elapsedraw,ncpus,nodelist"
-            )
-        except BackendError:
-            return None
-        return parse_sacct_line(out)
-
-
-def parse_sacct_line(out: str) -> SlurmFinal | None:
-    """The last record of ``sacct -c -n -P -o state,elapsedraw,ncpus,nodelist`` output."""
-    lines = [x.strip() for x in out.splitlines() if x.strip()]
-    if not lines:
-        return None
-    fields = [*lines[-1].split("|"), "", "", ""][:4]
-    state = fields[0].split()[0] if fields[0].split() else ""
-    if not state:
-        return None
-    return SlurmFinal(
-        state=state,
-        elapsed_s=float(fields[1]) if fields[1].isdigit() else None,
-        cpus=int(fields[2]) if fields[2].isdigit() else None,
-        nodes=fields[3] or None,
-    )
-
-
-def parse_scontrol_partitions(text: str) -> dict[str, dict[str, Any]]:
-    """``scontrol -o show partition`` → {name: {"state", "max_time_min", "nodes"}}."""
-    result: dict[str, dict[str, Any]] = {}
-    for line in text.splitlines():
-        fields = dict(re.findall(r"(\w+)=(\S*)", line))
-        name = fields.get("PartitionName")
-        if not name:
-            continue
-        result[name] = {
-            "state": fields.get("State", "UP").upper(),
-            "max_time_min": parse_slurm_minutes(fields.get("MaxTime", "UNLIMITED")),
-            "nodes": fields.get("Nodes", ""),
-        }
-    return result
-
-
-def parse_slurm_minutes(text: str) -> int | None:
-    """Slurm's time format (``minutes``, ``[days-]hours:minutes:seconds``, ``UNLIMITED``) in
-    whole minutes, rounded up as Slurm does; None for unlimited or unparsable."""
-    text = text.strip()
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
-    if not m:
-        return None
-    days = int(m.group(1) or 0)
-    parts = [int(x) for x in m.groups()[1:] if x is not None]
-    if m.group(1) is not None:  # days-hours[:minutes[:seconds]]
-        parts += [0] * (3 - len(parts))
-        h, mi, sec = parts
-    elif len(parts) == 3:
-        h, mi, sec = parts
-    elif len(parts) == 2:  # minutes:seconds
-        h, mi, sec = 0, parts[0], parts[1]
-    else:
-        h, mi, sec = 0, parts[0], 0
-    return days * 1440 + h * 60 + mi + (1 if sec else 0)
-
-
-def parse_gres(gres: str) -> dict[str | None, int]:
-    """GPUs by model from a GRES string: ``gpu:a100:2(S:0-1),gpu:v100:1,mps:100`` →
-    ``{"a100": 2, "v100": 1}``; ``gpu:4`` → ``{None: 4}``; ``(null)`` / ``""`` → ``{}``.
-    Also reads ``gres_used`` strings (``gpu:a100:1(IDX:0),mps:0``)."""
-    result: dict[str | None, int] = {}
-    for item in re.split(r",(?![^(]*\))", gres or ""):
-        parts = item.split("(")[0].strip().split(":")
-        if parts[0] != "gpu" or len(parts) < 2:
-            continue
-        count_text = parts[-1]
-        m = re.fullmatch(r"(\d+)([KMGT]?)", count_text)
-        if not m:
-            if len(parts) == 2:  # "gpu:a100" means one of that type
-                result[parts[1]] = result.get(parts[1], 0) + 1
-            continue
-        count = (
-            int(m.group(1))
-            * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[m.group(2)]
-        )
-        model = parts[1] if len(parts) >= 3 and parts[1] else None
-        result[model] = result.get(model, 0) + count
-    return result
-
-
-def _gres_gpus(gres: str) -> int:
-    """GPU count from a node's GRES string such as ``gpu:a100:2(S:0-1),other:1``."""
-    return sum(parse_gres(gres).values())
-
-
-def _usable(node: dict[str, Any]) -> bool:
-    state = str(node.get("state") or "").lower()
-    flags = {str(f).lower() for f in node.get("state_flags") or []}
-    return state.split("+")[0] not in UNUSABLE and not flags & UNUSABLE
-
-
-def _job_state(job: dict[str, Any]) -> str:
-    state = job.get("job_state")
-    if isinstance(state, list):  # newer data_parser versions
-        state = state[0] if state else ""
-    return str(state or "")
-
-
-def _queue_of(jobs: dict[str, dict[str, Any]], partition: str) -> tuple[int, int]:
-    """(pending, running) jobs of every user in `partition`."""
-    mine = [_job_state(j) for j in jobs.values() if partition in _job_partitions(j)]
-    return (
-        sum(1 for s in mine if s in PENDING_STATES),
-        sum(1 for s in mine if s in RUNNING_STATES),
-    )
-
-
-def _job_partitions(job: dict[str, Any]) -> set[str]:
-    """A job may be submitted to several partitions (``cpu,big``) until it starts."""
-    return {p for p in str(job.get("partition") or "").split(",") if p}
 
 
 class SlurmBackend(Backend):
@@ -449,48 +139,13 @@ class SlurmBackend(Backend):
         parts = self._nodes_by_partition(self.cli.nodes())
         with contextlib.suppress(BackendError):
             self._parts = self.cli.partitions()
-        pools = []
-        for name in sorted(parts):
-            nodes = parts[name]
-            gpus: dict[str | None, int] = {}
-            for n in nodes:
-                for model, count in parse_gres(str(n.get("gres") or "")).items():
-                    gpus[model] = gpus.get(model, 0) + count
-            named = sorted((c, m) for m, c in gpus.items() if m)
-            archs = sorted({str(n.get("architecture") or "") for n in nodes} - {""})
-            labels = {"scheduler": "slurm", "partition": name}
-            if len(named) > 1:
-                labels["gpu_models"] = ",".join(sorted(m for _, m in named))
-            max_time = self._parts.get(name, {}).get("max_time_min")
-            if max_time is not None:
-                labels["max_time_min"] = str(max_time)
-            total_gpus = sum(gpus.values())
-            pools.append(
-                PoolDecl(
-                    name=name,
-                    type=self.pool_type,
-                    total=PoolCapacity(
-                        cpu_cores=float(sum(int(n.get("cpus") or 0) for n in nodes)),
-                        ram_gb=round(sum(int(n.get("real_memory") or 0) for n in nodes) / 1024, 3),
-                        disk_gb=round(
-                            sum(int(n.get("temporary_disk") or 0) for n in nodes) / 1024, 3
-                        ),
-                        gpus=total_gpus,
-                    ),
-                    cpu_model=archs[0] if archs else "unknown",
-                    # The GRES type names the model (gpu:a100:2); untyped GPUs stay "gpu".
-                    gpu_model=(named[-1][1] if named else "gpu") if total_gpus else None,
-                    gpu_memory_gb=None,
-                    labels=labels,
-                )
-            )
-        return pools
+        return [
+            partition_pool(name, parts[name], self._parts.get(name, {}), self.pool_type)
+            for name in sorted(parts)
+        ]
 
     def _nodes_by_partition(self, nodes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        parts: dict[str, list[dict[str, Any]]] = {}
-        for node in nodes:
-            for p in node.get("partitions") or []:
-                parts.setdefault(str(p), []).append(node)
+        parts = nodes_by_partition(nodes)
         with self._lock:
             self._node_cpus = {
                 name: max(int(n.get("cpus") or 0) for n in members)
@@ -512,40 +167,19 @@ class SlurmBackend(Backend):
             log.warning("Slurm does not answer, reporting no free capacity: %s", exc)
             jobs = self._queue[1] if self._queue is not None else {}
             return [
-                PoolLive(pool.name, PoolCapacity(), *_queue_of(jobs, pool.name))
+                PoolLive(pool.name, PoolCapacity(), *queue_of(jobs, pool.name))
                 for pool in self.discover()
             ]
         with contextlib.suppress(BackendError):
             self._parts = self.cli.partitions()
-        result = []
-        for pool in self.discover():
-            members = [n for n in nodes if pool.name in (n.get("partitions") or [])]
-            up = self._parts.get(pool.name, {}).get("state", "UP") == "UP"
-            usable = [n for n in members if _usable(n)] if up else []
-            cpus = sum(int(n.get("idle_cpus") or 0) for n in usable)
-            mem_mib = sum(
-                max(0, int(n.get("real_memory") or 0) - int(n.get("alloc_memory") or 0))
-                for n in usable
+        return [
+            PoolLive(
+                pool.name,
+                partition_free(pool, nodes, self._parts.get(pool.name, {})),
+                *queue_of(jobs, pool.name),
             )
-            gpus = sum(
-                max(
-                    0,
-                    _gres_gpus(str(n.get("gres") or ""))
-                    - _gres_gpus(str(n.get("gres_used") or "")),
-                )
-                for n in usable
-                if int(n.get("idle_cpus") or 0) > 0
-            )
-            free = PoolCapacity(
-                cpu_cores=float(cpus),
-                ram_gb=round(mem_mib / 1024, 3),
-                disk_gb=pool.total.disk_gb if usable else 0.0,
-                gpus=gpus,
-            )
-            result.append(
-                PoolLive(pool.name, free if members else pool.total, *_queue_of(jobs, pool.name))
-            )
-        return result
+            for pool in self.discover()
+        ]
 
     def _jobs(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
         """Every job the controller knows, by Slurm job id (cached for `squeue_cache_s`)."""
@@ -678,7 +312,7 @@ class SlurmBackend(Backend):
             return self._settled(work_dir, record)
         if job is None:
             return self._ended(work_dir, job_id, None)
-        state = _job_state(job)
+        state = job_state(job)
         if state in PENDING_STATES:
             why = job.get("state_reason") or ""
             return JobStatus(State.QUEUED, f"Slurm job {job_id} {state.lower()} ({why})")
@@ -703,8 +337,8 @@ class SlurmBackend(Backend):
             record["state"] == State.CANCELED.value and not (work_dir / CANCEL_FILE).exists()
         )
         job = self._find(job_id)
-        if job is not None and _job_state(job) in PENDING_STATES | RUNNING_STATES:
-            age = time.time() - _mtime(work_dir / STATUS_FILE)
+        if job is not None and job_state(job) in PENDING_STATES | RUNNING_STATES:
+            age = time.time() - mtime(work_dir / STATUS_FILE)
             if age < self.settle_s:  # (no reason: it would outlive this moment in the hub)
                 return dataclasses.replace(
                     status_from_record(record), state=State.RUNNING, reason=None
@@ -740,13 +374,13 @@ class SlurmBackend(Backend):
             if final.cpus:
                 usage["alloc_cpu_s"] = final.elapsed_s * final.cpus
             record["usage"] = usage
-            _add_log(
+            add_log(
                 record,
                 f"slurm: job {job_id} {final.state or '?'}, elapsed {final.elapsed_s:.0f} s "
                 f"on {final.cpus or '?'} CPU(s), nodes {final.nodes or '?'}",
             )
         if signalled:  # the runner took Slurm's signal for a cancel; Slurm knows better
-            _add_log(record, f"the runner recorded CANCELED: {record.get('reason')}")
+            add_log(record, f"the runner recorded CANCELED: {record.get('reason')}")
             state, reason = map_final(final.state, job_id, final.nodes)
             record["state"], record["reason"] = state.value, reason
         with contextlib.suppress(OSError):
@@ -791,32 +425,32 @@ class SlurmBackend(Backend):
                 write_atomic(fence, what + "\n")
         if not slurm_state.startswith("NODE_FAIL") or read_status(work_dir) is None:
             return True  # slurmd killed the job's processes, or the runner never started
-        account = _read_json(work_dir / FENCED_FILE)
+        account = read_record(work_dir / FENCED_FILE)
         if account is not None and State(account["state"]).terminal:
             return True
-        return time.time() - _mtime(fence) >= self.fence_wait_s
+        return time.time() - mtime(fence) >= self.fence_wait_s
 
     def _final(self, work_dir: Path, state: State, reason: str) -> JobStatus:
         """Record a final state the runner could not (it never ran, was killed, or died); a
         fenced runner's own account gives the executor logs and measured usage."""
         record = read_status(work_dir) or new_record(state)
-        account = _read_json(work_dir / FENCED_FILE)
+        account = read_record(work_dir / FENCED_FILE)
         if account is not None:
             for key in ("executor_logs", "usage", "bytes_in", "system_logs"):
                 record[key] = account.get(key, record.get(key))
-            _add_log(
+            add_log(
                 record,
                 f"after the fence the runner recorded {account.get('state')}: "
                 f"{account.get('reason')}",
             )
         elif "NODE_FAIL" in reason and read_status(work_dir) is not None:
-            _add_log(record, "the runner did not answer the fence: its node may be gone")
+            add_log(record, "the runner did not answer the fence: its node may be gone")
         record["state"] = state.value
         record["reason"] = reason
         if state is State.SYSTEM_ERROR:
             text = tail(work_dir / SLURM_OUT, OUT_TAIL).strip()
             if text:
-                _add_log(record, f"{SLURM_OUT}: {text}")
+                add_log(record, f"{SLURM_OUT}: {text}")
         with contextlib.suppress(OSError):
             write_json_atomic(work_dir / STATUS_FILE, record)
         return status_from_record(record)
@@ -879,8 +513,6 @@ def make_transport(opts: dict[str, str]) -> SlurmTransport:
     if kind == "cli":
         return SlurmCli(opts.get("slurm_conf") or None, timeout_s)
     if kind == "rest":
-        from cpnet.agent.backends.slurm_rest import SlurmRest
-
         return SlurmRest.from_options(opts, timeout_s)
     raise BackendError(f"slurm option transport={kind!r} unknown; use 'cli' or 'rest'")
 
@@ -895,65 +527,10 @@ def _positive_int(params: dict[str, str], key: str) -> int | None:
     return int(value)
 
 
-def final_of_job(job: dict[str, Any]) -> SlurmFinal | None:
-    """A finished job's record as the controller (``squeue --json``) still holds it."""
-    state = _job_state(job)
-    if state in PENDING_STATES | RUNNING_STATES or not state:
-        return None
-    start, end = job.get("start_time"), job.get("end_time")
-    elapsed = float(end - start) if isinstance(start, int) and isinstance(end, int) else None
-    cpus = job.get("cpus")
-    return SlurmFinal(
-        state=state,
-        elapsed_s=elapsed if elapsed is not None and elapsed >= 0 else None,
-        cpus=int(cpus) if isinstance(cpus, int) else None,
-        nodes=str(job.get("nodes") or "") or None,
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON record another process wrote (atomically); None when absent or unreadable."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _add_log(record: dict[str, Any], line: str) -> None:
-    logs = record.setdefault("system_logs", [])
-    if len(logs) < 64:
-        logs.append(line[:4096])
-
-
 def batch_script(work_dir: Path) -> str:
     """The batch script: runs the runner on `work_dir`; only the two quoted paths vary."""
-    python = shlex.quote(sys.executable)
-    return f"#!/bin/sh\nexec {python} -m cpnet.agent.runner {shlex.quote(str(work_dir))}\n"
+    return f"#!/bin/sh\n{runner_command(sys.executable, work_dir)}\n"
 
 
 def _read_id(work_dir: Path) -> str | None:
     return read_id_file(work_dir, JOB_ID_FILE)
-
-
-__all__ = [
-    "SlurmBackend",
-    "SlurmCli",
-    "SlurmFinal",
-    "SlurmJobRequest",
-    "SlurmTransport",
-    "batch_script",
-    "final_of_job",
-    "map_final",
-    "parse_gres",
-    "parse_sacct_line",
-    "parse_scontrol_partitions",
-    "parse_slurm_minutes",
-]
