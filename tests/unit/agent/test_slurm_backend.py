@@ -28,6 +28,7 @@ from cpnet.agent.backends.slurm import (
     SlurmBackend,
     SlurmFinal,
     SlurmJobRequest,
+    SlurmOptions,
     SlurmTransport,
     batch_script,
     make_transport,
@@ -313,15 +314,18 @@ def test_job_request_from_the_task(tmp_path: Path) -> None:
 def test_rest_transport_options_are_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def options(**raw: str) -> SlurmOptions:
+        return SlurmOptions.parse(raw, "slurm")
+
     with pytest.raises(BackendError, match="slurmrestd_url"):
-        make_transport({"transport": "rest"})
+        make_transport(options(transport="rest"))
     with pytest.raises(BackendError, match="http"):
-        make_transport({"transport": "rest", "slurmrestd_url": "slurm-head:6820"})
+        make_transport(options(transport="rest", slurmrestd_url="slurm-head:6820"))
     with pytest.raises(BackendError, match="transport='grpc' unknown"):
-        make_transport({"transport": "grpc"})
+        make_transport(options(transport="grpc"))
     monkeypatch.delenv("SLURM_JWT", raising=False)
     rest = make_transport(
-        {"transport": "rest", "slurmrestd_url": "http://127.0.0.1:9", "slurm_user": "cpnet"}
+        options(transport="rest", slurmrestd_url="http://127.0.0.1:9", slurm_user="cpnet")
     )
     assert isinstance(rest, SlurmRest)
     with pytest.raises(BackendError, match="scontrol token username=cpnet"):
@@ -329,7 +333,7 @@ def test_rest_transport_options_are_checked(
     token_file = tmp_path / "jwt"
     token_file.write_text("SLURM_JWT=abc.def.ghi\n")
     rest = SlurmRest.from_options(
-        {"slurmrestd_url": "http://127.0.0.1:9", "slurm_jwt_file": str(token_file)}, 5.0
+        options(slurmrestd_url="http://127.0.0.1:9", slurm_jwt_file=str(token_file))
     )
     assert rest._token() == "abc.def.ghi"
     token_file.write_text("renewed\n")  # re-read on every request

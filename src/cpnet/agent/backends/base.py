@@ -13,9 +13,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from cpnet.agent import containers
 from cpnet.tasks.model import (
     AttemptProgress,
     ExecutorLog,
@@ -25,6 +24,9 @@ from cpnet.tasks.model import (
     Usage,
 )
 from cpnet.tasks.states import State
+
+if TYPE_CHECKING:
+    from cpnet.agent.backends.options import BackendOptions
 
 # Attempt ids become directory names, so they must be plain file names.
 ATTEMPT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -168,7 +170,8 @@ class BackendConfig:
 
     work_root: Path  # one sub-directory per attempt lives here
     pools: list[PoolDecl] | None = None  # declared pools override discovery
-    options: dict[str, str] = field(default_factory=dict)  # backend-specific, documented there
+    # backend-specific, as the agent was given them: each backend reads them into its `Options`
+    options: dict[str, str] = field(default_factory=dict)
     hub_url: str = ""  # the hub the agent reports to (runners fetch cpnet://blobs/ from it)
     hub_token: str = field(default="", repr=False)  # the agent's site token (a credential)
 
@@ -182,11 +185,14 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    # The backend's options, typed and documented (backends/options.py); read once, here.
+    Options: ClassVar[type[BackendOptions]]
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
+        self.options = self.Options.parse(config.options, self.name)
         # What executors with an image get here (options container_runtime, allow_host_exec).
-        self.images = containers.from_options(config.options)
+        self.images = self.options.images()
         # Set by a backend that notices its cluster changed shape (a node of a new kind, a
         # partition, a node group): the agent then re-discovers at once instead of on its timer.
         self.shape_changed = threading.Event()

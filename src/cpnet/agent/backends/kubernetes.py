@@ -71,30 +71,8 @@ one's finish (CPU seconds are not measured: no metrics API is assumed). A final 
 the Job's deletion. ``cancel`` deletes the Job (``propagationPolicy: Background``: its pod is
 killed), ``forget`` deletes a finished Job.
 
-Options (strings, in ``BackendConfig.options``):
-
-- ``kubeconfig``: path of a kubeconfig (default: ``$KUBECONFIG`` or ``~/.kube/config``)
-- ``in_cluster``: ``true`` to use the pod's service account instead of a kubeconfig
-- ``context``: kubeconfig context (default: its current context)
-- ``namespace``: where Jobs go (default: the context's namespace, else ``default``)
-- ``image``: image for executors that name none and for inline stage-in (default
-  ``python:3.12-slim``)
-- ``runner_image``: an image with cpnet installed, for staging (none: URL inputs and outputs are
-  refused)
-- ``staging_secret``: an existing Secret in the namespace whose keys the stage containers get as
-  environment variables (e.g. ``AWS_ACCESS_KEY_ID``)
-- ``max_stage_gb``, ``max_file_gb``, ``file_roots``, ``http_timeout_s``, ``s3_endpoint``,
-  ``s3_region``, ``s3_access_key_id``, ``s3_secret_access_key``, ``s3_session_token``: staging
-  settings, as for the local backend (paths and endpoints as seen from inside the pod)
-- ``pool_label``: node label whose value names the pool (default: the well-known ones above)
-- ``pool_type``: type of discovered pools (default: ``intelligent`` with GPUs, else ``general``)
-- ``gpu_resource``: extended resource name of GPUs (default ``nvidia.com/gpu``)
-- ``default_time_limit_s``: ``activeDeadlineSeconds`` for tasks without ``time_limit_s``
-- ``ttl_after_finished_s``: ``ttlSecondsAfterFinished`` of Jobs (default 86400, at least 60)
-- ``service_account``: service account of task pods (default: the namespace's default, with no
-  token mounted)
-- ``cache_s``: how long one list of Jobs and Pods serves polls (default 1)
-- ``request_timeout_s``: timeout of one API call (default 30)
+Options: `KubernetesOptions` (below), each typed and documented, with the staging ones (as for
+the local backend; paths and endpoints as seen from inside the pod).
 
 One agent per namespace: Jobs are found by the label ``app.kubernetes.io/managed-by=cpnet``.
 """
@@ -117,7 +95,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cpnet.agent.backends.base import (
-    POOL_TYPES,
     Backend,
     BackendConfig,
     BackendError,
@@ -126,6 +103,16 @@ from cpnet.agent.backends.base import (
     PoolCapacity,
     PoolDecl,
     PoolLive,
+)
+from cpnet.agent.backends.options import (
+    FLAG,
+    PATHS,
+    POOL_TYPE,
+    TEXT,
+    StagingOptions,
+    option,
+    seconds,
+    whole_seconds,
 )
 from cpnet.agent.backends.runner_job import GIB, runner_settings, staging_env, staging_settings
 from cpnet.agent.backends.workdir import begin_cancel, status_from_record
@@ -877,7 +864,7 @@ class KubeApi:
     """The few API calls this backend makes, answering plain JSON dicts (BackendError on failure,
     ``None`` for a 404 where that is an answer)."""
 
-    def __init__(self, options: dict[str, str]) -> None:
+    def __init__(self, options: KubernetesOptions) -> None:
         try:
             from kubernetes import client, config
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -887,17 +874,17 @@ class KubeApi:
             ) from exc
         self._client = client
         cfg = client.Configuration()
-        namespace = options.get("namespace") or ""
+        namespace = options.namespace
         try:
-            if options.get("in_cluster", "").lower() in ("1", "true", "yes"):
+            if options.in_cluster:
                 config.load_incluster_config(client_configuration=cfg)
                 if not namespace:
                     sa_ns = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
                     with contextlib.suppress(OSError):
                         namespace = sa_ns.read_text().strip()
             else:
-                path = options.get("kubeconfig") or None
-                context = options.get("context") or None
+                path = options.kubeconfig
+                context = options.context
                 config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
                 if not namespace:
                     with contextlib.suppress(Exception):
@@ -910,7 +897,7 @@ class KubeApi:
         except Exception as exc:
             raise BackendError(f"cannot load the Kubernetes configuration: {exc}") from exc
         self.namespace = namespace or "default"
-        self.timeout = float(options.get("request_timeout_s", 30.0))
+        self.timeout = options.request_timeout_s
         self.api = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
@@ -1027,35 +1014,77 @@ class KubeApi:
 # ---- the backend ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class KubernetesOptions(StagingOptions):
+    """Options of the Kubernetes backend, besides the staging ones (`StagingOptions`)."""
+
+    kubeconfig: str | None = option(
+        None, TEXT, "path of a kubeconfig (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    in_cluster: bool = option(
+        False, FLAG, "true uses the pod's service account instead of a kubeconfig"
+    )
+    context: str | None = option(None, TEXT, "kubeconfig context (default: its current context)")
+    namespace: str = option(
+        "", TEXT, "where Jobs go (default: the context's namespace, else default)"
+    )
+    image: str = option(
+        DEFAULT_IMAGE, TEXT, "image for executors that name none and for inline stage-in"
+    )
+    runner_image: str | None = option(
+        None,
+        TEXT,
+        "an image with cpnet installed, for staging (none: URL inputs and outputs are refused)",
+    )
+    staging_secret: str | None = option(
+        None,
+        TEXT,
+        "an existing Secret in the namespace whose keys the stage containers get as environment "
+        "variables (e.g. AWS_ACCESS_KEY_ID)",
+    )
+    file_roots: tuple[str, ...] | None = option(
+        None, PATHS, "':'-separated directories file:// URLs may read or write (default: any)"
+    )
+    http_timeout_s: float = option(60.0, seconds(least=1), "per network operation while staging")
+    pool_label: str | None = option(
+        None, TEXT, "node label whose value names the pool (default: the well-known ones above)"
+    )
+    pool_type: str | None = option(
+        None,
+        POOL_TYPE,
+        "type of discovered pools (default: intelligent with GPUs, else general)",
+    )
+    gpu_resource: str = option(DEFAULT_GPU_RESOURCE, TEXT, "extended resource name of GPUs")
+    default_time_limit_s: int | None = option(
+        None, whole_seconds(least=1), "activeDeadlineSeconds for tasks without time_limit_s"
+    )
+    # the agent must see a finished Job before Kubernetes deletes it
+    ttl_after_finished_s: int = option(
+        86400, whole_seconds(least=60), "ttlSecondsAfterFinished of Jobs"
+    )
+    service_account: str | None = option(
+        None,
+        TEXT,
+        "service account of task pods (default: the namespace's default, with no token mounted)",
+    )
+    cache_s: float = option(
+        1.0, seconds(least=0), "how long one list of Jobs and Pods serves polls"
+    )
+    request_timeout_s: float = option(30.0, seconds(least=1), "timeout of one API call")
+
+
 class KubernetesBackend(Backend):
     """Runs each attempt as one Kubernetes Job on the node pool named by its pool."""
 
     name: ClassVar[str] = "kubernetes"
+    Options = KubernetesOptions
+    options: KubernetesOptions
 
     def __init__(self, config: BackendConfig, api: KubeApi | None = None) -> None:
         super().__init__(config)
         self.work_root = config.work_root.resolve()
         self.work_root.mkdir(parents=True, exist_ok=True)
-        opts = config.options
-        self.image = opts.get("image") or DEFAULT_IMAGE
-        self.pool_label = opts.get("pool_label") or None
-        self.pool_type = opts.get("pool_type") or None
-        if self.pool_type is not None and self.pool_type not in POOL_TYPES:
-            raise BackendError(f"option pool_type={self.pool_type!r}: use one of {POOL_TYPES}")
-        self.gpu_resource = opts.get("gpu_resource") or DEFAULT_GPU_RESOURCE
-        self.default_time_limit_s = _opt_number(opts, "default_time_limit_s", int, 1)
-        # the agent must see a finished Job before Kubernetes deletes it
-        self.ttl_s = _opt_number(opts, "ttl_after_finished_s", int, 60) or 86400
-        self.service_account = opts.get("service_account") or None
-        self.runner_image = opts.get("runner_image") or None
-        self.staging_secret = opts.get("staging_secret") or None
-        self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
-        self.http_timeout_s = _opt_number(opts, "http_timeout_s", float, 1) or 60.0
-        roots = opts.get("file_roots")
-        self.file_roots = None if roots is None else [r for r in roots.split(":") if r]
-        self.cache_s = _opt_number(opts, "cache_s", float, 0) or 1.0
-        _opt_number(opts, "request_timeout_s", float, 1)
-        self.api = api or KubeApi(opts)
+        self.api = api or KubeApi(self.options)
         self._lock = threading.RLock()
         self._pools: list[KubePool] | None = None
         self._cache: (
@@ -1079,9 +1108,9 @@ class KubernetesBackend(Backend):
     def _group(self) -> list[KubePool]:
         return group_nodes(
             self.api.nodes(),
-            pool_label=self.pool_label,
-            pool_type=self.pool_type,
-            gpu_resource=self.gpu_resource,
+            pool_label=self.options.pool_label,
+            pool_type=self.options.pool_type,
+            gpu_resource=self.options.gpu_resource,
         )
 
     def discover(self) -> list[PoolDecl]:
@@ -1107,9 +1136,9 @@ class KubernetesBackend(Backend):
             p.decl.name: p.nodes
             for p in group_nodes(
                 listed,
-                pool_label=self.pool_label,
-                pool_type=self.pool_type,
-                gpu_resource=self.gpu_resource,
+                pool_label=self.options.pool_label,
+                pool_type=self.options.pool_type,
+                gpu_resource=self.options.gpu_resource,
             )
         }
         used: dict[str, PoolCapacity] = {}
@@ -1117,7 +1146,7 @@ class KubernetesBackend(Backend):
             node = (pod.get("spec") or {}).get("nodeName")
             if node:
                 used[node] = used.get(node, PoolCapacity()).plus(
-                    pod_request(pod, self.gpu_resource)
+                    pod_request(pod, self.options.gpu_resource)
                 )
         jobs, pods = self._state(fresh=True)
         result = []
@@ -1129,7 +1158,8 @@ class KubernetesBackend(Backend):
                     if node is None or not node_ready(node):
                         continue
                     alloc = capacity_of(
-                        (node.get("status") or {}).get("allocatable") or {}, self.gpu_resource
+                        (node.get("status") or {}).get("allocatable") or {},
+                        self.options.gpu_resource,
                     )
                     free = free.plus(alloc.minus(used.get(name, PoolCapacity())))
                 free = PoolCapacity(
@@ -1159,7 +1189,7 @@ class KubernetesBackend(Backend):
         """cpnet's Jobs by name and their pods by Job name (cached for `cache_s`)."""
         with self._lock:
             now = time.monotonic()
-            if fresh or self._cache is None or now - self._cache[0] > self.cache_s:
+            if fresh or self._cache is None or now - self._cache[0] > self.options.cache_s:
                 jobs = {str(j["metadata"]["name"]): j for j in self.api.jobs()}
                 by_attempt = {
                     ((j.get("metadata") or {}).get("labels") or {}).get(ATTEMPT_LABEL): n
@@ -1193,22 +1223,22 @@ class KubernetesBackend(Backend):
                 work_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise BackendError(f"cannot create {work_dir}: {exc}") from exc
-            problem = unsupported(job.spec, self.runner_image)
-            staged = problem is None and bool(self.runner_image) and needs_staging(job.spec)
+            problem = unsupported(job.spec, self.options.runner_image)
+            staged = problem is None and bool(self.options.runner_image) and needs_staging(job.spec)
             try:
                 if problem is None:
                     files = self._staging_files(job) if staged else None
                     manifest = job_manifest(
                         job,
                         namespace=self.api.namespace,
-                        image=self.image,
+                        image=self.options.image,
                         selector=self._selector(job.pool_name),
-                        gpu_resource=self.gpu_resource,
-                        deadline_s=time_limit_s(job.spec, self.default_time_limit_s),
-                        ttl_s=self.ttl_s,
-                        service_account=self.service_account,
-                        runner_image=self.runner_image,
-                        staging_secret=self.staging_secret,
+                        gpu_resource=self.options.gpu_resource,
+                        deadline_s=time_limit_s(job.spec, self.options.default_time_limit_s),
+                        ttl_s=self.options.ttl_after_finished_s,
+                        service_account=self.options.service_account,
+                        runner_image=self.options.runner_image,
+                        staging_secret=self.options.staging_secret,
                     )
                     write_json_atomic(work_dir / MANIFEST_FILE, manifest)
                     # None: created before a crash; the same Job
@@ -1230,15 +1260,15 @@ class KubernetesBackend(Backend):
     def _staging_files(self, job: Job) -> dict[str, str]:
         settings = runner_settings(
             job.spec,
-            max_stage_bytes=self.max_stage_bytes,
+            max_stage_gb=self.options.max_stage_gb,
             grace_s=0.0,
-            http_timeout_s=self.http_timeout_s,
-            file_roots=self.file_roots,
+            http_timeout_s=self.options.http_timeout_s,
+            file_roots=self.options.file_roots,
             memory_limit_gb=None,
             private_tmp=False,
-            staging=staging_settings(self.config),
+            staging=staging_settings(self.options, self.config.hub_url),
         )
-        return staging_payload(job, settings, staging_env(self.config))
+        return staging_payload(job, settings, staging_env(self.options, self.config.hub_token))
 
     def _create_secret(
         self, manifest: dict[str, Any], created: dict[str, Any] | None, files: dict[str, str]
@@ -1394,23 +1424,10 @@ def rec_line(rec: Any) -> str:
     return ""
 
 
-def _opt_number(opts: dict[str, str], key: str, kind: type, least: float) -> Any:
-    """Option `key` as an int or float (`kind`) of at least `least`; None when not set."""
-    raw = opts.get(key)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise BackendError(f"option {key}={raw!r} is not a number") from None
-    if not value >= least:  # also refuses NaN
-        raise BackendError(f"option {key}={raw!r} must be at least {least}")
-    return value
-
-
 __all__ = [
     "KubeApi",
     "KubernetesBackend",
+    "KubernetesOptions",
     "dns_label",
     "group_nodes",
     "job_manifest",

@@ -5,38 +5,7 @@ new instance after an agent restart picks up where the old one was: ``job.json``
 ``runner.pid`` (who runs it: "pid start_ticks"), ``status.json`` (what the runner last recorded),
 ``cancel`` (a cancel was asked for), ``forgotten`` (the hub acknowledged the end).
 
-Options (all strings, in ``BackendConfig.options``):
-
-- ``pool_name``: name of the discovered pool (default ``local``)
-- ``delete_work_dirs``: ``true`` removes a work dir on ``forget`` (default: keep it)
-- ``cancel_grace_s``: seconds from SIGTERM to SIGKILL of a canceled runner's session (default 10)
-- ``executor_grace_s``: seconds the runner gives a canceled executor before SIGKILL (default 5)
-- ``max_stage_gb``: staging limit per direction when a task gives no ``disk_gb`` (default 10 GiB)
-- ``http_timeout_s``: per network operation while staging (default 60)
-- ``file_roots``: ``:``-separated host directories file:// URLs may read or write (default: any;
-  the executors run as the agent's user anyway, so this only matters with sandboxed executors)
-- ``fork_server``: ``false`` spawns every runner as ``python -m cpnet.agent.runner`` instead of
-  forking it from this instance's fork server (``cpnet.agent.forkserver``, default on), which
-  saves the interpreter start-up and imports (~60 ms of CPU) per attempt. Either way the runner
-  leads its own session and everything above holds; when the fork server is unavailable the
-  runner is spawned, and the server is restarted at a later start.
-- ``memory_limit``: ``false`` runs executors without an address-space limit (default: each
-  executor runs under ``RLIMIT_AS`` = the task's ``ram_gb`` + 256 MiB, at least 512 MiB; a task
-  asking 0 GiB is not limited)
-- ``private_tmp``: ``false`` gives executors the host's /tmp (with ``TMPDIR`` = the work dir's
-  ``tmp/``) instead of a private /tmp: by default each executor runs in its own mount namespace
-  with the work dir's ``tmp/`` bind-mounted on /tmp, so the executors of one attempt share a
-  /tmp that no other attempt or the host sees, and task paths under /tmp are where the task
-  says. Directories under the host's /tmp that executors need stay visible at their place: the
-  tree holding the work dir when that is under /tmp, and the agent's and executors' software
-  (``cpnet.agent.private_tmp`` says which). It falls back to ``TMPDIR`` when not root or when the
-  kernel refuses; the attempt's system logs say which one was used.
-- ``cpu_pinning``: ``false`` runs executors on every CPU this process may use (default: each
-  attempt is pinned to CPUs assigned to it, see below)
-- staging (docs/staging.md; shared with every backend that starts the runner): ``max_file_gb``
-  (per-file limit, default none), ``s3_endpoint`` and ``s3_region`` for s3:// URLs,
-  ``s3_access_key_id`` / ``s3_secret_access_key`` / ``s3_session_token`` (these win over the
-  agent's ``AWS_*`` environment; they reach the runner in its environment, never in job.json)
+Options: `LocalOptions` (below), each typed and documented, with the staging ones.
 
 GPUs: when a pool declares ``gpus``, each started attempt is assigned that many concrete indices
 (lowest free first, never shared by two unfinished attempts), recorded in job.json's ``runner``
@@ -82,8 +51,8 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
+from cpnet.agent.backends.options import FLAG, PATHS, TEXT, StagingOptions, option, seconds
 from cpnet.agent.backends.runner_job import (
-    GIB,
     runner_env,
     runner_settings,
     staging_env,
@@ -130,8 +99,61 @@ class _Tracked:
     cpus: tuple[int, ...] = ()  # CPU ids assigned at start (held until final)
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+@dataclass(frozen=True)
+class LocalOptions(StagingOptions):
+    """Options of the local backend, besides the staging ones (`StagingOptions`)."""
+
+    pool_name: str = option("local", TEXT, "name of the discovered pool")
+    delete_work_dirs: bool = option(
+        False, FLAG, "true removes a work dir on forget (default: keep it)"
+    )
+    cancel_grace_s: float = option(
+        10.0, seconds(), "seconds from SIGTERM to SIGKILL of a canceled runner's session"
+    )
+    executor_grace_s: float = option(
+        DEFAULT_GRACE_S, seconds(), "seconds the runner gives a canceled executor before SIGKILL"
+    )
+    file_roots: tuple[str, ...] | None = option(
+        None,
+        PATHS,
+        "':'-separated host directories file:// URLs may read or write (default: any; the "
+        "executors run as the agent's user anyway, so this only matters with sandboxed "
+        "executors)",
+    )
+    fork_server: bool = option(
+        True,
+        FLAG,
+        "false spawns every runner as python -m cpnet.agent.runner instead of forking it from "
+        "this instance's fork server (cpnet.agent.forkserver), which saves the interpreter "
+        "start-up and imports (~60 ms of CPU) per attempt. Either way the runner leads its own "
+        "session; when the fork server is unavailable the runner is spawned, and the server is "
+        "restarted at a later start",
+    )
+    memory_limit: bool = option(
+        True,
+        FLAG,
+        "false runs executors without an address-space limit (default: each executor runs "
+        "under RLIMIT_AS = the task's ram_gb + 256 MiB, at least 512 MiB; a task asking 0 GiB is "
+        "not limited)",
+    )
+    private_tmp: bool = option(
+        True,
+        FLAG,
+        "false gives executors the host's /tmp (with TMPDIR = the work dir's tmp/) instead of a "
+        "private /tmp: by default each executor runs in its own mount namespace with the work "
+        "dir's tmp/ bind-mounted on /tmp, so the executors of one attempt share a /tmp that no "
+        "other attempt or the host sees, and task paths under /tmp are where the task says. "
+        "Directories under the host's /tmp that executors need stay visible at their place: "
+        "the tree holding the work dir when that is under /tmp, and the agent's and executors' "
+        "software (cpnet.agent.private_tmp says which). It falls back to TMPDIR when not root "
+        "or when the kernel refuses; the attempt's system logs say which one was used",
+    )
+    cpu_pinning: bool = option(
+        True,
+        FLAG,
+        "false runs executors on every CPU this process may use (default: each attempt is "
+        "pinned to CPUs assigned to it, see the module doc)",
+    )
 
 
 class LocalBackend(Backend):
@@ -143,34 +165,23 @@ class LocalBackend(Backend):
     """
 
     name: ClassVar[str] = "local"
+    Options = LocalOptions
+    options: LocalOptions
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.work_root = config.work_root.resolve()
         self.work_root.mkdir(parents=True, exist_ok=True)
-        opts = config.options
-        self.delete_work_dirs = _flag(opts.get("delete_work_dirs"))
-        self.cancel_grace_s = float(opts.get("cancel_grace_s", 10.0))
-        self.executor_grace_s = float(opts.get("executor_grace_s", DEFAULT_GRACE_S))
-        self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
-        self.http_timeout_s = float(opts.get("http_timeout_s", 60.0))
-        roots = opts.get("file_roots")
-        self.file_roots = None if roots is None else [r for r in roots.split(":") if r]
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
         self._jobs: dict[str, _Tracked] = {}
         self._queues: dict[str, deque[str]] = {}
         self._escalations: dict[str, threading.Timer] = {}
         self._orphans: list[subprocess.Popen[bytes]] = []  # forgotten runners not yet reaped
-        self.use_fork_server = _flag(opts.get("fork_server", "true"))
         self._fork_server: _ForkServer | None = None
         self._fork_failures = 0  # consecutive times the fork server broke or failed to start
         self._fork_retry_at = 0.0  # monotonic time before which runners are spawned instead
-        self.memory_limit = _flag(opts.get("memory_limit", "true"))
-        self.private_tmp = _flag(opts.get("private_tmp", "true"))
-        self.cpu_pinning = _flag(opts.get("cpu_pinning", "true"))
-        self.staging = staging_settings(config)
-        self.staging_env = staging_env(config)
+        self.staging_env = staging_env(self.options, config.hub_token)
         self._adopt_all()
 
     @property
@@ -206,7 +217,7 @@ class LocalBackend(Backend):
         facts = hostinfo.host_facts(self.work_root)
         gpu = facts.gpus[0] if facts.gpus else None
         return PoolDecl(
-            name=self.config.options.get("pool_name", "local"),
+            name=self.options.pool_name,
             type="general",
             total=PoolCapacity(
                 cpu_cores=float(facts.cpu_cores),
@@ -277,15 +288,16 @@ class LocalBackend(Backend):
             return handle
 
     def _runner_settings(self, spec: TaskSpec) -> dict[str, Any]:
+        o = self.options
         return runner_settings(
             spec,
-            max_stage_bytes=self.max_stage_bytes,
-            grace_s=self.executor_grace_s,
-            http_timeout_s=self.http_timeout_s,
-            file_roots=self.file_roots,
-            memory_limit_gb=spec.resources.ram_gb if self.memory_limit else None,
-            private_tmp=self.private_tmp,
-            staging=self.staging,
+            max_stage_gb=o.max_stage_gb,
+            grace_s=o.executor_grace_s,
+            http_timeout_s=o.http_timeout_s,
+            file_roots=o.file_roots,
+            memory_limit_gb=spec.resources.ram_gb if o.memory_limit else None,
+            private_tmp=o.private_tmp,
+            staging=staging_settings(o, self.config.hub_url),
             images=self.images.to_runner(),
         )
 
@@ -333,8 +345,8 @@ class LocalBackend(Backend):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
             if handle not in self._escalations:
-                args = (pid, ticks, self.cancel_grace_s)
-                timer = threading.Timer(self.cancel_grace_s, _escalate, args)
+                args = (pid, ticks, self.options.cancel_grace_s)
+                timer = threading.Timer(self.options.cancel_grace_s, _escalate, args)
                 timer.daemon = True
                 timer.start()
                 self._escalations[handle] = timer
@@ -356,7 +368,7 @@ class LocalBackend(Backend):
             if t.popen is not None and t.popen.poll() is None:
                 self._orphans.append(t.popen)  # it wrote its final state and is exiting
             try:
-                if self.delete_work_dirs:
+                if self.options.delete_work_dirs:
                     shutil.rmtree(work_dir)
                 else:
                     (work_dir / FORGOTTEN).touch()
@@ -524,7 +536,7 @@ class LocalBackend(Backend):
         except (OSError, ValueError) as exc:
             self._write_final(t, State.SYSTEM_ERROR, f"cannot assign GPUs or CPUs: {exc}")
             return
-        if self.use_fork_server and self._fork(t):
+        if self.options.fork_server and self._fork(t):
             return
         argv = [sys.executable, "-m", "cpnet.agent.runner", str(t.work_dir)]
         try:
@@ -568,7 +580,7 @@ class LocalBackend(Backend):
         unfinished attempts (of any pool) hold first, lowest id on ties: disjoint while the
         declared cores fit the machine, round-robin when they are oversubscribed. Recorded in
         job.json (before its runner starts, which reads them from there)."""
-        if not self.cpu_pinning:
+        if not self.options.cpu_pinning:
             return
         usable = sorted(os.sched_getaffinity(0))
         held = dict.fromkeys(usable, 0)
@@ -588,7 +600,7 @@ class LocalBackend(Backend):
         pool = self._pool(t.pool)
         if pool is not None and pool.total.gpus > 0:
             assigned["gpus"] = list(t.gpus)
-        if self.cpu_pinning:
+        if self.options.cpu_pinning:
             assigned.update(cpus=list(t.cpus), cpu_cores=t.demand.cpu_cores)
         if assigned:
             write_atomic(t.work_dir / ASSIGN_FILE, json.dumps(assigned), durable=False)

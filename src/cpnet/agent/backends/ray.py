@@ -40,25 +40,10 @@ CANCELED, whenever the runner recorded no final state of its own.
 All talk to Ray goes through `RayApi`: the dashboard's HTTP API for nodes and usage, and
 ``ray.job_submission.JobSubmissionClient`` (the Jobs API, same address) for jobs.
 
-Options (all strings, in ``BackendConfig.options``):
-
-- ``ray_address``: the Jobs API (dashboard) address, e.g. ``http://127.0.0.1:8265``
-- ``ray_local``: ``true`` starts a private local Ray head for this agent (free loopback ports,
-  its own temp dir) and stops it when the agent exits; ``ray_local_cpus`` sets its CPU count.
-  ``ray start --block`` stops the whole head when any Ray process of it dies; the agent then logs
-  why (the tail of Ray's own log) and starts a new head. Jobs of the dead head end SYSTEM_ERROR
-  ("Ray has no job"), so the hub runs them again.
-- ``python``: the interpreter that runs the runner on the Ray nodes (default: the agent's)
-- ``pool_type``: the type of every discovered pool (default: ``intelligent`` for pools with
-  GPUs, else ``general``)
-- ``executor_grace_s``: seconds the runner gives a canceled executor before SIGKILL (default 2,
-  below Ray's 3 s stop wait)
-- ``max_stage_gb``: staging limit per direction when a task gives no ``disk_gb`` (default 10 GiB)
-- ``http_timeout_s``: per network operation while staging (default 60)
-- ``poll_cache_s``: how long one answer about a Ray job serves polls (default 1)
-- ``request_timeout_s``: timeout of one request to the dashboard (default 30)
-- ``delete_jobs``: ``true`` deletes a finished Ray job (and Ray's copy of its logs) once the hub
-  has its final state (default: keep it, as the work dir is kept)
+Options: `RayOptions` (below), each typed and documented. ``ray start --block`` stops the whole
+local head (``ray_local``) when any Ray process of it dies; the agent then logs why (the tail of
+Ray's own log) and starts a new head. Jobs of the dead head end SYSTEM_ERROR ("Ray has no job"),
+so the hub runs them again.
 """
 
 from __future__ import annotations
@@ -94,6 +79,16 @@ from cpnet.agent.backends.base import (
     PoolCapacity,
     PoolDecl,
     PoolLive,
+)
+from cpnet.agent.backends.options import (
+    FLAG,
+    POOL_TYPE,
+    TEXT,
+    BackendOptions,
+    cpu_count,
+    gib,
+    option,
+    seconds,
 )
 from cpnet.agent.backends.runner_job import GIB, runner_command, runner_env, runner_settings
 from cpnet.agent.backends.workdir import begin_cancel, read_id_file, status_from_record
@@ -436,7 +431,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 class LocalHead:
     """``ray start --head --block`` on loopback with free ports, in a session of its own."""
 
-    def __init__(self, cpus: str | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(self, cpus: int | None = None, timeout_s: float = 120.0) -> None:
         self.cpus = cpus
         ray_bin = Path(sys.executable).with_name("ray")
         if not ray_bin.exists():
@@ -464,8 +459,8 @@ class LocalHead:
             f"--temp-dir={self.temp_dir}",
             "--disable-usage-stats",
         ]
-        if cpus:
-            argv.append(f"--num-cpus={int(float(cpus))}")
+        if cpus is not None:
+            argv.append(f"--num-cpus={cpus}")
         env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
         self.log_path = Path(self.temp_dir) / "ray-start.log"
         with self.log_path.open("wb") as out:
@@ -551,26 +546,72 @@ class _Seen:
     status: str  # Ray's status name, "" when Ray has no such job
 
 
+@dataclass(frozen=True)
+class RayOptions(BackendOptions):
+    """Options of the Ray backend."""
+
+    ray_address: str = option(
+        "", TEXT, "the Jobs API (dashboard) address, e.g. http://127.0.0.1:8265"
+    )
+    ray_local: bool = option(
+        False,
+        FLAG,
+        "true starts a private local Ray head for this agent (free loopback ports, its own temp "
+        "dir) and stops it when the agent exits",
+    )
+    ray_local_cpus: int | None = option(None, cpu_count(), "the CPU count of the local head")
+    python: str = option(
+        "", TEXT, "the interpreter that runs the runner on the Ray nodes (default: the agent's)"
+    )
+    pool_type: str | None = option(
+        None,
+        POOL_TYPE,
+        "the type of every discovered pool (default: intelligent for pools with GPUs, else "
+        "general)",
+    )
+    executor_grace_s: float = option(
+        DEFAULT_GRACE_S,
+        seconds(),
+        "seconds the runner gives a canceled executor before SIGKILL (below Ray's 3 s stop wait)",
+    )
+    max_stage_gb: float = option(
+        10.0, gib(), "staging limit per direction when a task gives no disk_gb"
+    )
+    http_timeout_s: float = option(60.0, seconds(), "per network operation while staging")
+    poll_cache_s: float = option(1.0, seconds(), "how long one answer about a Ray job serves polls")
+    request_timeout_s: float = option(30.0, seconds(), "timeout of one request to the dashboard")
+    delete_jobs: bool = option(
+        False,
+        FLAG,
+        "true deletes a finished Ray job (and Ray's copy of its logs) once the hub has its final "
+        "state (default: keep it, as the work dir is kept)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.ray_local and self.ray_address.strip():
+            raise ValueError("give either ray_address or ray_local, not both")
+
+
 class RayBackend(Backend):
     """Runs each attempt as one Ray Job on the nodes of its pool."""
 
     name: ClassVar[str] = "ray"
+    Options = RayOptions
+    options: RayOptions
 
     def __init__(self, config: BackendConfig, api: RayApi | None = None) -> None:
         super().__init__(config)
         self.work_root = config.work_root.resolve()
         self.work_root.mkdir(parents=True, exist_ok=True)
-        opts = config.options
+        o = self.options
         self.head: LocalHead | None = None
         self._head_stop = threading.Event()
         self._head_restarting = threading.Event()  # quiets "unreachable" while a new head starts
         self._lock = threading.RLock()
-        address = opts.get("ray_address", "").strip()
+        address = o.ray_address.strip()
         if api is None:
-            if opts.get("ray_local", "").strip().lower() in ("1", "true", "yes", "on"):
-                if address:
-                    raise BackendError("give either ray_address or ray_local, not both")
-                self.head = LocalHead(opts.get("ray_local_cpus"))
+            if o.ray_local:
+                self.head = LocalHead(o.ray_local_cpus)
                 address = self.head.address
                 self._head_stop = threading.Event()
                 threading.Thread(target=self._supervise_head, name="ray-head", daemon=True).start()
@@ -579,15 +620,9 @@ class RayBackend(Backend):
                     "the Ray backend needs the cluster's Jobs API address: --ray-address "
                     "http://HEAD:8265 (option ray_address), or --ray-local to start a head here"
                 )
-            api = RayApi(address, float(opts.get("request_timeout_s", 30.0)))
+            api = RayApi(address, o.request_timeout_s)
         self.api = api
-        self.python = opts.get("python") or sys.executable
-        self.pool_type = opts.get("pool_type") or None
-        self.executor_grace_s = float(opts.get("executor_grace_s", DEFAULT_GRACE_S))
-        self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
-        self.http_timeout_s = float(opts.get("http_timeout_s", 60.0))
-        self.poll_cache_s = float(opts.get("poll_cache_s", 1.0))
-        self.delete_jobs = opts.get("delete_jobs", "").strip().lower() in ("1", "true", "yes")
+        self.python = o.python or sys.executable
         self._pools: list[RayPool] | None = None
         self._seen: dict[str, _Seen] = {}  # submission id → last answer
 
@@ -644,7 +679,7 @@ class RayBackend(Backend):
         nodes = self.api.nodes()
         if not _alive(nodes):
             raise BackendError(f"the Ray cluster at {self.api.address} has no live node")
-        found = derive_pools(nodes, self.pool_type)
+        found = derive_pools(nodes, self.options.pool_type)
         if self.config.pools:  # declared pools keep their names; shapes by name
             by_name = {p.decl.name: p for p in found}
             found = [
@@ -786,9 +821,9 @@ class RayBackend(Backend):
     def _runner_settings(self, spec: TaskSpec) -> dict[str, Any]:
         return runner_settings(
             spec,
-            max_stage_bytes=self.max_stage_bytes,
-            grace_s=self.executor_grace_s,
-            http_timeout_s=self.http_timeout_s,
+            max_stage_gb=self.options.max_stage_gb,
+            grace_s=self.options.executor_grace_s,
+            http_timeout_s=self.options.http_timeout_s,
             file_roots=None,
             memory_limit_gb=None,  # Ray accounts the job's memory; its OOM killer enforces
             private_tmp=False,
@@ -802,7 +837,7 @@ class RayBackend(Backend):
                 not fresh
                 and seen is not None
                 and seen.status in ("PENDING", "RUNNING")
-                and time.monotonic() - seen.at < self.poll_cache_s
+                and time.monotonic() - seen.at < self.options.poll_cache_s
             ):
                 return seen.status, None
         info = self.api.info(sid)
@@ -912,7 +947,7 @@ class RayBackend(Backend):
             return
         with self._lock:
             self._seen.pop(sid, None)
-        if self.delete_jobs:
+        if self.options.delete_jobs:
             self.api.delete(sid)
 
 

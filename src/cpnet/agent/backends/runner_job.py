@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import cpnet
-from cpnet.agent.backends.base import BackendConfig
+from cpnet.agent.backends.options import StagingOptions
 from cpnet.agent.runner import HUB_TOKEN_ENV
 from cpnet.tasks.model import TaskSpec
 
@@ -23,10 +23,10 @@ GIB = 1024**3
 def runner_settings(
     spec: TaskSpec,
     *,
-    max_stage_bytes: int,
+    max_stage_gb: float,
     grace_s: float,
     http_timeout_s: float,
-    file_roots: Any,
+    file_roots: tuple[str, ...] | None,
     memory_limit_gb: float | None,
     private_tmp: bool,
     staging: dict[str, Any] | None = None,
@@ -35,44 +35,46 @@ def runner_settings(
     """The `runner` block of job.json, shared by every backend that starts the runner."""
     disk = spec.resources.disk_gb
     return (staging or {}) | {
-        "max_stage_bytes": int(disk * GIB) if disk > 0 else max_stage_bytes,
+        "max_stage_bytes": int((disk if disk > 0 else max_stage_gb) * GIB),
         "grace_s": grace_s,
         "http_timeout_s": http_timeout_s,
-        "file_roots": file_roots,
+        "file_roots": None if file_roots is None else list(file_roots),
         "memory_limit_gb": memory_limit_gb,
         "private_tmp": private_tmp,
         **(images or {}),
     }
 
 
-def staging_settings(config: BackendConfig) -> dict[str, Any]:
-    """The staging part of job.json's runner block, from the agent's options (nothing secret)."""
-    opts = config.options
+def staging_settings(options: StagingOptions, hub_url: str) -> dict[str, Any]:
+    """The staging part of job.json's runner block (nothing secret)."""
     out: dict[str, Any] = {}
-    if opts.get("max_file_gb"):
-        out["max_file_bytes"] = int(float(opts["max_file_gb"]) * GIB)
-    for key in ("s3_endpoint", "s3_region"):
-        if opts.get(key):
-            out[key] = opts[key]
-    if config.hub_url:
-        out["hub_url"] = config.hub_url
+    if options.max_file_gb is not None:
+        out["max_file_bytes"] = int(options.max_file_gb * GIB)
+    if options.s3_endpoint:
+        out["s3_endpoint"] = options.s3_endpoint
+    if options.s3_region:
+        out["s3_region"] = options.s3_region
+    if hub_url:
+        out["hub_url"] = hub_url
     return out
 
 
-def staging_env(config: BackendConfig) -> dict[str, str]:
+def staging_env(options: StagingOptions, hub_token: str) -> dict[str, str]:
     """Credentials the runner needs for staging, for its environment (never written to job.json).
 
     Agent options win over the agent's own ``AWS_*`` environment, which the runner inherits.
     """
-    opts = config.options
-    names = {
-        "s3_access_key_id": "AWS_ACCESS_KEY_ID",
-        "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-        "s3_session_token": "AWS_SESSION_TOKEN",
+    env = {
+        var: value
+        for var, value in (
+            ("AWS_ACCESS_KEY_ID", options.s3_access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", options.s3_secret_access_key),
+            ("AWS_SESSION_TOKEN", options.s3_session_token),
+        )
+        if value
     }
-    env = {var: opts[key] for key, var in names.items() if opts.get(key)}
-    if config.hub_token:
-        env[HUB_TOKEN_ENV] = config.hub_token
+    if hub_token:
+        env[HUB_TOKEN_ENV] = hub_token
     return env
 
 

@@ -26,27 +26,8 @@ completion log via ``sacct -c``, else the controller's job record): ``wall_s`` i
 time and ``alloc_cpu_s`` elapsed × allocated CPUs; ``cpu_s`` and ``peak_rss_mb`` stay the
 runner's measurement of the executors.
 
-Options (all strings, in ``BackendConfig.options``):
-
-- ``transport``: ``cli`` (default) or ``rest`` (then ``slurmrestd_url``, ``slurm_user``, and the
-  token in ``slurm_jwt`` or the environment variable named by ``slurm_jwt_env``, default
-  ``SLURM_JWT``; see rest.py)
-- ``slurm_conf``: the ``SLURM_CONF`` for the Slurm clients (default: the agent's environment)
-- ``pool_type``: the type of discovered pools (default ``supercomputing``)
-- ``executor_grace_s``: seconds the runner gives a canceled executor before SIGKILL (default 5)
-- ``max_stage_gb``: staging limit per direction when a task gives no ``disk_gb`` (default 10 GiB)
-- ``http_timeout_s``: per network operation while staging (default 60)
-- ``squeue_cache_s``: how long one ``squeue`` answer serves polls (default 1)
-- ``command_timeout_s``: timeout of one Slurm client call (default 30)
-- ``time_limit_factor``: ``--time`` is this × the task's ``expected_runtime_s`` (at least 1
-  minute, at most the partition's MaxTime); default ``0``: no ``--time`` (the partition's
-  DefaultTime applies), since ``expected_runtime_s`` is an estimate with a default of its own and
-  a guess must not kill a long job
-- ``settle_s``: how long a finished runner's job may stay running in Slurm before its record is
-  taken as is (default 30)
-- ``fence_poll_s``: how often the runner looks for the fence (default 1; see below)
-- ``fence_wait_s``: how long after a NODE_FAIL the attempt waits for the runner's word that it
-  stopped before it is recorded final anyway (default ``executor_grace_s`` + 10)
+Options: `SlurmOptions` (``options.py``), each typed and documented, with the staging ones;
+``transport = "rest"`` takes slurmrestd's address and token (``rest.py``).
 
 When a node dies: a job whose node stops answering ends NODE_FAIL once slurmctld gives up on the
 node (``SlurmdTimeout``), but if only slurmd died, the job's slurmstepd, the runner and its
@@ -83,6 +64,7 @@ from cpnet.agent.backends.slurm.cli import (
     parse_scontrol_partitions,
     parse_slurm_minutes,
 )
+from cpnet.agent.backends.slurm.options import SlurmOptions
 from cpnet.agent.backends.slurm.partitions import parse_gres
 from cpnet.agent.backends.slurm.rest import SlurmRest
 from cpnet.agent.backends.slurm.transport import (
@@ -98,6 +80,7 @@ __all__ = [
     "SlurmCli",
     "SlurmFinal",
     "SlurmJobRequest",
+    "SlurmOptions",
     "SlurmRest",
     "SlurmTransport",
     "batch_script",

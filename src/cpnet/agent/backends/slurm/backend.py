@@ -25,13 +25,13 @@ from cpnet.agent.backends.base import (
     PoolLive,
 )
 from cpnet.agent.backends.runner_job import (
-    GIB,
     runner_command,
     runner_settings,
     staging_env,
     staging_settings,
 )
 from cpnet.agent.backends.slurm.cli import SlurmCli
+from cpnet.agent.backends.slurm.options import SlurmOptions
 from cpnet.agent.backends.slurm.partitions import (
     nodes_by_partition,
     partition_free,
@@ -58,7 +58,6 @@ from cpnet.agent.backends.workdir import (
 )
 from cpnet.agent.runner import (
     CANCEL_FILE,
-    DEFAULT_GRACE_S,
     FENCE_FILE,
     FENCED_FILE,
     JOB_FILE,
@@ -86,28 +85,16 @@ class SlurmBackend(Backend):
     """Runs each attempt as one Slurm batch job on the partition named by its pool."""
 
     name: ClassVar[str] = "slurm"
+    Options = SlurmOptions
+    options: SlurmOptions
 
     def __init__(self, config: BackendConfig, cli: SlurmTransport | None = None) -> None:
         super().__init__(config)
         self.work_root = config.work_root.resolve()
         self.work_root.mkdir(parents=True, exist_ok=True)
-        opts = config.options
-        self.cli = cli or make_transport(opts)
-        self.pool_type = opts.get("pool_type", "supercomputing")
-        self.executor_grace_s = float(opts.get("executor_grace_s", DEFAULT_GRACE_S))
-        self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
-        self.http_timeout_s = float(opts.get("http_timeout_s", 60.0))
-        self.squeue_cache_s = float(opts.get("squeue_cache_s", 1.0))
-        self.staging = staging_settings(config)
-        # The runner needs the staging credentials: sbatch passes the CLI transport's env to the
-        # job, slurmrestd passes the REST transport's job_env.
-        for name in ("env", "job_env"):
-            if isinstance(getattr(self.cli, name, None), dict):
-                getattr(self.cli, name).update(staging_env(config))
-        self.time_limit_factor = float(opts.get("time_limit_factor", 0.0))
-        self.settle_s = float(opts.get("settle_s", 30.0))
-        self.fence_poll_s = float(opts.get("fence_poll_s", 1.0))
-        self.fence_wait_s = float(opts.get("fence_wait_s", self.executor_grace_s + 10.0))
+        self.cli = cli or make_transport(self.options)
+        # The runner needs the staging credentials, in its job's environment.
+        self.cli.export(staging_env(self.options, config.hub_token))
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
         self._parts: dict[str, dict[str, Any]] = {}
@@ -140,7 +127,7 @@ class SlurmBackend(Backend):
         with contextlib.suppress(BackendError):
             self._parts = self.cli.partitions()
         return [
-            partition_pool(name, parts[name], self._parts.get(name, {}), self.pool_type)
+            partition_pool(name, parts[name], self._parts.get(name, {}), self.options.pool_type)
             for name in sorted(parts)
         ]
 
@@ -185,7 +172,7 @@ class SlurmBackend(Backend):
         """Every job the controller knows, by Slurm job id (cached for `squeue_cache_s`)."""
         with self._lock:
             now = time.monotonic()
-            if fresh or self._queue is None or now - self._queue[0] > self.squeue_cache_s:
+            if fresh or self._queue is None or now - self._queue[0] > self.options.squeue_cache_s:
                 self._queue = (now, {str(j.get("job_id")): j for j in self.cli.jobs()})
             return self._queue[1]
 
@@ -273,27 +260,29 @@ class SlurmBackend(Backend):
         explicit = _positive_int(job.spec.resources.backend_parameters, "time_limit_s")
         if explicit is not None:
             return max(1, math.ceil(explicit / 60))
-        if self.time_limit_factor <= 0:
+        factor = self.options.time_limit_factor
+        if factor <= 0:
             return None
-        minutes = max(1, math.ceil(job.spec.expected_runtime_s * self.time_limit_factor / 60))
+        minutes = max(1, math.ceil(job.spec.expected_runtime_s * factor / 60))
         cap = self._parts.get(job.pool_name, {}).get("max_time_min")
         return min(minutes, cap) if cap else minutes
 
     def _runner_settings(self, spec: TaskSpec) -> dict[str, Any]:
+        o = self.options
         settings = runner_settings(
             spec,
-            max_stage_bytes=self.max_stage_bytes,
-            grace_s=self.executor_grace_s,
-            http_timeout_s=self.http_timeout_s,
+            max_stage_gb=o.max_stage_gb,
+            grace_s=o.executor_grace_s,
+            http_timeout_s=o.http_timeout_s,
             file_roots=None,
             memory_limit_gb=None,  # Slurm enforces the job's memory
             private_tmp=False,
-            staging=self.staging,
+            staging=staging_settings(o, self.config.hub_url),
             images=self.images.to_runner(),
         )
         # Executors see the job's SLURM_* variables, so `srun` works across the allocation.
         settings["inherit_env_prefixes"] = ["SLURM_"]
-        settings["fence_poll_s"] = self.fence_poll_s
+        settings["fence_poll_s"] = o.fence_poll_s
         return settings
 
     def poll(self, handle: str) -> JobStatus:
@@ -339,7 +328,7 @@ class SlurmBackend(Backend):
         job = self._find(job_id)
         if job is not None and job_state(job) in PENDING_STATES | RUNNING_STATES:
             age = time.time() - mtime(work_dir / STATUS_FILE)
-            if age < self.settle_s:  # (no reason: it would outlive this moment in the hub)
+            if age < self.options.settle_s:  # (no reason: it would outlive this moment in the hub)
                 return dataclasses.replace(
                     status_from_record(record), state=State.RUNNING, reason=None
                 )
@@ -428,7 +417,7 @@ class SlurmBackend(Backend):
         account = read_record(work_dir / FENCED_FILE)
         if account is not None and State(account["state"]).terminal:
             return True
-        return time.time() - mtime(fence) >= self.fence_wait_s
+        return time.time() - mtime(fence) >= self.options.fence_wait
 
     def _final(self, work_dir: Path, state: State, reason: str) -> JobStatus:
         """Record a final state the runner could not (it never ran, was killed, or died); a
@@ -506,15 +495,11 @@ def map_final(slurm_state: str, job_id: str, nodes: str | None = None) -> tuple[
     return what[0], f"{what[1]}{where} (Slurm job {job_id} {state})"
 
 
-def make_transport(opts: dict[str, str]) -> SlurmTransport:
+def make_transport(options: SlurmOptions) -> SlurmTransport:
     """The transport the options choose: ``transport = "cli"`` (default) or ``"rest"``."""
-    kind = opts.get("transport", "cli")
-    timeout_s = float(opts.get("command_timeout_s", 30.0))
-    if kind == "cli":
-        return SlurmCli(opts.get("slurm_conf") or None, timeout_s)
-    if kind == "rest":
-        return SlurmRest.from_options(opts, timeout_s)
-    raise BackendError(f"slurm option transport={kind!r} unknown; use 'cli' or 'rest'")
+    if options.transport == "rest":
+        return SlurmRest.from_options(options)
+    return SlurmCli(options.slurm_conf, options.command_timeout_s)
 
 
 def _positive_int(params: dict[str, str], key: str) -> int | None:

@@ -29,6 +29,9 @@ class SlurmCli(SlurmTransport):
             self.env["SLURM_CONF"] = slurm_conf
         self.timeout_s = timeout_s
 
+    def export(self, env: dict[str, str]) -> None:
+        self.env.update(env)  # sbatch passes its own environment to the job
+
     def run(self, *argv: str) -> str:
         """stdout of one command; BackendError when it fails or cannot start."""
         try:

@@ -100,6 +100,9 @@ class SlurmTransport(abc.ABC):
     def final(self, job_id: str) -> SlurmFinal | None:
         """How the finished job ended, from Slurm's records; None when not (yet) recorded."""
 
+    def export(self, env: dict[str, str]) -> None:  # noqa: B027 - optional, a no-op by default
+        """Give every job these environment variables too (the runner's staging credentials)."""
+
 
 def job_state(job: dict[str, Any]) -> str:
     """A job's state as ``squeue --json`` (or slurmrestd) gives it."""
