@@ -18,6 +18,7 @@ from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import (
     BackendConfig,
     BackendError,
+    Handle,
     Job,
     PoolCapacity,
     PoolDecl,
@@ -448,7 +449,7 @@ def _lost_node_backend(slurm: StandinLostNodeSlurm, tmp_path: Path, **opts: str)
     return SlurmBackend(BackendConfig(work_root=tmp_path / "work", options=options), cli=slurm)
 
 
-def _wait_poll(backend: SlurmBackend, handle: str, pred, what: str):  # type: ignore[no-untyped-def]
+def _wait_poll(backend: SlurmBackend, handle: Handle, pred, what: str):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         status = backend.poll(handle)
@@ -458,7 +459,7 @@ def _wait_poll(backend: SlurmBackend, handle: str, pred, what: str):  # type: ig
     raise AssertionError(f"timed out waiting for {what}: {status}")
 
 
-def _submit_sleeper(backend: SlurmBackend, tmp_path: Path, runs: Path) -> str:
+def _submit_sleeper(backend: SlurmBackend, tmp_path: Path, runs: Path) -> Handle:
     task = TaskSpec.model_validate(
         {
             "executors": [

@@ -58,18 +58,31 @@ No task field reaches a name: the Job name and label values are derived (lower-c
 ``[a-z0-9-]``, truncated, plus a hash of the original); the task name, task id and full attempt id
 travel in annotations.
 
-**State.** Polls read the namespace's cpnet Jobs and Pods (one list each, cached ``cache_s``) and
-map them (`verdict`): Job ``Complete`` → COMPLETE; a container that exited non-zero → EXECUTOR_ERROR
-with its exit code (``OOMKilled`` says the memory limit); ``DeadlineExceeded`` → EXECUTOR_ERROR
-naming the time limit; an image that cannot be pulled → EXECUTOR_ERROR (the Job is deleted); a pod
-lost with its node, evicted or disrupted (``DisruptionTarget``), or a Job that vanished →
-SYSTEM_ERROR; an unschedulable pod → QUEUED; a bound pod starting → INITIALIZING. Executor logs are
-the containers' logs (stdout and stderr interleaved, as Kubernetes keeps them; last 16 KiB), exit
-codes and start/finish times; usage is the wall time from the first container's start to the last
-one's finish (CPU seconds are not measured: no metrics API is assumed). A final result is written to
-``status.json`` in the attempt's local dir ``work_root/<attempt_id>/`` (the handle), so it survives
-the Job's deletion. ``cancel`` deletes the Job (``propagationPolicy: Background``: its pod is
-killed), ``forget`` deletes a finished Job.
+**State.** Polls (`ClusterBackend`'s reconcile step) read the namespace's cpnet Jobs and Pods
+(one list each, cached ``cache_s``, for all the attempts of one `poll_many`) and map them with
+`verdict`, this backend's translate table:
+
+==============================================================  ===============================
+the Job and its pod                                             the attempt
+==============================================================  ===============================
+Job ``Complete``                                                COMPLETE
+not complete, and cpnet canceled it (deleted the Job)           CANCELED
+a container exited non-zero (``OOMKilled``: the memory limit)   EXECUTOR_ERROR, its exit code
+``DeadlineExceeded``                                            EXECUTOR_ERROR, the time limit
+an executor's image cannot be pulled (the Job is deleted)       EXECUTOR_ERROR
+the runner_image cannot be pulled                               SYSTEM_ERROR
+pod lost with its node, evicted, disrupted; Job gone, deleted   SYSTEM_ERROR
+pod not scheduled (or no pod yet)                               QUEUED
+pod bound, starting                                             INITIALIZING
+an executor runs                                                RUNNING
+==============================================================  ===============================
+
+Executor logs are the containers' logs (stdout and stderr interleaved, as Kubernetes keeps them;
+last 16 KiB), exit codes and start/finish times; usage is the wall time from the first container's
+start to the last one's finish (CPU seconds are not measured: no metrics API is assumed). A final
+result is written to ``status.json`` in the attempt's local dir ``work_root/<attempt_id>/`` (the
+handle), so it survives the Job's deletion. ``cancel`` deletes the Job (``propagationPolicy:
+Background``: its pod is killed), ``forget`` deletes a finished Job.
 
 Options: `KubernetesOptions` (below), each typed and documented, with the staging ones (as for
 the local backend; paths and endpoints as seen from inside the pod).
@@ -85,8 +98,6 @@ import hashlib
 import json
 import math
 import re
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,15 +106,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cpnet.agent.backends.base import (
-    Backend,
     BackendConfig,
     BackendError,
+    Handle,
     Job,
     JobStatus,
     PoolCapacity,
     PoolDecl,
     PoolLive,
 )
+from cpnet.agent.backends.cluster import ClusterBackend, Refused, Seen
 from cpnet.agent.backends.options import (
     FLAG,
     PATHS,
@@ -115,7 +127,7 @@ from cpnet.agent.backends.options import (
     whole_seconds,
 )
 from cpnet.agent.backends.runner_job import GIB, runner_settings, staging_env, staging_settings
-from cpnet.agent.backends.workdir import begin_cancel, status_from_record
+from cpnet.agent.backends.workdir import status_from_record
 from cpnet.agent.podstage import parse_result
 from cpnet.agent.runner import (
     CANCEL_FILE,
@@ -123,7 +135,6 @@ from cpnet.agent.runner import (
     STATUS_FILE,
     new_record,
     read_status,
-    write_atomic,
     write_json_atomic,
 )
 from cpnet.agent.staging import Transfer
@@ -1073,37 +1084,26 @@ class KubernetesOptions(StagingOptions):
     request_timeout_s: float = option(30.0, seconds(least=1), "timeout of one API call")
 
 
-class KubernetesBackend(Backend):
+class KubernetesBackend(ClusterBackend):
     """Runs each attempt as one Kubernetes Job on the node pool named by its pool."""
 
     name: ClassVar[str] = "kubernetes"
     Options = KubernetesOptions
     options: KubernetesOptions
+    id_file: ClassVar[str] = JOB_FILE
+    scheduler: ClassVar[str] = "Kubernetes"
 
     def __init__(self, config: BackendConfig, api: KubeApi | None = None) -> None:
         super().__init__(config)
-        self.work_root = config.work_root.resolve()
-        self.work_root.mkdir(parents=True, exist_ok=True)
         self.api = api or KubeApi(self.options)
-        self._lock = threading.RLock()
-        self._pools: list[KubePool] | None = None
-        self._cache: (
-            tuple[float, dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]] | None
-        ) = None
-
-    def work_dir_for(self, attempt_id: str) -> Path:
-        return self.work_root / super().work_dir_for(attempt_id).name
 
     # ---- pools ---------------------------------------------------------------------------------
 
-    def _kube_pools(self) -> list[KubePool]:
-        with self._lock:
-            if self._pools is None:
-                if self.config.pools:
-                    self._pools = [KubePool(d, {}, ()) for d in self.config.pools]
-                else:
-                    self._pools = self._group()
-            return list(self._pools)
+    def _find_pools(self) -> list[KubePool]:
+        """The declared pools (no node selector), else one pool per node pool."""
+        if self.config.pools:
+            return [KubePool(d, {}, ()) for d in self.config.pools]
+        return self._group()
 
     def _group(self) -> list[KubePool]:
         return group_nodes(
@@ -1113,22 +1113,9 @@ class KubernetesBackend(Backend):
             gpu_resource=self.options.gpu_resource,
         )
 
-    def discover(self) -> list[PoolDecl]:
-        """The declared pools (no node selector), else one pool per node pool."""
-        return [p.decl for p in self._kube_pools()]
-
-    def rediscover(self) -> list[PoolDecl]:
-        """The node pools now (a node group added or gone); declared pools stay."""
-        if self.config.pools:
-            return self.discover()
-        found = self._group()
-        with self._lock:
-            self._pools = found
-        return [p.decl for p in found]
-
     def live(self) -> list[PoolLive]:
         """Allocatable minus requests of unfinished pods, per pool; cpnet Jobs queued/running."""
-        pools = self._kube_pools()
+        pools = self._cluster_pools()
         listed = self.api.nodes()
         nodes = {str((n.get("metadata") or {}).get("name")): n for n in listed}
         # membership now, so that nodes added or removed since discovery count (or stop counting)
@@ -1148,7 +1135,7 @@ class KubernetesBackend(Backend):
                 used[node] = used.get(node, PoolCapacity()).plus(
                     pod_request(pod, self.options.gpu_resource)
                 )
-        jobs, pods = self._state(fresh=True)
+        jobs, pods = self._listing(fresh=True)
         result = []
         for pool in pools:
             if pool.nodes:
@@ -1183,79 +1170,61 @@ class KubernetesBackend(Backend):
             result.append(PoolLive(pool.decl.name, free, queued, running))
         return result
 
-    def _state(
-        self, fresh: bool = False
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-        """cpnet's Jobs by name and their pods by Job name (cached for `cache_s`)."""
-        with self._lock:
-            now = time.monotonic()
-            if fresh or self._cache is None or now - self._cache[0] > self.options.cache_s:
-                jobs = {str(j["metadata"]["name"]): j for j in self.api.jobs()}
-                by_attempt = {
-                    ((j.get("metadata") or {}).get("labels") or {}).get(ATTEMPT_LABEL): n
-                    for n, j in jobs.items()
-                }
-                pods: dict[str, list[dict[str, Any]]] = {}
-                for p in self.api.pods():
-                    labels = (p.get("metadata") or {}).get("labels") or {}
-                    owner = by_attempt.get(labels.get(ATTEMPT_LABEL)) or labels.get("job-name")
-                    if owner:
-                        pods.setdefault(str(owner), []).append(p)
-                self._cache = (now, jobs, pods)
-            return self._cache[1], self._cache[2]
+    def _list_jobs(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """cpnet's Jobs by name and their pods by Job name."""
+        jobs = {str(j["metadata"]["name"]): j for j in self.api.jobs()}
+        by_attempt = {
+            ((j.get("metadata") or {}).get("labels") or {}).get(ATTEMPT_LABEL): n
+            for n, j in jobs.items()
+        }
+        pods: dict[str, list[dict[str, Any]]] = {}
+        for p in self.api.pods():
+            labels = (p.get("metadata") or {}).get("labels") or {}
+            owner = by_attempt.get(labels.get(ATTEMPT_LABEL)) or labels.get("job-name")
+            if owner:
+                pods.setdefault(str(owner), []).append(p)
+        return jobs, pods
+
+    def _listing_s(self) -> float:
+        return self.options.cache_s
 
     # ---- attempts ------------------------------------------------------------------------------
 
     def _selector(self, pool_name: str) -> dict[str, str]:
-        for p in self._kube_pools():
+        for p in self._cluster_pools():
             if p.decl.name == pool_name:
                 return p.selector
         raise BackendError(f"no pool {pool_name!r} on this Kubernetes backend")
 
-    def submit(self, job: Job) -> str:
-        """Create the attempt's Job once; the handle is its local dir (holding ``k8s_job``)."""
-        with self._lock:
-            work_dir = self.work_dir_for(job.attempt_id)
-            handle = str(work_dir)
-            if (work_dir / JOB_FILE).is_file():
-                return handle
-            try:
-                work_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BackendError(f"cannot create {work_dir}: {exc}") from exc
-            problem = unsupported(job.spec, self.options.runner_image)
-            staged = problem is None and bool(self.options.runner_image) and needs_staging(job.spec)
-            try:
-                if problem is None:
-                    files = self._staging_files(job) if staged else None
-                    manifest = job_manifest(
-                        job,
-                        namespace=self.api.namespace,
-                        image=self.options.image,
-                        selector=self._selector(job.pool_name),
-                        gpu_resource=self.options.gpu_resource,
-                        deadline_s=time_limit_s(job.spec, self.options.default_time_limit_s),
-                        ttl_s=self.options.ttl_after_finished_s,
-                        service_account=self.options.service_account,
-                        runner_image=self.options.runner_image,
-                        staging_secret=self.options.staging_secret,
-                    )
-                    write_json_atomic(work_dir / MANIFEST_FILE, manifest)
-                    # None: created before a crash; the same Job
-                    created = self.api.create_job(manifest)
-                    if files is not None:
-                        self._create_secret(manifest, created, files)
-            except (BackendError, ValueError) as exc:
-                problem = f"Kubernetes refused the Job: {exc}"
-            if problem is not None:
-                write_json_atomic(work_dir / STATUS_FILE, new_record(State.SYSTEM_ERROR, problem))
-                write_atomic(work_dir / JOB_FILE, "none\n")
-                return handle
-            write_atomic(
-                work_dir / JOB_FILE, f"{self.api.namespace}/{manifest['metadata']['name']}\n"
+    def _launch(self, job: Job) -> str:
+        """Create the attempt's Job once (an existing one of its name is the same Job, created
+        before a crash), and its staging Secret; "namespace/name"."""
+        o = self.options
+        problem = unsupported(job.spec, o.runner_image)
+        if problem is not None:
+            raise Refused(problem)
+        staged = bool(o.runner_image) and needs_staging(job.spec)
+        try:
+            files = self._staging_files(job) if staged else None
+            manifest = job_manifest(
+                job,
+                namespace=self.api.namespace,
+                image=o.image,
+                selector=self._selector(job.pool_name),
+                gpu_resource=o.gpu_resource,
+                deadline_s=time_limit_s(job.spec, o.default_time_limit_s),
+                ttl_s=o.ttl_after_finished_s,
+                service_account=o.service_account,
+                runner_image=o.runner_image,
+                staging_secret=o.staging_secret,
             )
-            self._cache = None
-            return handle
+            write_json_atomic(job.work_dir / MANIFEST_FILE, manifest)
+            created = self.api.create_job(manifest)  # None: created before a crash; the same Job
+            if files is not None:
+                self._create_secret(manifest, created, files)
+        except (BackendError, ValueError) as exc:
+            raise Refused(f"Kubernetes refused the Job: {exc}") from exc
+        return f"{self.api.namespace}/{manifest['metadata']['name']}"
 
     def _staging_files(self, job: Job) -> dict[str, str]:
         settings = runner_settings(
@@ -1286,23 +1255,17 @@ class KubernetesBackend(Backend):
                 self.api.delete_job(name)
             raise BackendError(f"cannot create the staging Secret: {exc}") from exc
 
-    def poll(self, handle: str) -> JobStatus:
-        """status.json once final; else the Job's and pod's state (see `verdict`)."""
-        work_dir = self._work_dir_of(handle)
-        record = read_status(work_dir)
-        if record is not None and State(record["state"]).terminal:
-            return status_from_record(record)
-        name = self._job_of(work_dir)
-        jobs, pods = self._state()
-        job = jobs.get(name)
-        if job is None:
-            jobs, pods = self._state(fresh=True)
-            job = jobs.get(name)
-        canceled = (work_dir / CANCEL_FILE).exists()
-        state, reason = verdict(job, pods.get(name, []), canceled)
-        if not state.terminal:
-            return JobStatus(state, reason)
-        return self._finish(work_dir, name, state, reason, pods.get(name, []))
+    def _observe(self, handle: Handle, since: float) -> Seen:
+        """The Job's and its pod's state (`verdict`); a final one brings the pods along."""
+        name = _job_name_of(handle)
+        jobs, pods = self._listing_with(lambda listed: name in listed[0], since)
+        canceled = (handle.work_dir / CANCEL_FILE).exists()
+        state, reason = verdict(jobs.get(name), pods.get(name, []), canceled)
+        return Seen(state, reason, detail=pods.get(name, []))
+
+    def _ended(self, handle: Handle, seen: Seen) -> JobStatus:
+        name = _job_name_of(handle)
+        return self._finish(handle.work_dir, name, seen.state, seen.reason, seen.detail)
 
     def _finish(
         self,
@@ -1361,26 +1324,17 @@ class KubernetesBackend(Backend):
             write_json_atomic(work_dir / STATUS_FILE, record)
         return status_from_record(record)
 
-    def cancel(self, handle: str) -> None:
+    def _stop(self, handle: Handle) -> None:
         """Delete the Job (Background propagation: Kubernetes kills and removes its pod)."""
-        work_dir = self._work_dir_of(handle)
-        if not begin_cancel(work_dir):
-            return
-        name = self._job_of(work_dir)
-        if name:
-            self.api.delete_job(name, "Background")
-        with self._lock:
-            self._cache = None
+        self.api.delete_job(_job_name_of(handle), "Background")
 
-    def logs(self, handle: str) -> list[ExecutorLog]:
+    def logs(self, handle: Handle) -> list[ExecutorLog]:
         """Final logs from status.json, else the running containers' logs now."""
-        work_dir = self._work_dir_of(handle)
-        record = read_status(work_dir)
+        record = read_status(handle.work_dir)
         if record is not None and State(record["state"]).terminal:
             return status_from_record(record).executor_logs
-        name = self._job_of(work_dir)
-        _, pods = self._state(fresh=True)
-        pod = latest_pod(pods.get(name, []))
+        _, pods = self._listing(fresh=True)
+        pod = latest_pod(pods.get(_job_name_of(handle), []))
         if pod is None:
             return []
         pod_name = str((pod.get("metadata") or {}).get("name"))
@@ -1391,28 +1345,24 @@ class KubernetesBackend(Backend):
         }
         return executor_logs(pod, texts)
 
-    def usage(self, handle: str) -> Usage | None:
-        work_dir = self._work_dir_of(handle)
-        record = read_status(work_dir)
+    def usage(self, handle: Handle) -> Usage | None:
+        record = read_status(handle.work_dir)
         if record is not None and State(record["state"]).terminal:
             return status_from_record(record).usage
-        _, pods = self._state()
-        return usage_of(latest_pod(pods.get(self._job_of(work_dir), [])))
+        _, pods = self._listing()
+        return usage_of(latest_pod(pods.get(_job_name_of(handle), [])))
 
-    def forget(self, handle: str) -> None:
+    def forget(self, handle: Handle) -> None:
         """Delete the finished Job (its pod goes with it); the local dir stays for inspection."""
-        name = self._job_of(self._work_dir_of(handle))
+        name = _job_name_of(handle)
         if name:
             with contextlib.suppress(BackendError):
                 self.api.delete_job(name, "Background")
 
-    def _job_of(self, work_dir: Path) -> str:
-        """The Job name recorded at submit ('' when none was created)."""
-        try:
-            text = (work_dir / JOB_FILE).read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
-            return ""
-        return "" if text == "none" else text.split("/", 1)[-1]
+
+def _job_name_of(handle: Handle) -> str:
+    """The Job's name in the handle's "namespace/name" ('' when none was created)."""
+    return (handle.job_id or "").split("/", 1)[-1]
 
 
 def rec_line(rec: Any) -> str:

@@ -1,6 +1,6 @@
 """The local backend: runs each attempt on this machine as a runner process in its own session.
 
-Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (the handle), so a
+Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (its `Handle`), so a
 new instance after an agent restart picks up where the old one was: ``job.json`` (what to run),
 ``runner.pid`` (who runs it: "pid start_ticks"), ``status.json`` (what the runner last recorded),
 ``cancel`` (a cancel was asked for), ``forgotten`` (the hub acknowledged the end).
@@ -41,10 +41,10 @@ from typing import Any, ClassVar
 
 from cpnet.agent import hostinfo
 from cpnet.agent.backends.base import (
-    ATTEMPT_ID_RE,
     Backend,
     BackendConfig,
     BackendError,
+    Handle,
     Job,
     JobStatus,
     PoolCapacity,
@@ -72,7 +72,7 @@ from cpnet.agent.runner import (
     write_atomic,
     write_json_atomic,
 )
-from cpnet.tasks.model import ExecutorLog, TaskSpec, Usage
+from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
@@ -165,13 +165,12 @@ class LocalBackend(Backend):
     """
 
     name: ClassVar[str] = "local"
+    probe_cores: ClassVar[float | None] = None  # attempts run on this host
     Options = LocalOptions
     options: LocalOptions
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self.work_root = config.work_root.resolve()
-        self.work_root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
         self._jobs: dict[str, _Tracked] = {}
@@ -199,10 +198,6 @@ class LocalBackend(Backend):
             server, self._fork_server = self._fork_server, None
             if server is not None:
                 server.close()
-
-    def work_dir_for(self, attempt_id: str) -> Path:
-        """``work_root/<attempt_id>`` (absolute); the string form is the attempt's handle."""
-        return self.work_root / super().work_dir_for(attempt_id).name
 
     # ---- pools ---------------------------------------------------------------------------------
 
@@ -260,7 +255,7 @@ class LocalBackend(Backend):
 
     # ---- attempts ------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> str:
+    def submit(self, job: Job) -> Handle:
         """Queue the attempt and start it when its pool has room; return its work dir.
 
         Problems with the job itself (unknown pool, bigger than the pool) become a final
@@ -268,8 +263,8 @@ class LocalBackend(Backend):
         """
         with self._lock:
             work_dir = self.work_dir_for(job.attempt_id)
-            handle = str(work_dir)
-            if handle in self._jobs:
+            handle = Handle(work_dir)
+            if str(work_dir) in self._jobs:
                 return handle
             if (work_dir / JOB_FILE).exists():  # submitted before (this agent before a restart)
                 self._adopt(work_dir)
@@ -301,39 +296,26 @@ class LocalBackend(Backend):
             images=self.images.to_runner(),
         )
 
-    def poll(self, handle: str) -> JobStatus:
+    def poll(self, handle: Handle) -> JobStatus:
         """The attempt's state from its status file and its runner's liveness."""
         with self._lock:
-            work_dir = self._work_dir_of(handle)
-            t = self._jobs.get(handle) or self._adopt(work_dir)
+            key, t = self._tracked(handle)
             if t is None:
-                return JobStatus(State.SYSTEM_ERROR, f"no attempt at {handle} (work dir gone)")
-            self._refresh(handle, t)
+                return JobStatus(State.SYSTEM_ERROR, f"no attempt at {key} (work dir gone)")
             self._advance()
-            return self._status(handle, t)
+            return self._status(key, t)
 
-    def logs(self, handle: str) -> list[ExecutorLog]:
-        """Executor logs as the runner last recorded them."""
-        return self.poll(handle).executor_logs
-
-    def usage(self, handle: str) -> Usage | None:
-        """Usage as the runner last recorded it (updated after each step, not continuously)."""
-        return self.poll(handle).usage
-
-    def cancel(self, handle: str) -> None:
+    def cancel(self, handle: Handle) -> None:
         """SIGTERM the runner's session now; SIGKILL it after `cancel_grace_s` (on a timer)."""
         with self._lock:
-            work_dir = self._work_dir_of(handle)
-            t = self._jobs.get(handle) or self._adopt(work_dir)
-            if t is None:
+            key, t = self._tracked(handle)
+            if t is None or t.final:
                 return
-            self._refresh(handle, t)
-            if t.final:
-                return
+            work_dir = handle.work_dir
             (work_dir / CANCEL_FILE).touch()
             if not t.started:
                 with contextlib.suppress(ValueError):
-                    self._queues[t.pool].remove(handle)
+                    self._queues[t.pool].remove(key)
                 if self._claim(work_dir):
                     self._write_final(t, State.CANCELED, "canceled while queued")
                     return
@@ -344,25 +326,24 @@ class LocalBackend(Backend):
             if hostinfo.alive(pid, ticks):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
-            if handle not in self._escalations:
+            if key not in self._escalations:
                 args = (pid, ticks, self.options.cancel_grace_s)
                 timer = threading.Timer(self.options.cancel_grace_s, _escalate, args)
                 timer.daemon = True
                 timer.start()
-                self._escalations[handle] = timer
+                self._escalations[key] = timer
 
-    def forget(self, handle: str) -> None:
+    def forget(self, handle: Handle) -> None:
         """Drop a final attempt; delete its work dir only when `delete_work_dirs` is set."""
         with self._lock:
-            work_dir = self._work_dir_of(handle)
-            t = self._jobs.get(handle) or self._adopt(work_dir)
+            key, t = self._tracked(handle)
             if t is None:
                 return
-            self._refresh(handle, t)
+            work_dir = handle.work_dir
             if not t.final:
                 raise BackendError(f"attempt {work_dir.name} is not final; cancel it first")
-            self._jobs.pop(handle, None)
-            timer = self._escalations.pop(handle, None)
+            self._jobs.pop(key, None)
+            timer = self._escalations.pop(key, None)
             if timer is not None:
                 timer.cancel()
             if t.popen is not None and t.popen.poll() is None:
@@ -377,11 +358,14 @@ class LocalBackend(Backend):
 
     # ---- internals (all under self._lock) ------------------------------------------------------
 
-    def _work_dir_of(self, handle: str) -> Path:
-        path = Path(handle)
-        if path.parent != self.work_root or not ATTEMPT_ID_RE.match(path.name):
-            raise BackendError(f"{handle!r} is not a handle of this backend ({self.work_root})")
-        return path
+    def _tracked(self, handle: Handle) -> tuple[str, _Tracked | None]:
+        """The attempt's key and what this instance knows of it (adopted from its files when
+        another instance started it), refreshed; None when there is no such attempt."""
+        key = str(handle)
+        t = self._jobs.get(key) or self._adopt(handle.work_dir)
+        if t is not None:
+            self._refresh(key, t)
+        return key, t
 
     def _adopt_all(self) -> None:
         """Track every unfinished attempt in work_root (after a restart), oldest first."""
@@ -401,21 +385,21 @@ class LocalBackend(Backend):
 
     def _adopt(self, work_dir: Path) -> _Tracked | None:
         """Start tracking an attempt from its files; None when there is no such attempt."""
-        handle = str(work_dir)
+        key = str(work_dir)
         try:
             job = Job.from_dict(_read_json(work_dir / JOB_FILE))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError) as exc:
             t = _Tracked(work_dir, "", PoolCapacity(), started=True)
-            self._jobs[handle] = t
+            self._jobs[key] = t
             if not _final_on_disk(work_dir):
                 self._write_final(t, State.SYSTEM_ERROR, f"unreadable {JOB_FILE}: {exc}")
             t.final = True
             return t
         t = _Tracked(work_dir, job.pool_name, PoolCapacity.of(job.spec), started=False)
         t.gpus, t.cpus = _assigned(work_dir, "gpus"), _assigned(work_dir, "cpus")
-        self._jobs[handle] = t
+        self._jobs[key] = t
         if _final_on_disk(work_dir):
             t.started = t.final = True
             return t
@@ -433,10 +417,10 @@ class LocalBackend(Backend):
             self._claim(work_dir)
             self._write_final(t, State.SYSTEM_ERROR, why)
         else:
-            self._queues.setdefault(job.pool_name, deque()).append(handle)
+            self._queues.setdefault(job.pool_name, deque()).append(key)
         return t
 
-    def _refresh(self, handle: str, t: _Tracked) -> None:
+    def _refresh(self, key: str, t: _Tracked) -> None:
         """Mark the attempt final when its runner recorded a final state or is gone."""
         if t.final or not t.started:
             return
@@ -499,8 +483,8 @@ class LocalBackend(Backend):
                     used = used.plus(t.demand)
 
     def _refresh_all(self) -> None:
-        for handle, t in list(self._jobs.items()):
-            self._refresh(handle, t)
+        for key, t in list(self._jobs.items()):
+            self._refresh(key, t)
 
     def _used(self, pool_name: str) -> PoolCapacity:
         """What the started, unfinished attempts of a pool hold, as far as known."""
@@ -605,16 +589,16 @@ class LocalBackend(Backend):
         if assigned:
             write_atomic(t.work_dir / ASSIGN_FILE, json.dumps(assigned), durable=False)
 
-    def cpus_of(self, handle: str) -> tuple[int, ...]:
+    def cpus_of(self, handle: Handle) -> tuple[int, ...]:
         """The CPU ids assigned to an attempt (empty: pinning is off, or not started yet)."""
         with self._lock:
-            t = self._jobs.get(handle)
+            t = self._jobs.get(str(handle))
             return t.cpus if t is not None else ()
 
-    def gpus_of(self, handle: str) -> tuple[int, ...]:
+    def gpus_of(self, handle: Handle) -> tuple[int, ...]:
         """The GPU indices assigned to an attempt (empty: none, or not started yet)."""
         with self._lock:
-            t = self._jobs.get(handle)
+            t = self._jobs.get(str(handle))
             return t.gpus if t is not None else ()
 
     def _fork(self, t: _Tracked) -> bool:
@@ -691,10 +675,10 @@ class LocalBackend(Backend):
         write_json_atomic(t.work_dir / STATUS_FILE, record)
         t.final = True
 
-    def _status(self, handle: str, t: _Tracked) -> JobStatus:
+    def _status(self, key: str, t: _Tracked) -> JobStatus:
         if not t.started and not t.final:
             queue = self._queues.get(t.pool, deque())
-            ahead = queue.index(handle) if handle in queue else 0
+            ahead = queue.index(key) if key in queue else 0
             return JobStatus(
                 State.QUEUED, f"waiting for capacity on pool {t.pool!r} ({ahead} ahead)"
             )

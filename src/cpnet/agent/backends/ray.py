@@ -32,10 +32,11 @@ is pinned to the live nodes of its pool with the label selector ``ray.io/node-id
 (Ray >= 2.49 on the cluster). A resubmission after a crash finds the job by its submission id
 instead of starting it twice. Cancel writes the ``cancel`` file and calls ``stop_job`` (Ray
 sends SIGTERM to the runner and its executors, then SIGKILL after ``RAY_JOB_STOP_WAIT_TIME_S``,
-3 s by default; the runner records CANCELED). Ray's job states map as PENDING → QUEUED, RUNNING
-→ RUNNING (or the runner's INITIALIZING while it stages), SUCCEEDED → the runner's final state,
-FAILED → SYSTEM_ERROR (Ray's message and log tail in the reason and system logs) and STOPPED →
-CANCELED, whenever the runner recorded no final state of its own.
+3 s by default; the runner records CANCELED). Ray's job states map (`RAY_STATES`, applied by
+`ClusterBackend`'s reconcile step) as PENDING → QUEUED, RUNNING → RUNNING (or the runner's
+INITIALIZING while it stages), SUCCEEDED → the runner's final state, FAILED → SYSTEM_ERROR
+(Ray's message and log tail in the reason and system logs) and STOPPED → CANCELED, whenever the
+runner recorded no final state of its own.
 
 All talk to Ray goes through `RayApi`: the dashboard's HTTP API for nodes and usage, and
 ``ray.job_submission.JobSubmissionClient`` (the Jobs API, same address) for jobs.
@@ -64,6 +65,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,15 +73,16 @@ from typing import Any, ClassVar
 import httpx
 
 from cpnet.agent.backends.base import (
-    Backend,
     BackendConfig,
     BackendError,
+    Handle,
     Job,
     JobStatus,
     PoolCapacity,
     PoolDecl,
     PoolLive,
 )
+from cpnet.agent.backends.cluster import ClusterBackend, Refused, Seen
 from cpnet.agent.backends.options import (
     FLAG,
     POOL_TYPE,
@@ -91,16 +94,15 @@ from cpnet.agent.backends.options import (
     seconds,
 )
 from cpnet.agent.backends.runner_job import GIB, runner_command, runner_env, runner_settings
-from cpnet.agent.backends.workdir import begin_cancel, read_id_file, status_from_record
+from cpnet.agent.backends.workdir import status_from_record
 from cpnet.agent.runner import (
     JOB_FILE,
     STATUS_FILE,
     new_record,
     read_status,
-    write_atomic,
     write_json_atomic,
 )
-from cpnet.tasks.model import ExecutorLog, TaskSpec, Usage
+from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
@@ -592,22 +594,21 @@ class RayOptions(BackendOptions):
             raise ValueError("give either ray_address or ray_local, not both")
 
 
-class RayBackend(Backend):
+class RayBackend(ClusterBackend):
     """Runs each attempt as one Ray Job on the nodes of its pool."""
 
     name: ClassVar[str] = "ray"
     Options = RayOptions
     options: RayOptions
+    id_file: ClassVar[str] = JOB_ID_FILE
+    scheduler: ClassVar[str] = "Ray"
 
     def __init__(self, config: BackendConfig, api: RayApi | None = None) -> None:
         super().__init__(config)
-        self.work_root = config.work_root.resolve()
-        self.work_root.mkdir(parents=True, exist_ok=True)
         o = self.options
         self.head: LocalHead | None = None
         self._head_stop = threading.Event()
         self._head_restarting = threading.Event()  # quiets "unreachable" while a new head starts
-        self._lock = threading.RLock()
         address = o.ray_address.strip()
         if api is None:
             if o.ray_local:
@@ -623,7 +624,6 @@ class RayBackend(Backend):
             api = RayApi(address, o.request_timeout_s)
         self.api = api
         self.python = o.python or sys.executable
-        self._pools: list[RayPool] | None = None
         self._seen: dict[str, _Seen] = {}  # submission id → last answer
 
     def close(self) -> None:
@@ -670,12 +670,11 @@ class RayBackend(Backend):
                 log.info("the new local Ray head answers at %s", new.address)
                 break
 
-    def work_dir_for(self, attempt_id: str) -> Path:
-        return self.work_root / super().work_dir_for(attempt_id).name
-
     # ---- pools ---------------------------------------------------------------------------------
 
     def _find_pools(self) -> list[RayPool]:
+        """One pool per node shape of the cluster (see the module doc), or the declared ones
+        (named like the shapes they stand for)."""
         nodes = self.api.nodes()
         if not _alive(nodes):
             raise BackendError(f"the Ray cluster at {self.api.address} has no live node")
@@ -687,26 +686,6 @@ class RayBackend(Backend):
                 for d in self.config.pools
             ]
         return found
-
-    def _ray_pools(self) -> list[RayPool]:
-        with self._lock:
-            if self._pools is None:
-                self._pools = self._find_pools()
-            return list(self._pools)
-
-    def discover(self) -> list[PoolDecl]:
-        """One pool per node shape of the cluster (see the module doc), or the declared ones
-        (named like the shapes they stand for)."""
-        return [p.decl for p in self._ray_pools()]
-
-    def rediscover(self) -> list[PoolDecl]:
-        """The node shapes of the cluster now (declared pools stay as they are)."""
-        if self.config.pools:
-            return self.discover()
-        found = self._find_pools()  # BackendError: the pools found before stay
-        with self._lock:
-            self._pools = found
-        return [p.decl for p in found]
 
     def _notice_shapes(self, nodes: list[dict[str, Any]]) -> None:
         """Signal a re-discovery when the live nodes' shapes are no longer the pools' shapes."""
@@ -732,7 +711,7 @@ class RayBackend(Backend):
         with self._lock:
             seen = list(self._seen.values())
         result = []
-        for pool in self._ray_pools():
+        for pool in self._cluster_pools():
             mine = [s for s in seen if s.pool == pool.decl.name]
             result.append(
                 PoolLive(
@@ -746,58 +725,40 @@ class RayBackend(Backend):
 
     # ---- attempts ------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> str:
-        """Write job.json, submit the Ray job once; the handle is the work dir."""
-        with self._lock:
-            work_dir = self.work_dir_for(job.attempt_id)
-            handle = str(work_dir)
-            if _read_id(work_dir) is not None:
-                return handle
-            sid = JOB_PREFIX + job.attempt_id
+    def _launch(self, job: Job) -> str:
+        """Write job.json and submit the Ray job, unless Ray has it (an agent that crashed
+        submitted it); its submission id."""
+        work_dir = job.work_dir
+        sid = JOB_PREFIX + job.attempt_id
+        known = self.api.info(sid)
+        if known is not None:
+            if (known.metadata or {}).get("cpnet_work_dir") != str(work_dir):
+                raise Refused(f"Ray already has a job {sid} that another agent submitted")
+            return sid  # submitted before a crash
+        data: dict[str, Any] = job.to_dict()
+        data["runner"] = self._runner_settings(job.spec)
+        try:
+            write_json_atomic(work_dir / JOB_FILE, data)
+        except OSError as exc:
+            raise BackendError(f"cannot write {work_dir / JOB_FILE}: {exc}") from exc
+        try:
+            kwargs = self._submit_args(job, sid, work_dir)
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        try:
+            self.api.submit(**kwargs)
+        except Exception as exc:
             try:
-                work_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BackendError(f"cannot create the work dir {work_dir}: {exc}") from exc
-            known = self.api.info(sid)
-            if known is not None:
-                if (known.metadata or {}).get("cpnet_work_dir") != str(work_dir):
-                    return self._refused(
-                        work_dir, f"Ray already has a job {sid} that another agent submitted"
-                    )
-                write_atomic(work_dir / JOB_ID_FILE, sid + "\n")  # submitted before a crash
-                return handle
-            data: dict[str, Any] = Job(
-                job.attempt_id, job.task_id, job.pool_name, job.spec, work_dir
-            ).to_dict()
-            data["runner"] = self._runner_settings(job.spec)
-            try:
-                write_json_atomic(work_dir / JOB_FILE, data)
-            except OSError as exc:
-                raise BackendError(f"cannot write {work_dir / JOB_FILE}: {exc}") from exc
-            try:
-                kwargs = self._submit_args(job, sid, work_dir)
-            except ValueError as exc:
-                return self._refused(work_dir, str(exc))
-            try:
-                self.api.submit(**kwargs)
-            except Exception as exc:
-                try:
-                    known = self.api.info(sid) is not None  # did it get through after all?
-                except BackendError:
-                    known = False
-                if not known:
-                    return self._refused(work_dir, f"Ray refused the job: {str(exc)[:500]}")
-            write_atomic(work_dir / JOB_ID_FILE, sid + "\n")
-            self._seen[sid] = _Seen(time.monotonic(), job.pool_name, "PENDING")
-            return handle
-
-    def _refused(self, work_dir: Path, reason: str) -> str:
-        write_json_atomic(work_dir / STATUS_FILE, new_record(State.SYSTEM_ERROR, reason))
-        write_atomic(work_dir / JOB_ID_FILE, "none\n")
-        return str(work_dir)
+                known = self.api.info(sid) is not None  # did it get through after all?
+            except BackendError:
+                known = False
+            if not known:
+                raise Refused(f"Ray refused the job: {str(exc)[:500]}") from exc
+        self._seen[sid] = _Seen(time.monotonic(), job.pool_name, "PENDING")
+        return sid
 
     def _submit_args(self, job: Job, sid: str, work_dir: Path) -> dict[str, Any]:
-        pool = next((p for p in self._ray_pools() if p.decl.name == job.pool_name), None)
+        pool = next((p for p in self._cluster_pools() if p.decl.name == job.pool_name), None)
         if pool is None:
             raise ValueError(f"no Ray pool named {job.pool_name!r} at this agent")
         ids = [str(n["node_id"]) for n in members(pool, self.api.nodes())]
@@ -829,7 +790,7 @@ class RayBackend(Backend):
             private_tmp=False,
         )
 
-    def _info(self, sid: str, pool: str, fresh: bool = False) -> tuple[str, Any | None]:
+    def _info(self, sid: str, work_dir: Path, fresh: bool = False) -> tuple[str, Any | None]:
         """(Ray status name, details or None) — cached for `poll_cache_s` while not final."""
         with self._lock:
             seen = self._seen.get(sid)
@@ -843,51 +804,46 @@ class RayBackend(Backend):
         info = self.api.info(sid)
         status = "" if info is None else str(getattr(info.status, "value", info.status))
         with self._lock:
+            pool = seen.pool if seen is not None else _pool_of(work_dir)
             self._seen[sid] = _Seen(time.monotonic(), pool, status)
         return status, info
 
-    def poll(self, handle: str) -> JobStatus:
+    def poll_many(self, handles: Sequence[Handle]) -> list[JobStatus]:
         """status.json when final; else the Ray job's state (and the runner's progress)."""
-        work_dir = self._work_dir_of(handle)
-        status = self._poll(work_dir)
-        if status.final:  # no longer pending or running in live()'s counts
-            with self._lock:
-                self._seen.pop(_read_id(work_dir) or "", None)
-        return status
+        statuses = super().poll_many(handles)
+        with self._lock:  # final: no longer pending or running in live()'s counts
+            for handle, status in zip(handles, statuses, strict=True):
+                if status.final and handle.job_id is not None:
+                    self._seen.pop(handle.job_id, None)
+        return statuses
 
-    def _poll(self, work_dir: Path) -> JobStatus:
-        record = read_status(work_dir)
-        if record is not None and State(record["state"]).terminal:
-            return status_from_record(record)
-        sid = _read_id(work_dir)
-        if sid is None or sid == "none":
-            return JobStatus(State.SYSTEM_ERROR, f"no Ray job for {work_dir}")
-        pool = _pool_of(work_dir)
+    def _observe(self, handle: Handle, since: float) -> Seen:
+        """The Ray job's status (`RAY_STATES`); while Ray cannot be asked, not known."""
+        sid = str(handle.job_id)
         try:
-            status, info = self._info(sid, pool)
+            status, info = self._info(sid, handle.work_dir)
         except BackendError as exc:  # Ray unreachable now: report what the runner said
             log.warning("%s", exc)
-            if record is not None:
-                return status_from_record(record)
-            return JobStatus(State.QUEUED, f"Ray job {sid}: {exc}")
-        record = read_status(work_dir)  # the runner may have finished meanwhile
-        if record is not None and State(record["state"]).terminal:
-            return status_from_record(record)
-        if status == "":
-            return self._final(work_dir, State.SYSTEM_ERROR, f"Ray has no job {sid}", None, sid)
+            return Seen(State.QUEUED, f"Ray job {sid}: {exc}", known=False)
         state = ray_state(status)
         if state is State.QUEUED:
-            return JobStatus(State.QUEUED, f"Ray job {sid} pending")
+            return Seen(state, f"Ray job {sid} pending")
         if state is State.RUNNING:
-            if record is not None:
-                return status_from_record(record)
-            return JobStatus(State.INITIALIZING, f"Ray job {sid} starting the runner")
+            return Seen(State.INITIALIZING, f"Ray job {sid} starting the runner")
+        return Seen(state, detail=(status, info))
+
+    def _ended(self, handle: Handle, seen: Seen) -> JobStatus:
+        """The Ray job ended (or Ray has none) without the runner's verdict: Ray's, recorded."""
+        work_dir, sid = handle.work_dir, str(handle.job_id)
+        status, info = seen.detail
+        if status == "":
+            return self._final(work_dir, State.SYSTEM_ERROR, f"Ray has no job {sid}", None, sid)
         if info is None:
-            _, info = self._info(sid, pool, fresh=True)
+            _, info = self._info(sid, work_dir, fresh=True)
         message = str(getattr(info, "message", "") or "").strip()
-        if state is State.CANCELED:
+        if seen.state is State.CANCELED:
             return self._final(work_dir, State.CANCELED, f"Ray job {sid} stopped", info, sid)
-        if state is State.COMPLETE:
+        if seen.state is State.COMPLETE:
             reason = (
                 f"Ray job {sid} succeeded but the runner recorded no final state (is the work "
                 "root on a filesystem every Ray node shares?)"
@@ -916,43 +872,27 @@ class RayBackend(Backend):
             write_json_atomic(work_dir / STATUS_FILE, record)
         return status_from_record(record)
 
-    def cancel(self, handle: str) -> None:
+    def _stop(self, handle: Handle) -> None:
         """``stop_job`` (Ray sends the runner SIGTERM; it records CANCELED)."""
-        work_dir = self._work_dir_of(handle)
-        if not begin_cancel(work_dir):
-            return
-        sid = _read_id(work_dir)
-        if sid is None or sid == "none":
-            return
+        sid = str(handle.job_id)
         try:
             self.api.stop(sid)
         except BackendError:
-            status, _ = self._info(sid, _pool_of(work_dir), fresh=True)
+            status, _ = self._info(sid, handle.work_dir, fresh=True)
             if status in ("PENDING", "RUNNING"):
                 raise
         with self._lock:
             self._seen.pop(sid, None)
 
-    def logs(self, handle: str) -> list[ExecutorLog]:
-        return self.poll(handle).executor_logs
-
-    def usage(self, handle: str) -> Usage | None:
-        return self.poll(handle).usage
-
-    def forget(self, handle: str) -> None:
+    def forget(self, handle: Handle) -> None:
         """Drop what this instance remembers; delete the Ray job when `delete_jobs` is set."""
-        work_dir = self._work_dir_of(handle)
-        sid = _read_id(work_dir)
-        if sid is None or sid == "none":
+        sid = handle.job_id
+        if sid is None:
             return
         with self._lock:
             self._seen.pop(sid, None)
         if self.options.delete_jobs:
             self.api.delete(sid)
-
-
-def _read_id(work_dir: Path) -> str | None:
-    return read_id_file(work_dir, JOB_ID_FILE)
 
 
 def _pool_of(work_dir: Path) -> str:

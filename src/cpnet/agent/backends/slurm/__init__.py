@@ -20,11 +20,13 @@ and the partition's whole queue (every user's pending and running jobs) in each 
 
 How a job ended: the runner's status.json, unless the runner was stopped by Slurm rather than by
 cpnet (time limit → EXECUTOR_ERROR "time limit exceeded", node failure or preemption →
-SYSTEM_ERROR so that the hub retries elsewhere); see `map_final`. Jobs are submitted
-``--no-requeue``: retrying is the hub's job. Usage adds Slurm's own record of the job (the job
-completion log via ``sacct -c``, else the controller's job record): ``wall_s`` is Slurm's elapsed
-time and ``alloc_cpu_s`` elapsed × allocated CPUs; ``cpu_s`` and ``peak_rss_mb`` stay the
-runner's measurement of the executors.
+SYSTEM_ERROR so that the hub retries elsewhere): the translate table `SLURM_STATES`
+(``states.py``), applied by the reconcile step of `ClusterBackend` (``cluster.py``); the end
+written into status.json by ``endings.py``. Jobs are submitted ``--no-requeue``: retrying is the
+hub's job. Usage adds Slurm's own record of the job (the job completion log via ``sacct -c``,
+else the controller's job record): ``wall_s`` is Slurm's elapsed time and ``alloc_cpu_s``
+elapsed × allocated CPUs; ``cpu_s`` and ``peak_rss_mb`` stay the runner's measurement of the
+executors.
 
 Options: `SlurmOptions` (``options.py``), each typed and documented, with the staging ones;
 ``transport = "rest"`` takes slurmrestd's address and token (``rest.py``).
@@ -56,7 +58,6 @@ from cpnet.agent.backends.slurm.backend import (
     SlurmBackend,
     batch_script,
     make_transport,
-    map_final,
 )
 from cpnet.agent.backends.slurm.cli import (
     SlurmCli,
@@ -67,6 +68,7 @@ from cpnet.agent.backends.slurm.cli import (
 from cpnet.agent.backends.slurm.options import SlurmOptions
 from cpnet.agent.backends.slurm.partitions import parse_gres
 from cpnet.agent.backends.slurm.rest import SlurmRest
+from cpnet.agent.backends.slurm.states import SLURM_STATES, map_final
 from cpnet.agent.backends.slurm.transport import (
     SlurmFinal,
     SlurmJobRequest,
@@ -76,6 +78,7 @@ from cpnet.agent.backends.slurm.transport import (
 
 __all__ = [
     "SCRIPT_FILE",
+    "SLURM_STATES",
     "SlurmBackend",
     "SlurmCli",
     "SlurmFinal",

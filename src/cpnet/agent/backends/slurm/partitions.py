@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from cpnet.agent.backends.base import PoolCapacity, PoolDecl
-from cpnet.agent.backends.slurm.transport import PENDING_STATES, RUNNING_STATES, job_state
+from cpnet.agent.backends.slurm.states import PENDING_STATES, RUNNING_STATES, job_state
 
 # Node states (sinfo's lower-case first word) whose CPUs cannot take jobs.
 UNUSABLE = {"down", "drain", "drained", "draining", "fail", "failing", "future", "unknown"}

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Slurm job states (``squeue``'s ``job_state``) of a job that is not over.
-PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
-RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+from cpnet.agent.backends.slurm.states import PENDING_STATES, RUNNING_STATES, job_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +102,6 @@ class SlurmTransport(abc.ABC):
         """Give every job these environment variables too (the runner's staging credentials)."""
 
 
-def job_state(job: dict[str, Any]) -> str:
-    """A job's state as ``squeue --json`` (or slurmrestd) gives it."""
-    state = job.get("job_state")
-    if isinstance(state, list):  # newer data_parser versions
-        state = state[0] if state else ""
-    return str(state or "")
-
-
 def final_of_job(job: dict[str, Any]) -> SlurmFinal | None:
     """A finished job's record as the controller (``squeue --json``) still holds it."""
     state = job_state(job)
@@ -128,12 +118,4 @@ def final_of_job(job: dict[str, Any]) -> SlurmFinal | None:
     )
 
 
-__all__ = [
-    "PENDING_STATES",
-    "RUNNING_STATES",
-    "SlurmFinal",
-    "SlurmJobRequest",
-    "SlurmTransport",
-    "final_of_job",
-    "job_state",
-]
+__all__ = ["SlurmFinal", "SlurmJobRequest", "SlurmTransport", "final_of_job"]
