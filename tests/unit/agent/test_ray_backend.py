@@ -17,7 +17,6 @@ import pytest
 from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import BackendConfig, BackendError, Handle, Job, PoolCapacity
 from cpnet.agent.backends.ray import (
-    GIB,
     JOB_ID_FILE,
     RayApi,
     RayBackend,
@@ -31,6 +30,7 @@ from cpnet.agent.backends.ray import (
     ray_state,
     resource_request,
 )
+from cpnet.agent.backends.runner_job import GIB
 from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 

@@ -213,11 +213,11 @@ class BackendOptions:
         """Each option's documentation line, by name (the reference the docs follow)."""
         return {f.name: f.metadata["doc"] for f in dataclasses.fields(cls)}
 
-    def images(self) -> containers.ImageSupport:
-        """What executors with an image get here."""
-        return containers.ImageSupport(
-            containers.detect(self.container_runtime), self.allow_host_exec
-        )
+    def images(
+        self, detector: Callable[[str], str | None] = containers.detect
+    ) -> containers.ImageSupport:
+        """What executors with an image get here (`detector` finds the runtime to use)."""
+        return containers.ImageSupport(detector(self.container_runtime), self.allow_host_exec)
 
 
 @dataclass(frozen=True)
