@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from cpnet.agent import hostinfo
-from cpnet.agent.backends.ray import GIB, RayApi
+from cpnet.agent.backends.ray import RayApi
+from cpnet.agent.backends.runner_job import GIB
 from cpnet.tasks.states import State
 from services import DEV_RAY, need_service
 from tests.integration.procs import AgentProc, HubProc, World, _env, make_world, wait_until

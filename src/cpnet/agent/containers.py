@@ -82,14 +82,6 @@ class ImageSupport:
         return {"container_runtime": self.runtime, "allow_host_exec": self.allow_host_exec}
 
 
-def from_options(
-    options: dict[str, str], detector: Callable[[str], str | None] = detect
-) -> ImageSupport:
-    """ImageSupport from a backend's options (``container_runtime``, ``allow_host_exec``)."""
-    flag = (options.get("allow_host_exec") or "").strip().lower() in ("1", "true", "yes", "on")
-    return ImageSupport(detector(options.get("container_runtime", "auto")), flag)
-
-
 @dataclass(frozen=True, slots=True)
 class Mounts:
     """Top-level task directories (``/data`` of ``/data/x``) bound from the attempt's files."""

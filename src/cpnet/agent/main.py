@@ -26,6 +26,7 @@ from cpnet.agent.backends.base import (
     Backend,
     BackendConfig,
     BackendError,
+    Handle,
     Job,
     JobStatus,
     PoolCapacity,
@@ -160,6 +161,8 @@ class Agent:
         )
         self.journal = Journal(work / "journal")
         self.entries: dict[str, Entry] = {}
+        # The backend's handle of each attempt it accepted (the journal keeps ``str`` of it).
+        self.handles: dict[str, Handle] = {}
         # Attempts that ended here and whose end the hub acknowledged (newest last, bounded). A
         # long poll answered from a snapshot taken before that acknowledgement can still carry
         # one as an assignment; it must not run a second time.
@@ -220,6 +223,8 @@ class Agent:
                 self.last_state[e.attempt_id] = State(e.reported)
             if e.handle is None:
                 self._start(e)
+            else:
+                self._reattach(e, e.handle)
         if self.entries:
             log.info("re-attached %d attempts after restart", len(self.entries))
         return res
@@ -308,8 +313,6 @@ class Agent:
         are still reported.
         """
         reports = []
-        # Only the local backend runs on this host: elsewhere ask one CPU of a node.
-        cores = None if self.settings.backend == "local" else 1.0
         for decl in self.decls:
             if self.stop.is_set():
                 break
@@ -321,7 +324,7 @@ class Agent:
                     decl,
                     self.settings.work_dir / "probes",  # backends may choose their own
                     budget_s=self.settings.measure_budget_s,
-                    cores=cores,
+                    cores=self.backend.probe_cores,
                     stop=self.stop,
                 )
             except Exception as exc:  # ProbeFailed or worse: one pool's probe must not stop us
@@ -370,6 +373,14 @@ class Agent:
             self.entries[a.attempt_id] = e
         self._start(e)
 
+    def _reattach(self, e: Entry, text: str) -> None:
+        """The handle a previous run of this agent journaled, read back by the backend."""
+        try:
+            self.handles[e.attempt_id] = self.backend.handle(text)
+        except BackendError as exc:  # not this backend's (its work dir moved): lost
+            log.error("attempt %s: cannot re-attach %s: %s", e.attempt_id, text, exc)
+            self._queue(e, JobStatus(State.SYSTEM_ERROR, f"cannot re-attach the attempt: {exc}"))
+
     def _start(self, e: Entry) -> None:
         try:
             handle = self.backend.submit(Job.from_dict(e.job))
@@ -380,15 +391,16 @@ class Agent:
         # Queue INITIALIZING before the poll loop can see the handle, so this attempt's reports
         # reach the hub in order.
         self._queue(e, JobStatus(State.INITIALIZING, None))
-        e.handle = handle
+        e.handle = str(handle)
+        self.handles[e.attempt_id] = handle
         # Not fsynced: after a crash of the machine the attempt's processes are gone too, and
         # a restart without the handle submits again, which the backend turns into adopting it.
         self.journal.save(e, durable=False)
 
     def _cancel(self, attempt_id: str) -> None:
-        e = self.entries.get(attempt_id)
-        if e is not None and e.handle:
-            self.backend.cancel(e.handle)
+        handle = self.handles.get(attempt_id)
+        if handle is not None:
+            self.backend.cancel(handle)
 
     def assignment_loop(self) -> None:
         while not self.stop.is_set():
@@ -528,10 +540,15 @@ class Agent:
             self.pending.append(u)
 
     def poll_once(self) -> None:
+        """The backend's truth about every attempt held, in one call (`Backend.poll_many`)."""
         with self.lock:
-            held = [e for e in self.entries.values() if e.handle and not e.done]
-        for e in held:
-            st = self.backend.poll(e.handle)  # type: ignore[arg-type]
+            held = [
+                (e, self.handles[e.attempt_id])
+                for e in self.entries.values()
+                if not e.done and e.attempt_id in self.handles
+            ]
+        statuses = self.backend.poll_many([handle for _, handle in held])
+        for (e, _), st in zip(held, statuses, strict=True):
             if st.state is State.QUEUED:  # waiting inside the backend: already INITIALIZING to us
                 continue
             self._queue(e, st)
@@ -579,8 +596,9 @@ class Agent:
                 e.reported = u.state.value
                 if u.state.terminal:
                     e.done = True
-                    if e.handle:
-                        self.backend.forget(e.handle)
+                    handle = self.handles.pop(e.attempt_id, None)
+                    if handle is not None:
+                        self.backend.forget(handle)
                     self.journal.remove(e.attempt_id)
                     with self.lock:
                         self.entries.pop(e.attempt_id, None)

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from cpnet.agent import hostinfo
-from cpnet.agent.backends.base import BackendConfig, Job, JobStatus, PoolCapacity, PoolDecl
+from cpnet.agent.backends.base import (
+    Backend,
+    BackendConfig,
+    Handle,
+    Job,
+    JobStatus,
+    PoolCapacity,
+    PoolDecl,
+)
 from cpnet.agent.backends.local import LocalBackend
 from cpnet.tasks.model import TaskSpec
 
@@ -37,7 +45,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = FINAL_TIMEOUT_S, wha
         time.sleep(0.02)
 
 
-def wait_final(backend: LocalBackend, handle: str, timeout: float = FINAL_TIMEOUT_S) -> JobStatus:
+def wait_final(backend: Backend, handle: Handle, timeout: float = FINAL_TIMEOUT_S) -> JobStatus:
     """Poll until the attempt is final and return its status."""
 
     def final() -> JobStatus | None:

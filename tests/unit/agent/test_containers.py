@@ -14,6 +14,7 @@ import pytest
 from cpnet.agent import containers
 from cpnet.agent.backends.base import BackendConfig
 from cpnet.agent.backends.local import LocalBackend
+from cpnet.agent.backends.options import BackendOptions
 from cpnet.agent.containers import ImageSupport, Mounts, container_argv
 from cpnet.agent.runner import probe_private_tmp
 from cpnet.tasks.states import State
@@ -70,13 +71,13 @@ def test_runtime_choice_from_options():
         seen.append(choice)
         return "podman"
 
-    got = containers.from_options({"allow_host_exec": "yes"}, standin_detector)
+    got = BackendOptions.parse({"allow_host_exec": "yes"}).images(standin_detector)
     assert got == ImageSupport("podman", True) and seen == ["auto"]
     assert got.labels() == {
         containers.LABEL_RUNTIME: "podman",
         containers.LABEL_HOST_EXEC: "allowed",
     }
-    none = containers.from_options({"container_runtime": "none"})
+    none = BackendOptions.parse({"container_runtime": "none"}).images()
     assert none == ImageSupport(None, False) and not none.accepts_images
     assert none.labels() == {}
     assert ImageSupport(None, True).accepts_images

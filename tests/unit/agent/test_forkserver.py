@@ -26,7 +26,7 @@ BUSY = [sys.executable, "-c", "x = 0\nfor i in range(2_000_000):\n    x += i\npr
 MODES = {"forked": "true", "spawned": "false"}
 
 
-def runner_pid(handle: str) -> int:
+def runner_pid(handle: os.PathLike[str] | str) -> int:
     return int((Path(handle) / "runner.pid").read_text().split()[0])
 
 
@@ -223,7 +223,7 @@ def test_fork_server_exits_when_its_agent_dies(
     wait_for(lambda: not hostinfo.alive(server), timeout=5.0, what="the fork server to exit")
     assert hostinfo.alive(runner)
     backend = make_backend()  # the next agent re-attaches
-    handle = str(work_root / "a1")
+    handle = backend.handle(str(work_root / "a1"))  # as the agent reads its journal
     assert backend.poll(handle).state in (State.INITIALIZING, State.RUNNING)
     gate.touch()
     assert wait_final(backend, handle).state is State.COMPLETE

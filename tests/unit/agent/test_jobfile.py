@@ -13,7 +13,7 @@ import pytest
 
 from cpnet.agent import jobfile
 from cpnet.agent.backends.base import Job
-from cpnet.agent.backends.local import status_from_record
+from cpnet.agent.backends.workdir import status_from_record
 from cpnet.agent.runner import JOB_FILE, STATUS_FILE
 from cpnet.agent.staging import stage_in, stage_out
 from cpnet.tasks import model

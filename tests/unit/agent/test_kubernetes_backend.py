@@ -26,27 +26,28 @@ from cpnet.agent.backends.base import (
     PoolCapacity,
 )
 from cpnet.agent.backends.kubernetes import (
-    _STAGE_IN,
-    ATTEMPT_LABEL,
-    GIB,
-    WORK_MOUNT,
     KubernetesBackend,
-    capacity_of,
     dns_label,
-    executor_logs,
     group_nodes,
     job_manifest,
     job_name,
     label_value,
     pod_request,
     quantity,
+    verdict,
+)
+from cpnet.agent.backends.kubernetes.manifest import (
+    _STAGE_IN,
+    ATTEMPT_LABEL,
+    WORK_MOUNT,
     secret_manifest,
     staging_payload,
     time_limit_s,
     unsupported,
-    usage_of,
-    verdict,
 )
+from cpnet.agent.backends.kubernetes.pools import capacity_of
+from cpnet.agent.backends.kubernetes.states import executor_logs, usage_of
+from cpnet.agent.backends.runner_job import GIB
 from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cpnet.agent.backends.base import BackendConfig, PoolCapacity, PoolDecl
+from cpnet.agent.backends.base import BackendConfig, Handle, PoolCapacity, PoolDecl
 from cpnet.agent.backends.local import LocalBackend
 from cpnet.agent.runner import address_space_limit, probe_cpu_affinity, probe_private_tmp
 from cpnet.tasks.states import State
@@ -135,7 +135,7 @@ def gpu_job(name: str, gpus: int, gate: Path) -> object:
     return job(spec, name, "p")
 
 
-def seen_devices(backend: LocalBackend, handle: str) -> str:
+def seen_devices(backend: LocalBackend, handle: Handle) -> str:
     def first_done() -> str | None:
         logs = backend.poll(handle).executor_logs
         return logs[0].stdout or "empty" if len(logs) >= 2 else None

@@ -158,7 +158,7 @@ def test_executor_env_is_minimal(backend: LocalBackend, monkeypatch: pytest.Monk
     env = dict(line.split("=", 1) for line in status.executor_logs[0].stdout.splitlines())
     assert "CPNET_AGENT_SECRET" not in env
     assert env["MINE"] == "1" and env["CPNET_TASK_ID"] == "task-a1"
-    assert env["CPNET_ATTEMPT_ID"] == "a1" and env["HOME"] == env["CPNET_WORK_DIR"] == handle
+    assert env["CPNET_ATTEMPT_ID"] == "a1" and env["HOME"] == env["CPNET_WORK_DIR"] == str(handle)
     assert env["TMPDIR"] == f"{handle}/tmp"
 
 
@@ -379,7 +379,7 @@ def test_forget(make_backend, tmp_path: Path) -> None:
     assert not Path(handle).exists()
     backend.forget(handle)  # idempotent
     with pytest.raises(BackendError, match="not a handle"):
-        backend.poll("/etc")
+        backend.handle("/etc")
 
 
 def test_discover_describes_this_machine(backend: LocalBackend) -> None:

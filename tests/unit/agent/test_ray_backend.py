@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from cpnet.agent.backends import get_backend
-from cpnet.agent.backends.base import BackendConfig, BackendError, Job, PoolCapacity
+from cpnet.agent.backends.base import BackendConfig, BackendError, Handle, Job, PoolCapacity
 from cpnet.agent.backends.ray import (
-    GIB,
     JOB_ID_FILE,
     RayApi,
     RayBackend,
@@ -31,6 +30,7 @@ from cpnet.agent.backends.ray import (
     ray_state,
     resource_request,
 )
+from cpnet.agent.backends.runner_job import GIB
 from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 
@@ -209,7 +209,7 @@ def test_unreachable_dashboard_is_a_clear_error(tmp_path: Path) -> None:
 # ---- against the dev Ray cluster ---------------------------------------------------------------
 
 
-def _wait_final(backend: RayBackend, handle: str, timeout: float = 90.0):  # type: ignore[no-untyped-def]
+def _wait_final(backend: RayBackend, handle: Handle, timeout: float = 90.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not (status := backend.poll(handle)).final:
         assert time.monotonic() < deadline, status

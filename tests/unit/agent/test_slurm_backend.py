@@ -18,6 +18,7 @@ from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import (
     BackendConfig,
     BackendError,
+    Handle,
     Job,
     PoolCapacity,
     PoolDecl,
@@ -28,6 +29,7 @@ from cpnet.agent.backends.slurm import (
     SlurmBackend,
     SlurmFinal,
     SlurmJobRequest,
+    SlurmOptions,
     SlurmTransport,
     batch_script,
     make_transport,
@@ -37,7 +39,7 @@ from cpnet.agent.backends.slurm import (
     parse_scontrol_partitions,
     parse_slurm_minutes,
 )
-from cpnet.agent.backends.slurm_rest import SlurmRest
+from cpnet.agent.backends.slurm.rest import SlurmRest
 from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 
@@ -313,15 +315,18 @@ def test_job_request_from_the_task(tmp_path: Path) -> None:
 def test_rest_transport_options_are_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def options(**raw: str) -> SlurmOptions:
+        return SlurmOptions.parse(raw, "slurm")
+
     with pytest.raises(BackendError, match="slurmrestd_url"):
-        make_transport({"transport": "rest"})
+        make_transport(options(transport="rest"))
     with pytest.raises(BackendError, match="http"):
-        make_transport({"transport": "rest", "slurmrestd_url": "slurm-head:6820"})
+        make_transport(options(transport="rest", slurmrestd_url="slurm-head:6820"))
     with pytest.raises(BackendError, match="transport='grpc' unknown"):
-        make_transport({"transport": "grpc"})
+        make_transport(options(transport="grpc"))
     monkeypatch.delenv("SLURM_JWT", raising=False)
     rest = make_transport(
-        {"transport": "rest", "slurmrestd_url": "http://127.0.0.1:9", "slurm_user": "cpnet"}
+        options(transport="rest", slurmrestd_url="http://127.0.0.1:9", slurm_user="cpnet")
     )
     assert isinstance(rest, SlurmRest)
     with pytest.raises(BackendError, match="scontrol token username=cpnet"):
@@ -329,7 +334,7 @@ def test_rest_transport_options_are_checked(
     token_file = tmp_path / "jwt"
     token_file.write_text("SLURM_JWT=abc.def.ghi\n")
     rest = SlurmRest.from_options(
-        {"slurmrestd_url": "http://127.0.0.1:9", "slurm_jwt_file": str(token_file)}, 5.0
+        options(slurmrestd_url="http://127.0.0.1:9", slurm_jwt_file=str(token_file))
     )
     assert rest._token() == "abc.def.ghi"
     token_file.write_text("renewed\n")  # re-read on every request
@@ -444,7 +449,7 @@ def _lost_node_backend(slurm: StandinLostNodeSlurm, tmp_path: Path, **opts: str)
     return SlurmBackend(BackendConfig(work_root=tmp_path / "work", options=options), cli=slurm)
 
 
-def _wait_poll(backend: SlurmBackend, handle: str, pred, what: str):  # type: ignore[no-untyped-def]
+def _wait_poll(backend: SlurmBackend, handle: Handle, pred, what: str):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         status = backend.poll(handle)
@@ -454,7 +459,7 @@ def _wait_poll(backend: SlurmBackend, handle: str, pred, what: str):  # type: ig
     raise AssertionError(f"timed out waiting for {what}: {status}")
 
 
-def _submit_sleeper(backend: SlurmBackend, tmp_path: Path, runs: Path) -> str:
+def _submit_sleeper(backend: SlurmBackend, tmp_path: Path, runs: Path) -> Handle:
     task = TaskSpec.model_validate(
         {
             "executors": [

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cpnet.agent.backends.local import LocalBackend, progress_from_record
+from cpnet.agent.backends.local import LocalBackend
+from cpnet.agent.backends.workdir import progress_from_record
 from cpnet.agent.main import TRANSFERS_BUDGET_BYTES, trim_transfers
 from cpnet.tasks.model import MAX_TRANSFERS, TransferRecord
 from cpnet.tasks.states import State

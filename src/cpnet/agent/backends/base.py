@@ -1,9 +1,9 @@
-"""The one interface every backend (local now; Slurm, Ray, Kubernetes later) implements.
+"""The one interface every backend (local, Slurm, Ray, Kubernetes) implements.
 
 The agent's loop talks only to this interface, as Parsl's executors talk only to providers. A
 backend reports what it offers (``discover``), what is free now (``live``), and runs attempts
-(``submit`` → handle → ``poll`` / ``cancel`` / ``forget``). The backend's truth wins: ``poll``
-reads the real state of the attempt wherever it runs, never a cached wish.
+(``submit`` → `Handle` → ``poll_many`` / ``poll`` / ``cancel`` / ``forget``). The backend's truth
+wins: ``poll`` reads the real state of the attempt wherever it runs, never a cached wish.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import abc
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from cpnet.agent import containers
 from cpnet.tasks.model import (
     AttemptProgress,
     ExecutorLog,
@@ -25,6 +25,9 @@ from cpnet.tasks.model import (
     Usage,
 )
 from cpnet.tasks.states import State
+
+if TYPE_CHECKING:
+    from cpnet.agent.backends.options import BackendOptions
 
 # Attempt ids become directory names, so they must be plain file names.
 ATTEMPT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -163,12 +166,33 @@ class JobStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Handle:
+    """A submitted attempt as its backend finds it again: its work dir and, for a backend that
+    hands attempts to a scheduler, that scheduler's id of its job.
+
+    ``str(handle)`` (the work dir) is what the agent journals, unchanged from when handles were
+    plain strings, and `Backend.handle` reads it back after a restart. ``os.fspath`` gives the
+    work dir too.
+    """
+
+    work_dir: Path
+    job_id: str | None = None  # None: the backend keeps no job id, or the scheduler refused it
+
+    def __str__(self) -> str:
+        return str(self.work_dir)
+
+    def __fspath__(self) -> str:
+        return str(self.work_dir)
+
+
+@dataclass(frozen=True, slots=True)
 class BackendConfig:
     """How the agent configures a backend."""
 
     work_root: Path  # one sub-directory per attempt lives here
     pools: list[PoolDecl] | None = None  # declared pools override discovery
-    options: dict[str, str] = field(default_factory=dict)  # backend-specific, documented there
+    # backend-specific, as the agent was given them: each backend reads them into its `Options`
+    options: dict[str, str] = field(default_factory=dict)
     hub_url: str = ""  # the hub the agent reports to (runners fetch cpnet://blobs/ from it)
     hub_token: str = field(default="", repr=False)  # the agent's site token (a credential)
 
@@ -176,33 +200,46 @@ class BackendConfig:
 class Backend(abc.ABC):
     """Runs attempts somewhere (this machine, a Slurm cluster, ...) and reports on them.
 
-    Handles returned by `submit` are plain strings the agent journals; a new backend instance
-    (after an agent restart) must accept them. Every method must be safe to call from several
-    threads.
+    Every attempt keeps its files in ``work_root/<attempt_id>/``. The agent journals ``str`` of
+    the `Handle` that `submit` returns; a new backend instance (after an agent restart) turns it
+    back into the handle with `handle`. Every method must be safe to call from several threads.
     """
 
     name: ClassVar[str]
+    # The backend's options, typed and documented (backends/options.py); read once, here.
+    Options: ClassVar[type[BackendOptions]]
+    # The cores a calibration probe asks for: None for all of this host's (the backend runs
+    # attempts here), else a number that fits a node of unknown size.
+    probe_cores: ClassVar[float | None] = 1.0
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
+        self.work_root = config.work_root.resolve()
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self.options = self.Options.parse(config.options, self.name)
         # What executors with an image get here (options container_runtime, allow_host_exec).
-        self.images = containers.from_options(config.options)
+        self.images = self.options.images()
         # Set by a backend that notices its cluster changed shape (a node of a new kind, a
         # partition, a node group): the agent then re-discovers at once instead of on its timer.
         self.shape_changed = threading.Event()
 
-    def _work_dir_of(self, handle: str) -> Path:
-        """The work dir a handle names; refused unless it lies directly in this backend's root."""
-        work_dir = Path(handle)
-        if work_dir.parent != self.work_root:  # type: ignore[attr-defined]
-            raise BackendError(f"handle {handle!r} is not a work dir of this backend")
+    def handle(self, text: str) -> Handle:
+        """The handle that ``str(handle)`` wrote (the agent's journal, after a restart); refused
+        unless it names a work dir directly in this backend's root."""
+        return Handle(self._work_dir_of(text))
+
+    def _work_dir_of(self, text: str) -> Path:
+        work_dir = Path(text)
+        name = work_dir.name
+        if work_dir.parent != self.work_root or not ATTEMPT_ID_RE.match(name) or name == "..":
+            raise BackendError(f"{text!r} is not a handle of this backend ({self.work_root})")
         return work_dir
 
     def work_dir_for(self, attempt_id: str) -> Path:
         """Where the attempt with this id keeps its files; refuses ids that are not plain names."""
         if not ATTEMPT_ID_RE.match(attempt_id) or attempt_id in (".", ".."):
             raise BackendError(f"attempt id {attempt_id!r} is not a plain name ([A-Za-z0-9_.-])")
-        return self.config.work_root / attempt_id
+        return self.work_root / attempt_id
 
     @abc.abstractmethod
     def discover(self) -> list[PoolDecl]:
@@ -222,28 +259,36 @@ class Backend(abc.ABC):
         """Each pool's free capacity, queue length and running count now."""
 
     @abc.abstractmethod
-    def submit(self, job: Job) -> str:
+    def submit(self, job: Job) -> Handle:
         """Start (or queue) the attempt and return its handle; the same attempt twice → same
         handle, one run."""
 
     @abc.abstractmethod
-    def poll(self, handle: str) -> JobStatus:
+    def poll(self, handle: Handle) -> JobStatus:
         """The attempt's real state now."""
 
+    def poll_many(self, handles: Sequence[Handle]) -> list[JobStatus]:
+        """The real state of each attempt now, in order: what the agent's loop calls with every
+        attempt it holds. A backend whose scheduler lists all its jobs in one call answers them
+        all from that one answer; by default, each is polled."""
+        return [self.poll(h) for h in handles]
+
     @abc.abstractmethod
-    def cancel(self, handle: str) -> None:
+    def cancel(self, handle: Handle) -> None:
         """Ask the attempt to stop; idempotent, and a no-op once it is final."""
 
-    @abc.abstractmethod
-    def logs(self, handle: str) -> list[ExecutorLog]:
-        """The executor logs so far (exit codes, times, output tails)."""
+    def logs(self, handle: Handle) -> list[ExecutorLog]:
+        """The executor logs so far (exit codes, times, output tails); by default, as the
+        attempt last recorded them."""
+        return self.poll(handle).executor_logs
+
+    def usage(self, handle: Handle) -> Usage | None:
+        """Resources consumed so far, or None when nothing was measured yet; by default, as the
+        attempt last recorded them (after each step, not continuously)."""
+        return self.poll(handle).usage
 
     @abc.abstractmethod
-    def usage(self, handle: str) -> Usage | None:
-        """Resources consumed so far, or None when nothing was measured yet."""
-
-    @abc.abstractmethod
-    def forget(self, handle: str) -> None:
+    def forget(self, handle: Handle) -> None:
         """Free local resources of a final attempt whose state the hub acknowledged."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default

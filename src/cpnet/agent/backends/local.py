@@ -1,42 +1,11 @@
 """The local backend: runs each attempt on this machine as a runner process in its own session.
 
-Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (the handle), so a
+Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (its `Handle`), so a
 new instance after an agent restart picks up where the old one was: ``job.json`` (what to run),
 ``runner.pid`` (who runs it: "pid start_ticks"), ``status.json`` (what the runner last recorded),
 ``cancel`` (a cancel was asked for), ``forgotten`` (the hub acknowledged the end).
 
-Options (all strings, in ``BackendConfig.options``):
-
-- ``pool_name``: name of the discovered pool (default ``local``)
-- ``delete_work_dirs``: ``true`` removes a work dir on ``forget`` (default: keep it)
-- ``cancel_grace_s``: seconds from SIGTERM to SIGKILL of a canceled runner's session (default 10)
-- ``executor_grace_s``: seconds the runner gives a canceled executor before SIGKILL (default 5)
-- ``max_stage_gb``: staging limit per direction when a task gives no ``disk_gb`` (default 10 GiB)
-- ``http_timeout_s``: per network operation while staging (default 60)
-- ``file_roots``: ``:``-separated host directories file:// URLs may read or write (default: any;
-  the executors run as the agent's user anyway, so this only matters with sandboxed executors)
-- ``fork_server``: ``false`` spawns every runner as ``python -m cpnet.agent.runner`` instead of
-  forking it from this instance's fork server (``cpnet.agent.forkserver``, default on), which
-  saves the interpreter start-up and imports (~60 ms of CPU) per attempt. Either way the runner
-  leads its own session and everything above holds; when the fork server is unavailable the
-  runner is spawned, and the server is restarted at a later start.
-- ``memory_limit``: ``false`` runs executors without an address-space limit (default: each
-  executor runs under ``RLIMIT_AS`` = the task's ``ram_gb`` + 256 MiB, at least 512 MiB; a task
-  asking 0 GiB is not limited)
-- ``private_tmp``: ``false`` gives executors the host's /tmp (with ``TMPDIR`` = the work dir's
-  ``tmp/``) instead of a private /tmp: by default each executor runs in its own mount namespace
-  with the work dir's ``tmp/`` bind-mounted on /tmp, so the executors of one attempt share a
-  /tmp that no other attempt or the host sees, and task paths under /tmp are where the task
-  says. Directories under the host's /tmp that executors need stay visible at their place: the
-  tree holding the work dir when that is under /tmp, and the agent's and executors' software
-  (``cpnet.agent.private_tmp`` says which). It falls back to ``TMPDIR`` when not root or when the
-  kernel refuses; the attempt's system logs say which one was used.
-- ``cpu_pinning``: ``false`` runs executors on every CPU this process may use (default: each
-  attempt is pinned to CPUs assigned to it, see below)
-- staging (docs/staging.md; shared with every backend that starts the runner): ``max_file_gb``
-  (per-file limit, default none), ``s3_endpoint`` and ``s3_region`` for s3:// URLs,
-  ``s3_access_key_id`` / ``s3_secret_access_key`` / ``s3_session_token`` (these win over the
-  agent's ``AWS_*`` environment; they reach the runner in its environment, never in job.json)
+Options: `LocalOptions` (below), each typed and documented, with the staging ones.
 
 GPUs: when a pool declares ``gpus``, each started attempt is assigned that many concrete indices
 (lowest free first, never shared by two unfinished attempts), recorded in job.json's ``runner``
@@ -70,24 +39,30 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cpnet
 from cpnet.agent import hostinfo
 from cpnet.agent.backends.base import (
-    ATTEMPT_ID_RE,
     Backend,
     BackendConfig,
     BackendError,
+    Handle,
     Job,
     JobStatus,
     PoolCapacity,
     PoolDecl,
     PoolLive,
 )
+from cpnet.agent.backends.options import FLAG, PATHS, TEXT, StagingOptions, option, seconds
+from cpnet.agent.backends.runner_job import (
+    runner_env,
+    runner_settings,
+    staging_env,
+    staging_settings,
+)
+from cpnet.agent.backends.workdir import mtime, status_from_record
 from cpnet.agent.runner import (
     ASSIGN_FILE,
     CANCEL_FILE,
     DEFAULT_GRACE_S,
-    HUB_TOKEN_ENV,
     JOB_FILE,
     RUNNER_LOG,
     STATUS_FILE,
@@ -97,21 +72,13 @@ from cpnet.agent.runner import (
     write_atomic,
     write_json_atomic,
 )
-from cpnet.tasks.model import (
-    AttemptProgress,
-    ExecutorLog,
-    OutputFileLog,
-    TaskSpec,
-    TransferRecord,
-    Usage,
-)
+from cpnet.tasks.model import TaskSpec
 from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
 
 RUNNER_PID = "runner.pid"
 FORGOTTEN = "forgotten"
-GIB = 1024**3
 SPAWN_TIMEOUT_S = 30.0  # an empty runner.pid older than this means the spawner died mid-way
 RUNNER_LOG_TAIL = 2048  # bytes of runner.log quoted when a runner dies
 FORK_SERVER_READY_S = 20.0  # the fork server's own start-up (an interpreter and the imports)
@@ -132,8 +99,61 @@ class _Tracked:
     cpus: tuple[int, ...] = ()  # CPU ids assigned at start (held until final)
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+@dataclass(frozen=True)
+class LocalOptions(StagingOptions):
+    """Options of the local backend, besides the staging ones (`StagingOptions`)."""
+
+    pool_name: str = option("local", TEXT, "name of the discovered pool")
+    delete_work_dirs: bool = option(
+        False, FLAG, "true removes a work dir on forget (default: keep it)"
+    )
+    cancel_grace_s: float = option(
+        10.0, seconds(), "seconds from SIGTERM to SIGKILL of a canceled runner's session"
+    )
+    executor_grace_s: float = option(
+        DEFAULT_GRACE_S, seconds(), "seconds the runner gives a canceled executor before SIGKILL"
+    )
+    file_roots: tuple[str, ...] | None = option(
+        None,
+        PATHS,
+        "':'-separated host directories file:// URLs may read or write (default: any; the "
+        "executors run as the agent's user anyway, so this only matters with sandboxed "
+        "executors)",
+    )
+    fork_server: bool = option(
+        True,
+        FLAG,
+        "false spawns every runner as python -m cpnet.agent.runner instead of forking it from "
+        "this instance's fork server (cpnet.agent.forkserver), which saves the interpreter "
+        "start-up and imports (~60 ms of CPU) per attempt. Either way the runner leads its own "
+        "session; when the fork server is unavailable the runner is spawned, and the server is "
+        "restarted at a later start",
+    )
+    memory_limit: bool = option(
+        True,
+        FLAG,
+        "false runs executors without an address-space limit (default: each executor runs "
+        "under RLIMIT_AS = the task's ram_gb + 256 MiB, at least 512 MiB; a task asking 0 GiB is "
+        "not limited)",
+    )
+    private_tmp: bool = option(
+        True,
+        FLAG,
+        "false gives executors the host's /tmp (with TMPDIR = the work dir's tmp/) instead of a "
+        "private /tmp: by default each executor runs in its own mount namespace with the work "
+        "dir's tmp/ bind-mounted on /tmp, so the executors of one attempt share a /tmp that no "
+        "other attempt or the host sees, and task paths under /tmp are where the task says. "
+        "Directories under the host's /tmp that executors need stay visible at their place: "
+        "the tree holding the work dir when that is under /tmp, and the agent's and executors' "
+        "software (cpnet.agent.private_tmp says which). It falls back to TMPDIR when not root "
+        "or when the kernel refuses; the attempt's system logs say which one was used",
+    )
+    cpu_pinning: bool = option(
+        True,
+        FLAG,
+        "false runs executors on every CPU this process may use (default: each attempt is "
+        "pinned to CPUs assigned to it, see the module doc)",
+    )
 
 
 class LocalBackend(Backend):
@@ -145,34 +165,22 @@ class LocalBackend(Backend):
     """
 
     name: ClassVar[str] = "local"
+    probe_cores: ClassVar[float | None] = None  # attempts run on this host
+    Options = LocalOptions
+    options: LocalOptions
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self.work_root = config.work_root.resolve()
-        self.work_root.mkdir(parents=True, exist_ok=True)
-        opts = config.options
-        self.delete_work_dirs = _flag(opts.get("delete_work_dirs"))
-        self.cancel_grace_s = float(opts.get("cancel_grace_s", 10.0))
-        self.executor_grace_s = float(opts.get("executor_grace_s", DEFAULT_GRACE_S))
-        self.max_stage_bytes = int(float(opts.get("max_stage_gb", 10.0)) * GIB)
-        self.http_timeout_s = float(opts.get("http_timeout_s", 60.0))
-        roots = opts.get("file_roots")
-        self.file_roots = None if roots is None else [r for r in roots.split(":") if r]
         self._lock = threading.RLock()
         self._pools: list[PoolDecl] | None = None
         self._jobs: dict[str, _Tracked] = {}
         self._queues: dict[str, deque[str]] = {}
         self._escalations: dict[str, threading.Timer] = {}
         self._orphans: list[subprocess.Popen[bytes]] = []  # forgotten runners not yet reaped
-        self.use_fork_server = _flag(opts.get("fork_server", "true"))
         self._fork_server: _ForkServer | None = None
         self._fork_failures = 0  # consecutive times the fork server broke or failed to start
         self._fork_retry_at = 0.0  # monotonic time before which runners are spawned instead
-        self.memory_limit = _flag(opts.get("memory_limit", "true"))
-        self.private_tmp = _flag(opts.get("private_tmp", "true"))
-        self.cpu_pinning = _flag(opts.get("cpu_pinning", "true"))
-        self.staging = staging_settings(config)
-        self.staging_env = staging_env(config)
+        self.staging_env = staging_env(self.options, config.hub_token)
         self._adopt_all()
 
     @property
@@ -191,10 +199,6 @@ class LocalBackend(Backend):
             if server is not None:
                 server.close()
 
-    def work_dir_for(self, attempt_id: str) -> Path:
-        """``work_root/<attempt_id>`` (absolute); the string form is the attempt's handle."""
-        return self.work_root / super().work_dir_for(attempt_id).name
-
     # ---- pools ---------------------------------------------------------------------------------
 
     def discover(self) -> list[PoolDecl]:
@@ -208,7 +212,7 @@ class LocalBackend(Backend):
         facts = hostinfo.host_facts(self.work_root)
         gpu = facts.gpus[0] if facts.gpus else None
         return PoolDecl(
-            name=self.config.options.get("pool_name", "local"),
+            name=self.options.pool_name,
             type="general",
             total=PoolCapacity(
                 cpu_cores=float(facts.cpu_cores),
@@ -251,7 +255,7 @@ class LocalBackend(Backend):
 
     # ---- attempts ------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> str:
+    def submit(self, job: Job) -> Handle:
         """Queue the attempt and start it when its pool has room; return its work dir.
 
         Problems with the job itself (unknown pool, bigger than the pool) become a final
@@ -259,8 +263,8 @@ class LocalBackend(Backend):
         """
         with self._lock:
             work_dir = self.work_dir_for(job.attempt_id)
-            handle = str(work_dir)
-            if handle in self._jobs:
+            handle = Handle(work_dir)
+            if str(work_dir) in self._jobs:
                 return handle
             if (work_dir / JOB_FILE).exists():  # submitted before (this agent before a restart)
                 self._adopt(work_dir)
@@ -279,51 +283,39 @@ class LocalBackend(Backend):
             return handle
 
     def _runner_settings(self, spec: TaskSpec) -> dict[str, Any]:
+        o = self.options
         return runner_settings(
             spec,
-            max_stage_bytes=self.max_stage_bytes,
-            grace_s=self.executor_grace_s,
-            http_timeout_s=self.http_timeout_s,
-            file_roots=self.file_roots,
-            memory_limit_gb=spec.resources.ram_gb if self.memory_limit else None,
-            private_tmp=self.private_tmp,
-            staging=self.staging,
+            max_stage_gb=o.max_stage_gb,
+            grace_s=o.executor_grace_s,
+            http_timeout_s=o.http_timeout_s,
+            file_roots=o.file_roots,
+            memory_limit_gb=spec.resources.ram_gb if o.memory_limit else None,
+            private_tmp=o.private_tmp,
+            staging=staging_settings(o, self.config.hub_url),
             images=self.images.to_runner(),
         )
 
-    def poll(self, handle: str) -> JobStatus:
+    def poll(self, handle: Handle) -> JobStatus:
         """The attempt's state from its status file and its runner's liveness."""
         with self._lock:
-            work_dir = self._work_dir_of(handle)
-            t = self._jobs.get(handle) or self._adopt(work_dir)
+            key, t = self._tracked(handle)
             if t is None:
-                return JobStatus(State.SYSTEM_ERROR, f"no attempt at {handle} (work dir gone)")
-            self._refresh(handle, t)
+                return JobStatus(State.SYSTEM_ERROR, f"no attempt at {key} (work dir gone)")
             self._advance()
-            return self._status(handle, t)
+            return self._status(key, t)
 
-    def logs(self, handle: str) -> list[ExecutorLog]:
-        """Executor logs as the runner last recorded them."""
-        return self.poll(handle).executor_logs
-
-    def usage(self, handle: str) -> Usage | None:
-        """Usage as the runner last recorded it (updated after each step, not continuously)."""
-        return self.poll(handle).usage
-
-    def cancel(self, handle: str) -> None:
+    def cancel(self, handle: Handle) -> None:
         """SIGTERM the runner's session now; SIGKILL it after `cancel_grace_s` (on a timer)."""
         with self._lock:
-            work_dir = self._work_dir_of(handle)
-            t = self._jobs.get(handle) or self._adopt(work_dir)
-            if t is None:
+            key, t = self._tracked(handle)
+            if t is None or t.final:
                 return
-            self._refresh(handle, t)
-            if t.final:
-                return
+            work_dir = handle.work_dir
             (work_dir / CANCEL_FILE).touch()
             if not t.started:
                 with contextlib.suppress(ValueError):
-                    self._queues[t.pool].remove(handle)
+                    self._queues[t.pool].remove(key)
                 if self._claim(work_dir):
                     self._write_final(t, State.CANCELED, "canceled while queued")
                     return
@@ -334,31 +326,30 @@ class LocalBackend(Backend):
             if hostinfo.alive(pid, ticks):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
-            if handle not in self._escalations:
-                args = (pid, ticks, self.cancel_grace_s)
-                timer = threading.Timer(self.cancel_grace_s, _escalate, args)
+            if key not in self._escalations:
+                args = (pid, ticks, self.options.cancel_grace_s)
+                timer = threading.Timer(self.options.cancel_grace_s, _escalate, args)
                 timer.daemon = True
                 timer.start()
-                self._escalations[handle] = timer
+                self._escalations[key] = timer
 
-    def forget(self, handle: str) -> None:
+    def forget(self, handle: Handle) -> None:
         """Drop a final attempt; delete its work dir only when `delete_work_dirs` is set."""
         with self._lock:
-            work_dir = self._work_dir_of(handle)
-            t = self._jobs.get(handle) or self._adopt(work_dir)
+            key, t = self._tracked(handle)
             if t is None:
                 return
-            self._refresh(handle, t)
+            work_dir = handle.work_dir
             if not t.final:
                 raise BackendError(f"attempt {work_dir.name} is not final; cancel it first")
-            self._jobs.pop(handle, None)
-            timer = self._escalations.pop(handle, None)
+            self._jobs.pop(key, None)
+            timer = self._escalations.pop(key, None)
             if timer is not None:
                 timer.cancel()
             if t.popen is not None and t.popen.poll() is None:
                 self._orphans.append(t.popen)  # it wrote its final state and is exiting
             try:
-                if self.delete_work_dirs:
+                if self.options.delete_work_dirs:
                     shutil.rmtree(work_dir)
                 else:
                     (work_dir / FORGOTTEN).touch()
@@ -367,11 +358,14 @@ class LocalBackend(Backend):
 
     # ---- internals (all under self._lock) ------------------------------------------------------
 
-    def _work_dir_of(self, handle: str) -> Path:
-        path = Path(handle)
-        if path.parent != self.work_root or not ATTEMPT_ID_RE.match(path.name):
-            raise BackendError(f"{handle!r} is not a handle of this backend ({self.work_root})")
-        return path
+    def _tracked(self, handle: Handle) -> tuple[str, _Tracked | None]:
+        """The attempt's key and what this instance knows of it (adopted from its files when
+        another instance started it), refreshed; None when there is no such attempt."""
+        key = str(handle)
+        t = self._jobs.get(key) or self._adopt(handle.work_dir)
+        if t is not None:
+            self._refresh(key, t)
+        return key, t
 
     def _adopt_all(self) -> None:
         """Track every unfinished attempt in work_root (after a restart), oldest first."""
@@ -391,21 +385,21 @@ class LocalBackend(Backend):
 
     def _adopt(self, work_dir: Path) -> _Tracked | None:
         """Start tracking an attempt from its files; None when there is no such attempt."""
-        handle = str(work_dir)
+        key = str(work_dir)
         try:
             job = Job.from_dict(_read_json(work_dir / JOB_FILE))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError) as exc:
             t = _Tracked(work_dir, "", PoolCapacity(), started=True)
-            self._jobs[handle] = t
+            self._jobs[key] = t
             if not _final_on_disk(work_dir):
                 self._write_final(t, State.SYSTEM_ERROR, f"unreadable {JOB_FILE}: {exc}")
             t.final = True
             return t
         t = _Tracked(work_dir, job.pool_name, PoolCapacity.of(job.spec), started=False)
         t.gpus, t.cpus = _assigned(work_dir, "gpus"), _assigned(work_dir, "cpus")
-        self._jobs[handle] = t
+        self._jobs[key] = t
         if _final_on_disk(work_dir):
             t.started = t.final = True
             return t
@@ -423,10 +417,10 @@ class LocalBackend(Backend):
             self._claim(work_dir)
             self._write_final(t, State.SYSTEM_ERROR, why)
         else:
-            self._queues.setdefault(job.pool_name, deque()).append(handle)
+            self._queues.setdefault(job.pool_name, deque()).append(key)
         return t
 
-    def _refresh(self, handle: str, t: _Tracked) -> None:
+    def _refresh(self, key: str, t: _Tracked) -> None:
         """Mark the attempt final when its runner recorded a final state or is gone."""
         if t.final or not t.started:
             return
@@ -437,7 +431,7 @@ class LocalBackend(Backend):
             return
         pid, ticks = self._runner_pid(t.work_dir)
         if pid is None:
-            age = time.time() - _mtime(t.work_dir / RUNNER_PID)
+            age = time.time() - mtime(t.work_dir / RUNNER_PID)
             if age < SPAWN_TIMEOUT_S:
                 return  # being spawned right now
         elif hostinfo.alive(pid, ticks):
@@ -489,8 +483,8 @@ class LocalBackend(Backend):
                     used = used.plus(t.demand)
 
     def _refresh_all(self) -> None:
-        for handle, t in list(self._jobs.items()):
-            self._refresh(handle, t)
+        for key, t in list(self._jobs.items()):
+            self._refresh(key, t)
 
     def _used(self, pool_name: str) -> PoolCapacity:
         """What the started, unfinished attempts of a pool hold, as far as known."""
@@ -526,7 +520,7 @@ class LocalBackend(Backend):
         except (OSError, ValueError) as exc:
             self._write_final(t, State.SYSTEM_ERROR, f"cannot assign GPUs or CPUs: {exc}")
             return
-        if self.use_fork_server and self._fork(t):
+        if self.options.fork_server and self._fork(t):
             return
         argv = [sys.executable, "-m", "cpnet.agent.runner", str(t.work_dir)]
         try:
@@ -570,7 +564,7 @@ class LocalBackend(Backend):
         unfinished attempts (of any pool) hold first, lowest id on ties: disjoint while the
         declared cores fit the machine, round-robin when they are oversubscribed. Recorded in
         job.json (before its runner starts, which reads them from there)."""
-        if not self.cpu_pinning:
+        if not self.options.cpu_pinning:
             return
         usable = sorted(os.sched_getaffinity(0))
         held = dict.fromkeys(usable, 0)
@@ -590,21 +584,21 @@ class LocalBackend(Backend):
         pool = self._pool(t.pool)
         if pool is not None and pool.total.gpus > 0:
             assigned["gpus"] = list(t.gpus)
-        if self.cpu_pinning:
+        if self.options.cpu_pinning:
             assigned.update(cpus=list(t.cpus), cpu_cores=t.demand.cpu_cores)
         if assigned:
             write_atomic(t.work_dir / ASSIGN_FILE, json.dumps(assigned), durable=False)
 
-    def cpus_of(self, handle: str) -> tuple[int, ...]:
+    def cpus_of(self, handle: Handle) -> tuple[int, ...]:
         """The CPU ids assigned to an attempt (empty: pinning is off, or not started yet)."""
         with self._lock:
-            t = self._jobs.get(handle)
+            t = self._jobs.get(str(handle))
             return t.cpus if t is not None else ()
 
-    def gpus_of(self, handle: str) -> tuple[int, ...]:
+    def gpus_of(self, handle: Handle) -> tuple[int, ...]:
         """The GPU indices assigned to an attempt (empty: none, or not started yet)."""
         with self._lock:
-            t = self._jobs.get(handle)
+            t = self._jobs.get(str(handle))
             return t.gpus if t is not None else ()
 
     def _fork(self, t: _Tracked) -> bool:
@@ -681,10 +675,10 @@ class LocalBackend(Backend):
         write_json_atomic(t.work_dir / STATUS_FILE, record)
         t.final = True
 
-    def _status(self, handle: str, t: _Tracked) -> JobStatus:
+    def _status(self, key: str, t: _Tracked) -> JobStatus:
         if not t.started and not t.final:
             queue = self._queues.get(t.pool, deque())
-            ahead = queue.index(handle) if handle in queue else 0
+            ahead = queue.index(key) if key in queue else 0
             return JobStatus(
                 State.QUEUED, f"waiting for capacity on pool {t.pool!r} ({ahead} ahead)"
             )
@@ -700,71 +694,6 @@ class ForkServerError(Exception):
 
 class ForkServerRefused(ForkServerError):
     """The fork server answered, but could not fork this runner."""
-
-
-def runner_settings(
-    spec: TaskSpec,
-    *,
-    max_stage_bytes: int,
-    grace_s: float,
-    http_timeout_s: float,
-    file_roots: Any,
-    memory_limit_gb: float | None,
-    private_tmp: bool,
-    staging: dict[str, Any] | None = None,
-    images: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The `runner` block of job.json, shared by every backend that starts the runner."""
-    disk = spec.resources.disk_gb
-    return (staging or {}) | {
-        "max_stage_bytes": int(disk * GIB) if disk > 0 else max_stage_bytes,
-        "grace_s": grace_s,
-        "http_timeout_s": http_timeout_s,
-        "file_roots": file_roots,
-        "memory_limit_gb": memory_limit_gb,
-        "private_tmp": private_tmp,
-        **(images or {}),
-    }
-
-
-def staging_settings(config: BackendConfig) -> dict[str, Any]:
-    """The staging part of job.json's runner block, from the agent's options (nothing secret)."""
-    opts = config.options
-    out: dict[str, Any] = {}
-    if opts.get("max_file_gb"):
-        out["max_file_bytes"] = int(float(opts["max_file_gb"]) * GIB)
-    for key in ("s3_endpoint", "s3_region"):
-        if opts.get(key):
-            out[key] = opts[key]
-    if config.hub_url:
-        out["hub_url"] = config.hub_url
-    return out
-
-
-def staging_env(config: BackendConfig) -> dict[str, str]:
-    """Credentials the runner needs for staging, for its environment (never written to job.json).
-
-    Agent options win over the agent's own ``AWS_*`` environment, which the runner inherits.
-    """
-    opts = config.options
-    names = {
-        "s3_access_key_id": "AWS_ACCESS_KEY_ID",
-        "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-        "s3_session_token": "AWS_SESSION_TOKEN",
-    }
-    env = {var: opts[key] for key, var in names.items() if opts.get(key)}
-    if config.hub_token:
-        env[HUB_TOKEN_ENV] = config.hub_token
-    return env
-
-
-def runner_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The agent's environment (with `extra` laid on top), with this very cpnet (wherever it was
-    loaded from) importable."""
-    env = dict(os.environ) | (extra or {})
-    src_root = str(Path(cpnet.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
-    return env
 
 
 class _ForkServer:
@@ -866,74 +795,6 @@ class _ForkServer:
             proc.wait(timeout=1.0 if kill else 0.2)
 
 
-def begin_cancel(work_dir: Path) -> bool:
-    """Leave the runner's cancel marker unless the attempt already ended (then False): the first
-    step of cancelling on every backend whose runner runs under another scheduler."""
-    record = read_status(work_dir)
-    if record is not None and State(record["state"]).terminal:
-        return False
-    with contextlib.suppress(OSError):
-        write_atomic(work_dir / CANCEL_FILE, "")
-    return True
-
-
-def read_id_file(work_dir: Path, name: str) -> str | None:
-    """The scheduler's job id a backend recorded at submit ("none" when it refused), else None."""
-    try:
-        text = (work_dir / name).read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return text or None
-
-
-def status_from_record(record: dict[str, Any]) -> JobStatus:
-    """The JobStatus a runner's status.json describes."""
-    usage = record.get("usage")
-    return JobStatus(
-        state=State(record["state"]),
-        reason=record.get("reason"),
-        executor_logs=[ExecutorLog.model_validate(x) for x in record.get("executor_logs", [])],
-        outputs=[OutputFileLog.model_validate(x) for x in record.get("outputs", [])],
-        usage=Usage.model_validate(usage) if usage else None,
-        system_logs=list(record.get("system_logs", [])),
-        progress=progress_from_record(record),
-        # only the final report carries them: not parsed on every poll of a running attempt
-        transfers=transfers_from_record(record) if State(record["state"]).terminal else [],
-    )
-
-
-def progress_from_record(record: dict[str, Any]) -> AttemptProgress | None:
-    """The phase and bytes so far in a status record (the runner's `progress`, with the file
-    under way from `staging_progress`); None when there is none or it does not make sense (an
-    executor can write the file it runs next to: it is read, never trusted)."""
-    base = record.get("progress")
-    if not isinstance(base, dict) or State(record["state"]).terminal:
-        return None
-    now_moving = record.get("staging_progress")
-    extra: dict[str, Any] = {}
-    if isinstance(now_moving, dict) and base.get("phase") != "running":
-        moved = now_moving.get("bytes") or 0
-        extra = {
-            "path": now_moving.get("path"),
-            "file_bytes": moved,
-            "file_total": now_moving.get("total"),
-            "bytes_done": (base.get("bytes_done") or 0) + (moved if isinstance(moved, int) else 0),
-        }
-    try:
-        return AttemptProgress.model_validate({**base, **extra})
-    except ValueError:
-        return None
-
-
-def transfers_from_record(record: dict[str, Any]) -> list[TransferRecord]:
-    """The per-transfer records in a status record (`staging`), those that make sense."""
-    out = []
-    for raw in record.get("staging") or []:
-        with contextlib.suppress(ValueError, TypeError):
-            out.append(TransferRecord.model_validate(raw))
-    return out
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -950,13 +811,6 @@ def _assigned(work_dir: Path, key: str) -> tuple[int, ...]:
 def _final_on_disk(work_dir: Path) -> bool:
     record = read_status(work_dir)
     return record is not None and State(record["state"]).terminal
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 def _escalate(pid: int, ticks: int | None, grace_s: float) -> None:

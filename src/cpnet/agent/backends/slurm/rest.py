@@ -1,22 +1,14 @@
 """The slurmrestd transport of the Slurm backend: Slurm's REST API (OpenAPI v0.0.38, the newest
 that Slurm 22.05 serves) with a JWT, instead of the client commands.
 
-Options (in ``BackendConfig.options``, next to ``transport = "rest"``):
-
-- ``slurmrestd_url``: e.g. ``http://slurm-head:6820`` (required)
-- ``slurm_user``: the user the token belongs to (``X-SLURM-USER-NAME``; default: this process's
-  user); jobs run as that user
-- the token (``X-SLURM-USER-TOKEN``), first found of: ``slurm_jwt`` (the token itself),
-  ``slurm_jwt_file`` (a file holding ``SLURM_JWT=...`` or the bare token, re-read on every
-  request, so that a cron job can renew it), the environment variable named by ``slurm_jwt_env``
-  (default ``SLURM_JWT``)
-- ``slurm_api``: the OpenAPI version path (default ``v0.0.38``)
-- ``job_env``: comma-separated names of agent environment variables the batch job gets besides
-  ``PATH``, ``PYTHONPATH`` (so the runner can import cpnet), ``LANG`` and ``SLURM_CONF``
-
-A job submitted over REST gets only that environment (slurmrestd has no ``--export=ALL``). The
-jobcomp log is a file on the controller, out of reach over HTTP: a finished job's record comes from
-``GET /job/{id}`` while the controller still knows it (``MinJobAge``).
+Options (`SlurmOptions`, next to ``transport = "rest"``): ``slurmrestd_url`` (required),
+``slurm_user``, the token (first found of ``slurm_jwt``, ``slurm_jwt_file``, the environment
+variable named by ``slurm_jwt_env``), ``slurm_api``, and ``job_env``: agent environment
+variables the batch job gets besides ``PATH``, ``PYTHONPATH`` (so the runner can import cpnet),
+``LANG`` and ``SLURM_CONF``. A job submitted over REST gets only that environment (slurmrestd
+has no ``--export=ALL``). The jobcomp log is a file on the controller, out of reach over HTTP: a
+finished job's record comes from ``GET /job/{id}`` while the controller still knows it
+(``MinJobAge``).
 """
 
 from __future__ import annotations
@@ -29,8 +21,9 @@ from typing import Any
 import httpx
 
 from cpnet.agent.backends.base import BackendError
-from cpnet.agent.backends.local import runner_env
-from cpnet.agent.backends.slurm import (
+from cpnet.agent.backends.runner_job import runner_env
+from cpnet.agent.backends.slurm.options import SlurmOptions
+from cpnet.agent.backends.slurm.transport import (
     SlurmFinal,
     SlurmJobRequest,
     SlurmTransport,
@@ -67,21 +60,22 @@ class SlurmRest(SlurmTransport):
         self.job_env = {k: env[k] for k in (*BASE_ENV, *job_env) if k in env}
 
     @classmethod
-    def from_options(cls, opts: dict[str, str], timeout_s: float) -> SlurmRest:
-        url = opts.get("slurmrestd_url", "").strip()
-        if not url:
-            raise BackendError("transport=rest needs the option slurmrestd_url")
+    def from_options(cls, options: SlurmOptions) -> SlurmRest:
+        """The transport that the backend's options (``transport = "rest"``) describe."""
         return cls(
-            url,
-            user=opts.get("slurm_user") or getpass.getuser(),
-            token=opts.get("slurm_jwt") or None,
-            token_file=opts.get("slurm_jwt_file") or None,
-            token_env=opts.get("slurm_jwt_env", "SLURM_JWT"),
-            api=opts.get("slurm_api", "v0.0.38"),
-            timeout_s=timeout_s,
-            job_env=tuple(x.strip() for x in opts.get("job_env", "").split(",") if x.strip()),
-            slurm_conf=opts.get("slurm_conf") or None,
+            options.slurmrestd_url.strip(),
+            user=options.slurm_user or getpass.getuser(),
+            token=options.slurm_jwt,
+            token_file=options.slurm_jwt_file,
+            token_env=options.slurm_jwt_env,
+            api=options.slurm_api,
+            timeout_s=options.command_timeout_s,
+            job_env=options.job_env,
+            slurm_conf=options.slurm_conf,
         )
+
+    def export(self, env: dict[str, str]) -> None:
+        self.job_env.update(env)
 
     def _token(self) -> str:
         if self.token:
