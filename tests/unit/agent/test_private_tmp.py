@@ -207,3 +207,17 @@ def test_a_tool_from_a_venv_under_tmp_runs_through_the_private_tmp(
     assert status.executor_logs[0].stdout == "tool from a venv under /tmp\n"
     assert status.executor_logs[1].stdout == f"{venv}\n"
     assert any(f"/tmp: {venv} stays visible" in line for line in status.system_logs)
+
+
+def test_without_a_private_tmp_a_task_is_told_where_its_tmp_paths_are(
+    make_backend, work_root: Path
+) -> None:
+    backend = make_backend(private_tmp="false")
+    spec = {
+        "inputs": [{"path": "/tmp/in/x.txt", "content": "x"}],
+        "executors": [{"command": ["cat", "tmp/in/x.txt"]}],
+    }
+    status = wait_final(backend, backend.submit(job(spec)))
+    assert status.state is State.COMPLETE, status.reason
+    told = [line for line in status.system_logs if "task paths under /tmp" in line]
+    assert told and "/tmp/in/x.txt" in told[0] and "files/tmp" in told[0], status.system_logs
