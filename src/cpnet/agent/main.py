@@ -371,7 +371,7 @@ class Agent:
             e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict())
             self.journal.save(e)  # before the hub hears of it: a restart will find it
             self.entries[a.attempt_id] = e
-        self._start(e)
+        self._start(e, job)
 
     def _reattach(self, e: Entry, text: str) -> None:
         """The handle a previous run of this agent journaled, read back by the backend."""
@@ -381,9 +381,11 @@ class Agent:
             log.error("attempt %s: cannot re-attach %s: %s", e.attempt_id, text, exc)
             self._queue(e, JobStatus(State.SYSTEM_ERROR, f"cannot re-attach the attempt: {exc}"))
 
-    def _start(self, e: Entry) -> None:
+    def _start(self, e: Entry, job: Job | None = None) -> None:
+        """Hand the attempt to the backend: `job` as accepted, or (after a restart) the one
+        its journal entry keeps."""
         try:
-            handle = self.backend.submit(Job.from_dict(e.job))
+            handle = self.backend.submit(job if job is not None else Job.from_dict(e.job))
         except Exception as exc:  # the backend refused: that is this attempt's system error
             log.exception("submit of %s failed", e.attempt_id)
             self._queue(e, JobStatus(State.SYSTEM_ERROR, f"backend refused the job: {exc}"))

@@ -81,11 +81,6 @@ def request_from_dict(task_id: str, spec: dict, avoid: tuple[str, ...] = ()) -> 
     )
 
 
-def demand_of(req: TaskRequest) -> dict[str, float]:
-    d = req.demand
-    return {"cpu_cores": d.cpu_cores, "ram_gb": d.ram_gb, "disk_gb": d.disk_gb, "gpus": d.gpus}
-
-
 @dataclass(frozen=True, slots=True)
 class PassResult:
     placed: int
@@ -127,7 +122,7 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
                 why = "; ".join(best.reasons[:2]) if best else ""
                 view = views[pool_id]
                 attempt = tasks_store.place(
-                    s, by_id[req.id], pool_id, view.site_id, demand_of(req), now, why
+                    s, by_id[req.id], pool_id, view.site_id, req.demand, now, why
                 )
                 if attempt is None:
                     waiting += 1

@@ -7,7 +7,7 @@ capacity it reserves or releases commit together or not at all.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import Update, insert, select
 from sqlalchemy import update as _sql_update
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound, new_id
+from cpnet.sched import Resources
 from cpnet.store.registry import ts
 from cpnet.store.tables import Attempt, AttemptTransfer, Pool, Task, TaskEvent
 from cpnet.tasks import lifecycle
@@ -382,19 +383,19 @@ def _change_attempt(s: Session, a: Attempt, ch: AttemptChange) -> None:
     if ch.end_time is not None:
         a.end_time = ch.end_time
     if ch.release and not a.released:  # given back exactly once, whatever the caller computed
-        _unreserve(s, a.pool_id, a.demand)
+        _unreserve(s, a.pool_id, Resources(**a.demand))
         a.released = True
 
 
-def _unreserve(s: Session, pool_id: str, d: dict[str, float]) -> None:
+def _unreserve(s: Session, pool_id: str, d: Resources) -> None:
     s.execute(
         update(Pool)
         .where(Pool.id == pool_id)
         .values(
-            reserved_cpu=Pool.reserved_cpu - d["cpu_cores"],
-            reserved_ram=Pool.reserved_ram - d["ram_gb"],
-            reserved_disk=Pool.reserved_disk - d["disk_gb"],
-            reserved_gpus=Pool.reserved_gpus - d["gpus"],
+            reserved_cpu=Pool.reserved_cpu - d.cpu_cores,
+            reserved_ram=Pool.reserved_ram - d.ram_gb,
+            reserved_disk=Pool.reserved_disk - d.disk_gb,
+            reserved_gpus=Pool.reserved_gpus - d.gpus,
         )
     )
 
@@ -404,7 +405,7 @@ def place(
     task: Task | QueuedTask,
     pool_id: str,
     site_id: str,
-    demand: dict[str, float],
+    demand: Resources,
     now: float,
     why: str,
 ) -> str | None:
@@ -419,16 +420,16 @@ def place(
         .where(
             Pool.id == pool_id,
             Pool.online.is_(True),
-            Pool.reserved_cpu + demand["cpu_cores"] <= Pool.total_cpu + EPS,
-            Pool.reserved_ram + demand["ram_gb"] <= Pool.total_ram + EPS,
-            Pool.reserved_disk + demand["disk_gb"] <= Pool.total_disk + EPS,
-            Pool.reserved_gpus + demand["gpus"] <= Pool.total_gpus,
+            Pool.reserved_cpu + demand.cpu_cores <= Pool.total_cpu + EPS,
+            Pool.reserved_ram + demand.ram_gb <= Pool.total_ram + EPS,
+            Pool.reserved_disk + demand.disk_gb <= Pool.total_disk + EPS,
+            Pool.reserved_gpus + demand.gpus <= Pool.total_gpus,
         )
         .values(
-            reserved_cpu=Pool.reserved_cpu + demand["cpu_cores"],
-            reserved_ram=Pool.reserved_ram + demand["ram_gb"],
-            reserved_disk=Pool.reserved_disk + demand["disk_gb"],
-            reserved_gpus=Pool.reserved_gpus + demand["gpus"],
+            reserved_cpu=Pool.reserved_cpu + demand.cpu_cores,
+            reserved_ram=Pool.reserved_ram + demand.ram_gb,
+            reserved_disk=Pool.reserved_disk + demand.disk_gb,
+            reserved_gpus=Pool.reserved_gpus + demand.gpus,
         )
     )
     if res.rowcount != 1:
@@ -457,7 +458,7 @@ def place(
             delivered_at=None,
             cancel_requested=False,
             released=False,
-            demand=demand,
+            demand=asdict(demand),  # what was reserved, given back as it was when it ends
             created_at=now,
             executor_logs=[],
             outputs=[],

@@ -13,6 +13,7 @@ from cpnet.auth.model import Principal, Role
 from cpnet.errors import Conflict, NotFound
 from cpnet.hub.scheduling import schedule_once
 from cpnet.registry.model import Heartbeat, PoolDescriptor, Region, Registration
+from cpnet.sched import Resources
 from cpnet.store import accounts, registry
 from cpnet.store import tasks as ts
 from cpnet.store.db import Store
@@ -101,7 +102,7 @@ def test_concurrent_placements_never_oversubscribe(store: Store) -> None:
     with store.tx() as s:
         tasks = [ts.create_task(s, who, _spec(), time.time())[0].id for _ in range(40)]
         pool_id = s.scalar(select(Pool.id))
-    demand = {"cpu_cores": 1.0, "ram_gb": 0.5, "disk_gb": 0.0, "gpus": 0}
+    demand = Resources(cpu_cores=1.0, ram_gb=0.5, disk_gb=0.0, gpus=0)
     wins, errors = [], []
 
     def worker(chunk: list[str]) -> None:
@@ -286,7 +287,7 @@ def test_placing_a_task_that_changed_meanwhile_gives_the_capacity_back(store: St
         t, _ = ts.create_task(s, who, _spec(), time.time())
         (stale,) = ts.queued_tasks(s, 10)
         ts.cancel_task(s, s.scalar(select(Task).where(Task.id == t.id)), time.time())
-    demand = {"cpu_cores": 1.0, "ram_gb": 0.5, "disk_gb": 0.0, "gpus": 0}
+    demand = Resources(cpu_cores=1.0, ram_gb=0.5, disk_gb=0.0, gpus=0)
     with store.tx() as s:
         pool_id = s.scalar(select(Pool.id))
         assert ts.place(s, stale, pool_id, sites[0], demand, time.time(), "stale") is None
