@@ -5,7 +5,6 @@ stops, 4xx raised at once. Faults are injected only at the network boundary."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,8 +94,6 @@ def test_stopping_ends_the_retries(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with SiteClient(dead, "cpn_x", stop=stop, on_retry=notices.append) as c:
         threading.Timer(0.5, stop.set).start()
-        t0 = time.monotonic()
-        with pytest.raises(Stopped):
+        with pytest.raises(Stopped):  # the window is unbounded: only stop ends the retries
             c.whoami()
-    assert time.monotonic() - t0 < 10  # stopped while pausing, not after a window
     assert len(notices) == 1

@@ -77,16 +77,18 @@ def _link_targets(bin_dir: Path) -> list[Path]:
 
 
 def software_dirs(path_entries: Iterable[str]) -> list[Path]:
-    """The directories the given PATH entries need whole, as absolute, normalised paths: each
-    entry's prefix (see the module doc), and, for each prefix, the venv's base interpreter and
-    the prefixes its bin's symlinks point into. Nothing is filtered by /tmp here."""
+    """The directories the given PATH entries under /tmp need whole, as absolute, normalised
+    paths: each entry's prefix (see the module doc), and, for each prefix, the venv's base
+    interpreter and the prefixes its bin's symlinks point into. Entries elsewhere (/usr/bin) are
+    not looked into: a private /tmp hides nothing of theirs, and scanning them would cost every
+    attempt tens of milliseconds."""
     out: list[Path] = []
     for raw in path_entries:
         if not raw or not os.path.isabs(raw):
             continue  # a relative PATH entry depends on the cwd: nothing to keep
         literal = Path(os.path.normpath(raw))
         for entry in {literal, literal.resolve()}:
-            if not entry.is_dir():
+            if not _under_tmp(entry) or not entry.is_dir():
                 continue
             prefix = _prefix_of(entry)
             out.append(prefix)

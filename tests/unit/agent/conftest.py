@@ -83,18 +83,23 @@ def small_pool(name: str = "p2", cores: float = 2.0) -> PoolDecl:
     )
 
 
+def kill_runners(work_root: Path) -> None:
+    """SIGKILL the runners of every attempt under `work_root`, and everything they started."""
+    for pid_file in work_root.glob("*/runner.pid"):
+        fields = pid_file.read_text().split()
+        if len(fields) == 2 and fields[0].isdigit():
+            for pid in hostinfo.session_members(int(fields[0])):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def work_root(tmp_path: Path) -> Iterator[Path]:
     """A work root whose runners (and everything they started) are killed after the test."""
     root = tmp_path / "work"
     root.mkdir()
     yield root
-    for pid_file in root.glob("*/runner.pid"):
-        fields = pid_file.read_text().split()
-        if len(fields) == 2 and fields[0].isdigit():
-            for pid in hostinfo.session_members(int(fields[0])):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+    kill_runners(root)
 
 
 @pytest.fixture
@@ -113,12 +118,7 @@ def outside_tmp() -> Iterator[Path]:
     test (a work root there gets a private /tmp that hides the whole host /tmp)."""
     root = Path(tempfile.mkdtemp(prefix="cpnet-test-", dir="/var/tmp"))
     yield root
-    for pid_file in root.glob("work/*/runner.pid"):
-        fields = pid_file.read_text().split()
-        if len(fields) == 2 and fields[0].isdigit():
-            for pid in hostinfo.session_members(int(fields[0])):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+    kill_runners(root / "work")
     shutil.rmtree(root, ignore_errors=True)
 
 
