@@ -33,6 +33,7 @@ from cpnet.agent.backends.base import (
     PoolDecl,
 )
 from cpnet.agent.journal import Entry, Journal
+from cpnet.agent.netprobe import NetProber
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
 from cpnet.agent.settings import AgentSettings
@@ -184,6 +185,13 @@ class Agent:
         # Registration and heartbeats take turns, so a heartbeat never names a pool the hub was
         # just told is gone (that would bring it back online) or one not yet registered.
         self.hub_lock = threading.Lock()
+        self.netprobe = NetProber(
+            rtt_hub=lambda: self.hub.probe_download(0),
+            download_hub=self.hub.probe_download,
+            post=lambda batch: self._hub(self.hub.post_samples, self.site_id, batch),
+            interval_s=settings.network_probe_interval_s,
+            probe_bytes=settings.network_probe_bytes,
+        )
 
     # ---- talking to the hub ----
 
@@ -502,6 +510,8 @@ class Agent:
             # A later progress report must not be folded into one queued before this change.
             self.progress_queued.pop(e.attempt_id, None)
             transfers, omitted = trim_transfers(st.transfers) if st.state.terminal else ([], 0)
+            if st.state.terminal and st.transfers:
+                self.netprobe.saw_transfers(st.transfers)  # throughput the staging measured
             self.pending.append(
                 build_update(
                     attempt_id=e.attempt_id,
@@ -657,6 +667,12 @@ class Agent:
             threading.Thread(target=self.assignment_loop, name="assignments", daemon=True),
             threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
         ]
+        if self.settings.network_probe_interval_s > 0:
+            threads.append(
+                threading.Thread(
+                    target=self.netprobe.loop, args=(self.stop,), name="netprobe", daemon=True
+                )
+            )
         if not self.settings.pools:  # discovered pools follow the cluster; declared ones do not
             threads.append(
                 threading.Thread(target=self.rediscover_loop, name="rediscover", daemon=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from cpnet.network.records import ProbeSample, ProbeSamples
 from cpnet.registry.model import Heartbeat, Measurements, RegisterResult, Registration
 from cpnet.tasks.model import Assignment, AttemptUpdate
 
@@ -24,6 +25,8 @@ __all__ = [
     "Heartbeat",
     "HeartbeatReply",
     "Measurements",
+    "ProbeSample",
+    "ProbeSamples",
     "RegisterResult",
     "Registration",
     "UpdateOutcome",

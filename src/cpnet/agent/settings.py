@@ -33,13 +33,17 @@ from pydantic import ValidationError
 
 from cpnet.client import CpnetError, check_hub_url, check_token
 from cpnet.config import default_data_dir
+from cpnet.network.records import MAX_PROBE_BYTES
 from cpnet.registry.model import HEARTBEAT_INTERVAL_S, PoolDescriptor
+
+MIN_PROBE_INTERVAL_S = 5.0  # network probes to the hub at most this often
 
 FILE_KEYS = frozenset(
     {"hub", "hub_url", "token", "backend", "work_dir", "heartbeat_interval_s", "endpoint"}
     | {"options", "pool"}
     | {"measure_on_join", "measure_budget_s"}
     | {"rediscover_interval_s"}
+    | {"network_probe_interval_s", "network_probe_bytes"}
 )
 
 
@@ -67,6 +71,10 @@ class AgentSettings:
     # Discovering backends look at their cluster again this often (0: only when the backend
     # notices a change itself) and re-register when the pools changed; declared pools never do.
     rediscover_interval_s: float = 60.0
+    # Network probes to the hub (RTT and a bounded download) this often, 0: never; see
+    # agent/netprobe.py and docs/network.md for every bound.
+    network_probe_interval_s: float = 300.0
+    network_probe_bytes: int = 2_000_000
 
     def __post_init__(self) -> None:
         # Refused here, at start, rather than as a traceback from the HTTP library at the first
@@ -134,6 +142,21 @@ def read_agent_file(path: Path) -> dict[str, Any]:
                 f"agent config {path}: rediscover_interval_s must be 0 (off) or 1..86400"
             )
         out["rediscover_interval_s"] = every
+    if "network_probe_interval_s" in data:
+        every = float(data["network_probe_interval_s"])
+        if not (every == 0 or MIN_PROBE_INTERVAL_S <= every <= 86400):
+            raise AgentConfigError(
+                f"agent config {path}: network_probe_interval_s must be 0 (off) or "
+                f"{MIN_PROBE_INTERVAL_S:g}..86400"
+            )
+        out["network_probe_interval_s"] = every
+    if "network_probe_bytes" in data:
+        n = int(data["network_probe_bytes"])
+        if not 0 <= n <= MAX_PROBE_BYTES:
+            raise AgentConfigError(
+                f"agent config {path}: network_probe_bytes must be 0..{MAX_PROBE_BYTES}"
+            )
+        out["network_probe_bytes"] = n
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise AgentConfigError(f"agent config {path}: [options] must be a table")

@@ -273,6 +273,8 @@ def agent(
             "rediscover_interval_s",
             rediscover if rediscover is not None else from_file.get("rediscover_interval_s"),
         ),
+        ("network_probe_interval_s", from_file.get("network_probe_interval_s")),
+        ("network_probe_bytes", from_file.get("network_probe_bytes")),
     ):
         if value is not None:
             values[key] = value

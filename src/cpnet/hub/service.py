@@ -17,6 +17,7 @@ from cpnet.hub.notify import Notifier
 from cpnet.hub.resolver import Resolver
 from cpnet.hub.scheduling import schedule_once
 from cpnet.ident import SigningKey
+from cpnet.store import network
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
@@ -56,6 +57,9 @@ class Hub:
 
     async def start(self) -> None:
         self.notifier = Notifier(asyncio.get_running_loop())
+        if self.settings.region_code:  # the store's copy, read by network.load_map
+            with self.store.tx() as s:
+                network.set_hub_region(s, self.settings.region_code)
         self._tasks = [
             asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),

@@ -32,6 +32,31 @@ MAX_AGE_S = 3600.0  # measured samples older than this are not used
 HALF_LIFE_S = 600.0  # a sample's weight halves every this many seconds of age
 
 
+PLACE_MAX_CHARS = 300
+
+
+def check_place(text: str) -> str:
+    """``text`` as a place in its canonical form; ValueError saying what a place looks like.
+
+    ``hub``, ``site:<id>`` (lower case) or ``url:<scheme>://<host>[:port]`` (a full URL is cut
+    to its origin), so that one place has one spelling in the store and the map.
+    """
+    t = (text or "").strip()
+    if t.lower() == HUB:
+        return HUB
+    if len(t) > PLACE_MAX_CHARS:
+        raise ValueError(f"a place is at most {PLACE_MAX_CHARS} characters")
+    if t.lower().startswith("site:") and len(t) > 5 and " " not in t:
+        return "site:" + t[5:].lower()
+    if t.lower().startswith("url:"):
+        origin = url_place(t[4:])
+        if origin is not None:
+            return origin
+    raise ValueError(
+        f"{text!r} is not a place: use hub, site:<site id> or url:<scheme>://<host>[:port]"
+    )
+
+
 def site_place(site_id: str) -> str:
     """The place of a provider site."""
     return f"site:{site_id}"
@@ -57,7 +82,7 @@ class Sample:
     src: str
     dst: str
     at: float  # unix time of the probe
-    rtt_ms: float
+    rtt_ms: float | None  # None: a throughput-only figure (e.g. from a staged transfer)
     mbps: float | None = None  # megabits per second moved; None for a latency-only probe
 
 
@@ -122,7 +147,8 @@ def smooth(samples: Iterable[Sample], now: float, half_life_s: float = HALF_LIFE
     def weight(s: Sample) -> float:
         return 0.5 ** ((now - s.at) / half_life_s)
 
-    rtt = _weighted_median([(s.rtt_ms, weight(s)) for s in fresh])
+    rtts = [(s.rtt_ms, weight(s)) for s in fresh if s.rtt_ms is not None and s.rtt_ms >= 0]
+    rtt = _weighted_median(rtts) if rtts else None  # type: ignore[arg-type]
     rates = [(s.mbps, weight(s)) for s in fresh if s.mbps is not None and s.mbps > 0]
     mbps = _weighted_median(rates) if rates else None  # type: ignore[arg-type]
     return Smoothed(rtt, mbps, len(fresh), max(s.at for s in fresh))
@@ -234,6 +260,21 @@ class NetworkMap:
             return geo_mod.RTT_FLOOR_MS, SAME_CITY_MBPS, f"both in {ca.name}"
         km = geo_mod.distance_km(ca, cb)
         return geo_mod.default_rtt_ms(km), None, f"{ca.name}–{cb.name} {round(km)} km"
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every pair the map knows something about (measured, declared, or the hub and each
+        placed site), each once as (a, b) with a < b, sorted."""
+        seen: set[tuple[str, str]] = set()
+        known = [*self.measured, *self.links]
+        known += [(HUB, p) for p in self.regions if p.startswith("site:")]
+        for a, b in known:
+            if a != b and "*" not in (a, b):
+                seen.add((min(a, b), max(a, b)))
+        return sorted(seen)
+
+    def measured_between(self, a: str, b: str) -> Smoothed | None:
+        """The smoothed measurements between two places (either direction), if any."""
+        return self._measured(a, b)
 
     def transfer_s(self, a: str, b: str, nbytes: int) -> float:
         """Seconds to move ``nbytes`` from ``a`` to ``b``."""
