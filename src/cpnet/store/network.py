@@ -64,6 +64,7 @@ def set_link(s: Session, decl: LinkDecl, who: str, now: float) -> LinkRecord:
     a, b = sorted((decl.a, decl.b)) if "*" not in (decl.a, decl.b) else (decl.a, decl.b)
     for row in s.scalars(select(NetLink).where(NetLink.a == b, NetLink.b == a)):
         s.delete(row)  # the same pair spelt the other way round
+    s.flush()
     row = s.get(NetLink, (a, b)) or NetLink(a=a, b=b)
     row.rtt_ms, row.mbps = decl.rtt_ms, decl.mbps
     row.egress_per_gb, row.currency = decl.egress_per_gb, decl.currency
@@ -82,6 +83,7 @@ def remove_link(s: Session, a: str, b: str) -> LinkRecord:
         )
     rec = _record(row)
     s.delete(row)
+    s.flush()
     return rec
 
 
