@@ -1,6 +1,8 @@
 """Two sites behind real, shaped links: each agent runs in its own network namespace, joined to
 the host (where the hub listens) by a veth pair; site A's link is shaped with ``tc tbf`` to
-8 Mbit/s, site B's is not (ENGINES.md: "Several hosts and a real network on one machine").
+8 Mbit/s and reaches the hub through a relay that delays each chunk 25 ms each way
+(delay_proxy.py: the kernel has no netem), site B's is neither (ENGINES.md: "Several hosts and
+a real network on one machine").
 
 The agents' own probes must put the shaped figures on the map, and the scheduler must send a
 task with a large input to the site that *finishes* first (B), not to the one with the most free
@@ -24,6 +26,7 @@ import pytest
 
 from cpnet.client import CpnetError
 from services import free_port
+from tests.integration.delay_proxy import DelayProxy
 from tests.integration.procs import (
     AgentProc,
     HubProc,
@@ -37,6 +40,7 @@ from tests.integration.procs import (
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
 SHAPED_MBIT = 8  # site A's link (host → A: downloads from the hub)
+DELAY_MS = 25  # each way, on site A's path to the hub (a userspace relay: no netem here)
 BLOB_BYTES = 24 * 1024 * 1024  # the large input: ~25 s to A at 8 Mbit/s, well under 1 s to B
 PROBE_BYTES = 2_000_000
 
@@ -118,6 +122,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         env={"CPNET_MAX_BLOB_BYTES": str(64 * 1024 * 1024)},
     )
     started: list[AgentProc] = []
+    proxy: DelayProxy | None = None
     try:
         for s in (a, b):
             s.up()
@@ -126,6 +131,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         hub.init()
         hub.start()
         world = make_world(hub, {"a": ("general", "440100"), "b": ("general", "440100")})
+        proxy = DelayProxy(a.host_ip, free_port(), "127.0.0.1", hub.port, DELAY_MS / 1000)
+        proxy.start()
+        urls = {"a": f"http://{a.host_ip}:{proxy.port}", "b": f"http://{b.host_ip}:{hub.port}"}
         # A has more free capacity (8 cores against 2); only its link is slow.
         for name, site, cores in (("a", a, 8), ("b", b, 2)):
             agent = AgentProc(
@@ -135,7 +143,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
                 pools=[pool("cpu", cores=cores, memory_gb=16)],
                 prefix=site.prefix,
                 config={
-                    "hub": f"http://{site.host_ip}:{hub.port}",
+                    "hub": urls[name],
                     "network_probe_interval_s": 5,
                     "network_probe_bytes": PROBE_BYTES,
                 },
@@ -148,6 +156,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             agent.kill()
             kill_runners(agent.work_dir)
         hub.kill()
+        if proxy is not None:
+            proxy.stop()
         for s in (a, b):
             s.down()
 
@@ -168,6 +178,10 @@ def test_the_measured_map_shows_the_shaped_link(net: Net) -> None:
     assert 0.6 * SHAPED_MBIT <= pa["mbps"] <= 1.1 * SHAPED_MBIT, pa
     assert pb["mbps"] >= 10 * SHAPED_MBIT, pb
     assert pa["rtt_source"] == pb["rtt_source"] == "measured"
+    # A's round trip is the relay's 2 × 25 ms plus a small HTTP request's own time (2-15 ms on
+    # a 2-core VM, more when loaded); B's is that time alone.
+    assert 2 * DELAY_MS <= pa["rtt_ms"] <= 2 * DELAY_MS + 100, pa
+    assert pb["rtt_ms"] < 2 * DELAY_MS, pb
     with net.hub.client(net.world.user_token) as c:
         slow = c.estimate_transfer("hub", f"site:{net.a}", BLOB_BYTES)
         fast = c.estimate_transfer("hub", f"site:{net.b}", BLOB_BYTES)
