@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services import free_port
 from tests.integration.procs import AgentProc, HubProc, make_world, pool, wait_until
 
 pytestmark = pytest.mark.integration
@@ -146,3 +147,34 @@ def test_bad_input_is_refused_naming_the_field(hub: HubProc) -> None:
     refused(r, 422, "mbps")
     r = httpx.put(links, json={"a": "hub", "b": f"site:{gz}", "mbps": 5}, headers=user)
     assert r.status_code == 403
+
+
+def test_agents_probe_each_other_when_the_hub_asks(hub, agents, tmp_path: Path) -> None:
+    world = make_world(hub, {"a": ("general", "440100"), "b": ("general", "310000")})
+    for name in ("a", "b"):
+        listen = f"127.0.0.1:{free_port()}"
+        agent = AgentProc(
+            hub,
+            world.site_tokens[name],
+            tmp_path / name,
+            pools=[pool("cpu", cores=1)],
+            config={"network_probe_interval_s": 5, "network_probe_bytes": 500_000},
+            args=["--probe-listen", listen],
+        )
+        agent.start()
+        agents.append(agent)
+    a, b = (f"site:{world.site_ids[n]}" for n in ("a", "b"))
+
+    def between() -> dict | None:
+        with hub.client(world.user_token) as c:
+            for p in c.network().paths:
+                if {p.a, p.b} == {a, b} and p.source == "measured":
+                    return p.model_dump()
+        return None
+
+    p = wait_until(
+        between, 60, "a measured path between the two sites", every=0.5, log=agents[0].log
+    )
+    assert p["mbps"] > 10 and p["samples"] >= 1
+    # Without measurements the same pair would rest on the distance model (Guangzhou–Shanghai).
+    assert "measured" in p["detail"]

@@ -33,10 +33,10 @@ from cpnet.agent.backends.base import (
     PoolDecl,
 )
 from cpnet.agent.journal import Entry, Journal
-from cpnet.agent.netprobe import NetProber
+from cpnet.agent.netprobe import NetProber, ProbeListener
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
-from cpnet.agent.settings import AgentSettings
+from cpnet.agent.settings import AgentConfigError, AgentSettings, check_listen
 from cpnet.auth.model import Role
 from cpnet.client import CpnetError, Stopped, Unauthorized
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
@@ -192,6 +192,7 @@ class Agent:
             interval_s=settings.network_probe_interval_s,
             probe_bytes=settings.network_probe_bytes,
         )
+        self.listener: ProbeListener | None = None  # --probe-listen, started on run()
 
     # ---- talking to the hub ----
 
@@ -257,6 +258,8 @@ class Agent:
             "heartbeat_interval_s": self.settings.heartbeat_interval_s,
             "pools": [p.model_dump(mode="json") for p in pools],
         }
+        if self.settings.probe_listen:
+            body["probe_url"] = f"http://{self.settings.probe_listen}"
         res = self._hub(self.hub.register, self.site_id, body)
         for name, notes in res.capacity_notes.items():
             for note in notes:
@@ -465,6 +468,8 @@ class Agent:
     def _heard(self, reply: HeartbeatReply) -> None:
         # Pools someone asked to be probed again; each request is acted on once (a probe that
         # fails is not retried every heartbeat: the request stays pending at the hub).
+        if reply.probe and self.settings.network_probe_interval_s > 0:
+            self.netprobe.ask_peers(reply.probe)
         asked = {n: at for n, at in reply.measure.items() if self.asked.get(n) != at}
         if asked and self.measure_in_background(list(asked)):
             self.asked.update(asked)
@@ -658,6 +663,15 @@ class Agent:
         return results
 
     def run(self) -> None:
+        if self.settings.probe_listen:
+            try:
+                self.listener = ProbeListener(*check_listen(self.settings.probe_listen)).start()
+            except OSError as exc:
+                raise AgentConfigError(
+                    f"cannot answer probes on {self.settings.probe_listen}: {exc.strerror or exc};"
+                    " choose a free port (or drop --probe-listen)"
+                ) from None
+            log.info("answering network probes on %s", self.settings.probe_listen)
         res = self.join()
         log.info("site %s joined with pools %s", self.site_id, res.pools)
         if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
@@ -690,6 +704,8 @@ class Agent:
                 log.exception("agent loop error")
             self.stop.wait(POLL_S)
         self.hub.close()
+        if self.listener is not None:
+            self.listener.close()
 
 
 def run_agent(settings: AgentSettings) -> None:

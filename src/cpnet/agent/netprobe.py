@@ -10,6 +10,11 @@ Bounds, so probes never become traffic of their own:
   per origin per interval, at most ``MAX_ORIGINS`` origins (the most recently used); its
   throughput comes from the transfers the agent made anyway (``TransferRecord``), never from
   extra downloads;
+- to a peer site the hub names in a heartbeat reply (``HeartbeatReply.probe``, when the peer's
+  agent listens with ``--probe-listen``): the same RTT and download as to the hub, against the
+  peer's listener, at most once per interval per peer;
+- this agent's own listener (``ProbeListener``) answers at most ``records.MAX_PROBE_BYTES`` per
+  request and at most ``LISTENER_PER_MINUTE`` requests a minute (429 beyond);
 - samples are posted in batches of at most ``records.MAX_SAMPLES``.
 """
 
@@ -19,15 +24,17 @@ import logging
 import statistics
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from cpnet.agent.settings import MIN_PROBE_INTERVAL_S
 from cpnet.network.model import HUB, url_place
-from cpnet.network.records import MAX_SAMPLES, ProbeSample
+from cpnet.network.records import MAX_PROBE_BYTES, MAX_SAMPLES, ProbeSample
 from cpnet.tasks.model import TransferRecord
 
 log = logging.getLogger("cpnet.agent.network")
@@ -37,6 +44,9 @@ RTT_TRIES = 3
 MIN_TRANSFER_BYTES = 256 * 1024  # smaller transfers say more about latency than bandwidth
 ORIGIN_TIMEOUT_S = 5.0
 PROBED_SCHEMES = ("http", "https")  # origins a HEAD request can reach
+PEER_TIMEOUT_S = 60.0
+MAX_PEERS = 16  # peer requests remembered at once
+LISTENER_PER_MINUTE = 120  # requests this agent's probe listener answers a minute, at most
 
 
 def mbps(nbytes: int, seconds: float) -> float | None:
@@ -83,6 +93,8 @@ class NetProber:
     origins: OrderedDict[str, str] = field(default_factory=OrderedDict)  # place -> a URL there
     queued: list[ProbeSample] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    peers: dict[str, str] = field(default_factory=dict)  # asked for: place -> probe URL
+    peer_probed: dict[str, float] = field(default_factory=dict)  # place -> timer() of last try
 
     def timed(self, call: Callable[[], object]) -> float:
         t0 = self.timer()
@@ -91,17 +103,7 @@ class NetProber:
 
     def probe_hub(self) -> ProbeSample:
         """RTT (median of three tiny requests) and throughput (one bounded download)."""
-        rtt_s = statistics.median(self.timed(self.rtt_hub) for _ in range(RTT_TRIES))
-        got = 0
-
-        def download() -> None:
-            nonlocal got
-            got = self.download_hub(self.probe_bytes)
-
-        seconds = self.timed(download)
-        # The download's first round trip is latency, not bandwidth.
-        rate = mbps(got, max(seconds - rtt_s, seconds / 10))
-        return ProbeSample(dst=HUB, at=self.clock(), rtt_ms=rtt_s * 1000, mbps=rate)
+        return self._probe(HUB, self.rtt_hub, self.download_hub)
 
     def probe_origins(self, head: Callable[[str], object] | None = None) -> list[ProbeSample]:
         """One HEAD request to each recently used http(s) origin: its RTT."""
@@ -117,6 +119,50 @@ class NetProber:
                 continue
             out.append(ProbeSample(dst=place, at=self.clock(), rtt_ms=seconds * 1000))
         return out
+
+    def ask_peers(self, peers: Mapping[str, str]) -> None:
+        """The hub asks for these peers to be probed (place -> probe URL); done in the loop."""
+        with self.lock:
+            for place, url in list(peers.items())[:MAX_PEERS]:
+                self.peers[place] = url
+            while len(self.peers) > MAX_PEERS:
+                del self.peers[next(iter(self.peers))]
+
+    def probe_peers(self, get: Callable[[str, int], int] | None = None) -> list[ProbeSample]:
+        """Probe the peers asked for, each at most once per interval: RTT and one download."""
+        get = get or _download
+        every = max(MIN_PROBE_INTERVAL_S, self.interval_s)
+        t = self.timer()
+        with self.lock:
+            due = {
+                p: u for p, u in self.peers.items() if t - self.peer_probed.get(p, -1e18) >= every
+            }
+            self.peers.clear()
+            for p in due:
+                self.peer_probed[p] = t
+        out = []
+        for place, url in due.items():
+            try:
+                out.append(self._probe(place, lambda u=url: get(u, 0), lambda n, u=url: get(u, n)))
+            except httpx.HTTPError as exc:
+                log.info("network probe of peer %s (%s) failed: %s", place, url, exc)
+        return out
+
+    def _probe(
+        self, dst: str, tiny: Callable[[], object], download: Callable[[int], int]
+    ) -> ProbeSample:
+        """RTT (median of three tiny requests) and throughput (one bounded download)."""
+        rtt_s = statistics.median(self.timed(tiny) for _ in range(RTT_TRIES))
+        got = 0
+
+        def fetch() -> None:
+            nonlocal got
+            got = download(self.probe_bytes)
+
+        seconds = self.timed(fetch)
+        # The download's first round trip is latency, not bandwidth.
+        rate = mbps(got, max(seconds - rtt_s, seconds / 10))
+        return ProbeSample(dst=dst, at=self.clock(), rtt_ms=rtt_s * 1000, mbps=rate)
 
     def saw_transfers(self, records: Iterable[TransferRecord]) -> None:
         """Note an attempt's staged inputs: throughput samples, and origins to probe."""
@@ -155,6 +201,9 @@ class NetProber:
                 if self.timer() >= due:
                     due = self.timer() + max(MIN_PROBE_INTERVAL_S, self.interval_s)
                     self.round()
+                peers = self.probe_peers()
+                with self.lock:
+                    self.queued.extend(peers)
                 self.flush()
             except Exception as exc:  # a failed probe is a missing sample, never a stopped agent
                 if not stop.is_set():
@@ -168,3 +217,82 @@ def _head(url: str) -> None:
     assert place is not None
     with httpx.Client(timeout=ORIGIN_TIMEOUT_S, follow_redirects=False) as c:
         c.head(place[4:] + "/")
+
+
+def _download(base: str, nbytes: int) -> int:
+    """GET ``nbytes`` of probe payload from a peer's listener; bytes received."""
+    got = 0
+    with httpx.Client(timeout=PEER_TIMEOUT_S, follow_redirects=False) as c:
+        url = base.rstrip("/") + "/v1/network/probe"
+        with c.stream("GET", url, params={"bytes": nbytes}) as r:
+            r.raise_for_status()
+            for chunk in r.iter_raw(64 * 1024):
+                got += len(chunk)
+    return got
+
+
+class ProbeListener:
+    """A small HTTP server other sites' agents time downloads from (``--probe-listen``).
+
+    Serves only ``GET /v1/network/probe?bytes=N``: N zero bytes, N at most MAX_PROBE_BYTES, and
+    at most LISTENER_PER_MINUTE requests a minute (429 beyond). No token: it hands out nothing
+    but zeros, bounded in size and rate.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        recent: deque[float] = deque()
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # one line per probe is noise
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                if parts.path != "/v1/network/probe":
+                    return self._answer(404, b"only /v1/network/probe?bytes=N is served here")
+                try:
+                    n = int(parse_qs(parts.query).get("bytes", ["0"])[0])
+                except ValueError:
+                    n = -1
+                if not 0 <= n <= MAX_PROBE_BYTES:
+                    return self._answer(400, f"bytes must be 0..{MAX_PROBE_BYTES}".encode())
+                now = time.monotonic()
+                with lock:
+                    while recent and now - recent[0] > 60:
+                        recent.popleft()
+                    busy = len(recent) >= LISTENER_PER_MINUTE
+                    if not busy:
+                        recent.append(now)
+                if busy:
+                    return self._answer(429, b"too many probes this minute: try later")
+                self.send_response(200)
+                self.send_header("content-type", "application/octet-stream")
+                self.send_header("content-length", str(n))
+                self.end_headers()
+                chunk = bytes(64 * 1024)
+                while n > 0:
+                    self.wfile.write(chunk[: min(n, len(chunk))])
+                    n -= min(n, len(chunk))
+                return None
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", "text/plain")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+
+    def start(self) -> ProbeListener:
+        threading.Thread(target=self.server.serve_forever, name="probe-listen", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

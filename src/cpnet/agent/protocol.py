@@ -42,6 +42,8 @@ class HeartbeatReply(BaseModel):
     unknown: list[str] = Field(default_factory=list)  # attempts the hub does not expect here
     # Pools to probe again: name -> when it was asked (an agent acts once per request).
     measure: dict[str, float] = Field(default_factory=dict)
+    # Peer sites to probe now: place ("site:<id>") -> its probe URL (docs/network.md).
+    probe: dict[str, str] = Field(default_factory=dict)
 
 
 class Assignments(BaseModel):

@@ -29,6 +29,8 @@ SAME_CITY_MBPS = 10_000.0  # both ends in one city: a data-centre interconnect
 SAME_PLACE_RTT_MS = 0.1  # a place to itself (loopback, one site's local storage)
 SAME_PLACE_MBPS = 10_000.0
 MAX_AGE_S = 3600.0  # measured samples older than this are not used
+PEER_PROBE_EVERY_S = 600.0  # a site is asked to probe a peer when its newest sample is older
+PEER_PROBES_PER_HEARTBEAT = 2  # peers one heartbeat reply asks for, at most
 HALF_LIFE_S = 600.0  # a sample's weight halves every this many seconds of age
 
 
@@ -279,3 +281,16 @@ class NetworkMap:
     def transfer_s(self, a: str, b: str, nbytes: int) -> float:
         """Seconds to move ``nbytes`` from ``a`` to ``b``."""
         return self.path(a, b).seconds(nbytes)
+
+
+def peers_due(
+    peers: Mapping[str, str],
+    newest: Mapping[str, float],
+    now: float,
+    every_s: float = PEER_PROBE_EVERY_S,
+    limit: int = PEER_PROBES_PER_HEARTBEAT,
+) -> dict[str, str]:
+    """Which peers (place -> probe URL) a site should probe now: those it has no sample of
+    within ``every_s``, never-measured first, then the longest ago; at most ``limit``."""
+    due = [(newest.get(p, -1.0), p) for p in peers if now - newest.get(p, -1e18) >= every_s]
+    return {p: peers[p] for _, p in sorted(due)[:limit]}

@@ -7,12 +7,20 @@ read.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from cpnet.errors import NotFound
 from cpnet.network import geo
-from cpnet.network.model import HUB, MAX_AGE_S, Link, NetworkMap, Sample, site_place
+from cpnet.network.model import (
+    HUB,
+    MAX_AGE_S,
+    Link,
+    NetworkMap,
+    Sample,
+    peers_due,
+    site_place,
+)
 from cpnet.network.records import LinkDecl, LinkRecord, ProbeSample
 from cpnet.store.tables import HubMeta, NetLink, NetSample, Site
 
@@ -130,3 +138,29 @@ def set_hub_region(s: Session, code: str) -> None:
     row = s.get(HubMeta, HUB_REGION_KEY) or HubMeta(key=HUB_REGION_KEY, value="")
     row.value = code
     s.add(row)
+
+
+def peers_to_probe(s: Session, site_id: str, now: float) -> dict[str, str]:
+    """The peer sites this site's agent should probe now (place -> probe URL): online sites
+    whose agents listen for probes, and whose newest sample from here is old or missing."""
+    rows = s.execute(
+        select(Site.id, Site.agent).where(
+            Site.online.is_(True), Site.retired_at.is_(None), Site.id != site_id
+        )
+    )
+    peers = {
+        site_place(sid): str(agent["probe_url"])
+        for sid, agent in rows
+        if isinstance(agent, dict) and agent.get("probe_url")
+    }
+    if not peers:
+        return {}
+    src = site_place(site_id)
+    newest = dict(
+        s.execute(
+            select(NetSample.dst, func.max(NetSample.at))
+            .where(NetSample.src == src, NetSample.dst.in_(list(peers)))
+            .group_by(NetSample.dst)
+        ).all()
+    )
+    return peers_due(peers, newest, now)

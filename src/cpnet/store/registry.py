@@ -238,6 +238,8 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
         raise Forbidden(f"site {site.id} is retired", field="site_id")
     site.endpoint = reg.endpoint
     site.agent = {"version": reg.agent_version, "backend": reg.backend}
+    if reg.probe_url:
+        site.agent["probe_url"] = reg.probe_url
     site.heartbeat_interval_s = reg.heartbeat_interval_s
     site.last_heartbeat = now
     site.online = True

@@ -85,3 +85,60 @@ def test_flush_posts_in_bounded_batches() -> None:
     p.saw_transfers(big)
     assert p.flush() == MAX_SAMPLES + 1
     assert [len(b) for b in posted] == [MAX_SAMPLES, 1]
+
+
+def test_peers_asked_for_are_probed_once_per_interval() -> None:
+    from cpnet.agent.netprobe import NetProber
+
+    t = [0.0]
+    gets: list[tuple[str, int]] = []
+    p = NetProber(lambda: None, lambda n: n, lambda b: None, 60, 1000, timer=lambda: t[0])
+
+    def get(url: str, n: int) -> int:
+        gets.append((url, n))
+        t[0] += 0.001
+        return n
+
+    p.ask_peers({"site:b": "http://10.0.0.2:8471"})
+    (s,) = p.probe_peers(get)
+    assert s.dst == "site:b" and s.rtt_ms is not None and s.mbps is not None
+    assert gets == [("http://10.0.0.2:8471", 0)] * 3 + [("http://10.0.0.2:8471", 1000)]
+    p.ask_peers({"site:b": "http://10.0.0.2:8471"})  # asked again at the next heartbeat
+    assert p.probe_peers(get) == []  # not within the interval
+    t[0] += 61
+    p.ask_peers({"site:b": "http://10.0.0.2:8471"})
+    assert len(p.probe_peers(get)) == 1
+
+
+def test_the_probe_listener_serves_bounded_bytes_at_a_bounded_rate(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from cpnet.agent import netprobe
+    from cpnet.network.records import MAX_PROBE_BYTES
+
+    monkeypatch.setattr(netprobe, "LISTENER_PER_MINUTE", 3)
+    listener = netprobe.ProbeListener("127.0.0.1", 0).start()
+    try:
+        base = f"http://127.0.0.1:{listener.port}"
+        assert netprobe._download(base, 100_000) == 100_000
+        r = httpx.get(f"{base}/v1/network/probe", params={"bytes": MAX_PROBE_BYTES + 1})
+        assert r.status_code == 400 and "bytes must be" in r.text
+        assert httpx.get(f"{base}/elsewhere").status_code == 404
+        assert httpx.get(f"{base}/v1/network/probe", params={"bytes": 1}).status_code == 200
+        assert httpx.get(f"{base}/v1/network/probe", params={"bytes": 1}).status_code == 200
+        r = httpx.get(f"{base}/v1/network/probe", params={"bytes": 1})
+        assert r.status_code == 429 and "try later" in r.text
+    finally:
+        listener.close()
+
+
+def test_probe_listen_must_be_an_address_peers_reach() -> None:
+    import pytest
+
+    from cpnet.agent.settings import AgentConfigError, check_listen
+
+    assert check_listen("10.0.0.5:8471") == ("10.0.0.5", 8471)
+    assert check_listen("[::1]:8471") == ("::1", 8471)
+    for bad in ("8471", "host:", "host:99999", "0.0.0.0:8471"):
+        with pytest.raises(AgentConfigError, match="probe_listen"):
+            check_listen(bad)

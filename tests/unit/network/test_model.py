@@ -177,3 +177,20 @@ def test_a_bad_place_says_what_a_place_looks_like(text: str) -> None:
 def test_url_place_drops_credentials_paths_and_queries() -> None:
     assert url_place("https://user:pw@h.org/x?sig=1") == "url:https://h.org"
     assert url_place("data.txt") is None
+
+
+def test_peers_due_are_the_unmeasured_then_the_longest_ago_and_bounded() -> None:
+    from cpnet.network.model import PEER_PROBE_EVERY_S, peers_due
+
+    peers = {f"site:{c}": f"http://{c}:1" for c in "abcd"}
+    newest = {"site:a": NOW - 10, "site:b": NOW - PEER_PROBE_EVERY_S - 5, "site:c": NOW - 9999}
+    assert peers_due(peers, newest, NOW, limit=2) == {
+        "site:d": "http://d:1",
+        "site:c": "http://c:1",
+    }
+    assert peers_due(peers, newest, NOW, limit=9) == {
+        "site:d": "http://d:1",
+        "site:c": "http://c:1",
+        "site:b": "http://b:1",
+    }
+    assert peers_due({}, {}, NOW) == {}
