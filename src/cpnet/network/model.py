@@ -6,6 +6,7 @@ Pure: built from plain data (measured samples, declared links, where places lie)
     ``hub``                      the hub
     ``site:<site id>``           a provider site (where its agent and pools are)
     ``url:<scheme>://<host>``    a data location, the origin of the URLs a task stages from
+    ``region:<code>``            a city by its GB/T 2260 code (where users or devices are)
 
 Each estimate says which source it used, in order of preference: a recent ``measured`` sample
 (smoothed), a ``declared`` link from an operator, the ``geo`` model from the real distance between
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from cpnet.network import geo as geo_mod
 
 HUB = "hub"
+REGION_PREFIX = "region:"  # a place named by its region code: a city, for latency bounds
 
 # Fallbacks, stated so every estimate can say what it assumed.
 DEFAULT_RTT_MS = 30.0  # no location known for one end: a typical in-country RTT (RIPE CN-CN 24.5)
@@ -226,14 +228,20 @@ class NetworkMap:
         """Distance-model figures, when both places lie in known cities."""
         if self.geo is None:
             return None, None, ""
-        ca = self.geo.city(self.regions.get(a, ""))
-        cb = self.geo.city(self.regions.get(b, ""))
+        ca = self.geo.city(self.region_of(a))
+        cb = self.geo.city(self.region_of(b))
         if ca is None or cb is None:
             return None, None, ""
         if ca.admin_code == cb.admin_code:
             return geo_mod.RTT_FLOOR_MS, SAME_CITY_MBPS, f"both in {ca.name}"
         km = geo_mod.distance_km(ca, cb)
         return geo_mod.default_rtt_ms(km), None, f"{ca.name}–{cb.name} {round(km)} km"
+
+    def region_of(self, place: str) -> str:
+        """The region code a place lies in ("" when unknown); ``region:<code>`` names its own."""
+        if place.startswith(REGION_PREFIX):
+            return place[len(REGION_PREFIX) :]
+        return self.regions.get(place, "")
 
     def transfer_s(self, a: str, b: str, nbytes: int) -> float:
         """Seconds to move ``nbytes`` from ``a`` to ``b``."""
