@@ -13,7 +13,6 @@ from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
 from cpnet.api.routers import accounts, agents, blobs, ident, network, pools, tasks, tes
 from cpnet.config import HubSettings
-from cpnet.hub.blobs import BlobStore
 from cpnet.hub.service import Hub
 
 DESCRIPTION = """
@@ -32,7 +31,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         h = hub or Hub(settings)
         app.state.hub = h
         app.state.token_cache = {}
-        app.state.blobs = BlobStore(settings.data_dir / "blobs", settings.max_blob_bytes)
+        app.state.blobs = h.blobs
         await h.start()
         try:
             yield

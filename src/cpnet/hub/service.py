@@ -11,6 +11,7 @@ from anyio import to_thread
 
 from cpnet.config import HubSettings
 from cpnet.errors import DomainError
+from cpnet.hub.blobs import BlobStore
 from cpnet.hub.bootstrap import hub_authority
 from cpnet.hub.keys import active_keys
 from cpnet.hub.notify import Notifier
@@ -48,6 +49,7 @@ class Hub:
         self.keys: list[SigningKey] = keys
         self.authority = hub_authority(self.store, settings.authority)
         self.resolver = Resolver(self.store, keys[0], self.authority, settings.resolve_ttl_s)
+        self.blobs = BlobStore(settings.data_dir / "blobs", settings.max_blob_bytes)
         self.started_at = time.time()
         self.notifier: Notifier | None = None
         self._tasks: list[asyncio.Task] = []

@@ -6,6 +6,7 @@ Pure: built from plain data (measured samples, declared links, where places lie)
     ``hub``                      the hub
     ``site:<site id>``           a provider site (where its agent and pools are)
     ``url:<scheme>://<host>``    a data location, the origin of the URLs a task stages from
+    ``region:<code>``            a city by its GB/T 2260 code (where users or devices are)
 
 Each estimate says which source it used, in order of preference: a recent ``measured`` sample
 (smoothed), a ``declared`` link from an operator, the ``geo`` model from the real distance between
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from cpnet.network import geo as geo_mod
 
 HUB = "hub"
+REGION_PREFIX = "region:"  # a place named by its region code: a city, for latency bounds
 
 # Fallbacks, stated so every estimate can say what it assumed.
 DEFAULT_RTT_MS = 30.0  # no location known for one end: a typical in-country RTT (RIPE CN-CN 24.5)
@@ -40,8 +42,9 @@ PLACE_MAX_CHARS = 300
 def check_place(text: str) -> str:
     """``text`` as a place in its canonical form; ValueError saying what a place looks like.
 
-    ``hub``, ``site:<id>`` (lower case) or ``url:<scheme>://<host>[:port]`` (a full URL is cut
-    to its origin), so that one place has one spelling in the store and the map.
+    ``hub``, ``site:<id>`` (lower case), ``url:<scheme>://<host>[:port]`` (a full URL is cut
+    to its origin) or ``region:<code>``, so that one place has one spelling in the store and
+    the map.
     """
     t = (text or "").strip()
     if t.lower() == HUB:
@@ -54,8 +57,12 @@ def check_place(text: str) -> str:
         origin = url_place(t[4:])
         if origin is not None:
             return origin
+    code = t[len(REGION_PREFIX) :]
+    if t.lower().startswith(REGION_PREFIX) and code.isdigit() and 2 <= len(code) <= 12:
+        return REGION_PREFIX + code
     raise ValueError(
-        f"{text!r} is not a place: use hub, site:<site id> or url:<scheme>://<host>[:port]"
+        f"{text!r} is not a place: use hub, site:<site id>, url:<scheme>://<host>[:port] "
+        "or region:<region code>"
     )
 
 
@@ -254,8 +261,8 @@ class NetworkMap:
         """Distance-model figures, when both places lie in known cities."""
         if self.geo is None:
             return None, None, ""
-        ca = self.geo.city(self.regions.get(a, ""))
-        cb = self.geo.city(self.regions.get(b, ""))
+        ca = self.geo.city(self.region_of(a))
+        cb = self.geo.city(self.region_of(b))
         if ca is None or cb is None:
             return None, None, ""
         if ca.admin_code == cb.admin_code:
@@ -277,6 +284,12 @@ class NetworkMap:
     def measured_between(self, a: str, b: str) -> Smoothed | None:
         """The smoothed measurements between two places (either direction), if any."""
         return self._measured(a, b)
+
+    def region_of(self, place: str) -> str:
+        """The region code a place lies in ("" when unknown); ``region:<code>`` names its own."""
+        if place.startswith(REGION_PREFIX):
+            return place[len(REGION_PREFIX) :]
+        return self.regions.get(place, "")
 
     def transfer_s(self, a: str, b: str, nbytes: int) -> float:
         """Seconds to move ``nbytes`` from ``a`` to ``b``."""

@@ -491,3 +491,8 @@ def live_pools(s: Session, *, online_only: bool = True) -> list[tuple[Pool, Site
     if online_only:
         q = q.where(Pool.online.is_(True), Site.online.is_(True))
     return [(p, site) for p, site in s.execute(q)]
+
+
+def site_regions(s: Session) -> dict[str, str]:
+    """Every site's region code, by site id (where its network place lies)."""
+    return dict(s.execute(select(Site.id, Site.region_code)).tuples().all())

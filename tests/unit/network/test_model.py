@@ -162,15 +162,18 @@ def test_a_place_to_itself() -> None:
         ("site:CN.dev.Acme.gz", "site:cn.dev.acme.gz"),
         ("url:HTTPS://Data.Example.org:8443/a/b?c=d", "url:https://data.example.org:8443"),
         ("url:s3://bucket/key", "url:s3://bucket"),
+        ("region:440300", "region:440300"),
     ],
 )
 def test_places_have_one_spelling(text: str, place: str) -> None:
     assert check_place(text) == place
 
 
-@pytest.mark.parametrize("text", ["", "moon", "site:", "site:a b", "url:nohost", "x" * 400])
+@pytest.mark.parametrize(
+    "text", ["", "moon", "site:", "site:a b", "url:nohost", "region:gz", "x" * 400]
+)
 def test_a_bad_place_says_what_a_place_looks_like(text: str) -> None:
-    with pytest.raises(ValueError, match=r"hub, site:<site id> or url:|at most"):
+    with pytest.raises(ValueError, match=r"hub, site:<site id>, url:|at most"):
         check_place(text)
 
 
