@@ -194,21 +194,6 @@ def test_the_measured_map_shows_the_shaped_link(net: Net) -> None:
     )
 
 
-def _scheduler_counts_staging() -> bool:
-    """Whether this checkout's scheduler takes staging time from the network map."""
-    try:
-        from cpnet import sched
-
-        return "inputs" in getattr(sched.TaskRequest, "__dataclass_fields__", {})
-    except (ImportError, AttributeError):
-        return False
-
-
-@pytest.mark.xfail(
-    not _scheduler_counts_staging(),
-    reason="needs scheduler v2 (staging time from the network map), not in this checkout",
-    strict=False,
-)
 def test_the_scheduler_picks_the_site_that_finishes_first(net: Net) -> None:
     # Both links measured first, so the map has something to go on.
     wait_until(lambda: _measured(net, net.a), 45, "site A's measured hub link", every=0.5)

@@ -24,7 +24,7 @@ from cpnet.network.model import (
 from cpnet.network.records import LinkDecl, LinkRecord, ProbeSample
 from cpnet.store.tables import HubMeta, NetLink, NetSample, Site
 
-KEEP_PER_PAIR = 50  # samples kept per (src, dst); older ones are deleted as new ones arrive
+KEEP_PER_PAIR = 20  # samples kept per (src, dst): more than an hour of 5-minute probes
 HUB_REGION_KEY = "hub_region_code"  # hub_meta key: where the hub lies (a region code)
 
 
