@@ -178,3 +178,51 @@ def test_agents_probe_each_other_when_the_hub_asks(hub, agents, tmp_path: Path) 
     assert p["mbps"] > 10 and p["samples"] >= 1
     # Without measurements the same pair would rest on the distance model (Guangzhou–Shanghai).
     assert "measured" in p["detail"]
+
+
+def test_staged_inputs_put_their_origin_on_the_map(hub, agents, tmp_path: Path) -> None:
+    """A task's http input gives a throughput sample (from the transfer itself) and, in the
+    next probe round, an RTT sample (one HEAD) for the input's origin."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "data.bin").write_bytes(os.urandom(3_000_000))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"url:http://127.0.0.1:{server.server_address[1]}"
+    try:
+        world = make_world(hub, {"gz": ("general", "440100")})
+        a = AgentProc(
+            hub,
+            world.site_tokens["gz"],
+            tmp_path / "agent",
+            pools=[pool("cpu", cores=1)],
+            config={"network_probe_interval_s": 5, "network_probe_bytes": 100_000},
+        )
+        a.start()
+        agents.append(a)
+        site = f"site:{world.site_ids['gz']}"
+        with hub.client(world.user_token) as c:
+            task = c.submit(
+                {
+                    "executors": [{"command": ["true"]}],
+                    "inputs": [{"url": origin[4:] + "/data.bin", "path": "/in/data.bin"}],
+                }
+            )
+            assert c.wait(task.id, timeout=60).state.value == "COMPLETE"
+
+            def both() -> dict | None:
+                for p in c.network().paths:
+                    if {p.a, p.b} == {origin, site} and p.source == "measured":
+                        return p.model_dump()
+                return None
+
+            p = wait_until(both, 30, f"measured figures for {origin}", every=0.5, log=a.log)
+        assert p["mbps"] > 10 and p["rtt_ms"] > 0 and p["samples"] >= 2
+    finally:
+        server.shutdown()
+        server.server_close()
