@@ -25,6 +25,10 @@ def _place(v: str) -> str:
     return check_place(v)  # ValueError → 422 naming the field
 
 
+def _place_or_any(v: str) -> str:
+    return v if v == "*" else check_place(v)  # "*": a declared link from one place to all
+
+
 class ProbeSample(BaseModel):
     """One probe result from the reporting site to ``dst``: round trip and/or throughput."""
 
@@ -33,7 +37,10 @@ class ProbeSample(BaseModel):
     rtt_ms: float | None = Field(default=None, ge=0, le=MAX_RTT_MS)
     mbps: float | None = Field(default=None, gt=0, le=MAX_MBPS)
 
-    _dst = field_validator("dst")(classmethod(lambda cls, v: _place(v)))
+    @field_validator("dst")
+    @classmethod
+    def _dst(cls, v: str) -> str:
+        return _place(v)
 
 
 class ProbeSamples(BaseModel):
@@ -52,8 +59,10 @@ class LinkDecl(BaseModel):
     egress_per_gb: float = Field(default=0.0, ge=0, le=1e6)
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
 
-    _a = field_validator("a")(classmethod(lambda cls, v: v if v == "*" else _place(v)))
-    _b = field_validator("b")(classmethod(lambda cls, v: v if v == "*" else _place(v)))
+    @field_validator("a", "b")
+    @classmethod
+    def _ends(cls, v: str) -> str:
+        return _place_or_any(v)
 
 
 class LinkRecord(LinkDecl):
