@@ -68,12 +68,12 @@ def test_constraints_objectives_and_explanations_end_to_end(hub: HubProc, agents
 
     # The hub fills a blob input's size and counts its staging.
     data = b"x" * 300_000
-    sha = user.put_blob(data)
-    assert sha == hashlib.sha256(data).hexdigest()
+    url = user.put_blob(data)
+    assert url == f"cpnet://blobs/{hashlib.sha256(data).hexdigest()}"
     staged = user.submit(
         {
             **quick,
-            "inputs": [{"url": f"cpnet://blobs/{sha}", "path": "/tmp/in.bin"}],
+            "inputs": [{"url": url, "path": "/tmp/in.bin"}],
             "executors": [{"command": ["sh", "-c", "test $(wc -c < /tmp/in.bin) = 300000"]}],
         }
     )
