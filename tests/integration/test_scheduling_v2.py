@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 
 from cpnet.tasks.states import State
-from tests.integration.procs import AgentProc, HubProc, make_world, pool, wait_until
+from tests.integration.procs import HubProc, make_world, pool, start_agent, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _start(hub: HubProc, agents: list, tmp_path: Path, world, name: str, pools: list[dict]):
-    a = AgentProc(hub, world.site_tokens[name], tmp_path / f"agent-{name}", pools)
-    a.start()
-    agents.append(a)
-    return a
 
 
 def test_constraints_objectives_and_explanations_end_to_end(hub: HubProc, agents, tmp_path):
     # Shenzhen and Beijing: a cheaper pool far away and a dearer one in the city.
     world = make_world(hub, {"sz": ("edge", "440300"), "bj": ("general", "110000")})
-    _start(hub, agents, tmp_path, world, "sz", [pool("edge", cores=2, type="edge", price=0.5)])
-    _start(hub, agents, tmp_path, world, "bj", [pool("cpu", cores=4, price=0.01)])
+    start_agent(hub, agents, tmp_path, world, "sz", [pool("edge", cores=2, type="edge", price=0.5)])
+    start_agent(hub, agents, tmp_path, world, "bj", [pool("cpu", cores=4, price=0.01)])
     user = hub.client(world.user_token)
     pools = wait_until(lambda: len(user.pools()) == 2 and user.pools(), 30, "two live pools")
     ids = {p.name: p.id for p in pools}
