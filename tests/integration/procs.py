@@ -244,3 +244,11 @@ def run_doc_block(
     finally:
         for pattern in leftovers:
             subprocess.run(["pkill", "-f", pattern], check=False)
+
+
+def start_agent(hub: HubProc, agents: list, tmp_path: Path, world: World, name: str, pools: list):
+    """Start the agent of site `name` of `world` with `pools`; `agents` stops it afterwards."""
+    a = AgentProc(hub, world.site_tokens[name], tmp_path / f"agent-{name}", pools)
+    a.start()
+    agents.append(a)
+    return a
