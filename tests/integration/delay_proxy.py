@@ -46,10 +46,11 @@ class DelayProxy:
             self._ready.set()
         self._loop.run_forever()
         self._server.close()
-        for task in asyncio.all_tasks(self._loop):
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
             task.cancel()
         with contextlib.suppress(Exception):
-            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
