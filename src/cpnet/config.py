@@ -39,6 +39,19 @@ class HubSettings:
     max_blob_bytes: int = 16 * 1024 * 1024  # one blob in the hub's store (PUT /v1/blobs)
     log_level: str = "warning"
     region_code: str = ""  # where the hub lies (GB/T 2260), for the network map's geo figures
+    # the market (docs/market.md): the platform's fee in basis points of each charge, the margin
+    # over the predicted cost that a new task's hold takes, and the least hold (minor units)
+    platform_fee_bps: int = 500
+    hold_margin: float = 1.5
+    min_hold: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.platform_fee_bps <= 10_000:
+            raise ValueError("CPNET_PLATFORM_FEE_BPS must be 0..10000 (basis points of a charge)")
+        if self.hold_margin < 1.0:
+            raise ValueError("CPNET_HOLD_MARGIN must be at least 1 (a multiple of the cost)")
+        if self.min_hold < 0:
+            raise ValueError("CPNET_MIN_HOLD must be 0 or more minor units")
 
     @property
     def url(self) -> str:
@@ -61,6 +74,12 @@ class HubSettings:
             s = replace(s, schedule_interval_s=float(env["CPNET_SCHEDULE_INTERVAL"]))
         if env.get("CPNET_MAX_BLOB_BYTES"):
             s = replace(s, max_blob_bytes=int(env["CPNET_MAX_BLOB_BYTES"]))
+        if env.get("CPNET_PLATFORM_FEE_BPS"):
+            s = replace(s, platform_fee_bps=int(env["CPNET_PLATFORM_FEE_BPS"]))
+        if env.get("CPNET_HOLD_MARGIN"):
+            s = replace(s, hold_margin=float(env["CPNET_HOLD_MARGIN"]))
+        if env.get("CPNET_MIN_HOLD"):
+            s = replace(s, min_hold=int(env["CPNET_MIN_HOLD"]))
         if env.get("CPNET_HUB_REGION"):
             s = replace(s, region_code=env["CPNET_HUB_REGION"].strip())
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})

@@ -47,6 +47,14 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class PaymentRequired(DomainError):
+    """Money is short: a hold or a debit would take an account below its floor (its credit
+    limit) or past a spending limit. The message names the shortfall and how to cover it."""
+
+    status = 402
+    code = "insufficient_funds"
+
+
 def new_id(prefix: str) -> str:
     """A random, URL-safe object id such as `tsk_5k2x…` (80 bits of randomness)."""
     alphabet = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase

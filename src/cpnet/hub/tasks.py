@@ -15,9 +15,12 @@ from dataclasses import dataclass
 
 from cpnet.auth.model import Principal
 from cpnet.errors import Invalid, NotFound
+from cpnet.hub.scheduling import pool_view, request_from_dict
 from cpnet.hub.service import Hub
+from cpnet.market import charge
 from cpnet.measure.scu import work_scu_hours
-from cpnet.store import registry
+from cpnet.sched import rank
+from cpnet.store import ledger, registry
 from cpnet.store import tasks as store
 from cpnet.tasks import wildcards
 from cpnet.tasks.model import BLOB_URL_PREFIX, TaskSpec, TaskView
@@ -84,6 +87,21 @@ def with_input_sizes(h: Hub, spec: TaskSpec) -> TaskSpec:
     return spec.model_copy(update={"inputs": inputs}) if changed else spec
 
 
+def hold_for(h: Hub, spec: TaskSpec, now: float) -> int:
+    """The hold a new task takes, in minor units (docs/market.md): its budget if it gives one,
+    else the largest cost the scheduler predicts over the online pools that could run it, times
+    the hub's margin; when none could yet, the dearest known pool's price of its demand for its
+    expected run time, times the margin; never below the hub's minimum."""
+    req = request_from_dict("new", spec.model_dump(mode="json", exclude_none=True), now=now)
+    with h.store.read() as s:
+        views = [pool_view(p, site) for p, site in registry.live_pools(s, online_only=False)]
+    placements = rank(req, [v for v in views if v.online]).placements
+    costs = [p.estimated_cost for p in placements] or [
+        v.price.hourly(req.demand) * req.expected_runtime_s / 3600.0 for v in views
+    ]
+    return charge.hold_amount(costs, h.settings.hold_margin, h.settings.min_hold, req.budget)
+
+
 def submit(
     h: Hub,
     who: Principal,
@@ -97,9 +115,14 @@ def submit(
     check_new(spec)
     spec = with_input_sizes(h, with_scu_hours(h, spec))
     now = time.time()
+    amount = hold_for(h, spec, now)
     with h.store.tx() as s:
         task, created = store.create_task(s, who, spec, now)
         if created:
+            # In the task's own transaction: a hold refused (402) leaves no task behind.
+            ledger.open_hold(
+                s, who.org_id, who.user_id, task.id, amount, h.settings.platform_fee_bps, now
+            )
             for n in notes:
                 store.note(s, task, now, NOTE_PREFIX + n)
         shown = store.task_view(s, task) if view else None

@@ -279,3 +279,74 @@ class NetLink(Base):
     currency: Mapped[str] = mapped_column(String(8), default="CNY")
     set_by: Mapped[str] = mapped_column(String(64), default="")
     set_at: Mapped[float] = mapped_column(Float)
+
+
+# ---- the market's ledger (0006_ledger; rules in cpnet/market/ledger.py) ----
+
+
+class LedgerAccount(Base):
+    """A ledger account: balance = credits − debits in minor units, never below `floor` (NULL:
+    no floor). Changed only by store/ledger.py, together with the transfer that moves it."""
+
+    __tablename__ = "ledger_accounts"
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)  # "org:org_…", "platform:…"
+    kind: Mapped[str] = mapped_column(String(16))
+    org_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    currency: Mapped[str] = mapped_column(String(8))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    floor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class LedgerTransfer(Base):
+    """One posting, immutable: `amount` minor units from `debit` to `credit`. Its id makes it
+    idempotent (unique); corrections are new transfers."""
+
+    __tablename__ = "ledger_transfers"
+    __table_args__ = (
+        Index("ix_ledger_transfers_debit", "debit"),
+        Index("ix_ledger_transfers_credit", "credit"),
+    )
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(160), unique=True)
+    debit: Mapped[str] = mapped_column(String(160))
+    credit: Mapped[str] = mapped_column(String(160))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[float] = mapped_column(Float, index=True)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    hold_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    attempt_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    memo: Mapped[str] = mapped_column(Text, default="")
+    # what the bill shows of a payout or fee: pool, provider org, seconds, hourly price, charge
+    detail: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+
+
+class LedgerHold(Base):
+    """A task's hold: the maximum charge moved to its organisation's escrow at submission."""
+
+    __tablename__ = "ledger_holds"
+    __table_args__ = (Index("ix_ledger_holds_org_period", "org_id", "period"),)
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # "hold:<task id>"
+    task_id: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    charged: Mapped[int] = mapped_column(BigInteger, default=0)
+    fee_bps: Mapped[int] = mapped_column(Integer)  # the platform's fee when the hold was placed
+    state: Mapped[str] = mapped_column(String(16))  # pending | posted | voided
+    period: Mapped[str] = mapped_column(String(7))  # "2026-12": the month it counts against
+    created_at: Mapped[float] = mapped_column(Float)
+    settled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class SpendingLimit(Base):
+    """The most an organisation (user_id "") or one of its users may hold and spend per calendar
+    month, in minor units."""
+
+    __tablename__ = "spending_limits"
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "": the whole org
+    monthly: Mapped[int] = mapped_column(BigInteger)
+    set_at: Mapped[float] = mapped_column(Float)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound, new_id
 from cpnet.sched import Resources
+from cpnet.store import ledger
 from cpnet.store.registry import ts
 from cpnet.store.tables import Attempt, AttemptTransfer, Pool, Task, TaskEvent
 from cpnet.tasks import lifecycle
@@ -363,6 +364,9 @@ def _move(s: Session, task: Task, m: TaskMove) -> bool:
         return False
     task.state, task.reason, task.updated_at = m.to.value, m.reason, m.at
     _event(s, task.id, m.at, m.frm.value, m.to.value, m.reason, m.attempt)
+    if m.to.terminal:
+        # The money moves in the transaction that ends the task (docs/market.md).
+        ledger.settle_task(s, task.id, m.at)
     return True
 
 

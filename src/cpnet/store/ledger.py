@@ -1,0 +1,358 @@
+"""The ledger in the store: accounts, immutable transfers, holds and spending limits.
+
+Every function runs in the caller's transaction, so a task's state change and the money it
+moves commit together or not at all. The rules are `cpnet.market.ledger`'s; here they are
+loaded and written. A debit is one conditional UPDATE (`balance - amount >= floor`), so two
+transfers racing for the last of an account's money can never both land, on SQLite or
+PostgreSQL; a transfer's unique id makes a replay a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Update, case, func, insert, or_, select
+from sqlalchemy import update as _sql_update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cpnet.errors import NotFound, PaymentRequired
+from cpnet.market import charge, money
+from cpnet.market import ledger as L
+from cpnet.store.tables import (
+    Attempt,
+    LedgerAccount,
+    LedgerHold,
+    LedgerTransfer,
+    Org,
+    Pool,
+    Site,
+    SpendingLimit,
+)
+from cpnet.tasks.states import State
+
+
+def _update(model: type) -> Update:
+    return _sql_update(model).execution_options(synchronize_session=False)
+
+
+# ---- accounts and transfers ----
+
+
+def ensure_account(s: Session, account_id: str, now: float) -> None:
+    """Open the account with its kind's default floor if it is not open yet."""
+    if s.execute(select(LedgerAccount.id).where(LedgerAccount.id == account_id)).first():
+        return
+    kind = L.kind_of(account_id)
+    org = (
+        account_id.split(":", 1)[1]
+        if kind in (L.Kind.ORG, L.Kind.ESCROW, L.Kind.PROVIDER)
+        else None
+    )
+    try:
+        with s.begin_nested():
+            s.execute(
+                insert(LedgerAccount).values(
+                    id=account_id,
+                    kind=kind.value,
+                    org_id=org,
+                    currency=money.CURRENCY,
+                    balance=0,
+                    floor=L.default_floor(kind),
+                    created_at=now,
+                )
+            )
+    except IntegrityError:
+        pass  # opened meanwhile by a concurrent transaction: the same account
+
+
+def account(s: Session, account_id: str) -> L.Account:
+    row = s.execute(
+        select(LedgerAccount.kind, LedgerAccount.balance, LedgerAccount.floor).where(
+            LedgerAccount.id == account_id
+        )
+    ).first()
+    if row is None:
+        return L.Account(
+            account_id, L.kind_of(account_id), 0, L.default_floor(L.kind_of(account_id))
+        )
+    return L.Account(account_id, L.Kind(row.kind), int(row.balance), row.floor)
+
+
+def _transfer(r: LedgerTransfer) -> L.Transfer:
+    return L.Transfer(
+        r.id,
+        r.debit,
+        r.credit,
+        int(r.amount),
+        L.TransferKind(r.kind),
+        r.at,
+        task_id=r.task_id,
+        hold_id=r.hold_id,
+        attempt_id=r.attempt_id,
+        memo=r.memo,
+    )
+
+
+def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None = None) -> bool:
+    """Write one transfer and move its two balances; False when it is a replay (written before
+    with the same content: nothing changes). PaymentRequired, naming the shortfall, when the
+    debit would pass its account's floor (the caller's transaction then rolls back whole);
+    Conflict when the id was used for another transfer."""
+    L.validate(t)
+    old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
+    if old is not None:
+        L.is_replay(t, _transfer(old))  # Conflict when the id was used for other content
+        return False
+    ensure_account(s, t.debit, t.at)
+    ensure_account(s, t.credit, t.at)
+    try:
+        with s.begin_nested():
+            s.execute(
+                insert(LedgerTransfer).values(
+                    id=t.id,
+                    debit=t.debit,
+                    credit=t.credit,
+                    amount=t.amount,
+                    currency=money.CURRENCY,
+                    kind=t.kind.value,
+                    at=t.at,
+                    task_id=t.task_id,
+                    hold_id=t.hold_id,
+                    attempt_id=t.attempt_id,
+                    memo=t.memo,
+                    detail=detail,
+                )
+            )
+    except IntegrityError:
+        # The same id committed by a concurrent transaction since we looked.
+        old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
+        if old is None:
+            raise
+        L.is_replay(t, _transfer(old))
+        return False
+    res = s.execute(
+        _update(LedgerAccount)
+        .where(
+            LedgerAccount.id == t.debit,
+            or_(
+                LedgerAccount.floor.is_(None),
+                LedgerAccount.balance - t.amount >= LedgerAccount.floor,
+            ),
+        )
+        .values(balance=LedgerAccount.balance - t.amount)
+    )
+    if res.rowcount != 1:
+        acc = account(s, t.debit)
+        raise L.short_error(acc, L.shortfall(acc, t.amount), what or f"transfer {t.id} ({t.kind})")
+    s.execute(
+        _update(LedgerAccount)
+        .where(LedgerAccount.id == t.credit)
+        .values(balance=LedgerAccount.balance + t.amount)
+    )
+    return True
+
+
+def topup(
+    s: Session, org_id: str, amount: int, transfer_id: str, now: float, memo: str = ""
+) -> bool:
+    """Fund an organisation's account from outside the books (False: a replayed id)."""
+    _org(s, org_id)
+    t = L.Transfer(
+        transfer_id, L.FUNDING, L.org_account(org_id), amount, L.TransferKind.TOPUP, now, memo=memo
+    )
+    return post(s, t)
+
+
+def set_credit_limit(s: Session, org_id: str, limit: int, now: float) -> None:
+    """Let the organisation's account go down to −limit (0: pay before use). Lowering it below
+    what is already spent is allowed: new holds are then refused until it is paid."""
+    _org(s, org_id)
+    acc = L.org_account(org_id)
+    ensure_account(s, acc, now)
+    s.execute(_update(LedgerAccount).where(LedgerAccount.id == acc).values(floor=-limit))
+
+
+def set_spending_limit(
+    s: Session, org_id: str, user_id: str | None, monthly: int | None, now: float
+) -> None:
+    """Set (or with None remove) the monthly spending limit of an organisation or one user."""
+    _org(s, org_id)
+    key = (org_id, user_id or "")
+    row = s.get(SpendingLimit, key)
+    if monthly is None:
+        if row is not None:
+            s.delete(row)
+        return
+    if row is None:
+        s.add(SpendingLimit(org_id=org_id, user_id=user_id or "", monthly=monthly, set_at=now))
+    else:
+        row.monthly, row.set_at = monthly, now
+    s.flush()
+
+
+def _org(s: Session, org_id: str) -> None:
+    if s.get(Org, org_id) is None:
+        raise NotFound(f"no organisation {org_id!r}", field="org_id")
+
+
+# ---- holds and settlement ----
+
+
+def spent(s: Session, org_id: str, period: str, user_id: str | None = None) -> int:
+    """What an organisation (or one user) has held and spent in a month: pending holds in full,
+    settled ones at their charge."""
+    q = select(
+        func.coalesce(
+            func.sum(
+                case(
+                    (LedgerHold.state == L.HoldState.PENDING.value, LedgerHold.amount),
+                    else_=LedgerHold.charged,
+                )
+            ),
+            0,
+        )
+    ).where(LedgerHold.org_id == org_id, LedgerHold.period == period)
+    if user_id is not None:
+        q = q.where(LedgerHold.user_id == user_id)
+    return int(s.scalar(q) or 0)
+
+
+def open_hold(
+    s: Session,
+    org_id: str,
+    user_id: str | None,
+    task_id: str,
+    amount: int,
+    fee_bps: int,
+    now: float,
+) -> L.Hold:
+    """Place a new task's hold: check the monthly spending limits, then move `amount` from the
+    organisation's account to its escrow. PaymentRequired naming the shortfall when either
+    refuses (the caller's transaction, with the task in it, then rolls back)."""
+    period = L.period_of(now)
+    who = [("", None)] + ([(user_id, user_id)] if user_id else [])
+    for key, uid in who:
+        lim = s.scalar(
+            select(SpendingLimit.monthly)
+            .where(SpendingLimit.org_id == org_id, SpendingLimit.user_id == key)
+            .with_for_update()
+        )
+        used = spent(s, org_id, period, uid) if lim is not None else 0
+        over = L.over_limit(lim, used, amount)
+        if over:
+            whose = f"user {uid}" if uid else f"organisation {org_id}"
+            raise PaymentRequired(
+                f"this task's hold of {money.fmt(amount)} would pass the monthly spending limit "
+                f"of {whose} ({money.fmt(lim or 0)}, {money.fmt(used)} used in {period}): short "
+                f"by {money.fmt(over)}; lower constraints.budget or ask an admin to raise the "
+                "limit (`cpnet account limit`)",
+                field="constraints.budget",
+                shortfall=money.major(over),
+                shortfall_minor=over,
+                currency=money.CURRENCY,
+            )
+    h = L.Hold(L.hold_id(task_id), org_id, task_id, amount, user_id, period=period)
+    s.execute(
+        insert(LedgerHold).values(
+            id=h.id,
+            task_id=task_id,
+            org_id=org_id,
+            user_id=user_id,
+            amount=amount,
+            charged=0,
+            fee_bps=fee_bps,
+            state=h.state.value,
+            period=period,
+            created_at=now,
+        )
+    )
+    for t in L.reserve(h, now):
+        try:
+            post(s, t, what=f"this task's hold of {money.fmt(amount)}")
+        except PaymentRequired as exc:
+            exc.field = "constraints.budget"
+            raise
+    return h
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """One attempt as charged: where it ran, for how long, at what price."""
+
+    attempt_id: str
+    pool_id: str
+    payee_org: str
+    seconds: float
+    hourly: str  # price of its demand per hour, major units (exact decimal text)
+    charge: int  # minor units, before the hold's cap
+
+
+def metered(s: Session, task_id: str) -> list[Metered]:
+    """The charge of each attempt of a task, oldest first. Attempts that never started, and
+    those that ended SYSTEM_ERROR (the site's fault), are not charged."""
+    q = (
+        select(Attempt, Pool.descriptor, Site.org_id)
+        .join(Pool, Pool.id == Attempt.pool_id)
+        .join(Site, Site.id == Pool.site_id)
+        .where(Attempt.task_id == task_id)
+        .order_by(Attempt.n)
+    )
+    out = []
+    for a, desc, payee in s.execute(q):
+        if a.start_time is None or a.state == State.SYSTEM_ERROR.value:
+            continue
+        wall = (a.usage or {}).get("wall_s")
+        if wall is None:
+            end = a.end_time if a.end_time is not None else a.start_time
+            wall = max(0.0, end - a.start_time)
+        price = (desc or {}).get("price") or {}
+        out.append(
+            Metered(
+                a.id,
+                a.pool_id,
+                payee,
+                float(wall),
+                str(charge.hourly(price, a.demand)),
+                charge.usage_charge(price, a.demand, float(wall)),
+            )
+        )
+    return out
+
+
+def settle_task(s: Session, task_id: str, now: float) -> L.Hold | None:
+    """Settle a finished task's hold in the caller's transaction: charge what ran, pay the
+    providers and the platform, release the rest. Exactly once: the hold moves from pending by
+    compare-and-set, and every transfer's id derives from the hold and attempt. A task without
+    a hold (created before the ledger) settles nothing."""
+    s.flush()  # the attempts' final states, set on ORM objects, must be visible to the query
+    row = s.scalar(select(LedgerHold).where(LedgerHold.task_id == task_id))
+    if row is None or row.state != L.HoldState.PENDING.value:
+        return None
+    hold = L.Hold(row.id, row.org_id, row.task_id, int(row.amount), row.user_id, period=row.period)
+    lines = metered(s, task_id)
+    done, transfers = L.settle(
+        hold, [L.ChargeLine(m.attempt_id, m.payee_org, m.charge) for m in lines], row.fee_bps, now
+    )
+    res = s.execute(
+        _update(LedgerHold)
+        .where(LedgerHold.id == row.id, LedgerHold.state == L.HoldState.PENDING.value)
+        .values(state=done.state.value, charged=done.charged, settled_at=now)
+    )
+    if res.rowcount != 1:
+        return None  # settled by a concurrent transaction
+    row.state, row.charged, row.settled_at = done.state.value, done.charged, now
+    by_attempt = {m.attempt_id: m for m in lines}
+    for t in transfers:
+        m = by_attempt.get(t.attempt_id or "")
+        detail = None
+        if m is not None:
+            detail = {
+                "pool_id": m.pool_id,
+                "payee_org": m.payee_org,
+                "seconds": m.seconds,
+                "hourly": m.hourly,
+                "metered_charge": m.charge,
+            }
+        post(s, t, detail)
+    return done

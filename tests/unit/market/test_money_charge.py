@@ -1,0 +1,56 @@
+"""Money in minor units and the charge arithmetic (cpnet.market.money, cpnet.market.charge)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cpnet.errors import Invalid
+from cpnet.market import charge, money
+
+
+def test_parse_and_format_round_trip() -> None:
+    assert money.parse("12.34") == 1234
+    assert money.parse("100") == 10000
+    assert money.fmt(1234) == "12.34 CNY"
+    assert money.fmt(-5) == "-0.05 CNY"
+    assert money.major(7) == "0.07"
+
+
+@pytest.mark.parametrize("bad", ["1.234", "abc", "nan", ""])
+def test_parse_refuses_what_is_not_an_amount(bad: str) -> None:
+    with pytest.raises(Invalid) as e:
+        money.parse(bad, field="amount")
+    assert e.value.field == "amount"
+
+
+def test_usage_charge_is_exact_and_rounds_half_even() -> None:
+    price = {"cpu_core_hour": 0.1, "ram_gb_hour": 0.01, "gpu_hour": 20}
+    # 2 cores × 0.1 + 4 GB × 0.01 = 0.24/h; one hour = 24 fen
+    assert charge.usage_charge(price, {"cpu_cores": 2, "ram_gb": 4}, 3600) == 24
+    # 1 GPU for 90 s: 20/h × 90/3600 = 0.5 = 50 fen
+    assert charge.usage_charge(price, {"gpus": 1}, 90) == 50
+    # 0.1/h × 18 s = 0.0005 = 0.05 fen → 0 (half-even); × 54 s = 0.15 fen → 0; 90 s = .25 → 0
+    assert charge.usage_charge({"cpu_core_hour": 0.1}, {"cpu_cores": 1}, 18) == 0
+    assert charge.usage_charge({"cpu_core_hour": 1}, {"cpu_cores": 1}, 54) == 2  # 1.5 → 2
+    assert charge.usage_charge({"cpu_core_hour": 1}, {"cpu_cores": 1}, 90) == 2  # 2.5 → 2
+    assert charge.usage_charge(price, {"cpu_cores": 2}, 0) == 0
+
+
+@given(st.integers(0, 10**12), st.integers(0, 10_000))
+def test_split_adds_up_to_the_charge(c: int, bps: int) -> None:
+    payout, fee = charge.split(c, bps)
+    assert payout + fee == c and 0 <= fee <= c
+
+
+def test_split_rounds_the_fee_half_even() -> None:
+    assert charge.split(10, 500) == (10, 0)  # 0.5 → 0
+    assert charge.split(30, 500) == (28, 2)  # 1.5 → 2
+    assert charge.split(1000, 500) == (950, 50)
+
+
+def test_hold_amount() -> None:
+    assert charge.hold_amount([0.1, 0.3], 1.5, 0) == 45  # 0.3 × 1.5 = 0.45 CNY
+    assert charge.hold_amount([], 1.5, 10) == 10
+    assert charge.hold_amount([5.0], 1.5, 0, budget=2.5) == 250  # a budget is the cap itself
