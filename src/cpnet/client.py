@@ -45,6 +45,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from cpnet import __version__
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
+from cpnet.market.wire import AccountSummary, Bill, LedgerCheck
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
 from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
@@ -883,6 +884,57 @@ class Client:
         """The hardware catalogue entry a model string matches (NotFound when none does)."""
         params = {"model": model, "kind": kind}
         return self._request("GET", "/v1/catalogue/match", params=params)
+
+    # -- the market: accounts, bills, the ledger ------------------------------------------------
+
+    def account(self, org_id: str) -> AccountSummary:
+        """An organisation's balance, held money, credit and spending limits (minor units)."""
+        path = f"/v1/accounts/{_seg(org_id)}"
+        return self._model(AccountSummary, self._request("GET", path), f"GET {path}")
+
+    def topup(
+        self, org_id: str, amount: str, *, transfer_id: str | None = None, memo: str = ""
+    ) -> AccountSummary:
+        """Fund an organisation with `amount` major units ("1000.00"); admin only. Give a
+        `transfer_id` to make a retry safe (the same id never funds twice)."""
+        path = f"/v1/accounts/{_seg(org_id)}/topups"
+        body = {
+            "amount": amount,
+            "memo": memo,
+            "transfer_id": transfer_id or f"top_{uuid.uuid4().hex}",
+        }
+        data = self._request("POST", path, body=body, idempotent=True)
+        return self._model(AccountSummary, data, f"POST {path}")
+
+    def set_limits(
+        self,
+        org_id: str,
+        *,
+        credit_limit: str | None = None,
+        monthly: str | None = None,
+        user_id: str | None = None,
+        remove_monthly: bool = False,
+    ) -> AccountSummary:
+        """Set an organisation's credit limit and monthly spending limits; admin only."""
+        path = f"/v1/accounts/{_seg(org_id)}/limits"
+        body = {
+            "credit_limit": credit_limit,
+            "monthly": monthly,
+            "user_id": user_id,
+            "remove_monthly": remove_monthly,
+        }
+        data = self._request("PUT", path, body=body, idempotent=True)
+        return self._model(AccountSummary, data, f"PUT {path}")
+
+    def bill(self, org_id: str, period: str) -> Bill:
+        """An organisation's bill for a month ("2026-12"), itemised per charged attempt."""
+        path = f"/v1/accounts/{_seg(org_id)}/bill"
+        data = self._request("GET", path, params={"period": period})
+        return self._model(Bill, data, f"GET {path}")
+
+    def ledger_check(self) -> LedgerCheck:
+        """Check the books on the hub; admin only."""
+        return self._model(LedgerCheck, self._request("GET", "/v1/ledger/check"), "ledger check")
 
     # -- admin: organisations, users, tokens ----------------------------------------------------
 

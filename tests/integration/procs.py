@@ -187,6 +187,9 @@ def pool(name: str, cores: float = 4, memory_gb: float = 8, type: str = "general
     return d
 
 
+WORLD_FUNDS = "1000000.00"  # CNY each make_world organisation starts with
+
+
 @dataclass
 class World:
     """A hub with one org: a provider admin, a user, a provider, and sites with agent tokens."""
@@ -204,6 +207,8 @@ def make_world(hub: HubProc, sites: dict[str, tuple[str, str]], org: str = "acme
     """Create accounts and sites {name: (type, region_code)} through the real API."""
     with hub.client() as admin:
         o = admin.create_org(org)
+        # Generous funds, so tests not about money never meet a 402 (docs/market.md).
+        admin.topup(o.id, WORLD_FUNDS, transfer_id=f"world-funds-{o.id}")
         _, pa = admin.create_user(o.id, "padmin", role="provider-admin")
         _, user = admin.create_user(o.id, "alice", role="user")
     with hub.client(pa.token) as c:

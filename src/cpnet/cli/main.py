@@ -16,6 +16,7 @@ from cpnet.cli import (
     hub,
     ident,
     login,
+    market,
     measure,
     network,
     pools,
@@ -170,5 +171,8 @@ app.command("whoami")(login.whoami)
 app.add_typer(hub.app, name="hub")
 app.command("agent")(agent.agent)
 app.add_typer(admin.app, name="admin")
+app.add_typer(market.account_app, name="account")
+app.command("bill")(market.bill)
+app.add_typer(market.ledger_app, name="ledger")
 app.command("demo")(demo)
 app.command("version")(version)

@@ -45,6 +45,9 @@ USER_ORG = "Aurora Research"
 EXPLAINED = ("train-a800", "matmul")  # whose placements the summary explains
 
 
+DEMO_FUNDS = "1000000.00"  # CNY the demo's user organisation starts with
+
+
 class DemoError(Exception):
     """The demo cannot go on, with what to do about it."""
 
@@ -127,6 +130,8 @@ class Demo:
         tokens: dict[str, str] = {}
         with Client(self.net.url, self.admin_token) as admin:
             org = admin.create_org(USER_ORG)
+            # Generous funds: every task's hold is placed at submission (docs/market.md).
+            admin.topup(org.id, DEMO_FUNDS, transfer_id=f"demo-funds-{org.id}")
             _, user = admin.create_user(org.id, "alice", role="user")
             self.user_token = user.token
             for site in SITES:

@@ -162,7 +162,7 @@ def test_monthly_spending_limits_per_user_and_org(store: Store) -> None:
 
 
 def test_cancel_before_it_ran_releases_the_hold_whole(store: Store) -> None:
-    who, host, site, pool = _world(store)
+    who, _host, site, pool = _world(store)
     now = time.time()
     with store.tx() as s:
         ledger.topup(s, who.org_id, 5_000, "top", now)
@@ -176,7 +176,7 @@ def test_cancel_before_it_ran_releases_the_hold_whole(store: Store) -> None:
 
 
 def test_cancel_of_a_running_task_charges_what_ran(store: Store) -> None:
-    who, host, site, pool = _world(store)
+    who, _host, site, pool = _world(store)
     now = time.time()
     with store.tx() as s:
         ledger.topup(s, who.org_id, 5_000, "top", now)
@@ -192,7 +192,7 @@ def test_cancel_of_a_running_task_charges_what_ran(store: Store) -> None:
 
 
 def test_a_system_error_is_not_charged_and_a_lost_site_settles(store: Store) -> None:
-    who, host, site, pool = _world(store)
+    who, _host, site, pool = _world(store)
     now = time.time()
     with store.tx() as s:
         ledger.topup(s, who.org_id, 5_000, "top", now)

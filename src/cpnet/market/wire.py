@@ -1,0 +1,88 @@
+"""The market's wire models: what the accounts, bill and ledger-check routes take and give.
+
+Amounts going out are integers in minor units with their currency (``minor_digits`` says how
+many digits the minor unit has); amounts coming in are decimal text in major units ("12.34"),
+parsed once at the edge by ``money.parse``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cpnet.market.money import CURRENCY, DIGITS
+
+Amount = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpendLimit(BaseModel):
+    user_id: str | None = None  # None: the whole organisation
+    monthly: int
+    used: int  # held and spent this month
+    period: str
+
+
+class AccountSummary(BaseModel):
+    org_id: str
+    currency: str = CURRENCY
+    minor_digits: int = DIGITS
+    balance: int  # spendable money now; held money is not in it
+    held: int  # in escrow for running and queued tasks
+    credit_limit: int
+    available: int  # balance + credit limit: the most a new hold may take
+    earned: int  # as a provider: payouts received
+    limits: list[SpendLimit] = []
+
+
+class TopUp(Strict):
+    amount: Amount  # major units, e.g. "1000.00"
+    transfer_id: Annotated[str, Field(min_length=1, max_length=120)] | None = None  # idempotency
+    memo: Annotated[str, Field(max_length=512)] = ""
+
+
+class LimitsUpdate(Strict):
+    credit_limit: Amount | None = None  # how far below zero the account may go
+    monthly: Amount | None = None  # monthly spending limit (of user_id, else the organisation)
+    user_id: Annotated[str, Field(max_length=64)] | None = None
+    remove_monthly: bool = False
+
+
+class BillLine(BaseModel):
+    task_id: str | None
+    task_name: str = ""
+    attempt_id: str | None
+    settled_at: str
+    pool_id: str
+    provider_org: str
+    seconds: float
+    hourly: str  # price of the demand per hour, major units
+    charge: int
+    fee: int
+    payout: int
+
+
+class Bill(BaseModel):
+    org_id: str
+    period: str
+    currency: str = CURRENCY
+    minor_digits: int = DIGITS
+    lines: list[BillLine]
+    charged: int  # = fees + payouts
+    fees: int
+    payouts: int
+    released: int  # holds given back this month
+    topups: int
+    held_now: int
+
+
+class LedgerCheck(BaseModel):
+    ok: bool
+    accounts: int
+    transfers: int
+    holds: int
+    total: int
+    problems: list[str]

@@ -1,0 +1,143 @@
+"""The market end to end: a task on a real agent is held at submission and settled at the
+metered usage × price when it ends — bill = provider payout + platform fee, to the minor unit —
+even when the hub is SIGKILLed between the hold and the settlement (SQLite and PostgreSQL); and a
+task whose hold cannot be placed is refused with 402, naming the shortfall."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cpnet.client import CpnetError
+from cpnet.market import charge
+from cpnet.market import ledger as L
+from cpnet.tasks.states import State
+from tests.integration.procs import WORLD_FUNDS, AgentProc, HubProc, make_world, pool, wait_until
+
+pytestmark = pytest.mark.integration
+
+PRICE = 360.0  # CNY per core-hour: 0.1 CNY per core-second, so short tasks cost whole fen
+CORES = 2
+
+
+@pytest.fixture
+def db_hub(tmp_path: Path, database_url: str, agents):
+    from services import free_port
+
+    h = HubProc(tmp_path / "hub", free_port())
+    h.data_dir.mkdir()
+    if database_url.startswith("postgresql"):
+        h.database_url = database_url
+    h.init()
+    h.start()
+    yield h
+    h.kill()
+
+
+def _ledger_check(hub: HubProc) -> dict:
+    args = ["--data-dir", str(hub.data_dir)]
+    if hub.database_url:
+        args += ["--database-url", hub.database_url]
+    out = subprocess.run(
+        [sys.executable, "-m", "cpnet", "ledger", "check", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
+def _start(hub: HubProc, agents: list, tmp_path: Path):  # type: ignore[no-untyped-def]
+    world = make_world(hub, {"a": ("general", "440100")})
+    agent = AgentProc(
+        hub, world.site_tokens["a"], tmp_path / "agent", [pool("cpu", cores=4, price=PRICE)]
+    )
+    agent.start()
+    agents.append(agent)
+    user = hub.client(world.user_token)
+    wait_until(lambda: user.pools(), 30, "pool online", log=agent.log)
+    return world, user
+
+
+def _spec(seconds: float) -> dict:
+    return {
+        "executors": [{"command": ["sleep", str(seconds)]}],
+        "resources": {"cpu_cores": CORES, "ram_gb": 0.5},
+        "expected_runtime_s": 60,
+    }
+
+
+def _expected(task) -> int:  # type: ignore[no-untyped-def]
+    (att,) = task.attempts
+    assert att.usage is not None and att.usage.wall_s > 0
+    price = {"cpu_core_hour": PRICE}
+    return charge.usage_charge(price, {"cpu_cores": CORES, "ram_gb": 0.5}, att.usage.wall_s)
+
+
+def test_bill_payout_and_fee_add_up_to_metered_usage_at_the_price(
+    db_hub: HubProc, agents, tmp_path
+):
+    hub = db_hub
+    world, user = _start(hub, agents, tmp_path)
+    funds = int(WORLD_FUNDS.replace(".", ""))
+    t = user.submit(_spec(1))
+    acc = user.account(world.org_id)
+    # held: the predicted cost (2 cores × 360/h × 60 s = 12 CNY) × the 1.5 margin
+    assert acc.held == 1_800 and acc.balance == funds - 1_800
+    done = user.wait(t.id, timeout=60)
+    assert done.state is State.COMPLETE, done.reason
+    expected = _expected(done)
+    period = L.period_of(time.time())
+    bill = user.bill(world.org_id, period)
+    (line,) = bill.lines
+    assert line.task_id == t.id and line.charge == expected
+    assert bill.charged == expected == bill.payouts + bill.fees
+    assert bill.fees == charge.split(expected, 500)[1]
+    acc = user.account(world.org_id)
+    assert acc.held == 0 and acc.balance == funds - expected
+    assert acc.earned == bill.payouts  # the same org is the provider here
+    check = _ledger_check(hub)
+    assert check["ok"] and check["total"] == 0, check
+
+
+def test_a_hub_killed_between_hold_and_settlement_charges_exactly_once(
+    db_hub: HubProc, agents, tmp_path
+):
+    hub = db_hub
+    world, user = _start(hub, agents, tmp_path)
+    funds = int(WORLD_FUNDS.replace(".", ""))
+    t = user.submit(_spec(4))
+    wait_until(lambda: user.task(t.id).state is State.RUNNING, 60, "the task to run")
+    hub.kill()  # SIGKILL: the hold is written, the settlement is not
+    hub.start()
+    user = hub.client(world.user_token)
+    done = user.wait(t.id, timeout=90)
+    assert done.state is State.COMPLETE, done.reason
+    expected = _expected(done)
+    bill = user.bill(world.org_id, L.period_of(time.time()))
+    assert len(bill.lines) == 1 and bill.charged == expected
+    acc = user.account(world.org_id)
+    assert acc.held == 0 and acc.balance == funds - expected
+    check = _ledger_check(hub)
+    assert check["ok"] and check["holds"] == 1, check
+
+
+def test_a_hold_that_cannot_be_placed_is_refused_with_402(hub: HubProc, agents, tmp_path):
+    world, user = _start(hub, agents, tmp_path)
+    with hub.client() as admin:
+        poor = admin.create_org("poor")
+        _, u = admin.create_user(poor.id, "bob", role="user")
+        admin.topup(poor.id, "5.00", transfer_id="poor-1")
+    with hub.client(u.token) as bob, pytest.raises(CpnetError) as e:
+        bob.submit(_spec(1))  # held 18.00 CNY, 5.00 there
+    assert e.value.status == 402 and e.value.code == "insufficient_funds"
+    assert "short by 13.00 CNY" in str(e.value) and "cpnet account topup" in str(e.value)
+    with hub.client(u.token) as bob:
+        assert bob.tasks() == [] or not list(bob.iter_tasks())
+        assert bob.account(poor.id).balance == 500
