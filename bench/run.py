@@ -8,7 +8,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
 - ``resolve``: identifier resolution over HTTP against ``/v1/health`` and a bare ASGI app, and
   the resolver in process against a plain ``dict.get`` (``bench/resolve.py``);
 - ``measure``: the calibration probes on this machine, their time and measured vs peak per
-  figure (``bench/measure.py``).
+  figure (``bench/measure.py``);
+- ``ledger``: ledger postings per second on SQLite and PostgreSQL next to the same database's
+  bare insert-and-commit rate (``bench/ledger.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -20,12 +22,13 @@ import argparse
 import sys
 import time
 
+import ledger
 import measure
 import resolve
 import throughput
 from common import BenchError, console, trap_sigterm
 
-BENCHMARKS = ("throughput", "resolve", "measure")
+BENCHMARKS = ("throughput", "resolve", "measure", "ledger")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_args(ap)
     resolve.add_args(ap)
     measure.add_args(ap)
+    ledger.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = throughput.run(throughput.params(args, command))
             elif name == "measure":
                 path = measure.run(measure.params(args, command))
+            elif name == "ledger":
+                path = ledger.run(ledger.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

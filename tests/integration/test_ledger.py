@@ -129,7 +129,7 @@ def test_a_hub_killed_between_hold_and_settlement_charges_exactly_once(
 
 
 def test_a_hold_that_cannot_be_placed_is_refused_with_402(hub: HubProc, agents, tmp_path):
-    world, user = _start(hub, agents, tmp_path)
+    _start(hub, agents, tmp_path)
     with hub.client() as admin:
         poor = admin.create_org("poor")
         _, u = admin.create_user(poor.id, "bob", role="user")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Update, case, func, insert, or_, select
+from sqlalchemy import Update, bindparam, case, func, insert, or_, select
 from sqlalchemy import update as _sql_update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -94,62 +96,80 @@ def _transfer(r: LedgerTransfer) -> L.Transfer:
     )
 
 
+# Built once: statements with bind parameters compile once and are cached by SQLAlchemy.
+# Core statements on the tables (executed on the session's connection, not as ORM bulk
+# operations, whose parameter lists mean something else).
+_T = LedgerTransfer.__table__
+_A = LedgerAccount.__table__
+_NEW_TRANSFER = {
+    "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
+    "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
+}
+_DEBIT = (
+    _A.update()
+    .where(
+        _A.c.id == bindparam("acc"),
+        or_(_A.c.floor.is_(None), _A.c.balance - bindparam("amount") >= _A.c.floor),
+    )
+    .values(balance=_A.c.balance - bindparam("amount"))
+)
+_CREDIT = (
+    _A.update()
+    .where(_A.c.id == bindparam("acc"))
+    .values(balance=_A.c.balance + bindparam("amount"))
+)
+
+
 def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None = None) -> bool:
     """Write one transfer and move its two balances; False when it is a replay (written before
     with the same content: nothing changes). PaymentRequired, naming the shortfall, when the
     debit would pass its account's floor (the caller's transaction then rolls back whole);
-    Conflict when the id was used for another transfer."""
+    Conflict when the id was used for another transfer.
+
+    Three statements in the common case: the INSERT (a duplicate id inserts nothing: ON
+    CONFLICT DO NOTHING), the conditional debit UPDATE and the credit UPDATE; an account is
+    opened on first use."""
     L.validate(t)
-    old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
-    if old is not None:
+    row = {
+        "id": t.id,
+        "debit": t.debit,
+        "credit": t.credit,
+        "amount": t.amount,
+        "currency": money.CURRENCY,
+        "kind": t.kind.value,
+        "at": t.at,
+        "task_id": t.task_id,
+        "hold_id": t.hold_id,
+        "attempt_id": t.attempt_id,
+        "memo": t.memo,
+        "detail": detail,
+    }
+    conn = s.connection()
+    inserted = conn.execute(_NEW_TRANSFER[conn.dialect.name], row).first()
+    if inserted is None:  # the id exists (maybe committed by a concurrent transaction)
+        old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
+        assert old is not None
         L.is_replay(t, _transfer(old))  # Conflict when the id was used for other content
         return False
-    ensure_account(s, t.debit, t.at)
-    ensure_account(s, t.credit, t.at)
-    try:
-        with s.begin_nested():
-            s.execute(
-                insert(LedgerTransfer).values(
-                    id=t.id,
-                    debit=t.debit,
-                    credit=t.credit,
-                    amount=t.amount,
-                    currency=money.CURRENCY,
-                    kind=t.kind.value,
-                    at=t.at,
-                    task_id=t.task_id,
-                    hold_id=t.hold_id,
-                    attempt_id=t.attempt_id,
-                    memo=t.memo,
-                    detail=detail,
-                )
-            )
-    except IntegrityError:
-        # The same id committed by a concurrent transaction since we looked.
-        old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
-        if old is None:
-            raise
-        L.is_replay(t, _transfer(old))
-        return False
-    res = s.execute(
-        _update(LedgerAccount)
-        .where(
-            LedgerAccount.id == t.debit,
-            or_(
-                LedgerAccount.floor.is_(None),
-                LedgerAccount.balance - t.amount >= LedgerAccount.floor,
-            ),
-        )
-        .values(balance=LedgerAccount.balance - t.amount)
-    )
-    if res.rowcount != 1:
+    debit = {"acc": t.debit, "amount": t.amount}
+    # Not debited: an account not opened yet (open it, its floor decides), or too little.
+    if conn.execute(_DEBIT, debit).rowcount != 1 and not (
+        _opened(s, t.debit, t.at) and conn.execute(_DEBIT, debit).rowcount == 1
+    ):
         acc = account(s, t.debit)
-        raise L.short_error(acc, L.shortfall(acc, t.amount), what or f"transfer {t.id} ({t.kind})")
-    s.execute(
-        _update(LedgerAccount)
-        .where(LedgerAccount.id == t.credit)
-        .values(balance=LedgerAccount.balance + t.amount)
-    )
+        raise L.short_error(acc, L.shortfall(acc, t.amount), what or f"transfer {t.id}")
+    credit = {"acc": t.credit, "amount": t.amount}
+    if conn.execute(_CREDIT, credit).rowcount != 1:
+        _opened(s, t.credit, t.at)
+        conn.execute(_CREDIT, credit)
+    return True
+
+
+def _opened(s: Session, account_id: str, now: float) -> bool:
+    """Open the account if it was not open; True if this call opened it."""
+    if s.execute(select(LedgerAccount.id).where(LedgerAccount.id == account_id)).first():
+        return False
+    ensure_account(s, account_id, now)
     return True
 
 
@@ -192,7 +212,7 @@ def set_spending_limit(
 
 
 def _org(s: Session, org_id: str) -> None:
-    if s.get(Org, org_id) is None:
+    if s.execute(select(Org.id).where(Org.id == org_id)).first() is None:
         raise NotFound(f"no organisation {org_id!r}", field="org_id")
 
 
@@ -326,11 +346,21 @@ def settle_task(s: Session, task_id: str, now: float) -> L.Hold | None:
     compare-and-set, and every transfer's id derives from the hold and attempt. A task without
     a hold (created before the ledger) settles nothing."""
     s.flush()  # the attempts' final states, set on ORM objects, must be visible to the query
+    if not s.execute(
+        select(LedgerHold.id).where(
+            LedgerHold.task_id == task_id, LedgerHold.state == L.HoldState.PENDING.value
+        )
+    ).first():
+        return None
+    return settle_hold(s, task_id, metered(s, task_id), now)
+
+
+def settle_hold(s: Session, task_id: str, lines: list[Metered], now: float) -> L.Hold | None:
+    """Settle the task's pending hold against these metered lines (None: no pending hold)."""
     row = s.scalar(select(LedgerHold).where(LedgerHold.task_id == task_id))
     if row is None or row.state != L.HoldState.PENDING.value:
         return None
     hold = L.Hold(row.id, row.org_id, row.task_id, int(row.amount), row.user_id, period=row.period)
-    lines = metered(s, task_id)
     done, transfers = L.settle(
         hold, [L.ChargeLine(m.attempt_id, m.payee_org, m.charge) for m in lines], row.fee_bps, now
     )
