@@ -474,6 +474,8 @@ def make_world(hub: Hub, sites: Sequence[str], region: str = "440300") -> World:
     """An organisation, a user, a provider admin, a provider and general sites, via the SDK."""
     with hub.client() as admin:
         org = admin.create_org("bench")
+        # every task holds its maximum charge at submission (docs/market.md): fund it generously
+        admin.topup(org.id, "1000000.00", transfer_id=f"bench-funds-{org.id}")
         _, padmin = admin.create_user(org.id, "bench-padmin", role="provider-admin")
         _, user = admin.create_user(org.id, "bench-user", role="user")
     ids, tokens = {}, {}

@@ -216,9 +216,11 @@ def run(p: Params) -> Path:
         f"One writer, one transaction per operation, {p.seconds:g} s per row; each row's rate "
         "is postings (transfers) per second, and the last column divides it by the bare "
         "INSERT + COMMIT rate of the same database in the same run.",
-        "A ledger posting is: SELECT the id (replay?), ensure both accounts (a SELECT each), "
-        "INSERT the transfer in a SAVEPOINT (a concurrent duplicate id), the conditional "
-        "debit UPDATE and the credit UPDATE, then COMMIT.",
+        "A ledger posting is three statements in the caller's transaction: INSERT … ON "
+        "CONFLICT (id) DO NOTHING RETURNING (a replayed id inserts nothing), the conditional "
+        "debit UPDATE (balance − amount ≥ floor) and the credit UPDATE; a top-up also checks "
+        "that the organisation exists; hold + settle adds the hold row, its spending-limit "
+        "look-ups and its compare-and-set.",
         "Durable: SQLite in WAL mode with synchronous=NORMAL survives a process crash (SIGKILL) "
         "but may lose the last commits on power loss; PostgreSQL flushes every COMMIT.",
         "The 2-core Xeon VM is shared with the database server and other work: compare ratios, "

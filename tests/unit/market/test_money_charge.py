@@ -54,3 +54,20 @@ def test_hold_amount() -> None:
     assert charge.hold_amount([0.1, 0.3], 1.5, 0) == 45  # 0.3 × 1.5 = 0.45 CNY
     assert charge.hold_amount([], 1.5, 10) == 10
     assert charge.hold_amount([5.0], 1.5, 0, budget=2.5) == 250  # a budget is the cap itself
+
+
+def test_the_worked_example_in_docs_market_md() -> None:
+    from cpnet.market import ledger as L
+
+    price = {"cpu_core_hour": 1.25, "ram_gb_hour": 0.05}
+    demand = {"cpu_cores": 2, "ram_gb": 4}
+    hold = charge.hold_amount([float(charge.hourly(price, demand)) * 600 / 3600], 1.5, 0)
+    assert hold == 68
+    assert charge.usage_charge(price, demand, 1000) == 75
+    done, ts = L.settle(L.Hold("hold:t", "o", "t", hold), [L.ChargeLine("a", "p", 75)], 500, 0.0)
+    assert [(t.kind, t.amount) for t in ts] == [
+        (L.TransferKind.PAYOUT, 65),
+        (L.TransferKind.FEE, 3),
+    ]
+    c = charge.usage_charge(price, demand, 500)
+    assert c == 38 and charge.split(c, 500) == (36, 2)
