@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cpnet.client import CpnetError
@@ -138,6 +139,20 @@ def test_a_hold_that_cannot_be_placed_is_refused_with_402(hub: HubProc, agents, 
         bob.submit(_spec(1))  # held 18.00 CNY, 5.00 there
     assert e.value.status == 402 and e.value.code == "insufficient_funds"
     assert "short by 13.00 CNY" in str(e.value) and "cpnet account topup" in str(e.value)
+    # the TES front door takes the same path: the same 402 body
+    r = httpx.post(
+        f"{hub.url}/ga4gh/tes/v1/tasks",
+        json={
+            "executors": [{"image": "alpine", "command": ["true"]}],
+            "resources": {"cpu_cores": CORES},
+        },
+        headers={"authorization": f"Bearer {u.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 402, r.text
+    err = r.json()["error"]
+    assert err["code"] == "insufficient_funds" and "short by" in err["message"]
+    assert err["shortfall_minor"] > 0
     with hub.client(u.token) as bob:
-        assert bob.tasks() == [] or not list(bob.iter_tasks())
+        assert not list(bob.iter_tasks())
         assert bob.account(poor.id).balance == 500

@@ -52,14 +52,15 @@ def provider_account(org_id: str) -> str:
 
 
 def kind_of(account_id: str) -> Kind:
-    """The kind an account id names (ids are `<kind-ish prefix>:<rest>`)."""
-    prefix = account_id.split(":", 1)[0]
-    return {
-        "org": Kind.ORG,
-        "escrow": Kind.ESCROW,
-        "provider": Kind.PROVIDER,
-        "external": Kind.FUNDING,
-    }.get(prefix) or (Kind.REVENUE if account_id == REVENUE else Kind.SLA)
+    """The kind an account id names; Invalid for an id that names none."""
+    fixed = {FUNDING: Kind.FUNDING, REVENUE: Kind.REVENUE, SLA: Kind.SLA}
+    if account_id in fixed:
+        return fixed[account_id]
+    prefix, _, rest = account_id.partition(":")
+    per_org = {"org": Kind.ORG, "escrow": Kind.ESCROW, "provider": Kind.PROVIDER}
+    if prefix in per_org and rest:
+        return per_org[prefix]
+    raise Invalid(f"{account_id!r} is not a ledger account id", field="account")
 
 
 def default_floor(kind: Kind) -> int | None:

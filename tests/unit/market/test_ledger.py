@@ -44,6 +44,9 @@ def test_kinds_of_account_ids() -> None:
     assert L.kind_of(L.REVENUE) is L.Kind.REVENUE
     assert L.kind_of(L.SLA) is L.Kind.SLA
     assert L.kind_of(L.FUNDING) is L.Kind.FUNDING
+    for bad in ("platform:other", "org:", "nothing"):
+        with pytest.raises(Invalid):
+            L.kind_of(bad)
 
 
 def test_post_moves_money_and_keeps_the_sum_zero() -> None:

@@ -64,7 +64,7 @@ def test_the_worked_example_in_docs_market_md() -> None:
     hold = charge.hold_amount([float(charge.hourly(price, demand)) * 600 / 3600], 1.5, 0)
     assert hold == 68
     assert charge.usage_charge(price, demand, 1000) == 75
-    done, ts = L.settle(L.Hold("hold:t", "o", "t", hold), [L.ChargeLine("a", "p", 75)], 500, 0.0)
+    _, ts = L.settle(L.Hold("hold:t", "o", "t", hold), [L.ChargeLine("a", "p", 75)], 500, 0.0)
     assert [(t.kind, t.amount) for t in ts] == [
         (L.TransferKind.PAYOUT, 65),
         (L.TransferKind.FEE, 3),

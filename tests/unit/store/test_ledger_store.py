@@ -225,3 +225,60 @@ def test_a_transfer_id_is_never_reused_and_check_finds_tampering(store: Store) -
     with store.read() as s:
         problems = books.check(s).problems
     assert any("postings sum to" in p for p in problems)
+
+
+def test_a_crash_before_commit_leaves_no_hold_and_no_money_moved(store: Store) -> None:
+    who, *_ = _world(store)
+    now = time.time()
+    with store.tx() as s:
+        ledger.topup(s, who.org_id, 1_000, "top", now)
+
+    class Crash(Exception):
+        pass
+
+    spec = TaskSpec(executors=[{"command": ["true"]}])
+    with pytest.raises(Crash), store.tx() as s:
+        task, _ = ts.create_task(s, who, spec, now)
+        ledger.open_hold(s, who.org_id, who.user_id, task.id, 700, 500, now)
+        raise Crash  # the process dies before COMMIT
+    with store.read() as s:
+        assert books.summary(s, who.org_id, now)["balance"] == 1_000
+        assert books.check(s).ok and books.check(s).holds == 0
+
+
+def test_racing_holds_never_overdraw(store: Store) -> None:
+    """Eight submissions race for 1000 fen, 300 each: exactly three holds land, whichever
+    database, and the account never goes below its floor."""
+    import threading
+
+    who, *_ = _world(store)
+    now = time.time()
+    with store.tx() as s:
+        ledger.topup(s, who.org_id, 1_000, "top", now)
+    spec = TaskSpec(executors=[{"command": ["true"]}])
+    won, refused, errors = [], [], []
+    go = threading.Barrier(8)
+
+    def submit() -> None:
+        go.wait()
+        try:
+            with store.tx() as s:
+                task, _ = ts.create_task(s, who, spec, time.time())
+                ledger.open_hold(s, who.org_id, who.user_id, task.id, 300, 500, time.time())
+            won.append(task.id)
+        except PaymentRequired:
+            refused.append(1)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(won) == 3 and len(refused) == 5
+    with store.read() as s:
+        sm = books.summary(s, who.org_id, now)
+        assert (sm["balance"], sm["held"]) == (100, 900)
+        assert books.check(s).ok
