@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cpnet.errors import NotFound, PaymentRequired
+from cpnet.errors import Conflict, NotFound, PaymentRequired
 from cpnet.market import charge, money
 from cpnet.market import ledger as L
 from cpnet.store.tables import (
@@ -185,12 +185,23 @@ def topup(
 
 
 def set_credit_limit(s: Session, org_id: str, limit: int, now: float) -> None:
-    """Let the organisation's account go down to −limit (0: pay before use). Lowering it below
-    what is already spent is allowed: new holds are then refused until it is paid."""
+    """Let the organisation's account go down to −limit (0: pay before use). A limit below the
+    credit already in use is refused (Conflict): no account is ever below its floor."""
     _org(s, org_id)
     acc = L.org_account(org_id)
     ensure_account(s, acc, now)
-    s.execute(_update(LedgerAccount).where(LedgerAccount.id == acc).values(floor=-limit))
+    res = s.execute(
+        _update(LedgerAccount)
+        .where(LedgerAccount.id == acc, LedgerAccount.balance >= -limit)
+        .values(floor=-limit)
+    )
+    if res.rowcount != 1:
+        used = -account(s, acc).balance
+        raise Conflict(
+            f"{org_id} already uses {money.fmt(used)} of credit: a credit limit of "
+            f"{money.fmt(limit)} would put it below its floor; top it up first",
+            field="credit_limit",
+        )
 
 
 def set_spending_limit(
