@@ -45,7 +45,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from cpnet import __version__
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
-from cpnet.market.wire import AccountSummary, Bill, LedgerCheck
+from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
 from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
@@ -130,6 +130,13 @@ class Conflict(CpnetError):
     hint = "look at the object's current state and try again"
 
 
+class PaymentRequired(CpnetError):
+    """The organisation's money does not cover the task's hold (402): its message names the
+    shortfall."""
+
+    hint = "top up the organisation (`cpnet account topup`, admin) or lower constraints.budget"
+
+
 class BadSetting(BadRequest):
     """A hub URL, token or client setting that no request could carry, refused before sending;
     its message says what to do."""
@@ -154,6 +161,7 @@ class WaitTimeout(CpnetError, TimeoutError):
 _BY_STATUS: dict[int, type[CpnetError]] = {
     400: BadRequest,
     401: Unauthorized,
+    402: PaymentRequired,
     403: Unauthorized,
     404: NotFound,
     409: Conflict,
@@ -931,6 +939,31 @@ class Client:
         path = f"/v1/accounts/{_seg(org_id)}/bill"
         data = self._request("GET", path, params={"period": period})
         return self._model(Bill, data, f"GET {path}")
+
+    def post_correction(
+        self,
+        kind: str,
+        debit: str,
+        credit: str,
+        amount: str,
+        *,
+        transfer_id: str,
+        task_id: str | None = None,
+        memo: str = "",
+    ) -> Posted:
+        """Post a correction (refund, credit or adjust: a new transfer); admin only. The same
+        `transfer_id` with the same content is a no-op, with other content a Conflict."""
+        body = {
+            "id": transfer_id,
+            "kind": kind,
+            "debit": debit,
+            "credit": credit,
+            "amount": amount,
+            "task_id": task_id,
+            "memo": memo,
+        }
+        data = self._request("POST", "/v1/ledger/transfers", body=body, idempotent=True)
+        return self._model(Posted, data, "POST /v1/ledger/transfers")
 
     def ledger_check(self) -> LedgerCheck:
         """Check the books on the hub; admin only."""

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cpnet.client import CpnetError
-from cpnet.market import charge
+from cpnet.market import charge, money
 from cpnet.market import ledger as L
 from cpnet.tasks.states import State
 from tests.integration.procs import WORLD_FUNDS, AgentProc, HubProc, make_world, pool, wait_until
@@ -105,6 +105,20 @@ def test_bill_payout_and_fee_add_up_to_metered_usage_at_the_price(
     assert acc.earned == bill.payouts  # the same org is the provider here
     check = _ledger_check(hub)
     assert check["ok"] and check["total"] == 0, check
+
+    # A correction is a new transfer: the platform refunds its fee, once however often posted.
+    with hub.client() as admin:
+        fee = money.major(bill.fees)
+        args = ("refund", L.REVENUE, L.org_account(world.org_id), fee)
+        first = admin.post_correction(*args, transfer_id=f"refund-{t.id}", task_id=t.id)
+        again = admin.post_correction(*args, transfer_id=f"refund-{t.id}", task_id=t.id)
+        assert first.created and not again.created
+        with pytest.raises(CpnetError) as e:  # the same id with other content
+            other = money.major(bill.fees + 1)
+            admin.post_correction(*args[:3], other, transfer_id=f"refund-{t.id}", task_id=t.id)
+        assert e.value.status == 409
+    assert user.account(world.org_id).balance == funds - expected + bill.fees
+    assert _ledger_check(hub)["ok"]
 
 
 def test_a_hub_killed_between_hold_and_settlement_charges_exactly_once(

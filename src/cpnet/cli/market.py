@@ -215,6 +215,39 @@ def bill(
     )
 
 
+@ledger_app.command("post")
+def post(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="refund, credit or adjust.", show_default=False)],
+    amount: Annotated[str, typer.Argument(help="Major units, e.g. 12.34.", show_default=False)],
+    debit: Annotated[str, typer.Option("--from", help="Debited account, e.g. provider:org_…")],
+    credit: Annotated[str, typer.Option("--to", help="Credited account, e.g. org:org_…")],
+    transfer_id: Annotated[
+        str, typer.Option("--id", help="Transfer id: repeating it never posts twice.")
+    ],
+    task: Annotated[str | None, typer.Option("--task", help="The task it corrects.")] = None,
+    memo: Annotated[str, typer.Option("--memo", help="Why: kept with the transfer.")] = "",
+    json_out: JsonOut = False,
+) -> None:
+    """Post a correction (admin): a refund (provider:… or platform:revenue → org:…), an SLA
+    credit (platform:sla → org:…) or an adjustment. Written transfers never change; a
+    correction is a new one.
+
+    **Example:** `cpnet ledger post refund 12.00 --from provider:org_p… --to org:org_u… --id rf-7`
+    """
+    with connect(ctx) as hub:
+        done = hub.post_correction(
+            kind, debit, credit, amount, transfer_id=transfer_id, task_id=task, memo=memo
+        )
+    if json_out:
+        print_json(done)
+        return
+    what = "posted" if done.created else "already posted (a replay: nothing changed)"
+    console.print(
+        f"{what}: {done.id} {done.kind} {money.fmt(done.amount)} {done.debit} → {done.credit}"
+    )
+
+
 @ledger_app.command("check")
 def check(
     data_dir: DataDir = None,

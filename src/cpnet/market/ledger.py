@@ -190,6 +190,30 @@ def post(accounts: Mapping[str, Account], t: Transfer) -> dict[str, Account]:
     return out
 
 
+CORRECTIONS = (TransferKind.REFUND, TransferKind.CREDIT, TransferKind.ADJUST)
+
+
+def check_correction(t: Transfer) -> None:
+    """The rules an operator's correction must meet (written ones are never changed: a
+    correction is a new transfer). A refund gives money back from a provider or the platform's
+    revenue to an organisation; a credit is an SLA credit to an organisation; an adjustment moves
+    money between any accounts but escrow (only holds move escrow, so it always equals them)."""
+    validate(t)
+    if t.kind not in CORRECTIONS:
+        raise Invalid(
+            f"a correction is one of {', '.join(k.value for k in CORRECTIONS)}", field="kind"
+        )
+    debit, credit = kind_of(t.debit), kind_of(t.credit)
+    if Kind.ESCROW in (debit, credit):
+        raise Invalid("escrow moves only with holds; correct the org account", field="debit")
+    if t.kind is TransferKind.REFUND and (
+        debit not in (Kind.PROVIDER, Kind.REVENUE) or credit is not Kind.ORG
+    ):
+        raise Invalid("a refund goes from provider:… or platform:revenue to org:…", field="debit")
+    if t.kind is TransferKind.CREDIT and (debit is not Kind.SLA or credit is not Kind.ORG):
+        raise Invalid(f"an SLA credit goes from {SLA} to org:…", field="debit")
+
+
 # ---- holds: two-phase transfers ----
 
 

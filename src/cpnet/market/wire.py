@@ -86,3 +86,25 @@ class LedgerCheck(BaseModel):
     holds: int
     total: int
     problems: list[str]
+
+
+class Correction(Strict):
+    """An operator's correction: a new transfer (refund, SLA credit or adjustment)."""
+
+    id: Annotated[str, Field(min_length=1, max_length=120)]  # idempotency: never reused
+    kind: Annotated[str, Field(pattern=r"^(refund|credit|adjust)$")]
+    debit: Annotated[str, Field(min_length=3, max_length=160)]
+    credit: Annotated[str, Field(min_length=3, max_length=160)]
+    amount: Amount
+    task_id: Annotated[str, Field(max_length=64)] | None = None
+    memo: Annotated[str, Field(max_length=512)] = ""
+
+
+class Posted(BaseModel):
+    id: str
+    created: bool  # False: the same transfer was written before (a replay)
+    kind: str
+    debit: str
+    credit: str
+    amount: int
+    currency: str = CURRENCY

@@ -253,3 +253,22 @@ class LedgerMachine(RuleBasedStateMachine):
 
 TestLedgerMachine = LedgerMachine.TestCase
 TestLedgerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_corrections_are_new_transfers_of_known_kinds() -> None:
+    def t(kind, debit, credit):  # type: ignore[no-untyped-def]
+        return L.Transfer("c1", debit, credit, 100, kind, 0.0)
+
+    org, prov = L.org_account(ORG), L.provider_account(PROV)
+    L.check_correction(t(L.TransferKind.REFUND, prov, org))
+    L.check_correction(t(L.TransferKind.REFUND, L.REVENUE, org))
+    L.check_correction(t(L.TransferKind.CREDIT, L.SLA, org))
+    L.check_correction(t(L.TransferKind.ADJUST, org, prov))
+    for bad in (
+        t(L.TransferKind.REFUND, L.SLA, org),  # a refund does not come from SLA
+        t(L.TransferKind.CREDIT, prov, org),  # an SLA credit does
+        t(L.TransferKind.ADJUST, L.escrow_account(ORG), org),  # escrow moves only with holds
+        t(L.TransferKind.TOPUP, L.FUNDING, org),  # not a correction
+    ):
+        with pytest.raises(Invalid):
+            L.check_correction(bad)

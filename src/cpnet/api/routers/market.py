@@ -11,8 +11,17 @@ from cpnet.api.deps import admin, caller, hub
 from cpnet.auth.model import Principal
 from cpnet.errors import NotFound, new_id
 from cpnet.hub.service import Hub
+from cpnet.market import ledger as L
 from cpnet.market import money
-from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, LimitsUpdate, TopUp
+from cpnet.market.wire import (
+    AccountSummary,
+    Bill,
+    Correction,
+    LedgerCheck,
+    LimitsUpdate,
+    Posted,
+    TopUp,
+)
 from cpnet.store import accounts, books, ledger
 
 router = APIRouter(prefix="/v1", tags=["market"])
@@ -89,4 +98,28 @@ def check_ledger(_: Principal = Depends(admin), h: Hub = Depends(hub)) -> Ledger
         holds=c.holds,
         total=c.total,
         problems=list(c.problems),
+    )
+
+
+@router.post("/ledger/transfers", response_model=Posted, status_code=201)
+def post_correction(
+    body: Correction, _: Principal = Depends(admin), h: Hub = Depends(hub)
+) -> Posted:
+    """Post a correction (refund, SLA credit, adjustment): a new transfer, idempotent by its
+    id; transfers already written never change."""
+    t = L.Transfer(
+        body.id,
+        body.debit,
+        body.credit,
+        money.parse(body.amount, field="amount"),
+        L.TransferKind(body.kind),
+        time.time(),
+        task_id=body.task_id,
+        memo=body.memo,
+    )
+    L.check_correction(t)
+    with h.store.tx() as s:
+        created = ledger.post(s, t)
+    return Posted(
+        id=t.id, created=created, kind=t.kind.value, debit=t.debit, credit=t.credit, amount=t.amount
     )
