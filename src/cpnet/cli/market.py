@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +15,15 @@ from cpnet.cli.config import connect
 from cpnet.cli.hub import DatabaseUrl, DataDir
 from cpnet.cli.output import console, errors, fail, fields, print_json, table
 from cpnet.market import money
+from cpnet.market.ledger import period_of
 from cpnet.market.wire import AccountSummary, Bill, LedgerCheck
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Org = Annotated[str, typer.Argument(help="Organisation id (org_…).", show_default=False)]
+OwnOrg = Annotated[
+    str | None,
+    typer.Argument(help="Organisation id (org_…); default: your own.", show_default=False),
+]
 
 
 def group(help_text: str) -> typer.Typer:
@@ -54,13 +60,14 @@ def _show(acc: AccountSummary, json_out: bool) -> None:
 
 
 @account_app.command("show")
-def show(ctx: typer.Context, org: Org, json_out: JsonOut = False) -> None:
-    """Show an organisation's balance, held money, available money and limits.
+def show(ctx: typer.Context, org: OwnOrg = None, json_out: JsonOut = False) -> None:
+    """Show an organisation's balance, held money, available money and limits (your own
+    organisation's when none is named).
 
     **Example:** `cpnet account show org_nexvcydqesbzjtjp --json`
     """
     with connect(ctx) as hub:
-        _show(hub.account(org), json_out)
+        _show(hub.account(org or hub.whoami().org_id), json_out)
 
 
 @account_app.command("topup")
@@ -178,21 +185,26 @@ Held now: {money.fmt(b.held_now)}.</p></body></html>
 
 def bill(
     ctx: typer.Context,
-    org: Org,
-    period: Annotated[str, typer.Option("--period", help="A month: 2026-12.", show_default=False)],
+    org: OwnOrg = None,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            "--period", help="A month: 2026-12 (default: this month, UTC).", show_default=False
+        ),
+    ] = None,
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Write the bill as CSV.")] = None,
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Write the bill as printable HTML.")
     ] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Show an organisation's bill for a month, itemised per task: pool, provider, seconds,
-    price, charge, fee.
+    """Show an organisation's bill for a month (your own organisation's when none is named),
+    itemised per task: pool, provider, seconds, price, charge, fee.
 
     **Example:** `cpnet bill org_nexvcydqesbzjtjp --period 2026-12 --csv bill.csv --html bill.html`
     """
     with connect(ctx) as hub:
-        b = hub.bill(org, period)
+        b = hub.bill(org or hub.whoami().org_id, period or period_of(time.time()))
     if csv_file is not None:
         csv_file.write_text(bill_csv(b))
     if html_file is not None:

@@ -35,7 +35,7 @@ def cpnet(tenant: Tenant, *args: str, token: str | None = None):  # type: ignore
 def test_account_bill_and_a_402(tenant: Tenant, tmp_path: Path) -> None:
     org = tenant.world.org_id
     admin = tenant.net.hub.admin_token
-    shown = cpnet(tenant, "account", "show", org, "--json")
+    shown = cpnet(tenant, "account", "show", "--json")  # your own organisation
     assert shown.exit_code == 0, shown.output
     before = json.loads(shown.output)
     assert before["balance"] == 100_000_000 and before["held"] == 0
@@ -59,6 +59,9 @@ def test_account_bill_and_a_402(tenant: Tenant, tmp_path: Path) -> None:
     assert "<table>" in out_html.read_text()
     after = json.loads(cpnet(tenant, "account", "show", org, "--json").output)
     assert after["held"] == 0 and after["balance"] == before["balance"]
+    own = cpnet(tenant, "bill", "--json")  # your own organisation, this month
+    assert own.exit_code == 0, own.output
+    assert json.loads(own.output)["org_id"] == org
 
     # a user may not fund itself; an admin may, and may set a monthly limit
     r = cpnet(tenant, "account", "topup", org, "5.00")
