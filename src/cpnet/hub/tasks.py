@@ -10,6 +10,7 @@ Each function is synchronous (the store is): async routes call it in a worker th
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from cpnet.hub.scheduling import pool_view, request_from_dict
 from cpnet.hub.service import Hub
 from cpnet.market import charge
 from cpnet.measure.scu import work_scu_hours
-from cpnet.sched import rank
+from cpnet.sched import PoolView, rank
 from cpnet.store import ledger, registry
 from cpnet.store import tasks as store
 from cpnet.tasks import wildcards
@@ -87,19 +88,36 @@ def with_input_sizes(h: Hub, spec: TaskSpec) -> TaskSpec:
     return spec.model_copy(update={"inputs": inputs}) if changed else spec
 
 
+VIEWS_TTL_S = 1.0  # how long hold_for reuses its snapshot of the pools' prices and states
+_views: weakref.WeakKeyDictionary[Hub, tuple[float, list[PoolView]]] = weakref.WeakKeyDictionary()
+
+
+def _pool_views(h: Hub, now: float) -> list[PoolView]:
+    """Every unretired pool as the scheduler sees it (without its recent record), reused for
+    VIEWS_TTL_S: a burst of submissions reads the pools once, not once per task."""
+    cached = _views.get(h)
+    if cached is not None and 0 <= now - cached[0] < VIEWS_TTL_S:
+        return cached[1]
+    with h.store.read() as s:
+        views = [pool_view(p, site) for p, site in registry.live_pools(s, online_only=False)]
+    _views[h] = (now, views)
+    return views
+
+
 def hold_for(h: Hub, spec: TaskSpec, now: float) -> int:
     """The hold a new task takes, in minor units (docs/market.md): its budget if it gives one,
     else the largest cost the scheduler predicts over the online pools that could run it, times
     the hub's margin; when none could yet, the dearest known pool's price of its demand for its
     expected run time, times the margin; never below the hub's minimum."""
     req = request_from_dict("new", spec.model_dump(mode="json", exclude_none=True), now=now)
-    with h.store.read() as s:
-        views = [pool_view(p, site) for p, site in registry.live_pools(s, online_only=False)]
+    if req.budget is not None:
+        return charge.hold_amount((), h.settings.hold_margin, h.settings.min_hold, req.budget)
+    views = _pool_views(h, now)
     placements = rank(req, [v for v in views if v.online]).placements
     costs = [p.estimated_cost for p in placements] or [
         v.price.hourly(req.demand) * req.expected_runtime_s / 3600.0 for v in views
     ]
-    return charge.hold_amount(costs, h.settings.hold_margin, h.settings.min_hold, req.budget)
+    return charge.hold_amount(costs, h.settings.hold_margin, h.settings.min_hold)
 
 
 def submit(

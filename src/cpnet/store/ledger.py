@@ -15,6 +15,7 @@ from sqlalchemy import Update, bindparam, case, func, insert, or_, select
 from sqlalchemy import update as _sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -105,6 +106,7 @@ _NEW_TRANSFER = {
     "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
     "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
 }
+_NEW_HOLD = LedgerHold.__table__.insert()
 _DEBIT = (
     _A.update()
     .where(
@@ -262,20 +264,23 @@ def open_hold(
     organisation's account to its escrow. PaymentRequired naming the shortfall when either
     refuses (the caller's transaction, with the task in it, then rolls back)."""
     period = L.period_of(now)
-    who = [("", None)] + ([(user_id, user_id)] if user_id else [])
-    for key, uid in who:
-        lim = s.scalar(
-            select(SpendingLimit.monthly)
-            .where(SpendingLimit.org_id == org_id, SpendingLimit.user_id == key)
+    keys = ["", user_id] if user_id else [""]
+    limits = dict(
+        s.execute(
+            select(SpendingLimit.user_id, SpendingLimit.monthly)
+            .where(SpendingLimit.org_id == org_id, SpendingLimit.user_id.in_(keys))
             .with_for_update()
-        )
-        used = spent(s, org_id, period, uid) if lim is not None else 0
+        ).all()
+    )
+    for key, lim in sorted(limits.items()):
+        uid = key or None
+        used = spent(s, org_id, period, uid)
         over = L.over_limit(lim, used, amount)
         if over:
             whose = f"user {uid}" if uid else f"organisation {org_id}"
             raise PaymentRequired(
                 f"this task's hold of {money.fmt(amount)} would pass the monthly spending limit "
-                f"of {whose} ({money.fmt(lim or 0)}, {money.fmt(used)} used in {period}): short "
+                f"of {whose} ({money.fmt(lim)}, {money.fmt(used)} used in {period}): short "
                 f"by {money.fmt(over)}; lower constraints.budget or ask an admin to raise the "
                 "limit (`cpnet account limit`)",
                 field="constraints.budget",
@@ -284,19 +289,21 @@ def open_hold(
                 currency=money.CURRENCY,
             )
     h = L.Hold(L.hold_id(task_id), org_id, task_id, amount, user_id, period=period)
-    s.execute(
-        insert(LedgerHold).values(
-            id=h.id,
-            task_id=task_id,
-            org_id=org_id,
-            user_id=user_id,
-            amount=amount,
-            charged=0,
-            fee_bps=fee_bps,
-            state=h.state.value,
-            period=period,
-            created_at=now,
-        )
+    s.connection().execute(
+        _NEW_HOLD,
+        {
+            "id": h.id,
+            "task_id": task_id,
+            "org_id": org_id,
+            "user_id": user_id,
+            "amount": amount,
+            "charged": 0,
+            "fee_bps": fee_bps,
+            "state": h.state.value,
+            "period": period,
+            "created_at": now,
+            "settled_at": None,
+        },
     )
     for t in L.reserve(h, now):
         try:
@@ -323,26 +330,36 @@ def metered(s: Session, task_id: str) -> list[Metered]:
     """The charge of each attempt of a task, oldest first. Attempts that never started, and
     those that ended SYSTEM_ERROR (the site's fault), are not charged."""
     q = (
-        select(Attempt, Pool.descriptor, Site.org_id)
+        select(
+            Attempt.id,
+            Attempt.pool_id,
+            Attempt.state,
+            Attempt.start_time,
+            Attempt.end_time,
+            Attempt.usage,
+            Attempt.demand,
+            Pool.descriptor,
+            Site.org_id,
+        )
         .join(Pool, Pool.id == Attempt.pool_id)
         .join(Site, Site.id == Pool.site_id)
         .where(Attempt.task_id == task_id)
         .order_by(Attempt.n)
     )
     out = []
-    for a, desc, payee in s.execute(q):
+    for a in s.execute(q):
         if a.start_time is None or a.state == State.SYSTEM_ERROR.value:
             continue
         wall = (a.usage or {}).get("wall_s")
         if wall is None:
             end = a.end_time if a.end_time is not None else a.start_time
             wall = max(0.0, end - a.start_time)
-        price = (desc or {}).get("price") or {}
+        price = (a.descriptor or {}).get("price") or {}
         out.append(
             Metered(
                 a.id,
                 a.pool_id,
-                payee,
+                a.org_id,
                 float(wall),
                 str(charge.hourly(price, a.demand)),
                 charge.usage_charge(price, a.demand, float(wall)),
@@ -357,20 +374,34 @@ def settle_task(s: Session, task_id: str, now: float) -> L.Hold | None:
     compare-and-set, and every transfer's id derives from the hold and attempt. A task without
     a hold (created before the ledger) settles nothing."""
     s.flush()  # the attempts' final states, set on ORM objects, must be visible to the query
-    if not s.execute(
-        select(LedgerHold.id).where(
-            LedgerHold.task_id == task_id, LedgerHold.state == L.HoldState.PENDING.value
-        )
-    ).first():
+    row = s.execute(select(*_HOLD_COLS).where(LedgerHold.task_id == task_id)).first()
+    if row is None or row.state != L.HoldState.PENDING.value:
         return None
-    return settle_hold(s, task_id, metered(s, task_id), now)
+    return _settle(s, row, metered(s, task_id), now)
+
+
+_HOLD_COLS = (
+    LedgerHold.id,
+    LedgerHold.org_id,
+    LedgerHold.task_id,
+    LedgerHold.amount,
+    LedgerHold.user_id,
+    LedgerHold.period,
+    LedgerHold.fee_bps,
+    LedgerHold.state,
+)
 
 
 def settle_hold(s: Session, task_id: str, lines: list[Metered], now: float) -> L.Hold | None:
     """Settle the task's pending hold against these metered lines (None: no pending hold)."""
-    row = s.scalar(select(LedgerHold).where(LedgerHold.task_id == task_id))
+    row = s.execute(select(*_HOLD_COLS).where(LedgerHold.task_id == task_id)).first()
     if row is None or row.state != L.HoldState.PENDING.value:
         return None
+    return _settle(s, row, lines, now)
+
+
+def _settle(s: Session, row: Row, lines: list[Metered], now: float) -> L.Hold | None:
+    """Settle one pending hold (`row`: its _HOLD_COLS) by compare-and-set, then post."""
     hold = L.Hold(row.id, row.org_id, row.task_id, int(row.amount), row.user_id, period=row.period)
     done, transfers = L.settle(
         hold, [L.ChargeLine(m.attempt_id, m.payee_org, m.charge) for m in lines], row.fee_bps, now
@@ -382,7 +413,6 @@ def settle_hold(s: Session, task_id: str, lines: list[Metered], now: float) -> L
     )
     if res.rowcount != 1:
         return None  # settled by a concurrent transaction
-    row.state, row.charged, row.settled_at = done.state.value, done.charged, now
     by_attempt = {m.attempt_id: m for m in lines}
     for t in transfers:
         m = by_attempt.get(t.attempt_id or "")
