@@ -9,6 +9,7 @@ PostgreSQL; a transfer's unique id makes a replay a no-op.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Update, bindparam, case, func, insert, or_, select
@@ -106,6 +107,10 @@ _NEW_TRANSFER = {
     "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
     "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
 }
+_NEW_TRANSFERS = {
+    "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]),
+    "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]),
+}  # + .values([...]).returning(id) per batch: RETURNING names the rows that were new
 _NEW_HOLD = LedgerHold.__table__.insert()
 _DEBIT = (
     _A.update()
@@ -132,20 +137,7 @@ def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None
     CONFLICT DO NOTHING), the conditional debit UPDATE and the credit UPDATE; an account is
     opened on first use."""
     L.validate(t)
-    row = {
-        "id": t.id,
-        "debit": t.debit,
-        "credit": t.credit,
-        "amount": t.amount,
-        "currency": money.CURRENCY,
-        "kind": t.kind.value,
-        "at": t.at,
-        "task_id": t.task_id,
-        "hold_id": t.hold_id,
-        "attempt_id": t.attempt_id,
-        "memo": t.memo,
-        "detail": detail,
-    }
+    row = _row(t, detail)
     conn = s.connection()
     inserted = conn.execute(_NEW_TRANSFER[conn.dialect.name], row).first()
     if inserted is None:  # the id exists (maybe committed by a concurrent transaction)
@@ -165,6 +157,68 @@ def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None
         _opened(s, t.credit, t.at)
         conn.execute(_CREDIT, credit)
     return True
+
+
+def post_many(
+    s: Session, transfers: Sequence[L.Transfer], details: Sequence[dict | None] = ()
+) -> int:
+    """Write several transfers at once (a settlement's payouts, fees and release); how many were
+    new. One multi-row INSERT … ON CONFLICT DO NOTHING, then one balance UPDATE per account for
+    its net change — conditional on its floor where the net is a debit — so the floors hold for
+    the batch as a whole. Replays are skipped exactly as `post` skips them."""
+    if len(transfers) <= 1:
+        return sum(post(s, t, d) for t, d in zip(transfers, details or [None], strict=False))
+    for t in transfers:
+        L.validate(t)
+    details = list(details) or [None] * len(transfers)
+    conn = s.connection()
+    rows = [_row(t, d) for t, d in zip(transfers, details, strict=True)]
+    stmt = _NEW_TRANSFERS[conn.dialect.name].values(rows).returning(_T.c.id)
+    new = {r.id for r in conn.execute(stmt)}
+    fresh = []
+    for t in transfers:
+        if t.id in new:
+            fresh.append(t)
+            continue
+        old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
+        assert old is not None
+        L.is_replay(t, _transfer(old))  # Conflict when the id was used for other content
+    net: dict[str, int] = {}
+    for t in fresh:
+        net[t.debit] = net.get(t.debit, 0) - t.amount
+        net[t.credit] = net.get(t.credit, 0) + t.amount
+    at = transfers[0].at
+    for acc, change in sorted(net.items()):  # a fixed order: no deadlock between two batches
+        if change < 0:
+            debit = {"acc": acc, "amount": -change}
+            if conn.execute(_DEBIT, debit).rowcount != 1 and not (
+                _opened(s, acc, at) and conn.execute(_DEBIT, debit).rowcount == 1
+            ):
+                got = account(s, acc)
+                raise L.short_error(got, L.shortfall(got, -change), f"transfers to {acc}")
+        elif change > 0:
+            credit = {"acc": acc, "amount": change}
+            if conn.execute(_CREDIT, credit).rowcount != 1:
+                _opened(s, acc, at)
+                conn.execute(_CREDIT, credit)
+    return len(fresh)
+
+
+def _row(t: L.Transfer, detail: dict | None) -> dict:
+    return {
+        "id": t.id,
+        "debit": t.debit,
+        "credit": t.credit,
+        "amount": t.amount,
+        "currency": money.CURRENCY,
+        "kind": t.kind.value,
+        "at": t.at,
+        "task_id": t.task_id,
+        "hold_id": t.hold_id,
+        "attempt_id": t.attempt_id,
+        "memo": t.memo,
+        "detail": detail,
+    }
 
 
 def _opened(s: Session, account_id: str, now: float) -> bool:
@@ -414,16 +468,19 @@ def _settle(s: Session, row: Row, lines: list[Metered], now: float) -> L.Hold | 
     if res.rowcount != 1:
         return None  # settled by a concurrent transaction
     by_attempt = {m.attempt_id: m for m in lines}
+    details = []
     for t in transfers:
         m = by_attempt.get(t.attempt_id or "")
-        detail = None
-        if m is not None:
-            detail = {
+        details.append(
+            None
+            if m is None
+            else {
                 "pool_id": m.pool_id,
                 "payee_org": m.payee_org,
                 "seconds": m.seconds,
                 "hourly": m.hourly,
                 "metered_charge": m.charge,
             }
-        post(s, t, detail)
+        )
+    post_many(s, transfers, details)
     return done

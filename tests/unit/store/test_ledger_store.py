@@ -282,3 +282,26 @@ def test_racing_holds_never_overdraw(store: Store) -> None:
         sm = books.summary(s, who.org_id, now)
         assert (sm["balance"], sm["held"]) == (100, 900)
         assert books.check(s).ok
+
+
+def test_post_many_skips_replays_and_keeps_floors_for_the_batch(store: Store) -> None:
+    who, host, *_ = _world(store)
+    now = time.time()
+    org, prov = L.org_account(who.org_id), L.provider_account(host)
+
+    def t(i: str, amount: int, debit: str = org, credit: str = prov) -> L.Transfer:
+        return L.Transfer(i, debit, credit, amount, L.TransferKind.ADJUST, now)
+
+    with store.tx() as s:
+        ledger.topup(s, who.org_id, 1_000, "top", now)
+        assert ledger.post(s, t("a", 100))
+    with store.tx() as s:  # "a" again is a replay; "b" and "c" are new
+        assert ledger.post_many(s, [t("a", 100), t("b", 200), t("c", 300)]) == 2
+    with pytest.raises(PaymentRequired), store.tx() as s:  # 400 there, 500 in, 1000 out
+        ledger.post_many(s, [t("d", 500, prov, org), t("e", 1_000)])
+    with pytest.raises(Conflict), store.tx() as s:
+        ledger.post_many(s, [t("b", 201), t("f", 1)])
+    with store.read() as s:
+        assert ledger.account(s, org).balance == 400
+        assert ledger.account(s, prov).balance == 600
+        assert books.check(s).ok
