@@ -220,7 +220,8 @@ def run(p: Params) -> Path:
         "CONFLICT (id) DO NOTHING RETURNING (a replayed id inserts nothing), the conditional "
         "debit UPDATE (balance − amount ≥ floor) and the credit UPDATE; a top-up also checks "
         "that the organisation exists; hold + settle adds the hold row, its spending-limit "
-        "look-ups and its compare-and-set.",
+        "look-up and its compare-and-set, and posts the settlement's 3 transfers as one batch "
+        "(one multi-row INSERT, one UPDATE per account).",
         "Durable: SQLite in WAL mode with synchronous=NORMAL survives a process crash (SIGKILL) "
         "but may lose the last commits on power loss; PostgreSQL flushes every COMMIT.",
         "The 2-core Xeon VM is shared with the database server and other work: compare ratios, "
