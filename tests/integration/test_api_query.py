@@ -75,6 +75,7 @@ class Setup:
             "token_id": "tok_nope",
             "identifier": self.world.provider_id,
             "sha256": "0" * 64,
+            "org_id": self.world.org_id,
         }
         return template.format(**ids)
 
