@@ -39,6 +39,10 @@ class HubSettings:
     max_blob_bytes: int = 16 * 1024 * 1024  # one blob in the hub's store (PUT /v1/blobs)
     log_level: str = "warning"
     region_code: str = ""  # where the hub lies (GB/T 2260), for the network map's geo figures
+    # The operator's platform fee on every task's price, in basis points (500 = 5 %): shown in
+    # quotes and charged by the ledger. CPNET_PLATFORM_FEE_BPS.
+    platform_fee_bps: int = 500
+    quote_ttl_s: float = 300.0  # how long a quote binds (CPNET_QUOTE_TTL_S)
 
     @property
     def url(self) -> str:
@@ -63,4 +67,24 @@ class HubSettings:
             s = replace(s, max_blob_bytes=int(env["CPNET_MAX_BLOB_BYTES"]))
         if env.get("CPNET_HUB_REGION"):
             s = replace(s, region_code=env["CPNET_HUB_REGION"].strip())
+        if env.get("CPNET_PLATFORM_FEE_BPS"):
+            s = replace(s, platform_fee_bps=fee_bps(env["CPNET_PLATFORM_FEE_BPS"]))
+        if env.get("CPNET_QUOTE_TTL_S"):
+            s = replace(s, quote_ttl_s=float(env["CPNET_QUOTE_TTL_S"]))
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
+
+
+MAX_FEE_BPS = 5000  # a platform fee above 50 % is a typo
+
+
+def fee_bps(text: str) -> int:
+    """CPNET_PLATFORM_FEE_BPS as whole basis points 0..MAX_FEE_BPS, or ValueError saying so."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"CPNET_PLATFORM_FEE_BPS must be whole basis points (500 = 5 %), got {text!r}"
+        ) from None
+    if not 0 <= value <= MAX_FEE_BPS:
+        raise ValueError(f"CPNET_PLATFORM_FEE_BPS must be 0..{MAX_FEE_BPS}, got {value}")
+    return value

@@ -11,7 +11,7 @@ from cpnet import __version__
 from cpnet.api import errors, query
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
-from cpnet.api.routers import accounts, agents, blobs, ident, network, pools, tasks, tes
+from cpnet.api.routers import accounts, agents, blobs, ident, market, network, pools, tasks, tes
 from cpnet.config import HubSettings
 from cpnet.hub.service import Hub
 
@@ -47,7 +47,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, network)
+    routers = (ident, accounts, pools, tasks, agents, network, market)
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)

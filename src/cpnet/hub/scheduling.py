@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from cpnet.market import prices
 from cpnet.network import HUB, NetworkMap, shipped, site_place, url_place
 from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, history, rank
+from cpnet.sched.score import load_fraction
 from cpnet.store import network as network_store
+from cpnet.store import prices as price_store
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
@@ -22,8 +26,29 @@ BATCH = 500  # queued tasks considered per pass
 HISTORY_S = 900.0  # a pool's record: the attempts placed on it in the last 15 minutes
 
 
-def pool_view(p: Pool, site: Site, past: history.PoolHistory = history.NONE) -> PoolView:
-    """A store row, and the pool's recent record, as the scheduler's plain-data view."""
+def pool_view(
+    p: Pool,
+    site: Site,
+    past: history.PoolHistory = history.NONE,
+    book: Sequence[prices.Entry] = (),
+    now: float = 0.0,
+) -> PoolView:
+    """A store row, and the pool's recent record, as the scheduler's plain-data view.
+
+    Its price is the on-demand entry of the pool's price ``book`` in force at ``now``, with the
+    entry's dynamic rule applied at the pool's utilisation (``score.load_fraction``); without
+    one, the price its agent declared.
+    """
+    view = _declared_view(p, site, past)
+    if not book:
+        return view
+    price = prices.price_at(
+        book, now, load_fraction(view), gpu_model=view.gpu_model, default=view.price
+    )
+    return view if price is view.price else replace(view, price=price)
+
+
+def _declared_view(p: Pool, site: Site, past: history.PoolHistory) -> PoolView:
     desc = p.descriptor
     price = desc.get("price", {})
     carbon, _ = shipped().carbon(site.region_code)
@@ -63,12 +88,24 @@ def pool_view(p: Pool, site: Site, past: history.PoolHistory = history.NONE) -> 
 
 
 def pool_views(s: Session, now: float, online_only: bool = True) -> list[PoolView]:
-    """Every live pool as the scheduler sees it, with its recent record."""
+    """Every live pool as the scheduler sees it, with its recent record and its price at now."""
+    return pool_views_and_records(s, now, online_only)[0]
+
+
+def pool_views_and_records(
+    s: Session, now: float, online_only: bool = True
+) -> tuple[list[PoolView], dict[str, history.PoolHistory]]:
+    """``pool_views``, and each pool's recent record (quotes show it as an SLA score)."""
     past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
-    return [
-        pool_view(p, site, past.get(p.id, history.NONE))
+    books = {
+        pool_id: [price_store.entry(row) for row in rows]
+        for pool_id, rows in price_store.in_force(s, now).items()
+    }
+    views = [
+        pool_view(p, site, past.get(p.id, history.NONE), books.get(p.id, ()), now)
         for p, site in reg.live_pools(s, online_only=online_only)
     ]
+    return views, past
 
 
 def network_map(s: Session, now: float) -> NetworkMap:
@@ -119,6 +156,7 @@ def request_from_dict(
         gpu_model=r.get("gpu_model"),
         regions=tuple(c.get("regions", ())) + tuple(r.get("zones", ())),
         providers=tuple(p.lower() for p in c.get("providers", ())),
+        pools=tuple(p.lower() for p in c.get("pools", ())),
         pool_types=tuple(c.get("pool_types", ())),
         labels=tuple(sorted(c.get("labels", {}).items())),
         avoid_pools=avoid,

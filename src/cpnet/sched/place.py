@@ -366,6 +366,12 @@ def _reasons(
     t = short.terms[j]
     cost = _money(t.cost)
     reasons.append(f"estimated cost {cost} {currency} for ~{round(runtime_s)} s")
+    if t.work_cost is not None:
+        per = pool.price.per_scu_hour(task.profile)
+        reasons.append(
+            f"run priced per SCU-hour: {task.work_scu_h:g} SCU-h × {per:g} {currency} "
+            f"({task.profile}) = {_money(t.work_cost)}, whatever the pool's speed"
+        )
     if task.profile is not None and task.work_scu_h is not None:
         rate = pool.scu_rate(task.profile)
         if rate > 0:
