@@ -19,6 +19,8 @@ from cpnet.cli import (
     measure,
     network,
     pools,
+    prices,
+    quote,
     submit,
     tasks,
 )
@@ -160,6 +162,8 @@ app.command("logs")(tasks.logs)
 app.command("cancel")(tasks.cancel)
 app.command("explain")(tasks.explain)
 app.command("pools")(pools.pools)
+app.add_typer(prices.app, name="prices")
+app.command("quote")(quote.quote)
 app.command("measure")(measure.measure)
 app.command("measure-match")(measure.catalogue_match)
 app.add_typer(network.app, name="network")
