@@ -8,7 +8,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
 - ``resolve``: identifier resolution over HTTP against ``/v1/health`` and a bare ASGI app, and
   the resolver in process against a plain ``dict.get`` (``bench/resolve.py``);
 - ``measure``: the calibration probes on this machine, their time and measured vs peak per
-  figure (``bench/measure.py``).
+  figure (``bench/measure.py``);
+- ``quote``: ``POST /v1/quotes`` latency at 10,000 priced pools, and its parts in process
+  (``bench/quote.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -21,11 +23,12 @@ import sys
 import time
 
 import measure
+import quote
 import resolve
 import throughput
 from common import BenchError, console, trap_sigterm
 
-BENCHMARKS = ("throughput", "resolve", "measure")
+BENCHMARKS = ("throughput", "resolve", "measure", "quote")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_args(ap)
     resolve.add_args(ap)
     measure.add_args(ap)
+    quote.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = throughput.run(throughput.params(args, command))
             elif name == "measure":
                 path = measure.run(measure.params(args, command))
+            elif name == "quote":
+                path = quote.run(quote.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:
