@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from cpnet.market import prices
 from cpnet.network import HUB, NetworkMap, shipped, site_place, url_place
 from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, history, rank
-from cpnet.sched.score import load_fraction
+from cpnet.sched.score import used_share
 from cpnet.store import network as network_store
 from cpnet.store import prices as price_store
 from cpnet.store import registry as reg
@@ -39,19 +39,25 @@ def pool_view(
     entry's dynamic rule applied at the pool's utilisation (``score.load_fraction``); without
     one, the price its agent declared.
     """
-    view = _declared_view(p, site, past)
-    if not book:
-        return view
-    price = prices.price_at(
-        book, now, load_fraction(view), gpu_model=view.gpu_model, default=view.price
-    )
-    return view if price is view.price else replace(view, price=price)
-
-
-def _declared_view(p: Pool, site: Site, past: history.PoolHistory) -> PoolView:
     desc = p.descriptor
-    price = desc.get("price", {})
+    declared = desc.get("price", {})
     carbon, _ = shipped().carbon(site.region_code)
+    total = Resources(p.total_cpu, p.total_ram, p.total_disk, p.total_gpus)
+    available = Resources(
+        max(0.0, p.total_cpu - p.reserved_cpu),
+        max(0.0, p.total_ram - p.reserved_ram),
+        max(0.0, p.total_disk - p.reserved_disk),
+        max(0, p.total_gpus - p.reserved_gpus),
+    )
+    price = Price(
+        currency=declared.get("currency", "CNY"),
+        cpu_core_hour=declared.get("cpu_core_hour", 0.0),
+        ram_gb_hour=declared.get("ram_gb_hour", 0.0),
+        gpu_hour=declared.get("gpu_hour", 0.0),
+    )
+    if book:
+        use = used_share(total, available)
+        price = prices.price_at(book, now, use, gpu_model=p.gpu_model, default=price) or price
     return PoolView(
         id=p.id,
         site_id=site.id,
@@ -60,22 +66,12 @@ def _declared_view(p: Pool, site: Site, past: history.PoolHistory) -> PoolView:
         type=p.type,
         region_code=site.region_code,
         labels=tuple(sorted(desc.get("labels", {}).items())),
-        total=Resources(p.total_cpu, p.total_ram, p.total_disk, p.total_gpus),
-        available=Resources(
-            max(0.0, p.total_cpu - p.reserved_cpu),
-            max(0.0, p.total_ram - p.reserved_ram),
-            max(0.0, p.total_disk - p.reserved_disk),
-            max(0, p.total_gpus - p.reserved_gpus),
-        ),
+        total=total,
+        available=available,
         gpu_model=p.gpu_model,
         queue_length=p.queue_length,
         running=p.running,
-        price=Price(
-            currency=price.get("currency", "CNY"),
-            cpu_core_hour=price.get("cpu_core_hour", 0.0),
-            ram_gb_hour=price.get("ram_gb_hour", 0.0),
-            gpu_hour=price.get("gpu_hour", 0.0),
-        ),
+        price=price,
         online=p.online,
         can_run_images=bool(desc.get("can_run_images", False)),
         scu=tuple(sorted((p.scu or {}).items())),
@@ -97,10 +93,7 @@ def pool_views_and_records(
 ) -> tuple[list[PoolView], dict[str, history.PoolHistory]]:
     """``pool_views``, and each pool's recent record (quotes show it as an SLA score)."""
     past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
-    books = {
-        pool_id: [price_store.entry(row) for row in rows]
-        for pool_id, rows in price_store.in_force(s, now).items()
-    }
+    books = price_store.entries_in_force(s, now)
     views = [
         pool_view(p, site, past.get(p.id, history.NONE), books.get(p.id, ()), now)
         for p, site in reg.live_pools(s, online_only=online_only)

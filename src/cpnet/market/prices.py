@@ -153,12 +153,13 @@ def current(entries: Sequence[Entry], now: float, kind: str = "on_demand") -> En
 def effective(entry: Entry, utilisation: float, gpu_model: str | None = None) -> Price:
     """The scheduler's Price for a pool from an entry, the dynamic rule applied at a utilisation."""
     f = entry.dynamic.factor(utilisation) if entry.dynamic is not None else 1.0
+    scu_hour = tuple(sorted(entry.scu_hour))
     return Price(
         currency=entry.currency,
         cpu_core_hour=entry.cpu_core_hour * f,
         ram_gb_hour=entry.ram_gb_hour * f,
         gpu_hour=entry.gpu_price(gpu_model) * f,
-        scu_hour=tuple(sorted((p, v * f) for p, v in entry.scu_hour)),
+        scu_hour=scu_hour if f == 1.0 else tuple((p, v * f) for p, v in scu_hour),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -92,18 +92,48 @@ def history(s: Session, pool_id: str) -> list[PriceEntry]:
     return list(s.scalars(q))
 
 
-def in_force(
-    s: Session, now: float, pool_ids: Iterable[str] | None = None
-) -> dict[str, list[PriceEntry]]:
-    """Per pool, the entries whose period covers ``now`` (the candidates market/prices picks
-    from), in one query; pools without any are absent."""
-    q = select(PriceEntry).where(
+_COLUMNS = (
+    PriceEntry.id,
+    PriceEntry.pool_id,
+    PriceEntry.kind,
+    PriceEntry.currency,
+    PriceEntry.cpu_core_hour,
+    PriceEntry.ram_gb_hour,
+    PriceEntry.gpu_hour,
+    PriceEntry.gpu_models,
+    PriceEntry.scu_hour,
+    PriceEntry.dynamic,
+    PriceEntry.valid_from,
+    PriceEntry.valid_until,
+)
+
+
+def entries_in_force(s: Session, now: float) -> dict[str, list[prices.Entry]]:
+    """Per pool, the entries whose period covers ``now`` (market/prices picks the one in force
+    among them), as pure entries; pools without any are absent. Read as plain rows: the
+    scheduler's pass reads this for every pool each time, and ORM objects cost several times
+    more."""
+    q = select(*_COLUMNS).where(
         PriceEntry.valid_from <= now,
         or_(PriceEntry.valid_until.is_(None), PriceEntry.valid_until > now),
     )
-    if pool_ids is not None:
-        q = q.where(PriceEntry.pool_id.in_(list(pool_ids)))
-    out: dict[str, list[PriceEntry]] = {}
-    for row in s.scalars(q):
-        out.setdefault(row.pool_id, []).append(row)
+    out: dict[str, list[prices.Entry]] = {}
+    for seq, pool_id, kind, cur, cpu, ram, gpu, models, scu, d, start, until in s.execute(q):
+        out.setdefault(pool_id, []).append(
+            prices.Entry(
+                kind=kind,
+                currency=cur,
+                cpu_core_hour=cpu,
+                ram_gb_hour=ram,
+                gpu_hour=gpu,
+                gpu_models=tuple(models.items()) if models else (),
+                scu_hour=tuple(sorted(scu.items())) if scu else (),
+                valid_from=start,
+                valid_until=until,
+                dynamic=None
+                if d is None
+                else prices.DynamicRule(d["target"], d["k"], d["floor"], d["cap"]),
+                seq=seq,
+            )
+        )
     return out
