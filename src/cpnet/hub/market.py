@@ -25,7 +25,7 @@ from cpnet.sched.score import load_fraction
 from cpnet.store import prices as price_store
 from cpnet.store import quotes as quote_store
 from cpnet.store import registry
-from cpnet.store.tables import Pool, Quote, Site
+from cpnet.store.tables import Pool, PriceEntry, Quote, Site
 from cpnet.tasks.model import TaskSpec
 
 
@@ -65,7 +65,13 @@ def pool_prices(s: Session, pool_id: str, at: float, *, full_history: bool = Fal
         raise NotFound(f"no pool {pool_id!r}", field="pool_id")
     site = s.get(Site, pool.site_id)
     assert site is not None
-    rows = price_store.history(s, pool.id)
+    return _prices(pool, site, price_store.history(s, pool.id), at, full_history)
+
+
+def _prices(
+    pool: Pool, site: Site, rows: list[PriceEntry], at: float, full_history: bool = False
+) -> PoolPrices:
+    """A pool's prices at ``at`` from its entry rows (every one covering ``at``, or more)."""
     book = [price_store.entry(r) for r in rows]
     view = scheduling.pool_view(pool, site)  # the declared price, and utilisation now
     use = load_fraction(view)
@@ -92,8 +98,12 @@ def pool_prices(s: Session, pool_id: str, at: float, *, full_history: bool = Fal
 
 
 def all_prices(s: Session, at: float) -> list[PoolPrices]:
-    """Every live pool's prices at ``at``."""
-    return [pool_prices(s, p.id, at) for p, _ in registry.live_pools(s, online_only=False)]
+    """Every live pool's prices at ``at`` (one query for every pool's entries)."""
+    rows = price_store.rows_in_force(s, at)
+    return [
+        _prices(p, site, rows.get(p.id, []), at)
+        for p, site in registry.live_pools(s, online_only=False)
+    ]
 
 
 def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecord:

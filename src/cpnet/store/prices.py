@@ -92,6 +92,18 @@ def history(s: Session, pool_id: str) -> list[PriceEntry]:
     return list(s.scalars(q))
 
 
+def rows_in_force(s: Session, at: float) -> dict[str, list[PriceEntry]]:
+    """Per pool, the entry rows whose period covers ``at`` (for showing every pool's prices)."""
+    q = select(PriceEntry).where(
+        PriceEntry.valid_from <= at,
+        or_(PriceEntry.valid_until.is_(None), PriceEntry.valid_until > at),
+    )
+    out: dict[str, list[PriceEntry]] = {}
+    for row in s.scalars(q):
+        out.setdefault(row.pool_id, []).append(row)
+    return out
+
+
 _COLUMNS = (
     PriceEntry.id,
     PriceEntry.pool_id,
