@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from cpnet import __version__
 from cpnet.agent.settings import AgentConfigError
-from cpnet.cli import admin, agent, blob, hub, ident, login, measure, pools, submit, tasks
+from cpnet.cli import admin, agent, blob, hub, ident, login, measure, pools, sim, submit, tasks
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
 from cpnet.client import CpnetError, check_hub_url, check_token
@@ -158,4 +158,5 @@ app.add_typer(hub.app, name="hub")
 app.command("agent")(agent.agent)
 app.add_typer(admin.app, name="admin")
 app.command("demo")(demo)
+app.command("sim")(sim.sim)
 app.command("version")(version)
