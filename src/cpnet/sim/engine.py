@@ -12,6 +12,7 @@ pool while attempts remain, else the job ends SYSTEM_ERROR.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import time
 from bisect import insort
@@ -157,9 +158,11 @@ class Simulation:
         site = net.sites[pool]
         run = job.runtime_s / site.speed
         task.run_s = run
-        # Time to failure is drawn for every attempt, so the failure stream does not depend on
-        # which pools a policy picks, only on how many attempts it makes.
-        fail_after = self.rng.expovariate(site.failure_per_h / 3600.0)
+        # A unit exponential per attempt, scaled by the pool's rate: the draws do not depend on
+        # which pools a policy picks, only on the order of its attempts.
+        unit = self.rng.expovariate(1.0)
+        rate = site.failure_per_h / 3600.0  # failures per second of running
+        fail_after = unit / rate if rate > 0 else math.inf
         self.push(now + stage, STAGED, task.index)
         if fail_after < run:
             self.push(now + stage + fail_after, FAIL, task.index)
