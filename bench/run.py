@@ -8,7 +8,10 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
 - ``resolve``: identifier resolution over HTTP against ``/v1/health`` and a bare ASGI app, and
   the resolver in process against a plain ``dict.get`` (``bench/resolve.py``);
 - ``measure``: the calibration probes on this machine, their time and measured vs peak per
-  figure (``bench/measure.py``).
+  figure (``bench/measure.py``);
+- ``sim``: the simulator's policy comparison on an SWF log and the Alibaba GPU trace at 30 and
+  300 sites with the LP-bound gaps, and a 100,000-job replay's speed (``bench/sim.py``; in
+  process, no services).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -22,10 +25,11 @@ import time
 
 import measure
 import resolve
+import sim
 import throughput
 from common import BenchError, console, trap_sigterm
 
-BENCHMARKS = ("throughput", "resolve", "measure")
+BENCHMARKS = ("throughput", "resolve", "measure", "sim")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_args(ap)
     resolve.add_args(ap)
     measure.add_args(ap)
+    sim.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -54,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = throughput.run(throughput.params(args, command))
             elif name == "measure":
                 path = measure.run(measure.params(args, command))
+            elif name == "sim":
+                path = sim.run_all(sim.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

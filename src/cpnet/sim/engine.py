@@ -108,12 +108,14 @@ class Simulation:
         elif kind == FINISH:
             self.account(task, task.run_s)
             self.state.give(task.pool, task.demand)
+            self.state.record(task.pool, failed=False)
             self.released = True
             task.done_s = now
             return 1
         else:
             self.account(task, now - task.start_s)
             self.state.give(task.pool, task.demand)
+            self.state.record(task.pool, failed=True)
             self.released = True
             return self.fail(task, now)
         return 0

@@ -5,10 +5,12 @@ site holds (pool type, size, speed, prices, failure rate, WAN bandwidth) is draw
 generator, because no public table gives it. ``build`` cycles through the 54 cities of
 ``sites.csv``, so 300 sites put five or six providers in every city.
 
-Transfer time between sites is behind one function, ``transfer_s``, so a measured network map
-can replace the model: RTT_ms = 0.5 + 0.0245 × great-circle km (a least-squares fit on
-WonderNetwork's Shanghai-sourced mainland/HK pairs) plus bytes ÷ the smaller of the two sites'
-WAN bandwidth. Bandwidth between cities is not in the data: it is a per-site parameter.
+Transfer times come from the hub's own network map (``cpnet.network.NetworkMap``): RTT from
+great-circle distance (its geo default, 0.5 ms + 0.0245 ms/km, fitted on WonderNetwork's
+Shanghai-sourced pairs) and, since bandwidth between cities is not in the data, a declared link
+per site giving its WAN uplink (a per-site parameter drawn here). The simulator moves data with
+the figures of that map and hands the same map to cpnet's scheduler, so the scheduler's staging
+estimates are exact here: it is the network it would see with perfect probes.
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ import csv
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from cpnet.network import Link, NetworkMap, shipped, site_place
+from cpnet.network import Path as NetPath
 from cpnet.sched import PoolView, Price, Resources
 
-RTT_BASE_MS = 0.5  # intercept of the RTT fit, ms
-RTT_MS_PER_KM = 0.0245  # slope of the RTT fit, ms per great-circle km
-EARTH_RADIUS_KM = 6371.0088
 PUE = 1.4  # data-centre power usage effectiveness applied to every site (assumed, not measured)
 SCU_PROFILE = "sim"  # the workload profile the simulator's pools publish a speed for
 
@@ -48,10 +49,10 @@ TYPES: dict[
         float,
     ],
 ] = {
-    "general": (0.4, (128, 1024), 4.0, (0,), (0.8, 1.2), 0.12, 0.0, 0.002, 10.0),
-    "intelligent": (0.3, (64, 512), 8.0, (8, 16, 32, 64), (1.0, 1.4), 0.15, 8.0, 0.004, 10.0),
-    "supercomputing": (0.1, (1024, 4096), 4.0, (0, 8), (1.2, 1.6), 0.10, 9.0, 0.001, 25.0),
-    "edge": (0.2, (16, 64), 4.0, (0, 2, 4), (0.6, 0.9), 0.25, 12.0, 0.01, 1.0),
+    "general": (0.4, (128, 1024), 4.0, (0,), (0.8, 1.2), 0.12, 0.0, 0.0002, 10.0),
+    "intelligent": (0.3, (64, 512), 8.0, (8, 16, 32, 64), (1.0, 1.4), 0.15, 8.0, 0.0004, 10.0),
+    "supercomputing": (0.1, (1024, 4096), 4.0, (0, 8), (1.2, 1.6), 0.10, 9.0, 0.0001, 25.0),
+    "edge": (0.2, (16, 64), 4.0, (0, 2, 4), (0.6, 0.9), 0.25, 12.0, 0.002, 1.0),
 }
 GPU_MODELS = ("NVIDIA A100 80GB", "NVIDIA H800", "NVIDIA H20", "Huawei Ascend 910B")
 WATTS_PER_CORE = 8.0  # W per busy core (assumed)
@@ -83,7 +84,7 @@ class Site:
     lat: float
     lon: float
     carbon_g_per_kwh: float
-    wan_gbps: float  # effective throughput of one transfer in or out, Gbit/s (assumed)
+    wan_gbps: float  # WAN uplink: throughput of a transfer out of this site, Gbit/s (assumed)
     speed: float  # run-time divisor: a trace job of T s runs T / speed s here
     failure_per_h: float  # attempt failures per hour of running (exponential)
 
@@ -93,27 +94,67 @@ class Site:
         return self.region_code[:2]
 
 
+@dataclass(frozen=True)
+class FixedMap(NetworkMap):
+    """A network map whose figures never change (a simulated network): each pair's path is
+    worked out once, then answered from a table, so the scheduler's many lookups stay cheap."""
+
+    known: dict[tuple[str, str], NetPath] = field(default_factory=dict, compare=False, repr=False)
+
+    def path(self, a: str, b: str) -> NetPath:
+        """The map's path between two places (cached)."""
+        found = self.known.get((a, b))
+        if found is None:
+            found = self.known[(a, b)] = NetworkMap.path(self, a, b)
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class Network:
-    """Sites, their pools (pool i lives at site i) and the site-to-site RTT in seconds."""
+    """Sites, their pools (pool i lives at site i), the network map and its figures as arrays."""
 
     sites: tuple[Site, ...]
     pools: tuple[PoolView, ...]
-    rtt_s: np.ndarray  # (n, n) round-trip seconds between sites
-    gbps: np.ndarray  # (n, n) transfer throughput between sites, Gbit/s
+    map: NetworkMap
+    rtt_s: np.ndarray  # (n, n) round-trip seconds from site i to site j, from the map
+    gbps: np.ndarray  # (n, n) transfer throughput from site i to site j, Gbit/s, from the map
 
     def index(self) -> dict[str, int]:
         """Site id → position, for looking up a job's data site."""
         return {s.id: i for i, s in enumerate(self.sites)}
 
 
-def transfer_s(net: Network, src: int, dst: int, nbytes: float) -> float:
-    """Seconds to move ``nbytes`` from site ``src`` to site ``dst`` (0 on the same site).
+def assemble(
+    sites: Sequence[Site], pools: Sequence[PoolView], rtt_ms: float | None = None
+) -> Network:
+    """A Network from sites and their pools: the map declares each site's WAN uplink (and an RTT
+    for every path when ``rtt_ms`` is given, else the map's geo model gives it from distance)."""
+    places = [site_place(s.id) for s in sites]
+    links = [
+        Link(place, "*", rtt_ms=rtt_ms, mbps=s.wan_gbps * 1000.0)
+        for place, s in zip(places, sites, strict=True)
+    ]
+    regions = {place: s.region_code for place, s in zip(places, sites, strict=True)}
+    net_map = FixedMap.build(links=links, regions=regions, geo=shipped())
+    n = len(sites)
+    rtt = np.zeros((n, n))
+    gbps = np.ones((n, n))
+    for i, a in enumerate(places):
+        for j, b in enumerate(places):
+            path = net_map.path(a, b)
+            rtt[i, j] = path.rtt_ms / 1000.0
+            gbps[i, j] = path.mbps / 1000.0
+    views = tuple(replace(p, place=place) for p, place in zip(pools, places, strict=True))
+    return Network(tuple(sites), views, net_map, rtt, gbps)
 
-    The one place the simulator estimates staging: one RTT for the handshake plus bytes over the
-    smaller WAN bandwidth of the two ends. Swap this for ``cpnet.network`` when it lands.
+
+def transfer_s(net: Network, src: int, dst: int, nbytes: float) -> float:
+    """Seconds to move ``nbytes`` from site ``src`` to site ``dst``: the map's figure.
+
+    Equal to ``net.map.transfer_s`` between the two sites' places (one RTT, then the bytes at
+    the path's bandwidth), read from arrays because the engine asks for it on every placement.
     """
-    if src == dst or nbytes <= 0:
+    if nbytes <= 0:
         return 0.0
     return float(net.rtt_s[src, dst] + nbytes * 8 / (net.gbps[src, dst] * 1e9))
 
@@ -152,15 +193,6 @@ def read_cities(geo: Path) -> tuple[City, ...]:
                 )
             )
     return tuple(cities)
-
-
-def _km(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
-    """Great-circle km between every pair of (lat, lon) points (haversine)."""
-    lat, lon = np.radians(np.asarray(a)), np.radians(np.asarray(b))
-    dlat = lat[:, None] - lat[None, :]
-    dlon = lon[:, None] - lon[None, :]
-    h = np.sin(dlat / 2) ** 2 + np.cos(lat)[:, None] * np.cos(lat)[None, :] * np.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(1.0, h)))
 
 
 def _type_for(k: int, city: City, rng: random.Random) -> str:
@@ -229,13 +261,13 @@ def build(n_sites: int, rng: random.Random, cities: Sequence[City]) -> Network:
                 running=0,
                 price=price,
                 scu=((SCU_PROFILE, site.speed),),
+                carbon_g_per_kwh=site.carbon_g_per_kwh,
+                watts_per_core=WATTS_PER_CORE * PUE,
+                watts_per_gpu=WATTS_PER_GPU * PUE,
             )
         )
         sites.append(site)
-    km = _km([s.lat for s in sites], [s.lon for s in sites])
-    rtt = (RTT_BASE_MS + RTT_MS_PER_KM * km) / 1000.0
-    wan = np.array([s.wan_gbps for s in sites])
-    return Network(tuple(sites), tuple(pools), rtt, np.minimum(wan[:, None], wan[None, :]))
+    return assemble(sites, pools)
 
 
 def watts(demand: Resources) -> float:

@@ -7,7 +7,8 @@ Every baseline places only where the job fits now, and, like cpnet's scheduler, 
 where an earlier attempt failed only when nothing else fits.
 
 cpnet's policy calls ``cpnet.sched.assign`` on the live ``PoolView``s: the same function, with
-the same arguments, that the hub's scheduling pass (``hub/scheduling.schedule_once``) calls.
+the same arguments, that the hub's scheduling pass (``hub/scheduling.schedule_once``) calls:
+each task's input place and size, the network map, the pools' failure share and grid carbon.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from cpnet.sched import TaskRequest, Weights, assign
+from cpnet.network import site_place
+from cpnet.sched import DEFAULT_WEIGHTS, TaskRequest, Weights, assign
 from cpnet.sim.network import SCU_PROFILE
 from cpnet.sim.state import State, Task
 
@@ -130,8 +132,9 @@ class Cpnet:
 
     name = "cpnet"
 
-    def __init__(self, weights: Weights | None = None) -> None:
+    def __init__(self, weights: Weights | None = None, objective: str = "balanced") -> None:
         self.weights = weights
+        self.objective = objective
         self._requests: dict[tuple[int, int], TaskRequest] = {}
 
     def request(self, task: Task) -> TaskRequest:
@@ -140,24 +143,28 @@ class Cpnet:
         req = self._requests.pop(key, None)
         if req is None:
             estimate = expected_s(task)
+            job = task.job
+            inputs = ()
+            if job.data_site and job.input_bytes > 0:
+                inputs = ((site_place(job.data_site), int(job.input_bytes)),)
             req = TaskRequest(
-                id=task.job.id,
+                id=job.id,
                 demand=task.demand,
                 avoid_pools=task.avoid,
                 expected_runtime_s=estimate,
                 profile=SCU_PROFILE,
                 work_scu_h=estimate / 3600.0,  # the trace ran at speed 1.0 (one SCU)
+                inputs=inputs,
+                objective=self.objective,
             )
         self._requests[key] = req
         return req
 
     def place(self, tasks: Sequence[Task], state: State, now: float) -> list[int | None]:
         reqs = [self.request(t) for t in tasks]
-        if self.weights is None:
-            result = assign(reqs, state.views(), keep=1)
-        else:
-            result = assign(reqs, state.views(), self.weights, keep=1)
-        index = {pid: i for i, pid in enumerate(state.pool_ids)}
+        weights = self.weights or DEFAULT_WEIGHTS
+        result = assign(reqs, state.views(), weights, keep=1, network=state.net.map)
+        index = state.pool_index
         out: list[int | None] = []
         for task, (_, _, pool_id) in zip(tasks, result, strict=True):
             if pool_id is None:

@@ -13,8 +13,11 @@ import numpy as np
 
 from cpnet.sched import PoolView, Resources
 from cpnet.sched.snapshot import EPSILON
-from cpnet.sim.network import Network, transfer_s
+from cpnet.sim.network import Network
 from cpnet.sim.traces import Job
+
+# Ended attempts a pool needs before its failure share is reported (fewer say little).
+MIN_HISTORY = 10
 
 
 @dataclass(slots=True)
@@ -50,6 +53,9 @@ class State:
         prices = [p.price for p in net.pools]
         self.price = np.array([[p.cpu_core_hour, p.ram_gb_hour, p.gpu_hour] for p in prices])
         self.pool_ids = [p.id for p in net.pools]
+        self.pool_index = {pid: i for i, pid in enumerate(self.pool_ids)}
+        self.attempts = [0] * len(totals)  # attempts started per pool
+        self.failures = [0] * len(totals)  # of which failed for the system
 
     def fits(self, demand: Resources) -> np.ndarray:
         """A boolean mask of the pools where the demand fits now."""
@@ -72,9 +78,7 @@ class State:
         if d < 0 or task.job.input_bytes <= 0:
             return np.zeros(len(self.running))
         net = self.net
-        out = net.rtt_s[d] + task.job.input_bytes * 8 / (net.gbps[d] * 1e9)
-        out[d] = transfer_s(net, d, d, task.job.input_bytes)
-        return out
+        return net.rtt_s[d] + task.job.input_bytes * 8 / (net.gbps[d] * 1e9)
 
     def take(self, i: int, demand: Resources) -> None:
         """Reserve the demand on pool i (at placement: it holds through staging and running)."""
@@ -83,6 +87,17 @@ class State:
         self.free[i, 2] -= demand.gpus
         self.running[i] += 1
         self._dirty.add(i)
+
+    def record(self, i: int, failed: bool) -> None:
+        """Count an ended attempt on pool i, for the failure rate the hub would report."""
+        self.attempts[i] += 1
+        self.failures[i] += failed
+        self._dirty.add(i)
+
+    def failure_rate(self, i: int) -> float:
+        """Share of pool i's ended attempts that failed; 0 until it has MIN_HISTORY of them."""
+        seen = self.attempts[i]
+        return self.failures[i] / seen if seen >= MIN_HISTORY else 0.0
 
     def give(self, i: int, demand: Resources) -> None:
         """Release the demand on pool i (the attempt ended)."""
@@ -100,6 +115,7 @@ class State:
                 self._views[i],
                 available=Resources(float(cpu), float(ram), 0.0, round(gpus)),
                 running=self.running[i],
+                failure_rate=self.failure_rate(i),
             )
         self._dirty.clear()
         return self._views

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from cpnet.sched import PoolView, Price, Resources
-from cpnet.sim.network import SCU_PROFILE, Network, Site
+from cpnet.sim.network import SCU_PROFILE, Network, Site, assemble
 
 
 def make_network(
@@ -37,7 +35,4 @@ def make_network(
                 scu=((SCU_PROFILE, speed),),
             )
         )  # fmt: skip
-    n = len(pools)
-    rtt = np.full((n, n), rtt_s)
-    np.fill_diagonal(rtt, 0.0)
-    return Network(tuple(sites), tuple(views), rtt, np.full((n, n), gbps))
+    return assemble(sites, views, rtt_ms=rtt_s * 1000.0)

@@ -49,7 +49,9 @@ def test_speed_divides_run_time_and_staging_adds_to_it() -> None:
     assert m.mean_jct_s == pytest.approx(0.5 + 1.0 + 50.0)
     assert m.cross_region_bytes == 1e9
     m = simulate([job], net, POLICIES["data-nearest"](None), seed=0)  # type: ignore[arg-type]
-    assert m.mean_jct_s == pytest.approx(100.0)  # on the data's own site: no staging, speed 1
+    # On the data's own site, speed 1: only the map's same-place copy (0.1 ms, 10 Gbit/s).
+    assert m.mean_jct_s == pytest.approx(100.0 + 0.0001 + 0.8)
+    assert m.mean_jct_s - 100 == pytest.approx(net.map.transfer_s("site:s1", "site:s1", 10**9))
     assert m.cross_region_bytes == 0
 
 
@@ -70,7 +72,7 @@ def test_a_failed_attempt_avoids_its_pool() -> None:
     net = make_network([(4, 0, 1.0), (4, 0, 5.0)])
     sites = list(net.sites)
     sites[0] = Site(*[getattr(sites[0], f) for f in Site.__slots__[:-1]], 1e9)
-    net = type(net)(tuple(sites), net.pools, net.rtt_s, net.gbps)
+    net = type(net)(tuple(sites), net.pools, net.map, net.rtt_s, net.gbps)
     m = simulate([Job("j", 0, 100, 1)], net, Cpnet(), seed=0)
     assert (m.completed, m.failed) == (1, 0)
     assert m.mean_jct_s == pytest.approx(100)  # failed at once on pool 0, then 100 s on pool 1
