@@ -141,10 +141,13 @@ def _bound_gaps(
 def _targets(trace: str, sites: int, results: dict[str, Metrics], gaps: dict) -> str:
     """The issue's target, stated against these figures (reported, never asserted)."""
     cp = results["cpnet"]
-    best = min(SIMPLE, key=lambda n: results[n].mean_jct_s)
+    # A baseline that lost jobs averages its JCT over fewer (often the long ones are lost), so
+    # it is compared only when none completed everything.
+    whole = [n for n in SIMPLE if results[n].completed == results[n].jobs] or SIMPLE
+    best = min(whole, key=lambda n: results[n].mean_jct_s)
     b = results[best]
     jct_gain = 1 - cp.mean_jct_s / b.mean_jct_s
-    cheaper = min(SIMPLE, key=lambda n: results[n].cost)
+    cheaper = min(whole, key=lambda n: results[n].cost)
     c = results[cheaper]
     cost_gain = 1 - cp.cost / c.cost
     jct_ok = jct_gain >= 0.30 and cp.cost <= b.cost
@@ -153,8 +156,8 @@ def _targets(trace: str, sites: int, results: dict[str, Metrics], gaps: dict) ->
     bound_txt = "no bound" if g is None or math.isnan(g) else f"{g:+.1%} from the JCT bound"
     return (
         f"{trace} × {sites} sites: cpnet's mean JCT is {cp.mean_jct_s / b.mean_jct_s - 1:+.1%} "
-        f"against the best baseline by JCT ({best}), at {cp.cost / b.cost - 1:+.1%} cost; its cost "
-        f"is {cp.cost / c.cost - 1:+.1%} against the cheapest baseline ({cheaper}), at "
+        f"against the best complete baseline by JCT ({best}), at {cp.cost / b.cost - 1:+.1%} "
+        f"cost; its cost is {cp.cost / c.cost - 1:+.1%} against the cheapest complete baseline ({cheaper}), at "
         f"{cp.mean_jct_s / c.mean_jct_s - 1:+.1%} mean JCT; {bound_txt}. Target (≥30 % lower JCT "
         f"at no higher cost, or ≥20 % lower cost at no worse JCT): "
         f"{'met' if jct_ok or cost_ok else 'NOT met'}."
@@ -254,6 +257,10 @@ def run_bench(p: Params) -> object:
         "Gaps are to the LP relaxation (cpnet/sim/bound.py): no queueing, capacity as volume "
         "from each job's submit to the horizon (the latest makespan compared); a policy that "
         "left a job failed has no gap (its mean covers fewer jobs).",
+        "A complete baseline completed every job; one that lost jobs (the failed column) "
+        "averages its JCT over fewer, usually without the longest, so it is not the yardstick.",
+        "The machine is shared: the load average above says how busy it was; wall times and "
+        "events/s are for this run only.",
         "Pools, prices, speeds, failure rates, WAN bandwidth, input sizes and deadlines are "
         "drawn from the seed (docs/simulator.md); arrivals are compressed to offered load 0.7.",
         "Plots: " + ", ".join(pngs) + ".",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cpnet.sched import Resources
 from cpnet.sim.network import Network, transfer_s
 from cpnet.sim.traces import Job
 
@@ -96,10 +97,8 @@ def lower_bound(jobs: Sequence[Job], net: Network, horizon_s: float) -> Bound:
     return Bound(jct, money, horizon_s, len(pairs), ok)
 
 
-def _demand(job: Job):  # type: ignore[no-untyped-def]
+def _demand(job: Job) -> Resources:
     """The job's demand as scheduler Resources (for the pool's price)."""
-    from cpnet.sched import Resources
-
     return Resources(job.cpu_cores, job.ram_gb, 0.0, job.gpus)
 
 
