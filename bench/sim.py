@@ -157,7 +157,8 @@ def _targets(trace: str, sites: int, results: dict[str, Metrics], gaps: dict) ->
     return (
         f"{trace} × {sites} sites: cpnet's mean JCT is {cp.mean_jct_s / b.mean_jct_s - 1:+.1%} "
         f"against the best complete baseline by JCT ({best}), at {cp.cost / b.cost - 1:+.1%} "
-        f"cost; its cost is {cp.cost / c.cost - 1:+.1%} against the cheapest complete baseline ({cheaper}), at "
+        f"cost; its cost is {cp.cost / c.cost - 1:+.1%} against the cheapest complete "
+        f"baseline ({cheaper}), at "
         f"{cp.mean_jct_s / c.mean_jct_s - 1:+.1%} mean JCT; {bound_txt}. Target (≥30 % lower JCT "
         f"at no higher cost, or ≥20 % lower cost at no worse JCT): "
         f"{'met' if jct_ok or cost_ok else 'NOT met'}."
