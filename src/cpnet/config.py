@@ -38,6 +38,7 @@ class HubSettings:
     max_body_bytes: int = 1024 * 1024
     max_blob_bytes: int = 16 * 1024 * 1024  # one blob in the hub's store (PUT /v1/blobs)
     log_level: str = "warning"
+    region_code: str = ""  # where the hub lies (GB/T 2260), for the network map's geo figures
 
     @property
     def url(self) -> str:
@@ -60,4 +61,6 @@ class HubSettings:
             s = replace(s, schedule_interval_s=float(env["CPNET_SCHEDULE_INTERVAL"]))
         if env.get("CPNET_MAX_BLOB_BYTES"):
             s = replace(s, max_blob_bytes=int(env["CPNET_MAX_BLOB_BYTES"]))
+        if env.get("CPNET_HUB_REGION"):
+            s = replace(s, region_code=env["CPNET_HUB_REGION"].strip())
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})

@@ -6,6 +6,7 @@ Pure: built from plain data (measured samples, declared links, where places lie)
     ``hub``                      the hub
     ``site:<site id>``           a provider site (where its agent and pools are)
     ``url:<scheme>://<host>``    a data location, the origin of the URLs a task stages from
+    ``region:<code>``            a city by its GB/T 2260 code (where users or devices are)
 
 Each estimate says which source it used, in order of preference: a recent ``measured`` sample
 (smoothed), a ``declared`` link from an operator, the ``geo`` model from the real distance between
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from cpnet.network import geo as geo_mod
 
 HUB = "hub"
+REGION_PREFIX = "region:"  # a place named by its region code: a city, for latency bounds
 
 # Fallbacks, stated so every estimate can say what it assumed.
 DEFAULT_RTT_MS = 30.0  # no location known for one end: a typical in-country RTT (RIPE CN-CN 24.5)
@@ -29,7 +31,39 @@ SAME_CITY_MBPS = 10_000.0  # both ends in one city: a data-centre interconnect
 SAME_PLACE_RTT_MS = 0.1  # a place to itself (loopback, one site's local storage)
 SAME_PLACE_MBPS = 10_000.0
 MAX_AGE_S = 3600.0  # measured samples older than this are not used
+PEER_PROBE_EVERY_S = 600.0  # a site is asked to probe a peer when its newest sample is older
+PEER_PROBES_PER_HEARTBEAT = 2  # peers one heartbeat reply asks for, at most
 HALF_LIFE_S = 600.0  # a sample's weight halves every this many seconds of age
+
+
+PLACE_MAX_CHARS = 300
+
+
+def check_place(text: str) -> str:
+    """``text`` as a place in its canonical form; ValueError saying what a place looks like.
+
+    ``hub``, ``site:<id>`` (lower case), ``url:<scheme>://<host>[:port]`` (a full URL is cut
+    to its origin) or ``region:<code>``, so that one place has one spelling in the store and
+    the map.
+    """
+    t = (text or "").strip()
+    if t.lower() == HUB:
+        return HUB
+    if len(t) > PLACE_MAX_CHARS:
+        raise ValueError(f"a place is at most {PLACE_MAX_CHARS} characters")
+    if t.lower().startswith("site:") and len(t) > 5 and " " not in t:
+        return "site:" + t[5:].lower()
+    if t.lower().startswith("url:"):
+        origin = url_place(t[4:])
+        if origin is not None:
+            return origin
+    code = t[len(REGION_PREFIX) :]
+    if t.lower().startswith(REGION_PREFIX) and code.isdigit() and 2 <= len(code) <= 12:
+        return REGION_PREFIX + code
+    raise ValueError(
+        f"{text!r} is not a place: use hub, site:<site id>, url:<scheme>://<host>[:port] "
+        "or region:<region code>"
+    )
 
 
 def site_place(site_id: str) -> str:
@@ -57,7 +91,7 @@ class Sample:
     src: str
     dst: str
     at: float  # unix time of the probe
-    rtt_ms: float
+    rtt_ms: float | None  # None: a throughput-only figure (e.g. from a staged transfer)
     mbps: float | None = None  # megabits per second moved; None for a latency-only probe
 
 
@@ -122,7 +156,8 @@ def smooth(samples: Iterable[Sample], now: float, half_life_s: float = HALF_LIFE
     def weight(s: Sample) -> float:
         return 0.5 ** ((now - s.at) / half_life_s)
 
-    rtt = _weighted_median([(s.rtt_ms, weight(s)) for s in fresh])
+    rtts = [(s.rtt_ms, weight(s)) for s in fresh if s.rtt_ms is not None and s.rtt_ms >= 0]
+    rtt = _weighted_median(rtts) if rtts else None  # type: ignore[arg-type]
     rates = [(s.mbps, weight(s)) for s in fresh if s.mbps is not None and s.mbps > 0]
     mbps = _weighted_median(rates) if rates else None  # type: ignore[arg-type]
     return Smoothed(rtt, mbps, len(fresh), max(s.at for s in fresh))
@@ -226,8 +261,8 @@ class NetworkMap:
         """Distance-model figures, when both places lie in known cities."""
         if self.geo is None:
             return None, None, ""
-        ca = self.geo.city(self.regions.get(a, ""))
-        cb = self.geo.city(self.regions.get(b, ""))
+        ca = self.geo.city(self.region_of(a))
+        cb = self.geo.city(self.region_of(b))
         if ca is None or cb is None:
             return None, None, ""
         if ca.admin_code == cb.admin_code:
@@ -235,6 +270,40 @@ class NetworkMap:
         km = geo_mod.distance_km(ca, cb)
         return geo_mod.default_rtt_ms(km), None, f"{ca.name}–{cb.name} {round(km)} km"
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every pair the map knows something about (measured, declared, or the hub and each
+        placed site), each once as (a, b) with a < b, sorted."""
+        seen: set[tuple[str, str]] = set()
+        known = [*self.measured, *self.links]
+        known += [(HUB, p) for p in self.regions if p.startswith("site:")]
+        for a, b in known:
+            if a != b and "*" not in (a, b):
+                seen.add((min(a, b), max(a, b)))
+        return sorted(seen)
+
+    def measured_between(self, a: str, b: str) -> Smoothed | None:
+        """The smoothed measurements between two places (either direction), if any."""
+        return self._measured(a, b)
+
+    def region_of(self, place: str) -> str:
+        """The region code a place lies in ("" when unknown); ``region:<code>`` names its own."""
+        if place.startswith(REGION_PREFIX):
+            return place[len(REGION_PREFIX) :]
+        return self.regions.get(place, "")
+
     def transfer_s(self, a: str, b: str, nbytes: int) -> float:
         """Seconds to move ``nbytes`` from ``a`` to ``b``."""
         return self.path(a, b).seconds(nbytes)
+
+
+def peers_due(
+    peers: Mapping[str, str],
+    newest: Mapping[str, float],
+    now: float,
+    every_s: float = PEER_PROBE_EVERY_S,
+    limit: int = PEER_PROBES_PER_HEARTBEAT,
+) -> dict[str, str]:
+    """Which peers (place -> probe URL) a site should probe now: those it has no sample of
+    within ``every_s``, never-measured first, then the longest ago; at most ``limit``."""
+    due = [(newest.get(p, -1.0), p) for p in peers if now - newest.get(p, -1e18) >= every_s]
+    return {p: peers[p] for _, p in sorted(due)[:limit]}

@@ -29,7 +29,7 @@ from cpnet.api.deps import caller, hub
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Forbidden
 from cpnet.hub.service import Hub
-from cpnet.store import registry
+from cpnet.store import network, registry
 from cpnet.store import tasks as store
 
 router = APIRouter(prefix="/v1/sites/{site_id}", tags=["agents"])
@@ -82,6 +82,7 @@ def heartbeat(
             cancel=store.cancels(s, sid),
             unknown=store.unknown_running(s, sid, body.running_attempts),
             measure=registry.pending_measurements(s, sid),
+            probe=network.peers_to_probe(s, sid, time.time()),
         )
     h.wake_scheduler()
     if back:
