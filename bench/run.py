@@ -9,6 +9,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   the resolver in process against a plain ``dict.get`` (``bench/resolve.py``);
 - ``measure``: the calibration probes on this machine, their time and measured vs peak per
   figure (``bench/measure.py``);
+- ``sim``: the simulator's policy comparison on an SWF log and the Alibaba GPU trace at 30 and
+  300 sites with the LP-bound gaps, and a 100,000-job replay's speed (``bench/sim.py``; in
+  process, no services);
 - ``quote``: ``POST /v1/quotes`` latency at 10,000 priced pools, and its parts in process
   (``bench/quote.py``).
 
@@ -25,10 +28,11 @@ import time
 import measure
 import quote
 import resolve
+import sim
 import throughput
 from common import BenchError, console, trap_sigterm
 
-BENCHMARKS = ("throughput", "resolve", "measure", "quote")
+BENCHMARKS = ("throughput", "resolve", "measure", "sim", "quote")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_args(ap)
     resolve.add_args(ap)
     measure.add_args(ap)
+    sim.add_args(ap)
     quote.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = throughput.run(throughput.params(args, command))
             elif name == "measure":
                 path = measure.run(measure.params(args, command))
+            elif name == "sim":
+                path = sim.run_all(sim.params(args, command))
             elif name == "quote":
                 path = quote.run(quote.params(args, command))
             else:

@@ -21,6 +21,7 @@ from cpnet.cli import (
     pools,
     prices,
     quote,
+    sim,
     submit,
     tasks,
 )
@@ -175,4 +176,5 @@ app.add_typer(hub.app, name="hub")
 app.command("agent")(agent.agent)
 app.add_typer(admin.app, name="admin")
 app.command("demo")(demo)
+app.command("sim")(sim.sim)
 app.command("version")(version)
