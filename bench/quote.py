@@ -7,10 +7,10 @@ What it measures, in one run:
    Every pool then gets a price book, written straight into the hub's store (the API would take
    one request per pool): a plain on-demand entry for half of them, an entry with a dynamic rule
    for a quarter, and an SCU-hour price with a spot entry for the rest. One client then asks for
-   ``--calls`` quotes, one after another, for two specs: a plain task (balanced) and a task that
-   states its work in SCU-hours (cheapest). Reported: p50/p99/max latency and the hub's CPU per
-   quote. The hub's scheduler loop keeps running (every second it snapshots every pool), as it
-   would in production; it shares the cores with the quotes.
+   ``--quote-calls`` quotes, one after another, for two specs: a plain task (balanced) and a
+   task that states its work in SCU-hours (cheapest). Reported: p50/p99/max latency and the
+   hub's CPU per quote. The hub's scheduler loop keeps running; with nothing queued it skips
+   its snapshot.
 2. **In process.** With the hub stopped, the same store is opened here and the parts of a quote
    are timed: the snapshot of every live pool (``hub.scheduling.pool_views_and_records``) before
    and after the price books were written (what books add to every scheduling pass too), the
@@ -311,8 +311,11 @@ def run(p: Params) -> Path:
         "A quote snapshots every live pool with its price book, ranks them all with the "
         "scheduler's own `rank` (the same one the hub's loop uses), keeps the best 5 as options "
         "and writes the quote row; the snapshot and the ranking are most of it.",
-        "The hub's scheduler loop runs during the HTTP rows (each pass snapshots every pool), "
-        "and client and hub share the same cores: a hub with a machine of its own does better.",
+        "No task is queued during the HTTP rows, so the hub's scheduler loop skips its "
+        "snapshot of every pool (with queued tasks, each pass would also snapshot every pool and "
+        "compete with quotes for the hub's CPU); client and hub share the same cores, and other "
+        "work ran on the machine (see the load average): a hub with a machine of its own does "
+        "better.",
         "Quotes are sequential (one client): p99 of a few dozen calls is close to the max.",
         *changed_note(digest),
     ]
