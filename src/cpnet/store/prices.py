@@ -120,7 +120,9 @@ _COLUMNS = (
 )
 
 
-def entries_in_force(s: Session, now: float) -> dict[str, list[prices.Entry]]:
+def entries_in_force(
+    s: Session, now: float, pool_ids: Sequence[str] | None = None
+) -> dict[str, list[prices.Entry]]:
     """Per pool, the entries whose period covers ``now`` (market/prices picks the one in force
     among them), as pure entries; pools without any are absent. Read as plain rows: the
     scheduler's pass reads this for every pool each time, and ORM objects cost several times
@@ -129,6 +131,8 @@ def entries_in_force(s: Session, now: float) -> dict[str, list[prices.Entry]]:
         PriceEntry.valid_from <= now,
         or_(PriceEntry.valid_until.is_(None), PriceEntry.valid_until > now),
     )
+    if pool_ids is not None:
+        q = q.where(PriceEntry.pool_id.in_(list(pool_ids)))
     out: dict[str, list[prices.Entry]] = {}
     for seq, pool_id, kind, cur, cpu, ram, gpu, models, scu, d, start, until in s.execute(q):
         out.setdefault(pool_id, []).append(

@@ -181,3 +181,31 @@ def test_no_feasible_pool_is_a_conflict_saying_why(hub: Hub) -> None:
     with pytest.raises(Conflict) as err:
         market.make_quote(hub, alice, spec(resources={"cpu_cores": 64}), 5)
     assert "larger than the whole pool" in err.value.message
+
+
+def test_discovery_shows_the_price_the_scheduler_uses(hub: Hub) -> None:
+    _, padmin, _, pools = world(hub)
+    cheap = pools["cheap"]
+    book = {
+        "entries": [
+            {
+                "cpu_core_hour": 0.5,
+                "scu_hour": {"general": 0.25},
+                "dynamic": {"target": 0.5, "k": 2, "floor": 0.5, "cap": 2},
+            }
+        ]
+    }
+    market.publish(hub, padmin, cheap, PriceBookIn.model_validate(book))
+    now = time.time()
+    with hub.store.read() as s:
+        listed = {r.id: r for r in registry.list_pools(s, registry.PoolFilter(), now)}
+        one = registry.get_pool(s, cheap, now)
+        declared = registry.get_pool(s, cheap)
+        scu = registry.list_pools(s, registry.PoolFilter(profile="general"), now)
+    assert listed[cheap].price.cpu_core_hour == pytest.approx(0.25)  # idle: 0.5× floor
+    assert one.price.cpu_core_hour == pytest.approx(0.25)
+    assert declared.price.cpu_core_hour == 0.05  # without `now`: as declared
+    assert listed[pools["dear"]].price.cpu_core_hour == 0.5  # no book
+    per = {r.id: r.price_per_scu_hour for r in scu}
+    assert per[cheap] == pytest.approx(0.125)
+    assert views(hub)[cheap].price.cpu_core_hour == pytest.approx(0.25)
