@@ -24,13 +24,13 @@ it waiting. A pool the task's earlier attempt failed on costs H more, as the pol
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from cpnet.sched import batch, feasibility, score
-from cpnet.sched.place import Board, decide, screen, shortlist
+from cpnet.sched.place import Board, decide, rank, screen, shortlist
 from cpnet.sched.snapshot import (
     EPSILON,
     Decision,
@@ -47,9 +47,15 @@ DEFAULT_TIME_LIMIT_S = 1.0  # HiGHS wall-clock limit; building the model is not 
 # Candidates per task shape to start from; widened (x4 at a time) until the fitting candidates
 # could hold twice the group, so a large group is not confined to a few pools.
 DEFAULT_WIDTH = 16
+MIP_GAP = 1e-3  # relative gap at which HiGHS may call an assignment optimal
+# A time-limited answer this far from optimal (HiGHS's own bound) is checked against greedy's.
+CHECK_GREEDY_GAP = 0.01
 COVER = 2  # how many times a group's size its candidates' room must hold before widening stops
 
-OPTIMAL = "optimal"  # HiGHS proved the assignment optimal (within its default 0.01% gap)
+SCORE = "score"  # minimise the sum of the policy's scores (each task's own ranking)
+TIME = "time"  # minimise the sum of estimated times to result, in seconds
+
+OPTIMAL = "optimal"  # HiGHS proved the assignment optimal (within MIP_GAP)
 TIME_LIMITED = "time_limited"  # HiGHS's best assignment when the time limit struck
 GREEDY = "greedy"  # batch.assign's answer: the solver had none, or a worse one
 
@@ -63,29 +69,35 @@ class JointResult:
 
     method: str  # OPTIMAL, TIME_LIMITED or GREEDY
     reason: str  # one sentence: why this method's answer was returned
-    objective_s: float  # the returned assignment's objective (see ``objective_of``), seconds
-    horizon_s: float  # H: the longest time to result of any candidate placement, seconds
+    objective: str  # SCORE or TIME: what was minimised
+    value: float  # the returned assignment's objective (see ``objective_of``)
+    horizon: float  # H: the largest cost of any candidate placement (score, or seconds)
     groups: int  # task shapes in the model
     variables: int  # integer variables (group, candidate pool) in the model
     solve_s: float  # seconds HiGHS ran (0 when it did not run)
-    # Per task id, what leaving it waiting costs (2 H + its own waiting time to result).
-    waiting_cost_s: dict[str, float] = field(repr=False, compare=False, default_factory=dict)
+    gap: float = 0.0  # HiGHS's relative gap to its lower bound when it stopped
+    # Per task id, what leaving it waiting costs.
+    waiting_cost: dict[str, float] = field(repr=False, compare=False, default_factory=dict)
+    # The cost of placing a task on a pool at snapshot time (for ``objective_of``).
+    cost_of: Callable[[TaskRequest, str], float] | None = field(
+        repr=False, compare=False, default=None
+    )
 
     def objective_of(self, rows: Sequence[Row]) -> float:
-        """Give any assignment of this batch (joint or greedy) its objective, in seconds.
+        """Give any assignment of this batch (joint or greedy) its objective; lower is better.
 
-        A placed task costs its time to result on the chosen pool (plus H on an avoided
-        pool); a waiting one costs ``waiting_cost_s``. Lower is better.
+        A placed task costs its placement's cost at snapshot time (plus H on an avoided pool);
+        a waiting one costs ``waiting_cost``.
         """
+        assert self.cost_of is not None
         total = 0.0
-        for task, decision, pool_id in rows:
+        for task, _, pool_id in rows:
             if pool_id is None:
-                total += self.waiting_cost_s[task.id]
-                continue
-            chosen = next(p for p in decision.placements if p.pool_id == pool_id)
-            total += time_to_result_s(task, chosen)
-            if pool_id in task.avoid_pools:
-                total += self.horizon_s
+                total += self.waiting_cost[task.id]
+            else:
+                total += self.cost_of(task, pool_id)
+                if pool_id in task.avoid_pools:
+                    total += self.horizon
         return total
 
 
@@ -97,17 +109,22 @@ def time_to_result_s(task: TaskRequest, placement: Placement) -> float:
     return placement.expected_start_s + runtime_s
 
 
+def cost(task: TaskRequest, placement: Placement, objective: str) -> float:
+    """What placing the task here costs: the policy's score, or the time to result in s."""
+    return placement.score if objective == SCORE else time_to_result_s(task, placement)
+
+
 @dataclass(frozen=True, slots=True)
 class _Group:
     """The tasks of one shape and their candidate pools at snapshot time."""
 
     members: tuple[int, ...]  # positions in the batch, oldest first
     decision: Decision  # the policy's ranking for the shape (placements: best ``width``)
-    fitting: tuple[Placement, ...]  # placements that fit now, by time to result
+    fitting: tuple[Placement, ...]  # placements that fit now, cheapest first
     positions: tuple[int, ...]  # Board position of each fitting placement's pool
-    ttr_s: tuple[float, ...]  # time to result per fitting placement (+H added later if avoided)
+    costs: tuple[float, ...]  # ``cost`` per fitting placement (+H added later if avoided)
     room: tuple[int, ...]  # how many of the shape fit in each fitting pool's availability
-    waiting_s: float  # best time to result if the task waits (does not fit now anywhere)
+    waiting_s: float  # TIME: best time to result if the task waits (fits nowhere now); else 0
 
 
 def assign(
@@ -118,6 +135,7 @@ def assign(
     keep: int | None = batch.DEFAULT_KEEP,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     width: int = DEFAULT_WIDTH,
+    objective: str = SCORE,
 ) -> tuple[list[Row], JointResult]:
     """Place the batch jointly; fall back to ``batch.assign`` when HiGHS has no better answer.
 
@@ -130,11 +148,29 @@ def assign(
     """
     board = Board.of(pools)
     free = _free_matrix(board)
-    groups = _groups(tasks, board, free, weights, max(width, keep or 1))
-    horizon_s = max([1.0, *(t for g in groups for t in g.ttr_s)])
-    waiting = {tasks[i].id: 2 * horizon_s + g.waiting_s for g in groups for i in g.members}
-    model = _Model.build(tasks, groups, free, horizon_s)
-    info = JointResult(OPTIMAL, "", 0.0, horizon_s, len(groups), model.columns, 0.0, waiting)
+    if objective not in (SCORE, TIME):
+        raise ValueError(f"unknown objective {objective!r}: use {SCORE!r} or {TIME!r}")
+    groups = _groups(tasks, board, free, weights, max(width, keep or 1), objective)
+    horizon = max((c for g in groups for c in g.costs), default=0.0)
+    horizon = horizon if horizon > 0 else 1.0
+    # Waiting costs 2-3 H: more than any placement, so the most tasks are placed; older shapes
+    # (by their oldest task) cost up to H more to leave waiting, so they win a 1:1 contest.
+    waiting = [horizon * (3 - g.members[0] / len(tasks)) + g.waiting_s for g in groups]
+    model = _Model.build(tasks, groups, free, horizon, waiting)
+    info = JointResult(
+        OPTIMAL,
+        "",
+        objective,
+        0.0,
+        horizon,
+        len(groups),
+        model.columns,
+        0.0,
+        waiting_cost={
+            tasks[i].id: w for g, w in zip(groups, waiting, strict=True) for i in g.members
+        },
+        cost_of=_coster(tasks, groups, board, weights, objective),
+    )
     if model.columns == 0:
         counts = None
         info = replace(info, reason="nothing fits now: no candidate placement to choose")
@@ -142,20 +178,22 @@ def assign(
         counts, info = _solve(model, time_limit_s, info)
     if counts is None and model.columns:
         rows = batch.assign(tasks, pools, weights, keep=keep)
-        return rows, replace(info, method=GREEDY, objective_s=info.objective_of(rows))
+        return rows, replace(info, method=GREEDY, value=info.objective_of(rows))
     chosen = _hand_out(tasks, groups, model, counts, board)
     rows = _rows(tasks, groups, chosen, keep)
-    info = replace(info, objective_s=info.objective_of(rows))
-    if info.method == TIME_LIMITED:
-        # The incumbent at the time limit may be poor: never return worse than greedy.
+    info = replace(info, value=info.objective_of(rows))
+    if info.method == TIME_LIMITED and info.gap > CHECK_GREEDY_GAP:
+        # The incumbent at the time limit may be poor: never return worse than greedy. (Within
+        # CHECK_GREEDY_GAP of optimal it is at least as good as greedy's whenever greedy's
+        # placements are among the candidates, and running greedy would double the time.)
         greedy_rows = batch.assign(tasks, pools, weights, keep=keep)
-        greedy_s = info.objective_of(greedy_rows)
-        if greedy_s < info.objective_s:
+        greedy = info.objective_of(greedy_rows)
+        if greedy < info.value:
             reason = (
-                f"{info.reason}; its best ({info.objective_s:.0f} s) was worse than "
-                f"greedy's ({greedy_s:.0f} s), so greedy's was used"
+                f"{info.reason}; its best ({info.value:.6g}) was worse than "
+                f"greedy's ({greedy:.6g}), so greedy's was used"
             )
-            return greedy_rows, replace(info, method=GREEDY, reason=reason, objective_s=greedy_s)
+            return greedy_rows, replace(info, method=GREEDY, reason=reason, value=greedy)
     return rows, info
 
 
@@ -188,6 +226,7 @@ def _groups(
     free: np.ndarray,
     weights: score.Weights,
     width: int,
+    objective: str,
 ) -> list[_Group]:
     """Group the batch by task shape and find each shape's fitting candidates, best first."""
     members: dict[Hashable, list[int]] = {}
@@ -220,18 +259,21 @@ def _groups(
             if room >= COVER * len(indices) or wide >= len(short.candidates):
                 break
             wide *= 4
-        fitting.sort(key=lambda p: (time_to_result_s(rep, p), p.rank))
-        runtimes = short.runtimes or (max(0.0, rep.expected_runtime_s),) * len(short.candidates)
-        waits = [s + r for s, r in zip(short.start_if_not, runtimes, strict=True)]
+        fitting.sort(key=lambda p: (cost(rep, p, objective), p.rank))
+        waiting_s = 0.0
+        if objective == TIME:
+            runtimes = short.runtimes or (max(0.0, rep.expected_runtime_s),) * len(short.candidates)
+            waits = [s + r for s, r in zip(short.start_if_not, runtimes, strict=True)]
+            waiting_s = min(waits, default=0.0)
         out.append(
             _Group(
                 members=tuple(indices),
                 decision=decision,
                 fitting=tuple(fitting),
                 positions=tuple(position[p.pool_id] for p in fitting),
-                ttr_s=tuple(time_to_result_s(rep, p) for p in fitting),
+                costs=tuple(cost(rep, p, objective) for p in fitting),
                 room=tuple(int(room_all[position[p.pool_id]]) for p in fitting),
-                waiting_s=min(waits, default=0.0),
+                waiting_s=waiting_s,
             )
         )
     return out
@@ -244,16 +286,22 @@ class _Model:
     columns: int
     group: np.ndarray  # per column: its group's index
     slot: np.ndarray  # per column: index into the group's ``fitting``
-    cost: np.ndarray  # per column: (time to result - waiting cost) / H, negative
+    cost: np.ndarray  # per column: (placement cost - waiting cost) / H, negative
     upper: np.ndarray  # per column: at most the group's size and the pool's room
     row_upper: np.ndarray  # group sizes, then the binding capacities
     start: np.ndarray  # column-wise sparse matrix: column starts,
     index: np.ndarray  # row indices,
     value: np.ndarray  # and coefficients
+    start_counts: np.ndarray  # a feasible start: each group, oldest first, fills its best pools
 
     @classmethod
     def build(
-        cls, tasks: Sequence[TaskRequest], groups: Sequence[_Group], free: np.ndarray, h: float
+        cls,
+        tasks: Sequence[TaskRequest],
+        groups: Sequence[_Group],
+        free: np.ndarray,
+        h: float,
+        waiting: Sequence[float],
     ) -> _Model:
         """Lay out the columns and rows; keep only capacity rows that could bind."""
         group = np.array([g for g, grp in enumerate(groups) for _ in grp.fitting], dtype=np.int64)
@@ -263,11 +311,11 @@ class _Model:
         cost = np.empty(n)
         upper = np.empty(n)
         col = 0
-        for grp in groups:
+        for grp, wait in zip(groups, waiting, strict=True):
             rep = tasks[grp.members[0]]
-            for placement, ttr, room in zip(grp.fitting, grp.ttr_s, grp.room, strict=True):
+            for placement, value, room in zip(grp.fitting, grp.costs, grp.room, strict=True):
                 avoided = h if placement.pool_id in rep.avoid_pools else 0.0
-                cost[col] = (ttr + avoided - (2 * h + grp.waiting_s)) / h
+                cost[col] = (value + avoided - wait) / h
                 upper[col] = min(len(grp.members), room)
                 col += 1
         demand = np.array([_demand(tasks[g.members[0]]) for g in groups]).reshape(-1, 4)
@@ -292,9 +340,44 @@ class _Model:
         row, column, value = (np.concatenate(x) for x in (rows, cols, values))
         order = np.lexsort((row, column))
         start = np.searchsorted(column[order], np.arange(n + 1))
+        fill = _fill(groups, demand, pool, free, upper)
         return cls(
-            n, group, slot, cost, upper, np.concatenate(row_upper), start, row[order], value[order]
+            n,
+            group,
+            slot,
+            cost,
+            upper,
+            np.concatenate(row_upper),
+            start,
+            row[order],
+            value[order],
+            fill,
         )
+
+
+def _fill(
+    groups: Sequence[_Group],
+    demand: np.ndarray,
+    pool: np.ndarray,
+    free: np.ndarray,
+    upper: np.ndarray,
+) -> np.ndarray:
+    """Count a greedy assignment per column: groups oldest first, pools by time to result."""
+    left = free.copy()
+    counts = np.zeros(len(pool), dtype=np.int64)
+    col = 0
+    for g, grp in enumerate(groups):
+        need = len(grp.members)
+        d = demand[g]
+        for _ in grp.fitting:
+            if need:
+                room = int(_room(d, left[pool[col]].reshape(1, 4))[0])
+                take = min(need, room, int(upper[col]))
+                left[pool[col]] -= take * d
+                counts[col] = take
+                need -= take
+            col += 1
+    return counts
 
 
 def _solve(
@@ -314,6 +397,9 @@ def _solve(
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", limit)
+    # Stop at 0.1% of optimal: the estimates behind the costs are far coarser than that, and
+    # proving the last 0.1% often takes most of the time.
+    h.setOptionValue("mip_rel_gap", MIP_GAP)
     lp = highspy.HighsLp()
     lp.num_col_ = model.columns
     lp.num_row_ = len(model.row_upper)
@@ -328,6 +414,12 @@ def _solve(
     lp.a_matrix_.value_ = model.value
     lp.integrality_ = [highspy.HighsVarType.kInteger] * model.columns
     h.passModel(lp)
+    # Start from a greedy fill: HiGHS's own first solutions can be several times worse, and
+    # with a short time limit the start is what a time-limited answer improves on.
+    start = highspy.HighsSolution()
+    start.col_value = model.start_counts.astype(float)
+    start.value_valid = True
+    h.setSolution(start)
     started = time.perf_counter()
     h.run()
     solve_s = time.perf_counter() - started
@@ -339,6 +431,7 @@ def _solve(
         method = OPTIMAL
     elif found:
         gap = h.getInfo().mip_gap
+        info = replace(info, gap=gap)
         reason = (
             f"HiGHS stopped at the {limit:g} s time limit ({h.modelStatusToString(status)}) "
             f"with a feasible assignment within {gap:.1%} of optimal"
@@ -451,3 +544,30 @@ def _rows(
         row = Decision(task.id, (placement, *others), decision.rejections)
         out.append((task, row, placement.pool_id))
     return out
+
+
+def _coster(
+    tasks: Sequence[TaskRequest],
+    groups: Sequence[_Group],
+    board: Board,
+    weights: score.Weights,
+    objective: str,
+) -> Callable[[TaskRequest, str], float]:
+    """Price any (task of this batch, pool) at snapshot time, for comparing assignments.
+
+    The shapes' kept placements answer most lookups; a pool outside them (greedy may choose
+    one) costs one full ``rank`` of the shape, done once.
+    """
+    shape_of = {tasks[i].id: g for g, grp in enumerate(groups) for i in grp.members}
+    known = [{p.pool_id: p for p in grp.decision.placements} for grp in groups]
+    ranked: set[int] = set()
+
+    def cost_of(task: TaskRequest, pool_id: str) -> float:
+        g = shape_of[task.id]
+        if pool_id not in known[g] and g not in ranked:
+            full = rank(tasks[groups[g].members[0]], board.pools, weights)
+            known[g].update((p.pool_id, p) for p in full.placements)
+            ranked.add(g)
+        return cost(task, known[g][pool_id], objective)
+
+    return cost_of

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cpnet.sched import PoolView, Price, Resources, TaskRequest, assign, check, joint
+from cpnet.sched import PoolView, Price, Resources, TaskRequest, assign, check, joint, rank
 from tests.unit.sched.test_batch import snapshots, task_lists, weights_st
 
 BASE = PoolView(
@@ -131,13 +133,18 @@ def test_joint_uses_only_feasible_pools_and_keeps_task_order(pools, tasks, weigh
 
 
 @settings(max_examples=150, deadline=None)
-@given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
-def test_joint_is_never_worse_than_greedy(pools, tasks, weights):
-    rows, info = joint.assign(tasks, pools, weights)
+@given(
+    pools=snapshots(),
+    tasks=task_lists(),
+    weights=weights_st,
+    objective=st.sampled_from([joint.SCORE, joint.TIME]),
+)
+def test_joint_is_never_worse_than_greedy(pools, tasks, weights, objective):
+    rows, info = joint.assign(tasks, pools, weights, objective=objective)
     greedy = info.objective_of(assign(tasks, pools, weights))
-    assert info.objective_s == info.objective_of(rows)
+    assert info.value == info.objective_of(rows)
     # HiGHS proves optimality to a relative gap of 1e-4 of the objective.
-    assert info.objective_s <= greedy + 1e-3 * max(1.0, abs(greedy))
+    assert info.value <= greedy + 1e-3 * max(1.0, abs(greedy))
 
 
 @settings(max_examples=50, deadline=None)
@@ -147,3 +154,18 @@ def test_fallback_path_equals_greedy(pools, tasks, weights):
     if info.variables:
         assert info.method == joint.GREEDY
         assert chosen(rows) == chosen(assign(tasks, pools, weights))
+
+
+def test_one_task_goes_where_rank_puts_it():
+    # With the score objective a lone task is placed as the policy ranks it: here the dearer
+    # pool that starts at once beats the cheap one with a backend queue.
+    pools = [pool("cheap", queue_length=5, running=1), pool("dear", price=Price(cpu_core_hour=0.3))]
+    best = rank(task("t", 1), pools).best
+    assert best is not None
+    rows, _ = joint.assign([task("t", 1)], pools)
+    assert chosen(rows) == [best.pool_id]
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="unknown objective"):
+        joint.assign([task("t", 1)], [pool("a")], objective="cost")
