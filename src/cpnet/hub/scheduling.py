@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
-from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, rank
+from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, joint, rank
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
@@ -14,6 +15,8 @@ from cpnet.store.tables import Pool, Site, Task
 from cpnet.tasks.model import Resources as TaskResources
 
 BATCH = 500  # queued tasks considered per pass
+
+log = logging.getLogger(__name__)
 
 
 def pool_view(p: Pool, site: Site) -> PoolView:
@@ -92,11 +95,19 @@ def _has_room(views: dict[str, PoolView]) -> bool:
     return any(v.available.cpu_cores > 0 for v in views.values())
 
 
-def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
+def schedule_once(
+    store: Store,
+    now: float,
+    batch: int = BATCH,
+    *,
+    joint_time_limit_s: float | None = None,
+) -> PassResult:
     """One pass: place as many queued tasks as fit, oldest first, in one transaction.
 
     The queue is read `batch` tasks at a time until it ends or no pool has room left, so tasks
-    that cannot be placed (a region no pool serves) never block the ones behind them.
+    that cannot be placed (a region no pool serves) never block the ones behind them. With
+    ``joint_time_limit_s`` set, each read is placed jointly (``sched.joint``) within that
+    limit; else greedily, one task after another (``sched.assign``).
     """
     placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
@@ -114,7 +125,7 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
                 for t in queued
             ]
             by_id = {t.id: t for t in queued}
-            for req, decision, pool_id in assign(requests, list(views.values()), keep=1):
+            for req, decision, pool_id in _assign(requests, views, joint_time_limit_s):
                 if pool_id is None:
                     waiting += 1
                     continue
@@ -133,6 +144,20 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
             if len(queued) < batch:
                 break
     return PassResult(placed, frozenset(sites), waiting)
+
+
+def _assign(
+    requests: list[TaskRequest], views: dict[str, PoolView], joint_time_limit_s: float | None
+) -> list[tuple[TaskRequest, Decision, str | None]]:
+    """Place one read of the queue: jointly when a time limit is given, else greedily."""
+    if joint_time_limit_s is None:
+        return assign(requests, list(views.values()), keep=1)
+    rows, result = joint.assign(
+        requests, list(views.values()), keep=1, time_limit_s=joint_time_limit_s
+    )
+    if result.method == joint.GREEDY:
+        log.warning("joint assignment of %d tasks fell back: %s", len(requests), result.reason)
+    return rows
 
 
 def explain(s: Session, task: Task) -> Decision:
