@@ -8,7 +8,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
 - ``resolve``: identifier resolution over HTTP against ``/v1/health`` and a bare ASGI app, and
   the resolver in process against a plain ``dict.get`` (``bench/resolve.py``);
 - ``measure``: the calibration probes on this machine, their time and measured vs peak per
-  figure (``bench/measure.py``).
+  figure (``bench/measure.py``);
+- ``sched``: the pure scheduler in process: single decisions (``rank`` and the NumPy path) and
+  batches (greedy against joint) at 1k-50k pools (``bench/sched.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -17,15 +19,22 @@ Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 
 import measure
 import resolve
 import throughput
-from common import BenchError, console, trap_sigterm
+from common import ROOT, BenchError, console, trap_sigterm
 
-BENCHMARKS = ("throughput", "resolve", "measure")
+# bench/sched.py shares its name with the standard library's ``sched``: load it by path, under
+# another name, so neither shadows the other.
+_spec = importlib.util.spec_from_file_location("bench_sched", ROOT / "bench" / "sched.py")
+sched = sys.modules["bench_sched"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sched)
+
+BENCHMARKS = ("throughput", "resolve", "measure", "sched")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_args(ap)
     resolve.add_args(ap)
     measure.add_args(ap)
+    sched.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -54,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = throughput.run(throughput.params(args, command))
             elif name == "measure":
                 path = measure.run(measure.params(args, command))
+            elif name == "sched":
+                path = sched.run(sched.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

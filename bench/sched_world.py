@@ -126,8 +126,7 @@ def tasks(rng: random.Random, count: int, mean_array: int = 25) -> list[TaskRequ
         size = min(count - len(out), 1 + int(rng.expovariate(1 / mean_array)))
         first = task(rng, "")
         out += [
-            TaskRequest(**{**_fields(first), "id": f"task-{len(out) + j:06d}"})
-            for j in range(size)
+            TaskRequest(**{**_fields(first), "id": f"task-{len(out) + j:06d}"}) for j in range(size)
         ]
     return out
 
