@@ -10,7 +10,10 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
 - ``measure``: the calibration probes on this machine, their time and measured vs peak per
   figure (``bench/measure.py``);
 - ``sched``: the pure scheduler in process: single decisions (``rank`` and the NumPy path) and
-  batches (greedy against joint) at 1k-50k pools (``bench/sched.py``).
+  batches (greedy against joint) at 1k-50k pools (``bench/sched.py``);
+- ``slurm_latency``: submit-to-start latency through cpnet onto the dev Slurm cluster against
+  straight ``sbatch`` (``bench/slurm_latency.py``; starts ``scripts/dev-slurm.sh`` if no Slurm
+  is up, and stops it again).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -25,6 +28,7 @@ import time
 
 import measure
 import resolve
+import slurm_latency
 import throughput
 from common import ROOT, BenchError, console, trap_sigterm
 
@@ -34,7 +38,7 @@ _spec = importlib.util.spec_from_file_location("bench_sched", ROOT / "bench" / "
 sched = sys.modules["bench_sched"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sched)
 
-BENCHMARKS = ("throughput", "resolve", "measure", "sched")
+BENCHMARKS = ("throughput", "resolve", "measure", "sched", "slurm_latency")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     resolve.add_args(ap)
     measure.add_args(ap)
     sched.add_args(ap)
+    slurm_latency.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -66,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = measure.run(measure.params(args, command))
             elif name == "sched":
                 path = sched.run(sched.params(args, command))
+            elif name == "slurm_latency":
+                path = slurm_latency.run(slurm_latency.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:
