@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from cpnet.sched import batch, feasibility, score
-from cpnet.sched.place import Board, decide, rank, screen, shortlist
+from cpnet.sched.place import Board, decide, screen, shortlist
 from cpnet.sched.snapshot import (
     EPSILON,
     Decision,
@@ -49,7 +49,7 @@ DEFAULT_TIME_LIMIT_S = 1.0  # HiGHS wall-clock limit; building the model is not 
 DEFAULT_WIDTH = 16
 MIP_GAP = 1e-3  # relative gap at which HiGHS may call an assignment optimal
 # A time-limited answer this far from optimal (HiGHS's own bound) is checked against greedy's.
-CHECK_GREEDY_GAP = 0.01
+CHECK_GREEDY_GAP = 0.05
 COVER = 2  # how many times a group's size its candidates' room must hold before widening stops
 
 SCORE = "score"  # minimise the sum of the policy's scores (each task's own ranking)
@@ -79,7 +79,7 @@ class JointResult:
     # Per task id, what leaving it waiting costs.
     waiting_cost: dict[str, float] = field(repr=False, compare=False, default_factory=dict)
     # The cost of placing a task on a pool at snapshot time (for ``objective_of``).
-    cost_of: Callable[[TaskRequest, str], float] | None = field(
+    cost_of: Callable[[TaskRequest, Decision, str], float] | None = field(
         repr=False, compare=False, default=None
     )
 
@@ -91,11 +91,11 @@ class JointResult:
         """
         assert self.cost_of is not None
         total = 0.0
-        for task, _, pool_id in rows:
+        for task, decision, pool_id in rows:
             if pool_id is None:
                 total += self.waiting_cost[task.id]
             else:
-                total += self.cost_of(task, pool_id)
+                total += self.cost_of(task, decision, pool_id)
                 if pool_id in task.avoid_pools:
                     total += self.horizon
         return total
@@ -125,6 +125,7 @@ class _Group:
     costs: tuple[float, ...]  # ``cost`` per fitting placement (+H added later if avoided)
     room: tuple[int, ...]  # how many of the shape fit in each fitting pool's availability
     waiting_s: float  # TIME: best time to result if the task waits (fits nowhere now); else 0
+    feasible: np.ndarray  # Board positions of every feasible pool (the shortlist)
 
 
 def assign(
@@ -169,7 +170,7 @@ def assign(
         waiting_cost={
             tasks[i].id: w for g, w in zip(groups, waiting, strict=True) for i in g.members
         },
-        cost_of=_coster(tasks, groups, board, weights, objective),
+        cost_of=_coster(tasks, groups, objective),
     )
     if model.columns == 0:
         counts = None
@@ -179,8 +180,17 @@ def assign(
     if counts is None and model.columns:
         rows = batch.assign(tasks, pools, weights, keep=keep)
         return rows, replace(info, method=GREEDY, value=info.objective_of(rows))
-    chosen = _hand_out(tasks, groups, model, counts, board)
+    chosen, left = _hand_out(tasks, groups, model, counts, board)
     rows = _rows(tasks, groups, chosen, keep)
+    extra = _overflow(tasks, groups, chosen, left)
+    if extra:
+        # Tasks still waiting whose shape has room outside its candidates: let the greedy
+        # policy place them on what is left, over every pool.
+        rest = [replace(p, available=a) for p, a in zip(board.pools, left, strict=True)]
+        for i, row in zip(
+            extra, batch.assign([tasks[i] for i in extra], rest, weights, keep=keep), strict=True
+        ):
+            rows[i] = row
     info = replace(info, value=info.objective_of(rows))
     if info.method == TIME_LIMITED and info.gap > CHECK_GREEDY_GAP:
         # The incumbent at the time limit may be poor: never return worse than greedy. (Within
@@ -274,6 +284,7 @@ def _groups(
                 costs=tuple(cost(rep, p, objective) for p in fitting),
                 room=tuple(int(room_all[position[p.pool_id]]) for p in fitting),
                 waiting_s=waiting_s,
+                feasible=np.array(short.candidates, dtype=np.int64),
             )
         )
     return out
@@ -456,12 +467,13 @@ def _hand_out(
     model: _Model,
     counts: np.ndarray | None,
     board: Board,
-) -> list[tuple[int, int] | None]:
-    """Give each task its (group, fitting slot) or None, checking every pool's room exactly.
+) -> tuple[list[tuple[int, int] | None], list[Resources]]:
+    """Give each task its (group, fitting slot) or None, and the room left per Board position.
 
-    Within a group the oldest tasks get the pools with the shortest time to result. The
+    Within a group the oldest tasks get the cheapest pools (in the objective). The
     solver's counts are re-checked with ``Resources.fits_in`` (its tolerances differ from ours);
-    then tasks still waiting take any candidate with room left, oldest first.
+    then tasks still waiting take any candidate with room left, oldest first. Every choice
+    is checked against the pool's room exactly.
     """
     want: list[tuple[int, int] | None] = [None] * len(tasks)
     if counts is not None:
@@ -489,7 +501,34 @@ def _hand_out(
                 if (got := _take(task, groups, (g, k), left)) is not None:
                     out[i] = got
                     break
-    return out
+    return out, left
+
+
+def _overflow(
+    tasks: Sequence[TaskRequest],
+    groups: Sequence[_Group],
+    chosen: Sequence[tuple[int, int] | None],
+    left: Sequence[Resources],
+) -> list[int]:
+    """Positions of waiting tasks (oldest first) that some feasible pool still has room for.
+
+    The model only offers each shape its best ``width`` pools; when those are taken, a task
+    may still fit on a pool further down its ranking.
+    """
+    waiting: dict[int, list[int]] = {}
+    for g, grp in enumerate(groups):
+        for i in grp.members:
+            if chosen[i] is None:
+                waiting.setdefault(g, []).append(i)
+    if not waiting:
+        return []
+    free = np.array([(a.cpu_cores, a.ram_gb, a.disk_gb, a.gpus) for a in left], dtype=float)
+    extra: list[int] = []
+    for g, members in waiting.items():
+        feasible = groups[g].feasible
+        room = _room(_demand(tasks[members[0]]), free[feasible]).sum() if len(feasible) else 0
+        extra += members[: int(min(room, len(members)))]
+    return sorted(extra)
 
 
 def _take(
@@ -549,25 +588,22 @@ def _rows(
 def _coster(
     tasks: Sequence[TaskRequest],
     groups: Sequence[_Group],
-    board: Board,
-    weights: score.Weights,
     objective: str,
-) -> Callable[[TaskRequest, str], float]:
-    """Price any (task of this batch, pool) at snapshot time, for comparing assignments.
+) -> Callable[[TaskRequest, Decision, str], float]:
+    """Price a placed task of this batch on its pool, for comparing assignments.
 
-    The shapes' kept placements answer most lookups; a pool outside them (greedy may choose
-    one) costs one full ``rank`` of the shape, done once.
+    The shape's placements at snapshot time answer when they hold the pool; a pool further down
+    the ranking (greedy may choose one) is priced by the row's own placement, to avoid ranking
+    every pool again. For the time objective the two agree; a score there is normalised over
+    the candidates as they were at the task's turn, so it is an approximation.
     """
     shape_of = {tasks[i].id: g for g, grp in enumerate(groups) for i in grp.members}
     known = [{p.pool_id: p for p in grp.decision.placements} for grp in groups]
-    ranked: set[int] = set()
 
-    def cost_of(task: TaskRequest, pool_id: str) -> float:
-        g = shape_of[task.id]
-        if pool_id not in known[g] and g not in ranked:
-            full = rank(tasks[groups[g].members[0]], board.pools, weights)
-            known[g].update((p.pool_id, p) for p in full.placements)
-            ranked.add(g)
-        return cost(task, known[g][pool_id], objective)
+    def cost_of(task: TaskRequest, decision: Decision, pool_id: str) -> float:
+        placement = known[shape_of[task.id]].get(pool_id)
+        if placement is None:
+            placement = next(p for p in decision.placements if p.pool_id == pool_id)
+        return cost(task, placement, objective)
 
     return cost_of

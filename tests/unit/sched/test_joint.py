@@ -169,3 +169,17 @@ def test_one_task_goes_where_rank_puts_it():
 def test_unknown_objective_is_refused():
     with pytest.raises(ValueError, match="unknown objective"):
         joint.assign([task("t", 1)], [pool("a")], objective="cost")
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools=snapshots(), tasks=task_lists(), weights=weights_st)
+def test_no_task_waits_while_a_feasible_pool_has_room_left(pools, tasks, weights):
+    rows, _ = joint.assign(tasks, pools, weights, width=1)  # narrow: the overflow pass must act
+    left = {p.id: p.available for p in pools}
+    for task_, _, pool_id in rows:
+        if pool_id is not None:
+            left[pool_id] = left[pool_id] - task_.demand
+    for task_, _, pool_id in rows:
+        if pool_id is None:
+            for p in pools:
+                assert not (check(task_, p) == () and task_.demand.fits_in(left[p.id])), p.id
