@@ -277,7 +277,8 @@ def _notes(single: dict, batches: dict, plots: list[Path], p: Params) -> list[st
     notes = [
         f"Seed {SEED}; pools and tasks from bench/sched_world.py (job arrays of mean 25 "
         "identical tasks; 25% region-, 10% pool-type-, 10% label-constrained; 30% with "
-        "SCU-hours of work; a third of GPU pools' tasks name a GPU model).",
+        "SCU-hours of work; three GPU tasks in four name a GPU model). The load average "
+        "in the machine line is what else ran on the 2 cores; take figures to ±20%.",
         "Single: decisions/s = 1 / mean latency of one decision, one thread. rank() builds the "
         "Board (sorts and prepares every pool) on every call, as its callers use it; the vector "
         "path prepares arrays once per snapshot ('prepare') and caches constraint masks per "
