@@ -9,7 +9,7 @@ tasks in job arrays of typical shapes, some constrained, some with SCU-hours of 
    fast path (``sched.vector``) on pool arrays prepared once per snapshot, as a hub would keep
    them between passes. Decisions/s = 1 / mean latency; p50/p99 per decision.
 2. **batches**: 1k and 10k tasks over the snapshot: greedy ``assign`` against ``joint.assign``
-   (HiGHS, 1 s limit) with the score objective (the hub's default) and with the time objective.
+   (HiGHS, 0.5 s limit) with the score objective (the hub's default) and with the time objective.
    Time is the whole call (model building included). The objective ratio is joint ÷ greedy in
    the joint's own objective (waiting tasks included at their penalty); "mean TTR" is the mean
    estimated time to result of the tasks each one placed.
@@ -66,7 +66,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
         default=None,
         help="sched: batch sizes, comma-separated (1000,10000)",
     )
-    ap.add_argument("--sched-time-limit", type=float, default=1.0, help="sched: HiGHS limit s (1)")
+    ap.add_argument(
+        "--sched-time-limit", type=float, default=0.5, help="sched: HiGHS limit s (0.5)"
+    )
 
 
 def params(args: argparse.Namespace, command: str) -> Params:

@@ -41,7 +41,7 @@ class HubSettings:
     # Place each batch of queued tasks jointly (HiGHS) instead of one by one; see
     # docs/scheduling-joint.md. A 500-task batch takes ~0.1 s either way on 1k pools.
     sched_joint: bool = True
-    sched_joint_time_limit_s: float = 1.0  # past it: HiGHS's best so far, else greedy
+    sched_joint_time_limit_s: float = 0.5  # past it: HiGHS's best so far, else greedy
 
     @property
     def url(self) -> str:
