@@ -2,28 +2,25 @@
 
 The greedy ``batch.assign`` places tasks one at a time, each on its best pool; an early task can
 take the only pool a later one fits, or a fast pool a long task needed more. ``assign`` here
-builds one small integer program over the same per-task steps (``Board``, ``screen``,
-``shortlist``, ``decide``) and lets HiGHS choose for all tasks at once.
+builds one small integer program (``sched.program``) over the same per-task steps (``Board``,
+``screen``, ``shortlist``, ``decide``) and lets HiGHS choose for all tasks at once.
 
-Objective: minimise the batch's total estimated **time to result** (expected start + run time,
-seconds, as the policy estimates them), with a penalty for each task left waiting. Time to result
-is the one term that adds up across tasks into something a user feels (the mean completion time);
-the policy's per-task scores are normalised within each task's own candidates, so their sum has no
-meaning across tasks. Price still matters through which pools are candidates: each task shape
-takes its candidates in the policy's rank order.
+Tasks are grouped by shape (constraints, demand, run time, SCU work, avoided pools): 10,000
+tasks in job arrays make a few hundred groups. Each shape's candidates are its best pools in the
+policy's order that it fits now. One integer variable per (group, candidate) counts the tasks
+placed there.
 
-Model: tasks are grouped by shape (constraints, demand, run time, avoided pools), so 10,000 tasks
-of 50 shapes give 50 groups. One integer variable per (group, candidate pool) counts the group's
-tasks placed there; per group at most its size; per pool and resource the demands add up to at
-most what is available. A task left waiting costs ``2 H + w``: H (the horizon) is the longest
-time to result of any candidate placement and w the task's own best time to result if it waits
-(its best start when it does not fit now, plus run time); so placing a task always beats leaving
-it waiting. A pool the task's earlier attempt failed on costs H more, as the policy ranks it last.
+Objective (``objective=``): by default the sum of the policy's own **scores** of the chosen
+pools, so a lone task goes where ``rank`` puts it and a batch departs from each task's first
+choice only as far as capacity forces; or (``TIME``) the sum of estimated **times to result**
+(expected start + run time, s). A task left waiting costs 2-3 H, H being the largest cost of any
+candidate placement: more than any placement, so the most tasks get placed, and older shapes
+cost more to leave waiting. A pool the task's earlier attempt failed on costs H more, as the
+policy ranks it last. See docs/scheduling-joint.md.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -31,8 +28,8 @@ import numpy as np
 
 from cpnet.sched import batch, feasibility, score
 from cpnet.sched.place import Board, decide, screen, shortlist
+from cpnet.sched.program import Program, copies, demand_vector
 from cpnet.sched.snapshot import (
-    EPSILON,
     Decision,
     Placement,
     PoolView,
@@ -49,7 +46,6 @@ DEFAULT_TIME_LIMIT_S = 0.5
 # Candidates per task shape to start from; widened (x4 at a time) until the fitting candidates
 # could hold twice the group, so a large group is not confined to a few pools.
 DEFAULT_WIDTH = 16
-MIP_GAP = 1e-3  # relative gap at which HiGHS may call an assignment optimal
 # A time-limited answer this far from optimal (HiGHS's own bound) is checked against greedy's.
 CHECK_GREEDY_GAP = 0.05
 COVER = 2  # how many times a group's size its candidates' room must hold before widening stops
@@ -57,11 +53,11 @@ COVER = 2  # how many times a group's size its candidates' room must hold before
 SCORE = "score"  # minimise the sum of the policy's scores (each task's own ranking)
 TIME = "time"  # minimise the sum of estimated times to result, in seconds
 
-OPTIMAL = "optimal"  # HiGHS proved the assignment optimal (within MIP_GAP)
+OPTIMAL = "optimal"  # HiGHS proved the assignment optimal (within program.MIP_GAP)
 TIME_LIMITED = "time_limited"  # HiGHS's best assignment when the time limit struck
 GREEDY = "greedy"  # batch.assign's answer: the solver had none, or a worse one
 
-JOINT_REASON = "chosen by joint assignment: lowest total time to result for the whole batch"
+JOINT_REASON = "chosen by joint assignment: the best placement of the whole batch together"
 NO_ROOM_REASON = "no room left after this batch's placements"
 
 
@@ -91,7 +87,8 @@ class JointResult:
         A placed task costs its placement's cost at snapshot time (plus H on an avoided pool);
         a waiting one costs ``waiting_cost``.
         """
-        assert self.cost_of is not None
+        if self.cost_of is None:
+            raise ValueError("objective_of needs a JointResult as joint.assign returns it")
         total = 0.0
         for task, decision, pool_id in rows:
             if pool_id is None:
@@ -159,16 +156,16 @@ def assign(
     # Waiting costs 2-3 H: more than any placement, so the most tasks are placed; older shapes
     # (by their oldest task) cost up to H more to leave waiting, so they win a 1:1 contest.
     waiting = [horizon * (3 - g.members[0] / len(tasks)) + g.waiting_s for g in groups]
-    model = _Model.build(tasks, groups, free, horizon, waiting)
+    model = _program(tasks, groups, free, horizon, waiting)
     info = JointResult(
-        OPTIMAL,
-        "",
-        objective,
-        0.0,
-        horizon,
-        len(groups),
-        model.columns,
-        0.0,
+        method=OPTIMAL,
+        reason="",
+        objective=objective,
+        value=0.0,
+        horizon=horizon,
+        groups=len(groups),
+        variables=model.columns,
+        solve_s=0.0,
         waiting_cost={
             tasks[i].id: w for g, w in zip(groups, waiting, strict=True) for i in g.members
         },
@@ -184,29 +181,54 @@ def assign(
         return rows, replace(info, method=GREEDY, value=info.objective_of(rows))
     chosen, left = _hand_out(tasks, groups, model, counts, board)
     rows = _rows(tasks, groups, chosen, keep)
-    extra = _overflow(tasks, groups, chosen, left)
-    if extra:
-        # Tasks still waiting whose shape has room outside its candidates: let the greedy
-        # policy place them on what is left, over every pool.
-        rest = [replace(p, available=a) for p, a in zip(board.pools, left, strict=True)]
-        for i, row in zip(
-            extra, batch.assign([tasks[i] for i in extra], rest, weights, keep=keep), strict=True
-        ):
-            rows[i] = row
+    for i, row in _overflow_rows(tasks, groups, chosen, left, board, weights, keep):
+        rows[i] = row
     info = replace(info, value=info.objective_of(rows))
     if info.method == TIME_LIMITED and info.gap > CHECK_GREEDY_GAP:
-        # The incumbent at the time limit may be poor: never return worse than greedy. (Within
-        # CHECK_GREEDY_GAP of optimal it is at least as good as greedy's whenever greedy's
-        # placements are among the candidates, and running greedy would double the time.)
-        greedy_rows = batch.assign(tasks, pools, weights, keep=keep)
-        greedy = info.objective_of(greedy_rows)
-        if greedy < info.value:
-            reason = (
-                f"{info.reason}; its best ({info.value:.6g}) was worse than "
-                f"greedy's ({greedy:.6g}), so greedy's was used"
-            )
-            return greedy_rows, replace(info, method=GREEDY, reason=reason, value=greedy)
+        return _better_of(rows, info, batch.assign(tasks, pools, weights, keep=keep))
     return rows, info
+
+
+def _overflow_rows(
+    tasks: Sequence[TaskRequest],
+    groups: Sequence[_Group],
+    chosen: Sequence[tuple[int, int] | None],
+    left: Sequence[Resources],
+    board: Board,
+    weights: score.Weights,
+    keep: int | None,
+) -> list[tuple[int, Row]]:
+    """Rows for waiting tasks that still fit outside their shape's candidates, from greedy.
+
+    The model offers each shape only its best pools; when those are taken a task may still fit
+    further down its ranking. The greedy policy places such tasks on the room left, over
+    every pool.
+    """
+    extra = _overflow(tasks, groups, chosen, left)
+    if not extra:
+        return []
+    rest = [replace(p, available=a) for p, a in zip(board.pools, left, strict=True)]
+    rows = batch.assign([tasks[i] for i in extra], rest, weights, keep=keep)
+    return list(zip(extra, rows, strict=True))
+
+
+def _better_of(
+    rows: list[Row], info: JointResult, greedy_rows: list[Row]
+) -> tuple[list[Row], JointResult]:
+    """Return the joint rows unless greedy's are better in the same objective.
+
+    Used when HiGHS stopped far (past CHECK_GREEDY_GAP) from its bound: the answer may then be
+    little better than its greedy start. Closer than that, the answers measured were always
+    better than greedy's, and running greedy as well would double the time.
+    """
+    greedy = info.objective_of(greedy_rows)
+    if greedy >= info.value:
+        return rows, info
+    reason = (
+        f"{info.reason}; its best ({info.value:.6g}) was worse than greedy's ({greedy:.6g}), "
+        "so greedy's was used"
+    )
+    return greedy_rows, replace(info, method=GREEDY, reason=reason, value=greedy)
 
 
 def _free_matrix(board: Board) -> np.ndarray:
@@ -215,21 +237,6 @@ def _free_matrix(board: Board) -> np.ndarray:
         [(a.cpu_cores, a.ram_gb, a.disk_gb, a.gpus) for a in (p.available for p in board.pools)],
         dtype=float,
     ).reshape(len(board.pools), 4)
-
-
-def _demand(task: TaskRequest) -> np.ndarray:
-    d = task.demand
-    return np.array((d.cpu_cores, d.ram_gb, d.disk_gb, d.gpus), dtype=float)
-
-
-def _room(demand: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """How many copies of ``demand`` fit in each row of ``free`` (a large number when zero)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # The same slack as Resources.fits_in: EPSILON on the float resources, GPUs exact.
-        slack = np.array((EPSILON, EPSILON, EPSILON, 0.0))
-        copies = np.floor((free + slack) / demand)
-    copies[:, demand == 0] = np.inf
-    return np.minimum(copies.min(axis=1), 1e9).astype(np.int64)
 
 
 def _groups(
@@ -262,7 +269,7 @@ def _groups(
         if signature not in screened:
             screened[signature] = screen(rep, board)
         short = shortlist(rep, board, screened[signature])
-        room_all = _room(_demand(rep), free)
+        room_all = copies(demand_vector(rep), free)
         wide = width
         while True:
             decision = decide(rep, board.pools, short, loads, weights, keep=wide)
@@ -292,181 +299,52 @@ def _groups(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class _Model:
-    """The integer program as arrays: one column per (group, fitting candidate)."""
-
-    columns: int
-    group: np.ndarray  # per column: its group's index
-    slot: np.ndarray  # per column: index into the group's ``fitting``
-    cost: np.ndarray  # per column: (placement cost - waiting cost) / H, negative
-    upper: np.ndarray  # per column: at most the group's size and the pool's room
-    row_upper: np.ndarray  # group sizes, then the binding capacities
-    start: np.ndarray  # column-wise sparse matrix: column starts,
-    index: np.ndarray  # row indices,
-    value: np.ndarray  # and coefficients
-    start_counts: np.ndarray  # a feasible start: each group, oldest first, fills its best pools
-
-    @classmethod
-    def build(
-        cls,
-        tasks: Sequence[TaskRequest],
-        groups: Sequence[_Group],
-        free: np.ndarray,
-        h: float,
-        waiting: Sequence[float],
-    ) -> _Model:
-        """Lay out the columns and rows; keep only capacity rows that could bind."""
-        group = np.array([g for g, grp in enumerate(groups) for _ in grp.fitting], dtype=np.int64)
-        slot = np.array([k for grp in groups for k in range(len(grp.fitting))], dtype=np.int64)
-        pool = np.array([p for grp in groups for p in grp.positions], dtype=np.int64)
-        n = len(group)
-        cost = np.empty(n)
-        upper = np.empty(n)
-        col = 0
-        for grp, wait in zip(groups, waiting, strict=True):
-            rep = tasks[grp.members[0]]
-            for placement, value, room in zip(grp.fitting, grp.costs, grp.room, strict=True):
-                avoided = h if placement.pool_id in rep.avoid_pools else 0.0
-                cost[col] = (value + avoided - wait) / h
-                upper[col] = min(len(grp.members), room)
-                col += 1
-        demand = np.array([_demand(tasks[g.members[0]]) for g in groups]).reshape(-1, 4)
-        rows = [np.arange(len(groups))[group]]
-        cols = [np.arange(n)]
-        values = [np.ones(n)]
-        row_upper = [np.array([len(g.members) for g in groups], dtype=float)]
-        next_row = len(groups)
-        for r in range(4):
-            need = demand[group, r] if n else np.zeros(0)
-            # Most a pool could be asked for of this resource; a row that cannot bind is left out.
-            asked = np.bincount(pool, weights=need * upper, minlength=len(free))
-            binding = np.flatnonzero(asked > free[:, r] + EPSILON)
-            row_of = np.full(len(free), -1)
-            row_of[binding] = np.arange(next_row, next_row + len(binding))
-            used = (need > 0) & (row_of[pool] >= 0)
-            rows.append(row_of[pool[used]])
-            cols.append(np.flatnonzero(used))
-            values.append(need[used])
-            row_upper.append(free[binding, r])
-            next_row += len(binding)
-        row, column, value = (np.concatenate(x) for x in (rows, cols, values))
-        order = np.lexsort((row, column))
-        start = np.searchsorted(column[order], np.arange(n + 1))
-        fill = _fill(groups, demand, pool, free, upper)
-        return cls(
-            n,
-            group,
-            slot,
-            cost,
-            upper,
-            np.concatenate(row_upper),
-            start,
-            row[order],
-            value[order],
-            fill,
-        )
-
-
-def _fill(
+def _program(
+    tasks: Sequence[TaskRequest],
     groups: Sequence[_Group],
-    demand: np.ndarray,
-    pool: np.ndarray,
     free: np.ndarray,
-    upper: np.ndarray,
-) -> np.ndarray:
-    """Count a greedy assignment per column: groups oldest first, pools by time to result."""
-    left = free.copy()
-    counts = np.zeros(len(pool), dtype=np.int64)
+    horizon: float,
+    waiting: Sequence[float],
+) -> Program:
+    """Lay the groups' candidates out as the integer program's columns (cost scaled by H)."""
+    group = np.array([g for g, grp in enumerate(groups) for _ in grp.fitting], dtype=np.int64)
+    cost = np.empty(len(group))
+    upper = np.empty(len(group))
     col = 0
-    for g, grp in enumerate(groups):
-        need = len(grp.members)
-        d = demand[g]
-        for _ in grp.fitting:
-            if need:
-                room = int(_room(d, left[pool[col]].reshape(1, 4))[0])
-                take = min(need, room, int(upper[col]))
-                left[pool[col]] -= take * d
-                counts[col] = take
-                need -= take
+    for grp, wait in zip(groups, waiting, strict=True):
+        rep = tasks[grp.members[0]]
+        for placement, value, room in zip(grp.fitting, grp.costs, grp.room, strict=True):
+            avoided = horizon if placement.pool_id in rep.avoid_pools else 0.0
+            cost[col] = (value + avoided - wait) / horizon
+            upper[col] = min(len(grp.members), room)
             col += 1
-    return counts
+    return Program.build(
+        group=group,
+        slot=np.array([k for grp in groups for k in range(len(grp.fitting))], dtype=np.int64),
+        pool=np.array([p for grp in groups for p in grp.positions], dtype=np.int64),
+        cost=cost,
+        upper=upper,
+        demand=np.array([demand_vector(tasks[g.members[0]]) for g in groups]).reshape(-1, 4),
+        sizes=np.array([len(g.members) for g in groups], dtype=np.int64),
+        free=free,
+    )
 
 
 def _solve(
-    model: _Model, time_limit_s: float, info: JointResult
+    model: Program, time_limit_s: float, info: JointResult
 ) -> tuple[np.ndarray | None, JointResult]:
-    """Run HiGHS within the time limit; give integer counts per column, or None and why."""
-    try:
-        import highspy
-    except ImportError:
-        reason = "highspy is not installed (pip install 'highspy>=1.7'): greedy assignment used"
-        return None, replace(info, method=GREEDY, reason=reason)
-    limit = max(0.0, time_limit_s)
-    if limit == 0:
-        # Even presolve may solve a small model at once; a zero limit means "do not try".
-        reason = "the time limit is 0 s, so HiGHS was not run: greedy assignment used"
-        return None, replace(info, method=GREEDY, reason=reason)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", limit)
-    # Stop at 0.1% of optimal: the estimates behind the costs are far coarser than that, and
-    # proving the last 0.1% often takes most of the time.
-    h.setOptionValue("mip_rel_gap", MIP_GAP)
-    lp = highspy.HighsLp()
-    lp.num_col_ = model.columns
-    lp.num_row_ = len(model.row_upper)
-    lp.col_cost_ = model.cost
-    lp.col_lower_ = np.zeros(model.columns)
-    lp.col_upper_ = model.upper
-    lp.row_lower_ = np.full(len(model.row_upper), -highspy.kHighsInf)
-    lp.row_upper_ = model.row_upper
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = model.start
-    lp.a_matrix_.index_ = model.index
-    lp.a_matrix_.value_ = model.value
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * model.columns
-    h.passModel(lp)
-    # Start from a greedy fill: HiGHS's own first solutions can be several times worse, and
-    # with a short time limit the start is what a time-limited answer improves on.
-    start = highspy.HighsSolution()
-    start.col_value = model.start_counts.astype(float)
-    start.value_valid = True
-    h.setSolution(start)
-    started = time.perf_counter()
-    h.run()
-    solve_s = time.perf_counter() - started
-    status = h.getModelStatus()
-    found = h.getInfo().primal_solution_status == 2  # kSolutionStatusFeasible
-    info = replace(info, solve_s=solve_s)
-    if status == highspy.HighsModelStatus.kOptimal and found:
-        reason = f"HiGHS proved it optimal in {solve_s:.3f} s"
-        method = OPTIMAL
-    elif found:
-        gap = h.getInfo().mip_gap
-        info = replace(info, gap=gap)
-        reason = (
-            f"HiGHS stopped at the {limit:g} s time limit ({h.modelStatusToString(status)}) "
-            f"with a feasible assignment within {gap:.1%} of optimal"
-        )
-        method = TIME_LIMITED
-    else:
-        reason = (
-            f"HiGHS found no assignment within the {limit:g} s time limit "
-            f"({h.modelStatusToString(status)}): greedy assignment used; raise "
-            "sched_joint_time_limit_s or place smaller batches"
-        )
-        return None, replace(info, method=GREEDY, reason=reason)
-    counts = np.rint(np.asarray(h.getSolution().col_value)).astype(np.int64)
-    return np.clip(counts, 0, model.upper.astype(np.int64)), replace(
-        info, method=method, reason=reason
-    )
+    """Run the program within the time limit; counts per column, or None, and the method."""
+    solved = model.solve(time_limit_s)
+    info = replace(info, reason=solved.reason, solve_s=solved.solve_s, gap=solved.gap)
+    if solved.counts is None:
+        return None, replace(info, method=GREEDY)
+    return solved.counts, replace(info, method=OPTIMAL if solved.optimal else TIME_LIMITED)
 
 
 def _hand_out(
     tasks: Sequence[TaskRequest],
     groups: Sequence[_Group],
-    model: _Model,
+    model: Program,
     counts: np.ndarray | None,
     board: Board,
 ) -> tuple[list[tuple[int, int] | None], list[Resources]]:
@@ -528,7 +406,9 @@ def _overflow(
     extra: list[int] = []
     for g, members in waiting.items():
         feasible = groups[g].feasible
-        room = _room(_demand(tasks[members[0]]), free[feasible]).sum() if len(feasible) else 0
+        room = (
+            copies(demand_vector(tasks[members[0]]), free[feasible]).sum() if len(feasible) else 0
+        )
         extra += members[: int(min(room, len(members)))]
     return sorted(extra)
 
