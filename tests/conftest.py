@@ -77,6 +77,7 @@ MARKERS = {
     "real_k8s": "needs a real Kubernetes cluster (opt-in: set CPNET_TEST_KUBECONFIG)",
     "s3": "needs the throw-away dev S3 server (scripts/dev-seaweedfs.sh)",
     "ray": "needs a local Ray head (scripts/dev-ray.sh)",
+    "netns": "needs root, ip and tc (agents in network namespaces behind shaped links)",
 }
 
 

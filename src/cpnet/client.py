@@ -45,6 +45,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from cpnet import __version__
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
+from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
 from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
 from cpnet.tasks.states import State
@@ -837,6 +838,46 @@ class Client:
         # Asking twice still asks for one measurement: safe to send again.
         data = self._request("POST", f"/v1/pools/{_seg(pool_id)}/measure", idempotent=True)
         return float(data["requested_at"])
+
+    # -- the network map ------------------------------------------------------------------------
+
+    def network(self) -> NetworkRecord:
+        """The network map: every known pair with its RTT, bandwidth and each figure's source."""
+        return self._model(NetworkRecord, self._request("GET", "/v1/network"), "GET /v1/network")
+
+    def estimate_transfer(self, src: str, dst: str, nbytes: int) -> EstimateRecord:
+        """How long ``nbytes`` take from place ``src`` to ``dst`` (``hub``, ``site:<id>``,
+        ``url:<scheme>://<host>``), with the figures used and where each came from."""
+        params = {"src": src, "dst": dst, "bytes": nbytes}
+        data = self._request("GET", "/v1/network/estimate", params=params)
+        return self._model(EstimateRecord, data, "GET /v1/network/estimate")
+
+    def set_link(
+        self,
+        a: str,
+        b: str,
+        *,
+        rtt_ms: float | None = None,
+        mbps: float | None = None,
+        egress_per_gb: float = 0.0,
+        currency: str = "CNY",
+    ) -> LinkRecord:
+        """Declare the link between two places (admins); replaces an earlier declaration."""
+        body = {
+            "a": a,
+            "b": b,
+            "rtt_ms": rtt_ms,
+            "mbps": mbps,
+            "egress_per_gb": egress_per_gb,
+            "currency": currency,
+        }
+        data = self._request("PUT", "/v1/network/links", body=body, idempotent=True)
+        return self._model(LinkRecord, data, "PUT /v1/network/links")
+
+    def remove_link(self, a: str, b: str) -> LinkRecord:
+        """Forget a declared link (admins)."""
+        data = self._request("DELETE", "/v1/network/links", params={"a": a, "b": b})
+        return self._model(LinkRecord, data, "DELETE /v1/network/links")
 
     def match_hardware(self, model: str, kind: str = "accelerator") -> dict:
         """The hardware catalogue entry a model string matches (NotFound when none does)."""

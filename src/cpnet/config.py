@@ -42,6 +42,7 @@ class HubSettings:
     # docs/scheduling-joint.md. A 500-task batch takes ~0.1 s either way on 1k pools.
     sched_joint: bool = True
     sched_joint_time_limit_s: float = 0.5  # past it: HiGHS's best so far, else greedy
+    region_code: str = ""  # where the hub lies (GB/T 2260), for the network map's geo figures
 
     @property
     def url(self) -> str:
@@ -69,4 +70,6 @@ class HubSettings:
             s = replace(s, sched_joint_time_limit_s=float(env["CPNET_SCHED_JOINT_TIME_LIMIT"]))
         if env.get("CPNET_MAX_BLOB_BYTES"):
             s = replace(s, max_blob_bytes=int(env["CPNET_MAX_BLOB_BYTES"]))
+        if env.get("CPNET_HUB_REGION"):
+            s = replace(s, region_code=env["CPNET_HUB_REGION"].strip())
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})

@@ -21,6 +21,7 @@ import httpx
 from cpnet.agent.protocol import (
     Assignments,
     HeartbeatReply,
+    ProbeSample,
     RegisterResult,
     UpdateReply,
 )
@@ -29,6 +30,7 @@ from cpnet.client import Client
 
 BACKOFF_MAX_S = 5.0  # an agent's pause between tries grows up to this
 LONG_POLL_READ_S = 90.0  # read timeout: a long poll may hold the answer up to 60 s
+PROBE_TIMEOUT_S = 60.0  # a probe download slower than this is a failed probe
 
 
 class SiteClient(Client):
@@ -75,6 +77,28 @@ class SiteClient(Client):
         """New attempts and attempts to cancel, waiting up to `wait_s` for either (long poll)."""
         data = self._site("GET", site_id, "assignments", params={"wait": wait_s})
         return self._model(Assignments, data, "assignments")
+
+    def post_samples(self, site_id: str, samples: Sequence[ProbeSample]) -> int:
+        """Report network probe samples (at most MAX_SAMPLES at once); how many were stored."""
+        body = {"samples": [x.model_dump(mode="json") for x in samples]}
+        data = self._site("POST", site_id, "network/samples", body=body)
+        return int(data["stored"])  # type: ignore[index]
+
+    def probe_download(self, nbytes: int) -> int:
+        """Download ``nbytes`` of probe payload from the hub (time the call); bytes received.
+
+        Not retried: a probe that fails is a missing sample, not something to wait out.
+        """
+        with self._http.stream(
+            "GET", "/v1/network/probe", params={"bytes": nbytes}, timeout=PROBE_TIMEOUT_S
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                self._answer(response)
+            got = 0
+            for chunk in response.iter_raw(64 * 1024):
+                got += len(chunk)
+        return got
 
     def post_updates(self, site_id: str, parts: Sequence[str]) -> UpdateReply:
         """Attempt updates already serialised (one JSON object each), in one request."""

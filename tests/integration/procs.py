@@ -124,6 +124,9 @@ class AgentProc:
     rediscover_s: float | None = None  # rediscover_interval_s; None: the agent's default
     args: list[str] = field(default_factory=list)  # more `cpnet agent` flags after --config
     env: dict[str, str] = field(default_factory=dict)  # set in the agent's environment
+    config: dict = field(default_factory=dict)  # more agent.toml keys, e.g. network probes
+    # Run the agent under this command, e.g. ["nsenter", "--net=/run/netns/NAME"].
+    prefix: list[str] = field(default_factory=list)
     log: Path | None = None
 
     def start(self) -> None:
@@ -145,10 +148,20 @@ class AgentProc:
             body["backend"] = self.backend
         if self.options:
             body["options"] = self.options
+        body.update(self.config)
         cfg.write_text(tomli_w.dumps(body))
         log = self.log = self.work_dir / f"agent-{time.time_ns()}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cpnet", "agent", "--config", str(cfg), *self.args],
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "cpnet",
+                "agent",
+                "--config",
+                str(cfg),
+                *self.args,
+            ],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             env=_env(**self.env),
@@ -231,3 +244,11 @@ def run_doc_block(
     finally:
         for pattern in leftovers:
             subprocess.run(["pkill", "-f", pattern], check=False)
+
+
+def start_agent(hub: HubProc, agents: list, tmp_path: Path, world: World, name: str, pools: list):
+    """Start the agent of site `name` of `world` with `pools`; `agents` stops it afterwards."""
+    a = AgentProc(hub, world.site_tokens[name], tmp_path / f"agent-{name}", pools)
+    a.start()
+    agents.append(a)
+    return a

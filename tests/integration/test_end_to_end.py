@@ -11,22 +11,15 @@ import pytest
 from cpnet import ident
 from cpnet.client import NotFound
 from cpnet.tasks.states import State
-from tests.integration.procs import AgentProc, HubProc, make_world, pool, wait_until
+from tests.integration.procs import AgentProc, HubProc, make_world, pool, start_agent, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _start(hub: HubProc, agents: list, tmp_path: Path, world, name: str, pools: list[dict]):
-    a = AgentProc(hub, world.site_tokens[name], tmp_path / f"agent-{name}", pools)
-    a.start()
-    agents.append(a)
-    return a
-
-
 def test_join_discover_run_fail_cancel_explain_resolve(hub: HubProc, agents, tmp_path: Path):
     world = make_world(hub, {"gz": ("general", "440100"), "ai": ("intelligent", "110000")})
-    _start(hub, agents, tmp_path, world, "gz", [pool("cpu", cores=4, price=0.05)])
-    _start(
+    start_agent(hub, agents, tmp_path, world, "gz", [pool("cpu", cores=4, price=0.05)])
+    start_agent(
         hub,
         agents,
         tmp_path,
@@ -108,7 +101,7 @@ def test_join_discover_run_fail_cancel_explain_resolve(hub: HubProc, agents, tmp
 
 def test_pool_offline_after_missed_heartbeats_and_back(hub: HubProc, agents, tmp_path: Path):
     world = make_world(hub, {"edge": ("edge", "320500")})
-    a = _start(hub, agents, tmp_path, world, "edge", [pool("box", cores=2, type="edge")])
+    a = start_agent(hub, agents, tmp_path, world, "edge", [pool("box", cores=2, type="edge")])
     user = hub.client(world.user_token)
     first = wait_until(lambda: user.pools(), 30, "pool online")[0]
     a.kill()
@@ -122,13 +115,13 @@ def test_pool_offline_after_missed_heartbeats_and_back(hub: HubProc, agents, tmp
 def test_agent_killed_mid_task_finishes_elsewhere(hub: HubProc, agents, tmp_path: Path):
     world = make_world(hub, {"a": ("general", "440100"), "b": ("general", "310000")})
     user = hub.client(world.user_token)
-    a = _start(hub, agents, tmp_path, world, "a", [pool("cpu", cores=2)])
+    a = start_agent(hub, agents, tmp_path, world, "a", [pool("cpu", cores=2)])
     wait_until(lambda: user.pools(), 30, "pool a")
     t = user.submit(
         {"name": "long", "executors": [{"command": ["sh", "-c", "sleep 3; echo done"]}]}
     )
     wait_until(lambda: user.task(t.id).state is State.RUNNING, 30, "running on a")
-    _start(hub, agents, tmp_path, world, "b", [pool("cpu", cores=2)])
+    start_agent(hub, agents, tmp_path, world, "b", [pool("cpu", cores=2)])
     wait_until(lambda: len(user.pools()) == 2, 30, "pool b")
     a.kill()  # SIGKILL: no goodbye
     final = user.wait(t.id, timeout=60)
@@ -219,7 +212,7 @@ def test_bad_input_gets_clear_4xx_never_500(hub: HubProc):
 
 def test_retired_pool_resolves_to_signed_tombstone(hub: HubProc, agents, tmp_path: Path):
     world = make_world(hub, {"a": ("general", "440100")})
-    _start(hub, agents, tmp_path, world, "a", [pool("cpu", cores=2)])
+    start_agent(hub, agents, tmp_path, world, "a", [pool("cpu", cores=2)])
     padmin = hub.client(world.padmin_token)
     pid = wait_until(lambda: padmin.pools(), 30, "pool online")[0].id
     # A user may not retire a pool; its provider admin may.

@@ -33,9 +33,10 @@ from cpnet.agent.backends.base import (
     PoolDecl,
 )
 from cpnet.agent.journal import Entry, Journal
+from cpnet.agent.netprobe import NetProber, ProbeListener
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
-from cpnet.agent.settings import AgentSettings
+from cpnet.agent.settings import AgentConfigError, AgentSettings, check_listen
 from cpnet.auth.model import Role
 from cpnet.client import CpnetError, Stopped, Unauthorized
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
@@ -184,6 +185,14 @@ class Agent:
         # Registration and heartbeats take turns, so a heartbeat never names a pool the hub was
         # just told is gone (that would bring it back online) or one not yet registered.
         self.hub_lock = threading.Lock()
+        self.netprobe = NetProber(
+            rtt_hub=lambda: self.hub.probe_download(0),
+            download_hub=self.hub.probe_download,
+            post=lambda batch: self._hub(self.hub.post_samples, self.site_id, batch),
+            interval_s=settings.network_probe_interval_s,
+            probe_bytes=settings.network_probe_bytes,
+        )
+        self.listener: ProbeListener | None = None  # --probe-listen, started on run()
 
     # ---- talking to the hub ----
 
@@ -249,6 +258,8 @@ class Agent:
             "heartbeat_interval_s": self.settings.heartbeat_interval_s,
             "pools": [p.model_dump(mode="json") for p in pools],
         }
+        if self.settings.probe_listen:
+            body["probe_url"] = f"http://{self.settings.probe_listen}"
         res = self._hub(self.hub.register, self.site_id, body)
         for name, notes in res.capacity_notes.items():
             for note in notes:
@@ -457,6 +468,8 @@ class Agent:
     def _heard(self, reply: HeartbeatReply) -> None:
         # Pools someone asked to be probed again; each request is acted on once (a probe that
         # fails is not retried every heartbeat: the request stays pending at the hub).
+        if reply.probe and self.settings.network_probe_interval_s > 0:
+            self.netprobe.ask_peers(reply.probe)
         asked = {n: at for n, at in reply.measure.items() if self.asked.get(n) != at}
         if asked and self.measure_in_background(list(asked)):
             self.asked.update(asked)
@@ -502,6 +515,8 @@ class Agent:
             # A later progress report must not be folded into one queued before this change.
             self.progress_queued.pop(e.attempt_id, None)
             transfers, omitted = trim_transfers(st.transfers) if st.state.terminal else ([], 0)
+            if st.state.terminal and st.transfers:
+                self.netprobe.saw_transfers(st.transfers)  # throughput the staging measured
             self.pending.append(
                 build_update(
                     attempt_id=e.attempt_id,
@@ -648,6 +663,15 @@ class Agent:
         return results
 
     def run(self) -> None:
+        if self.settings.probe_listen:
+            try:
+                self.listener = ProbeListener(*check_listen(self.settings.probe_listen)).start()
+            except OSError as exc:
+                raise AgentConfigError(
+                    f"cannot answer probes on {self.settings.probe_listen}: {exc.strerror or exc};"
+                    " choose a free port (or drop --probe-listen)"
+                ) from None
+            log.info("answering network probes on %s", self.settings.probe_listen)
         res = self.join()
         log.info("site %s joined with pools %s", self.site_id, res.pools)
         if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
@@ -657,6 +681,12 @@ class Agent:
             threading.Thread(target=self.assignment_loop, name="assignments", daemon=True),
             threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
         ]
+        if self.settings.network_probe_interval_s > 0:
+            threads.append(
+                threading.Thread(
+                    target=self.netprobe.loop, args=(self.stop,), name="netprobe", daemon=True
+                )
+            )
         if not self.settings.pools:  # discovered pools follow the cluster; declared ones do not
             threads.append(
                 threading.Thread(target=self.rediscover_loop, name="rediscover", daemon=True)
@@ -674,6 +704,8 @@ class Agent:
                 log.exception("agent loop error")
             self.stop.wait(POLL_S)
         self.hub.close()
+        if self.listener is not None:
+            self.listener.close()
 
 
 def run_agent(settings: AgentSettings) -> None:

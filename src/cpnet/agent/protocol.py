@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from cpnet.network.records import ProbeSample, ProbeSamples
 from cpnet.registry.model import Heartbeat, Measurements, RegisterResult, Registration
 from cpnet.tasks.model import Assignment, AttemptUpdate
 
@@ -24,6 +25,8 @@ __all__ = [
     "Heartbeat",
     "HeartbeatReply",
     "Measurements",
+    "ProbeSample",
+    "ProbeSamples",
     "RegisterResult",
     "Registration",
     "UpdateOutcome",
@@ -39,6 +42,8 @@ class HeartbeatReply(BaseModel):
     unknown: list[str] = Field(default_factory=list)  # attempts the hub does not expect here
     # Pools to probe again: name -> when it was asked (an agent acts once per request).
     measure: dict[str, float] = Field(default_factory=dict)
+    # Peer sites to probe now: place ("site:<id>") -> its probe URL (docs/network.md).
+    probe: dict[str, str] = Field(default_factory=dict)
 
 
 class Assignments(BaseModel):

@@ -33,13 +33,17 @@ from pydantic import ValidationError
 
 from cpnet.client import CpnetError, check_hub_url, check_token
 from cpnet.config import default_data_dir
+from cpnet.network.records import MAX_PROBE_BYTES
 from cpnet.registry.model import HEARTBEAT_INTERVAL_S, PoolDescriptor
+
+MIN_PROBE_INTERVAL_S = 5.0  # network probes to the hub at most this often
 
 FILE_KEYS = frozenset(
     {"hub", "hub_url", "token", "backend", "work_dir", "heartbeat_interval_s", "endpoint"}
     | {"options", "pool"}
     | {"measure_on_join", "measure_budget_s"}
     | {"rediscover_interval_s"}
+    | {"network_probe_interval_s", "network_probe_bytes", "probe_listen"}
 )
 
 
@@ -67,10 +71,19 @@ class AgentSettings:
     # Discovering backends look at their cluster again this often (0: only when the backend
     # notices a change itself) and re-register when the pools changed; declared pools never do.
     rediscover_interval_s: float = 60.0
+    # Network probes to the hub (RTT and a bounded download) this often, 0: never; see
+    # agent/netprobe.py and docs/network.md for every bound.
+    network_probe_interval_s: float = 300.0
+    network_probe_bytes: int = 2_000_000
+    # HOST:PORT where other sites' agents may time downloads from this one (advertised to the
+    # hub as http://HOST:PORT, so HOST must be an address peers reach); "" = no listener.
+    probe_listen: str = ""
 
     def __post_init__(self) -> None:
         # Refused here, at start, rather than as a traceback from the HTTP library at the first
         # request (the CLI checks first, naming where each value came from).
+        if self.probe_listen:
+            check_listen(self.probe_listen)
         try:
             object.__setattr__(self, "hub_url", check_hub_url(self.hub_url))
             object.__setattr__(self, "token", check_token(self.token))
@@ -134,6 +147,23 @@ def read_agent_file(path: Path) -> dict[str, Any]:
                 f"agent config {path}: rediscover_interval_s must be 0 (off) or 1..86400"
             )
         out["rediscover_interval_s"] = every
+    if "network_probe_interval_s" in data:
+        every = float(data["network_probe_interval_s"])
+        if not (every == 0 or MIN_PROBE_INTERVAL_S <= every <= 86400):
+            raise AgentConfigError(
+                f"agent config {path}: network_probe_interval_s must be 0 (off) or "
+                f"{MIN_PROBE_INTERVAL_S:g}..86400"
+            )
+        out["network_probe_interval_s"] = every
+    if "network_probe_bytes" in data:
+        n = int(data["network_probe_bytes"])
+        if not 0 <= n <= MAX_PROBE_BYTES:
+            raise AgentConfigError(
+                f"agent config {path}: network_probe_bytes must be 0..{MAX_PROBE_BYTES}"
+            )
+        out["network_probe_bytes"] = n
+    if "probe_listen" in data:
+        out["probe_listen"] = str(data["probe_listen"])
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise AgentConfigError(f"agent config {path}: [options] must be a table")
@@ -155,3 +185,19 @@ def pool_from_table(table: Any, *, where: str = "pool") -> PoolDescriptor:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise AgentConfigError(f"{where}: {loc}: {first['msg']}") from None
+
+
+def check_listen(text: str) -> tuple[str, int]:
+    """(host, port) of a ``HOST:PORT`` to listen on and advertise; AgentConfigError if not."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AgentConfigError(
+            f"probe_listen {text!r} is not HOST:PORT (e.g. 10.0.0.5:8471): the address other "
+            "sites' agents reach this one at"
+        )
+    if host in ("0.0.0.0", "::", "[::]"):
+        raise AgentConfigError(
+            f"probe_listen {text!r}: give the address peers reach (it is advertised to the "
+            "hub), not a wildcard"
+        )
+    return host.strip("[]"), int(port)

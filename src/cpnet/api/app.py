@@ -11,9 +11,8 @@ from cpnet import __version__
 from cpnet.api import errors, query
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
-from cpnet.api.routers import accounts, agents, blobs, ident, pools, tasks, tes
+from cpnet.api.routers import accounts, agents, blobs, ident, network, pools, tasks, tes
 from cpnet.config import HubSettings
-from cpnet.hub.blobs import BlobStore
 from cpnet.hub.service import Hub
 
 DESCRIPTION = """
@@ -32,7 +31,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         h = hub or Hub(settings)
         app.state.hub = h
         app.state.token_cache = {}
-        app.state.blobs = BlobStore(settings.data_dir / "blobs", settings.max_blob_bytes)
+        app.state.blobs = h.blobs
         await h.start()
         try:
             yield
@@ -48,8 +47,9 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    for r in (ident.router, accounts.router, pools.router, tasks.router, agents.router):
-        app.include_router(r)
+    routers = (ident, accounts, pools, tasks, agents, network)
+    for r in routers:
+        app.include_router(r.router)
     app.include_router(blobs.router)
     app.include_router(tes.router)  # GA4GH TES v1.1 over the same task store
     # blob uploads have their own (larger) limit, enforced by the route as the body streams in

@@ -101,6 +101,14 @@ def agent(
         str | None,
         typer.Option("--endpoint", metavar="URL", help="Public address of the site, if any."),
     ] = None,
+    probe_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--probe-listen",
+            metavar="HOST:PORT",
+            help="Answer other sites' network probes here (HOST: an address they reach).",
+        ),
+    ] = None,
     options: Annotated[
         list[str] | None,
         typer.Option("--option", metavar="K=V", help="Backend setting (repeatable)."),
@@ -273,6 +281,9 @@ def agent(
             "rediscover_interval_s",
             rediscover if rediscover is not None else from_file.get("rediscover_interval_s"),
         ),
+        ("network_probe_interval_s", from_file.get("network_probe_interval_s")),
+        ("network_probe_bytes", from_file.get("network_probe_bytes")),
+        ("probe_listen", probe_listen or from_file.get("probe_listen")),
     ):
         if value is not None:
             values[key] = value

@@ -9,7 +9,19 @@ from typer.core import TyperGroup
 
 from cpnet import __version__
 from cpnet.agent.settings import AgentConfigError
-from cpnet.cli import admin, agent, blob, hub, ident, login, measure, pools, submit, tasks
+from cpnet.cli import (
+    admin,
+    agent,
+    blob,
+    hub,
+    ident,
+    login,
+    measure,
+    network,
+    pools,
+    submit,
+    tasks,
+)
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
 from cpnet.client import CpnetError, check_hub_url, check_token
@@ -150,6 +162,7 @@ app.command("explain")(tasks.explain)
 app.command("pools")(pools.pools)
 app.command("measure")(measure.measure)
 app.command("measure-match")(measure.catalogue_match)
+app.add_typer(network.app, name="network")
 app.command("resolve")(ident.resolve)
 app.add_typer(blob.app, name="blob")
 app.command("login")(login.login)

@@ -319,7 +319,9 @@ def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> N
     chosen = data.get("chosen_pool") or "none yet"
     console.print(
         Text.assemble(
-            f"task {data.get('task_id', task_id)} ", state_text(data.get("state")), f" → {chosen}"
+            f"task {data.get('task_id', task_id)} ",
+            state_text(data.get("state")),
+            f" → {chosen} (objective: {data.get('objective', 'balanced')})",
         )
     )
     placements = data.get("placements") or []
@@ -329,7 +331,9 @@ def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> N
             "rank",
             "pool",
             "fits now",
-            "expected start",
+            "time to result",
+            "staging",
+            "wait",
             "run time",
             "price/h",
             "est. cost",
@@ -343,6 +347,8 @@ def explain(ctx: typer.Context, task_id: TaskId, json_out: JsonOut = False) -> N
             str(p.get("rank", "-")),
             pool,
             fits,
+            seconds(p.get("time_to_result_s")),
+            seconds(p.get("staging_s")),
             seconds(p.get("expected_start_s")),
             _runtime(p.get("predicted_runtime_s")),
             number(p.get("hourly_price"), 4),

@@ -45,6 +45,13 @@ class BlobStore:
             raise ValueError(f"{sha!r} is not 64 lower-case hex digits")
         return self.root / sha[:2] / sha[2:4] / sha
 
+    def size(self, sha: str) -> int | None:
+        """The blob's size in bytes, or None when it is not here (a stat, no hashing)."""
+        try:
+            return self.path(sha.lower()).stat().st_size
+        except (ValueError, OSError):
+            return None
+
     def writer(self) -> BlobWriter:
         """A writer for a new blob: `write` chunks, then `commit` (or `abort`)."""
         self.tmp.mkdir(parents=True, exist_ok=True)

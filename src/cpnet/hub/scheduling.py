@@ -3,26 +3,43 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, joint, rank
+from cpnet.network import HUB, NetworkMap, shipped, site_place, url_place
+from cpnet.sched import (
+    Decision,
+    PoolView,
+    Price,
+    Resources,
+    TaskRequest,
+    assign,
+    history,
+    joint,
+    rank,
+)
+from cpnet.store import network as network_store
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
 from cpnet.store.tables import Pool, Site, Task
+from cpnet.tasks.model import BLOB_URL_PREFIX
 from cpnet.tasks.model import Resources as TaskResources
 
 BATCH = 500  # queued tasks considered per pass
+HISTORY_S = 900.0  # a pool's record: the attempts placed on it in the last 15 minutes
 
 log = logging.getLogger(__name__)
 
 
-def pool_view(p: Pool, site: Site) -> PoolView:
-    """A store row as the scheduler's plain-data view."""
+def pool_view(p: Pool, site: Site, past: history.PoolHistory = history.NONE) -> PoolView:
+    """A store row, and the pool's recent record, as the scheduler's plain-data view."""
     desc = p.descriptor
     price = desc.get("price", {})
+    carbon, _ = shipped().carbon(site.region_code)
     return PoolView(
         id=p.id,
         site_id=site.id,
@@ -50,20 +67,61 @@ def pool_view(p: Pool, site: Site) -> PoolView:
         online=p.online,
         can_run_images=bool(desc.get("can_run_images", False)),
         scu=tuple(sorted((p.scu or {}).items())),
+        place=site_place(site.id),
+        recent_wait_s=past.wait_s,
+        recent_runtime_s=past.runtime_s,
+        failure_rate=past.failure_rate,
+        carbon_g_per_kwh=carbon,
     )
+
+
+def pool_views(s: Session, now: float, online_only: bool = True) -> list[PoolView]:
+    """Every live pool as the scheduler sees it, with its recent record."""
+    past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
+    return [
+        pool_view(p, site, past.get(p.id, history.NONE))
+        for p, site in reg.live_pools(s, online_only=online_only)
+    ]
+
+
+def network_map(s: Session, now: float) -> NetworkMap:
+    """The network map the scheduler estimates staging and latency with: the agents' measured
+    samples, declared links, and where sites (and the hub) lie (store/network.py)."""
+    return network_store.load_map(s, now)
 
 
 _RES = TaskResources.model_fields
 
 
-def request_from_dict(task_id: str, spec: dict, avoid: tuple[str, ...] = ()) -> TaskRequest:
+def _inputs(spec: dict) -> tuple[tuple[str, int], ...]:
+    """(place, bytes) of each input whose size is known: the hub's blobs live at the hub."""
+    out = []
+    for i in spec.get("inputs", ()):
+        url, size = i.get("url"), i.get("size_bytes")
+        if not url or size is None:
+            continue
+        place = HUB if url.startswith(BLOB_URL_PREFIX) else url_place(url)
+        if place is not None:
+            out.append((place, int(size)))
+    return tuple(out)
+
+
+def _seconds_until(iso: str | None, now: float) -> float | None:
+    return None if iso is None else datetime.fromisoformat(iso).timestamp() - now
+
+
+def request_from_dict(
+    task_id: str, spec: dict, avoid: tuple[str, ...] = (), now: float = 0.0
+) -> TaskRequest:
     """`task_request` over the stored spec dict, without re-validating it (it was, on create).
 
     The scheduler reads hundreds of queued specs per pass; pydantic validation of each one was
     most of a pass's cost. Defaults come from the model, so the two paths cannot disagree.
+    ``now`` turns the task's deadline into seconds from now.
     """
     r = spec.get("resources", {})
     c = spec.get("constraints", {})
+    latency = c.get("latency")
 
     def res(key: str):  # type: ignore[no-untyped-def]
         return r.get(key, _RES[key].default)
@@ -81,6 +139,13 @@ def request_from_dict(task_id: str, spec: dict, avoid: tuple[str, ...] = ()) -> 
         profile=(spec.get("work") or {}).get("profile"),
         work_scu_h=(spec.get("work") or {}).get("scu_hours"),
         image=next((e["image"] for e in spec.get("executors", ()) if e.get("image")), None),
+        inputs=_inputs(spec),
+        deadline_s=_seconds_until(c.get("deadline"), now),
+        budget=c.get("budget"),
+        latency=(latency["to"], latency["max_rtt_ms"]) if latency else None,
+        deny_providers=tuple(p.lower() for p in c.get("deny_providers", ())),
+        objective=spec.get("objective", "balanced"),
+        tiers=tuple(tuple(tier) for tier in c.get("spillover", ())),
     )
 
 
@@ -111,7 +176,8 @@ def schedule_once(
     """
     placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
-        views = {p.id: pool_view(p, site) for p, site in reg.live_pools(s)}
+        views = {v.id: v for v in pool_views(s, now)}
+        network = network_map(s, now) if views else None
         after = None
         while _has_room(views):  # else nothing can be placed: skip reading the queue
             queued = tasks_store.queued_tasks(s, batch, after_seq=after)
@@ -120,12 +186,15 @@ def schedule_once(
             after = queued[-1].seq
             requests = [
                 request_from_dict(
-                    t.id, t.spec, tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else ()
+                    t.id,
+                    t.spec,
+                    tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else (),
+                    now,
                 )
                 for t in queued
             ]
             by_id = {t.id: t for t in queued}
-            for req, decision, pool_id in _assign(requests, views, joint_time_limit_s):
+            for req, decision, pool_id in _assign(requests, views, network, joint_time_limit_s):
                 if pool_id is None:
                     waiting += 1
                     continue
@@ -147,13 +216,16 @@ def schedule_once(
 
 
 def _assign(
-    requests: list[TaskRequest], views: dict[str, PoolView], joint_time_limit_s: float | None
+    requests: list[TaskRequest],
+    views: dict[str, PoolView],
+    network: NetworkMap | None,
+    joint_time_limit_s: float | None,
 ) -> list[tuple[TaskRequest, Decision, str | None]]:
     """Place one read of the queue: jointly when a time limit is given, else greedily."""
     if joint_time_limit_s is None:
-        return assign(requests, list(views.values()), keep=1)
+        return assign(requests, list(views.values()), keep=1, network=network)
     rows, result = joint.assign(
-        requests, list(views.values()), keep=1, time_limit_s=joint_time_limit_s
+        requests, list(views.values()), keep=1, time_limit_s=joint_time_limit_s, network=network
     )
     if result.method == joint.GREEDY:
         log.warning("joint assignment of %d tasks fell back: %s", len(requests), result.reason)
@@ -170,12 +242,13 @@ def explain_with_runtimes(s: Session, task: Task) -> tuple[Decision, dict[str, f
 
     Run times are predicted only for tasks that state their work in SCU-hours.
     """
-    live = [pool_view(p, site) for p, site in reg.live_pools(s, online_only=False)]
+    now = time.time()
+    live = pool_views(s, now, online_only=False)
     avoid = tuple(tasks_store.failed_pools(s, task.id)) if task.attempts else ()
-    req = request_from_dict(task.id, task.spec, avoid)
+    req = request_from_dict(task.id, task.spec, avoid, now)
     runtimes: dict[str, float | None] = {}
     if req.work_scu_h is not None:
         for view in live:
             runtime_s, predicted = req.runtime_on(view)
             runtimes[view.id] = runtime_s if predicted else None
-    return rank(req, live), runtimes
+    return rank(req, live, network=network_map(s, now)), runtimes

@@ -12,12 +12,14 @@ from anyio import to_thread
 
 from cpnet.config import HubSettings
 from cpnet.errors import DomainError
+from cpnet.hub.blobs import BlobStore
 from cpnet.hub.bootstrap import hub_authority
 from cpnet.hub.keys import active_keys
 from cpnet.hub.notify import Notifier
 from cpnet.hub.resolver import Resolver
 from cpnet.hub.scheduling import schedule_once
 from cpnet.ident import SigningKey
+from cpnet.store import network
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
@@ -48,6 +50,7 @@ class Hub:
         self.keys: list[SigningKey] = keys
         self.authority = hub_authority(self.store, settings.authority)
         self.resolver = Resolver(self.store, keys[0], self.authority, settings.resolve_ttl_s)
+        self.blobs = BlobStore(settings.data_dir / "blobs", settings.max_blob_bytes)
         self.started_at = time.time()
         self.notifier: Notifier | None = None
         self._tasks: list[asyncio.Task] = []
@@ -57,6 +60,9 @@ class Hub:
 
     async def start(self) -> None:
         self.notifier = Notifier(asyncio.get_running_loop())
+        if self.settings.region_code:  # the store's copy, read by network.load_map
+            with self.store.tx() as s:
+                network.set_hub_region(s, self.settings.region_code)
         self._tasks = [
             asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),

@@ -20,7 +20,7 @@ from cpnet.measure.scu import work_scu_hours
 from cpnet.store import registry
 from cpnet.store import tasks as store
 from cpnet.tasks import wildcards
-from cpnet.tasks.model import TaskSpec, TaskView
+from cpnet.tasks.model import BLOB_URL_PREFIX, TaskSpec, TaskView
 
 NOTE_PREFIX = "tes: "  # the task events that hold warnings given at creation (TES shows them)
 
@@ -70,6 +70,20 @@ def with_scu_hours(h: Hub, spec: TaskSpec) -> TaskSpec:
     return spec.model_copy(update={"work": work.model_copy(update={"scu_hours": hours})})
 
 
+def with_input_sizes(h: Hub, spec: TaskSpec) -> TaskSpec:
+    """`spec` with the size of each input from the hub's blob store filled in, so the scheduler
+    can count its staging time (other URLs keep the size the user gave, if any)."""
+    inputs = list(spec.inputs)
+    changed = False
+    for n, i in enumerate(inputs):
+        if i.size_bytes is None and i.url and i.url.startswith(BLOB_URL_PREFIX):
+            size = h.blobs.size(i.url[len(BLOB_URL_PREFIX) :])
+            if size is not None:
+                inputs[n] = i.model_copy(update={"size_bytes": size})
+                changed = True
+    return spec.model_copy(update={"inputs": inputs}) if changed else spec
+
+
 def submit(
     h: Hub,
     who: Principal,
@@ -81,7 +95,7 @@ def submit(
     """Create a task (or find the one a repeated idempotency key names) in one transaction, with
     `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
     check_new(spec)
-    spec = with_scu_hours(h, spec)
+    spec = with_input_sizes(h, with_scu_hours(h, spec))
     now = time.time()
     with h.store.tx() as s:
         task, created = store.create_task(s, who, spec, now)

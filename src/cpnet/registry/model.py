@@ -101,6 +101,9 @@ class Registration(Strict):
     backend: Annotated[str, Field(max_length=64)] = "local"
     heartbeat_interval_s: float = Field(default=HEARTBEAT_INTERVAL_S, ge=0.1, le=3600)
     pools: list[PoolDescriptor] = Field(min_length=1, max_length=MAX_POOLS_PER_SITE)
+    # Where other sites' agents can time a download from this one (`cpnet agent --probe-listen`):
+    # http://HOST:PORT, serving GET /v1/network/probe?bytes=N (docs/network.md).
+    probe_url: Annotated[str, Field(max_length=512, pattern=r"^(https?://[^\s/]+)?$")] = ""
 
     @field_validator("pools")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import replace
 
+from cpnet.network import NetworkMap
 from cpnet.sched import feasibility, score
 from cpnet.sched.place import Board, Shortlist, decide, screen, shortlist
 from cpnet.sched.snapshot import Decision, PoolView, Rejection, TaskRequest
@@ -20,6 +21,7 @@ def assign(
     weights: score.Weights = score.DEFAULT_WEIGHTS,
     *,
     keep: int | None = DEFAULT_KEEP,
+    network: NetworkMap | None = None,
 ) -> list[tuple[TaskRequest, Decision, str | None]]:
     """Place tasks in the given order (pass them oldest first), each on its best pool.
 
@@ -28,8 +30,8 @@ def assign(
     so the batch never reserves more than a pool's initial ``available``. Returns, in task
     order, (task, decision, chosen pool id or None when nothing fits now: the task stays queued).
 
-    Each decision equals ``place.rank(task, pools_at_its_turn, weights)`` except that, unless
-    ``keep`` is None, it holds only the ``keep`` best placements plus the chosen one.
+    Each decision equals ``place.rank(task, pools_at_its_turn, weights, network)`` except that,
+    unless ``keep`` is None, it holds only the ``keep`` best placements plus the chosen one.
     """
     board = Board.of(pools)
     current = list(board.pools)
@@ -42,13 +44,22 @@ def assign(
     out: list[tuple[TaskRequest, Decision, str | None]] = []
     for task in tasks:
         signature = feasibility.signature(task)
-        shape = (signature, task.demand, task.expected_runtime_s, task.profile, task.work_scu_h)
+        shape = (
+            signature,
+            task.demand,
+            task.expected_runtime_s,
+            task.profile,
+            task.work_scu_h,
+            task.inputs,
+            task.deadline_s,
+            task.budget,
+        )
         short = shortlists.get(shape)
         if short is None:
             screen_result = screened.get(signature)
             if screen_result is None:
-                screen_result = screened[signature] = screen(task, board)
-            short = shortlists[shape] = shortlist(task, board, screen_result)
+                screen_result = screened[signature] = screen(task, board, network)
+            short = shortlists[shape] = shortlist(task, board, screen_result, network)
         decision = decide(task, current, short, loads, weights, keep)
         best = decision.best
         if best is None:

@@ -10,19 +10,34 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from cpnet.network import NetworkMap
 from cpnet.sched.snapshot import PoolView, Resources, TaskRequest
+
+NO_MAP = NetworkMap()  # no measurements or links: every path takes the stated defaults
 
 
 def signature(task: TaskRequest) -> Hashable:
     """Key the task's demand-independent constraints, for caching ``constraint_reasons``."""
-    return (task.gpu_model, task.regions, task.providers, task.pool_types, task.labels, task.image)
+    return (
+        task.gpu_model,
+        task.regions,
+        task.providers,
+        task.pool_types,
+        task.labels,
+        task.image,
+        task.deny_providers,
+        task.tiers,
+        task.latency,
+    )
 
 
-def constraint_reasons(task: TaskRequest, pool: PoolView) -> tuple[str, ...]:
+def constraint_reasons(
+    task: TaskRequest, pool: PoolView, network: NetworkMap | None = None
+) -> tuple[str, ...]:
     """List why the pool is excluded regardless of the task's size.
 
-    Depends only on ``signature(task)`` and the pool's fixed facts (not its availability), so
-    callers may cache it per (signature, pool).
+    Depends only on ``signature(task)``, the pool's fixed facts (not its availability) and the
+    network map, so callers may cache it per (signature, pool) for one map.
     """
     reasons: list[str] = []
     if not pool.online:
@@ -38,6 +53,12 @@ def constraint_reasons(task: TaskRequest, pool: PoolView) -> tuple[str, ...]:
     if task.providers and pool.provider_id not in task.providers:
         allowed = ", ".join(task.providers)
         reasons.append(f"provider {pool.provider_id} not allowed (allowed: {allowed})")
+    if pool.provider_id in task.deny_providers:
+        reasons.append(f"provider {pool.provider_id} is denied")
+    if task.tier_of(pool) is None:
+        reasons.append(f"region {pool.region_code} is in no spillover tier")
+    if task.latency is not None:
+        reasons.extend(latency_reasons(task.latency, pool, network or NO_MAP))
     if task.pool_types and pool.type not in task.pool_types:
         allowed = ", ".join(task.pool_types)
         reasons.append(f"pool type {pool.type} not allowed (allowed: {allowed})")
@@ -56,6 +77,24 @@ def constraint_reasons(task: TaskRequest, pool: PoolView) -> tuple[str, ...]:
     return tuple(reasons)
 
 
+def latency_reasons(
+    bound: tuple[str, float], pool: PoolView, network: NetworkMap
+) -> tuple[str, ...]:
+    """Why the pool is too far from the named place, judged on the map's RTT estimate.
+
+    A pool whose place is unknown gets the map's default RTT, so an unknown distance never
+    passes a bound tighter than that default.
+    """
+    place, most_ms = bound
+    path = network.path(place, pool.place)
+    if path.rtt_ms <= most_ms:
+        return ()
+    return (
+        f"RTT to {place} ~{path.rtt_ms:.3g} ms ({path.rtt_source}) exceeds the bound "
+        f"{most_ms:g} ms",
+    )
+
+
 def size_reasons(demand: Resources, pool: PoolView) -> tuple[str, ...]:
     """List each resource where the demand exceeds the pool's total, so it can never fit."""
     return tuple(
@@ -64,10 +103,10 @@ def size_reasons(demand: Resources, pool: PoolView) -> tuple[str, ...]:
     )
 
 
-def check(task: TaskRequest, pool: PoolView) -> tuple[str, ...]:
+def check(task: TaskRequest, pool: PoolView, network: NetworkMap | None = None) -> tuple[str, ...]:
     """Return every reason the pool can never run the task; empty when it is feasible.
 
     Constraint reasons come first (offline leading), then one reason per resource the task
     needs more of than the whole pool has.
     """
-    return constraint_reasons(task, pool) + size_reasons(task.demand, pool)
+    return constraint_reasons(task, pool, network) + size_reasons(task.demand, pool)

@@ -5,7 +5,8 @@ take the only pool a later one fits, or a fast pool a long task needed more. ``a
 builds one small integer program (``sched.program``) over the same per-task steps (``Board``,
 ``screen``, ``shortlist``, ``decide``) and lets HiGHS choose for all tasks at once.
 
-Tasks are grouped by shape (constraints, demand, run time, SCU work, avoided pools): 10,000
+Tasks are grouped by shape (constraints, demand, run time, SCU work, inputs, deadline, budget,
+objective, avoided pools): 10,000
 tasks in job arrays make a few hundred groups. Each shape's candidates are its best pools in the
 policy's order that it fits now. One integer variable per (group, candidate) counts the tasks
 placed there.
@@ -13,10 +14,11 @@ placed there.
 Objective (``objective=``): by default the sum of the policy's own **scores** of the chosen
 pools, so a lone task goes where ``rank`` puts it and a batch departs from each task's first
 choice only as far as capacity forces; or (``TIME``) the sum of estimated **times to result**
-(expected start + run time, s). A task left waiting costs 2-3 H, H being the largest cost of any
-candidate placement: more than any placement, so the most tasks get placed, and older shapes
-cost more to leave waiting. A pool the task's earlier attempt failed on costs H more, as the
-policy ranks it last. See docs/scheduling-joint.md.
+(staging + wait + run, × risk, s, as ``terms`` estimates it). Where the policy ranks lexically
+before it scores (spillover tiers, then pools an earlier attempt failed on last), each step
+down costs H more, H being the largest cost of any candidate placement; a task left waiting
+costs more than any placement (2 H past the dearest step), so the most tasks get placed, and
+older shapes cost up to H more to leave waiting. See docs/scheduling-joint.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cpnet.network import NetworkMap
 from cpnet.sched import batch, feasibility, score
 from cpnet.sched.place import Board, decide, screen, shortlist
 from cpnet.sched.program import Program, copies, demand_vector
@@ -74,6 +77,7 @@ class JointResult:
     variables: int  # integer variables (group, candidate pool) in the model
     solve_s: float  # seconds HiGHS ran (0 when it did not run)
     gap: float = 0.0  # HiGHS's relative gap to its lower bound when it stopped
+    levels: int = 1  # spillover tiers among the candidates (an avoided pool ranks past them all)
     # Per task id, what leaving it waiting costs.
     waiting_cost: dict[str, float] = field(repr=False, compare=False, default_factory=dict)
     # The cost of placing a task on a pool at snapshot time (for ``objective_of``).
@@ -81,11 +85,17 @@ class JointResult:
         repr=False, compare=False, default=None
     )
 
+    def steps(self, task: TaskRequest, decision: Decision, pool_id: str) -> int:
+        """Steps down the policy's lexical order: the pool's tier, all tiers more if avoided."""
+        tier = next((p.tier for p in decision.placements if p.pool_id == pool_id), 0)
+        return tier + (self.levels if pool_id in task.avoid_pools else 0)
+
     def objective_of(self, rows: Sequence[Row]) -> float:
         """Give any assignment of this batch (joint or greedy) its objective; lower is better.
 
-        A placed task costs its placement's cost at snapshot time (plus H on an avoided pool);
-        a waiting one costs ``waiting_cost``.
+        A placed task costs its placement's cost at snapshot time, plus H per step down the
+        policy's lexical order (its spillover tier; an avoided pool); a waiting one costs
+        ``waiting_cost``.
         """
         if self.cost_of is None:
             raise ValueError("objective_of needs a JointResult as joint.assign returns it")
@@ -94,18 +104,14 @@ class JointResult:
             if pool_id is None:
                 total += self.waiting_cost[task.id]
             else:
-                total += self.cost_of(task, decision, pool_id)
-                if pool_id in task.avoid_pools:
-                    total += self.horizon
+                placement = self.cost_of(task, decision, pool_id)
+                total += placement + self.horizon * self.steps(task, decision, pool_id)
         return total
 
 
 def time_to_result_s(task: TaskRequest, placement: Placement) -> float:
-    """Expected start plus run time on the placement's pool, in seconds."""
-    runtime_s = placement.predicted_runtime_s
-    if runtime_s is None:
-        runtime_s = max(0.0, task.expected_runtime_s)
-    return placement.expected_start_s + runtime_s
+    """Expected seconds until the result on the placement's pool (staging + wait + run, x risk)."""
+    return placement.time_to_result_s
 
 
 def cost(task: TaskRequest, placement: Placement, objective: str) -> float:
@@ -124,6 +130,7 @@ class _Group:
     costs: tuple[float, ...]  # ``cost`` per fitting placement (+H added later if avoided)
     room: tuple[int, ...]  # how many of the shape fit in each fitting pool's availability
     waiting_s: float  # TIME: best time to result if the task waits (fits nowhere now); else 0
+    steps: tuple[int, ...]  # per fitting placement: its tier, + ``levels`` when avoided (later)
     feasible: np.ndarray  # Board positions of every feasible pool (the shortlist)
 
 
@@ -136,6 +143,7 @@ def assign(
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     width: int = DEFAULT_WIDTH,
     objective: str = SCORE,
+    network: NetworkMap | None = None,
 ) -> tuple[list[Row], JointResult]:
     """Place the batch jointly; fall back to ``batch.assign`` when HiGHS has no better answer.
 
@@ -144,25 +152,28 @@ def assign(
     chosen jointly), followed by the policy's ``keep`` best for comparison; a waiting task's
     placements are marked as not fitting after the batch. Pass tasks oldest first: within a
     shape, older tasks get the better pools and are placed first. Never oversubscribes a pool
-    and uses only pools ``feasibility.check`` accepts.
+    and uses only pools ``feasibility.check`` accepts. ``network`` is the map ``rank`` and
+    ``batch.assign`` take (staging times, latency bounds).
     """
     board = Board.of(pools)
     free = _free_matrix(board)
     if objective not in (SCORE, TIME):
         raise ValueError(f"unknown objective {objective!r}: use {SCORE!r} or {TIME!r}")
-    groups = _groups(tasks, board, free, weights, max(width, keep or 1), objective)
+    groups = _groups(tasks, board, free, weights, max(width, keep or 1), objective, network)
     horizon = max((c for g in groups for c in g.costs), default=0.0)
     horizon = horizon if horizon > 0 else 1.0
-    # Waiting costs 2-3 H: more than any placement, so the most tasks are placed; older shapes
-    # (by their oldest task) cost up to H more to leave waiting, so they win a 1:1 contest.
-    waiting = [horizon * (3 - g.members[0] / len(tasks)) + g.waiting_s for g in groups]
-    model = _program(tasks, groups, free, horizon, waiting)
+    levels = 1 + max((t for g in groups for t in g.steps), default=0)
+    # Waiting costs more than any placement (at most H x (1 + 2 levels)), so the most tasks are
+    # placed; older shapes (by their oldest task) cost up to H more, so they win a 1:1 contest.
+    waiting = [horizon * (2 * levels + 3 - g.members[0] / len(tasks)) + g.waiting_s for g in groups]
+    model = _program(tasks, groups, free, horizon, levels, waiting)
     info = JointResult(
         method=OPTIMAL,
         reason="",
         objective=objective,
         value=0.0,
         horizon=horizon,
+        levels=levels,
         groups=len(groups),
         variables=model.columns,
         solve_s=0.0,
@@ -177,15 +188,17 @@ def assign(
     else:
         counts, info = _solve(model, time_limit_s, info)
     if counts is None and model.columns:
-        rows = batch.assign(tasks, pools, weights, keep=keep)
+        rows = batch.assign(tasks, pools, weights, keep=keep, network=network)
         return rows, replace(info, method=GREEDY, value=info.objective_of(rows))
     chosen, left = _hand_out(tasks, groups, model, counts, board)
     rows = _rows(tasks, groups, chosen, keep)
-    for i, row in _overflow_rows(tasks, groups, chosen, left, board, weights, keep):
+    for i, row in _overflow_rows(tasks, groups, chosen, left, board, weights, keep, network):
         rows[i] = row
     info = replace(info, value=info.objective_of(rows))
     if info.method == TIME_LIMITED and info.gap > CHECK_GREEDY_GAP:
-        return _better_of(rows, info, batch.assign(tasks, pools, weights, keep=keep))
+        return _better_of(
+            rows, info, batch.assign(tasks, pools, weights, keep=keep, network=network)
+        )
     return rows, info
 
 
@@ -197,6 +210,7 @@ def _overflow_rows(
     board: Board,
     weights: score.Weights,
     keep: int | None,
+    network: NetworkMap | None,
 ) -> list[tuple[int, Row]]:
     """Rows for waiting tasks that still fit outside their shape's candidates, from greedy.
 
@@ -208,7 +222,7 @@ def _overflow_rows(
     if not extra:
         return []
     rest = [replace(p, available=a) for p, a in zip(board.pools, left, strict=True)]
-    rows = batch.assign([tasks[i] for i in extra], rest, weights, keep=keep)
+    rows = batch.assign([tasks[i] for i in extra], rest, weights, keep=keep, network=network)
     return list(zip(extra, rows, strict=True))
 
 
@@ -246,6 +260,7 @@ def _groups(
     weights: score.Weights,
     width: int,
     objective: str,
+    network: NetworkMap | None,
 ) -> list[_Group]:
     """Group the batch by task shape and find each shape's fitting candidates, best first."""
     members: dict[Hashable, list[int]] = {}
@@ -256,6 +271,10 @@ def _groups(
             task.expected_runtime_s,
             task.profile,
             task.work_scu_h,
+            task.inputs,
+            task.deadline_s,
+            task.budget,
+            task.objective,
             task.avoid_pools,
         )
         members.setdefault(shape, []).append(i)
@@ -267,8 +286,8 @@ def _groups(
         rep = tasks[indices[0]]
         signature = feasibility.signature(rep)
         if signature not in screened:
-            screened[signature] = screen(rep, board)
-        short = shortlist(rep, board, screened[signature])
+            screened[signature] = screen(rep, board, network)
+        short = shortlist(rep, board, screened[signature], network)
         room_all = copies(demand_vector(rep), free)
         wide = width
         while True:
@@ -278,12 +297,12 @@ def _groups(
             if room >= COVER * len(indices) or wide >= len(short.candidates):
                 break
             wide *= 4
-        fitting.sort(key=lambda p: (cost(rep, p, objective), p.rank))
+        avoid = rep.avoid_pools
+        # The policy's lexical order first (avoided last, then tier), then the cost.
+        fitting.sort(key=lambda p: (p.pool_id in avoid, p.tier, cost(rep, p, objective), p.rank))
         waiting_s = 0.0
         if objective == TIME:
-            runtimes = short.runtimes or (max(0.0, rep.expected_runtime_s),) * len(short.candidates)
-            waits = [s + r for s, r in zip(short.start_if_not, runtimes, strict=True)]
-            waiting_s = min(waits, default=0.0)
+            waiting_s = min((t.time_to_result_s(False) for t in short.terms), default=0.0)
         out.append(
             _Group(
                 members=tuple(indices),
@@ -293,6 +312,7 @@ def _groups(
                 costs=tuple(cost(rep, p, objective) for p in fitting),
                 room=tuple(int(room_all[position[p.pool_id]]) for p in fitting),
                 waiting_s=waiting_s,
+                steps=tuple(p.tier for p in fitting),
                 feasible=np.array(short.candidates, dtype=np.int64),
             )
         )
@@ -304,6 +324,7 @@ def _program(
     groups: Sequence[_Group],
     free: np.ndarray,
     horizon: float,
+    levels: int,
     waiting: Sequence[float],
 ) -> Program:
     """Lay the groups' candidates out as the integer program's columns (cost scaled by H)."""
@@ -313,9 +334,11 @@ def _program(
     col = 0
     for grp, wait in zip(groups, waiting, strict=True):
         rep = tasks[grp.members[0]]
-        for placement, value, room in zip(grp.fitting, grp.costs, grp.room, strict=True):
-            avoided = horizon if placement.pool_id in rep.avoid_pools else 0.0
-            cost[col] = (value + avoided - wait) / horizon
+        for placement, value, step, room in zip(
+            grp.fitting, grp.costs, grp.steps, grp.room, strict=True
+        ):
+            step += levels if placement.pool_id in rep.avoid_pools else 0
+            cost[col] = (value + horizon * step - wait) / horizon
             upper[col] = min(len(grp.members), room)
             col += 1
     return Program.build(

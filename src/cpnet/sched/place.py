@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from cpnet.network import NetworkMap
 from cpnet.sched import feasibility, score
+from cpnet.sched import terms as terms_mod
 from cpnet.sched.snapshot import (
     EPSILON,
     RESOURCE_NAMES,
@@ -60,14 +62,17 @@ class Board:
         return cls(ordered, tuple(score.start_factors(p) for p in ordered), smallest)
 
 
-def screen(task: TaskRequest, board: Board) -> tuple[Rejection | None, ...]:
+def screen(
+    task: TaskRequest, board: Board, network: NetworkMap | None = None
+) -> tuple[Rejection | None, ...]:
     """Check the task's size-independent constraints on each pool: a Rejection, or None if met.
 
-    Depends only on ``feasibility.signature(task)``, so callers may cache it per signature.
+    Depends only on ``feasibility.signature(task)`` (and the map), so callers may cache it per
+    signature.
     """
     out: list[Rejection | None] = []
     for pool in board.pools:
-        reasons = feasibility.constraint_reasons(task, pool)
+        reasons = feasibility.constraint_reasons(task, pool, network)
         out.append(Rejection(pool.id, reasons) if reasons else None)
     return tuple(out)
 
@@ -76,8 +81,9 @@ def screen(task: TaskRequest, board: Board) -> tuple[Rejection | None, ...]:
 class Shortlist:
     """The feasible pools for one task shape (constraints, demand, runtime) on one Board.
 
-    Feasibility, prices and the start estimates per fit do not depend on availability, so this
-    stays valid while a batch reserves capacity; only ``decide`` looks at what is free.
+    Feasibility, prices and every term of the time/cost model (``terms.Terms``) do not depend on
+    availability, so this stays valid while a batch reserves capacity; only ``decide`` looks at
+    what is free.
     """
 
     candidates: tuple[int, ...]  # positions on the Board, ascending (so in pool id order)
@@ -91,12 +97,20 @@ class Shortlist:
     # expected_runtime_s). Defaults keep older callers that build a Shortlist working.
     runtimes: tuple[float, ...] = ()
     predicted: tuple[bool, ...] = ()
+    terms: tuple[terms_mod.Terms, ...] = ()  # per candidate: the whole time/cost model
+    tiers: tuple[int, ...] = ()  # per candidate: spillover tier
 
 
-def shortlist(task: TaskRequest, board: Board, screened: Sequence[Rejection | None]) -> Shortlist:
+def shortlist(
+    task: TaskRequest,
+    board: Board,
+    screened: Sequence[Rejection | None],
+    network: NetworkMap | None = None,
+) -> Shortlist:
     """Split the Board's pools into feasible candidates and rejections for the task.
 
-    ``screened`` must be ``screen(task, board)``. Rejection reasons equal ``feasibility.check``.
+    ``screened`` must be ``screen(task, board, network)``. Rejection reasons equal
+    ``feasibility.check``, then the deadline and budget reasons of ``terms.limit_reasons``.
     """
     demand = task.demand
     pools = board.pools
@@ -106,22 +120,33 @@ def shortlist(task: TaskRequest, board: Board, screened: Sequence[Rejection | No
         rejections = [rejected for rejected in screened if rejected is not None]
     else:
         candidates, rejections = _split_by_size(demand, pools, screened)
-    hourly = [pools[i].price.hourly(demand) for i in candidates]
-    runs = [task.runtime_on(pools[i]) for i in candidates]
-    # Expected start is runtime x (queue factor, plus busy factor when it does not fit now).
-    factors = [board.start_factors[i] for i in candidates]
+    model = [terms_mod.of(task, pools[i], network) for i in candidates]
+    if task.deadline_s is not None or task.budget is not None:
+        kept: list[int] = []
+        kept_terms: list[terms_mod.Terms] = []
+        for i, t in zip(candidates, model, strict=True):
+            over = terms_mod.limit_reasons(task, t)
+            if over:
+                rejections.append(Rejection(pools[i].id, over))
+            else:
+                kept.append(i)
+                kept_terms.append(t)
+        candidates, model = kept, kept_terms
+        rejections.sort(key=lambda r: r.pool_id)
+    hourly = [t.hourly for t in model]
+    tiers = [task.tier_of(pools[i]) or 0 for i in candidates]
     return Shortlist(
         candidates=tuple(candidates),
         pool_ids=tuple(pools[i].id for i in candidates),
         hourly=tuple(hourly),
         sorted_hourly=tuple(sorted(hourly)),
-        start_if_fits=tuple(rt * queue for (rt, _), (queue, _) in zip(runs, factors, strict=True)),
-        start_if_not=tuple(
-            rt * (queue + busy) for (rt, _), (queue, busy) in zip(runs, factors, strict=True)
-        ),
+        start_if_fits=tuple(t.wait_if_fits_s for t in model),
+        start_if_not=tuple(t.wait_if_not_s for t in model),
         rejections=tuple(rejections),
-        runtimes=tuple(rt for rt, _ in runs),
-        predicted=tuple(p for _, p in runs),
+        runtimes=tuple(t.runtime_s for t in model),
+        predicted=tuple(t.predicted for t in model),
+        terms=tuple(model),
+        tiers=tuple(tiers),
     )
 
 
@@ -167,9 +192,10 @@ def decide(
     """Rank the shortlisted pools by what is free now and explain each placement.
 
     ``pools`` is the Board's pools as they are now (same order; availability may have changed)
-    and ``loads[i]`` must be ``score.load_fraction(pools[i])``. With ``keep`` set, the Decision
-    holds only the ``keep`` best placements plus the best one that fits now (so ``best`` is the
-    same as without it); ranks still count every candidate.
+    and ``loads[i]`` must be ``score.load_fraction(pools[i])``. Pools rank by spillover tier,
+    then by the task's objective over time to result, cost and carbon (``terms``). With ``keep``
+    set, the Decision holds only the ``keep`` best placements plus the best one that fits now
+    (so ``best`` is the same as without it); ranks still count every candidate.
     """
     count = len(short.candidates)
     if count == 0:
@@ -185,83 +211,111 @@ def decide(
         and dg <= a.gpus
         for a in free
     ]
-    starts = [
-        now if ok else later
-        for ok, now, later in zip(fits, short.start_if_fits, short.start_if_not, strict=True)
-    ]
+    model = short.terms
+    times = [t.time_to_result_s(ok) for t, ok in zip(model, fits, strict=True)]
+    costs = [t.cost for t in model]
     cand_loads = [loads[i] for i in short.candidates]
-    runtimes = short.runtimes or (max(0.0, task.expected_runtime_s),) * count
-    if any(short.predicted):
-        # Run times differ by pool: rank by time to result and by cost. (With one run time for
-        # all pools this equals ranking by start and hourly price: normalising removes it.)
-        scored = score.scores(
-            [s + rt for s, rt in zip(starts, runtimes, strict=True)],
-            [h * rt for h, rt in zip(short.hourly, runtimes, strict=True)],
-            cand_loads,
-            weights,
-        )
-    else:
-        scored = score.scores(starts, short.hourly, cand_loads, weights)
+    scored = score.objective_scores(
+        task.objective, times, costs, [t.carbon_g for t in model], cand_loads, weights
+    )
     avoid = task.avoid_pools
     avoided = [pid in avoid for pid in short.pool_ids] if avoid else [False] * count
-    keys = score.rank_keys(short.pool_ids, scored, avoided)
-
-    if keep is None:
-        order = [key[3] for key in sorted(keys)]
-        ranks: Sequence[int] = range(1, count + 1)
-    else:
-        # Pop from a heap to get the true order lazily: usually the best pool that fits now is
-        # near the top, so most candidates are never fully sorted or explained.
-        heapq.heapify(keys)
-        order, ranks = [], []
-        seen_fit = not any(fits)  # nothing to look for past ``keep`` when nothing fits
-        position = 0
-        while keys and (position < keep or not seen_fit):
-            j = heapq.heappop(keys)[3]
-            position += 1
-            if position <= keep or (fits[j] and not seen_fit):
-                order.append(j)
-                ranks.append(position)
-            seen_fit = seen_fit or fits[j]
-
+    keys = score.rank_keys(short.pool_ids, scored, avoided, short.tiers)
+    order, ranks = _order(keys, fits, keep)
+    winner = next((j for j in order if fits[j]), order[0] if order else -1)
     placements = []
     for position, j in zip(ranks, order, strict=True):
         pool = pools[short.candidates[j]]
-        hourly = short.hourly[j]
-        runtime_s = runtimes[j]
-        predicted = bool(short.predicted) and short.predicted[j]
+        t = model[j]
+        start = t.wait_if_fits_s if fits[j] else t.wait_if_not_s
+        reasons = _reasons(task, pool, short, j, start, cand_loads[j], avoided[j], t.runtime_s)
+        if winner >= 0 and j != winner:
+            reasons += (_lost(task, short.pool_ids[winner], times, costs, model, j, winner),)
         placements.append(
             Placement(
                 pool_id=pool.id,
                 rank=position,
                 score=scored[j],
-                expected_start_s=starts[j],
-                hourly_price=hourly,
-                estimated_cost=hourly * runtime_s / 3600.0,  # price/h x hours
+                expected_start_s=start,
+                hourly_price=t.hourly,
+                estimated_cost=costs[j],
                 fits_now=fits[j],
-                reasons=_reasons(
-                    task, pool, short, j, starts[j], cand_loads[j], avoided[j], runtime_s
-                ),
-                predicted_runtime_s=runtime_s if predicted else None,
+                reasons=reasons,
+                predicted_runtime_s=t.runtime_s if t.predicted else None,
+                staging_s=t.staging.seconds,
+                runtime_s=t.runtime_s,
+                time_to_result_s=times[j],
+                egress_cost=t.staging.egress * t.risk,
+                carbon_g=t.carbon_g,
+                tier=short.tiers[j],
             )
         )
     return Decision(task.id, tuple(placements), short.rejections)
+
+
+def _order(
+    keys: list[tuple[bool, int, float, str, int]], fits: Sequence[bool], keep: int | None
+) -> tuple[list[int], Sequence[int]]:
+    """Candidate positions in rank order, and their ranks (all, or ``keep`` + the best fit)."""
+    if keep is None:
+        return [key[4] for key in sorted(keys)], range(1, len(keys) + 1)
+    # Pop from a heap to get the true order lazily: usually the best pool that fits now is
+    # near the top, so most candidates are never fully sorted or explained.
+    heapq.heapify(keys)
+    order, ranks = [], []
+    seen_fit = not any(fits)  # nothing to look for past ``keep`` when nothing fits
+    position = 0
+    while keys and (position < keep or not seen_fit):
+        j = heapq.heappop(keys)[4]
+        position += 1
+        if position <= keep or (fits[j] and not seen_fit):
+            order.append(j)
+            ranks.append(position)
+        seen_fit = seen_fit or fits[j]
+    return order, ranks
 
 
 def rank(
     task: TaskRequest,
     pools: Sequence[PoolView],
     weights: score.Weights = score.DEFAULT_WEIGHTS,
+    network: NetworkMap | None = None,
 ) -> Decision:
     """Rank every pool for the task: all feasible ones as placements, the rest as rejections.
 
-    Pure and deterministic: the same task and pools (in any order) give the same Decision.
-    ``Decision.best`` is the pool to reserve, or None when nothing fits now.
+    Pure and deterministic: the same task, pools (in any order) and map give the same Decision.
+    ``Decision.best`` is the pool to reserve, or None when nothing fits now. Without a map,
+    inputs cost no staging time and latency bounds are judged on the map's default RTT.
     """
     board = Board.of(pools)
-    short = shortlist(task, board, screen(task, board))
+    short = shortlist(task, board, screen(task, board, network), network)
     loads = [score.load_fraction(p) for p in board.pools]
     return decide(task, board.pools, short, loads, weights)
+
+
+def _lost(
+    task: TaskRequest,
+    winner_id: str,
+    times: Sequence[float],
+    costs: Sequence[float],
+    model: Sequence[terms_mod.Terms],
+    j: int,
+    w: int,
+) -> str:
+    """Say why candidate ``j`` lost to the chosen one, in the terms of the objective."""
+    dt = times[j] - times[w]
+    parts = [f"finishes ~{_signed(dt)} s {'later' if dt >= 0 else 'sooner'}"]
+    dc = costs[j] - costs[w]
+    parts.append(f"costs {_money(abs(dc))} {'more' if dc >= 0 else 'less'}")
+    cj, cw = model[j].carbon_g, model[w].carbon_g
+    if cj is not None and cw is not None and (task.objective == "greenest" or cj != cw):
+        dg = cj - cw
+        parts.append(f"{abs(dg):.3g} g CO2 {'more' if dg >= 0 else 'less'}")
+    return f"vs chosen {winner_id} ({task.objective}): " + ", ".join(parts)
+
+
+def _signed(value: float) -> str:
+    return str(round(abs(value)))
 
 
 def _reasons(
@@ -274,7 +328,7 @@ def _reasons(
     avoided: bool,
     runtime_s: float | None = None,
 ) -> tuple[str, ...]:
-    """Explain one placement in sentences: room now, start, price and cost, load, avoidance."""
+    """Explain one placement in sentences: room, start, price and cost, the v2 terms, load."""
     demand = task.demand
     reasons = []
     missing = demand.shortfall(pool.available)
@@ -309,7 +363,8 @@ def _reasons(
     reasons.append(f"price {_money(hourly)} {currency}/h ({standing})")
     if runtime_s is None:
         runtime_s = max(0.0, task.expected_runtime_s)
-    cost = _money(hourly * runtime_s / 3600.0)
+    t = short.terms[j]
+    cost = _money(t.cost)
     reasons.append(f"estimated cost {cost} {currency} for ~{round(runtime_s)} s")
     if task.profile is not None and task.work_scu_h is not None:
         rate = pool.scu_rate(task.profile)
@@ -322,10 +377,46 @@ def _reasons(
             reasons.append(
                 f"no SCU rate for {task.profile} known here: run time from expected_runtime_s"
             )
+    reasons.extend(_v2_reasons(task, pool, t, start_s, short.tiers[j]))
     reasons.append(f"{round(load * 100)}% of pool in use")
     if avoided:
         reasons.append(AVOIDED_REASON)
     return tuple(reasons)
+
+
+def _v2_reasons(
+    task: TaskRequest, pool: PoolView, t: terms_mod.Terms, start_s: float, tier: int
+) -> list[str]:
+    """The time-to-result terms, risk, carbon and tier, said only where they matter."""
+    out = []
+    if task.inputs:
+        st = t.staging
+        where = ", ".join(sorted(set(st.sources))) or "no map"
+        egress = f", egress {_money(st.egress)}" if st.egress else ""
+        out.append(f"staging {_size(st.bytes)} in ~{st.seconds:.3g} s ({where}){egress}")
+    if task.inputs or t.risk > 1 or task.deadline_s is not None:
+        total = (t.staging.seconds + start_s + t.runtime_s) * t.risk
+        out.append(
+            f"time to result ~{round(total)} s = staging {round(t.staging.seconds)} + wait "
+            f"{round(start_s)} + run {round(t.runtime_s)}"
+            + (f", × {t.risk:.2f} for risk" if t.risk > 1 else "")
+        )
+    if t.risk > 1:
+        out.append(f"risk: {pool.failure_rate:.0%} of recent attempts failed")
+    if t.carbon_g is not None and task.objective == "greenest":
+        out.append(f"carbon ~{t.carbon_g:.3g} g CO2 at {pool.carbon_g_per_kwh:g} g/kWh")
+    if task.tiers:
+        out.append(f"spillover tier {tier + 1} of {len(task.tiers)}")
+    return out
+
+
+def _size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{nbytes} B"
 
 
 def _ordinal(n: int) -> str:

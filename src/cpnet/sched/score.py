@@ -17,9 +17,13 @@ class Weights:
     # Fraction of the pool in use (0..1). Small, so it only separates pools that are otherwise
     # close, and equal pools take turns instead of one filling up first.
     spread: float = 0.05
+    carbon: float = 0.0  # grams of CO2 of the run, normalised; 0 leaves carbon out of "balanced"
 
 
 DEFAULT_WEIGHTS = Weights()
+
+# Under a single-figure objective the other figures only break ties between equal pools.
+TIE_BREAK = 1e-6
 
 
 def start_factors(pool: PoolView) -> tuple[float, float]:
@@ -101,17 +105,54 @@ def scores(
     ]
 
 
+def objective_scores(
+    objective: str,
+    times: Sequence[float],
+    costs: Sequence[float],
+    carbon: Sequence[float | None],
+    loads: Sequence[float],
+    weights: Weights = DEFAULT_WEIGHTS,
+) -> list[float]:
+    """Score candidates under a task's objective (lower is better), from aligned lists.
+
+    ``balanced`` weighs normalised time to result, cost and (when its weight is set) carbon;
+    ``fastest``, ``cheapest`` and ``greenest`` rank by that one figure, the others breaking ties.
+    Unknown carbon counts as the worst known.
+    """
+    known = [c for c in carbon if c is not None]
+    worst = max(known, default=0.0)
+    grams = [worst if c is None else c for c in carbon]
+    if objective == "balanced":
+        base = scores(times, costs, loads, weights)
+        if weights.carbon:
+            base = [b + weights.carbon * g for b, g in zip(base, normalise(grams), strict=True)]
+        return base
+    first, second = {
+        "fastest": (times, costs),
+        "cheapest": (costs, times),
+        "greenest": (grams, times),
+    }[objective]
+    return [
+        a + TIE_BREAK * b + TIE_BREAK * weights.spread * load
+        for a, b, load in zip(normalise(first), normalise(second), loads, strict=True)
+    ]
+
+
 def rank_key(pool_id: str, score: float, avoided: bool) -> tuple[bool, float, str]:
     """Order candidates: avoided pools after all others, then by score, ties by pool id."""
     return (avoided, score, pool_id)
 
 
 def rank_keys(
-    pool_ids: Sequence[str], scores: Sequence[float], avoided: Sequence[bool]
-) -> list[tuple[bool, float, str, int]]:
-    """Build ``rank_key`` for aligned lists at once, each followed by its list position.
+    pool_ids: Sequence[str],
+    scores: Sequence[float],
+    avoided: Sequence[bool],
+    tiers: Sequence[int] = (),
+) -> list[tuple[bool, int, float, str, int]]:
+    """Order keys for aligned lists: avoided last, then spillover tier, score, pool id.
 
-    Pool ids are unique, so the position never decides the order; it only lets the caller map a
-    sorted key back to its candidate.
+    Each key ends with its list position. Pool ids are unique, so the position never decides
+    the order; it only lets the caller map a sorted key back to its candidate.
     """
-    return list(zip(avoided, scores, pool_ids, range(len(pool_ids)), strict=True))
+    tiers = tiers or [0] * len(pool_ids)
+    return list(zip(avoided, tiers, scores, pool_ids, range(len(pool_ids)), strict=True))

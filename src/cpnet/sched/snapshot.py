@@ -9,6 +9,9 @@ from dataclasses import dataclass
 # below any real allocation granularity. GPUs are whole numbers and compared exactly.
 EPSILON = 1e-9
 
+# What a task may ask the scheduler to optimise (docs/scheduling.md, "Objectives").
+OBJECTIVES = ("balanced", "fastest", "cheapest", "greenest")
+
 # Resource field names, in the order reasons mention them.
 RESOURCE_NAMES = ("cpu_cores", "ram_gb", "disk_gb", "gpus")
 
@@ -133,6 +136,16 @@ class PoolView:
     can_run_images: bool = False  # runs executors' images (in a runtime, or host exec allowed)
     # SCU rate per workload profile (cpnet.measure.scu), sorted pairs; () when not known.
     scu: tuple[tuple[str, float], ...] = ()
+    # Scheduler v2 facts; each default keeps the v1 model (see docs/scheduling.md).
+    place: str = ""  # network place of the pool's site ("site:<id>"); "" = unknown
+    # Median start delay (placed → running) of the pool's recent attempts, s; None: no history.
+    recent_wait_s: float | None = None
+    # Median run time of the pool's recent attempts, s: how long the tasks ahead take.
+    recent_runtime_s: float | None = None
+    failure_rate: float = 0.0  # share of recent attempts that failed for the system (0..1)
+    carbon_g_per_kwh: float | None = None  # grid intensity of the pool's region; None: unknown
+    watts_per_core: float = 10.0  # power drawn per busy core (W), for the carbon estimate
+    watts_per_gpu: float = 300.0  # power drawn per busy GPU (W)
 
     def scu_rate(self, profile: str) -> float:
         """The pool's SCU rate for a profile (0.0 when not known)."""
@@ -162,6 +175,25 @@ class TaskRequest:
     # pool with a known SCU rate is predicted (work / rate) and used instead of the above.
     profile: str | None = None
     work_scu_h: float | None = None
+    # Scheduler v2 terms and constraints; each default leaves the v1 behaviour unchanged.
+    inputs: tuple[tuple[str, int], ...] = ()  # (network place, bytes) of each input to stage
+    deadline_s: float | None = None  # the result is due this many seconds from now
+    budget: float | None = None  # most the task may cost, in the pools' currency
+    latency: tuple[str, float] | None = None  # (place, most RTT in ms a pool may be from it)
+    deny_providers: tuple[str, ...] = ()  # providers never to use
+    objective: str = "balanced"  # one of OBJECTIVES
+    # Ordered spillover tiers of region code prefixes ("" matches any region): a tier's pools
+    # are used before the next tier's. () = one tier of every pool.
+    tiers: tuple[tuple[str, ...], ...] = ()
+
+    def tier_of(self, pool: PoolView) -> int | None:
+        """The pool's spillover tier (0 first), or None when it is in no tier."""
+        if not self.tiers:
+            return 0
+        for i, prefixes in enumerate(self.tiers):
+            if any(pool.region_code.startswith(p) for p in prefixes):
+                return i
+        return None
 
     def runtime_on(self, pool: PoolView) -> tuple[float, bool]:
         """(run time in s on the pool, whether it is predicted from SCUs)."""
@@ -187,6 +219,13 @@ class Placement:
     # Run time predicted from the task's SCU-hours and the pool's SCU rate (None: not predicted,
     # expected_runtime_s was used).
     predicted_runtime_s: float | None = None
+    # The time-to-result terms (s): staging inputs in + waiting to start + running.
+    staging_s: float = 0.0
+    runtime_s: float = 0.0
+    time_to_result_s: float = 0.0  # expected, counting retries after the pool's failures
+    egress_cost: float = 0.0  # moving the inputs, pool currency (part of estimated_cost)
+    carbon_g: float | None = None  # grams of CO2 of the run; None: the grid is unknown
+    tier: int = 0  # spillover tier (0 first)
 
 
 @dataclass(frozen=True, slots=True)

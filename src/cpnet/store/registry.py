@@ -238,6 +238,8 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
         raise Forbidden(f"site {site.id} is retired", field="site_id")
     site.endpoint = reg.endpoint
     site.agent = {"version": reg.agent_version, "backend": reg.backend}
+    if reg.probe_url:
+        site.agent["probe_url"] = reg.probe_url
     site.heartbeat_interval_s = reg.heartbeat_interval_s
     site.last_heartbeat = now
     site.online = True
@@ -489,3 +491,8 @@ def live_pools(s: Session, *, online_only: bool = True) -> list[tuple[Pool, Site
     if online_only:
         q = q.where(Pool.online.is_(True), Site.online.is_(True))
     return [(p, site) for p, site in s.execute(q)]
+
+
+def site_regions(s: Session) -> dict[str, str]:
+    """Every site's region code, by site id (where its network place lies)."""
+    return dict(s.execute(select(Site.id, Site.region_code)).tuples().all())

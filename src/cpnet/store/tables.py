@@ -251,3 +251,31 @@ class AttemptTransfer(Base):
     resumed_from: Mapped[int] = mapped_column(BigInteger, default=0)
     files: Mapped[int] = mapped_column(Integer, default=1)
     at: Mapped[float] = mapped_column(Float)  # when the hub recorded it
+
+
+class NetSample(Base):
+    """One network probe result an agent reported (store/network.py keeps a bounded number)."""
+
+    __tablename__ = "net_samples"
+    __table_args__ = (Index("ix_net_samples_pair_at", "src", "dst", "at"),)
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    src: Mapped[str] = mapped_column(String(320))
+    dst: Mapped[str] = mapped_column(String(320))
+    at: Mapped[float] = mapped_column(Float, index=True)
+    rtt_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mbps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    site_id: Mapped[str] = mapped_column(String(128), index=True)  # the reporting agent's site
+
+
+class NetLink(Base):
+    """A link an operator declared between two places (either direction)."""
+
+    __tablename__ = "net_links"
+    a: Mapped[str] = mapped_column(String(320), primary_key=True)
+    b: Mapped[str] = mapped_column(String(320), primary_key=True)
+    rtt_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mbps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    egress_per_gb: Mapped[float] = mapped_column(Float, default=0.0)
+    currency: Mapped[str] = mapped_column(String(8), default="CNY")
+    set_by: Mapped[str] = mapped_column(String(64), default="")
+    set_at: Mapped[float] = mapped_column(Float)

@@ -645,3 +645,18 @@ def get_attempt_task(s: Session, attempt: Attempt) -> Task:
     if task is None:
         raise NotFound(f"no task {attempt.task_id!r}")
     return task
+
+
+def recent_attempts(
+    s: Session, since: float, limit: int = 5000
+) -> list[tuple[str, float, float | None, float | None, str]]:
+    """The newest attempts created after ``since`` (at most ``limit``), for pool history:
+    (pool id, created, started, ended, state)."""
+    q = (
+        select(Attempt.pool_id, Attempt.created_at, Attempt.start_time, Attempt.end_time)
+        .add_columns(Attempt.state)
+        .where(Attempt.created_at >= since)
+        .order_by(Attempt.created_at.desc())
+        .limit(limit)
+    )
+    return [tuple(row) for row in s.execute(q)]  # type: ignore[misc]

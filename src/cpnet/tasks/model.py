@@ -113,6 +113,9 @@ class Input(Strict):
     type: FileType = FileType.FILE
     streamable: bool = False
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    # How many bytes the input is: the scheduler counts its staging time from where it lives.
+    # The hub fills it for its own blobs; for other URLs give it, or staging counts as free.
+    size_bytes: int | None = Field(default=None, ge=0, le=2**50)
 
     @field_validator("path")
     @classmethod
@@ -168,13 +171,44 @@ class Resources(Strict):
     backend_parameters_strict: bool = False
 
 
+class LatencyBound(Strict):
+    """Run only where the round trip to a named place is at most ``max_rtt_ms`` (edge, real time).
+
+    ``to`` is a network place (``hub``, ``site:<id>``, ``url:<scheme>://<host>``) or
+    ``region:<code>`` for a city by its GB/T 2260 code (``region:440300`` is Shenzhen).
+    """
+
+    to: ShortStr
+    max_rtt_ms: float = Field(gt=0, le=10_000)
+
+
+RegionPrefix = Annotated[str, Field(max_length=12, pattern=r"^[0-9]*$")]
+
+
 class Constraints(Strict):
-    """Where a task may run."""
+    """Where a task may run, by when, and for how much."""
 
     regions: list[ShortStr] = Field(default_factory=list, max_length=256)
     providers: list[ShortStr] = Field(default_factory=list, max_length=256)
+    deny_providers: list[ShortStr] = Field(default_factory=list, max_length=256)
     pool_types: list[ShortStr] = Field(default_factory=list, max_length=8)
     labels: dict[ShortStr, ShortStr] = Field(default_factory=dict)
+    latency: LatencyBound | None = None
+    # The result must exist by then; pools that cannot finish in time are ruled out.
+    deadline: datetime | None = None
+    budget: float | None = Field(default=None, ge=0, le=1e12)  # most it may cost (CNY)
+    # Ordered spillover tiers of region code prefixes: fill the first tier's pools before the
+    # next ("" matches every region), e.g. [["440300"], ["44"], [""]]: city, province, nation.
+    spillover: list[Annotated[list[RegionPrefix], Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=8
+    )
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-12-07T08:00:00Z")
+        return v
 
     @field_validator("pool_types")
     @classmethod
@@ -233,6 +267,8 @@ class TaskSpec(Strict):
     # The task's work in SCU-hours for a profile: the scheduler then predicts the run time on
     # each pool from its SCU rate and uses that instead of expected_runtime_s.
     work: Work | None = None
+    # What the scheduler optimises: time to result and cost weighed ("balanced"), or one figure.
+    objective: Literal["balanced", "fastest", "cheapest", "greenest"] = "balanced"
 
     @field_validator("tags")
     @classmethod

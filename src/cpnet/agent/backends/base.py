@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cpnet.sched.snapshot import Resources
 from cpnet.tasks.model import (
     AttemptProgress,
     ExecutorLog,
@@ -39,13 +40,12 @@ class BackendError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class PoolCapacity:
-    """An amount of each resource a pool has (or has free); memory and disk in GiB."""
+class PoolCapacity(Resources):
+    """An amount of each resource a pool has (or has free); memory and disk in GiB.
 
-    cpu_cores: float = 0.0
-    ram_gb: float = 0.0
-    disk_gb: float = 0.0
-    gpus: int = 0
+    The scheduler's ``Resources`` (the one resources shape from the API to the backends), with
+    the floored arithmetic a backend counting its own capacity needs.
+    """
 
     def minus(self, other: PoolCapacity) -> PoolCapacity:
         """This capacity less `other`, floored at zero (a pool never has negative free)."""
@@ -65,15 +65,9 @@ class PoolCapacity:
             gpus=self.gpus + other.gpus,
         )
 
-    def covers(self, demand: PoolCapacity) -> bool:
+    def covers(self, demand: Resources) -> bool:
         """Whether `demand` fits in this capacity (with slack for float sums)."""
-        eps = 1e-9
-        return (
-            demand.cpu_cores <= self.cpu_cores + eps
-            and demand.ram_gb <= self.ram_gb + eps
-            and demand.disk_gb <= self.disk_gb + eps
-            and demand.gpus <= self.gpus
-        )
+        return demand.fits_in(self)
 
     @classmethod
     def of(cls, spec: TaskSpec) -> PoolCapacity:

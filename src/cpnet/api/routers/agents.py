@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, Response
 
 from cpnet.agent.protocol import (
-    Assignment,
     Assignments,
     Heartbeat,
     HeartbeatReply,
@@ -29,9 +29,8 @@ from cpnet.api.deps import caller, hub
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Forbidden
 from cpnet.hub.service import Hub
-from cpnet.store import registry
+from cpnet.store import network, registry
 from cpnet.store import tasks as store
-from cpnet.tasks.model import TaskSpec
 
 router = APIRouter(prefix="/v1/sites/{site_id}", tags=["agents"])
 
@@ -83,6 +82,7 @@ def heartbeat(
             cancel=store.cancels(s, sid),
             unknown=store.unknown_running(s, sid, body.running_attempts),
             measure=registry.pending_measurements(s, sid),
+            probe=network.peers_to_probe(s, sid, time.time()),
         )
     h.wake_scheduler()
     if back:
@@ -90,7 +90,12 @@ def heartbeat(
     return reply
 
 
-def _fetch(h: Hub, site_id: str) -> Assignments:
+def _fetch(h: Hub, site_id: str) -> dict[str, Any]:
+    """New attempts and cancels for the site, as the ``Assignments`` wire body.
+
+    Each spec is the stored dump of a ``TaskSpec`` validated when the task was created, so it is
+    sent as stored: no second validation per assignment (the agent validates what it receives).
+    """
     with h.store.tx() as s:
         rows = store.assignments(s, site_id, time.time(), REDELIVER_AFTER_S)
         out = []
@@ -98,16 +103,16 @@ def _fetch(h: Hub, site_id: str) -> Assignments:
             task = store.get_attempt_task(s, a)
             pool = registry.get_pool(s, a.pool_id)
             out.append(
-                Assignment(
-                    attempt_id=a.id,
-                    task_id=a.task_id,
-                    attempt=a.n,
-                    pool_id=a.pool_id,
-                    pool_name=pool.name,
-                    spec=TaskSpec.model_validate(task.spec),
-                )
+                {
+                    "attempt_id": a.id,
+                    "task_id": a.task_id,
+                    "attempt": a.n,
+                    "pool_id": a.pool_id,
+                    "pool_name": pool.name,
+                    "spec": task.spec,
+                }
             )
-        return Assignments(assignments=out, cancel=store.cancels(s, site_id))
+        return {"assignments": out, "cancel": store.cancels(s, site_id)}
 
 
 @router.get("/assignments", response_model=Assignments)
@@ -116,7 +121,7 @@ async def assignments(
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 25.0,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
-) -> Assignments:
+) -> Response:
     """New attempts for this site and attempts to cancel; waits up to `wait` s for either."""
     sid = agent_for(site_id, who)
     assert h.notifier is not None
@@ -126,8 +131,9 @@ async def assignments(
         event.clear()  # before reading, so a placement committed after the read wakes us
         got = await to_thread.run_sync(_fetch, h, sid)
         left = deadline - time.monotonic()
-        if got.assignments or got.cancel or left <= 0 or h.closing:
-            return got
+        if got["assignments"] or got["cancel"] or left <= 0 or h.closing:
+            # A Response is sent as is: FastAPI does not validate it against the model again.
+            return JSONResponse(got)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), left)
 

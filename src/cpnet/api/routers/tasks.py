@@ -126,6 +126,12 @@ def explain(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub
                     "estimated_cost": p.estimated_cost,
                     "fits_now": p.fits_now,
                     "predicted_runtime_s": p.predicted_runtime_s,
+                    "staging_s": p.staging_s,
+                    "runtime_s": p.runtime_s,
+                    "time_to_result_s": p.time_to_result_s,
+                    "egress_cost": p.egress_cost,
+                    "carbon_g": p.carbon_g,
+                    "tier": p.tier + 1,
                     "reasons": list(p.reasons),
                 }
                 for p in d.placements
@@ -133,6 +139,7 @@ def explain(task_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub
             "rejections": [
                 {"pool_id": r.pool_id, "reasons": list(r.reasons)} for r in d.rejections
             ],
+            "objective": task.spec.get("objective", "balanced"),
             "work": task.spec.get("work"),
             # Every pool's predicted run time for a task with work in SCU-hours (None: unknown).
             "predicted_runtime_s": runtimes,
