@@ -2,9 +2,11 @@
 
 Pools mix edge boxes, general clusters, supercomputers and GPU (intelligent-computing) pools over
 a dozen regions and forty providers, with labels, loads, backend queues, prices and SCU rates.
-Tasks arrive as job arrays (many identical tasks, as users submit them) of typical shapes, a
-fraction with region, pool-type, label or GPU-model constraints and a fraction stating their work
-in SCU-hours. Everything comes from one ``random.Random(seed)``.
+Pools carry scheduler v2 facts too (recent start delays and run times, failure rates, grid
+carbon). Tasks arrive as job arrays (many identical tasks, as users submit them) of typical
+shapes, a fraction with region, pool-type, label or GPU-model constraints, deadlines or
+spillover tiers, a fraction stating their work in SCU-hours, most with the balanced objective.
+Everything comes from one ``random.Random(seed)``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def pools(rng: random.Random, count: int) -> list[PoolView]:
                 online=rng.random() > 0.02,
                 can_run_images=rng.random() < 0.7,
                 scu=scu,
+                # Scheduler v2 facts: history for a third of the pools, grids for most.
+                recent_wait_s=rng.choice((5.0, 30.0, 300.0)) if rng.random() < 0.33 else None,
+                recent_runtime_s=rng.choice((120.0, 1800.0)) if rng.random() < 0.33 else None,
+                failure_rate=rng.choice((0.0, 0.0, 0.0, 0.02, 0.1)),
+                carbon_g_per_kwh=rng.choice((None, 350.0, 550.0, 750.0)),
             )
         )
     return out
@@ -101,6 +108,10 @@ def task(rng: random.Random, task_id: str) -> TaskRequest:
         pool_types = ("general", "supercomputing")
     elif constraint < 0.45:
         labels = (("zone", rng.choice(ZONES)),)
+    deadline = float(runtime * rng.choice((2, 10))) if rng.random() < 0.1 else None
+    tiers: tuple[tuple[str, ...], ...] = ()
+    if rng.random() < 0.1:
+        tiers = ((rng.choice(REGIONS)[:2],), ("",))  # home province first, then anywhere
     profile, work = None, None
     if rng.random() < 0.3:
         profile = rng.choice(PROFILES)
@@ -116,6 +127,9 @@ def task(rng: random.Random, task_id: str) -> TaskRequest:
         image="python:3.12-slim" if rng.random() < 0.3 else None,
         profile=profile,
         work_scu_h=work,
+        deadline_s=deadline,
+        objective=rng.choices(("balanced", "fastest", "cheapest", "greenest"), (14, 3, 2, 1))[0],
+        tiers=tiers,
     )
 
 

@@ -2,11 +2,16 @@
 
 ``rank`` explains every pool in sentences; a hub answering "where does this task go?" for many
 tasks against one snapshot needs only the winner. ``Snapshot.of(pools)`` turns the pools into
-arrays once; ``Snapshot.best(task)`` then evaluates the same policy as ``place.rank`` with array
-operations: feasibility (constraints, size), fit now, start estimate, price, SCU run time,
-normalised score, load, avoided pools, ties by pool id. The arithmetic is the same IEEE
-operations in the same order as ``score.scores``, so the winner is the same pool, not just a
-close one (``tests/unit/sched/test_vector.py`` checks it against ``rank``).
+column arrays once; ``Snapshot.best(task)`` then evaluates the same policy as ``place.rank``
+(scheduler v2) with array operations: feasibility (constraints, size, denied providers,
+spillover tiers, deadline and budget), fit now, the time/cost/carbon model of ``terms`` (wait,
+run time, risk), the task's objective, load, avoided pools and ties by pool id. The arithmetic
+is the same IEEE operations in the same order as ``terms`` and ``score``, so the winner is the
+same pool, not just a close one (``tests/unit/sched/test_vector.py`` checks it against
+``rank``).
+
+Not vectorised (those tasks go through ``rank`` itself, with the same answer): inputs staged
+over a network map, and latency bounds, both of which need the map's paths per pool.
 
 Constraint masks are cached per value (a region prefix, a label, a provider...), so a task
 costs a few array operations over the pools, whatever its constraints.
@@ -19,12 +24,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cpnet.sched import score
+from cpnet.network import NetworkMap
+from cpnet.sched import score, terms
+from cpnet.sched.place import rank
 from cpnet.sched.snapshot import EPSILON, PoolView, TaskRequest
 
+_NAMES = ("cpu_cores", "ram_gb", "disk_gb", "gpus")
 
-def _column(values: Sequence[float]) -> np.ndarray:
-    return np.array(values, dtype=float)
+
+def _column(values: Sequence[float | None]) -> np.ndarray:
+    """A float array; None becomes NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,43 +50,47 @@ class _Factor:
         index = np.fromiter((seen.setdefault(v, len(seen)) for v in values), dtype=np.int64)
         return cls(tuple(seen), index)
 
-    def mask(self, test: Callable[[Hashable], bool]) -> np.ndarray:
+    def map(self, test: Callable[[Hashable], object], dtype: type = bool) -> np.ndarray:
         """Per pool, ``test`` of its value: evaluated once per distinct value."""
-        return np.array([test(v) for v in self.values], dtype=bool)[self.index]
+        return np.array([test(v) for v in self.values], dtype=dtype)[self.index]
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One snapshot's pools as column arrays, in pool id order (as ``place.Board``)."""
 
+    pools: tuple[PoolView, ...]
     ids: tuple[str, ...]
     total: tuple[np.ndarray, ...]  # cpu, ram, disk, gpus: one array each
     available: tuple[np.ndarray, ...]  # the same four
-    queue: np.ndarray  # score.start_factors: queue multiplier of the run time
-    queue_busy: np.ndarray  # queue + busy: the multiplier when the task does not fit now
+    # Per column of total and of available: whether no pool has a negative amount.
+    nonnegative: tuple[tuple[bool, ...], tuple[bool, ...]]
+    queue: np.ndarray  # backend queue length
+    slots: np.ndarray  # max(1, running)
+    recent_runtime: np.ndarray  # s; NaN: no history
+    recent_wait: np.ndarray  # s; NaN: no history
+    risk: np.ndarray  # terms.risk: expected tries
+    carbon: np.ndarray  # grid g/kWh; NaN: unknown
+    watts: tuple[np.ndarray, np.ndarray]  # per busy core, per busy GPU
     load: np.ndarray  # score.load_fraction
     prices: tuple[np.ndarray, ...]  # per core-hour, per GB-hour, per GPU-hour
     online: np.ndarray  # bool
     images: np.ndarray  # bool: can run executors' images
-    # Per column of total and of available: whether no pool has a negative amount.
-    nonnegative: tuple[tuple[bool, ...], tuple[bool, ...]]
     factors: dict[str, _Factor] = field(repr=False, compare=False)
-    scu: tuple[tuple[tuple[str, float], ...], ...] = field(repr=False, compare=False)
     # Masks and rates already computed, keyed by the value they test.
     _cache: dict[Hashable, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, pools: Sequence[PoolView]) -> Snapshot:
         """Build the arrays for a snapshot; refuse duplicate pool ids (as ``Board.of``)."""
-        ordered = sorted(pools, key=lambda p: p.id)
+        ordered = tuple(sorted(pools, key=lambda p: p.id))
         ids = tuple(p.id for p in ordered)
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate pool id in snapshot: give each pool once")
-        factors = [score.start_factors(p) for p in ordered]
-        queue = _column([q for q, _ in factors])
         total = tuple(_column([getattr(p.total, n) for p in ordered]) for n in _NAMES)
         available = tuple(_column([getattr(p.available, n) for p in ordered]) for n in _NAMES)
         return cls(
+            pools=ordered,
             ids=ids,
             total=total,
             available=available,
@@ -84,8 +98,16 @@ class Snapshot:
                 tuple(bool((c >= 0).all()) for c in total),
                 tuple(bool((c >= 0).all()) for c in available),
             ),
-            queue=queue,
-            queue_busy=_column([q + b for q, b in factors]),
+            queue=_column([p.queue_length for p in ordered]),
+            slots=_column([max(1, p.running) for p in ordered]),
+            recent_runtime=_column([p.recent_runtime_s for p in ordered]),
+            recent_wait=_column([p.recent_wait_s for p in ordered]),
+            risk=_column([terms.risk(p) for p in ordered]),
+            carbon=_column([p.carbon_g_per_kwh for p in ordered]),
+            watts=(
+                _column([p.watts_per_core for p in ordered]),
+                _column([p.watts_per_gpu for p in ordered]),
+            ),
             load=_column([score.load_fraction(p) for p in ordered]),
             prices=tuple(
                 _column([getattr(p.price, n) for p in ordered])
@@ -99,78 +121,100 @@ class Snapshot:
                 "provider": _Factor.of([p.provider_id for p in ordered]),
                 "type": _Factor.of([p.type for p in ordered]),
                 "labels": _Factor.of([p.labels for p in ordered]),
+                "scu": _Factor.of([p.scu for p in ordered]),
             },
-            scu=tuple(p.scu for p in ordered),
         )
 
-    def _mask(self, name: str, key: Hashable, test: Callable[[Hashable], bool]) -> np.ndarray:
-        """A cached per-pool boolean array for one constraint value."""
-        mask = self._cache.get((name, key))
-        if mask is None:
-            mask = self._cache[(name, key)] = self.factors[name].mask(test)
-        return mask
+    def _map(
+        self, name: str, key: Hashable, test: Callable[[Hashable], object], dtype: type = bool
+    ) -> np.ndarray:
+        """A cached per-pool array of ``test`` over one attribute, for one constraint value."""
+        got = self._cache.get((name, key))
+        if got is None:
+            got = self._cache[(name, key)] = self.factors[name].map(test, dtype)
+        return got
 
     def feasible(self, task: TaskRequest) -> np.ndarray:
-        """Per pool, whether ``feasibility.check`` would accept it (constraints and size)."""
+        """Per pool, whether ``feasibility.check`` would accept it (constraints and size).
+
+        Latency bounds are not judged here (``best`` leaves such tasks to ``rank``).
+        """
         ok = self.online
         if task.gpu_model is not None:
             want = task.gpu_model.lower()
-            ok = ok & self._mask("gpu", want, lambda m: bool(m) and want in m)
+            ok = ok & self._map("gpu", want, lambda m: bool(m) and want in m)
         if task.regions:
             regions = task.regions
-            ok = ok & self._mask(
+            ok = ok & self._map(
                 "region", regions, lambda code: any(code.startswith(r) for r in regions)
             )
+        if task.tiers:
+            ok = ok & (self._tiers(task) >= 0)
         if task.providers:
-            ok = ok & self._mask("provider", task.providers, task.providers.__contains__)
+            ok = ok & self._map("provider", task.providers, task.providers.__contains__)
+        if task.deny_providers:
+            deny = task.deny_providers
+            ok = ok & self._map("provider", ("deny", deny), lambda p: p not in deny)
         if task.pool_types:
-            ok = ok & self._mask("type", task.pool_types, task.pool_types.__contains__)
+            ok = ok & self._map("type", task.pool_types, task.pool_types.__contains__)
         if task.image is not None:
             ok = ok & self.images
         if task.labels:
             want_labels = task.labels
-            ok = ok & self._mask(
+            ok = ok & self._map(
                 "labels", want_labels, lambda have: all(pair in have for pair in want_labels)
             )
         return ok & _fits(task, self.total, self.nonnegative[0])
 
-    def _rates(self, profile: str) -> np.ndarray:
-        rates = self._cache.get(("scu", profile))
-        if rates is None:
-            rates = self._cache[("scu", profile)] = _column(
-                [dict(pairs).get(profile, 0.0) for pairs in self.scu]
-            )
-        return rates
+    def _tiers(self, task: TaskRequest) -> np.ndarray:
+        """Per pool, its spillover tier (0 first), -1 when it is in none."""
+        tiers = task.tiers
 
-    def best(self, task: TaskRequest, weights: score.Weights = score.DEFAULT_WEIGHTS) -> str | None:
-        """The id of the pool ``rank(task, pools, weights).best`` names, or None."""
+        def tier_of(code: Hashable) -> int:
+            for i, prefixes in enumerate(tiers):
+                if any(str(code).startswith(p) for p in prefixes):
+                    return i
+            return -1
+
+        return self._map("region", ("tiers", tiers), tier_of, np.int64)
+
+    def _rates(self, profile: str) -> np.ndarray:
+        return self._map(
+            "scu", ("scu", profile), lambda pairs: dict(pairs).get(profile, 0.0), float
+        )
+
+    def best(
+        self,
+        task: TaskRequest,
+        weights: score.Weights = score.DEFAULT_WEIGHTS,
+        network: NetworkMap | None = None,
+    ) -> str | None:
+        """The id of the pool ``rank(task, pools, weights, network).best`` names, or None."""
+        if task.latency is not None or (task.inputs and network is not None):
+            # Paths on the map per pool: not vectorised, so ask rank itself.
+            chosen = rank(task, self.pools, weights, network).best
+            return chosen.pool_id if chosen else None
         candidates = np.flatnonzero(self.feasible(task))
         if len(candidates) == 0:
             return None
+        run, times_fit, times_not, costs, grams = self._terms(task, candidates)
+        if task.deadline_s is not None or task.budget is not None:
+            keep = np.ones(len(candidates), dtype=bool)
+            if task.deadline_s is not None:
+                keep &= ~(times_fit > task.deadline_s)
+            if task.budget is not None:
+                keep &= ~(costs > task.budget + 1e-12)
+            candidates, run, times_fit, times_not, costs, grams = (
+                x[keep] for x in (candidates, run, times_fit, times_not, costs, grams)
+            )
+            if len(candidates) == 0:
+                return None
         fits = _fits(task, tuple(a[candidates] for a in self.available), self.nonnegative[1])
         if not fits.any():
             return None
-        runtime = max(0.0, task.expected_runtime_s)
-        predicted = False
-        runtimes: np.ndarray | float = runtime
-        if task.profile is not None and task.work_scu_h is not None:
-            rates = self._rates(task.profile)[candidates]
-            known = rates > 0
-            if known.any():
-                predicted = True
-                with np.errstate(divide="ignore"):
-                    runtimes = np.where(known, task.work_scu_h * 3600.0 / rates, runtime)
-        starts = runtimes * np.where(fits, self.queue[candidates], self.queue_busy[candidates])
-        d = task.demand
-        # Same operations, same order as Price.hourly: cpu, then ram, then gpus.
-        cpu, ram, gpu = (p[candidates] for p in self.prices)
-        hourly = d.cpu_cores * cpu + d.ram_gb * ram + d.gpus * gpu
-        if predicted:
-            starts, hourly = starts + runtimes, hourly * runtimes
-        scores = (
-            weights.start * _normalise(starts)
-            + weights.price * _normalise(hourly)
-            + weights.spread * self.load[candidates]
+        times = np.where(fits, times_fit, times_not)
+        scores = _objective_scores(
+            task.objective, times, costs, grams, self.load[candidates], weights
         )
         choose = fits
         if task.avoid_pools:
@@ -181,12 +225,75 @@ class Snapshot:
             )
             if (fits & ~avoided).any():
                 choose = fits & ~avoided
+        if task.tiers:
+            tiers = self._tiers(task)[candidates]
+            choose = choose & (tiers == tiers[choose].min())
         # argmin takes the first of equal scores: the lowest pool id, as rank's tie-break.
         j = int(np.argmin(np.where(choose, scores, np.inf)))
         return self.ids[candidates[j]]
 
+    def _terms(
+        self, task: TaskRequest, candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``terms.of`` per candidate without staging: run, time if fits / if not, cost, CO2 g.
 
-_NAMES = ("cpu_cores", "ram_gb", "disk_gb", "gpus")
+        Every expression keeps ``terms``' order of operations, so the figures are identical.
+        """
+        default = max(0.0, task.expected_runtime_s)
+        run = np.full(len(candidates), default)
+        if task.profile is not None and task.work_scu_h is not None:
+            rates = self._rates(task.profile)[candidates]
+            with np.errstate(divide="ignore"):
+                run = np.where(rates > 0, task.work_scu_h * 3600.0 / rates, default)
+        recent = self.recent_runtime[candidates]
+        ahead = np.maximum(0.0, np.where(np.isnan(recent), run, recent))
+        slots = self.slots[candidates]
+        wait_fits = self.queue[candidates] * ahead / slots
+        recent_wait = self.recent_wait[candidates]
+        has_wait = ~np.isnan(recent_wait)
+        wait_fits = np.where(has_wait, np.maximum(wait_fits, np.nan_to_num(recent_wait)), wait_fits)
+        wait_not = wait_fits + ahead * slots / (slots + 1)
+        risk = self.risk[candidates]
+        # Staging is 0 here: (0.0 + wait + run) x risk, as Terms.time_to_result_s.
+        times_fit = (0.0 + wait_fits + run) * risk
+        times_not = (0.0 + wait_not + run) * risk
+        d = task.demand
+        cpu, ram, gpu = (p[candidates] for p in self.prices)
+        hourly = d.cpu_cores * cpu + d.ram_gb * ram + d.gpus * gpu  # Price.hourly's order
+        costs = (hourly * ((0.0 + run) / 3600.0) + 0.0) * risk
+        per_core, per_gpu = (w[candidates] for w in self.watts)
+        watts = d.cpu_cores * per_core + d.gpus * per_gpu
+        grams = self.carbon[candidates] * watts * run / 3600.0 / 1000.0  # NaN: unknown grid
+        return run, times_fit, times_not, costs, grams
+
+
+def _objective_scores(
+    objective: str,
+    times: np.ndarray,
+    costs: np.ndarray,
+    grams: np.ndarray,
+    loads: np.ndarray,
+    weights: score.Weights,
+) -> np.ndarray:
+    """``score.objective_scores`` over arrays (NaN grams: unknown, counted as the worst known)."""
+    known = grams[~np.isnan(grams)]
+    grams = np.where(np.isnan(grams), known.max() if len(known) else 0.0, grams)
+    if objective == "balanced":
+        base = (
+            weights.start * _normalise(times)
+            + weights.price * _normalise(costs)
+            + weights.spread * loads
+        )
+        if weights.carbon:
+            base = base + weights.carbon * _normalise(grams)
+        return base
+    first, second = {
+        "fastest": (times, costs),
+        "cheapest": (costs, times),
+        "greenest": (grams, times),
+    }[objective]
+    tie = score.TIE_BREAK
+    return _normalise(first) + tie * _normalise(second) + tie * weights.spread * loads
 
 
 def _fits(
