@@ -13,7 +13,10 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   batches (greedy against joint) at 1k-50k pools (``bench/sched.py``);
 - ``slurm_latency``: submit-to-start latency through cpnet onto the dev Slurm cluster against
   straight ``sbatch`` (``bench/slurm_latency.py``; starts ``scripts/dev-slurm.sh`` if no Slurm
-  is up, and stops it again).
+  is up, and stops it again);
+- ``sim``: the simulator's policy comparison on an SWF log and the Alibaba GPU trace at 30 and
+  300 sites with the LP-bound gaps, and a 100,000-job replay's speed (``bench/sim.py``; in
+  process, no services).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -28,6 +31,7 @@ import time
 
 import measure
 import resolve
+import sim
 import slurm_latency
 import throughput
 from common import ROOT, BenchError, console, trap_sigterm
@@ -38,7 +42,7 @@ _spec = importlib.util.spec_from_file_location("bench_sched", ROOT / "bench" / "
 sched = sys.modules["bench_sched"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sched)
 
-BENCHMARKS = ("throughput", "resolve", "measure", "sched", "slurm_latency")
+BENCHMARKS = ("throughput", "resolve", "measure", "sim", "sched", "slurm_latency")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_args(ap)
     sched.add_args(ap)
     slurm_latency.add_args(ap)
+    sim.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = sched.run(sched.params(args, command))
             elif name == "slurm_latency":
                 path = slurm_latency.run(slurm_latency.params(args, command))
+            elif name == "sim":
+                path = sim.run_all(sim.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

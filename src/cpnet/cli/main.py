@@ -19,6 +19,7 @@ from cpnet.cli import (
     measure,
     network,
     pools,
+    sim,
     submit,
     tasks,
 )
@@ -171,4 +172,5 @@ app.add_typer(hub.app, name="hub")
 app.command("agent")(agent.agent)
 app.add_typer(admin.app, name="admin")
 app.command("demo")(demo)
+app.command("sim")(sim.sim)
 app.command("version")(version)
