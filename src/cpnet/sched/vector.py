@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cpnet.network import NetworkMap
-from cpnet.sched import score, terms
+from cpnet.sched import feasibility, score, terms
 from cpnet.sched.place import rank
 from cpnet.sched.snapshot import EPSILON, PoolView, TaskRequest
 
 _NAMES = ("cpu_cores", "ram_gb", "disk_gb", "gpus")
+# Numbers each per-shape cache (shortlists, terms) may hold (8 bytes each): 64 MB.
+CACHE_FLOATS = 8_000_000
 
 
 def _column(values: Sequence[float | None]) -> np.ndarray:
@@ -68,7 +70,8 @@ class Snapshot:
     queue: np.ndarray  # backend queue length
     slots: np.ndarray  # max(1, running)
     recent_runtime: np.ndarray  # s; NaN: no history
-    recent_wait: np.ndarray  # s; NaN: no history
+    recent_known: np.ndarray  # bool: recent_runtime is known
+    recent_wait: np.ndarray  # s; -inf: no history (so max() with it changes nothing)
     risk: np.ndarray  # terms.risk: expected tries
     carbon: np.ndarray  # grid g/kWh; NaN: unknown
     watts: tuple[np.ndarray, np.ndarray]  # per busy core, per busy GPU
@@ -79,6 +82,14 @@ class Snapshot:
     factors: dict[str, _Factor] = field(repr=False, compare=False)
     # Masks and rates already computed, keyed by the value they test.
     _cache: dict[Hashable, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    _shortlists: dict[Hashable, tuple[np.ndarray, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _terms_cache: dict[Hashable, tuple[np.ndarray, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    # Numbers held by the two caches above, each kept under CACHE_FLOATS.
+    _held: list[int] = field(default_factory=lambda: [0, 0], repr=False, compare=False)
 
     @classmethod
     def of(cls, pools: Sequence[PoolView]) -> Snapshot:
@@ -101,7 +112,11 @@ class Snapshot:
             queue=_column([p.queue_length for p in ordered]),
             slots=_column([max(1, p.running) for p in ordered]),
             recent_runtime=_column([p.recent_runtime_s for p in ordered]),
-            recent_wait=_column([p.recent_wait_s for p in ordered]),
+            recent_known=np.array([p.recent_runtime_s is not None for p in ordered], dtype=bool),
+            recent_wait=np.array(
+                [-np.inf if p.recent_wait_s is None else p.recent_wait_s for p in ordered],
+                dtype=float,
+            ),
             risk=_column([terms.risk(p) for p in ordered]),
             carbon=_column([p.carbon_g_per_kwh for p in ordered]),
             watts=(
@@ -194,28 +209,14 @@ class Snapshot:
             # Paths on the map per pool: not vectorised, so ask rank itself.
             chosen = rank(task, self.pools, weights, network).best
             return chosen.pool_id if chosen else None
-        candidates = np.flatnonzero(self.feasible(task))
+        candidates, times_fit, times_not, costs, grams, loads = self._shortlist(task)
         if len(candidates) == 0:
             return None
-        run, times_fit, times_not, costs, grams = self._terms(task, candidates)
-        if task.deadline_s is not None or task.budget is not None:
-            keep = np.ones(len(candidates), dtype=bool)
-            if task.deadline_s is not None:
-                keep &= ~(times_fit > task.deadline_s)
-            if task.budget is not None:
-                keep &= ~(costs > task.budget + 1e-12)
-            candidates, run, times_fit, times_not, costs, grams = (
-                x[keep] for x in (candidates, run, times_fit, times_not, costs, grams)
-            )
-            if len(candidates) == 0:
-                return None
         fits = _fits(task, tuple(a[candidates] for a in self.available), self.nonnegative[1])
         if not fits.any():
             return None
         times = np.where(fits, times_fit, times_not)
-        scores = _objective_scores(
-            task.objective, times, costs, grams, self.load[candidates], weights
-        )
+        scores = _objective_scores(task.objective, times, costs, grams, loads, weights)
         choose = fits
         if task.avoid_pools:
             avoided = np.fromiter(
@@ -232,39 +233,87 @@ class Snapshot:
         j = int(np.argmin(np.where(choose, scores, np.inf)))
         return self.ids[candidates[j]]
 
-    def _terms(
-        self, task: TaskRequest, candidates: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``terms.of`` per candidate without staging: run, time if fits / if not, cost, CO2 g.
+    def _shortlist(self, task: TaskRequest) -> tuple[np.ndarray, ...]:
+        """The feasible pools within deadline and budget, with their availability-free terms.
 
-        Every expression keeps ``terms``' order of operations, so the figures are identical.
+        (candidates, time if it fits, time if not, cost, CO2 g, load), as ``place.shortlist``
+        and then ``decide`` see them. None of it depends on what is free now, so it is cached
+        per task shape (``batch.assign`` caches its shortlists by the same key); the cache
+        holds at most about ``CACHE_FLOATS`` numbers, dropping the oldest shape first.
+        """
+        key = (
+            feasibility.signature(task),
+            task.demand,
+            task.expected_runtime_s,
+            task.profile,
+            task.work_scu_h,
+            task.deadline_s,
+            task.budget,
+        )
+        got = self._shortlists.get(key)
+        if got is not None:
+            return got
+        candidates = np.flatnonzero(self.feasible(task))
+        terms_ = [x[candidates] for x in self._shape_terms(task)]
+        if task.deadline_s is not None or task.budget is not None:
+            keep = np.ones(len(candidates), dtype=bool)
+            if task.deadline_s is not None:
+                keep &= ~(terms_[0] > task.deadline_s)
+            if task.budget is not None:
+                keep &= ~(terms_[2] > task.budget + 1e-12)
+            candidates = candidates[keep]
+            terms_ = [x[keep] for x in terms_]
+        got = self._shortlists[key] = (candidates, *terms_, self.load[candidates])
+        _bound(self._shortlists, self._held, 0, 6 * len(candidates))
+        return got
+
+    def _shape_terms(self, task: TaskRequest) -> tuple[np.ndarray, ...]:
+        """``_terms`` cached per what it depends on: demand, run time and SCU work."""
+        d = task.demand
+        key = (d.cpu_cores, d.ram_gb, d.gpus, task.expected_runtime_s, task.profile,
+               task.work_scu_h)  # fmt: skip
+        got = self._terms_cache.get(key)
+        if got is None:
+            got = self._terms_cache[key] = self._terms(task)
+            _bound(self._terms_cache, self._held, 1, 4 * len(self.ids))
+        return got
+
+    def _terms(self, task: TaskRequest) -> tuple[np.ndarray, ...]:
+        """``terms.of`` per pool without staging: time if it fits / if not, cost, CO2 g.
+
+        Over every pool (cheaper than gathering a dozen columns per task); every expression
+        keeps ``terms``' order of operations, so the figures are identical.
         """
         default = max(0.0, task.expected_runtime_s)
-        run = np.full(len(candidates), default)
+        run: np.ndarray | float = default
         if task.profile is not None and task.work_scu_h is not None:
-            rates = self._rates(task.profile)[candidates]
+            rates = self._rates(task.profile)
             with np.errstate(divide="ignore"):
                 run = np.where(rates > 0, task.work_scu_h * 3600.0 / rates, default)
-        recent = self.recent_runtime[candidates]
-        ahead = np.maximum(0.0, np.where(np.isnan(recent), run, recent))
-        slots = self.slots[candidates]
-        wait_fits = self.queue[candidates] * ahead / slots
-        recent_wait = self.recent_wait[candidates]
-        has_wait = ~np.isnan(recent_wait)
-        wait_fits = np.where(has_wait, np.maximum(wait_fits, np.nan_to_num(recent_wait)), wait_fits)
+        ahead = np.maximum(0.0, np.where(self.recent_known, self.recent_runtime, run))
+        slots = self.slots
+        wait_fits = np.maximum(self.queue * ahead / slots, self.recent_wait)
         wait_not = wait_fits + ahead * slots / (slots + 1)
-        risk = self.risk[candidates]
+        risk = self.risk
         # Staging is 0 here: (0.0 + wait + run) x risk, as Terms.time_to_result_s.
         times_fit = (0.0 + wait_fits + run) * risk
         times_not = (0.0 + wait_not + run) * risk
         d = task.demand
-        cpu, ram, gpu = (p[candidates] for p in self.prices)
+        cpu, ram, gpu = self.prices
         hourly = d.cpu_cores * cpu + d.ram_gb * ram + d.gpus * gpu  # Price.hourly's order
         costs = (hourly * ((0.0 + run) / 3600.0) + 0.0) * risk
-        per_core, per_gpu = (w[candidates] for w in self.watts)
+        per_core, per_gpu = self.watts
         watts = d.cpu_cores * per_core + d.gpus * per_gpu
-        grams = self.carbon[candidates] * watts * run / 3600.0 / 1000.0  # NaN: unknown grid
-        return run, times_fit, times_not, costs, grams
+        grams = self.carbon * watts * run / 3600.0 / 1000.0  # NaN: unknown grid
+        return times_fit, times_not, costs, grams
+
+
+def _bound(cache: dict, held: list[int], which: int, added: int) -> None:
+    """Count ``added`` numbers into ``held[which]``; drop the oldest entries past the bound."""
+    held[which] += added
+    while held[which] > CACHE_FLOATS and len(cache) > 1:
+        oldest = cache.pop(next(iter(cache)))
+        held[which] -= sum(len(x) for x in oldest)
 
 
 def _objective_scores(
