@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -11,7 +12,17 @@ from sqlalchemy.orm import Session
 
 from cpnet.market import prices
 from cpnet.network import HUB, NetworkMap, shipped, site_place, url_place
-from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, history, rank
+from cpnet.sched import (
+    Decision,
+    PoolView,
+    Price,
+    Resources,
+    TaskRequest,
+    assign,
+    history,
+    joint,
+    rank,
+)
 from cpnet.sched.score import used_share
 from cpnet.store import network as network_store
 from cpnet.store import prices as price_store
@@ -24,6 +35,8 @@ from cpnet.tasks.model import Resources as TaskResources
 
 BATCH = 500  # queued tasks considered per pass
 HISTORY_S = 900.0  # a pool's record: the attempts placed on it in the last 15 minutes
+
+log = logging.getLogger(__name__)
 
 
 def pool_view(
@@ -178,11 +191,19 @@ def _has_room(views: dict[str, PoolView]) -> bool:
     return any(v.available.cpu_cores > 0 for v in views.values())
 
 
-def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
+def schedule_once(
+    store: Store,
+    now: float,
+    batch: int = BATCH,
+    *,
+    joint_time_limit_s: float | None = None,
+) -> PassResult:
     """One pass: place as many queued tasks as fit, oldest first, in one transaction.
 
     The queue is read `batch` tasks at a time until it ends or no pool has room left, so tasks
-    that cannot be placed (a region no pool serves) never block the ones behind them.
+    that cannot be placed (a region no pool serves) never block the ones behind them. With
+    ``joint_time_limit_s`` set, each read is placed jointly (``sched.joint``) within that
+    limit; else greedily, one task after another (``sched.assign``).
     """
     placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
@@ -210,9 +231,7 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
                 for t in queued
             ]
             by_id = {t.id: t for t in queued}
-            for req, decision, pool_id in assign(
-                requests, list(views.values()), keep=1, network=network
-            ):
+            for req, decision, pool_id in _assign(requests, views, network, joint_time_limit_s):
                 if pool_id is None:
                     waiting += 1
                     continue
@@ -231,6 +250,23 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
             if len(queued) < batch:
                 break
     return PassResult(placed, frozenset(sites), waiting)
+
+
+def _assign(
+    requests: list[TaskRequest],
+    views: dict[str, PoolView],
+    network: NetworkMap | None,
+    joint_time_limit_s: float | None,
+) -> list[tuple[TaskRequest, Decision, str | None]]:
+    """Place one read of the queue: jointly when a time limit is given, else greedily."""
+    if joint_time_limit_s is None:
+        return assign(requests, list(views.values()), keep=1, network=network)
+    rows, result = joint.assign(
+        requests, list(views.values()), keep=1, time_limit_s=joint_time_limit_s, network=network
+    )
+    if result.method == joint.GREEDY:
+        log.warning("joint assignment of %d tasks fell back: %s", len(requests), result.reason)
+    return rows
 
 
 def explain(s: Session, task: Task) -> Decision:
