@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from cpnet.cli.main import app
 from cpnet.tasks.states import State
+from services import free_port
 from tests.integration.procs import HubProc, make_world, pool, start_agent, wait_until
 
 pytestmark = pytest.mark.integration
@@ -149,3 +151,30 @@ def test_price_books_quotes_and_quoted_tasks_end_to_end(hub: HubProc, agents, tm
         headers={"Authorization": f"Bearer {world.user_token}"},
     )
     assert r.status_code == 400 and r.json()["error"]["field"] == "quote_id"
+
+
+def test_an_expired_quote_is_refused_naming_quote_id(tmp_path, agents):
+    hub = HubProc(tmp_path / "hub", free_port(), env={"CPNET_QUOTE_TTL_S": "0.5"})
+    hub.data_dir.mkdir()
+    hub.init()
+    hub.start()
+    try:
+        world = make_world(hub, {"sz": ("general", "440300")})
+        start_agent(hub, agents, tmp_path, world, "sz", [pool("cpu", cores=2)])
+        user = hub.client(world.user_token)
+        wait_until(lambda: user.pools(), 30, "a live pool")
+        spec = {"executors": [{"command": ["true"]}]}
+        q = user.quote(spec)
+        assert q.valid_until.timestamp() - q.created_at.timestamp() == pytest.approx(0.5)
+        wait_until(lambda: time.time() > q.valid_until.timestamp() + 0.2, 5, "expiry")
+        r = httpx.post(
+            f"{hub.url}/v1/tasks",
+            json={**spec, "quote_id": q.id},
+            headers={"Authorization": f"Bearer {world.user_token}"},
+        )
+        assert r.status_code == 409, r.text
+        err = r.json()["error"]
+        assert err["field"] == "quote_id" and err["code"] == "quote_expired"
+        assert "new quote" in err["message"]
+    finally:
+        hub.kill()
