@@ -209,7 +209,7 @@ def _parts(h, who, name: str, spec: dict, snap, calls: int) -> list[Row]:  # typ
     views, records, network, now = snap
     stored = TaskSpec.model_validate(spec).model_dump(mode="json", exclude_none=True)
     req = scheduling.request_from_dict("bench", stored, (), now)
-    decision = rank(req, views, network=network)
+    decision = rank(req, views, network=network, keep=5)
     by_id = {v.id: v for v in views}
     spec_model = TaskSpec.model_validate(spec)
 
@@ -226,8 +226,12 @@ def _parts(h, who, name: str, spec: dict, snap, calls: int) -> list[Row]:  # typ
 
     return [
         Row(
-            f"`sched.rank` over every pool ({name})",
+            f"`sched.rank` over every pool, every placement explained ({name})",
             sample(lambda: rank(req, views, network=network), calls),
+        ),
+        Row(
+            f"`sched.rank(keep=5)`: the 5 best explained, as a quote does ({name})",
+            sample(lambda: rank(req, views, network=network, keep=5), calls),
         ),
         Row(f"`market.quotes.options`, 5 options ({name})", sample(options, calls)),
         Row(
@@ -309,8 +313,9 @@ def run(p: Params) -> Path:
         "a quarter with a dynamic rule (0.8×–1.5×), a quarter an SCU-hour price for `general` "
         "plus a spot entry.",
         "A quote snapshots every live pool with its price book, ranks them all with the "
-        "scheduler's own `rank` (the same one the hub's loop uses), keeps the best 5 as options "
-        "and writes the quote row; the snapshot and the ranking are most of it.",
+        "scheduler's own `rank` (the same policy the hub's loop uses; `keep=5` phrases the "
+        "reasons of the 5 best only), keeps those as options and writes the quote row; the "
+        "snapshot is most of it.",
         "No task is queued during the HTTP rows, so the hub's scheduler loop skips its "
         "snapshot of every pool (with queued tasks, each pass would also snapshot every pool and "
         "compete with quotes for the hub's CPU); client and hub share the same cores, and other "

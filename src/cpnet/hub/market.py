@@ -127,7 +127,7 @@ def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecor
         views, records = scheduling.pool_views_and_records(s, now)
         network = scheduling.network_map(s, now) if views else None
         req = scheduling.request_from_dict("quote", placing, (), now)
-        decision = rank(req, views, network=network)
+        decision = rank(req, views, network=network, keep=limit)
     if not decision.placements:
         why = (
             "; ".join(f"{r.pool_id}: {', '.join(r.reasons)}" for r in decision.rejections[:3])

@@ -280,17 +280,20 @@ def rank(
     pools: Sequence[PoolView],
     weights: score.Weights = score.DEFAULT_WEIGHTS,
     network: NetworkMap | None = None,
+    keep: int | None = None,
 ) -> Decision:
     """Rank every pool for the task: all feasible ones as placements, the rest as rejections.
 
     Pure and deterministic: the same task, pools (in any order) and map give the same Decision.
     ``Decision.best`` is the pool to reserve, or None when nothing fits now. Without a map,
-    inputs cost no staging time and latency bounds are judged on the map's default RTT.
+    inputs cost no staging time and latency bounds are judged on the map's default RTT. With
+    ``keep``, only the ``keep`` best placements (and the best that fits now) are explained and
+    kept, as ``decide`` does: a quote's top options without phrasing every pool's reasons.
     """
     board = Board.of(pools)
     short = shortlist(task, board, screen(task, board, network), network)
     loads = [score.load_fraction(p) for p in board.pools]
-    return decide(task, board.pools, short, loads, weights)
+    return decide(task, board.pools, short, loads, weights, keep)
 
 
 def _lost(

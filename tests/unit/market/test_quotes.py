@@ -158,3 +158,15 @@ def test_refusals_name_the_field_and_say_what_to_do(change, reason, field) -> No
     assert err.value.reason == reason and err.value.field == field
     if reason in ("used", "expired", "mismatch"):
         assert "new quote" in err.value.message
+
+
+@given(
+    st.sampled_from(["balanced", "fastest", "cheapest", "greenest"]),
+    st.integers(1, 3),
+)
+def test_options_from_a_kept_ranking_equal_the_full_rankings(objective, keep) -> None:
+    task = TaskRequest(id="q", demand=Resources(1, 2), objective=objective)
+    by_id = {p.id: p for p in POOLS}
+    full = quotes.options(rank(task, POOLS), by_id, {}, now=0.0, fee_bps=500, limit=keep)
+    kept = quotes.options(rank(task, POOLS, keep=keep), by_id, {}, now=0.0, fee_bps=500, limit=keep)
+    assert kept == full
