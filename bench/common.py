@@ -500,7 +500,7 @@ def pool_table(name: str, cores: float, memory_gb: float) -> dict[str, Any]:
 
 @dataclass
 class Agent:
-    """A ``cpnet agent`` process serving one site with declared pools."""
+    """A ``cpnet agent`` process serving one site: declared pools, or a backend's own."""
 
     hub: Hub
     token: str
@@ -508,6 +508,8 @@ class Agent:
     pools: list[dict[str, Any]]
     heartbeat_s: float = 1.0
     proc: subprocess.Popen[bytes] | None = None
+    backend: str = "local"  # e.g. "slurm": its pools are discovered, ``pools`` may be empty
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's [options]
 
     def start(self, procs: Procs) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -519,8 +521,13 @@ class Agent:
             "heartbeat_interval_s": self.heartbeat_s,
             # The calibration probe would take both cores for its 20 s budget while tasks run.
             "measure_on_join": False,
-            "pool": self.pools,
         }
+        if self.pools:
+            body["pool"] = self.pools
+        if self.backend != "local":
+            body["backend"] = self.backend
+        if self.options:
+            body["options"] = self.options
         cfg.write_text(tomli_w.dumps(body))
         procs.runner_roots.append(self.work_dir)
         log = self.work_dir / "agent.log"

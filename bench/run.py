@@ -9,6 +9,16 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   the resolver in process against a plain ``dict.get`` (``bench/resolve.py``);
 - ``measure``: the calibration probes on this machine, their time and measured vs peak per
   figure (``bench/measure.py``);
+- ``sched``: the pure scheduler in process: single decisions (``rank`` and the NumPy path) and
+  batches (greedy against joint) at 1k-50k pools (``bench/sched.py``);
+- ``slurm_latency``: submit-to-start latency through cpnet onto the dev Slurm cluster against
+  straight ``sbatch`` (``bench/slurm_latency.py``; starts ``scripts/dev-slurm.sh`` if no Slurm
+  is up, and stops it again);
+- ``sim``: the simulator's policy comparison on an SWF log and the Alibaba GPU trace at 30 and
+  300 sites with the LP-bound gaps, and a 100,000-job replay's speed (``bench/sim.py``; in
+  process, no services);
+- ``quote``: ``POST /v1/quotes`` latency at 10,000 priced pools, and its parts in process
+  (``bench/quote.py``);
 - ``ledger``: ledger postings per second on SQLite and PostgreSQL next to the same database's
   bare insert-and-commit rate (``bench/ledger.py``).
 
@@ -19,16 +29,35 @@ Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 
 import ledger
 import measure
+import quote
 import resolve
+import sim
+import slurm_latency
 import throughput
-from common import BenchError, console, trap_sigterm
+from common import ROOT, BenchError, console, trap_sigterm
 
-BENCHMARKS = ("throughput", "resolve", "measure", "ledger")
+# bench/sched.py shares its name with the standard library's ``sched``: load it by path, under
+# another name, so neither shadows the other.
+_spec = importlib.util.spec_from_file_location("bench_sched", ROOT / "bench" / "sched.py")
+sched = sys.modules["bench_sched"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sched)
+
+BENCHMARKS = (
+    "throughput",
+    "resolve",
+    "measure",
+    "sim",
+    "sched",
+    "slurm_latency",
+    "quote",
+    "ledger",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_args(ap)
     resolve.add_args(ap)
     measure.add_args(ap)
+    sched.add_args(ap)
+    slurm_latency.add_args(ap)
+    sim.add_args(ap)
+    quote.add_args(ap)
     ledger.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
@@ -58,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
                 path = throughput.run(throughput.params(args, command))
             elif name == "measure":
                 path = measure.run(measure.params(args, command))
+            elif name == "sched":
+                path = sched.run(sched.params(args, command))
+            elif name == "slurm_latency":
+                path = slurm_latency.run(slurm_latency.params(args, command))
+            elif name == "sim":
+                path = sim.run_all(sim.params(args, command))
+            elif name == "quote":
+                path = quote.run(quote.params(args, command))
             elif name == "ledger":
                 path = ledger.run(ledger.params(args, command))
             else:

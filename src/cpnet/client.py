@@ -34,6 +34,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -45,6 +46,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from cpnet import __version__
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
+from cpnet.market.records import PoolPrices, QuoteRecord
 from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
@@ -379,6 +381,35 @@ def _pairs(items: Mapping[str, str] | Iterable[str] | None) -> list[str]:
     return [str(i) for i in items]
 
 
+def _validated(spec: TaskSpec | Mapping[str, Any]) -> TaskSpec:
+    """A task spec as the model, or BadRequest naming the first bad field."""
+    if isinstance(spec, TaskSpec):
+        return spec
+    try:
+        return TaskSpec.model_validate(spec)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise BadRequest(
+            f"invalid task spec: {loc or 'spec'}: {first['msg']}",
+            code="invalid_spec",
+            field=loc or None,
+        ) from None
+
+
+def _spec_body(spec: TaskSpec | Mapping[str, Any]) -> dict[str, Any]:
+    return _validated(spec).model_dump(mode="json", exclude_none=True)
+
+
+def _when(at: datetime | str) -> str:
+    """A time for a query: ISO 8601 with a zone (a datetime without one is taken as UTC)."""
+    if isinstance(at, str):
+        return at
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.isoformat()
+
+
 def _seg(value: str) -> str:
     """One URL path segment (ids are URL-safe already; this keeps a stray '/' from escaping, and
     '.' or '..' from being read as a relative path to another endpoint)."""
@@ -676,17 +707,7 @@ class Client:
 
     def submit(self, spec: TaskSpec | Mapping[str, Any]) -> TaskView:
         """Create a task; safe to retry: a spec without an idempotency key gets a fresh one."""
-        if not isinstance(spec, TaskSpec):
-            try:
-                spec = TaskSpec.model_validate(spec)
-            except ValidationError as err:
-                first = err.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"])
-                raise BadRequest(
-                    f"invalid task spec: {loc or 'spec'}: {first['msg']}",
-                    code="invalid_spec",
-                    field=loc or None,
-                ) from None
+        spec = _validated(spec)
         if spec.idempotency_key is None:
             # Generated once, before the first try, so every retry carries the same key and the
             # hub answers a repeat with the task it already created.
@@ -847,6 +868,49 @@ class Client:
         # Asking twice still asks for one measurement: safe to send again.
         data = self._request("POST", f"/v1/pools/{_seg(pool_id)}/measure", idempotent=True)
         return float(data["requested_at"])
+
+    # -- the market: prices and quotes -----------------------------------------------------------
+
+    def prices(self, *, at: datetime | str | None = None) -> list[PoolPrices]:
+        """Every live pool's prices at ``at`` (default now): on-demand and spot."""
+        params = {"at": _when(at)} if at is not None else None
+        data = self._request("GET", "/v1/prices", params=params)
+        return self._models(PoolPrices, data, "pools", "GET /v1/prices")
+
+    def pool_prices(
+        self, pool_id: str, *, at: datetime | str | None = None, history: bool = False
+    ) -> PoolPrices:
+        """One pool's prices at ``at``, with the entries in force then (or every entry ever
+        published, with ``history``)."""
+        params: dict[str, Any] = {}
+        if at is not None:
+            params["at"] = _when(at)
+        if history:
+            params["history"] = "true"
+        data = self._request("GET", f"/v1/pools/{_seg(pool_id)}/prices", params=params or None)
+        return self._model(PoolPrices, data, "GET pool prices")
+
+    def set_prices(self, pool_id: str, entries: Iterable[Mapping[str, Any]]) -> PoolPrices:
+        """Publish price book entries for a pool (its provider's admins); each is kept as
+        history. Not sent again once it may have reached the hub (it appends)."""
+        body = {"entries": list(entries)}
+        data = self._request("POST", f"/v1/pools/{_seg(pool_id)}/prices", body=body)
+        return self._model(PoolPrices, data, "POST pool prices")
+
+    def quote(
+        self, spec: TaskSpec | Mapping[str, Any], *, options: int | None = None
+    ) -> QuoteRecord:
+        """A binding quote for a task spec: the feasible pools ranked by its objective, each
+        with price, predicted completion and SLA score, valid until ``valid_until``."""
+        body = _spec_body(spec)
+        params = {"options": options} if options is not None else None
+        data = self._request("POST", "/v1/quotes", params=params, body=body, idempotent=True)
+        return self._model(QuoteRecord, data, "POST /v1/quotes")
+
+    def get_quote(self, quote_id: str) -> QuoteRecord:
+        """A quote of your organisation, and the task that used it, if any."""
+        data = self._request("GET", f"/v1/quotes/{_seg(quote_id)}")
+        return self._model(QuoteRecord, data, "GET quote")
 
     # -- the network map ------------------------------------------------------------------------
 

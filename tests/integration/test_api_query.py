@@ -76,6 +76,7 @@ class Setup:
             "identifier": self.world.provider_id,
             "sha256": "0" * 64,
             "org_id": self.world.org_id,
+            "quote_id": "qte_nope",
         }
         return template.format(**ids)
 

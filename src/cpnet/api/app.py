@@ -16,6 +16,7 @@ from cpnet.api.routers import (
     agents,
     blobs,
     ident,
+    ledger,
     market,
     network,
     pools,
@@ -57,7 +58,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, network, market)
+    routers = (ident, accounts, pools, tasks, agents, network, market, ledger)
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cpnet.cli.output import console, errors, fields, print_json
+from cpnet.cli.output import console, errors, fail, fields, print_json
 from cpnet.config import DEFAULT_PORT, HubSettings
 
 app = typer.Typer(
@@ -65,7 +65,7 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = HubSettings.from_env(
+    settings = _settings(
         data_dir=data_dir, database_url=database_url, host=host, port=port, authority=authority
     )
     from cpnet.api.server import serve as run_server
@@ -85,9 +85,7 @@ def init(
 
     **Example:** `cpnet hub init --data-dir ./hub-data --authority cn.gd`
     """
-    settings = HubSettings.from_env(
-        data_dir=data_dir, database_url=database_url, authority=authority
-    )
+    settings = _settings(data_dir=data_dir, database_url=database_url, authority=authority)
     from cpnet.hub.bootstrap import init_hub
 
     result = init_hub(settings)
@@ -111,3 +109,11 @@ def init(
         f"Log in with: cpnet login --hub http://{settings.host}:{settings.port} --token <token>",
         soft_wrap=True,
     )
+
+
+def _settings(**flags: object) -> HubSettings:
+    """The hub's settings, or one red line naming the CPNET_* variable that is wrong."""
+    try:
+        return HubSettings.from_env(**flags)
+    except ValueError as exc:
+        fail(str(exc), "fix the variable (or unset it) and start again")

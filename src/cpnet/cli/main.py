@@ -20,6 +20,9 @@ from cpnet.cli import (
     measure,
     network,
     pools,
+    prices,
+    quote,
+    sim,
     submit,
     tasks,
 )
@@ -161,6 +164,8 @@ app.command("logs")(tasks.logs)
 app.command("cancel")(tasks.cancel)
 app.command("explain")(tasks.explain)
 app.command("pools")(pools.pools)
+app.add_typer(prices.app, name="prices")
+app.command("quote")(quote.quote)
 app.command("measure")(measure.measure)
 app.command("measure-match")(measure.catalogue_match)
 app.add_typer(network.app, name="network")
@@ -175,4 +180,5 @@ app.add_typer(market.account_app, name="account")
 app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
 app.command("demo")(demo)
+app.command("sim")(sim.sim)
 app.command("version")(version)

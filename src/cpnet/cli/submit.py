@@ -65,6 +65,8 @@ def build_spec(
     max_attempts: int | None = None,
     runtime_s: float | None = None,
     idempotency_key: str | None = None,
+    quote_id: str | None = None,
+    quote_option: int | None = None,
 ) -> TaskSpec:
     """The TaskSpec for a command (or a spec file's dict), with flags laid on top of it."""
     spec: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
@@ -104,6 +106,8 @@ def build_spec(
         ("max_attempts", max_attempts),
         ("expected_runtime_s", runtime_s),
         ("idempotency_key", idempotency_key),
+        ("quote_id", quote_id),
+        ("quote_option", quote_option),
     ):
         if value is not None:
             spec[key] = value
@@ -186,6 +190,19 @@ def submit(
             help="Submitting twice with one key creates one task (default: a fresh key).",
         ),
     ] = None,
+    quote_id: Annotated[
+        str | None,
+        typer.Option(
+            "--quote",
+            metavar="ID",
+            help="A quote for this spec (`cpnet quote FILE`): run on its option's pool, charged "
+            "at most its max charge.",
+        ),
+    ] = None,
+    quote_option: Annotated[
+        int | None,
+        typer.Option("--option", metavar="N", min=1, help="Which option of --quote (default 1)."),
+    ] = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", "-w", help="Wait for the task to end; exit 0 only if COMPLETE."),
@@ -205,6 +222,8 @@ def submit(
     python train.py --epochs 3`
 
     **Example:** `cpnet submit job.toml --name nightly`
+
+    **Example:** `cpnet submit job.json --quote quo_5k2x… --option 2` (after `cpnet quote job.json`)
     """
     args = list(args or [])
     base = read_spec_file(args[0]) if is_spec_file(args) else None
@@ -225,6 +244,8 @@ def submit(
         max_attempts=max_attempts,
         runtime_s=runtime_s,
         idempotency_key=idempotency_key,
+        quote_id=quote_id,
+        quote_option=quote_option,
     )
     with connect(ctx) as hub:
         view = hub.submit(spec)

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from cpnet.market import prices
 from cpnet.network import HUB, NetworkMap, shipped, site_place, url_place
-from cpnet.sched import Decision, PoolView, Price, Resources, TaskRequest, assign, history, rank
+from cpnet.sched import (
+    Decision,
+    PoolView,
+    Price,
+    Resources,
+    TaskRequest,
+    assign,
+    history,
+    joint,
+    rank,
+)
+from cpnet.sched.score import used_share
 from cpnet.store import network as network_store
+from cpnet.store import prices as price_store
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
@@ -21,12 +36,41 @@ from cpnet.tasks.model import Resources as TaskResources
 BATCH = 500  # queued tasks considered per pass
 HISTORY_S = 900.0  # a pool's record: the attempts placed on it in the last 15 minutes
 
+log = logging.getLogger(__name__)
 
-def pool_view(p: Pool, site: Site, past: history.PoolHistory = history.NONE) -> PoolView:
-    """A store row, and the pool's recent record, as the scheduler's plain-data view."""
+
+def pool_view(
+    p: Pool,
+    site: Site,
+    past: history.PoolHistory = history.NONE,
+    book: Sequence[prices.Entry] = (),
+    now: float = 0.0,
+) -> PoolView:
+    """A store row, and the pool's recent record, as the scheduler's plain-data view.
+
+    Its price is the on-demand entry of the pool's price ``book`` in force at ``now``, with the
+    entry's dynamic rule applied at the pool's utilisation (``score.load_fraction``); without
+    one, the price its agent declared.
+    """
     desc = p.descriptor
-    price = desc.get("price", {})
+    declared = desc.get("price", {})
     carbon, _ = shipped().carbon(site.region_code)
+    total = Resources(p.total_cpu, p.total_ram, p.total_disk, p.total_gpus)
+    available = Resources(
+        max(0.0, p.total_cpu - p.reserved_cpu),
+        max(0.0, p.total_ram - p.reserved_ram),
+        max(0.0, p.total_disk - p.reserved_disk),
+        max(0, p.total_gpus - p.reserved_gpus),
+    )
+    price = Price(
+        currency=declared.get("currency", "CNY"),
+        cpu_core_hour=declared.get("cpu_core_hour", 0.0),
+        ram_gb_hour=declared.get("ram_gb_hour", 0.0),
+        gpu_hour=declared.get("gpu_hour", 0.0),
+    )
+    if book:
+        use = used_share(total, available)
+        price = prices.price_at(book, now, use, gpu_model=p.gpu_model, default=price) or price
     return PoolView(
         id=p.id,
         site_id=site.id,
@@ -35,22 +79,12 @@ def pool_view(p: Pool, site: Site, past: history.PoolHistory = history.NONE) -> 
         type=p.type,
         region_code=site.region_code,
         labels=tuple(sorted(desc.get("labels", {}).items())),
-        total=Resources(p.total_cpu, p.total_ram, p.total_disk, p.total_gpus),
-        available=Resources(
-            max(0.0, p.total_cpu - p.reserved_cpu),
-            max(0.0, p.total_ram - p.reserved_ram),
-            max(0.0, p.total_disk - p.reserved_disk),
-            max(0, p.total_gpus - p.reserved_gpus),
-        ),
+        total=total,
+        available=available,
         gpu_model=p.gpu_model,
         queue_length=p.queue_length,
         running=p.running,
-        price=Price(
-            currency=price.get("currency", "CNY"),
-            cpu_core_hour=price.get("cpu_core_hour", 0.0),
-            ram_gb_hour=price.get("ram_gb_hour", 0.0),
-            gpu_hour=price.get("gpu_hour", 0.0),
-        ),
+        price=price,
         online=p.online,
         can_run_images=bool(desc.get("can_run_images", False)),
         scu=tuple(sorted((p.scu or {}).items())),
@@ -63,12 +97,21 @@ def pool_view(p: Pool, site: Site, past: history.PoolHistory = history.NONE) -> 
 
 
 def pool_views(s: Session, now: float, online_only: bool = True) -> list[PoolView]:
-    """Every live pool as the scheduler sees it, with its recent record."""
+    """Every live pool as the scheduler sees it, with its recent record and its price at now."""
+    return pool_views_and_records(s, now, online_only)[0]
+
+
+def pool_views_and_records(
+    s: Session, now: float, online_only: bool = True
+) -> tuple[list[PoolView], dict[str, history.PoolHistory]]:
+    """``pool_views``, and each pool's recent record (quotes show it as an SLA score)."""
     past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
-    return [
-        pool_view(p, site, past.get(p.id, history.NONE))
+    books = price_store.entries_in_force(s, now)
+    views = [
+        pool_view(p, site, past.get(p.id, history.NONE), books.get(p.id, ()), now)
         for p, site in reg.live_pools(s, online_only=online_only)
     ]
+    return views, past
 
 
 def network_map(s: Session, now: float) -> NetworkMap:
@@ -119,6 +162,7 @@ def request_from_dict(
         gpu_model=r.get("gpu_model"),
         regions=tuple(c.get("regions", ())) + tuple(r.get("zones", ())),
         providers=tuple(p.lower() for p in c.get("providers", ())),
+        pools=tuple(p.lower() for p in c.get("pools", ())),
         pool_types=tuple(c.get("pool_types", ())),
         labels=tuple(sorted(c.get("labels", {}).items())),
         avoid_pools=avoid,
@@ -147,19 +191,33 @@ def _has_room(views: dict[str, PoolView]) -> bool:
     return any(v.available.cpu_cores > 0 for v in views.values())
 
 
-def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
+def schedule_once(
+    store: Store,
+    now: float,
+    batch: int = BATCH,
+    *,
+    joint_time_limit_s: float | None = None,
+) -> PassResult:
     """One pass: place as many queued tasks as fit, oldest first, in one transaction.
 
     The queue is read `batch` tasks at a time until it ends or no pool has room left, so tasks
-    that cannot be placed (a region no pool serves) never block the ones behind them.
+    that cannot be placed (a region no pool serves) never block the ones behind them. With
+    ``joint_time_limit_s`` set, each read is placed jointly (``sched.joint``) within that
+    limit; else greedily, one task after another (``sched.assign``).
     """
     placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
+        queued = tasks_store.queued_tasks(s, batch)
+        if not queued:
+            # Nothing waits: skip the snapshot of every pool (at 10,000 pools it costs more
+            # than a second of CPU, and an idle hub would pay it on every wake-up).
+            return PassResult(0, frozenset(), 0)
         views = {v.id: v for v in pool_views(s, now)}
         network = network_map(s, now) if views else None
         after = None
         while _has_room(views):  # else nothing can be placed: skip reading the queue
-            queued = tasks_store.queued_tasks(s, batch, after_seq=after)
+            if after is not None:
+                queued = tasks_store.queued_tasks(s, batch, after_seq=after)
             if not queued:
                 break
             after = queued[-1].seq
@@ -173,9 +231,7 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
                 for t in queued
             ]
             by_id = {t.id: t for t in queued}
-            for req, decision, pool_id in assign(
-                requests, list(views.values()), keep=1, network=network
-            ):
+            for req, decision, pool_id in _assign(requests, views, network, joint_time_limit_s):
                 if pool_id is None:
                     waiting += 1
                     continue
@@ -194,6 +250,23 @@ def schedule_once(store: Store, now: float, batch: int = BATCH) -> PassResult:
             if len(queued) < batch:
                 break
     return PassResult(placed, frozenset(sites), waiting)
+
+
+def _assign(
+    requests: list[TaskRequest],
+    views: dict[str, PoolView],
+    network: NetworkMap | None,
+    joint_time_limit_s: float | None,
+) -> list[tuple[TaskRequest, Decision, str | None]]:
+    """Place one read of the queue: jointly when a time limit is given, else greedily."""
+    if joint_time_limit_s is None:
+        return assign(requests, list(views.values()), keep=1, network=network)
+    rows, result = joint.assign(
+        requests, list(views.values()), keep=1, time_limit_s=joint_time_limit_s, network=network
+    )
+    if result.method == joint.GREEDY:
+        log.warning("joint assignment of %d tasks fell back: %s", len(requests), result.reason)
+    return rows
 
 
 def explain(s: Session, task: Task) -> Decision:

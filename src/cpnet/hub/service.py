@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -104,7 +105,14 @@ class Hub:
             await asyncio.sleep(COALESCE_S)
             event.clear()
             try:
-                result = await to_thread.run_sync(schedule_once, self.store, time.time())
+                limit = (
+                    self.settings.sched_joint_time_limit_s if self.settings.sched_joint else None
+                )
+                result = await to_thread.run_sync(
+                    functools.partial(
+                        schedule_once, self.store, time.time(), joint_time_limit_s=limit
+                    )
+                )
                 self.wake_sites(result.sites)
             except Exception:  # keep scheduling after a transient database error
                 log.exception("scheduling pass failed")

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 
 from cpnet.auth.model import Principal
 from cpnet.errors import Invalid, NotFound
+from cpnet.hub import market
 from cpnet.hub.scheduling import pool_view, request_from_dict
 from cpnet.hub.service import Hub
-from cpnet.market import charge
+from cpnet.market import charge, quotes
 from cpnet.measure.scu import work_scu_hours
 from cpnet.sched import PoolView, rank
 from cpnet.store import ledger, registry
+from cpnet.store import prices as price_store
+from cpnet.store import quotes as quote_store
 from cpnet.store import tasks as store
 from cpnet.tasks import wildcards
 from cpnet.tasks.model import BLOB_URL_PREFIX, TaskSpec, TaskView
@@ -99,7 +102,11 @@ def _pool_views(h: Hub, now: float) -> list[PoolView]:
     if cached is not None and 0 <= now - cached[0] < VIEWS_TTL_S:
         return cached[1]
     with h.store.read() as s:
-        views = [pool_view(p, site) for p, site in registry.live_pools(s, online_only=False)]
+        books = price_store.entries_in_force(s, now)
+        views = [
+            pool_view(p, site, book=books.get(p.id, ()), now=now)
+            for p, site in registry.live_pools(s, online_only=False)
+        ]
     _views[h] = (now, views)
     return views
 
@@ -131,11 +138,32 @@ def submit(
     """Create a task (or find the one a repeated idempotency key names) in one transaction, with
     `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
     check_new(spec)
+    quoted = None
+    if spec.quote_id is not None:
+        quoted = quotes.spec_hash(spec.model_dump(mode="json", exclude_none=True))
+    elif spec.quote_option is not None:
+        raise Invalid("quote_option needs a quote_id", field="quote_option")
     spec = with_input_sizes(h, with_scu_hours(h, spec))
     now = time.time()
     amount = hold_for(h, spec, now)
     with h.store.tx() as s:
-        task, created = store.create_task(s, who, spec, now)
+        if quoted is not None and not _repeated(s, who, spec):
+            row, spec, use = market.bind(s, who, spec, quoted, now)
+            # a quoted task holds the quote's max charge (docs/market.md)
+            amount = charge.hold_amount((), 1.0, h.settings.min_hold, use.max_charge)
+            task, created = store.create_task(s, who, spec, now)
+            if created:
+                quote_store.mark_used(s, row, task.id, spec.quote_option or 1, use, now)
+                store.note(
+                    s,
+                    task,
+                    now,
+                    f"quote {row.id} option {spec.quote_option}: on pool {use.pool_id}, charged "
+                    f"at most {use.max_charge:.6g} {use.currency} as stated, "
+                    f"{use.overrun_rate:.6g} per extra {use.overrun_unit}",
+                )
+        else:
+            task, created = store.create_task(s, who, spec, now)
         if created:
             # In the task's own transaction: a hold refused (402) leaves no task behind.
             ledger.open_hold(
@@ -147,6 +175,13 @@ def submit(
     if created:
         h.wake_scheduler()
     return Submitted(task.id, created, shown)
+
+
+def _repeated(s, who: Principal, spec: TaskSpec) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the spec's idempotency key already made a task (a retried submission with a
+    quote finds its task instead of being told the quote is used)."""
+    key = spec.idempotency_key
+    return key is not None and store.by_idempotency_key(s, who, key) is not None
 
 
 def cancel(h: Hub, who: Principal, task_id: str) -> TaskView:

@@ -1,4 +1,5 @@
-"""The market: money in minor units, the double-entry ledger's rules, what a task is charged.
+"""The market: price books and binding quotes, money in minor units, the double-entry ledger's
+rules, and what a task is charged.
 
-Pure: plain data in, plain data out; the store (``store/ledger.py``) writes what these return.
+Pure: plain data in, plain data out; the hub and the store (``store/ledger.py``) hold the state.
 """

@@ -166,6 +166,9 @@ class PoolRecord(BaseModel):
     capacity: dict | None = None
     scu_rate: float | None = None
     price_per_scu_hour: float | None = None
+    # Prices per SCU-hour by profile the pool's price book publishes (None: none published);
+    # price_per_scu_hour is that price for the asked profile when there is one.
+    scu_hour_prices: dict[str, float] | None = None
 
 
 class PoolMeasurement(Strict):

@@ -4,6 +4,7 @@ Everything here is pure: the caller passes a snapshot of live pools (``PoolView`
 back explained decisions; nothing is reserved or dispatched by this package.
 """
 
+from cpnet.sched import joint, vector
 from cpnet.sched.batch import DEFAULT_KEEP, assign
 from cpnet.sched.feasibility import check
 from cpnet.sched.place import rank
@@ -32,5 +33,7 @@ __all__ = [
     "assign",
     "check",
     "expected_start_s",
+    "joint",
     "rank",
+    "vector",
 ]

@@ -28,6 +28,7 @@ def signature(task: TaskRequest) -> Hashable:
         task.deny_providers,
         task.tiers,
         task.latency,
+        task.pools,
     )
 
 
@@ -53,6 +54,8 @@ def constraint_reasons(
     if task.providers and pool.provider_id not in task.providers:
         allowed = ", ".join(task.providers)
         reasons.append(f"provider {pool.provider_id} not allowed (allowed: {allowed})")
+    if task.pools and pool.id not in task.pools:
+        reasons.append(f"pool {pool.id} not allowed (allowed: {', '.join(task.pools)})")
     if pool.provider_id in task.deny_providers:
         reasons.append(f"provider {pool.provider_id} is denied")
     if task.tier_of(pool) is None:

@@ -24,6 +24,7 @@ class PoolHistory:
     runtime_s: float | None
     failure_rate: float
     attempts: int
+    ended: int = 0  # attempts that have ended (of any kind)
 
 
 NONE = PoolHistory(None, None, 0.0, 0)
@@ -56,5 +57,6 @@ def of(
             runtime_s=median(r) if len(r) >= MIN_SAMPLES else None,
             failure_rate=failed.get(pool_id, 0) / e if e >= MIN_SAMPLES else 0.0,
             attempts=n,
+            ended=e,
         )
     return out

@@ -280,17 +280,20 @@ def rank(
     pools: Sequence[PoolView],
     weights: score.Weights = score.DEFAULT_WEIGHTS,
     network: NetworkMap | None = None,
+    keep: int | None = None,
 ) -> Decision:
     """Rank every pool for the task: all feasible ones as placements, the rest as rejections.
 
     Pure and deterministic: the same task, pools (in any order) and map give the same Decision.
     ``Decision.best`` is the pool to reserve, or None when nothing fits now. Without a map,
-    inputs cost no staging time and latency bounds are judged on the map's default RTT.
+    inputs cost no staging time and latency bounds are judged on the map's default RTT. With
+    ``keep``, only the ``keep`` best placements (and the best that fits now) are explained and
+    kept, as ``decide`` does: a quote's top options without phrasing every pool's reasons.
     """
     board = Board.of(pools)
     short = shortlist(task, board, screen(task, board, network), network)
     loads = [score.load_fraction(p) for p in board.pools]
-    return decide(task, board.pools, short, loads, weights)
+    return decide(task, board.pools, short, loads, weights, keep)
 
 
 def _lost(
@@ -366,6 +369,12 @@ def _reasons(
     t = short.terms[j]
     cost = _money(t.cost)
     reasons.append(f"estimated cost {cost} {currency} for ~{round(runtime_s)} s")
+    if t.work_cost is not None:
+        per = pool.price.per_scu_hour(task.profile)
+        reasons.append(
+            f"run priced per SCU-hour: {task.work_scu_h:g} SCU-h × {per:g} {currency} "
+            f"({task.profile}) = {_money(t.work_cost)}, whatever the pool's speed"
+        )
     if task.profile is not None and task.work_scu_h is not None:
         rate = pool.scu_rate(task.profile)
         if rate > 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cpnet.sched.snapshot import PoolView, TaskRequest
+from cpnet.sched.snapshot import PoolView, Resources, TaskRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,11 @@ def load_fraction(pool: PoolView) -> float:
 
     The dominant share, so a pool whose GPUs are all taken counts as full even with idle CPUs.
     """
-    total = pool.total
-    free = pool.available
+    return used_share(pool.total, pool.available)
+
+
+def used_share(total: Resources, free: Resources) -> float:
+    """``load_fraction`` of a pool with this total and this much free (0..1)."""
     used = 0.0
     for have, left in (
         (total.cpu_cores, free.cpu_cores),

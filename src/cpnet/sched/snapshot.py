@@ -103,6 +103,19 @@ class Price:
     cpu_core_hour: float = 0.0  # per core per hour
     ram_gb_hour: float = 0.0  # per GB of RAM per hour
     gpu_hour: float = 0.0  # per GPU per hour
+    # Per SCU-hour of work, by workload profile, sorted (profile, price) pairs; () = none. A
+    # task that states its work in SCU-hours of a profile priced here pays work × this price,
+    # however fast the pool is (docs/market-prices.md).
+    scu_hour: tuple[tuple[str, float], ...] = ()
+
+    def per_scu_hour(self, profile: str | None) -> float | None:
+        """The price of one SCU-hour of ``profile`` work here, or None when it is not priced."""
+        if profile is None:
+            return None
+        for name, price in self.scu_hour:
+            if name == profile:
+                return price
+        return None
 
     def hourly(self, demand: Resources) -> float:
         """Give the price of holding ``demand`` for one hour; disk is not charged."""
@@ -165,6 +178,7 @@ class TaskRequest:
     gpu_model: str | None = None
     regions: tuple[str, ...] = ()  # allowed region code prefixes ("44" allows "440300"); () = any
     providers: tuple[str, ...] = ()  # allowed provider ids; () = any
+    pools: tuple[str, ...] = ()  # allowed pool ids (a quoted task: its quoted pool); () = any
     pool_types: tuple[str, ...] = ()  # allowed pool types; () = any
     labels: tuple[tuple[str, str], ...] = ()  # every pair must be present on the pool
     # Pools where an earlier attempt failed: still feasible, but ranked after all others.

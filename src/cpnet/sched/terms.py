@@ -9,6 +9,8 @@ explain`` and the simulator all use the same arithmetic:
                      that + T × slots / (slots + 1)                      when it must wait for room
     run            = work in SCU-h / the pool's SCU rate, else the task's expected run time
     cost           = (price per hour of the demand × (staging + run) + egress of the inputs) × risk
+                     or, when the task states its work in SCU-h of a profile the pool prices per
+                     SCU-hour: (price per hour × staging + SCU-h × price per SCU-h + egress) × risk
     carbon         = grid gCO2/kWh × (cores × W per core + GPUs × W per GPU) × run hours / 1000
     risk           = 1 / (1 − failure rate): the expected number of tries, counting retries
 
@@ -48,6 +50,9 @@ class Terms:
     hourly: float  # price of the demand for one hour
     risk: float  # expected tries, >= 1
     carbon_g: float | None
+    # Price of the run when the pool prices the task's work per SCU-hour (SCU-h × price per
+    # SCU-h, whatever the pool's speed); None: the run is priced per resource-hour.
+    work_cost: float | None = None
 
     def time_to_result_s(self, fits_now: bool) -> float:
         """Expected seconds from now until the result exists, counting retries."""
@@ -56,7 +61,14 @@ class Terms:
 
     @property
     def cost(self) -> float:
-        """Expected price of the task: the pool is held while staging and running."""
+        """Expected price of the task: the pool is held while staging and running.
+
+        Under SCU pricing the run costs its work at the SCU-hour price and only staging is held
+        at the hourly price.
+        """
+        if self.work_cost is not None:
+            held = self.hourly * self.staging.seconds / 3600.0 + self.work_cost
+            return (held + self.staging.egress) * self.risk
         held_h = (self.staging.seconds + self.runtime_s) / 3600.0
         return (self.hourly * held_h + self.staging.egress) * self.risk
 
@@ -113,6 +125,15 @@ def carbon_g(task: TaskRequest, pool: PoolView, runtime_s: float) -> float | Non
     return pool.carbon_g_per_kwh * watts * runtime_s / 3600.0 / 1000.0
 
 
+def work_cost(task: TaskRequest, pool: PoolView) -> float | None:
+    """The run's price under SCU pricing: the task's SCU-hours × the pool's price per SCU-hour
+    of its profile; None when the task states no work or the pool does not price the profile."""
+    if task.work_scu_h is None:
+        return None
+    per = pool.price.per_scu_hour(task.profile)
+    return None if per is None else task.work_scu_h * per
+
+
 def of(task: TaskRequest, pool: PoolView, network: NetworkMap | None = None) -> Terms:
     """Every availability-independent figure of the task on the pool."""
     runtime_s, predicted = task.runtime_on(pool)
@@ -126,6 +147,7 @@ def of(task: TaskRequest, pool: PoolView, network: NetworkMap | None = None) -> 
         hourly=pool.price.hourly(task.demand),
         risk=risk(pool),
         carbon_g=carbon_g(task, pool, runtime_s),
+        work_cost=work_cost(task, pool),
     )
 
 

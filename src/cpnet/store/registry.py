@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, undefer
 from cpnet import ident, sched
 from cpnet.errors import Conflict, Forbidden, NotFound
 from cpnet.ident.labels import slug_label, unique_label
+from cpnet.market import prices as market_prices
 from cpnet.measure import scu, vector
 from cpnet.registry.model import (
     Capacity,
@@ -27,6 +29,8 @@ from cpnet.registry.model import (
     Registration,
     SiteRecord,
 )
+from cpnet.sched.score import used_share
+from cpnet.store import prices as price_store
 from cpnet.store.tables import Pool, Provider, Site
 
 
@@ -417,8 +421,13 @@ def _joined(s: Session):  # type: ignore[no-untyped-def]
     )
 
 
-def list_pools(s: Session, f: PoolFilter) -> list[PoolRecord]:
-    """Discovery: live (or all) pools matching every given filter, by identifier."""
+def list_pools(s: Session, f: PoolFilter, now: float | None = None) -> list[PoolRecord]:
+    """Discovery: live (or all) pools matching every given filter, by identifier.
+
+    With ``now``, each pool's ``price`` is its price book's on-demand entry in force then, with
+    its dynamic rule applied (the price the scheduler uses), else the declared one.
+    """
+    books = price_store.entries_in_force(s, now) if now is not None else {}
     q = _joined(s).where(Pool.retired_at.is_(None))
     if f.online is not None:
         q = q.where(Pool.online.is_(f.online))
@@ -431,6 +440,8 @@ def list_pools(s: Session, f: PoolFilter) -> list[PoolRecord]:
     out = []
     for pool, site, prov in s.execute(q.order_by(Pool.id)):
         rec = pool_record(pool, site, prov)
+        if now is not None and rec.id in books:
+            priced(rec, books[rec.id], now)
         if f.min_gpus is not None and rec.free.gpus < f.min_gpus:
             continue
         if f.min_cores is not None and rec.free.cpu_cores < f.min_cores:
@@ -447,6 +458,32 @@ def list_pools(s: Session, f: PoolFilter) -> list[PoolRecord]:
     return out
 
 
+def priced(rec: PoolRecord, book: Sequence[market_prices.Entry], now: float) -> PoolRecord:
+    """Set the record's price to its book's on-demand entry in force at ``now``, the dynamic
+    rule applied at its utilisation (reserved over total), and keep the entry's SCU-hour prices
+    for ``with_scu``."""
+    t, r = rec.total, rec.reserved
+    total = sched.Resources(t.cpu_cores, t.ram_gb, t.disk_gb, t.gpus)
+    free = sched.Resources(
+        max(0.0, t.cpu_cores - r.cpu_cores),
+        max(0.0, t.ram_gb - r.ram_gb),
+        max(0.0, t.disk_gb - r.disk_gb),
+        max(0, t.gpus - r.gpus),
+    )
+    gpu_model = rec.hardware.gpu_model
+    p = market_prices.price_at(book, now, used_share(total, free), gpu_model=gpu_model)
+    if p is not None:
+        # Not validated again: a dynamic price may pass the declared price's upper limit.
+        rec.price = Price.model_construct(
+            currency=p.currency,
+            cpu_core_hour=p.cpu_core_hour,
+            ram_gb_hour=p.ram_gb_hour,
+            gpu_hour=p.gpu_hour,
+        )
+        rec.scu_hour_prices = dict(p.scu_hour) or None
+    return rec
+
+
 def with_scu(rec: PoolRecord, profile: str) -> PoolRecord:
     """Fill the record's SCU rate and price per SCU-hour for a profile (0 rate: no price)."""
     rate = (rec.capacity or {}).get("scu", {}).get(profile, 0.0)
@@ -454,16 +491,23 @@ def with_scu(rec: PoolRecord, profile: str) -> PoolRecord:
     price = sched.Price(p.currency, p.cpu_core_hour, p.ram_gb_hour, p.gpu_hour)
     hourly = price.hourly(sched.Resources(t.cpu_cores, t.ram_gb, t.disk_gb, t.gpus))  # whole pool
     rec.scu_rate = rate
-    per = scu.price_per_scu_hour(hourly, rate)
+    published = (rec.scu_hour_prices or {}).get(profile)
+    per = published if published is not None else scu.price_per_scu_hour(hourly, rate)
     rec.price_per_scu_hour = None if per is None else float(f"{per:.4g}")
     return rec
 
 
-def get_pool(s: Session, pool_id: str) -> PoolRecord:
+def get_pool(s: Session, pool_id: str, now: float | None = None) -> PoolRecord:
+    """One pool as discovery shows it; with ``now``, priced from its book (see list_pools)."""
     row = s.execute(_joined(s).where(Pool.id == pool_id.lower())).first()
     if row is None:
         raise NotFound(f"no pool {pool_id!r}", field="pool_id")
-    return pool_record(*row)
+    rec = pool_record(*row)
+    if now is not None:
+        book = price_store.entries_in_force(s, now, (rec.id,)).get(rec.id)
+        if book:
+            priced(rec, book, now)
+    return rec
 
 
 def pool_owner_org(s: Session, pool_id: str) -> str:

@@ -281,7 +281,7 @@ class NetLink(Base):
     set_at: Mapped[float] = mapped_column(Float)
 
 
-# ---- the market's ledger (0006_ledger; rules in cpnet/market/ledger.py) ----
+# ---- the market's ledger (0007_ledger; rules in cpnet/market/ledger.py) ----
 
 
 class LedgerAccount(Base):
@@ -350,3 +350,55 @@ class SpendingLimit(Base):
     user_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "": the whole org
     monthly: Mapped[int] = mapped_column(BigInteger)
     set_at: Mapped[float] = mapped_column(Float)
+
+
+# ---- the market: price books and quotes (store/prices.py, store/quotes.py) ------------------
+
+
+class PriceEntry(Base):
+    """One price a provider published for a pool, valid for a period. Append-only: a change is a
+    new row, so the rows are the pool's price history (market/prices.py picks the one in force)."""
+
+    __tablename__ = "price_entries"
+    __table_args__ = (Index("ix_price_entries_pool_from", "pool_id", "valid_from"),)
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(String(128), ForeignKey("pools.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # on_demand | spot
+    currency: Mapped[str] = mapped_column(String(8))
+    cpu_core_hour: Mapped[float] = mapped_column(Float, default=0.0)
+    ram_gb_hour: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_hour: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_models: Mapped[dict[str, Any]] = mapped_column(default=dict)  # model -> per GPU-hour
+    scu_hour: Mapped[dict[str, Any]] = mapped_column(default=dict)  # profile -> per SCU-hour
+    dynamic: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    valid_from: Mapped[float] = mapped_column(Float)
+    valid_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    set_by: Mapped[str] = mapped_column(String(64), default="")  # the user who published it
+    set_at: Mapped[float] = mapped_column(Float)
+
+
+class Quote(Base):
+    """A binding quote: priced options for one task spec, valid until a time, used at most once.
+
+    When a task is submitted with it, ``used_by_task`` and ``used_option`` are set and
+    ``charge_cap`` holds the most the task may be charged while it runs as stated (platform fee
+    included), ``overrun_rate`` what each extra ``overrun_unit`` costs on top."""
+
+    __tablename__ = "quotes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), ForeignKey("orgs.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    objective: Mapped[str] = mapped_column(String(16))
+    options: Mapped[list[Any]] = mapped_column()
+    fee_bps: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    valid_until: Mapped[float] = mapped_column(Float)
+    used_by_task: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    used_option: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    charge_cap: Mapped[float | None] = mapped_column(Float, nullable=True)
+    overrun_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    overrun_unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(8), nullable=True)

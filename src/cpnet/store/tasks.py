@@ -79,6 +79,11 @@ def _event(
 # ---- create, read, list ----
 
 
+def by_idempotency_key(s: Session, who: Principal, key: str) -> Task | None:
+    """The caller's organisation's task made with this idempotency key, if any."""
+    return s.scalar(select(Task).where(Task.org_id == who.org_id, Task.idempotency_key == key))
+
+
 def create_task(s: Session, who: Principal, spec: TaskSpec, now: float) -> tuple[Task, bool]:
     """Insert a task, or return the original one for a repeated idempotency key (created=False)."""
     key = spec.idempotency_key

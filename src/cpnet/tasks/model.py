@@ -191,6 +191,9 @@ class Constraints(Strict):
     regions: list[ShortStr] = Field(default_factory=list, max_length=256)
     providers: list[ShortStr] = Field(default_factory=list, max_length=256)
     deny_providers: list[ShortStr] = Field(default_factory=list, max_length=256)
+    # Pool ids the task may run on (empty: any). A task submitted with a quote gets its quoted
+    # pool here.
+    pools: list[ShortStr] = Field(default_factory=list, max_length=256)
     pool_types: list[ShortStr] = Field(default_factory=list, max_length=8)
     labels: dict[ShortStr, ShortStr] = Field(default_factory=dict)
     latency: LatencyBound | None = None
@@ -269,6 +272,11 @@ class TaskSpec(Strict):
     work: Work | None = None
     # What the scheduler optimises: time to result and cost weighed ("balanced"), or one figure.
     objective: Literal["balanced", "fastest", "cheapest", "greenest"] = "balanced"
+    # A binding quote for this spec (POST /v1/quotes) and which of its options to take (1 = the
+    # best): the task runs only on that option's pool and is charged at most its max_charge
+    # while it stays within the work it states (docs/market-prices.md).
+    quote_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    quote_option: int | None = Field(default=None, ge=1, le=100)
 
     @field_validator("tags")
     @classmethod

@@ -1,125 +1,90 @@
-"""The market: organisations' accounts, top-ups, limits, bills, and the ledger check."""
+"""The market: pools' price books (publish, show, history) and binding quotes."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from cpnet.api.deps import admin, caller, hub
+from cpnet.api.deps import caller, hub, person, provider_admin
 from cpnet.auth.model import Principal
-from cpnet.errors import NotFound, new_id
+from cpnet.errors import Invalid
+from cpnet.hub import market
 from cpnet.hub.service import Hub
-from cpnet.market import ledger as L
-from cpnet.market import money
-from cpnet.market.wire import (
-    AccountSummary,
-    Bill,
-    Correction,
-    LedgerCheck,
-    LimitsUpdate,
-    Posted,
-    TopUp,
-)
-from cpnet.store import accounts, books, ledger
+from cpnet.market.quotes import DEFAULT_OPTIONS, MAX_OPTIONS
+from cpnet.market.records import PoolPrices, PriceBookIn, QuoteRecord
+from cpnet.store import quotes as quote_store
+from cpnet.tasks.model import TaskSpec
 
 router = APIRouter(prefix="/v1", tags=["market"])
 
 
-def _summary(h: Hub, org_id: str) -> AccountSummary:
+def _at(at: datetime | None) -> float:
+    """A time from the query (with a zone) as epoch seconds; now when not given."""
+    if at is None:
+        return time.time()
+    if at.tzinfo is None:
+        raise Invalid("give `at` a time zone, e.g. 2026-12-07T08:00:00Z", field="at")
+    return at.timestamp()
+
+
+@router.get("/prices")
+def list_prices(
+    at: datetime | None = None, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> dict[str, list[PoolPrices]]:
+    """Every live pool's prices at ``at`` (default now): on-demand and spot, as published in
+    its price book (dynamic rule applied at its utilisation now), else as its agent declared."""
+    when = _at(at)
     with h.store.read() as s:
-        accounts.get_org(s, org_id)
-        return AccountSummary.model_validate(books.summary(s, org_id, time.time()))
+        return {"pools": market.all_prices(s, when)}
 
 
-@router.get("/accounts/{org_id}", response_model=AccountSummary)
-def get_account(
-    org_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)
-) -> AccountSummary:
-    who.must_see(org_id, "organisation", org_id, "org_id")
-    return _summary(h, org_id)
-
-
-@router.post("/accounts/{org_id}/topups", response_model=AccountSummary)
-def top_up(
-    org_id: str, body: TopUp, _: Principal = Depends(admin), h: Hub = Depends(hub)
-) -> AccountSummary:
-    """Fund an organisation (a transfer from outside the books); a repeated transfer_id is a
-    no-op, so a retried request never funds twice."""
-    amount = money.parse(body.amount, field="amount")
-    with h.store.tx() as s:
-        ledger.topup(s, org_id, amount, body.transfer_id or new_id("top"), time.time(), body.memo)
-    return _summary(h, org_id)
-
-
-@router.put("/accounts/{org_id}/limits", response_model=AccountSummary)
-def set_limits(
-    org_id: str, body: LimitsUpdate, _: Principal = Depends(admin), h: Hub = Depends(hub)
-) -> AccountSummary:
-    now = time.time()
-    with h.store.tx() as s:
-        if body.user_id is not None:
-            user = accounts.get_user(s, body.user_id)
-            if user.org_id != org_id:
-                raise NotFound(f"no user {body.user_id!r} in {org_id}", field="user_id")
-        if body.credit_limit is not None:
-            limit = money.parse(body.credit_limit, field="credit_limit")
-            ledger.set_credit_limit(s, org_id, limit, now)
-        if body.remove_monthly:
-            ledger.set_spending_limit(s, org_id, body.user_id, None, now)
-        elif body.monthly is not None:
-            monthly = money.parse(body.monthly, field="monthly")
-            ledger.set_spending_limit(s, org_id, body.user_id, monthly, now)
-    return _summary(h, org_id)
-
-
-@router.get("/accounts/{org_id}/bill", response_model=Bill)
-def get_bill(
-    org_id: str,
-    period: str = Query(..., pattern=r"^[0-9]{4}-[0-9]{2}$", description="a month: 2026-12"),
+@router.get("/pools/{pool_id}/prices", response_model=PoolPrices)
+def get_prices(
+    pool_id: str,
+    at: datetime | None = None,
+    history: bool = False,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
-) -> Bill:
-    who.must_see(org_id, "organisation", org_id, "org_id")
+) -> PoolPrices:
+    """One pool's prices at ``at``, with the entries in force then, or with ``history=true``
+    every entry ever published (the price history, oldest first)."""
+    when = _at(at)
     with h.store.read() as s:
-        accounts.get_org(s, org_id)
-        return Bill.model_validate(asdict(books.bill(s, org_id, period)))
+        return market.pool_prices(s, pool_id, when, full_history=history)
 
 
-@router.get("/ledger/check", response_model=LedgerCheck)
-def check_ledger(_: Principal = Depends(admin), h: Hub = Depends(hub)) -> LedgerCheck:
+@router.post("/pools/{pool_id}/prices", response_model=PoolPrices, status_code=201)
+def publish_prices(
+    pool_id: str,
+    book: PriceBookIn,
+    who: Principal = Depends(provider_admin),
+    h: Hub = Depends(hub),
+) -> PoolPrices:
+    """Publish price book entries for a pool (its provider's admins). Each entry is kept: the
+    newest ``valid_from`` in force wins, so a change is a new entry, never an edit."""
+    return market.publish(h, who, pool_id, book)
+
+
+@router.post("/quotes", response_model=QuoteRecord, status_code=201)
+def create_quote(
+    spec: TaskSpec,
+    options: Annotated[int, Query(ge=1, le=MAX_OPTIONS)] = DEFAULT_OPTIONS,
+    who: Principal = Depends(person),
+    h: Hub = Depends(hub),
+) -> QuoteRecord:
+    """A binding quote for a task spec: the feasible pools ranked by its objective, each with
+    price, predicted completion and SLA score, valid until ``valid_until``. Submit the same spec
+    with ``quote_id`` (and ``quote_option``) to run on that option's pool at most at its price."""
+    return market.make_quote(h, who, spec, options)
+
+
+@router.get("/quotes/{quote_id}", response_model=QuoteRecord)
+def get_quote(
+    quote_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> QuoteRecord:
+    """A quote of your organisation, and the task that used it, if any."""
     with h.store.read() as s:
-        c = books.check(s)
-    return LedgerCheck(
-        ok=c.ok,
-        accounts=c.accounts,
-        transfers=c.transfers,
-        holds=c.holds,
-        total=c.total,
-        problems=list(c.problems),
-    )
-
-
-@router.post("/ledger/transfers", response_model=Posted, status_code=201)
-def post_correction(
-    body: Correction, _: Principal = Depends(admin), h: Hub = Depends(hub)
-) -> Posted:
-    """Post a correction (refund, SLA credit, adjustment): a new transfer, idempotent by its
-    id; transfers already written never change."""
-    t = L.Transfer(
-        body.id,
-        body.debit,
-        body.credit,
-        money.parse(body.amount, field="amount"),
-        L.TransferKind(body.kind),
-        time.time(),
-        task_id=body.task_id,
-        memo=body.memo,
-    )
-    L.check_correction(t)
-    with h.store.tx() as s:
-        created = ledger.post(s, t)
-    return Posted(
-        id=t.id, created=created, kind=t.kind.value, debit=t.debit, credit=t.credit, amount=t.amount
-    )
+        return quote_store.record(quote_store.get(s, who, quote_id))

@@ -74,7 +74,7 @@ def list_pools(
         min_scu=min_scu,
     )
     with h.store.read() as s:
-        return {"pools": registry.list_pools(s, f)}
+        return {"pools": registry.list_pools(s, f, time.time())}
 
 
 @router.get("/pools/{pool_id}", response_model=PoolRecord)
@@ -86,7 +86,7 @@ def get_pool(
 ) -> PoolRecord:
     check_profile(profile)
     with h.store.read() as s:
-        rec = registry.get_pool(s, pool_id)
+        rec = registry.get_pool(s, pool_id, time.time())
     return rec if profile is None else registry.with_scu(rec, profile)
 
 

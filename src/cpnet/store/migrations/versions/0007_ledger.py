@@ -1,15 +1,15 @@
 """ledger: accounts, immutable transfers, holds and spending limits (cpnet/market)
 
-Revision ID: 0006_ledger
-Revises: 0005_network
+Revision ID: 0007_ledger
+Revises: 0006_prices
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0006_ledger"
-down_revision = "0005_network"
+revision = "0007_ledger"
+down_revision = "0006_prices"
 branch_labels = None
 depends_on = None
 
