@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from cpnet.network import NetworkMap
 from cpnet.sched import feasibility, score
-from cpnet.sched.place import Board, Shortlist, decide, screen, shortlist
+from cpnet.sched.place import Board, Shortlist, decide, screen, shortlist, shortlist_key
 from cpnet.sched.snapshot import Decision, PoolView, Rejection, TaskRequest
 
 # Placements kept per Decision by default: enough to explain the choice and its runners-up
@@ -44,16 +44,7 @@ def assign(
     out: list[tuple[TaskRequest, Decision, str | None]] = []
     for task in tasks:
         signature = feasibility.signature(task)
-        shape = (
-            signature,
-            task.demand,
-            task.expected_runtime_s,
-            task.profile,
-            task.work_scu_h,
-            task.inputs,
-            task.deadline_s,
-            task.budget,
-        )
+        shape = shortlist_key(task)
         short = shortlists.get(shape)
         if short is None:
             screen_result = screened.get(signature)

@@ -30,7 +30,7 @@ import numpy as np
 
 from cpnet.network import NetworkMap
 from cpnet.sched import batch, feasibility, score
-from cpnet.sched.place import Board, Shortlist, decide, screen, shortlist
+from cpnet.sched.place import Board, Shortlist, decide, screen, shortlist, shortlist_key
 from cpnet.sched.program import Program, copies, demand_vector
 from cpnet.sched.snapshot import (
     Decision,
@@ -253,20 +253,6 @@ def _free_matrix(board: Board) -> np.ndarray:
     ).reshape(len(board.pools), 4)
 
 
-def _shortlist_key(task: TaskRequest) -> Hashable:
-    """What a task's shortlist depends on (``batch.assign`` caches it by the same key)."""
-    return (
-        feasibility.signature(task),
-        task.demand,
-        task.expected_runtime_s,
-        task.profile,
-        task.work_scu_h,
-        task.inputs,
-        task.deadline_s,
-        task.budget,
-    )
-
-
 def _groups(
     tasks: Sequence[TaskRequest],
     board: Board,
@@ -279,7 +265,7 @@ def _groups(
     """Group the batch by task shape and find each shape's fitting candidates, best first."""
     members: dict[Hashable, list[int]] = {}
     for i, task in enumerate(tasks):
-        members.setdefault((_shortlist_key(task), task.objective, task.avoid_pools), []).append(i)
+        members.setdefault((shortlist_key(task), task.objective, task.avoid_pools), []).append(i)
     position = {pool.id: i for i, pool in enumerate(board.pools)}
     loads = [score.load_fraction(pool) for pool in board.pools]
     screened: dict[Hashable, tuple[Rejection | None, ...]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -99,6 +99,20 @@ class Shortlist:
     predicted: tuple[bool, ...] = ()
     terms: tuple[terms_mod.Terms, ...] = ()  # per candidate: the whole time/cost model
     tiers: tuple[int, ...] = ()  # per candidate: spillover tier
+
+
+def shortlist_key(task: TaskRequest) -> Hashable:
+    """What a task's ``shortlist`` depends on: equal keys share one (batches cache it)."""
+    return (
+        feasibility.signature(task),
+        task.demand,
+        task.expected_runtime_s,
+        task.profile,
+        task.work_scu_h,
+        task.inputs,
+        task.deadline_s,
+        task.budget,
+    )
 
 
 def shortlist(
