@@ -199,8 +199,8 @@ def judge(
     ``keys``: the site's usage keys (key id → public key, base64url), retired ones included so
     old records still verify. ``observed``: the hub's view of the attempt the record names
     (None: no such attempt). ``prior``: the record already accepted under the same record_id or
-    for the same attempt (None: none). Checked in this order: shape, signature, fields,
-    duplicates, then what the hub observed."""
+    for the same attempt (None: none). Checked in this order: shape, signature, fields, whose
+    attempt it is, duplicates, then whether it ran and for how long."""
     rec = envelope.get("record") if isinstance(envelope, Mapping) else None
     sig = envelope.get("signature") if isinstance(envelope, Mapping) else None
     if not isinstance(rec, Mapping) or not isinstance(sig, Mapping):
@@ -245,17 +245,6 @@ def judge(
     wall = float(rec["wall_s"])
     base["wall_s"] = wall  # type: ignore[assignment]
 
-    if prior is not None:
-        if canonical_json(dict(prior)) == data:
-            return no(Verdict.DUPLICATE, "this record was accepted before: nothing changes", None)
-        field = "record_id" if prior.get("record_id") == rid else "attempt_id"
-        return no(
-            Verdict.CONFLICT,
-            f"another record was accepted for this {field.replace('_', ' ')} "
-            f"({prior.get('record_id')}) with other content; a record, once accepted, stands",
-            field,
-        )
-
     if rec["site_id"] != site_id:
         return no(Verdict.NOT_OURS, f"the record is for site {rec['site_id']}", "site_id")
     if observed is None or observed.site_id != site_id:
@@ -267,6 +256,17 @@ def judge(
                 f"attempt {aid} belongs to {field.split('_')[0]} {getattr(observed, field)}",
                 field,
             )
+    if prior is not None:
+        if canonical_json(dict(prior)) == data:
+            return no(Verdict.DUPLICATE, "this record was accepted before: nothing changes", None)
+        field = "record_id" if prior.get("record_id") == rid else "attempt_id"
+        return no(
+            Verdict.CONFLICT,
+            f"another record was accepted for this {field.replace('_', ' ')} "
+            f"({prior.get('record_id')}) with other content; a record, once accepted, stands",
+            field,
+        )
+
     span = observed.span(received_at)
     if span is None:
         return no(Verdict.NEVER_RAN, f"the hub never saw attempt {aid} start", "attempt_id")
