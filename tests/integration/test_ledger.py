@@ -74,11 +74,14 @@ def _spec(seconds: float) -> dict:
     }
 
 
-def _expected(task) -> int:  # type: ignore[no-untyped-def]
+def _expected(task, user) -> int:  # type: ignore[no-untyped-def]
+    """The charge of the task's one attempt: its accepted signed usage record's wall seconds
+    × the price (docs/market.md, "Metering")."""
     (att,) = task.attempts
-    assert att.usage is not None and att.usage.wall_s > 0
+    (rec,) = [r for r in user.task_usage(task.id).records if r.verdict == "accepted"]
+    assert rec.attempt_id == att.attempt_id and rec.wall_s is not None and rec.wall_s > 0
     price = {"cpu_core_hour": PRICE}
-    return charge.usage_charge(price, {"cpu_cores": CORES, "ram_gb": 0.5}, att.usage.wall_s)
+    return charge.usage_charge(price, {"cpu_cores": CORES, "ram_gb": 0.5}, rec.wall_s)
 
 
 def test_bill_payout_and_fee_add_up_to_metered_usage_at_the_price(
@@ -93,7 +96,7 @@ def test_bill_payout_and_fee_add_up_to_metered_usage_at_the_price(
     assert acc.held == 1_800 and acc.balance == funds - 1_800
     done = user.wait(t.id, timeout=60)
     assert done.state is State.COMPLETE, done.reason
-    expected = _expected(done)
+    expected = _expected(done, user)
     period = L.period_of(time.time())
     bill = user.bill(world.org_id, period)
     (line,) = bill.lines
@@ -134,7 +137,7 @@ def test_a_hub_killed_between_hold_and_settlement_charges_exactly_once(
     user = hub.client(world.user_token)
     done = user.wait(t.id, timeout=90)
     assert done.state is State.COMPLETE, done.reason
-    expected = _expected(done)
+    expected = _expected(done, user)
     bill = user.bill(world.org_id, L.period_of(time.time()))
     assert len(bill.lines) == 1 and bill.charged == expected
     acc = user.account(world.org_id)
