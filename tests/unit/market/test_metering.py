@@ -128,7 +128,8 @@ def test_any_single_byte_change_of_a_signed_record_fails_verification(data) -> N
         i = data.draw(st.integers(0, len(sig) - 1))
         alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
         sig[i] = ord(data.draw(st.sampled_from([c for c in alphabet if ord(c) != sig[i]])))
-        env = {"record": dict(ENV["record"]), "signature": {**ENV["signature"], "value": sig.decode()}}
+        signature = {**ENV["signature"], "value": sig.decode()}
+        env = {"record": dict(ENV["record"]), "signature": signature}
     j = _judge(env)
     assert j.verdict.refused, (where, j)
     if not isinstance(env["record"], dict) or env["record"] == ENV["record"]:

@@ -13,9 +13,8 @@ from sqlalchemy import func, select
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Conflict, PaymentRequired
 from cpnet.ident.keys import SigningKey
-from cpnet.market import charge
+from cpnet.market import charge, metering
 from cpnet.market import ledger as L
-from cpnet.market import metering
 from cpnet.registry.model import PoolDescriptor, Region, Registration
 from cpnet.sched import Resources
 from cpnet.store import accounts, books, ledger, registry

@@ -1,7 +1,7 @@
 """usage: sites' usage keys and every usage record received, as evidence (signed metering)
 
 Revision ID: 0009_usage
-Revises: 0007_ledger
+Revises: 0008_attempt_price
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009_usage"
-down_revision = "0007_ledger"
+down_revision = "0008_attempt_price"
 branch_labels = None
 depends_on = None
 
