@@ -27,6 +27,7 @@ from cpnet.cli import (
     sim,
     submit,
     tasks,
+    usage,
 )
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
@@ -197,6 +198,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(market.account_app, name="account")
 app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
+app.command("usage")(usage.usage)
 app.command("demo")(demo)
 app.command("sim")(sim.sim)
 app.command("version")(version)

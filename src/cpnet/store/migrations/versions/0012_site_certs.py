@@ -1,14 +1,14 @@
 """site certificates: the agents' mutual-TLS client certificates the hub's CA issued
 
 Revision ID: 0012_site_certs
-Revises: 0008_attempt_price
+Revises: 0009_usage
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_site_certs"
-down_revision = "0008_attempt_price"
+down_revision = "0009_usage"
 branch_labels = None
 depends_on = None
 
