@@ -14,6 +14,7 @@ from cpnet.api.limits import BodyLimit
 from cpnet.api.routers import (
     accounts,
     agents,
+    auctions,
     blobs,
     ident,
     ledger,
@@ -58,7 +59,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, network, market, ledger)
+    routers = (ident, accounts, pools, tasks, agents, network, market, ledger, auctions)
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)

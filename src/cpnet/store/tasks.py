@@ -417,9 +417,11 @@ def place(
     demand: Resources,
     now: float,
     why: str,
+    lease_id: str | None = None,
 ) -> str | None:
     """Reserve capacity on a pool and create the task's next attempt; its id, or None if the
-    pool no longer has room (or the task changed meanwhile).
+    pool no longer has room (or the task changed meanwhile). ``lease_id``: the attempt runs on
+    that lease of the task's organisation (which pays for its resources).
 
     The reservation is one conditional UPDATE, so two placements racing for the last cores can
     never both succeed, whichever database and however many hub replicas.
@@ -472,6 +474,7 @@ def place(
             executor_logs=[],
             outputs=[],
             system_logs=[],
+            lease_id=lease_id,
         )
     )
     _event(
