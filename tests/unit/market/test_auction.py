@@ -59,7 +59,9 @@ def test_sla_and_reputation_can_beat_a_lower_price() -> None:
 def test_ties_go_to_the_earlier_bid_then_the_lower_pool_id() -> None:
     r = req()
     cands = {p: cand(p) for p in "abc"}
-    out = A.award(r, [bid("c", 500, NOW + 1), bid("b", 500, NOW + 2), bid("a", 500, NOW + 2)], cands)
+    out = A.award(
+        r, [bid("c", 500, NOW + 1), bid("b", 500, NOW + 2), bid("a", 500, NOW + 2)], cands
+    )
     assert [w.bid.pool_id for w in out.weighed] == ["c", "a", "b"]
 
 

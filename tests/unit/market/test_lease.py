@@ -156,4 +156,3 @@ class LeaseMachine(LedgerMachine):
 
 TestLeaseMachine = LeaseMachine.TestCase
 TestLeaseMachine.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
-
