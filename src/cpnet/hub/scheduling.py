@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from cpnet.market import prices
+from cpnet.market import charge, prices
 from cpnet.network import HUB, NetworkMap, shipped, site_place, url_place
 from cpnet.sched import (
     Decision,
@@ -244,8 +244,14 @@ def schedule_once(
                 best = decision.best
                 why = "; ".join(best.reasons[:2]) if best else ""
                 view = views[pool_id]
+                price = charge.attempt_price(
+                    view.price,
+                    profile=req.profile,
+                    work_scu_h=req.work_scu_h,
+                    scu_rate=view.scu_rate(req.profile) if req.profile else None,
+                )
                 attempt = tasks_store.place(
-                    s, by_id[req.id], pool_id, view.site_id, req.demand, now, why
+                    s, by_id[req.id], pool_id, view.site_id, req.demand, now, why, price
                 )
                 if attempt is None:
                     waiting += 1
@@ -337,6 +343,8 @@ def lease_pass(s: Session, now: float, batch: int) -> tuple[int, set[str], dict[
                     req.demand,
                     now,
                     f"on lease {lease.id}",
+                    # nil: the lease pays for these resources (store/ledger.metered skips it)
+                    price=charge.attempt_price(replace(FREE, currency=view.price.currency)),
                     lease_id=lease.id,
                 )
                 if attempt is None:

@@ -417,10 +417,12 @@ def place(
     demand: Resources,
     now: float,
     why: str,
+    price: dict | None = None,
     lease_id: str | None = None,
 ) -> str | None:
     """Reserve capacity on a pool and create the task's next attempt; its id, or None if the
-    pool no longer has room (or the task changed meanwhile). ``lease_id``: the attempt runs on
+    pool no longer has room (or the task changed meanwhile). `price` is what the attempt will
+    be charged at (market/charge.attempt_price), fixed now. ``lease_id``: the attempt runs on
     that lease of the task's organisation (which pays for its resources).
 
     The reservation is one conditional UPDATE, so two placements racing for the last cores can
@@ -470,6 +472,7 @@ def place(
             cancel_requested=False,
             released=False,
             demand=asdict(demand),  # what was reserved, given back as it was when it ends
+            price=price,
             created_at=now,
             executor_logs=[],
             outputs=[],
