@@ -7,12 +7,17 @@ request whose organisation cannot cover the hold fails its award, naming the sho
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from cpnet.cli import output
+from cpnet.cli.config import CliState
+from cpnet.cli.main import app
 from cpnet.client import CpnetError
 from cpnet.market import ledger as L
 from cpnet.tasks.states import State
@@ -21,6 +26,7 @@ from tests.integration.procs import HubProc, make_world, pool, start_agent, wait
 from tests.integration.test_ledger import _ledger_check
 
 pytestmark = pytest.mark.integration
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -48,7 +54,7 @@ def _spec(cores: float, seconds: float, pools: list[str] | None = None) -> dict:
     return spec
 
 
-def test_auction_award_lease_scheduling_and_settlement(hub: HubProc, agents, tmp_path):
+def test_auction_award_lease_scheduling_and_settlement(hub: HubProc, agents, tmp_path, monkeypatch):
     one = make_world(hub, {"a": ("general", "440100")}, org="provone")
     two = make_world(hub, {"b": ("general", "440300")}, org="provtwo")
     buyer = make_world(hub, {}, org="buyer")
@@ -113,6 +119,11 @@ def test_auction_award_lease_scheduling_and_settlement(hub: HubProc, agents, tmp
 
     wait_until(lambda: time.time() >= start + 0.5, 30, "the lease's window")
     assert user.pool(p2).leases.live == 1  # type: ignore[union-attr]
+    monkeypatch.setattr(output.console, "_width", 250)
+    out = cpnet(hub, buyer.user_token, "pools")
+    assert out.exit_code == 0 and "2 cores · 1 lease (1 yours)" in out.output, out.output
+    out = cpnet(hub, buyer.user_token, "lease", "list")
+    assert out.exit_code == 0 and lease.id in out.output and "active (live)" in out.output
 
     # Another org: 3 cores on p2 do not fit beside the lease (4 − 2 leased); 2 do.
     them = hub.client(other.user_token)
@@ -160,7 +171,12 @@ def test_auction_award_lease_scheduling_and_settlement(hub: HubProc, agents, tmp
     assert check["ok"] and check["total"] == 0, check
 
 
+def cpnet(hub: HubProc, token: str, *args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["--hub", hub.url, "--token", token, *args], obj=CliState())
+
+
 def test_an_award_the_buyer_cannot_pay_fails_naming_the_shortfall(hub: HubProc, agents, tmp_path):
+    """Through the CLI: a bid rule, a request, its close, the failed award, the tables."""
     prov = make_world(hub, {"a": ("general", "440100")}, org="prov")
     start_agent(hub, agents, tmp_path, prov, "a", [pool("p1", cores=4, price=360.0)])
     with hub.client() as admin:
@@ -168,22 +184,27 @@ def test_an_award_the_buyer_cannot_pay_fails_naming_the_shortfall(hub: HubProc, 
         _, alice = admin.create_user(poor.id, "alice", role="user")
     user = hub.client(alice.token)
     (p1,) = wait_until(lambda: user.pools(), 60, "a live pool")
-    hub.client(prov.padmin_token).set_bid_rule(p1.id, 1.0)
-    start = time.time() + 600
-    with pytest.raises(CpnetError) as e:  # a window that ends before it starts
-        user.create_auction(
-            start=_iso(start), end=_iso(start - 60), max_price="100", resources={"cpu_cores": 1}
-        )
-    assert e.value.status == 400 and e.value.field == "end"
-    auc = user.create_auction(
-        start=_iso(start),
-        end=_iso(start + 3600),
-        max_price="1000.00",
-        resources={"cpu_cores": 2},
-    )
-    closed = user.close_auction(auc.id)
-    assert closed.state == "failed" and closed.lease_id is None
-    assert "short by 720.00 CNY" in (closed.reason or ""), closed.reason
-    assert user.leases() == []
+    out = cpnet(hub, prov.padmin_token, "auction", "rule", p1.id, "--factor", "1", "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["factor"] == 1.0
+    start = _iso(time.time() + 600)
+    out = cpnet(hub, alice.token, "auction", "create", "--start", start, "--hours", "-1",
+                "--cores", "1", "--max-price", "100")  # fmt: skip
+    assert out.exit_code != 0 and "end" in out.output  # a window that ends before it starts
+    out = cpnet(hub, alice.token, "auction", "create", "--start", start, "--hours", "1",
+                "--cores", "2", "--max-price", "1000.00", "--json")  # fmt: skip
+    assert out.exit_code == 0, out.output
+    auc = json.loads(out.output)["id"]
+    out = cpnet(hub, prov.padmin_token, "auction", "list", "--state", "open")
+    assert out.exit_code == 0 and auc in out.output, out.output
+    out = cpnet(hub, alice.token, "auction", "close", auc, "--json")
+    assert out.exit_code == 0, out.output
+    closed = json.loads(out.output)
+    assert closed["state"] == "failed" and closed["lease_id"] is None
+    assert "short by 720.00 CNY" in closed["reason"], closed["reason"]
+    out = cpnet(hub, alice.token, "auction", "show", auc)
+    assert out.exit_code == 0 and "rule" in out.output and "failed" in out.output, out.output
+    out = cpnet(hub, alice.token, "lease", "list", "--json")
+    assert out.exit_code == 0 and json.loads(out.output) == {"leases": []}, out.output
     check = _ledger_check(hub)
     assert check["ok"], check

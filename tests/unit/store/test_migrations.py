@@ -18,4 +18,3 @@ def _scripts() -> ScriptDirectory:
 def test_there_is_exactly_one_head() -> None:
     heads = _scripts().get_heads()
     assert len(heads) == 1, f"several heads {heads}: chain the newest migration after main's"
-
