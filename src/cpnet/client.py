@@ -48,7 +48,7 @@ from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, Wh
 from cpnet.config import DEFAULT_PORT
 from cpnet.market.auction_records import AuctionRecord, BidRecord, BidRuleRecord, LeaseRecord
 from cpnet.market.records import PoolPrices, QuoteRecord
-from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted
+from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted, UsageList
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
 from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
@@ -1086,6 +1086,17 @@ class Client:
         path = f"/v1/accounts/{_seg(org_id)}/bill"
         data = self._request("GET", path, params={"period": period})
         return self._model(Bill, data, f"GET {path}")
+
+    def task_usage(self, task_id: str) -> UsageList:
+        """Every signed usage record received about a task's attempts, with its verdict."""
+        path = f"/v1/tasks/{_seg(task_id)}/usage"
+        return self._model(UsageList, self._request("GET", path), f"GET {path}")
+
+    def site_usage(self, site_id: str, limit: int = 100) -> UsageList:
+        """The newest usage records a site's agent sent, with their verdicts (its provider)."""
+        path = f"/v1/sites/{_seg(site_id)}/usage"
+        data = self._request("GET", path, params={"limit": limit})
+        return self._model(UsageList, data, f"GET {path}")
 
     def post_correction(
         self,

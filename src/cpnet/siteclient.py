@@ -69,6 +69,10 @@ class SiteClient(Client):
         """Send calibration reports; the hub answers each pool's rebuilt capacity vector."""
         return dict(self._site("POST", site_id, "measurements", body=body))  # type: ignore[call-overload]
 
+    def post_usage(self, site_id: str, envelope: dict) -> dict:
+        """Send a signed usage record by itself; the hub's verdict (a refusal is an error)."""
+        return dict(self._site("POST", site_id, "usage", body=envelope))  # type: ignore[call-overload]
+
     def heartbeat(self, site_id: str, body: dict) -> HeartbeatReply:
         data = self._site("POST", site_id, "heartbeat", body=body)
         return self._model(HeartbeatReply, data, "heartbeat")

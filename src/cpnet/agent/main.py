@@ -33,6 +33,7 @@ from cpnet.agent.backends.base import (
     PoolDecl,
 )
 from cpnet.agent.journal import Entry, Journal
+from cpnet.agent.metering import load_or_create_key, signed_record
 from cpnet.agent.netprobe import NetProber, ProbeListener
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
@@ -161,6 +162,8 @@ class Agent:
             )
         )
         self.journal = Journal(work / "journal")
+        self.usage_key = load_or_create_key(work)  # signs usage records (docs/market.md)
+        self.scu_rates: dict[str, dict[str, float]] = {}  # pool name -> profile -> SCU rate
         self.entries: dict[str, Entry] = {}
         # The backend's handle of each attempt it accepted (the journal keeps ``str`` of it).
         self.handles: dict[str, Handle] = {}
@@ -257,6 +260,7 @@ class Agent:
             "backend": self.settings.backend,
             "heartbeat_interval_s": self.settings.heartbeat_interval_s,
             "pools": [p.model_dump(mode="json") for p in pools],
+            "usage_key": {"public_key": self.usage_key.public_key_b64},
         }
         if self.settings.probe_listen:
             body["probe_url"] = f"http://{self.settings.probe_listen}"
@@ -348,7 +352,12 @@ class Agent:
         if not reports:
             return {}
         body = {"pools": reports}
-        return self._hub(self.hub.measurements, self.site_id, body)
+        answer = self._hub(self.hub.measurements, self.site_id, body)
+        for name, vec in (answer.get("capacity") or {}).items():
+            scu = vec.get("scu") if isinstance(vec, dict) else None
+            if isinstance(scu, dict):
+                self.scu_rates[name] = {k: float(v) for k, v in scu.items() if v}
+        return answer
 
     def measure_loop(self, names: list[str] | None = None) -> None:
         try:
@@ -379,7 +388,7 @@ class Agent:
             if a.attempt_id in self.entries or a.attempt_id in self.ended:
                 return
             job = Job(a.attempt_id, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
-            e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict())
+            e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict(), pool_id=a.pool_id)
             self.journal.save(e)  # before the hub hears of it: a restart will find it
             self.entries[a.attempt_id] = e
         self._start(e, job)
@@ -515,6 +524,8 @@ class Agent:
             # A later progress report must not be folded into one queued before this change.
             self.progress_queued.pop(e.attempt_id, None)
             transfers, omitted = trim_transfers(st.transfers) if st.state.terminal else ([], 0)
+            if e.started_at is None and st.state in (State.INITIALIZING, State.RUNNING):
+                e.started_at = at.timestamp()
             if st.state.terminal and st.transfers:
                 self.netprobe.saw_transfers(st.transfers)  # throughput the staging measured
             self.pending.append(
@@ -530,8 +541,30 @@ class Agent:
                     progress=progress,
                     transfers=transfers or None,
                     transfers_omitted=omitted or None,
+                    usage_record=self._usage_record(e, st, at) if st.state.terminal else None,
                 )
             )
+
+    def _usage_record(self, e: Entry, st: JobStatus, at: datetime) -> dict | None:
+        """The signed usage record of an attempt that ran and ended now (None: it never ran)."""
+        if st.usage is None or e.started_at is None or not e.pool_id:
+            return None
+        try:
+            return signed_record(
+                self.usage_key,
+                site_id=self.site_id,
+                task_id=e.task_id,
+                attempt_id=e.attempt_id,
+                pool_id=e.pool_id,
+                spec=e.job["spec"],
+                usage=st.usage,
+                started_at=e.started_at,
+                ended_at=at.timestamp(),
+                scu_rates=self.scu_rates.get(e.pool_name),
+            )
+        except Exception:  # a record that cannot be built must not hold back the final state
+            log.exception("cannot build the usage record of %s", e.attempt_id)
+            return None
 
     def _queue_progress(self, e: Entry, st: JobStatus) -> None:
         """Report how far a running attempt got (phase, file, bytes) when that changed, at most

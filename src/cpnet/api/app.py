@@ -23,6 +23,7 @@ from cpnet.api.routers import (
     pools,
     tasks,
     tes,
+    usage,
 )
 from cpnet.config import HubSettings
 from cpnet.hub.service import Hub
@@ -59,7 +60,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, network, market, ledger, auctions)
+    routers = (ident, accounts, pools, tasks, agents, network, market, ledger, usage, auctions)
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)

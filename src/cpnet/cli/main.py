@@ -26,6 +26,7 @@ from cpnet.cli import (
     sim,
     submit,
     tasks,
+    usage,
 )
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
@@ -180,6 +181,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(market.account_app, name="account")
 app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
+app.command("usage")(usage.usage)
 app.add_typer(auctions.app, name="auction")
 app.add_typer(auctions.lease_app, name="lease")
 app.command("demo")(demo)
