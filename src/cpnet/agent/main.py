@@ -56,6 +56,7 @@ PROGRESS_EVERY_S = 1.0  # at most one progress-only update per attempt this ofte
 TRANSFERS_BUDGET_BYTES = 256 * 1024  # of transfer records in one final update (more: counted)
 BATCH_BYTES = 512 * 1024  # an update batch stays well under the hub's 1 MiB body limit
 PROGRESS_ONLY = {"attempt_id", "state", "at", "progress"}  # the fields of a progress report
+_KEPT = ("accepted", "duplicate")  # usage record verdicts that settlement charges by
 
 
 R = TypeVar("R")
@@ -643,6 +644,13 @@ class Agent:
                     continue
                 if res is not None and res.cancel:
                     self._cancel(u.attempt_id)
+                if res is not None and res.usage and res.usage.get("verdict") not in _KEPT:
+                    log.warning(
+                        "the hub refused the usage record of %s (%s): %s",
+                        u.attempt_id,
+                        res.usage.get("verdict"),
+                        res.usage.get("reason"),
+                    )
                 e.reported = u.state.value
                 if u.state.terminal:
                     e.done = True

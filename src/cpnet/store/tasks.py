@@ -550,8 +550,14 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
     """Apply one agent report to its attempt and, through it, to the task."""
     a = s.scalar(select(Attempt).where(Attempt.id == u.attempt_id))
     if a is None or a.site_id != site_id:
-        # Unknown to this site: never let an agent touch another site's attempt.
-        return UpdateResult(u.attempt_id, "rejected", "no such attempt for this site", cancel=True)
+        # Unknown to this site: never let an agent touch another site's attempt (a usage record
+        # it carries is still judged — not_ours — and kept as evidence).
+        judged = None
+        if u.usage_record is not None:
+            judged = usage.take(s, site_id, u.usage_record.model_dump(mode="json"), now)
+        return UpdateResult(
+            u.attempt_id, "rejected", "no such attempt for this site", cancel=True, usage=judged
+        )
     facts = _attempt_facts(a)
     report = AgentReport(u.state, u.at.timestamp(), u.reason, progress=u.progress is not None)
     verdict = lifecycle.update_attempt(facts, report)

@@ -96,7 +96,9 @@ def _prior(s: Session, record_id: str | None, attempt_id: str | None) -> dict[st
     return None
 
 
-def take(s: Session, site_id: str, envelope: Mapping[str, Any], now: float) -> M.Judgement:
+def take(
+    s: Session, site_id: str, envelope: Mapping[str, Any], now: float, *, again: bool = True
+) -> M.Judgement:
     """Judge a usage record sent by ``site_id``'s agent and keep it as evidence.
 
     Every record is kept with its verdict, except a duplicate of an accepted one (a no-op) and
@@ -142,9 +144,11 @@ def take(s: Session, site_id: str, envelope: Mapping[str, Any], now: float) -> M
         with s.begin_nested():
             s.execute(insert(UsageRecord).values(**row))
     except IntegrityError:
-        # Another transaction accepted a record for this id or attempt meanwhile: judge again
-        # against it (a duplicate, or a conflict kept as evidence).
-        return take(s, site_id, envelope, now)
+        # Another transaction accepted a record for this id or attempt meanwhile: judge again,
+        # once, against it (a duplicate, or a conflict kept as evidence).
+        if not again:
+            raise
+        return take(s, site_id, envelope, now, again=False)
     return j
 
 

@@ -148,6 +148,18 @@ def test_a_replay_of_the_accepted_record_is_a_no_op_and_other_content_a_conflict
     assert j.verdict is M.Verdict.CONFLICT and j.field == "attempt_id"
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.floats(0, 60, allow_nan=False), st.integers(0, 2**40), st.integers(0, 2**40))
+def test_a_replay_is_a_no_op_exactly_when_its_content_is_the_same(wall, b_in, b_out) -> None:
+    """Any validly signed record under an accepted record's id: a duplicate if it says the
+    same, else a conflict — never accepted a second time."""
+    again = M.sign(_record(wall_s=wall, bytes_in=b_in, bytes_out=b_out), KEY)
+    j = _judge(again, prior=ENV["record"])
+    same = again["record"] == ENV["record"]
+    assert j.verdict is (M.Verdict.DUPLICATE if same else M.Verdict.CONFLICT)
+    assert _judge(ENV, prior=ENV["record"]).verdict is M.Verdict.DUPLICATE
+
+
 @pytest.mark.parametrize(
     ("observed", "field"),
     [

@@ -136,3 +136,29 @@ def test_settlement_charges_the_observed_span_without_an_accepted_record(store) 
         assert line["seconds"] == 600.0 and bill.charged == expected == bill.payouts + bill.fees
         (kept,) = usage.of_task(s, tid)
         assert kept["verdict"] == "longer_than_observed" and kept["wall_s"] is None
+
+
+def test_a_record_with_an_update_for_another_sites_attempt_is_kept_as_not_ours(store) -> None:
+    who, _host, site, pool = _world(store)
+    now = time.time()
+    with store.tx() as s:
+        ledger.topup(s, who.org_id, 10_000, "top", now)
+    tid = _submit(store, who, 3_000, now)
+    aid = _place(store, tid, pool, site)
+    _report(store, site, aid, State.RUNNING, now + 1)
+    other_key = SigningKey.generate()
+    site_b = _second_site(store, other_key)
+    env = _envelope(store, site, aid, 5.0, now + 10, key=other_key)
+    u = AttemptUpdate(
+        attempt_id=aid,
+        state=State.COMPLETE,
+        at=datetime.fromtimestamp(now + 10, UTC),
+        usage_record=env,
+    )
+    with store.tx() as s:  # site B reporting site A's attempt, with B's own key
+        res = ts.apply_update(s, site_b, u, now + 10)
+    assert res.status == "rejected" and res.usage.verdict is Verdict.NOT_OURS
+    with store.read() as s:
+        (kept,) = usage.of_sites(s, [site_b], 10)
+        assert kept["verdict"] == "not_ours" and kept["envelope"] == env
+        assert usage.of_sites(s, [site], 10) == []
