@@ -9,6 +9,7 @@ so after a restart the agent re-attaches to what it was running (or reports what
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from cpnet import __version__
+from cpnet.agent import tls
 from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import (
     Backend,
@@ -149,9 +151,16 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.stop = threading.Event()
-        self.hub = SiteClient(settings.hub_url.rstrip("/"), settings.token, stop=self.stop)
+        ca = str(settings.ca_file) if settings.ca_file else None
+        self.hub = SiteClient(
+            settings.hub_url.rstrip("/"), settings.token, stop=self.stop, ca_file=ca
+        )
         work = settings.work_dir
         work.mkdir(parents=True, exist_ok=True)
+        if settings.ca_file is not None:
+            # Task runners inherit it: they trust the hub's CA and the public roots.
+            os.environ["SSL_CERT_FILE"] = str(tls.trust_bundle(work / "tls", settings.ca_file))
+        self.client_cert = tls.ClientCert(work / "tls") if settings.client_cert == "auto" else None
         decls = [to_decl(p) for p in settings.pools] or None
         self.backend: Backend = get_backend(settings.backend)(
             BackendConfig(
@@ -215,8 +224,16 @@ class Agent:
                 raise HubRefused(exc.status, f"HTTP {exc.status} ({exc.code}): {exc}") from None
             raise AgentError(str(exc)) from None
 
+    def renew_cert(self) -> None:
+        """Get a client certificate, or a new one when the current one is 2/3 through its life
+        (no-op without ``client_cert = "auto"``)."""
+        cert = self.client_cert
+        if cert is not None and cert.due(time.time()):
+            self._hub(cert.renew, self.hub)
+
     def join(self) -> RegisterResult:
         """Find our site from the token, register our pools, re-attach journaled attempts."""
+        self.renew_cert()
         who = self._hub(self.hub.whoami)
         if who.role is not Role.AGENT or not who.site_id:
             raise AgentError(
@@ -502,6 +519,7 @@ class Agent:
     def heartbeat_loop(self) -> None:
         while not self.stop.wait(self.settings.heartbeat_interval_s):
             try:
+                self.renew_cert()
                 self.heartbeat_once()
             except AgentError as exc:
                 if not self.stop.is_set():

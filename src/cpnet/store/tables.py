@@ -410,6 +410,18 @@ class Quote(Base):
     currency: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
 
+class SiteCert(Base):
+    """A client certificate the hub's CA issued to a site's agent (mutual TLS): its serial (as
+    decimal text: serials are up to 159 bits), the site it names, and whether it was revoked."""
+
+    __tablename__ = "site_certs"
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(128), index=True)
+    issued_at: Mapped[float] = mapped_column(Float)
+    not_after: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 # ---- signed metering (0009_usage; rules in cpnet/market/metering.py) -------------------------
 
 

@@ -1,7 +1,7 @@
 """auctions: capacity requests, sealed bids, pools' bid rules, leases; attempts.lease_id
 
 Revision ID: 0010_auctions
-Revises: 0009_usage
+Revises: 0012_site_certs
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0010_auctions"
-down_revision = "0009_usage"
+down_revision = "0012_site_certs"
 branch_labels = None
 depends_on = None
 
