@@ -56,6 +56,10 @@ class HubSettings:
     # hold takes, and the least hold (minor units)
     hold_margin: float = 1.5
     min_hold: int = 0
+    # auctions and leases (docs/market.md): how often the hub awards closed requests and settles
+    # leases, and the part of a lease's window paid at a time (CPNET_LEASE_PERIOD_S)
+    market_sweep_s: float = 1.0
+    lease_period_s: float = 60.0
     # Transport security (docs/security.md): the hub serves HTTPS with this certificate and key
     # (PEM files; `cpnet hub --tls` uses the development pair `cpnet hub init` wrote in
     # DATA_DIR/tls/); mtls: "off", "optional" (agents may present a client certificate) or
@@ -78,6 +82,8 @@ class HubSettings:
             raise ValueError(f"CPNET_MTLS must be one of {modes}, got {self.mtls!r}")
         if self.hold_margin < 1.0:
             raise ValueError("CPNET_HOLD_MARGIN must be at least 1 (a multiple of the cost)")
+        if not 1.0 <= self.lease_period_s <= 86_400:
+            raise ValueError("CPNET_LEASE_PERIOD_S must be 1 to 86400 seconds")
         if self.min_hold < 0:
             raise ValueError("CPNET_MIN_HOLD must be 0 or more minor units")
 
@@ -115,6 +121,8 @@ class HubSettings:
             s = replace(s, region_code=env["CPNET_HUB_REGION"].strip())
         if env.get("CPNET_PLATFORM_FEE_BPS"):
             s = replace(s, platform_fee_bps=fee_bps(env["CPNET_PLATFORM_FEE_BPS"]))
+        if env.get("CPNET_LEASE_PERIOD_S"):
+            s = replace(s, lease_period_s=float(env["CPNET_LEASE_PERIOD_S"]))
         if env.get("CPNET_QUOTE_TTL_S"):
             s = replace(s, quote_ttl_s=float(env["CPNET_QUOTE_TTL_S"]))
         if env.get("CPNET_MTLS"):

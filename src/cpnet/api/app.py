@@ -15,6 +15,7 @@ from cpnet.api.ratelimit import RateLimit
 from cpnet.api.routers import (
     accounts,
     agents,
+    auctions,
     blobs,
     certs,
     ident,
@@ -61,7 +62,9 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage)
+    routers = (
+        ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
+    )  # fmt: skip
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)
