@@ -339,7 +339,8 @@ def _lean(d: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 def executor_to_tes(e: Executor) -> dict[str, Any]:
-    d = _lean(e.model_dump(mode="json"), "env", "ignore_error")
+    # secret_env is cpnet's (TES marks secrets with the cpnet.secret_env tag, kept in tags)
+    d = _lean(e.model_dump(mode="json", exclude={"secret_env"}), "env", "ignore_error")
     d["image"] = e.image or ""
     return d
 
