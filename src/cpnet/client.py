@@ -464,6 +464,15 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """A 429's `Retry-After` in seconds (its delta-seconds form), or None if absent or odd."""
+    try:
+        value = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return value if 0 <= value <= 3600 else None
+
+
 def retry_window(value: float | str | None = None) -> float:
     """The retry window in seconds: `value`, else CPNET_RETRY_WINDOW_S, else 30; BadSetting if it
     is not a number of seconds >= 0."""
@@ -614,6 +623,18 @@ class Client:
             except httpx.TransportError as err:
                 raise self._unavailable(err) from None
             else:
+                if response.status_code == 429:
+                    wait = _retry_after(response)
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self.retry_window_s
+                    # A 429 means the hub did nothing: any call may be sent again, once the
+                    # hub's Retry-After has passed, while that is within the retry window.
+                    if wait is not None and now + wait <= deadline:
+                        log.info("rate limited by the hub; retrying in %.1f s", wait)
+                        self._pause(wait)
+                        continue
+                    return response
                 if not (self._retry_server_errors and response.status_code >= 500):
                     if self._outage:
                         with self._outage_lock:

@@ -6,7 +6,12 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cpnet.limits.rate import Rate, parse_rate
+
 DEFAULT_PORT = 8470
+USER_RATE = Rate(100.0, 500)  # requests a second, burst: per user token
+AGENT_RATE = Rate(1000.0, 5000)  # per agent token: never what stops a heartbeat
+ANONYMOUS_RATE = Rate(200.0, 1000)  # per client address, for calls without a known token
 
 
 def default_data_dir() -> Path:
@@ -63,6 +68,13 @@ class HubSettings:
     tls_key: Path | None = None
     mtls: str = "off"
     client_cert_ttl_s: float = 24 * 3600.0  # agents' certificates; renewed at 2/3 of it
+    # Rate limits per token (docs/security.md, "Limits"): users' tokens (CPNET_RATE_LIMIT),
+    # agents' tokens, a larger budget so heartbeats and long polls are never starved
+    # (CPNET_RATE_LIMIT_AGENT), and calls without a known token, per client address
+    # (CPNET_RATE_LIMIT_ANONYMOUS). "50/s,200": requests a second, burst; None ("off"): no limit.
+    rate_limit: Rate | None = USER_RATE
+    rate_limit_agent: Rate | None = AGENT_RATE
+    rate_limit_anonymous: Rate | None = ANONYMOUS_RATE
 
     def __post_init__(self) -> None:
         if self.mtls not in MTLS_MODES:
@@ -117,6 +129,9 @@ class HubSettings:
             s = replace(s, mtls=env["CPNET_MTLS"].strip().lower())
         if env.get("CPNET_CLIENT_CERT_TTL_S"):
             s = replace(s, client_cert_ttl_s=float(env["CPNET_CLIENT_CERT_TTL_S"]))
+        for var, name in RATE_SETTINGS.items():
+            if env.get(var):
+                s = replace(s, **{name: parse_rate(env[var], var)})
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
     def check_tls(self) -> None:
@@ -137,6 +152,11 @@ class HubSettings:
 
 
 MTLS_MODES = ("off", "optional", "require")
+RATE_SETTINGS = {
+    "CPNET_RATE_LIMIT": "rate_limit",
+    "CPNET_RATE_LIMIT_AGENT": "rate_limit_agent",
+    "CPNET_RATE_LIMIT_ANONYMOUS": "rate_limit_anonymous",
+}
 MAX_FEE_BPS = 5000  # a platform fee above 50 % is a typo
 
 
