@@ -78,6 +78,8 @@ class Setup:
             "org_id": self.world.org_id,
             "quote_id": "qte_nope",
             "attempt_id": "att_nope",
+            "auction_id": "auc_nope",
+            "lease_id": "lse_nope",
         }
         return template.format(**ids)
 

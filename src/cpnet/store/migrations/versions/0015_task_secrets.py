@@ -1,14 +1,14 @@
 """task secrets: a task's secret env values, sealed with the hub's secrets key
 
 Revision ID: 0015_task_secrets
-Revises: 0012_site_certs
+Revises: 0010_auctions
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0015_task_secrets"
-down_revision = "0012_site_certs"
+down_revision = "0010_auctions"
 branch_labels = None
 depends_on = None
 
