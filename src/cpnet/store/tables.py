@@ -485,6 +485,7 @@ class TaskSecret(Base):
     __tablename__ = "task_secrets"
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 # ---- reservations by auction (store/auctions.py, market/auction.py, market/lease.py) ---------
