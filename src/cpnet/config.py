@@ -51,12 +51,22 @@ class HubSettings:
     # hold takes, and the least hold (minor units)
     hold_margin: float = 1.5
     min_hold: int = 0
+    # SLAs and reputation (docs/market.md): how often the hub's SLA sweep runs (evaluating the
+    # windows that ended, refreshing reputations), the shortest SLA window a pool may declare,
+    # and the half-life of an observation in a reputation. Tests shorten all three.
+    sla_interval_s: float = 60.0
+    sla_min_window_s: float = 3600.0
+    reputation_half_life_s: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
         if self.hold_margin < 1.0:
             raise ValueError("CPNET_HOLD_MARGIN must be at least 1 (a multiple of the cost)")
         if self.min_hold < 0:
             raise ValueError("CPNET_MIN_HOLD must be 0 or more minor units")
+        if self.sla_interval_s <= 0 or self.sla_min_window_s <= 0:
+            raise ValueError("CPNET_SLA_INTERVAL_S and CPNET_SLA_MIN_WINDOW_S must be above 0")
+        if self.reputation_half_life_s <= 0:
+            raise ValueError("CPNET_REPUTATION_HALF_LIFE_S must be above 0 seconds")
 
     @property
     def url(self) -> str:
@@ -94,6 +104,13 @@ class HubSettings:
             s = replace(s, platform_fee_bps=fee_bps(env["CPNET_PLATFORM_FEE_BPS"]))
         if env.get("CPNET_QUOTE_TTL_S"):
             s = replace(s, quote_ttl_s=float(env["CPNET_QUOTE_TTL_S"]))
+        for var, name in (
+            ("CPNET_SLA_INTERVAL_S", "sla_interval_s"),
+            ("CPNET_SLA_MIN_WINDOW_S", "sla_min_window_s"),
+            ("CPNET_REPUTATION_HALF_LIFE_S", "reputation_half_life_s"),
+        ):
+            if env.get(var):
+                s = replace(s, **{name: float(env[var])})
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
 

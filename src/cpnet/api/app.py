@@ -20,6 +20,7 @@ from cpnet.api.routers import (
     market,
     network,
     pools,
+    sla,
     tasks,
     tes,
 )
@@ -58,7 +59,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, network, market, ledger)
+    routers = (ident, accounts, pools, tasks, agents, network, market, ledger, sla)
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)

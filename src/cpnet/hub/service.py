@@ -18,6 +18,7 @@ from cpnet.hub.keys import active_keys
 from cpnet.hub.notify import Notifier
 from cpnet.hub.resolver import Resolver
 from cpnet.hub.scheduling import schedule_once
+from cpnet.hub.sla import sweep as sla_sweep
 from cpnet.ident import SigningKey
 from cpnet.store import network
 from cpnet.store import registry as reg
@@ -66,6 +67,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),
+            asyncio.create_task(self._sla_loop(), name="cpnet-sla"),
         ]
 
     async def stop(self) -> None:
@@ -129,6 +131,19 @@ class Hub:
                 continue
             if lost:
                 self.wake_scheduler()
+
+    async def _sla_loop(self) -> None:
+        """Evaluate SLA windows that ended and refresh reputations, every sla_interval_s."""
+        while True:
+            await asyncio.sleep(self.settings.sla_interval_s)
+            try:
+                await to_thread.run_sync(self.sla_once, time.time())
+            except Exception:  # keep sweeping after a transient database error
+                log.exception("SLA sweep failed")
+
+    def sla_once(self, now: float):  # type: ignore[no-untyped-def]
+        """One SLA sweep (hub/sla.py): credits for breached windows, fresh reputations."""
+        return sla_sweep(self.store, now, self.settings.reputation_half_life_s)
 
     def sweep_once(self, now: float) -> list[str]:
         """Mark silent sites offline and give their running attempts back to the queue."""
