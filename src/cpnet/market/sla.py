@@ -67,7 +67,7 @@ class Terms:
         if not min_window_s <= self.window_s <= MAX_WINDOW_S:
             raise TermsError(
                 "window_s",
-                f"window_s must be {min_window_s:g}..{MAX_WINDOW_S:g} seconds, "
+                f"window_s must be {min_window_s:.0f}..{MAX_WINDOW_S:.0f} seconds (30 days), "
                 f"got {self.window_s:g}",
             )
         if type(self.credit_bps) is not int or not 0 < self.credit_bps <= MAX_CREDIT_BPS:
