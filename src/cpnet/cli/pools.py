@@ -40,6 +40,12 @@ def price_summary(pool: PoolRecord) -> str:
     return f"{p.currency} {' '.join(parts)}" if parts else "free"
 
 
+def reputation_summary(pool: PoolRecord) -> str:
+    """``0.93 SLA`` for a cell: the pool's reputation score, and whether it declares SLA terms."""
+    score = "-" if pool.reputation is None else f"{pool.reputation:.2f}"
+    return f"{score} SLA" if pool.sla else score
+
+
 def scu_summary(pool: PoolRecord) -> str:
     """The SCU rate, and whether it rests on a measurement (``12.3 measured``)."""
     if not pool.scu_rate:
@@ -128,7 +134,17 @@ def pools(
     if json_out:
         print_json({"pools": found})
         return
-    columns = ["id", "type", "region", "hardware", "free/total", "queue", "price/h", "online"]
+    columns = [
+        "id",
+        "type",
+        "region",
+        "hardware",
+        "free/total",
+        "queue",
+        "price/h",
+        "reputation",
+        "online",
+    ]
     if profile:
         columns[-1:-1] = [f"SCU ({profile})", "price/SCU-h"]
     grid = table(None, columns)
@@ -141,6 +157,7 @@ def pools(
             free_summary(pool),
             str(pool.queue_length),
             price_summary(pool),
+            reputation_summary(pool),
         ]
         if profile:
             row += [scu_summary(pool), per_scu_summary(pool)]
