@@ -82,7 +82,7 @@ def test_demo_runs_everything_and_stops_everything(demo_dir: Path):
     out = run_demo("--data-dir", str(demo_dir), "--tasks", "8")
     log = out.stdout[-6000:] + out.stderr[-2000:]
     assert out.returncode == 0, log
-    summary = out.stdout.split("5. Summary", 1)[1]
+    summary = out.stdout.split("6. Summary", 1)[1]
     assert "All 8 tasks reached their expected state" in summary, log
     for label in SITE_POOLS:
         assert label in summary, log
@@ -96,6 +96,35 @@ def test_demo_runs_everything_and_stops_everything(demo_dir: Path):
     # The pipeline's file:// output arrived with the expected report.
     report = (demo_dir / "outputs" / "pipeline-guizhou.csv").read_text()
     assert report.startswith("GY01,80,")
+
+    # The market: price books published, a binding quote before the quoted task was submitted,
+    # holds while the tasks ran, and a bill that reconciles with the payouts and fees.
+    market = out.stdout.split("4. Market", 1)[1].split("5. Workload", 1)[0]
+    assert "tianjin: 54 CNY per core-hour with a utilisation rule" in market, log
+    quote = re.search(r"binding quote for stencil-hpc.*?\bquote (quo_[a-z0-9]+)", market, re.S)
+    assert quote and "tianjin/fp64" in market, log
+    workload = out.stdout.split("5. Workload", 1)[1].split("6. Summary", 1)[0]
+    held = re.search(r"held for queued and running tasks (\d+\.\d\d) CNY", workload)
+    assert held and float(held.group(1)) > 0, log
+    books = out.stdout.split("7. The bill and the books", 1)[1]
+    totals = re.search(
+        r"charged (\d+\.\d\d) CNY = providers' payouts (\d+\.\d\d) CNY \+ platform fees "
+        r"(\d+\.\d\d) CNY \(reconciles to the fen\)",
+        books,
+    )
+    assert totals, log
+    charged, payouts, fees = (round(float(x) * 100) for x in totals.groups())
+    assert charged == payouts + fees and charged > 0 and fees > 0, log
+    assert "stencil-hpc" in books and "the books balance" in books, log
+    # An operator checks the demo's books from its data dir, offline.
+    check = subprocess.run(
+        [sys.executable, "-m", "cpnet", "ledger", "check", "--data-dir", str(demo_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert '"ok": true' in check.stdout and '"total": 0' in check.stdout
 
 
 def test_demo_keep_leaves_a_usable_network(demo_dir: Path):

@@ -170,3 +170,79 @@ def test_a_hold_that_cannot_be_placed_is_refused_with_402(hub: HubProc, agents, 
     with hub.client(u.token) as bob:
         assert not list(bob.iter_tasks())
         assert bob.account(poor.id).balance == 500
+
+
+def _line_charge(bill, task_id: str) -> tuple[int, float, str]:  # type: ignore[no-untyped-def]
+    (line,) = [x for x in bill.lines if x.task_id == task_id]
+    return line.charge, line.seconds, str(line.hourly)
+
+
+def test_settlement_charges_the_book_price_at_placement_capped_by_the_quote(
+    hub: HubProc, agents, tmp_path
+):
+    """The price a task pays is its pool's book entry in force when it was placed (not what the
+    agent declared); a task submitted with a quote pays at most the quote while it runs as
+    stated, and the quote's overrun rate past that — even after the provider raised the price."""
+    world, user = _start(hub, agents, tmp_path)  # the agent declares PRICE per core-hour
+    (p,) = user.pools()
+    book = 720.0  # the provider's book: twice the declared price
+    with hub.client(world.padmin_token) as padmin:
+        padmin.set_prices(p.id, [{"cpu_core_hour": book}])
+    period = L.period_of(time.time())
+    demand = {"cpu_cores": CORES, "ram_gb": 0.5}
+
+    # 1. No quote: charged the book's price, to the fen, from the metered seconds.
+    t = user.submit(_spec(1))
+    done = user.wait(t.id, timeout=60)
+    assert done.state is State.COMPLETE, done.reason
+    (att,) = done.attempts
+    c, secs, hourly = _line_charge(user.bill(world.org_id, period), t.id)
+    assert secs == pytest.approx(att.usage.wall_s)
+    assert c == charge.usage_charge({"cpu_core_hour": book}, demand, att.usage.wall_s) > 0
+    assert float(hourly) == pytest.approx(CORES * book)
+
+    # 2. Quoted at the book price, then the provider raises it tenfold: within the stated work
+    # the task pays the quote's max charge, not the new price.
+    stated = {**_spec(1), "expected_runtime_s": 30}
+    q = user.quote(stated)
+    opt = q.options[0]
+    assert opt.max_charge == pytest.approx(CORES * book * 30 / 3600)  # 12 CNY, fee inside
+    with hub.client(world.padmin_token) as padmin:
+        padmin.set_prices(p.id, [{"cpu_core_hour": book * 10}])
+    t2 = user.submit({**stated, "quote_id": q.id})
+    done = user.wait(t2.id, timeout=60)
+    assert done.state is State.COMPLETE, done.reason
+    (att,) = done.attempts
+    metered_now = charge.usage_charge({"cpu_core_hour": book * 10}, demand, att.usage.wall_s)
+    c, _, hourly = _line_charge(user.bill(world.org_id, period), t2.id)
+    assert float(hourly) == pytest.approx(CORES * book * 10)  # placed at the new price ...
+    cap = charge.quoted_cap(opt.max_charge, opt.overrun_rate, "hour", stated_s=30, used_s=1)
+    if metered_now > cap:  # ... 1 s at 14 400/h = 4 CNY, under the 12 CNY cap unless slow
+        assert c == cap
+    else:
+        assert c == metered_now
+
+    # 3. Quoted, then run over the stated work at the raised price: the cap plus the quote's
+    # overrun rate for the extra seconds, never the raised price.
+    over = {**_spec(5), "expected_runtime_s": 4}
+    q = user.quote(over)
+    opt = q.options[0]
+    assert opt.overrun_unit == "hour" and opt.overrun_rate == pytest.approx(CORES * book * 10)
+    with hub.client(world.padmin_token) as padmin:
+        padmin.set_prices(p.id, [{"cpu_core_hour": book * 100}])
+    t3 = user.submit({**over, "quote_id": q.id})
+    done = user.wait(t3.id, timeout=60)
+    assert done.state is State.COMPLETE, done.reason
+    (att,) = done.attempts
+    wall = att.usage.wall_s
+    assert wall > 4
+    held = charge.hold_amount((opt.max_charge,), 1.5, 0)  # the quote's max charge × margin
+    cap = charge.quoted_cap(opt.max_charge, opt.overrun_rate, "hour", stated_s=4, used_s=wall)
+    c, _, _ = _line_charge(user.bill(world.org_id, period), t3.id)
+    assert c == min(cap, held)
+    assert c > charge.quoted_cap(opt.max_charge, opt.overrun_rate, "hour", stated_s=4, used_s=4)
+    assert c < charge.usage_charge({"cpu_core_hour": book * 100}, demand, wall)
+
+    bill = user.bill(world.org_id, period)
+    assert bill.charged == bill.payouts + bill.fees
+    assert _ledger_check(hub)["ok"]

@@ -268,7 +268,8 @@ def check(
 ) -> None:
     """Check the books offline, against the hub's store: they balance, every account equals the
     sum of its postings and is not below its floor, every hold was settled to the minor unit.
-    Exits 1 when a problem is found.
+    Exits 1 when a problem is found. `--data-dir` may also be a `cpnet demo --data-dir`
+    directory (its hub's store is in `hub/`).
 
     **Example:** `cpnet ledger check --data-dir ./hub-data`
     """
@@ -276,6 +277,10 @@ def check(
     from cpnet.store import books
     from cpnet.store.db import Store
 
+    if data_dir is not None and database_url is None:
+        demo_hub = Path(data_dir) / "hub"
+        if not (Path(data_dir) / "cpnet.db").exists() and (demo_hub / "cpnet.db").exists():
+            data_dir = demo_hub  # a demo's data dir: its hub's store
     settings = HubSettings.from_env(data_dir=data_dir, database_url=database_url)
     if settings.database_url is None and not (settings.data_dir / "cpnet.db").exists():
         fail(f"no hub store in {settings.data_dir}", "give --data-dir or --database-url")

@@ -41,7 +41,7 @@ def show(q: QuoteRecord, file: str = "FILE") -> None:
     now = datetime.now(UTC).timestamp()
     grid = table(
         f"quote {q.id} ({q.objective})",
-        ["#", "pool", "price/h", "cost", "fee", "max charge", "finishes in", "SLA", "fits now"],
+        ["#", "pool", "price/h", "max charge", "fee", "finishes in", "SLA", "fits now"],
     )
     for o in q.options:
         per = f"{number(o.price_per_hour, 4)}"
@@ -51,9 +51,8 @@ def show(q: QuoteRecord, file: str = "FILE") -> None:
             str(o.option),
             f"{o.pool_id}\n{o.pool_name}",
             f"{o.currency} {per}",
-            number(o.cost, 4),
-            number(o.fee, 4),
             f"{o.currency} {number(o.max_charge, 4)}",
+            number(o.fee, 4),
             seconds(max(0.0, o.completes_at - now)),
             "-" if o.sla_score is None else f"{o.sla_score * 100:.0f}%",
             "yes" if o.fits_now else "no",
@@ -62,7 +61,7 @@ def show(q: QuoteRecord, file: str = "FILE") -> None:
     left = q.valid_until.timestamp() - now
     errors.print(
         f"valid until {q.valid_until.strftime('%Y-%m-%d %H:%M:%SZ')} ({seconds(max(0, left))}); "
-        f"platform fee {q.fee_bps / 100:g}% included in max charge",
+        f"the platform's fee ({q.fee_bps / 100:g}%) is part of the charge, not added to it",
     )
     errors.print(q.overruns, style="dim")
     if q.rejected:

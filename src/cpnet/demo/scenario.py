@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cpnet.client import Client, CpnetError
-from cpnet.demo import view
+from cpnet.demo import market, view
 from cpnet.demo.network import LocalNetwork, NetworkError
 from cpnet.demo.sites import SITES, DemoSite
 from cpnet.demo.workload import Context, DemoTask, build
@@ -98,6 +98,9 @@ class Demo:
         self.site_of: dict[str, str] = {}  # pool id -> site key
         self.tasks: list[DemoTask] = []
         self.views: dict[str, TaskView] = {}
+        self.padmin_tokens: dict[str, str] = {}  # site key -> its provider admin's token
+        self.user_org = ""
+        self.quote_ids: dict[str, str] = {}  # task name -> the quote it is submitted with
 
     def say(self, message: str, style: str = "") -> None:
         self.console.print(Text(message, style=style), soft_wrap=True)
@@ -130,6 +133,7 @@ class Demo:
         tokens: dict[str, str] = {}
         with Client(self.net.url, self.admin_token) as admin:
             org = admin.create_org(USER_ORG)
+            self.user_org = org.id
             # Generous funds: every task's hold is placed at submission (docs/market.md).
             admin.topup(org.id, DEMO_FUNDS, transfer_id=f"demo-funds-{org.id}")
             _, user = admin.create_user(org.id, "alice", role="user")
@@ -137,6 +141,7 @@ class Demo:
             for site in SITES:
                 porg = admin.create_org(site.provider)
                 _, padmin = admin.create_user(porg.id, f"{site.key}-admin", role="provider-admin")
+                self.padmin_tokens[site.key] = padmin.token
                 with Client(self.net.url, padmin.token) as operator:
                     tokens[site.key] = self._create_site(operator, site)
         self.say(
@@ -193,22 +198,55 @@ class Demo:
         self.console.print(view.pools_table(self.pools, self.labels))
         self.console.print(view.declared_note(os.cpu_count() or 1))
 
-    # -- 4. the workload -----------------------------------------------------------------------
+    # -- 4. the market: price books and a binding quote -----------------------------------------
 
-    def submit(self) -> None:
-        self.step(f"4. Workload: {self.n_tasks} tasks")
+    def _spec(self, t: DemoTask) -> dict:
+        spec = dict(t.spec)
+        spec["tags"] = {**spec.get("tags", {}), TAG: self.run_id}
+        return spec
+
+    def price_and_quote(self) -> None:
+        """The providers publish their price books; alice asks a binding quote for one task."""
+        self.step("4. Market: price books and a binding quote")
         outputs = self.net.root / "outputs"
         outputs.mkdir(parents=True, exist_ok=True)
         self.tasks = build(self.n_tasks, Context(python=self.net.python, outputs=outputs))
+        pools = {self.site_of[p.id]: p.id for p in self.pools}
+        for line in market.publish(self.net.url, self.padmin_tokens, pools):
+            self.say(f"  {line}")
+        self.say(market.RATES_NOTE, "dim")
+        name = market.quoted_task([t.name for t in self.tasks])
+        task = next((t for t in self.tasks if t.name == name), None)
+        if task is None:
+            return
+        with self.user() as user:
+            q = user.quote(self._spec(task))
+        self.quote_ids[task.name] = q.id
+        self.say(f"alice asks for a binding quote for {task.name} ({task.purpose}):")
+        self.console.print(market.quote_table(q, self.labels))
+        self.say(
+            f"it is submitted with quote {q.id}, option 1: charged at most its max charge while "
+            "it runs as stated, whatever the price does meanwhile (cpnet submit --quote).",
+            "dim",
+        )
+
+    # -- 5. the workload -----------------------------------------------------------------------
+
+    def submit(self) -> None:
+        self.step(f"5. Workload: {len(self.tasks)} tasks")
         with self.user() as user:
             for t in self.tasks:
-                spec = dict(t.spec)
-                spec["tags"] = {**spec.get("tags", {}), TAG: self.run_id}
+                spec = self._spec(t)
+                if t.name in self.quote_ids:
+                    spec["quote_id"] = self.quote_ids[t.name]
                 t.task_id = user.submit(spec).id
+            held = user.account(self.user_org)
         self.say(
-            f"submitted {len(self.tasks)} tasks as alice (tag {TAG}={self.run_id}); "
-            "the scheduler places each on a pool, the agents run them:"
+            f"submitted {len(self.tasks)} tasks as alice (tag {TAG}={self.run_id}); each holds "
+            "its most likely charge × 1.5 in escrow until it ends:"
         )
+        self.say(f"  {USER_ORG}: {market.account_line(held)}")
+        self.say("the scheduler places each on a pool, the agents run them:")
 
     def follow(self) -> None:
         """Show the tasks until all have ended (cancelling the one meant to be cancelled)."""
@@ -237,11 +275,11 @@ class Demo:
                     break
                 time.sleep(poll)
 
-    # -- 5. the summary ------------------------------------------------------------------------
+    # -- 6. the summary ------------------------------------------------------------------------
 
     def summarise(self) -> bool:
         """Print the summary; True when every task did what it should."""
-        self.step("5. Summary")
+        self.step("6. Summary")
         outcomes = [view.Outcome(t, self.views.get(t.task_id), []) for t in self.tasks]
         for o in outcomes:
             o.problems = o.task.problems(o.view, self.site_of)
@@ -259,8 +297,12 @@ class Demo:
                 self.console.print(line, soft_wrap=True)
         self._explain(outcomes)
         self._outputs(outcomes)
+        books_ok = self._bill()
         self.console.print()
         bad = [o for o in outcomes if o.problems]
+        if not books_ok:
+            self.say("The books do not balance: see the problems above.", "bold red")
+            return False
         if not bad:
             self.say(
                 f"All {len(outcomes)} tasks reached their expected state on the expected pools.",
@@ -271,6 +313,22 @@ class Demo:
         for o in bad:
             self.say(f"  {o.task.name}: {'; '.join(o.problems)}", "red")
         return False
+
+    def _bill(self) -> bool:
+        """alice's bill, itemised, reconciled to the fen; then the operator checks the books."""
+        self.step("7. The bill and the books")
+        names = {t.task_id: t.name for t in self.tasks}
+        with self.user() as user:
+            bill = user.bill(self.user_org, market.period_now())
+            acc = user.account(self.user_org)
+        self.console.print(market.bill_table(bill, names, self.labels))
+        for line in market.bill_lines(bill):
+            self.say(line)
+        self.say(f"{USER_ORG} now: {market.account_line(acc)}")
+        check = market.check_books(self.net.root)
+        self.say(f"$ {check.command}", "dim")
+        self.say(check.text, "green" if check.ok else "bold red")
+        return check.ok and bill.charged == bill.payouts + bill.fees
 
     def _explain(self, outcomes: list[view.Outcome]) -> None:
         """The scheduler's explanations for two tasks: the GPU one and an unconstrained one."""
@@ -380,6 +438,7 @@ def run_demo(data_dir: Path | None, keep: bool, tasks: int) -> int:
             demo.start_hub()
             demo.start_agents(demo.create_sites())
             demo.discover()
+            demo.price_and_quote()
             demo.submit()
             demo.follow()
             code = 0 if demo.summarise() else 1

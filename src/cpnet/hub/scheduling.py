@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from cpnet.market import prices
+from cpnet.market import charge, prices
 from cpnet.network import HUB, NetworkMap, shipped, site_place, url_place
 from cpnet.sched import (
     Decision,
@@ -246,8 +246,14 @@ def schedule_once(
                 best = decision.best
                 why = "; ".join(best.reasons[:2]) if best else ""
                 view = views[pool_id]
+                price = charge.attempt_price(
+                    view.price,
+                    profile=req.profile,
+                    work_scu_h=req.work_scu_h,
+                    scu_rate=view.scu_rate(req.profile) if req.profile else None,
+                )
                 attempt = tasks_store.place(
-                    s, by_id[req.id], pool_id, view.site_id, req.demand, now, why
+                    s, by_id[req.id], pool_id, view.site_id, req.demand, now, why, price
                 )
                 if attempt is None:
                     waiting += 1

@@ -149,8 +149,11 @@ def submit(
     with h.store.tx() as s:
         if quoted is not None and not _repeated(s, who, spec):
             row, spec, use = market.bind(s, who, spec, quoted, now)
-            # a quoted task holds the quote's max charge (docs/market.md)
-            amount = charge.hold_amount((), 1.0, h.settings.min_hold, use.max_charge)
+            # a quoted task holds its quote's max charge × the margin, so that an overrun
+            # at the quote's rate can be paid (docs/market.md)
+            amount = charge.hold_amount(
+                (use.max_charge,), h.settings.hold_margin, h.settings.min_hold
+            )
             task, created = store.create_task(s, who, spec, now)
             if created:
                 quote_store.mark_used(s, row, task.id, spec.quote_option or 1, use, now)

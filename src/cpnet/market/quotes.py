@@ -6,13 +6,15 @@ quote id and option is placed only on that option's pool and charged at most its
 while it stays within the work it stated; past that, the extra is charged at the option's
 overrun rate (see ``OVERRUN``).
 
-Figures per option (the pool's currency; ``fee_bps`` is the operator's platform fee):
+Figures per option (the pool's currency; ``fee_bps`` is the operator's platform fee). A pool's
+price is what its users pay; the platform's fee is taken out of it (market/charge.split), so the
+provider is paid the charge less the fee:
 
     cost       = the scheduler's expected cost of the task on the pool (docs/scheduling.md)
-    fee        = cost × fee_bps / 10 000
-    max_charge = cost + fee
-    overrun    = price per hour of the demand × (1 + fee), per extra hour the pool is held,
-                 or, SCU-priced: price per SCU-hour × (1 + fee), per extra SCU-hour of work
+    max_charge = cost: the most the task is charged while it runs as stated
+    fee        = max_charge × fee_bps / 10 000, the platform's part of it (shown, included)
+    overrun    = price per hour of the demand, per extra hour the pool is held, or,
+                 SCU-priced: price per SCU-hour, per extra SCU-hour of work
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ UNPRICED_KEYS = ("name", "description", "tags", "idempotency_key", "quote_id", "
 OVERRUN = (
     "The charge is capped at the option's max_charge while the task stays within the work it "
     "stated (expected_runtime_s, or work.scu_hours); a task that runs over pays for the extra at "
-    "the option's overrun rate ({rate}), platform fee included, on top of the cap."
+    "the option's overrun rate ({rate}) on top of the cap. The platform fee is included in both."
 )
 
 
@@ -48,10 +50,10 @@ class Option:
     currency: str
     price_per_hour: float  # of the task's demand, before the fee
     price_per_scu_hour: float | None  # set when the run is priced per SCU-hour
-    cost: float  # expected cost before the fee
-    fee: float
-    max_charge: float  # the most the task is charged if it runs as stated
-    overrun_rate: float  # per extra hour held (or per extra SCU-hour), fee included
+    cost: float  # the scheduler's expected cost: what the user pays, fee included
+    fee: float  # the platform's part of max_charge
+    max_charge: float  # the most the task is charged if it runs as stated (= cost)
+    overrun_rate: float  # per extra hour held (or per extra SCU-hour)
     overrun_unit: str  # "hour" or "SCU-hour"
     time_to_result_s: float  # predicted, from now
     completes_at: float  # epoch seconds: now + time_to_result_s
@@ -84,7 +86,6 @@ def options(
     limit: int = DEFAULT_OPTIONS,
 ) -> tuple[Option, ...]:
     """The decision's best ``limit`` placements as priced options, in rank order."""
-    rate = 1.0 + fee_bps / 10_000.0
     out = []
     for placement in decision.placements[: max(0, limit)]:
         pool = pools[placement.pool_id]
@@ -102,8 +103,8 @@ def options(
                 price_per_scu_hour=per_scu,
                 cost=cost,
                 fee=fee,
-                max_charge=cost + fee,
-                overrun_rate=(per_scu if per_scu is not None else placement.hourly_price) * rate,
+                max_charge=cost,
+                overrun_rate=per_scu if per_scu is not None else placement.hourly_price,
                 overrun_unit="SCU-hour" if per_scu is not None else "hour",
                 time_to_result_s=placement.time_to_result_s,
                 completes_at=now + placement.time_to_result_s,

@@ -10,7 +10,7 @@ PostgreSQL; a transfer's unique id makes a replay a no-op.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Update, bindparam, case, func, insert, or_, select
 from sqlalchemy import update as _sql_update
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from cpnet.errors import Conflict, NotFound, PaymentRequired
 from cpnet.market import charge, money
 from cpnet.market import ledger as L
+from cpnet.store import quotes as quote_store
 from cpnet.store.tables import (
     Attempt,
     LedgerAccount,
@@ -32,6 +33,7 @@ from cpnet.store.tables import (
     Pool,
     Site,
     SpendingLimit,
+    Task,
 )
 from cpnet.tasks.states import State
 
@@ -376,13 +378,16 @@ class Metered:
     pool_id: str
     payee_org: str
     seconds: float
-    hourly: str  # price of its demand per hour, major units (exact decimal text)
-    charge: int  # minor units, before the hold's cap
+    hourly: str  # price of one hour of it, major units (exact decimal text)
+    charge: int  # minor units, before the quote's and the hold's caps
+    scu_h: float | None = None  # SCU-hours of work, when SCU-priced
 
 
 def metered(s: Session, task_id: str) -> list[Metered]:
-    """The charge of each attempt of a task, oldest first. Attempts that never started, and
-    those that ended SYSTEM_ERROR (the site's fault), are not charged."""
+    """The charge of each attempt of a task, oldest first, at the price recorded on it when it
+    was placed (the pool's declared price for attempts placed before that was recorded).
+    Attempts that never started, and those that ended SYSTEM_ERROR (the site's fault), are not
+    charged."""
     q = (
         select(
             Attempt.id,
@@ -392,6 +397,7 @@ def metered(s: Session, task_id: str) -> list[Metered]:
             Attempt.end_time,
             Attempt.usage,
             Attempt.demand,
+            Attempt.price,
             Pool.descriptor,
             Site.org_id,
         )
@@ -408,7 +414,7 @@ def metered(s: Session, task_id: str) -> list[Metered]:
         if wall is None:
             end = a.end_time if a.end_time is not None else a.start_time
             wall = max(0.0, end - a.start_time)
-        price = (a.descriptor or {}).get("price") or {}
+        price = a.price if a.price is not None else (a.descriptor or {}).get("price") or {}
         out.append(
             Metered(
                 a.id,
@@ -417,21 +423,45 @@ def metered(s: Session, task_id: str) -> list[Metered]:
                 float(wall),
                 str(charge.hourly(price, a.demand)),
                 charge.usage_charge(price, a.demand, float(wall)),
+                charge.scu_hours(price, float(wall)),
             )
         )
     return out
 
 
+def quote_capped(s: Session, task_id: str, lines: list[Metered]) -> list[Metered]:
+    """`lines` cut, in order, to the task's binding quote (docs/market.md): its max charge while
+    it ran as stated, plus the overrun rate for each hour (or SCU-hour) past that. A task
+    submitted without a quote is returned as it is."""
+    cap = quote_store.charge_cap(s, task_id)
+    if cap is None or not lines:
+        return lines
+    spec = s.scalar(select(Task.spec).where(Task.id == task_id)) or {}
+    work = spec.get("work") or {}
+    scu = [m.scu_h for m in lines if m.scu_h is not None]
+    limit = charge.quoted_cap(
+        cap.max_charge,
+        cap.overrun_rate,
+        cap.overrun_unit,
+        stated_s=float(spec.get("expected_runtime_s", 600.0)),
+        used_s=sum(m.seconds for m in lines),
+        stated_scu_h=work.get("scu_hours"),
+        used_scu_h=sum(scu) if scu else None,
+    )
+    cut = charge.cap_lines([m.charge for m in lines], limit)
+    return [m if c == m.charge else replace(m, charge=c) for m, c in zip(lines, cut, strict=True)]
+
+
 def settle_task(s: Session, task_id: str, now: float) -> L.Hold | None:
-    """Settle a finished task's hold in the caller's transaction: charge what ran, pay the
-    providers and the platform, release the rest. Exactly once: the hold moves from pending by
-    compare-and-set, and every transfer's id derives from the hold and attempt. A task without
-    a hold (created before the ledger) settles nothing."""
+    """Settle a finished task's hold in the caller's transaction: charge what ran (at most what
+    its quote allows), pay the providers and the platform, release the rest. Exactly once: the
+    hold moves from pending by compare-and-set, and every transfer's id derives from the hold
+    and attempt. A task without a hold (created before the ledger) settles nothing."""
     s.flush()  # the attempts' final states, set on ORM objects, must be visible to the query
     row = s.execute(select(*_HOLD_COLS).where(LedgerHold.task_id == task_id)).first()
     if row is None or row.state != L.HoldState.PENDING.value:
         return None
-    return _settle(s, row, metered(s, task_id), now)
+    return _settle(s, row, quote_capped(s, task_id, metered(s, task_id)), now)
 
 
 _HOLD_COLS = (

@@ -200,6 +200,9 @@ class Attempt(Base):
     outputs: Mapped[list[Any]] = mapped_column(default=list)
     system_logs: Mapped[list[Any]] = mapped_column(default=list)
     usage: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    # The price the attempt is charged at (market/charge.attempt_price), fixed when it was
+    # placed; NULL on attempts placed before 0008: the pool's declared price then.
+    price: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     # stageprog (0004_stageprog): the latest progress the agent reported (None once it ended),
     # and how many transfer records were over the per-attempt cap (see AttemptTransfer).
     progress: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)

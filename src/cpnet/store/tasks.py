@@ -417,9 +417,11 @@ def place(
     demand: Resources,
     now: float,
     why: str,
+    price: dict | None = None,
 ) -> str | None:
     """Reserve capacity on a pool and create the task's next attempt; its id, or None if the
-    pool no longer has room (or the task changed meanwhile).
+    pool no longer has room (or the task changed meanwhile). `price` is what the attempt will
+    be charged at (market/charge.attempt_price), fixed now.
 
     The reservation is one conditional UPDATE, so two placements racing for the last cores can
     never both succeed, whichever database and however many hub replicas.
@@ -468,6 +470,7 @@ def place(
             cancel_requested=False,
             released=False,
             demand=asdict(demand),  # what was reserved, given back as it was when it ends
+            price=price,
             created_at=now,
             executor_logs=[],
             outputs=[],

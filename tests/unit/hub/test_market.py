@@ -135,7 +135,8 @@ def test_a_quote_binds_one_task_to_its_pool_and_cap(hub: Hub) -> None:
     assert [o.pool_id for o in q.options] == [pools["cheap"], pools["dear"]]
     assert q.fee_bps == 500 and "overrun" in q.overruns
     first = q.options[0]
-    assert first.max_charge == pytest.approx(first.cost * 1.05)
+    assert first.max_charge == pytest.approx(first.cost)
+    assert first.fee == pytest.approx(first.cost * 0.05)
     # Take the second option: the task may run only there.
     done = tasks.submit(
         hub, alice, spec(objective="cheapest", name="x", quote_id=q.id, quote_option=2)

@@ -71,3 +71,45 @@ def test_the_worked_example_in_docs_market_md() -> None:
     ]
     c = charge.usage_charge(price, demand, 500)
     assert c == 38 and charge.split(c, 500) == (36, 2)
+
+
+def test_an_attempt_price_is_scu_priced_only_when_the_pool_prices_the_tasks_profile() -> None:
+    from cpnet.sched.snapshot import Price
+
+    price = Price(cpu_core_hour=2.0, ram_gb_hour=0.1, scu_hour=(("hpc", 0.5),))
+    plain = charge.attempt_price(price)
+    assert plain == {"currency": "CNY", "cpu_core_hour": 2.0, "ram_gb_hour": 0.1, "gpu_hour": 0.0}
+    assert charge.attempt_price(price, profile="ai", work_scu_h=3.0) == plain  # not priced
+    scu = charge.attempt_price(price, profile="hpc", work_scu_h=3.0, scu_rate=6.0)
+    assert scu["per_scu_hour"] == 0.5 and scu["scu_rate"] == 6.0
+    # 600 s at 6 SCU/h = 1 SCU-hour at 0.5/SCU-h = 0.50 CNY, whatever the demand.
+    assert charge.scu_hours(scu, 600) == pytest.approx(1.0)
+    assert charge.usage_charge(scu, {"cpu_cores": 64}, 600) == 50
+    assert charge.hourly(scu, {"cpu_cores": 64}) == 3  # 0.5 × 6 per hour
+    # The pool's rate unknown: the work the task stated is what it did.
+    blind = charge.attempt_price(price, profile="hpc", work_scu_h=3.0, scu_rate=0.0)
+    assert blind["scu_rate"] is None and charge.usage_charge(blind, {}, 10) == 150
+    assert charge.scu_hours(plain, 600) is None
+
+
+def test_the_quoted_cap_adds_the_overrun_rate_past_the_stated_work() -> None:
+    # Within the stated 600 s: the max charge.
+    assert charge.quoted_cap(1.0, 3.6, "hour", stated_s=600, used_s=300) == 100
+    # 100 s over at 3.60 per hour = 0.10 more.
+    assert charge.quoted_cap(1.0, 3.6, "hour", stated_s=600, used_s=700) == 110
+    # SCU-priced: per extra SCU-hour of work.
+    cap = charge.quoted_cap(
+        2.0, 0.5, "SCU-hour", stated_s=60, used_s=9_999, stated_scu_h=4, used_scu_h=5
+    )
+    assert cap == 250
+
+
+@given(st.lists(st.integers(0, 10_000), max_size=6), st.integers(0, 30_000))
+def test_cap_lines_never_pass_the_cap_and_pay_in_order(charges: list[int], cap: int) -> None:
+    cut = charge.cap_lines(charges, cap)
+    assert sum(cut) == min(sum(charges), cap)
+    assert all(0 <= c <= o for c, o in zip(cut, charges, strict=True))
+    # The first attempts are paid in full before a later one gets anything.
+    for i, c in enumerate(cut):
+        if c < charges[i]:
+            assert all(x == 0 for x in cut[i + 1 :])

@@ -64,9 +64,10 @@ def test_options_follow_the_objective_with_fee_cap_and_completion() -> None:
     first = opts[0]
     assert first.cost == pytest.approx(2 * 0.05)
     assert first.fee == pytest.approx(first.cost * 0.05)
-    assert first.max_charge == pytest.approx(first.cost * 1.05)
+    # The price is what the user pays: the fee is the platform's part of it, not added to it.
+    assert first.max_charge == pytest.approx(first.cost)
     assert first.overrun_unit == "hour"
-    assert first.overrun_rate == pytest.approx(2 * 0.05 * 1.05)
+    assert first.overrun_rate == pytest.approx(2 * 0.05)
     assert first.completes_at == pytest.approx(1000.0 + first.time_to_result_s)
     fastest = quote(replace(task, objective="fastest"))
     assert fastest[0].pool_id != "cheap"  # the cheap pool has a queue
@@ -96,14 +97,17 @@ def test_the_sla_score_is_the_reputation_the_risk_uses() -> None:
 
 
 @given(st.integers(0, 5000), st.sampled_from(["balanced", "fastest", "cheapest", "greenest"]))
-def test_the_cap_is_cost_plus_fee_and_options_keep_rank_order(fee_bps, objective) -> None:
+def test_the_cap_is_the_cost_with_the_fee_inside_and_options_keep_rank_order(
+    fee_bps, objective
+) -> None:
     task = TaskRequest(id="q", demand=Resources(1, 2), objective=objective)
     decision = rank(task, POOLS)
     opts = quote(task, fee_bps=fee_bps)
     assert [o.pool_id for o in opts] == [p.pool_id for p in decision.placements]
     for o in opts:
-        assert o.max_charge == pytest.approx(o.cost * (1 + fee_bps / 10_000))
-        assert o.max_charge >= o.cost >= 0
+        assert o.max_charge == pytest.approx(o.cost) and o.cost >= 0
+        assert o.fee == pytest.approx(o.max_charge * fee_bps / 10_000)
+        assert o.fee <= o.max_charge
 
 
 def test_the_spec_hash_ignores_only_unpriced_keys() -> None:
