@@ -127,3 +127,12 @@ def test_online_time_never_exceeds_observed_time_or_the_window(ts) -> None:  # t
 @given(st.integers(0, 10**12), st.integers(1, 10_000))
 def test_a_credit_is_never_more_than_what_was_charged(charged: int, bps: int) -> None:
     assert 0 <= sla.credit_amount(charged, bps) <= charged
+
+
+def test_the_worked_example_in_docs_market_md() -> None:
+    day = sla.Terms(window_s=86400, credit_bps=1000, availability=0.99)
+    lost = [(0.0, True), (40_000.0, False), (41_800.0, True)]  # 30 minutes offline
+    ev = sla.evaluate("p", day, 0.0, 86400.0, lost, [att(1, 10.0, 11.0, 20.0, org="o")])
+    assert round(ev.availability, 3) == 0.979 and ev.breaches == ("availability",)
+    (t,) = sla.credits(ev, {"o": 12_000}, now=86_401.0)
+    assert (t.debit, t.credit, t.amount) == (L.SLA, "org:o", 1_200)
