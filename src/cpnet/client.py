@@ -29,6 +29,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import tomllib
@@ -47,7 +48,7 @@ from cpnet import __version__
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
 from cpnet.market.records import PoolPrices, PoolSla, QuoteRecord, ReputationRecord
-from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted
+from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted, UsageList
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
 from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
@@ -317,6 +318,47 @@ def check_hub_url(url: str, where: str = "") -> str:
     return normal
 
 
+def tls_context(
+    ca_file: str | os.PathLike[str] | None, cert: tuple[str, str] | None = None
+) -> ssl.SSLContext | bool:
+    """What httpx verifies the hub's certificate with: the default roots (True), or a context
+    trusting `ca_file` (the hub's private CA) and presenting `cert` (certificate, key)."""
+    if ca_file is None and cert is None:
+        return True
+    try:
+        ctx = ssl.create_default_context(cafile=os.fspath(ca_file) if ca_file else None)
+        if cert is not None:
+            ctx.load_cert_chain(cert[0], cert[1])
+    except (OSError, ssl.SSLError) as exc:
+        raise BadSetting(
+            f"cannot use the TLS files (CA file {ca_file}, certificate {cert and cert[0]}): "
+            f"{exc}; check the paths (--ca-file, CPNET_CA_FILE)"
+        ) from None
+    return ctx
+
+
+def _tls_refused(err: Exception) -> bool:
+    """Whether a connection failed in the TLS handshake for a reason retrying cannot fix (an
+    untrusted or mismatched certificate, a refused client certificate)."""
+    text = str(err)
+    return any(
+        s in text
+        for s in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "certificate required")
+    )
+
+
+def _tls_advice(url: str, err: Exception) -> str:
+    text = str(err)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"the hub's TLS certificate at {url} is not trusted ({text[:200]}); pass the CA "
+            "that signed it with --ca-file (or CPNET_CA_FILE), e.g. the hub's DATA_DIR/tls/ca.crt"
+        )
+    if "WRONG_VERSION_NUMBER" in text:
+        return f"{url} does not speak TLS: use http:// for this hub, or start it with --tls"
+    return f"the hub refused the TLS connection ({text[:200]}); check the client certificate"
+
+
 def resolve_target(url: str | None, token: str | None) -> tuple[str, str | None]:
     """Find the hub URL and token: arguments, then CPNET_HUB / CPNET_TOKEN, then the config file.
 
@@ -470,6 +512,10 @@ class Client:
     a row) is announced once, as ``on_retry(message)``, or else as a warning of the
     ``cpnet.client`` logger.
 
+    ``ca_file`` is a PEM file of the CA that signed the hub's certificate, for a hub serving
+    HTTPS with a private CA (default: CPNET_CA_FILE; without it the system's and certifi's
+    roots); ``cert`` a (certificate, key) pair of PEM files for mutual TLS (agents).
+
     ``transport`` replaces httpx's network transport, e.g. with one that injects network faults
     in tests. Use it as a context manager, or call close().
     """
@@ -483,8 +529,12 @@ class Client:
         retry_window_s: float | None = None,
         on_retry: Callable[[str], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        cert: tuple[str, str] | None = None,
     ) -> None:
         self.url, self.token = resolve_target(url, token)
+        self.ca_file = ca_file or os.environ.get("CPNET_CA_FILE") or None
+        self.cert = cert
         self.retry_window_s = retry_window(retry_window_s)
         self._on_retry = on_retry
         # The retry policy's knobs that only a subclass changes (SiteClient: an agent retries
@@ -498,8 +548,13 @@ class Client:
         headers = {"User-Agent": f"cpnet-sdk/{__version__}", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        self._transport = transport
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=tls_context(self.ca_file, self.cert),
         )
 
     def __repr__(self) -> str:
@@ -540,6 +595,8 @@ class Client:
             try:
                 response = self._http.request(method, path, **kw)
             except self._retryable as err:
+                if _tls_refused(err):  # retrying cannot help: say what to fix now
+                    raise BadSetting(_tls_advice(self.url, err)) from None
                 now = time.monotonic()
                 retried = deadline is not None
                 if deadline is None:
@@ -1047,6 +1104,17 @@ class Client:
         data = self._request("GET", path, params={"period": period})
         return self._model(Bill, data, f"GET {path}")
 
+    def task_usage(self, task_id: str) -> UsageList:
+        """Every signed usage record received about a task's attempts, with its verdict."""
+        path = f"/v1/tasks/{_seg(task_id)}/usage"
+        return self._model(UsageList, self._request("GET", path), f"GET {path}")
+
+    def site_usage(self, site_id: str, limit: int = 100) -> UsageList:
+        """The newest usage records a site's agent sent, with their verdicts (its provider)."""
+        path = f"/v1/sites/{_seg(site_id)}/usage"
+        data = self._request("GET", path, params={"limit": limit})
+        return self._model(UsageList, data, f"GET {path}")
+
     def post_correction(
         self,
         kind: str,
@@ -1168,6 +1236,17 @@ class Client:
         """An agent token bound to one site (what `cpnet agent --token` takes); shown once."""
         data = self._request("POST", f"/v1/sites/{_seg(site_id)}/tokens", body={"name": name})
         return self._model(IssuedToken, data, "POST site token")
+
+    def site_certificates(self, site_id: str) -> list[dict]:
+        """The client certificates the hub's CA issued to a site's agent (mutual TLS)."""
+        data = self._request("GET", f"/v1/sites/{_seg(site_id)}/certificates")
+        return list(data["certificates"])  # type: ignore[index]
+
+    def revoke_site(self, site_id: str) -> dict:
+        """Revoke a site's client certificates and agent tokens: its agent is refused from the
+        next request on, and needs a new token to join again."""
+        path = f"/v1/sites/{_seg(site_id)}/certificates/revoke"
+        return dict(self._request("POST", path))  # type: ignore[call-overload]
 
     def retire_pool(self, pool_id: str) -> PoolRecord:
         """Retire a pool for good: it leaves discovery and its id resolves to a tombstone."""

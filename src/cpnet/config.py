@@ -57,8 +57,19 @@ class HubSettings:
     sla_interval_s: float = 60.0
     sla_min_window_s: float = 3600.0
     reputation_half_life_s: float = 6 * 3600.0
+    # Transport security (docs/security.md): the hub serves HTTPS with this certificate and key
+    # (PEM files; `cpnet hub --tls` uses the development pair `cpnet hub init` wrote in
+    # DATA_DIR/tls/); mtls: "off", "optional" (agents may present a client certificate) or
+    # "require" (the agent API refuses an agent without one of its own site).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    mtls: str = "off"
+    client_cert_ttl_s: float = 24 * 3600.0  # agents' certificates; renewed at 2/3 of it
 
     def __post_init__(self) -> None:
+        if self.mtls not in MTLS_MODES:
+            modes = ", ".join(MTLS_MODES)
+            raise ValueError(f"CPNET_MTLS must be one of {modes}, got {self.mtls!r}")
         if self.hold_margin < 1.0:
             raise ValueError("CPNET_HOLD_MARGIN must be at least 1 (a multiple of the cost)")
         if self.min_hold < 0:
@@ -111,9 +122,30 @@ class HubSettings:
         ):
             if env.get(var):
                 s = replace(s, **{name: float(env[var])})
+        if env.get("CPNET_MTLS"):
+            s = replace(s, mtls=env["CPNET_MTLS"].strip().lower())
+        if env.get("CPNET_CLIENT_CERT_TTL_S"):
+            s = replace(s, client_cert_ttl_s=float(env["CPNET_CLIENT_CERT_TTL_S"]))
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
+    def check_tls(self) -> None:
+        """ValueError unless the TLS settings make sense together (checked when serving)."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both a TLS certificate and its key (--tls-cert, --tls-key)")
+        if self.mtls != "off" and self.tls_cert is None:
+            raise ValueError("mutual TLS needs TLS: add --tls (or --tls-cert and --tls-key)")
 
+    @property
+    def tls_dir(self) -> Path:
+        """Where `cpnet hub init` writes the development certificate and the CA's certificate."""
+        return self.data_dir / "tls"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
+
+
+MTLS_MODES = ("off", "optional", "require")
 MAX_FEE_BPS = 5000  # a platform fee above 50 % is a typo
 
 

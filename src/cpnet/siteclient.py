@@ -26,7 +26,7 @@ from cpnet.agent.protocol import (
     UpdateReply,
 )
 from cpnet.auth.model import WhoAmI
-from cpnet.client import Client
+from cpnet.client import Client, tls_context
 
 BACKOFF_MAX_S = 5.0  # an agent's pause between tries grows up to this
 LONG_POLL_READ_S = 90.0  # read timeout: a long poll may hold the answer up to 60 s
@@ -45,14 +45,36 @@ class SiteClient(Client):
         stop: threading.Event,
         on_retry: Callable[[str], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        ca_file: str | None = None,
     ) -> None:
-        super().__init__(url, token, retry_window_s=0, on_retry=on_retry, transport=transport)
+        super().__init__(
+            url, token, retry_window_s=0, on_retry=on_retry, transport=transport, ca_file=ca_file
+        )
         self._http.timeout = httpx.Timeout(30.0, read=LONG_POLL_READ_S)
         self.retry_window_s = math.inf  # until the hub answers, or stop is set
         self._backoff_max_s = BACKOFF_MAX_S
         self._retry_server_errors = True
         self._retryable = (httpx.TransportError,)  # timeouts too: a hub may hang, then recover
         self._stop = stop
+
+    def certificate(self, csr_pem: bytes) -> dict:
+        """A client certificate for this agent's site from its CSR (POST /v1/agents/certificate:
+        the one agent route that needs no client certificate under mutual TLS)."""
+        body = {"csr": csr_pem.decode()}
+        return dict(self._request("POST", "/v1/agents/certificate", body=body, idempotent=True))  # type: ignore[call-overload]
+
+    def use_cert(self, cert_file: str, key_file: str) -> None:
+        """Present this client certificate from the next request on (new connections; the
+        previous client is left to finish what it has in flight, e.g. a long poll)."""
+        self.cert = (cert_file, key_file)
+        old = self._http
+        self._http = httpx.Client(
+            base_url=old.base_url,
+            headers=old.headers,
+            timeout=old.timeout,
+            transport=self._transport,
+            verify=tls_context(self.ca_file, self.cert),
+        )
 
     def _site(self, method: str, site_id: str, path: str, **kw: object) -> object:
         return self._request(method, f"/v1/sites/{site_id}/{path}", idempotent=True, **kw)
@@ -68,6 +90,10 @@ class SiteClient(Client):
     def measurements(self, site_id: str, body: dict) -> dict:
         """Send calibration reports; the hub answers each pool's rebuilt capacity vector."""
         return dict(self._site("POST", site_id, "measurements", body=body))  # type: ignore[call-overload]
+
+    def post_usage(self, site_id: str, envelope: dict) -> dict:
+        """Send a signed usage record by itself; the hub's verdict (a refusal is an error)."""
+        return dict(self._site("POST", site_id, "usage", body=envelope))  # type: ignore[call-overload]
 
     def heartbeat(self, site_id: str, body: dict) -> HeartbeatReply:
         data = self._site("POST", site_id, "heartbeat", body=body)

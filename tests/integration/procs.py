@@ -16,7 +16,7 @@ import httpx
 import pytest
 import tomli_w
 
-from cpnet.client import Client
+from cpnet.client import Client, tls_context
 
 HEARTBEAT_S = 0.5  # fast liveness so a lost agent is noticed within ~2 s in tests
 
@@ -54,10 +54,16 @@ class HubProc:
     log: Path | None = None
     args: list[str] = field(default_factory=list)  # more `cpnet hub` flags, e.g. --authority
     env: dict[str, str] = field(default_factory=dict)  # CPNET_* settings, e.g. max_blob_bytes
+    tls: bool = False  # serve HTTPS with the development certificate (args should have --tls)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The hub's CA certificate (clients trust it) when it serves HTTPS."""
+        return self.data_dir / "tls" / "ca.crt" if self.tls else None
 
     def _db_args(self) -> list[str]:
         args = ["--data-dir", str(self.data_dir)]
@@ -91,7 +97,9 @@ class HubProc:
             if self.proc and self.proc.poll() is not None:
                 raise AssertionError(f"hub exited: {self.log.read_text()[-2000:]}")
             try:
-                return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
+                verify = tls_context(self.ca_file)
+                r = httpx.get(f"{self.url}/v1/health", timeout=1, verify=verify)
+                return r.status_code == 200
             except httpx.TransportError:
                 return False
 
@@ -103,7 +111,7 @@ class HubProc:
             self.proc.wait(timeout=30)
 
     def client(self, token: str | None = None) -> Client:
-        return Client(self.url, token or self.admin_token)
+        return Client(self.url, token or self.admin_token, ca_file=self.ca_file)
 
 
 @dataclass

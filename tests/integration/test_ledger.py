@@ -74,11 +74,19 @@ def _spec(seconds: float) -> dict:
     }
 
 
-def _expected(task) -> int:  # type: ignore[no-untyped-def]
+def _wall(task, user) -> float:  # type: ignore[no-untyped-def]
+    """The wall seconds settlement charges the task's one attempt: its accepted signed usage
+    record's (docs/market.md, "Metering")."""
     (att,) = task.attempts
-    assert att.usage is not None and att.usage.wall_s > 0
+    (rec,) = [r for r in user.task_usage(task.id).records if r.verdict == "accepted"]
+    assert rec.attempt_id == att.attempt_id and rec.wall_s is not None and rec.wall_s > 0
+    return rec.wall_s
+
+
+def _expected(task, user) -> int:  # type: ignore[no-untyped-def]
+    """The charge of the task's one attempt: its signed wall seconds × the price."""
     price = {"cpu_core_hour": PRICE}
-    return charge.usage_charge(price, {"cpu_cores": CORES, "ram_gb": 0.5}, att.usage.wall_s)
+    return charge.usage_charge(price, {"cpu_cores": CORES, "ram_gb": 0.5}, _wall(task, user))
 
 
 def test_bill_payout_and_fee_add_up_to_metered_usage_at_the_price(
@@ -93,7 +101,7 @@ def test_bill_payout_and_fee_add_up_to_metered_usage_at_the_price(
     assert acc.held == 1_800 and acc.balance == funds - 1_800
     done = user.wait(t.id, timeout=60)
     assert done.state is State.COMPLETE, done.reason
-    expected = _expected(done)
+    expected = _expected(done, user)
     period = L.period_of(time.time())
     bill = user.bill(world.org_id, period)
     (line,) = bill.lines
@@ -134,7 +142,7 @@ def test_a_hub_killed_between_hold_and_settlement_charges_exactly_once(
     user = hub.client(world.user_token)
     done = user.wait(t.id, timeout=90)
     assert done.state is State.COMPLETE, done.reason
-    expected = _expected(done)
+    expected = _expected(done, user)
     bill = user.bill(world.org_id, L.period_of(time.time()))
     assert len(bill.lines) == 1 and bill.charged == expected
     acc = user.account(world.org_id)
@@ -195,10 +203,10 @@ def test_settlement_charges_the_book_price_at_placement_capped_by_the_quote(
     t = user.submit(_spec(1))
     done = user.wait(t.id, timeout=60)
     assert done.state is State.COMPLETE, done.reason
-    (att,) = done.attempts
+    wall = _wall(done, user)
     c, secs, hourly = _line_charge(user.bill(world.org_id, period), t.id)
-    assert secs == pytest.approx(att.usage.wall_s)
-    assert c == charge.usage_charge({"cpu_core_hour": book}, demand, att.usage.wall_s) > 0
+    assert secs == wall
+    assert c == charge.usage_charge({"cpu_core_hour": book}, demand, wall) > 0
     assert float(hourly) == pytest.approx(CORES * book)
 
     # 2. Quoted at the book price, then the provider raises it tenfold: within the stated work
@@ -212,8 +220,7 @@ def test_settlement_charges_the_book_price_at_placement_capped_by_the_quote(
     t2 = user.submit({**stated, "quote_id": q.id})
     done = user.wait(t2.id, timeout=60)
     assert done.state is State.COMPLETE, done.reason
-    (att,) = done.attempts
-    metered_now = charge.usage_charge({"cpu_core_hour": book * 10}, demand, att.usage.wall_s)
+    metered_now = charge.usage_charge({"cpu_core_hour": book * 10}, demand, _wall(done, user))
     c, _, hourly = _line_charge(user.bill(world.org_id, period), t2.id)
     assert float(hourly) == pytest.approx(CORES * book * 10)  # placed at the new price ...
     cap = charge.quoted_cap(opt.max_charge, opt.overrun_rate, "hour", stated_s=30, used_s=1)
@@ -233,8 +240,7 @@ def test_settlement_charges_the_book_price_at_placement_capped_by_the_quote(
     t3 = user.submit({**over, "quote_id": q.id})
     done = user.wait(t3.id, timeout=60)
     assert done.state is State.COMPLETE, done.reason
-    (att,) = done.attempts
-    wall = att.usage.wall_s
+    wall = _wall(done, user)
     assert wall > 4
     held = charge.hold_amount((opt.max_charge,), 1.5, 0)  # the quote's max charge × margin
     cap = charge.quoted_cap(opt.max_charge, opt.overrun_rate, "hour", stated_s=4, used_s=wall)

@@ -19,6 +19,8 @@ class Entry:
     handle: str | None = None  # set once the backend accepted it
     reported: str | None = None  # last state the hub acknowledged
     done: bool = False  # final state acknowledged: nothing more to do
+    pool_id: str = ""  # the hub's id of the pool (named in the signed usage record)
+    started_at: float | None = None  # when the agent reported it started (Unix seconds)
 
 
 class Journal:

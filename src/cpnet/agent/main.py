@@ -9,6 +9,7 @@ so after a restart the agent re-attaches to what it was running (or reports what
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from cpnet import __version__
+from cpnet.agent import tls
 from cpnet.agent.backends import get_backend
 from cpnet.agent.backends.base import (
     Backend,
@@ -33,6 +35,7 @@ from cpnet.agent.backends.base import (
     PoolDecl,
 )
 from cpnet.agent.journal import Entry, Journal
+from cpnet.agent.metering import load_or_create_key, signed_record
 from cpnet.agent.netprobe import NetProber, ProbeListener
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
@@ -55,6 +58,7 @@ PROGRESS_EVERY_S = 1.0  # at most one progress-only update per attempt this ofte
 TRANSFERS_BUDGET_BYTES = 256 * 1024  # of transfer records in one final update (more: counted)
 BATCH_BYTES = 512 * 1024  # an update batch stays well under the hub's 1 MiB body limit
 PROGRESS_ONLY = {"attempt_id", "state", "at", "progress"}  # the fields of a progress report
+_KEPT = ("accepted", "duplicate")  # usage record verdicts that settlement charges by
 
 
 R = TypeVar("R")
@@ -147,9 +151,16 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.stop = threading.Event()
-        self.hub = SiteClient(settings.hub_url.rstrip("/"), settings.token, stop=self.stop)
+        ca = str(settings.ca_file) if settings.ca_file else None
+        self.hub = SiteClient(
+            settings.hub_url.rstrip("/"), settings.token, stop=self.stop, ca_file=ca
+        )
         work = settings.work_dir
         work.mkdir(parents=True, exist_ok=True)
+        if settings.ca_file is not None:
+            # Task runners inherit it: they trust the hub's CA and the public roots.
+            os.environ["SSL_CERT_FILE"] = str(tls.trust_bundle(work / "tls", settings.ca_file))
+        self.client_cert = tls.ClientCert(work / "tls") if settings.client_cert == "auto" else None
         decls = [to_decl(p) for p in settings.pools] or None
         self.backend: Backend = get_backend(settings.backend)(
             BackendConfig(
@@ -161,6 +172,8 @@ class Agent:
             )
         )
         self.journal = Journal(work / "journal")
+        self.usage_key = load_or_create_key(work)  # signs usage records (docs/market.md)
+        self.scu_rates: dict[str, dict[str, float]] = {}  # pool name -> profile -> SCU rate
         self.entries: dict[str, Entry] = {}
         # The backend's handle of each attempt it accepted (the journal keeps ``str`` of it).
         self.handles: dict[str, Handle] = {}
@@ -212,8 +225,16 @@ class Agent:
                 raise HubRefused(exc.status, f"HTTP {exc.status} ({exc.code}): {exc}") from None
             raise AgentError(str(exc)) from None
 
+    def renew_cert(self) -> None:
+        """Get a client certificate, or a new one when the current one is 2/3 through its life
+        (no-op without ``client_cert = "auto"``)."""
+        cert = self.client_cert
+        if cert is not None and cert.due(time.time()):
+            self._hub(cert.renew, self.hub)
+
     def join(self) -> RegisterResult:
         """Find our site from the token, register our pools, re-attach journaled attempts."""
+        self.renew_cert()
         who = self._hub(self.hub.whoami)
         if who.role is not Role.AGENT or not who.site_id:
             raise AgentError(
@@ -259,6 +280,7 @@ class Agent:
             "backend": self.settings.backend,
             "heartbeat_interval_s": self.settings.heartbeat_interval_s,
             "pools": [p.model_dump(mode="json") for p in pools],
+            "usage_key": {"public_key": self.usage_key.public_key_b64},
         }
         if self.settings.probe_listen:
             body["probe_url"] = f"http://{self.settings.probe_listen}"
@@ -350,7 +372,12 @@ class Agent:
         if not reports:
             return {}
         body = {"pools": reports}
-        return self._hub(self.hub.measurements, self.site_id, body)
+        answer = self._hub(self.hub.measurements, self.site_id, body)
+        for name, vec in (answer.get("capacity") or {}).items():
+            scu = vec.get("scu") if isinstance(vec, dict) else None
+            if isinstance(scu, dict):
+                self.scu_rates[name] = {k: float(v) for k, v in scu.items() if v}
+        return answer
 
     def measure_loop(self, names: list[str] | None = None) -> None:
         try:
@@ -381,7 +408,7 @@ class Agent:
             if a.attempt_id in self.entries or a.attempt_id in self.ended:
                 return
             job = Job(a.attempt_id, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
-            e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict())
+            e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict(), pool_id=a.pool_id)
             self.journal.save(e)  # before the hub hears of it: a restart will find it
             self.entries[a.attempt_id] = e
         self._start(e, job)
@@ -494,6 +521,7 @@ class Agent:
     def heartbeat_loop(self) -> None:
         while not self.stop.wait(self.settings.heartbeat_interval_s):
             try:
+                self.renew_cert()
                 self.heartbeat_once()
             except AgentError as exc:
                 if not self.stop.is_set():
@@ -517,6 +545,8 @@ class Agent:
             # A later progress report must not be folded into one queued before this change.
             self.progress_queued.pop(e.attempt_id, None)
             transfers, omitted = trim_transfers(st.transfers) if st.state.terminal else ([], 0)
+            if e.started_at is None and st.state in (State.INITIALIZING, State.RUNNING):
+                e.started_at = at.timestamp()
             if st.state.terminal and st.transfers:
                 self.netprobe.saw_transfers(st.transfers)  # throughput the staging measured
             self.pending.append(
@@ -532,8 +562,30 @@ class Agent:
                     progress=progress,
                     transfers=transfers or None,
                     transfers_omitted=omitted or None,
+                    usage_record=self._usage_record(e, st, at) if st.state.terminal else None,
                 )
             )
+
+    def _usage_record(self, e: Entry, st: JobStatus, at: datetime) -> dict | None:
+        """The signed usage record of an attempt that ran and ended now (None: it never ran)."""
+        if st.usage is None or e.started_at is None or not e.pool_id:
+            return None
+        try:
+            return signed_record(
+                self.usage_key,
+                site_id=self.site_id,
+                task_id=e.task_id,
+                attempt_id=e.attempt_id,
+                pool_id=e.pool_id,
+                spec=e.job["spec"],
+                usage=st.usage,
+                started_at=e.started_at,
+                ended_at=at.timestamp(),
+                scu_rates=self.scu_rates.get(e.pool_name),
+            )
+        except Exception:  # a record that cannot be built must not hold back the final state
+            log.exception("cannot build the usage record of %s", e.attempt_id)
+            return None
 
     def _queue_progress(self, e: Entry, st: JobStatus) -> None:
         """Report how far a running attempt got (phase, file, bytes) when that changed, at most
@@ -612,6 +664,13 @@ class Agent:
                     continue
                 if res is not None and res.cancel:
                     self._cancel(u.attempt_id)
+                if res is not None and res.usage and res.usage.get("verdict") not in _KEPT:
+                    log.warning(
+                        "the hub refused the usage record of %s (%s): %s",
+                        u.attempt_id,
+                        res.usage.get("verdict"),
+                        res.usage.get("reason"),
+                    )
                 e.reported = u.state.value
                 if u.state.terminal:
                     e.done = True

@@ -66,6 +66,9 @@ class UpdateOutcome(BaseModel):
     status: str
     reason: str | None = None
     cancel: bool = False  # the attempt is to be stopped (its task was canceled)
+    # The verdict on the update's signed usage record, if it carried one: {"verdict", "reason",
+    # "field"} (docs/market.md, "Metering"); the update itself applies whatever the verdict.
+    usage: dict[str, str | None] | None = None
 
 
 class UpdateReply(BaseModel):

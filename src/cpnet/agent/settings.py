@@ -44,7 +44,9 @@ FILE_KEYS = frozenset(
     | {"measure_on_join", "measure_budget_s"}
     | {"rediscover_interval_s"}
     | {"network_probe_interval_s", "network_probe_bytes", "probe_listen"}
+    | {"ca_file", "client_cert"}
 )
+CLIENT_CERT_MODES = ("off", "auto")
 
 
 def default_work_dir() -> Path:
@@ -78,8 +80,20 @@ class AgentSettings:
     # HOST:PORT where other sites' agents may time downloads from this one (advertised to the
     # hub as http://HOST:PORT, so HOST must be an address peers reach); "" = no listener.
     probe_listen: str = ""
+    # TLS (docs/security.md): the CA that signed the hub's certificate (an https:// hub with a
+    # private CA); client_cert "auto" gets a client certificate with the token and renews it
+    # (a hub run with --mtls require refuses agents without one).
+    ca_file: Path | None = None
+    client_cert: str = "off"
 
     def __post_init__(self) -> None:
+        if self.client_cert not in CLIENT_CERT_MODES:
+            raise AgentConfigError(
+                f"client_cert must be one of {', '.join(CLIENT_CERT_MODES)}, "
+                f"got {self.client_cert!r}"
+            )
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise AgentConfigError(f"ca_file {self.ca_file}: no such file")
         # Refused here, at start, rather than as a traceback from the HTTP library at the first
         # request (the CLI checks first, naming where each value came from).
         if self.probe_listen:
@@ -129,6 +143,10 @@ def read_agent_file(path: Path) -> dict[str, Any]:
             out[key] = str(data[key])
     if "work_dir" in data:
         out["work_dir"] = Path(str(data["work_dir"])).expanduser()
+    if "ca_file" in data:
+        out["ca_file"] = Path(str(data["ca_file"])).expanduser()
+    if "client_cert" in data:
+        out["client_cert"] = str(data["client_cert"]).strip().lower()
     if "heartbeat_interval_s" in data:
         out["heartbeat_interval_s"] = float(data["heartbeat_interval_s"])
     if "measure_on_join" in data:

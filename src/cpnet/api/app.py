@@ -15,6 +15,7 @@ from cpnet.api.routers import (
     accounts,
     agents,
     blobs,
+    certs,
     ident,
     ledger,
     market,
@@ -23,6 +24,7 @@ from cpnet.api.routers import (
     sla,
     tasks,
     tes,
+    usage,
 )
 from cpnet.config import HubSettings
 from cpnet.hub.service import Hub
@@ -59,7 +61,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, network, market, ledger, sla)
+    routers = (ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, sla)
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)
@@ -76,6 +78,20 @@ def serve(settings: HubSettings) -> None:
 
     # Fails before binding the port if the store was never initialised.
     hub = Hub(settings)
+    tls: dict = {}
+    if settings.tls_cert is not None:
+        import ssl
+
+        from cpnet.api.tls import PROTOCOL
+        from cpnet.hub import pki
+
+        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        if settings.mtls != "off":
+            # Verified against the hub's CA during the handshake when presented; whether an
+            # agent must present one is the app's decision (api/deps.caller), per request.
+            tls["ssl_ca_certs"] = str(pki.ca_file(settings, hub.store, hub.authority))
+            tls["ssl_cert_reqs"] = ssl.CERT_OPTIONAL
+            tls["http"] = PROTOCOL
     config = uvicorn.Config(
         create_app(settings, hub),
         host=settings.host,
@@ -84,6 +100,7 @@ def serve(settings: HubSettings) -> None:
         access_log=False,
         timeout_keep_alive=75,
         timeout_graceful_shutdown=5,
+        **tls,
     )
     server = uvicorn.Server(config)
     handle_exit = server.handle_exit

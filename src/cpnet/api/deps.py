@@ -42,7 +42,24 @@ def caller(request: Request) -> Principal:
         cache[token] = (now + _CACHE_S, who)
     if who is None:
         raise Unauthorized("unknown or revoked token: ask your admin for a new one")
+    if who.role is Role.AGENT and h.settings.mtls == "require":
+        _agent_cert(request, h, who)
     return who
+
+
+# Agent-token requests that need no client certificate under mTLS "require": the route that
+# issues one (the agent's bootstrap, with its token), and the blob store, which task runners
+# on a cluster's compute nodes call with the agent's token but without the agent's key.
+CERT_EXEMPT = ("/v1/agents/certificate", "/v1/blobs")
+
+
+def _agent_cert(request: Request, h: Hub, who: Principal) -> None:
+    path = request.url.path
+    if any(path == p or path.startswith(p + "/") for p in CERT_EXEMPT):
+        return
+    from cpnet.hub import pki
+
+    pki.check_agent(h.store, h.authority, request.scope, who.site_id or "", time.time())
 
 
 def require(who: Principal, *roles: Role) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,6 +108,15 @@ def agent(
             "--probe-listen",
             metavar="HOST:PORT",
             help="Answer other sites' network probes here (HOST: an address they reach).",
+        ),
+    ] = None,
+    client_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--client-cert",
+            metavar="MODE",
+            help="auto: get a client certificate with the token and renew it (a hub run with "
+            "--mtls require needs it); off (default). The hub's CA: the root --ca-file.",
         ),
     ] = None,
     options: Annotated[
@@ -284,6 +294,8 @@ def agent(
         ("network_probe_interval_s", from_file.get("network_probe_interval_s")),
         ("network_probe_bytes", from_file.get("network_probe_bytes")),
         ("probe_listen", probe_listen or from_file.get("probe_listen")),
+        ("client_cert", client_cert or from_file.get("client_cert")),
+        ("ca_file", _ca_file() or from_file.get("ca_file")),
     ):
         if value is not None:
             values[key] = value
@@ -300,7 +312,10 @@ def agent(
             values["options"]["ray_address"] = ray_address
         else:
             values["options"]["ray_local"] = "true"
-    settings = AgentSettings(**values)
+    try:
+        settings = AgentSettings(**values)
+    except AgentConfigError as err:
+        fail(str(err), "fix the setting (see `cpnet agent --help`)")
     from cpnet.agent.main import run_agent
 
     described = ", ".join(p.name for p in pools) or "discovered by the backend"
@@ -314,3 +329,9 @@ def agent(
         run_agent(settings)
     except BackendError as exc:  # e.g. an unreadable kubeconfig: a setting to fix, not a crash
         fail(str(exc), f"check --backend {settings.backend} and its --option K=V settings")
+
+
+def _ca_file() -> Path | None:
+    """The root --ca-file (or CPNET_CA_FILE): the CA that signed the hub's certificate."""
+    raw = os.environ.get("CPNET_CA_FILE")
+    return Path(raw) if raw else None

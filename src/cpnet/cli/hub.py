@@ -55,6 +55,30 @@ def serve(
         typer.Option("--port", metavar="PORT", min=1, max=65535, help=f"Default {DEFAULT_PORT}."),
     ] = None,
     authority: Authority = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve HTTPS with the development certificate `cpnet hub init` wrote in "
+            "DATA_DIR/tls/ (clients trust DATA_DIR/tls/ca.crt with --ca-file).",
+        ),
+    ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", metavar="PEM", help="Serve HTTPS with this certificate."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", metavar="PEM", help="The certificate's key.")
+    ] = None,
+    mtls: Annotated[
+        str | None,
+        typer.Option(
+            "--mtls",
+            metavar="MODE",
+            help="Agents' client certificates: off, optional, or require (the agent API "
+            "refuses an agent without one of its own site). Default: CPNET_MTLS, else off.",
+        ),
+    ] = None,
 ) -> None:
     """Run the hub (the interconnection service) in the foreground until Ctrl-C.
 
@@ -62,15 +86,43 @@ def serve(
     signing key, and prints the admin token.
 
     **Example:** `cpnet hub --data-dir ./hub-data --host 0.0.0.0 --port 8470`
+
+    **With TLS and agents' certificates:** `cpnet hub --data-dir ./hub-data --tls --mtls require`
     """
     if ctx.invoked_subcommand is not None:
         return
     settings = _settings(
         data_dir=data_dir, database_url=database_url, host=host, port=port, authority=authority
     )
+    if tls and tls_cert is None:
+        tls_cert, tls_key = settings.tls_dir / "server.crt", settings.tls_dir / "server.key"
+        if not tls_cert.exists():
+            fail(
+                f"no development certificate in {settings.tls_dir}",
+                "run `cpnet hub dev-cert` (or `cpnet hub init` on a new hub), or give "
+                "--tls-cert and --tls-key",
+            )
+    settings = _settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=port,
+        authority=authority,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        mtls=mtls.strip().lower() if mtls else None,
+    )
+    try:
+        settings.check_tls()
+    except ValueError as exc:
+        fail(str(exc), "see `cpnet hub --help`")
     from cpnet.api.server import serve as run_server
 
-    errors.print(f"cpnet hub listening on http://{settings.host}:{settings.port}", style="dim")
+    errors.print(
+        f"cpnet hub listening on {settings.scheme}://{settings.host}:{settings.port}"
+        + (f" (mTLS {settings.mtls})" if settings.mtls != "off" else ""),
+        style="dim",
+    )
     run_server(settings)
 
 
@@ -89,8 +141,9 @@ def init(
     from cpnet.hub.bootstrap import init_hub
 
     result = init_hub(settings)
+    result.update(_dev_cert(settings, result["authority"]))
     if json_out:
-        keep = ("admin_token", "public_key", "key_id")
+        keep = ("admin_token", "public_key", "key_id", "ca_file", "tls_cert", "tls_key")
         print_json({k: result[k] for k in keep if k in result})
         return
     console.print(
@@ -101,6 +154,8 @@ def init(
                 ("key id", result.get("key_id", "")),
                 ("public key", result.get("public_key", "")),
                 ("admin token", result.get("admin_token", "")),
+                ("TLS (dev)", f"{result['tls_cert']} (serve with `cpnet hub --tls`)"),
+                ("CA for clients", f"{result['ca_file']} (--ca-file)"),
             ]
         )
     )
@@ -108,6 +163,66 @@ def init(
         "[bold yellow]Store the admin token now: it is shown only this once.[/] "
         f"Log in with: cpnet login --hub http://{settings.host}:{settings.port} --token <token>",
         soft_wrap=True,
+    )
+
+
+def _dev_cert(settings: HubSettings, authority: str, hosts: list[str] | None = None) -> dict:
+    from cpnet.hub import pki
+    from cpnet.store.db import Store
+
+    store = Store(settings.url)
+    try:
+        return pki.write_dev_files(settings, store, authority, hosts)
+    finally:
+        store.close()
+
+
+@app.command("dev-cert")
+def dev_cert(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    host_names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            metavar="NAME",
+            help="A name or address the certificate covers (repeat; default: localhost, "
+            "127.0.0.1, ::1 and this machine's name).",
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Write a development TLS certificate signed by the hub's CA into DATA_DIR/tls/ (again:
+    e.g. for another host name). Clients trust DATA_DIR/tls/ca.crt.
+
+    **Example:** `cpnet hub dev-cert --data-dir ./hub-data --host hub.example.org`
+    """
+    from cpnet.hub.bootstrap import hub_authority
+    from cpnet.store.db import Store
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    store = Store(settings.url)
+    try:
+        authority = hub_authority(store, settings.authority)
+    finally:
+        store.close()
+    hosts = None
+    if host_names:
+        from cpnet.hub.pki import dev_hosts
+
+        hosts = [*dev_hosts(settings.host), *host_names]
+    out = _dev_cert(settings, authority, hosts)
+    if json_out:
+        print_json(out)
+        return
+    console.print(
+        fields(
+            [
+                ("certificate", out["tls_cert"]),
+                ("key", out["tls_key"]),
+                ("CA for clients", out["ca_file"]),
+            ]
+        )
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,6 +28,7 @@ from cpnet.cli import (
     sla,
     submit,
     tasks,
+    usage,
 )
 from cpnet.cli.config import CliState
 from cpnet.cli.output import fail, print_json
@@ -92,6 +95,17 @@ def root(
             show_envvar=True,
         ),
     ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="CPNET_CA_FILE",
+            metavar="PEM",
+            help="The CA that signed the hub's TLS certificate, for an https:// hub with a "
+            "private CA, e.g. its DATA_DIR/tls/ca.crt (default: CPNET_CA_FILE).",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     """cpnet: one network of many compute providers.
 
@@ -111,6 +125,11 @@ def root(
     s.token = token or s.token
     if retry_window is not None:
         s.retry_window_s = retry_window
+    if ca_file is not None:
+        if not ca_file.is_file():
+            raise typer.BadParameter(f"no such file: {ca_file}", param_hint="--ca-file")
+        # Every Client this command makes reads it (cpnet.client.Client's ca_file default).
+        os.environ["CPNET_CA_FILE"] = str(ca_file)
 
 
 def _given(ctx: typer.Context, param: str, flag: str, env: str) -> str:
@@ -182,6 +201,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(market.account_app, name="account")
 app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
+app.command("usage")(usage.usage)
 app.command("demo")(demo)
 app.command("sim")(sim.sim)
 app.command("version")(version)

@@ -151,6 +151,51 @@ def site_token(
         show_issued(issued, "agent token")
 
 
+@site_app.command("certs")
+def site_certs(
+    ctx: typer.Context,
+    site_id: Annotated[str, typer.Argument(metavar="SITE_ID", show_default=False)],
+    json_out: JsonOut = False,
+) -> None:
+    """The client certificates the hub issued to a site's agent for mutual TLS.
+
+    **Example:** `cpnet admin site certs cn.gd.acme.sz1.i7`
+    """
+    with connect(ctx) as hub:
+        rows = hub.site_certificates(site_id)
+    if json_out:
+        print_json({"certificates": rows})
+        return
+    from cpnet.cli.output import table
+
+    grid = table(f"client certificates of {site_id}", ["serial", "issued", "expires", "revoked"])
+    for r in rows:
+        grid.add_row(r["serial"], r["issued_at"], r["not_after"], r["revoked_at"] or "-")
+    console.print(grid)
+
+
+@site_app.command("revoke")
+def site_revoke(
+    ctx: typer.Context,
+    site_id: Annotated[str, typer.Argument(metavar="SITE_ID", show_default=False)],
+    json_out: JsonOut = False,
+) -> None:
+    """Revoke a site's client certificates and agent tokens: its agent is refused from its next
+    request on; issue a new token (`cpnet admin site token`) to let it join again.
+
+    **Example:** `cpnet admin site revoke cn.gd.acme.sz1.i7`
+    """
+    with connect(ctx) as hub:
+        done = hub.revoke_site(site_id)
+    if json_out:
+        print_json(done)
+        return
+    console.print(
+        f"revoked {done['certificates_revoked']} certificates and "
+        f"{done['agent_tokens_revoked']} agent tokens of {site_id}"
+    )
+
+
 @pool_app.command("retire")
 def pool_retire(
     ctx: typer.Context,

@@ -108,3 +108,36 @@ class Posted(BaseModel):
     credit: str
     amount: int
     currency: str = CURRENCY
+
+
+# ---- signed metering (market/metering.py) ----
+
+
+class UsageVerdict(BaseModel):
+    """The hub's answer to a usage record it accepted (a refused one is an error answer)."""
+
+    verdict: str  # accepted | duplicate
+    reason: str
+    record_id: str | None = None
+
+
+class UsageEntry(BaseModel):
+    """One usage record the hub received, with its verdict: evidence, kept as sent."""
+
+    id: int
+    received_at: float
+    site_id: str  # the site whose agent sent it
+    record_id: str | None = None
+    attempt_id: str | None = None
+    task_id: str | None = None
+    key_id: str | None = None
+    verdict: str
+    reason: str
+    field: str | None = None
+    wall_s: float | None = None  # what settlement charges by (accepted records only)
+    digest: str  # sha256 of the envelope as received
+    envelope: dict  # {"record": …, "signature": …} as sent
+
+
+class UsageList(BaseModel):
+    records: list[UsageEntry]

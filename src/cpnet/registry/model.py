@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cpnet.market.metering import UsageKey
 from cpnet.measure.vector import Declared, ProbeReport
 
 Label = Annotated[str, Field(min_length=1, max_length=128)]
@@ -126,6 +127,9 @@ class Registration(Strict):
     # Where other sites' agents can time a download from this one (`cpnet agent --probe-listen`):
     # http://HOST:PORT, serving GET /v1/network/probe?bytes=N (docs/network.md).
     probe_url: Annotated[str, Field(max_length=512, pattern=r"^(https?://[^\s/]+)?$")] = ""
+    # The public half of the agent's usage key, which signs its usage records (docs/market.md,
+    # "Metering"); registered for this site only. A new key is added, old ones stay valid.
+    usage_key: UsageKey | None = None
 
     @field_validator("pools")
     @classmethod

@@ -24,6 +24,7 @@ from cpnet.errors import Conflict, NotFound, PaymentRequired
 from cpnet.market import charge, money
 from cpnet.market import ledger as L
 from cpnet.store import quotes as quote_store
+from cpnet.store import usage
 from cpnet.store.tables import (
     Attempt,
     LedgerAccount,
@@ -385,7 +386,8 @@ class Metered:
 
 def metered(s: Session, task_id: str) -> list[Metered]:
     """The charge of each attempt of a task, oldest first, at the price recorded on it when it
-    was placed (the pool's declared price for attempts placed before that was recorded).
+    was placed (the pool's declared price for attempts placed before that was recorded), for
+    its accepted signed usage record's wall_s, else its observed end − start (store/usage.py).
     Attempts that never started, and those that ended SYSTEM_ERROR (the site's fault), are not
     charged."""
     q = (
@@ -395,7 +397,6 @@ def metered(s: Session, task_id: str) -> list[Metered]:
             Attempt.state,
             Attempt.start_time,
             Attempt.end_time,
-            Attempt.usage,
             Attempt.demand,
             Attempt.price,
             Pool.descriptor,
@@ -407,10 +408,13 @@ def metered(s: Session, task_id: str) -> list[Metered]:
         .order_by(Attempt.n)
     )
     out = []
+    walls = usage.accepted_walls(s, task_id)
     for a in s.execute(q):
         if a.start_time is None or a.state == State.SYSTEM_ERROR.value:
             continue
-        wall = (a.usage or {}).get("wall_s")
+        # The accepted signed usage record's wall_s; without one, the span the hub observed
+        # (never an unsigned figure of the agent's).
+        wall = walls.get(a.id)
         if wall is None:
             end = a.end_time if a.end_time is not None else a.start_time
             wall = max(0.0, end - a.start_time)

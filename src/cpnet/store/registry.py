@@ -33,6 +33,7 @@ from cpnet.registry.model import (
 from cpnet.sched.score import used_share
 from cpnet.store import prices as price_store
 from cpnet.store import sla as sla_store
+from cpnet.store import usage
 from cpnet.store.tables import Pool, Provider, Site
 
 
@@ -256,6 +257,8 @@ def register(
         site.agent["probe_url"] = reg.probe_url
     site.heartbeat_interval_s = reg.heartbeat_interval_s
     site.last_heartbeat = now
+    if reg.usage_key is not None:
+        usage.register_key(s, site.id, reg.usage_key, now)
     site.online = True
     q = select(Pool).where(Pool.site_id == site.id).options(undefer(Pool.probe))
     existing = {p.name: p for p in s.scalars(q)}

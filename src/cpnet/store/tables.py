@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -405,6 +406,73 @@ class Quote(Base):
     overrun_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     overrun_unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     currency: Mapped[str | None] = mapped_column(String(8), nullable=True)
+
+
+class SiteCert(Base):
+    """A client certificate the hub's CA issued to a site's agent (mutual TLS): its serial (as
+    decimal text: serials are up to 159 bits), the site it names, and whether it was revoked."""
+
+    __tablename__ = "site_certs"
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(128), index=True)
+    issued_at: Mapped[float] = mapped_column(Float)
+    not_after: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# ---- signed metering (0009_usage; rules in cpnet/market/metering.py) -------------------------
+
+
+class SiteKey(Base):
+    """A site's Ed25519 usage key, registered by its own agent. The key id (sha256 of the public
+    key) is unique across sites, so a key registered by one site is never another's. Keys are
+    never deleted: a rotated key's old records still verify."""
+
+    __tablename__ = "site_keys"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # raw 32 bytes, base64url
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen_at: Mapped[float] = mapped_column(Float)  # last registration that named it
+
+
+class UsageRecord(Base):
+    """Every usage record the hub received, accepted or refused, kept as evidence: the envelope
+    as sent (record and signature) and the verdict with its reason. At most one accepted record
+    per attempt, and per record id (partial unique indexes); refused ones may repeat."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index(
+            "ux_usage_records_accepted_record",
+            "record_id",
+            unique=True,
+            sqlite_where=text("verdict = 'accepted'"),
+            postgresql_where=text("verdict = 'accepted'"),
+        ),
+        Index(
+            "ux_usage_records_accepted_attempt",
+            "attempt_id",
+            unique=True,
+            sqlite_where=text("verdict = 'accepted'"),
+            postgresql_where=text("verdict = 'accepted'"),
+        ),
+        Index("ix_usage_records_task", "task_id"),
+        Index("ix_usage_records_site_at", "site_id", "received_at"),
+    )
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(128))  # the site whose agent sent it
+    record_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    attempt_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the hub's, if known
+    key_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    verdict: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    field: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # from an accepted record
+    digest: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the envelope
+    envelope: Mapped[dict[str, Any]] = mapped_column()  # {"record": …, "signature": …} as sent
+    received_at: Mapped[float] = mapped_column(Float)
 
 
 # ---- SLAs and reputation (store/sla.py; docs/market.md) --------------------------------------

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound, new_id
+from cpnet.market.metering import Judgement
 from cpnet.sched import Resources
-from cpnet.store import ledger
+from cpnet.store import ledger, usage
 from cpnet.store.registry import ts
 from cpnet.store.tables import Attempt, AttemptTransfer, Pool, Task, TaskEvent
 from cpnet.tasks import lifecycle
@@ -539,14 +540,21 @@ class UpdateResult:
     cancel: bool = False  # the agent should stop this attempt
     requeued: bool = False  # the task went back to the queue (capacity to reschedule)
     released: bool = False  # capacity was freed
+    usage: Judgement | None = None  # the verdict on the update's signed usage record
 
 
 def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> UpdateResult:
     """Apply one agent report to its attempt and, through it, to the task."""
     a = s.scalar(select(Attempt).where(Attempt.id == u.attempt_id))
     if a is None or a.site_id != site_id:
-        # Unknown to this site: never let an agent touch another site's attempt.
-        return UpdateResult(u.attempt_id, "rejected", "no such attempt for this site", cancel=True)
+        # Unknown to this site: never let an agent touch another site's attempt (a usage record
+        # it carries is still judged — not_ours — and kept as evidence).
+        judged = None
+        if u.usage_record is not None:
+            judged = usage.take(s, site_id, u.usage_record.model_dump(mode="json"), now)
+        return UpdateResult(
+            u.attempt_id, "rejected", "no such attempt for this site", cancel=True, usage=judged
+        )
     facts = _attempt_facts(a)
     report = AgentReport(u.state, u.at.timestamp(), u.reason, progress=u.progress is not None)
     verdict = lifecycle.update_attempt(facts, report)
@@ -554,9 +562,18 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
     _merge_details(a, u)
     if verdict.take_progress and u.progress is not None:
         a.progress = u.progress.model_dump(mode="json")
+    if verdict.change is not None:
+        _change_attempt(s, a, verdict.change)
+    # Judged once the attempt's end is recorded and before the task is settled (below), so
+    # that settlement charges by an accepted record; a refused one is kept as evidence.
+    judged = None
+    if u.usage_record is not None:
+        s.flush()  # the attempt's end, just set, is what the record is judged against
+        judged = usage.take(s, site_id, u.usage_record.model_dump(mode="json"), now)
     if verdict.change is None:
-        return UpdateResult(a.id, verdict.status, verdict.reason, cancel=verdict.cancel)
-    _change_attempt(s, a, verdict.change)
+        return UpdateResult(
+            a.id, verdict.status, verdict.reason, cancel=verdict.cancel, usage=judged
+        )
     task = s.scalar(select(Task).where(Task.id == a.task_id))
     assert task is not None
     # Recorded once, as the attempt ends: a repeat is a duplicate and changes nothing.
@@ -570,6 +587,7 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
         cancel=verdict.cancel,
         requeued=task.id in changes.requeued and task.id not in stale,
         released=verdict.ended,
+        usage=judged,
     )
 
 

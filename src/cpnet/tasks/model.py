@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cpnet.market.metering import SignedUsage
 from cpnet.measure.scu import PROFILES
 from cpnet.tasks import wildcards
 from cpnet.tasks.states import State
@@ -416,6 +417,9 @@ class AttemptUpdate(Report):
     # there were in transfers_omitted).
     transfers: list[TransferRecord] | None = Field(default=None, max_length=MAX_TRANSFERS)
     transfers_omitted: int | None = Field(default=None, ge=0, le=10**9)
+    # With the final state: the attempt's usage record signed with the site's usage key, which
+    # settlement charges by (docs/market.md, "Metering"); judged and kept whatever its verdict.
+    usage_record: SignedUsage | None = None
 
 
 class AttemptView(Report):

@@ -76,3 +76,23 @@ def test_account_bill_and_a_402(tenant: Tenant, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = cpnet(tenant, "account", "topup", org, "1.234", token=admin)
     assert r.exit_code == 1 and "digits after the point" in r.output
+
+
+def test_usage_shows_a_tasks_signed_records_with_their_verdicts(tenant: Tenant) -> None:
+    r = cpnet(tenant, "submit", "--wait", "--cpus", "1", "--", "sleep", "1")
+    assert r.exit_code == 0, r.output
+    with tenant.client() as c:
+        task = next(t for t in c.iter_tasks() if t.state is State.COMPLETE)
+        (att,) = c.task(task.id).attempts
+    shown = cpnet(tenant, "usage", task.id)
+    assert shown.exit_code == 0, shown.output
+    assert att.attempt_id in shown.output and "accepted" in shown.output
+    as_json = cpnet(tenant, "usage", task.id, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    (rec,) = json.loads(as_json.output)["records"]
+    assert rec["verdict"] == "accepted" and rec["envelope"]["record"]["task_id"] == task.id
+    assert rec["wall_s"] == rec["envelope"]["record"]["wall_s"] >= 1.0
+    r = cpnet(tenant, "usage")  # neither a task nor --site
+    assert r.exit_code != 0
+    r = cpnet(tenant, "usage", "tsk_nope0000000000")
+    assert r.exit_code == 1 and "tsk_nope" in r.output

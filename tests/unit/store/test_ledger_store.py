@@ -12,18 +12,20 @@ from sqlalchemy import func, select
 
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Conflict, PaymentRequired
-from cpnet.market import charge
+from cpnet.ident.keys import SigningKey
+from cpnet.market import charge, metering
 from cpnet.market import ledger as L
 from cpnet.registry.model import PoolDescriptor, Region, Registration
 from cpnet.sched import Resources
 from cpnet.store import accounts, books, ledger, registry
 from cpnet.store import tasks as ts
 from cpnet.store.db import Store
-from cpnet.store.tables import LedgerTransfer, Task
+from cpnet.store.tables import Attempt, LedgerTransfer, Task
 from cpnet.tasks.model import AttemptUpdate, TaskSpec, Usage
 from cpnet.tasks.states import State
 
 PRICE = {"cpu_core_hour": 1.25, "ram_gb_hour": 0.05}
+KEY = SigningKey.generate()  # the site's usage key, as its agent would register it
 
 
 @pytest.fixture
@@ -46,7 +48,8 @@ def _world(store: Store):
             s, prov, name="sz", type="general", region=Region(code="440300"), now=now
         )
         desc = PoolDescriptor(name="cpu", hardware={"cpu_cores": 8, "memory_gb": 64}, price=PRICE)
-        pool_id = registry.register(s, site.id, Registration(pools=[desc]), now).pools["cpu"]
+        reg = Registration(pools=[desc], usage_key={"public_key": KEY.public_key_b64})
+        pool_id = registry.register(s, site.id, reg, now).pools["cpu"]
     who = Principal(token_id="t", role=Role.USER, org_id=org.id, user_id=user.id)
     return who, host.id, site.id, pool_id
 
@@ -68,11 +71,33 @@ def _place(store: Store, task_id: str, pool_id: str, site_id: str) -> str:
 
 
 def _report(store: Store, site_id: str, aid: str, state: State, at: float, wall: float = 0):
+    """An agent's report at `at`; with `wall`, a final one carrying its signed usage record
+    (the attempt ran from at − wall to at)."""
+    record = None
+    if wall:
+        with store.read() as s:
+            a = s.get(Attempt, aid)
+            assert a is not None
+            task_id, pool_id = a.task_id, a.pool_id
+        record = metering.sign(
+            metering.build(
+                site_id=site_id,
+                task_id=task_id,
+                attempt_id=aid,
+                pool_id=pool_id,
+                started_at=at - wall,
+                ended_at=at,
+                wall_s=wall,
+                demand={"cpu_cores": 2, "ram_gb": 4},
+            ),
+            KEY,
+        )
     u = AttemptUpdate(
         attempt_id=aid,
         state=state,
         at=datetime.fromtimestamp(at, UTC),
         usage=Usage(wall_s=wall) if wall else None,
+        usage_record=record,
     )
     with store.tx() as s:
         return ts.apply_update(s, site_id, u, at)
@@ -105,9 +130,10 @@ def test_a_task_is_held_then_charged_what_ran_and_the_books_check(store: Store) 
     wall = 1000.0
     expected = charge.usage_charge(PRICE, {"cpu_cores": 2, "ram_gb": 4}, wall)
     assert expected == 75  # 2.70 × 1000/3600 = 0.75 CNY
-    _report(store, site, aid, State.COMPLETE, now + 2, wall)
-    again = _report(store, site, aid, State.COMPLETE, now + 3, wall)  # a replayed final report
-    assert again.status == "duplicate"
+    done = _report(store, site, aid, State.COMPLETE, now + 1 + wall, wall)
+    assert done.usage is not None and done.usage.verdict is metering.Verdict.ACCEPTED
+    again = _report(store, site, aid, State.COMPLETE, now + 1 + wall, wall)  # a replayed report
+    assert again.status == "duplicate" and again.usage.verdict is metering.Verdict.DUPLICATE
     with store.read() as s:
         settled = ledger.settle_task(s, tid, now + 4)  # settling again: nothing (read-only tx)
         assert settled is None
@@ -119,7 +145,7 @@ def test_a_task_is_held_then_charged_what_ran_and_the_books_check(store: Store) 
         result = books.check(s)
         assert result.ok, result.problems
         assert result.total == 0
-        bill = books.bill(s, who.org_id, L.period_of(now + 2))
+        bill = books.bill(s, who.org_id, L.period_of(now + 1 + wall))
     assert bill.charged == expected == bill.fees + bill.payouts
     (line,) = bill.lines
     assert line["pool_id"] == pool and line["provider_org"] == host and line["seconds"] == wall
@@ -185,7 +211,7 @@ def test_cancel_of_a_running_task_charges_what_ran(store: Store) -> None:
     _report(store, site, aid, State.RUNNING, now + 1)
     with store.tx() as s:
         ts.cancel_task(s, s.scalar(select(Task).where(Task.id == tid)), now + 2)
-    _report(store, site, aid, State.CANCELED, now + 3, wall=3600.0)  # 2.70 CNY
+    _report(store, site, aid, State.CANCELED, now + 3601, wall=3600.0)  # 2.70 CNY
     with store.read() as s:
         assert books.summary(s, who.org_id, now)["balance"] == 5_000 - 270
         assert books.check(s).ok

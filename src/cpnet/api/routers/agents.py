@@ -154,7 +154,17 @@ def updates(
     return UpdateReply(
         results=[
             UpdateOutcome(
-                attempt_id=r.attempt_id, status=r.status, reason=r.reason, cancel=r.cancel
+                attempt_id=r.attempt_id,
+                status=r.status,
+                reason=r.reason,
+                cancel=r.cancel,
+                usage=None
+                if r.usage is None
+                else {
+                    "verdict": r.usage.verdict.value,
+                    "reason": r.usage.reason,
+                    "field": r.usage.field,
+                },
             )
             for r in results
         ]

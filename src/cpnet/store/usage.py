@@ -1,0 +1,197 @@
+"""Signed metering in the store: sites' usage keys, and every usage record received, judged
+(`cpnet.market.metering.judge`) and kept as evidence in the caller's transaction.
+
+A record that arrives with an attempt's final update is judged in the transaction that ends the
+attempt, before the task is settled, so settlement sees it (store/ledger.metered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cpnet.errors import Conflict, Invalid
+from cpnet.ident.keys import b64url_decode
+from cpnet.market import metering as M
+from cpnet.store.tables import Attempt, SiteKey, UsageRecord
+
+ACCEPTED = M.Verdict.ACCEPTED.value
+
+
+def register_key(s: Session, site_id: str, key: M.UsageKey, now: float) -> str:
+    """Record ``key`` as one of the site's usage keys (its agent's registration names it);
+    answers its key id. A key already registered for another site is refused (409)."""
+    try:
+        raw = b64url_decode(key.public_key)
+    except ValueError as exc:
+        raise Invalid(f"not a base64url key: {exc}", field="usage_key.public_key") from None
+    if len(raw) != 32:
+        raise Invalid("an Ed25519 public key is 32 bytes", field="usage_key.public_key")
+    kid = hashlib.sha256(raw).hexdigest()[:16]  # as ident.keys.SigningKey.key_id
+    row = s.get(SiteKey, kid)
+    if row is None:
+        try:
+            with s.begin_nested():
+                s.add(
+                    SiteKey(
+                        key_id=kid,
+                        site_id=site_id,
+                        public_key=key.public_key,
+                        created_at=now,
+                        last_seen_at=now,
+                    )
+                )
+        except IntegrityError:  # registered meanwhile by a concurrent transaction
+            row = s.get(SiteKey, kid)
+    if row is not None:
+        if row.site_id != site_id:
+            raise Conflict(
+                "this usage key is registered for another site; each site's agent needs its "
+                "own key (remove the agent's usage key file to make a new one)",
+                field="usage_key.public_key",
+            )
+        row.last_seen_at = now
+    return kid
+
+
+def site_keys(s: Session, site_id: str) -> dict[str, str]:
+    """Every usage key of the site (rotated ones too): key id → public key."""
+    q = select(SiteKey.key_id, SiteKey.public_key).where(SiteKey.site_id == site_id)
+    return {kid: pub for kid, pub in s.execute(q)}
+
+
+def observed(s: Session, attempt_id: str | None) -> M.Observed | None:
+    """What the hub knows of an attempt (None: no such attempt)."""
+    if attempt_id is None:
+        return None
+    a = s.execute(
+        select(
+            Attempt.id,
+            Attempt.site_id,
+            Attempt.task_id,
+            Attempt.pool_id,
+            Attempt.created_at,
+            Attempt.start_time,
+            Attempt.end_time,
+        ).where(Attempt.id == attempt_id)
+    ).first()
+    return None if a is None else M.Observed(*a)
+
+
+def _prior(s: Session, record_id: str | None, attempt_id: str | None) -> dict[str, Any] | None:
+    """The record accepted under this record id, or else for this attempt (None: none)."""
+    for col, value in ((UsageRecord.record_id, record_id), (UsageRecord.attempt_id, attempt_id)):
+        if value is None:
+            continue
+        env = s.scalar(
+            select(UsageRecord.envelope).where(col == value, UsageRecord.verdict == ACCEPTED)
+        )
+        if env is not None:
+            return env["record"]
+    return None
+
+
+def take(
+    s: Session, site_id: str, envelope: Mapping[str, Any], now: float, *, again: bool = True
+) -> M.Judgement:
+    """Judge a usage record sent by ``site_id``'s agent and keep it as evidence.
+
+    Every record is kept with its verdict, except a duplicate of an accepted one (a no-op) and
+    the exact same refused envelope again (kept once)."""
+    rec = envelope.get("record") if isinstance(envelope, Mapping) else None
+    rec = rec if isinstance(rec, Mapping) else {}
+    rid, aid = M.identifier(rec.get("record_id")), M.identifier(rec.get("attempt_id"))
+    seen = observed(s, aid)
+    j = M.judge(
+        envelope,
+        site_id=site_id,
+        keys=site_keys(s, site_id),
+        observed=seen,
+        prior=_prior(s, rid, aid),
+        received_at=now,
+    )
+    if j.verdict is M.Verdict.DUPLICATE:
+        return j
+    dig = M.digest(envelope)
+    if j.verdict.refused and s.scalar(
+        select(UsageRecord.id).where(
+            UsageRecord.digest == dig,
+            UsageRecord.site_id == site_id,
+            UsageRecord.verdict == j.verdict.value,
+        )
+    ):
+        return j
+    row = {
+        "site_id": site_id,
+        "record_id": j.record_id,
+        "attempt_id": j.attempt_id,
+        "task_id": seen.task_id if seen is not None else None,
+        "key_id": j.key_id,
+        "verdict": j.verdict.value,
+        "reason": j.reason,
+        "field": j.field,
+        "wall_s": j.wall_s if j.verdict is M.Verdict.ACCEPTED else None,
+        "digest": dig,
+        "envelope": dict(envelope),
+        "received_at": now,
+    }
+    try:
+        with s.begin_nested():
+            s.execute(insert(UsageRecord).values(**row))
+    except IntegrityError:
+        # Another transaction accepted a record for this id or attempt meanwhile: judge again,
+        # once, against it (a duplicate, or a conflict kept as evidence).
+        if not again:
+            raise
+        return take(s, site_id, envelope, now, again=False)
+    return j
+
+
+def accepted_walls(s: Session, task_id: str) -> dict[str, float]:
+    """attempt id → wall_s of its accepted usage record, for a task's attempts."""
+    q = select(UsageRecord.attempt_id, UsageRecord.wall_s).where(
+        UsageRecord.task_id == task_id, UsageRecord.verdict == ACCEPTED
+    )
+    return {aid: float(w) for aid, w in s.execute(q) if aid is not None and w is not None}
+
+
+def _view(r: UsageRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "received_at": r.received_at,
+        "site_id": r.site_id,
+        "record_id": r.record_id,
+        "attempt_id": r.attempt_id,
+        "task_id": r.task_id,
+        "key_id": r.key_id,
+        "verdict": r.verdict,
+        "reason": r.reason,
+        "field": r.field,
+        "wall_s": r.wall_s,
+        "digest": r.digest,
+        "envelope": r.envelope,
+    }
+
+
+def of_task(s: Session, task_id: str) -> list[dict[str, Any]]:
+    """Every record received about a task's attempts, oldest first."""
+    q = select(UsageRecord).where(UsageRecord.task_id == task_id).order_by(UsageRecord.id)
+    return [_view(r) for r in s.scalars(q)]
+
+
+def of_sites(s: Session, site_ids: list[str], limit: int) -> list[dict[str, Any]]:
+    """The newest records the sites' agents sent (at most ``limit``), newest first."""
+    if not site_ids:
+        return []
+    q = (
+        select(UsageRecord)
+        .where(UsageRecord.site_id.in_(site_ids))
+        .order_by(UsageRecord.id.desc())
+        .limit(limit)
+    )
+    return [_view(r) for r in s.scalars(q)]
