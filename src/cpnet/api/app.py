@@ -11,9 +11,11 @@ from cpnet import __version__
 from cpnet.api import errors, query
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
+from cpnet.api.ratelimit import RateLimit
 from cpnet.api.routers import (
     accounts,
     agents,
+    auctions,
     blobs,
     certs,
     ident,
@@ -61,7 +63,10 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, sla)
+    routers = (
+        ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
+        sla,
+    )  # fmt: skip
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)
@@ -69,6 +74,13 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     # blob uploads have their own (larger) limit, enforced by the route as the body streams in
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=("/v1/blobs",))
     app.add_middleware(ResolveCache)
+    # outermost: a caller out of requests costs the hub a dictionary look-up, nothing more
+    app.add_middleware(
+        RateLimit,
+        user=settings.rate_limit,
+        agent=settings.rate_limit_agent,
+        anonymous=settings.rate_limit_anonymous,
+    )
     return app
 
 

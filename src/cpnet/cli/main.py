@@ -14,6 +14,7 @@ from cpnet.agent.settings import AgentConfigError
 from cpnet.cli import (
     admin,
     agent,
+    auctions,
     blob,
     hub,
     ident,
@@ -202,6 +203,8 @@ app.add_typer(market.account_app, name="account")
 app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
 app.command("usage")(usage.usage)
+app.add_typer(auctions.app, name="auction")
+app.add_typer(auctions.lease_app, name="lease")
 app.command("demo")(demo)
 app.command("sim")(sim.sim)
 app.command("version")(version)

@@ -12,6 +12,7 @@ from anyio import to_thread
 
 from cpnet.config import HubSettings
 from cpnet.errors import DomainError
+from cpnet.hub import auctions
 from cpnet.hub.blobs import BlobStore
 from cpnet.hub.bootstrap import hub_authority
 from cpnet.hub.keys import active_keys
@@ -68,6 +69,7 @@ class Hub:
             asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),
             asyncio.create_task(self._sla_loop(), name="cpnet-sla"),
+            asyncio.create_task(self._market_loop(), name="cpnet-market"),
         ]
 
     async def stop(self) -> None:
@@ -144,6 +146,24 @@ class Hub:
     def sla_once(self, now: float):  # type: ignore[no-untyped-def]
         """One SLA sweep (hub/sla.py): credits for breached windows, fresh reputations."""
         return sla_sweep(self.store, now, self.settings.reputation_half_life_s)
+
+    async def _market_loop(self) -> None:
+        """Award requests whose bids have closed, and settle leases as their windows run."""
+        while True:
+            await asyncio.sleep(self.settings.market_sweep_s)
+            try:
+                swept = await to_thread.run_sync(
+                    auctions.sweep,
+                    self.store,
+                    self.settings.platform_fee_bps,
+                    time.time(),
+                    self.settings.lease_period_s,
+                )
+            except Exception:
+                log.exception("market sweep failed")
+                continue
+            if swept.awarded or swept.settled:
+                self.wake_scheduler()  # a lease began or ended: capacity moved
 
     def sweep_once(self, now: float) -> list[str]:
         """Mark silent sites offline and give their running attempts back to the queue."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cpnet.market.auction_records import PoolLeases
 from cpnet.market.metering import UsageKey
 from cpnet.measure.vector import Declared, ProbeReport
 
@@ -199,6 +200,9 @@ class PoolRecord(BaseModel):
     # whether it declares SLA terms.
     reputation: float | None = None
     sla: bool = False
+    # Leases on the pool (docs/market.md, "Auctions and leases"): counts, the resources live
+    # leases hold now, and the caller's own leases' ids. None where not asked.
+    leases: PoolLeases | None = None
 
 
 class PoolMeasurement(Strict):
