@@ -29,12 +29,27 @@ pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 
-@pytest.fixture
-def hub(tmp_path: Path):
+def _hub(tmp_path: Path, database_url: str | None = None):  # type: ignore[no-untyped-def]
     h = HubProc(tmp_path / "hub", free_port(), env={"CPNET_LEASE_PERIOD_S": "2"})
     h.data_dir.mkdir()
+    if database_url and database_url.startswith("postgresql"):
+        h.database_url = database_url
     h.init()
     h.start()
+    return h
+
+
+@pytest.fixture
+def hub(tmp_path: Path):
+    h = _hub(tmp_path)
+    yield h
+    h.kill()
+
+
+@pytest.fixture
+def db_hub(tmp_path: Path, database_url: str):
+    """A hub on SQLite, then on PostgreSQL (the award locks its pools; settlements race)."""
+    h = _hub(tmp_path, database_url)
     yield h
     h.kill()
 
@@ -54,7 +69,10 @@ def _spec(cores: float, seconds: float, pools: list[str] | None = None) -> dict:
     return spec
 
 
-def test_auction_award_lease_scheduling_and_settlement(hub: HubProc, agents, tmp_path, monkeypatch):
+def test_auction_award_lease_scheduling_and_settlement(
+    db_hub: HubProc, agents, tmp_path, monkeypatch
+):
+    hub = db_hub
     one = make_world(hub, {"a": ("general", "440100")}, org="provone")
     two = make_world(hub, {"b": ("general", "440300")}, org="provtwo")
     buyer = make_world(hub, {}, org="buyer")

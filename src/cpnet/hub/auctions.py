@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from cpnet.auth.model import Principal, Role
 from cpnet.config import HubSettings
-from cpnet.errors import Conflict, Invalid, NotFound, PaymentRequired, new_id
+from cpnet.errors import Conflict, NotFound, PaymentRequired, new_id
 from cpnet.hub import scheduling
 from cpnet.market import auction as A
 from cpnet.market import lease as M
@@ -49,8 +49,6 @@ def create(st: Store, who: Principal, body: AuctionIn) -> AuctionRecord:
     start, end = body.start.timestamp(), body.end.timestamp()
     closes = start if body.bids_close_at is None else body.bids_close_at.timestamp()
     u = body.resources
-    if body.max_price_minor() <= 0:
-        raise Invalid("max_price must be above 0 (per hour, whole request)", field="max_price")
     req = A.Request(
         id=new_id("auc"),
         org_id=who.org_id,
@@ -74,8 +72,6 @@ def bid(st: Store, who: Principal, auction_id: str, body: BidIn) -> BidRecord:
     """A sealed bid for a pool of the bidder's own provider organisation."""
     now = time.time()
     price = body.price_minor()
-    if price <= 0:
-        raise Invalid("price must be above 0", field="price")
     with st.tx() as s:
         row = store.get(s, who, auction_id)
         owner = registry.pool_owner_org(s, body.pool_id)

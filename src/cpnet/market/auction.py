@@ -43,6 +43,7 @@ W_REPUTATION = 0.15
 NEUTRAL = 0.5  # the SLA score or reputation of a pool we know too little about
 
 MAX_UNITS = 1_000
+MAX_PRICE = 10**12  # minor units per hour: 10 billion CNY an hour is a typo, not a bid
 MAX_WINDOW_S = 31 * 86_400  # a lease is at most a month long
 MIN_WINDOW_S = 60
 
@@ -84,8 +85,11 @@ def check_request(r: Request, now: float) -> None:
         raise Invalid("resources per unit may not be negative", field="resources")
     if u.cpu_cores <= 0 and u.gpus <= 0:
         raise Invalid("ask for some cpu_cores or gpus per unit", field="resources.cpu_cores")
-    if r.max_price <= 0:
-        raise Invalid("max_price must be above 0 (per hour, whole request)", field="max_price")
+    if not 0 < r.max_price <= MAX_PRICE:
+        raise Invalid(
+            f"max_price must be above 0 and at most {MAX_PRICE // 100} (per hour, whole request)",
+            field="max_price",
+        )
     if r.end - r.start < MIN_WINDOW_S:
         raise Invalid(f"the window must last at least {MIN_WINDOW_S} s", field="end")
     if r.end - r.start > MAX_WINDOW_S:
@@ -252,8 +256,8 @@ def check_rule(rule: BidRule) -> None:
         raise Invalid("factor must be above 0 and at most 100", field="factor")
     for name in ("min_price", "max_price"):
         v = getattr(rule, name)
-        if v is not None and v <= 0:
-            raise Invalid(f"{name} must be above 0", field=name)
+        if v is not None and not 0 < v <= MAX_PRICE:
+            raise Invalid(f"{name} must be above 0 and at most {MAX_PRICE // 100}", field=name)
     if rule.min_price and rule.max_price and rule.min_price > rule.max_price:
         raise Invalid("min_price is above max_price", field="min_price")
 

@@ -150,8 +150,8 @@ def place_bid(
     hub's, made at the close from the pool's bid rule."""
     if row.state != OPEN or (now >= row.closes_at and not rule):
         raise Conflict(f"auction {row.id}'s bids are closed", field="auction_id")
-    if price <= 0:
-        raise Invalid("price must be above 0", field="price")
+    if not 0 < price <= A.MAX_PRICE:
+        raise Invalid(f"price must be above 0 and at most {A.MAX_PRICE // 100}", field="price")
     old = s.execute(
         select(AuctionBid).where(AuctionBid.auction_id == row.id, AuctionBid.pool_id == pool_id)
     ).scalar_one_or_none()

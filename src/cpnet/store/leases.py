@@ -168,7 +168,8 @@ def due(s: Session, now: float, period_s: float = M.PERIOD_S) -> list[LeaseRow]:
     were last settled, or their window over."""
     rows = s.scalars(
         select(LeaseRow).where(
-            LeaseRow.state == M.LeaseState.ACTIVE.value, LeaseRow.start + period_s <= now
+            LeaseRow.state == M.LeaseState.ACTIVE.value,
+            (LeaseRow.start + period_s <= now) | (LeaseRow.end <= now),
         )
     )
     return [

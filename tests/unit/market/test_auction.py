@@ -112,6 +112,7 @@ def test_bid_rules_price_the_book_times_the_factor_within_bounds() -> None:
     [
         ({"units": 0}, "units"),
         ({"max_price": 0}, "max_price"),
+        ({"max_price": A.MAX_PRICE + 1}, "max_price"),  # would overflow a BIGINT bill later
         ({"end": NOW + 130}, "end"),
         ({"start": NOW - 500, "closes_at": NOW - 500}, "start"),
         ({"closes_at": NOW + 200}, "closes_at"),
