@@ -1,7 +1,7 @@
 """sla: pools' liveness transitions, SLA terms (append-only), evaluations, reputation
 
 Revision ID: 0011_sla
-Revises: 0010_auctions
+Revises: 0015_task_secrets
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0011_sla"
-down_revision = "0010_auctions"
+down_revision = "0015_task_secrets"
 branch_labels = None
 depends_on = None
 
