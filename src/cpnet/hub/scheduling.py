@@ -208,12 +208,16 @@ def schedule_once(
     """
     placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
-        placed, sites, leased, snapshot = lease_pass(s, now, batch)
         queued = tasks_store.queued_tasks(s, batch)
         if not queued:
             # Nothing waits: skip the snapshot of every pool (at 10,000 pools it costs more
             # than a second of CPU, and an idle hub would pay it on every wake-up).
-            return PassResult(placed, frozenset(sites), 0)
+            return PassResult(0, frozenset(), 0)
+        placed, sites, leased, snapshot = lease_pass(s, now, batch)
+        if placed:  # some of the read went to their leases
+            queued = tasks_store.queued_tasks(s, batch)
+            if not queued:
+                return PassResult(placed, frozenset(sites), 0)
         views = snapshot if snapshot is not None else {v.id: v for v in pool_views(s, now)}
         for pool_id, held in leased.items():  # leased and unused: nobody else's to take
             if pool_id in views:
