@@ -26,6 +26,7 @@ from cpnet.store import prices as price_store
 from cpnet.store import quotes as quote_store
 from cpnet.store import registry
 from cpnet.store.tables import Pool, PriceEntry, Quote, Site
+from cpnet.tasks import secrets as task_secrets
 from cpnet.tasks.model import TaskSpec
 
 
@@ -117,7 +118,8 @@ def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecor
             field="quote_id",
         )
     check_new(spec)
-    quoted = spec.model_dump(mode="json", exclude_none=True)
+    # A quote keeps the spec it priced: never with secret values (docs/security.md).
+    quoted = task_secrets.split(spec.model_dump(mode="json", exclude_none=True))[0]
     placing = with_input_sizes(h, with_scu_hours(h, spec)).model_dump(
         mode="json", exclude_none=True
     )

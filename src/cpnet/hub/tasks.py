@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cpnet.auth.model import Principal
 from cpnet.errors import Invalid, NotFound
 from cpnet.hub import market
+from cpnet.hub import secrets as hub_secrets
 from cpnet.hub.scheduling import pool_view, request_from_dict
 from cpnet.hub.service import Hub
 from cpnet.market import charge, quotes
@@ -25,7 +26,9 @@ from cpnet.sched import PoolView, rank
 from cpnet.store import ledger, registry
 from cpnet.store import prices as price_store
 from cpnet.store import quotes as quote_store
+from cpnet.store import secrets as secret_store
 from cpnet.store import tasks as store
+from cpnet.tasks import secrets as task_secrets
 from cpnet.tasks import wildcards
 from cpnet.tasks.model import BLOB_URL_PREFIX, TaskSpec, TaskView
 
@@ -138,9 +141,15 @@ def submit(
     """Create a task (or find the one a repeated idempotency key names) in one transaction, with
     `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
     check_new(spec)
+    dumped = spec.model_dump(mode="json", exclude_none=True)
+    sealed_values: dict = {}
+    if task_secrets.has_secrets(dumped):
+        # Stored, shown and quoted without the values; they are sealed beside the task.
+        dumped, sealed_values = task_secrets.split(dumped)
+        spec = TaskSpec.model_validate(dumped)
     quoted = None
     if spec.quote_id is not None:
-        quoted = quotes.spec_hash(spec.model_dump(mode="json", exclude_none=True))
+        quoted = quotes.spec_hash(dumped)
     elif spec.quote_option is not None:
         raise Invalid("quote_option needs a quote_id", field="quote_option")
     spec = with_input_sizes(h, with_scu_hours(h, spec))
@@ -167,6 +176,9 @@ def submit(
                 )
         else:
             task, created = store.create_task(s, who, spec, now)
+        if created and sealed_values:
+            key = hub_secrets.load_key(h.settings)
+            secret_store.put(s, task.id, hub_secrets.seal(key, task.id, sealed_values), now)
         if created:
             # In the task's own transaction: a hold refused (402) leaves no task behind.
             ledger.open_hold(

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -475,6 +476,16 @@ class UsageRecord(Base):
     digest: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the envelope
     envelope: Mapped[dict[str, Any]] = mapped_column()  # {"record": …, "signature": …} as sent
     received_at: Mapped[float] = mapped_column(Float)
+
+
+class TaskSecret(Base):
+    """A task's secret env values, sealed with the hub's secrets key (hub/secrets.py); its
+    stored spec holds "[secret]" in their place."""
+
+    __tablename__ = "task_secrets"
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 # ---- reservations by auction (store/auctions.py, market/auction.py, market/lease.py) ---------
