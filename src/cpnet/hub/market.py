@@ -126,7 +126,7 @@ def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecor
     now = time.time()
     settings = h.settings
     with h.store.read() as s:
-        views, records = scheduling.pool_views_and_records(s, now)
+        views = scheduling.pool_views(s, now)
         network = scheduling.network_map(s, now) if views else None
         req = scheduling.request_from_dict("quote", placing, (), now)
         decision = rank(req, views, network=network, keep=limit)
@@ -143,7 +143,6 @@ def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecor
     options = quotes.options(
         decision,
         {v.id: v for v in views},
-        records,
         now=now,
         fee_bps=settings.platform_fee_bps,
         work_scu_h=req.work_scu_h,
