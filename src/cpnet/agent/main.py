@@ -197,6 +197,7 @@ class Agent:
         self.asked: dict[str, float] = {}  # measurement requests acted on: pool -> asked at
         self.prices = {p.name: p.price for p in settings.pools}
         self.declared = {p.name: p.declared for p in settings.pools if p.declared}
+        self.slas = {p.name: p.sla for p in settings.pools if p.sla}  # SLA terms per pool
         # Registration and heartbeats take turns, so a heartbeat never names a pool the hub was
         # just told is gone (that would bring it back online) or one not yet registered.
         self.hub_lock = threading.Lock()
@@ -274,6 +275,7 @@ class Agent:
             if p.name in self.prices:
                 p.price = self.prices[p.name]
             p.declared = self.declared.get(p.name)
+            p.sla = self.slas.get(p.name)
         body = {
             "endpoint": self.settings.endpoint,
             "agent_version": __version__,

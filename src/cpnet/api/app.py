@@ -23,6 +23,7 @@ from cpnet.api.routers import (
     market,
     network,
     pools,
+    sla,
     tasks,
     tes,
     usage,
@@ -64,6 +65,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     routers = (
         ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
+        sla,
     )  # fmt: skip
     for r in routers:
         app.include_router(r.router)

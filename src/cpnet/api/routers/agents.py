@@ -54,7 +54,9 @@ def register(
     """Declare the site's pools on agent start (idempotent: same names keep their ids)."""
     sid = agent_for(site_id, who)
     with h.store.tx() as s:
-        res = registry.register(s, sid, body, time.time())
+        res = registry.register(
+            s, sid, body, time.time(), sla_min_window_s=h.settings.sla_min_window_s
+        )
     h.resolver.invalidate()
     h.wake_scheduler()
     return res
