@@ -113,6 +113,16 @@ TABLE: dict[tuple[str, str], Rule] = {
         owner=("agent_a", S(200)), user_b=S(200, 403), padmin_b=S(200, 403), agent_b=S(200)
     ),
     ("GET", "/v1/whoami"): OWN_LIST,
+    # SLA terms, their evaluations and reputations are part of what discovery shows.
+    ("GET", "/v1/pools/{pool_id}/sla"): Rule(
+        owner=("alice", S(200)), user_b=S(200), padmin_b=S(200), agent_b=S(200)
+    ),
+    # 404 until the hub's first scoring of the pools (every 60 s)
+    ("GET", "/v1/pools/{pool_id}/reputation"): Rule(
+        owner=("alice", S(200, 404)), user_b=S(200, 404), padmin_b=S(200, 404), agent_b=S(200, 404)
+    ),
+    ("GET", "/v1/reputation"): OWN_LIST,
+    ("PUT", "/v1/pools/{pool_id}/sla"): Rule(body={"availability": 0.5, "window_s": 3600}),
     # -- tasks (native and TES) -----------------------------------------------------------------
     ("GET", "/v1/tasks"): OWN_LIST,
     ("POST", "/v1/tasks"): Rule(user_b=S(201), padmin_b=S(201, 403), agent_b=S(403), body=TASK),
