@@ -172,24 +172,25 @@ def evaluate_due(store: Store, now: float) -> tuple[int, int, int]:
 
 
 def refresh_reputations(store: Store, now: float, half_life_s: float) -> int:
-    """Recompute every unretired pool's reputation at ``now`` in one transaction."""
+    """Recompute every unretired pool's reputation at ``now``, written in one transaction."""
     since = now - reputation.HORIZON_HALF_LIVES * half_life_s
-    with store.tx() as s:
+    with store.read() as s:  # read, then compute, then one short write
         pools = s.scalars(select(Pool.id).where(Pool.retired_at.is_(None))).all()
         outcomes = sla_store.outcomes(s, since)
         moves = sla_store.all_transitions(s, since)
         breaches = sla_store.breached_ends(s, since)
-        reps = [
-            reputation.of(
-                pid,
-                now,
-                outcomes.get(pid, ()),
-                moves.get(pid, ()),
-                breaches.get(pid, ()),
-                half_life_s,
-            )
-            for pid in pools
-        ]
+    reps = [
+        reputation.of(
+            pid,
+            now,
+            outcomes.get(pid, ()),
+            moves.get(pid, ()),
+            breaches.get(pid, ()),
+            half_life_s,
+        )
+        for pid in pools
+    ]
+    with store.tx() as s:
         sla_store.save_reputations(s, reps)
     return len(reps)
 
