@@ -142,6 +142,10 @@ def evaluate_due(store: Store, now: float) -> tuple[int, int, int]:
         with store.read() as s:
             due = sla.due_windows(set_at, terms.window_s, sla_store.last_end(s, pool_id), now)
         for start, end in due:
+            with store.read() as s:
+                waiting = sla_store.unfinished(s, pool_id, start, end)
+            if not sla.ready(end, terms.window_s, waiting, now):
+                break  # its attempts are still running: this window (and later ones) wait
             with store.tx() as s:
                 ev = sla.evaluate(
                     pool_id,

@@ -180,6 +180,17 @@ def attempt_facts(s: Session, pool_id: str, start: float, end: float) -> list[sl
     return [sla.AttemptFact(*r) for r in s.execute(q)]
 
 
+def unfinished(s: Session, pool_id: str, start: float, end: float) -> int:
+    """How many attempts placed on the pool in ``[start, end)`` have not ended yet."""
+    q = select(func.count()).where(
+        Attempt.pool_id == pool_id,
+        Attempt.created_at >= start,
+        Attempt.created_at < end,
+        Attempt.end_time.is_(None),
+    )
+    return int(s.scalar(q) or 0)
+
+
 CHARGED_KINDS = (L.TransferKind.PAYOUT.value, L.TransferKind.FEE.value)
 
 
