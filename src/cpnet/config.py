@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cpnet.limits.rate import Rate, parse_rate
+from cpnet.limits.ssrf import STRICT, UrlRule, parse_allow
 
 DEFAULT_PORT = 8470
 USER_RATE = Rate(100.0, 500)  # requests a second, burst: per user token
@@ -81,6 +82,10 @@ class HubSettings:
     rate_limit: Rate | None = USER_RATE
     rate_limit_agent: Rate | None = AGENT_RATE
     rate_limit_anonymous: Rate | None = ANONYMOUS_RATE
+    # Literal loopback/link-local/private addresses a task's http(s) URLs may name
+    # (CPNET_ALLOW_PRIVATE_URLS, CIDRs and host names, "*" for any); the agents' own option
+    # allow_private_urls decides what they reach after resolving names.
+    allow_private_urls: UrlRule = STRICT
 
     def __post_init__(self) -> None:
         if self.mtls not in MTLS_MODES:
@@ -146,6 +151,9 @@ class HubSettings:
             s = replace(s, mtls=env["CPNET_MTLS"].strip().lower())
         if env.get("CPNET_CLIENT_CERT_TTL_S"):
             s = replace(s, client_cert_ttl_s=float(env["CPNET_CLIENT_CERT_TTL_S"]))
+        if env.get("CPNET_ALLOW_PRIVATE_URLS"):
+            rule = parse_allow(env["CPNET_ALLOW_PRIVATE_URLS"], "CPNET_ALLOW_PRIVATE_URLS")
+            s = replace(s, allow_private_urls=rule)
         for var, name in RATE_SETTINGS.items():
             if env.get(var):
                 s = replace(s, **{name: parse_rate(env[var], var)})

@@ -34,6 +34,7 @@ from cpnet.agent import containers, hostinfo, private_tmp
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
 from cpnet.agent.private_tmp import probe as probe_private_tmp
 from cpnet.agent.staging import Remote, StagingError, Transfer, stage_in, stage_out, task_path
+from cpnet.limits.ssrf import parse_allow
 from cpnet.tasks.secrets import scrub
 from cpnet.tasks.states import State
 
@@ -212,6 +213,8 @@ def staging_limits(settings: dict[str, Any], attempt_id: str) -> dict[str, Any]:
             hub_url=settings.get("hub_url") or None,
             hub_token=os.environ.get(HUB_TOKEN_ENV) or None,
             attempt_id=attempt_id or None,
+            # a job.json without the key (an older agent's) gets the strict rule
+            url_rule=parse_allow(settings.get("allow_private_urls") or ()),
         ),
     }
 

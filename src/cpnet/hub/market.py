@@ -117,7 +117,7 @@ def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecor
             "a quote request is the task spec alone: drop quote_id and quote_option",
             field="quote_id",
         )
-    check_new(spec)
+    check_new(spec, h.settings.allow_private_urls)
     # A quote keeps the spec it priced: never with secret values (docs/security.md).
     quoted = task_secrets.split(spec.model_dump(mode="json", exclude_none=True))[0]
     placing = with_input_sizes(h, with_scu_hours(h, spec)).model_dump(

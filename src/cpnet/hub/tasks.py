@@ -20,6 +20,7 @@ from cpnet.hub import market
 from cpnet.hub import secrets as hub_secrets
 from cpnet.hub.scheduling import pool_view, request_from_dict
 from cpnet.hub.service import Hub
+from cpnet.limits.ssrf import STRICT, UrlRule, literal_refusal
 from cpnet.market import charge, quotes
 from cpnet.measure.scu import work_scu_hours
 from cpnet.sched import PoolView, rank
@@ -45,12 +46,26 @@ class Submitted:
     view: TaskView | None  # None unless asked for
 
 
-def check_new(spec: TaskSpec) -> None:
+def check_new(spec: TaskSpec, rule: UrlRule = STRICT) -> None:
     """What a new task may not ask for though the schema reads it (stored tasks stay readable):
-    TES wildcard outputs the agent could not stage. Invalid (400) naming the field."""
+    TES wildcard outputs the agent could not stage; http(s) URLs whose host is a literal
+    loopback, link-local or private address the hub's `rule` does not allow (the agent checks
+    names, after resolving them, and every redirect). Invalid (400) naming the field."""
     problem = wildcards.first_problem(spec.outputs)
     if problem is not None:
         raise Invalid(f"{problem[0]}: {problem[1]}", field=problem[0])
+    urls = [(f"inputs[{n}].url", i.url) for n, i in enumerate(spec.inputs)]
+    urls += [(f"outputs[{n}].url", o.url) for n, o in enumerate(spec.outputs)]
+    for field, url in urls:
+        why = literal_refusal(url, rule) if url else None
+        if why is not None:
+            raise Invalid(
+                f"{field}: {why}: this hub takes no URL naming a loopback, link-local, "
+                "private, multicast or reserved address unless its operator allows it "
+                "(CPNET_ALLOW_PRIVATE_URLS); use a public address or a name",
+                field=field,
+                code="url_not_allowed",
+            )
 
 
 def with_scu_hours(h: Hub, spec: TaskSpec) -> TaskSpec:
@@ -140,7 +155,7 @@ def submit(
 ) -> Submitted:
     """Create a task (or find the one a repeated idempotency key names) in one transaction, with
     `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
-    check_new(spec)
+    check_new(spec, h.settings.allow_private_urls)
     dumped = spec.model_dump(mode="json", exclude_none=True)
     sealed_values: dict = {}
     if task_secrets.has_secrets(dumped):
