@@ -47,6 +47,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from cpnet import __version__
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
+from cpnet.limits.wire import QuotaView
 from cpnet.market.auction_records import AuctionRecord, BidRecord, BidRuleRecord, LeaseRecord
 from cpnet.market.records import PoolPrices, PoolSla, QuoteRecord, ReputationRecord
 from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted, UsageList
@@ -1201,6 +1202,26 @@ class Client:
         }
         data = self._request("PUT", path, body=body, idempotent=True)
         return self._model(AccountSummary, data, f"PUT {path}")
+
+    def quota(self, org_id: str) -> QuotaView:
+        """An organisation's quotas (None: no limit) and its use now."""
+        path = f"/v1/accounts/{_seg(org_id)}/quota"
+        return self._model(QuotaView, self._request("GET", path), f"GET {path}")
+
+    def set_quota(
+        self,
+        org_id: str,
+        *,
+        queued: int | None = None,
+        cores: float | None = None,
+        gpus: int | None = None,
+    ) -> QuotaView:
+        """Set an organisation's quotas (admin): queued tasks, and cores and GPUs of its queued
+        and running tasks together; None is no limit (all None removes the quotas)."""
+        path = f"/v1/accounts/{_seg(org_id)}/quota"
+        body = {"queued": queued, "cores": cores, "gpus": gpus}
+        data = self._request("PUT", path, body=body, idempotent=True)
+        return self._model(QuotaView, data, f"PUT {path}")
 
     def bill(self, org_id: str, period: str) -> Bill:
         """An organisation's bill for a month ("2026-12"), itemised per charged attempt."""
