@@ -177,7 +177,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     # organisation quotas (docs/security.md, "Limits"): its members read them, admins set them
     ("GET", "/v1/accounts/{org_id}/quota"): Rule(owner=("alice", S(200))),
     ("PUT", "/v1/accounts/{org_id}/quota"): Rule(
-        user_b=S(403), padmin_b=S(403), agent_b=S(403), body={"queued": 1000}
+        user_b=S(403), padmin_b=S(403), agent_b=S(403), body={"queued": 1}
     ),
     ("GET", "/v1/ledger/check"): ADMIN_ONLY,
     ("POST", "/v1/ledger/transfers"): Rule(
