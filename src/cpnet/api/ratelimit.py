@@ -32,6 +32,7 @@ class RateLimit:
         self.app = app
         self.rates = {"user": user, "agent": agent, "anonymous": anonymous}
         self.buckets: dict[tuple[str, str], Bucket] = {}
+        self.known: dict[bytes, tuple[str, str]] = {}  # Authorization header -> budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,10 +44,12 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         now = time.monotonic()
-        bucket, wait = take(self.buckets.get((kind, key)), rate, now)
-        if len(self.buckets) >= MAX_BUCKETS:
-            self._forget(now)
-        self.buckets[(kind, key)] = bucket
+        bucket = self.buckets.get((kind, key))
+        if bucket is None:
+            if len(self.buckets) >= MAX_BUCKETS:
+                self._forget(now)
+            bucket = self.buckets[(kind, key)] = Bucket(float(rate.burst), now)
+        wait = take(bucket, rate, now)
         if wait <= 0.0:
             await self.app(scope, receive, send)
             return
@@ -55,20 +58,28 @@ class RateLimit:
     def _who(self, scope: Scope) -> tuple[str, str]:
         """Which budget the request takes from: ("agent" | "user", token) for a token the hub
         knows, else ("anonymous", client address)."""
-        token = ""
+        raw = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
-                scheme, _, rest = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer":
-                    token = rest.strip()
+                raw = value
                 break
+        if raw:
+            known = self.known.get(raw)
+            if known is not None:
+                return known
+        scheme, _, rest = raw.decode("latin-1").partition(" ")
+        token = rest.strip() if scheme.lower() == "bearer" else ""
         if token:
             app = scope.get("app")
             cache = getattr(getattr(app, "state", None), "token_cache", None) or {}
             hit = cache.get(token)
             # a stale entry still tells the role: a token's role never changes
             if hit is not None and hit[1] is not None:
-                return ("agent" if hit[1].role is Role.AGENT else "user"), token
+                who = ("agent" if hit[1].role is Role.AGENT else "user"), token
+                if len(self.known) >= MAX_BUCKETS:
+                    self.known.clear()
+                self.known[raw] = who  # a token's role never changes: no look-up next time
+                return who
         client = scope.get("client") or ("unknown", 0)
         return "anonymous", str(client[0])
 

@@ -52,15 +52,19 @@ class Bucket:
     at: float
 
 
-def take(bucket: Bucket | None, rate: Rate, now: float) -> tuple[Bucket, float]:
-    """Take one token: the bucket after, and 0.0 if the request may go on, else the seconds until
-    a token is there (the request is refused and takes nothing). A new caller starts full."""
-    if bucket is None:
-        bucket = Bucket(float(rate.burst), now)
-    tokens = min(float(rate.burst), bucket.tokens + max(0.0, now - bucket.at) * rate.per_s)
+def take(bucket: Bucket, rate: Rate, now: float) -> float:
+    """Take one token from `bucket` (updated in place: this runs on every request): 0.0 if the
+    request may go on, else the seconds until a token is there (the request is refused and
+    takes nothing). A new caller's bucket starts full: `Bucket(rate.burst, now)`."""
+    tokens = bucket.tokens + (now - bucket.at) * rate.per_s if now > bucket.at else bucket.tokens
+    if tokens > rate.burst:
+        tokens = rate.burst
+    bucket.at = now
     if tokens >= 1.0:
-        return Bucket(tokens - 1.0, now), 0.0
-    return Bucket(tokens, now), (1.0 - tokens) / rate.per_s
+        bucket.tokens = tokens - 1.0
+        return 0.0
+    bucket.tokens = tokens
+    return (1.0 - tokens) / rate.per_s
 
 
 def retry_after(wait_s: float) -> int:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cpnet.limits.rate import Rate, parse_rate, retry_after, take
+from cpnet.limits.rate import Bucket, Rate, parse_rate, retry_after, take
 
 
 def test_parse_rate_forms() -> None:
@@ -24,17 +24,14 @@ def test_parse_rate_refuses_nonsense_naming_the_setting(bad: str) -> None:
 
 def test_burst_then_refusal_with_the_wait_until_a_token() -> None:
     rate = Rate(per_s=2.0, burst=3)
-    bucket = None
+    bucket = Bucket(rate.burst, 100.0)
     for _ in range(3):
-        bucket, wait = take(bucket, rate, 100.0)
-        assert wait == 0.0
-    bucket, wait = take(bucket, rate, 100.0)
+        assert take(bucket, rate, 100.0) == 0.0
+    wait = take(bucket, rate, 100.0)
     assert wait == pytest.approx(0.5)
     assert retry_after(wait) == 1
-    bucket, wait = take(bucket, rate, 100.5)  # one token refilled in half a second
-    assert wait == 0.0
-    _, wait = take(bucket, rate, 100.5)
-    assert wait > 0
+    assert take(bucket, rate, 100.5) == 0.0  # one token refilled in half a second
+    assert take(bucket, rate, 100.5) > 0
 
 
 @given(
@@ -46,14 +43,14 @@ def test_never_grants_more_than_burst_plus_refill(
     per_s: float, burst: int, gaps: list[float]
 ) -> None:
     rate = Rate(per_s, burst)
-    bucket, now, granted = None, 0.0, 0
+    bucket, now, granted = Bucket(burst, 0.0), 0.0, 0
     for gap in gaps:
         now += gap
-        bucket, wait = take(bucket, rate, now)
+        wait = take(bucket, rate, now)
         if wait == 0.0:
             granted += 1
         else:
             # a refused request is told a wait after which a token is there
-            _, again = take(bucket, rate, now + wait + 1e-9)
-            assert again == 0.0
+            probe = Bucket(bucket.tokens, bucket.at)
+            assert take(probe, rate, now + wait + 1e-9) == 0.0
     assert granted <= burst + now * per_s + 1e-6
