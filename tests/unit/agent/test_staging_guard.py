@@ -125,3 +125,29 @@ def test_an_output_put_to_a_refused_address_sends_nothing(server, tmp_path: Path
         remote=Remote(url_rule=parse_allow("127.0.0.0/8")),
     )
     assert server.seen == [("/up/out.txt", b"result")]
+
+
+def test_a_get_falls_back_to_the_next_checked_address(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    port = server.server_port
+    real = socket.getaddrinfo
+
+    def two_addresses(host, *args, **kw):  # type: ignore[no-untyped-def]
+        if host == "twice.test":
+            # the first refuses connections (nothing listens there), the second is our server
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    assert _get(f"http://twice.test:{port}/data", tmp_path, "127.0.0.0/8") == BODY
+    assert server.seen == [("/data", f"twice.test:{port}")]
+    # one address outside the allow list refuses the name before any connection
+    with pytest.raises(StagingError, match=r"twice\.test resolves to 127\.0\.0\.2"):
+        _get(f"http://twice.test:{port}/data", tmp_path / "b", "127.0.0.1")
+    assert len(server.seen) == 1

@@ -38,8 +38,14 @@ class Pinned:
 
 
 def pin(url: str, rule: UrlRule, verb: str) -> Pinned:
-    """`url` pinned to an address the rule allows; StagingError naming the rule if none may be
-    reached, Unresolved if the name does not resolve."""
+    """`url` pinned to the first address it resolves to, every one checked (see `pins`)."""
+    return pins(url, rule, verb)[0]
+
+
+def pins(url: str, rule: UrlRule, verb: str) -> list[Pinned]:
+    """`url` pinned to each address its host resolves to, in the resolver's order, once every
+    address passed the rule; StagingError naming the rule if one may not be reached, Unresolved
+    if the name does not resolve."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host:
@@ -55,21 +61,25 @@ def pin(url: str, rule: UrlRule, verb: str) -> Pinned:
     why = refusal(host, addresses, rule)
     if why is not None:
         raise StagingError(f"{verb} {shown(url)}: refused: {why}")
-    address = addresses[0]
-    netloc_host = f"[{address}]" if ":" in address else address
     userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{netloc_host}:{parts.port}" if parts.port else netloc_host
-    if userinfo:
-        netloc = f"{userinfo}@{netloc}"
     original = parts.netloc.rpartition("@")[2]
     extensions: dict[str, Any] = {}
     if parts.scheme.lower() == "https":
         extensions["sni_hostname"] = host
-    return Pinned(
-        urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)),
-        {"Host": original},
-        extensions,
-    )
+    pinned = []
+    for address in addresses:
+        netloc_host = f"[{address}]" if ":" in address else address
+        netloc = f"{netloc_host}:{parts.port}" if parts.port else netloc_host
+        if userinfo:
+            netloc = f"{userinfo}@{netloc}"
+        pinned.append(
+            Pinned(
+                urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)),
+                {"Host": original},
+                extensions,
+            )
+        )
+    return pinned
 
 
 def location(url: str, response: Any) -> str:

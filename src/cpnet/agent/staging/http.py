@@ -21,7 +21,7 @@ from pathlib import Path
 from cpnet.agent.jobfile import OutputFileLog
 from cpnet.agent.staging.download import Body, Opener, Restart, Transient, content_range, fetch
 from cpnet.agent.staging.errors import StagingError
-from cpnet.agent.staging.guard import Unresolved, location, pin
+from cpnet.agent.staging.guard import Pinned, Unresolved, location, pin, pins
 from cpnet.agent.staging.landing import CHUNK_BYTES, measured
 from cpnet.agent.staging.records import sent_progress
 from cpnet.agent.staging.scheme import Scheme
@@ -82,13 +82,10 @@ def _guarded(url: str, ctx: Context, rule: UrlRule) -> Opener:
             with httpx.Client(timeout=ctx.timeout_s, follow_redirects=False) as client:
                 for _ in range(MAX_REDIRECTS + 1):
                     try:
-                        p = pin(current, rule, "GET")
+                        candidates = pins(current, rule, "GET")
                     except Unresolved as exc:
                         raise Transient(str(exc)) from exc
-                    request = client.build_request(
-                        "GET", p.url, headers={**h, **p.headers}, extensions=p.extensions
-                    )
-                    resp = client.send(request, stream=True)
+                    resp = _first_answer(client, candidates, h)
                     try:
                         if resp.is_redirect:
                             target = location(current, resp)
@@ -110,6 +107,23 @@ def _guarded(url: str, ctx: Context, rule: UrlRule) -> Opener:
             raise StagingError(f"GET {shown(current)}: {type(exc).__name__}: {exc}") from exc
 
     return open_
+
+
+def _first_answer(client: Any, candidates: list[Pinned], headers: dict[str, str]) -> Any:
+    """The streamed GET response from the first checked address that takes the connection (a
+    name's addresses in the resolver's order, as a browser falls back from one to the next)."""
+    import httpx
+
+    for n, p in enumerate(candidates):
+        request = client.build_request(
+            "GET", p.url, headers={**headers, **p.headers}, extensions=p.extensions
+        )
+        try:
+            return client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            if n == len(candidates) - 1:
+                raise
+    raise AssertionError("pins() returns at least one address")
 
 
 def _opener(url: str, timeout_s: float, headers: dict[str, str]) -> Opener:
