@@ -59,6 +59,8 @@ class HubSettings:
     tls_key: Path | None = None
     mtls: str = "off"
     client_cert_ttl_s: float = 24 * 3600.0  # agents' certificates; renewed at 2/3 of it
+    # how often the hub signs the audit chain's head, when it moved (CPNET_AUDIT_CHECKPOINT_S)
+    audit_checkpoint_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.mtls not in MTLS_MODES:
@@ -66,6 +68,8 @@ class HubSettings:
             raise ValueError(f"CPNET_MTLS must be one of {modes}, got {self.mtls!r}")
         if self.hold_margin < 1.0:
             raise ValueError("CPNET_HOLD_MARGIN must be at least 1 (a multiple of the cost)")
+        if not self.audit_checkpoint_s > 0:
+            raise ValueError("CPNET_AUDIT_CHECKPOINT_S must be a positive number of seconds")
         if self.min_hold < 0:
             raise ValueError("CPNET_MIN_HOLD must be 0 or more minor units")
 
@@ -109,6 +113,8 @@ class HubSettings:
             s = replace(s, mtls=env["CPNET_MTLS"].strip().lower())
         if env.get("CPNET_CLIENT_CERT_TTL_S"):
             s = replace(s, client_cert_ttl_s=float(env["CPNET_CLIENT_CERT_TTL_S"]))
+        if env.get("CPNET_AUDIT_CHECKPOINT_S"):
+            s = replace(s, audit_checkpoint_s=float(env["CPNET_AUDIT_CHECKPOINT_S"]))
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
     def check_tls(self) -> None:

@@ -9,11 +9,13 @@ from fastapi import Depends, FastAPI
 
 from cpnet import __version__
 from cpnet.api import errors, query
+from cpnet.api.audit import AuditCalls
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
 from cpnet.api.routers import (
     accounts,
     agents,
+    audit,
     blobs,
     certs,
     ident,
@@ -60,7 +62,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage)
+    routers = (ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, audit)
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)
@@ -68,6 +70,8 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     # blob uploads have their own (larger) limit, enforced by the route as the body streams in
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=("/v1/blobs",))
     app.add_middleware(ResolveCache)
+    # Outermost: every request gets its id, every mutating call (a 413 too) its audit record.
+    app.add_middleware(AuditCalls)
     return app
 
 

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cpnet.ident.keys import SigningKey, verify as verify_signature
+from cpnet.ident.keys import SigningKey
+from cpnet.ident.keys import verify as verify_signature
 from cpnet.ident.records import canonical_json
 
 GENESIS = "0" * 64
@@ -216,4 +217,3 @@ def verify(
             )
         )
     return problems
-

@@ -14,6 +14,7 @@ from cpnet.agent.settings import AgentConfigError
 from cpnet.cli import (
     admin,
     agent,
+    audit,
     blob,
     hub,
     ident,
@@ -198,6 +199,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(market.account_app, name="account")
 app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
+app.add_typer(audit.app, name="audit")
 app.command("usage")(usage.usage)
 app.command("demo")(demo)
 app.command("sim")(sim.sim)
