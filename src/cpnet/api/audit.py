@@ -4,7 +4,7 @@ Pure ASGI (no BaseHTTPMiddleware: no extra task, no buffering of other answers).
 gets a fresh request id, returned as `X-Request-Id` and known to the domain events the call
 writes (store/audit.current). For POST, PUT, PATCH and DELETE the record says who (the
 principal the `caller` dependency resolved: role, organisation, user, site, token id — never
-the token), what (the method and the route's template, e.g. `POST /v1/tasks/{task_id}:cancel`),
+the token), what (the method and the route's template, e.g. `POST /v1/tasks/{task_id}/cancel`),
 the object (the path parameters, or the id of what the call created), the answer's status and
 the SHA-256 of the request body (never the body). It is committed before the answer leaves, so
 a client that got an answer can find its record.

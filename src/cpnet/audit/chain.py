@@ -43,7 +43,7 @@ class Entry:
     """What a caller appends: everything but the chain's own fields (seq, prev_hash, hash)."""
 
     at: float  # UTC epoch seconds
-    action: str  # "POST /v1/tasks/{task_id}:cancel" for a call; "task.placed" for a domain event
+    action: str  # "POST /v1/tasks/{task_id}/cancel" for a call; "task.placed" for a domain event
     actor: Actor
     org_id: str | None = None  # the organisation the record concerns (for export)
     object_id: str | None = None
