@@ -80,6 +80,13 @@ def test_calls_and_events_are_chained_secret_free_and_tampering_is_caught(
     with hub.client(world.padmin_token) as pa:
         issued = pa.create_token("ci")
         pa.revoke_token(issued.id)
+    refused = httpx.post(  # a call that changes nothing is recorded too, with its status
+        f"{hub.url}/v1/tasks",
+        json={"executors": [], "env_secret": SECRET},
+        headers={"Authorization": f"Bearer {world.user_token}"},
+        timeout=10,
+    )
+    assert refused.status_code == 400 or refused.status_code == 422, refused.text
 
     with hub.client() as admin:
         records = list(admin.audit_records(""))  # an admin's: every organisation's
@@ -89,8 +96,12 @@ def test_calls_and_events_are_chained_secret_free_and_tampering_is_caught(
 
     # every mutating call, with its route template, principal, status and body digest
     submit = by_action["POST /v1/tasks"]
-    assert len(submit) == 2 and {x.object_id for x in submit} == {done.id, sleeper.id}
-    assert all(x.status == 201 or x.status == 200 for x in submit)
+    assert {x.object_id for x in submit} == {done.id, sleeper.id, None}
+    assert sorted(x.status for x in submit) == [201, 201, refused.status_code]
+    # a submission's record rides in its transaction, with the hold it placed
+    hold = [x for x in records if x.request_id == submit[0].request_id]
+    assert [x.action for x in hold] == ["POST /v1/tasks", "ledger.transfer"], hold
+    assert [x.seq for x in hold] == [hold[0].seq, hold[0].seq + 1]
     assert all(x.actor.role == "user" and x.actor.org_id == world.org_id for x in submit)
     assert all(x.body and len(x.body) == 64 for x in submit)
     cancel_call = [x for x in records if x.request_id == cancel_rid]

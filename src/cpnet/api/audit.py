@@ -6,12 +6,17 @@ writes (store/audit.current). For POST, PUT, PATCH and DELETE the record says wh
 principal the `caller` dependency resolved: role, organisation, user, site, token id — never
 the token), what (the method and the route's template, e.g. `POST /v1/tasks/{task_id}/cancel`),
 the object (the path parameters, or the id of what the call created), the answer's status and
-the SHA-256 of the request body (never the body). It is committed before the answer leaves, so
-a client that got an answer can find its record.
+the SHA-256 of the request body (never the body). It rides in the first write transaction the
+call commits (store/audit.flush: no extra transaction on the hot path, and the call's record
+and its domain events commit together or not at all); a call that commits nothing (a refusal,
+a validation error) or answers another status than its route's is recorded here, in its own
+transaction. Either way the record is committed before the answer leaves, so a client that
+got an answer can find its record.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -21,6 +26,7 @@ import time
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cpnet.audit.chain import Entry
 from cpnet.store import audit
 
 log = logging.getLogger("cpnet.audit")
@@ -33,7 +39,7 @@ def new_request_id() -> str:
 
 
 class AuditCalls:
-    """Tag each request with an id; write an audit record for each mutating call."""
+    """Tag each request with an id; make sure each mutating call has its audit record."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -55,25 +61,24 @@ class AuditCalls:
             await self.app(scope, receive, tag)
             return
 
-        body = hashlib.sha256()
-        body_bytes = 0
+        call.method, call.scope = scope["method"], scope
         start: Message | None = None
         held: list[Message] = []
         held_bytes = 0
-        written = False
+        done = False
 
         async def recv() -> Message:
-            nonlocal body_bytes
             message = await receive()
-            if message["type"] == "http.request":
-                chunk = message.get("body", b"")
-                body.update(chunk)
-                body_bytes += len(chunk)
+            chunk = message.get("body", b"") if message["type"] == "http.request" else b""
+            if chunk:
+                if call.body is None:
+                    call.body = hashlib.sha256()
+                call.body.update(chunk)
             return message
 
         async def hold(message: Message) -> None:
-            nonlocal start, held_bytes, written
-            if written:
+            nonlocal start, held_bytes, done
+            if done:
                 await send(message)
                 return
             if message["type"] == "http.response.start":
@@ -83,55 +88,31 @@ class AuditCalls:
             held_bytes += len(message.get("body", b""))
             if message.get("more_body") and held_bytes <= _CREATED_MAX:
                 return
-            written = True
+            done = True
             assert start is not None
-            answer = b"".join(m.get("body", b"") for m in held)
-            await self._write(scope, call, start, answer, body.hexdigest() if body_bytes else None)
+            status = int(start["status"])
+            if call.recorded != status:  # nothing committed with this status: write it now
+                answer = b"".join(m.get("body", b"") for m in held)
+                created = _created_id(start, answer) if status < 300 else None
+                await self._write(call, call.entry(time.time(), created, status))
             await send(start)
             for m in held:
                 await send(m)
 
         await self.app(scope, recv, hold)
 
-    async def _write(
-        self, scope: Scope, call: audit.Call, start: Message, answer: bytes, body: str | None
-    ) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "(no route)"
-        params = scope.get("path_params") or {}
-        status = int(start["status"])
-        object_id = "/".join(str(v) for v in params.values())[:200] or None
-        created = _created_id(start, answer) if status < 300 else None
-        detail = {"created": created} if created and created != object_id else {}
-        who = call.who
-        hub = scope["app"].state.hub
+    async def _write(self, call: audit.Call, entry: Entry) -> None:
+        hub = call.scope["app"].state.hub if call.scope else None
         try:
-            await to_thread.run_sync(
-                _append,
-                hub.store,
-                f"{scope['method']} {template}"[:200],
-                who.org_id if who else None,
-                object_id or created,
-                status,
-                body,
-                detail,
-            )
+            # A fresh context: this transaction is the record, not another commit of the call.
+            await to_thread.run_sync(contextvars.Context().run, _append, hub.store, entry)
         except Exception:  # the change (if any) is committed: answer it, and say so loudly
-            log.exception("audit record of %s %s failed", scope["method"], template)
+            log.exception("audit record of %s failed", entry.action)
 
 
-def _append(store, action, org_id, object_id, status, body, detail) -> None:  # type: ignore[no-untyped-def]
+def _append(store, entry: Entry) -> None:  # type: ignore[no-untyped-def]
     with store.tx() as s:
-        audit.append(
-            s,
-            action,
-            time.time(),
-            org_id=org_id,
-            object_id=object_id,
-            status=status,
-            body=body,
-            detail=detail,
-        )
+        audit.append_entry(s, entry)
 
 
 def _created_id(start: Message, answer: bytes) -> str | None:

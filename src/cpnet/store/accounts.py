@@ -19,6 +19,7 @@ def create_org(s: Session, name: str, now: float) -> Org:
     org = Org(id=_new_id("org"), name=name, created_at=now)
     s.add(org)
     s.flush()
+    audit.created(s, org.id)
     return org
 
 
@@ -43,6 +44,7 @@ def create_user(s: Session, org_id: str, name: str, role: Role, now: float) -> U
         s.flush()
     except IntegrityError as exc:
         raise Conflict(f"a user named {name!r} exists in {org_id}", field="name") from exc
+    audit.created(s, user.id)
     return user
 
 
@@ -77,6 +79,7 @@ def issue_token(
     )
     s.add(row)
     s.flush()
+    audit.created(s, row.id)
     audit.append(
         s,
         "token.issued",

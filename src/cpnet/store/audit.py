@@ -10,6 +10,7 @@ number of writers or hub replicas.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -25,16 +26,50 @@ from cpnet.ident import SigningKey
 from cpnet.store.tables import AuditCheckpoint, AuditHead, AuditRecord, HubKey
 
 _PENDING = "cpnet_audit_pending"
+_CREATED = "cpnet_audit_created"
+_CALL = "cpnet_audit_call"
 
 
 @dataclass(slots=True)
 class Call:
     """The HTTP call being served (set by the API's audit middleware; the caller dependency
     fills in `who`), so that domain events name their request and actor. Mutable on purpose:
-    routes run in worker threads with a copy of the context, and share this one object."""
+    routes run in worker threads with a copy of the context, and share this one object.
+
+    A mutating call's own record rides in the first write transaction the call commits (no
+    transaction of its own on the hot path): `entry` builds it then, `recorded` says it was
+    committed with that status. A call that commits nothing is recorded by the middleware."""
 
     request_id: str
     who: Principal | None = None
+    method: str = ""
+    scope: dict | None = None  # the ASGI scope: the route and path parameters, once routed
+    body: Any = None  # a hashlib sha256 of the request body, fed as it is read
+    recorded: int | None = None  # the status committed with the call's record
+
+    def entry(self, at: float, created: str | None, status: int | None = None) -> Entry:
+        """The call's record: the route's template, the path parameters (or the id of what the
+        call created), and `status` (default: the route's own success status)."""
+        scope = self.scope or {}
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "(no route)"
+        params = scope.get("path_params") or {}
+        object_id = "/".join(str(v) for v in params.values())[:200] or None
+        if status is None:
+            status = getattr(route, "status_code", None) or 200
+        digest = self.body.hexdigest() if self.body is not None else None
+        detail = {"created": created} if created and object_id and created != object_id else {}
+        return Entry(
+            at=at,
+            action=f"{self.method} {template}"[:200],
+            actor=actor_of(self.who),
+            org_id=self.who.org_id if self.who else None,
+            object_id=object_id or created,
+            status=status,
+            request_id=self.request_id,
+            body=digest,
+            detail=detail,
+        )
 
 
 current: ContextVar[Call | None] = ContextVar("cpnet_audit_call", default=None)
@@ -82,12 +117,30 @@ def append(
         after=after,
         detail=dict(detail or {}),
     )
+    append_entry(s, entry)
+
+
+def append_entry(s: Session, entry: Entry) -> None:
+    """Queue a ready entry (see `append`)."""
     s.info.setdefault(_PENDING, []).append(entry)
 
 
+def created(s: Session, object_id: str) -> None:
+    """Name what this transaction created, for the record of the call that commits it."""
+    s.info.setdefault(_CREATED, object_id)
+
+
 def flush(s: Session) -> None:
-    """Chain the session's queued entries after the head (the `before_commit` hook)."""
+    """Chain the session's queued entries after the head (the `before_commit` hook): the
+    serving call's own record first (if not recorded yet), then the domain events."""
+    if s.in_nested_transaction():  # a savepoint: the outer commit chains them
+        return
     entries: list[Entry] = s.info.pop(_PENDING, None) or []
+    call = current.get()
+    if call is not None and call.scope is not None and call.recorded is None:
+        first = call.entry(entries[0].at if entries else time.time(), s.info.get(_CREATED))
+        entries.insert(0, first)
+        s.info[_CALL] = (call, first.status)
     if not entries:
         return
     conn = s.connection()
@@ -103,9 +156,20 @@ def flush(s: Session) -> None:
     )
 
 
-def discard(s: Session) -> None:
-    """Forget queued entries (the `after_rollback` hook: a rolled-back change is not audited)."""
-    s.info.pop(_PENDING, None)
+def committed(s: Session) -> None:
+    """The `after_commit` hook: the serving call's record is in the chain now."""
+    got = s.info.pop(_CALL, None)
+    if got is not None:
+        got[0].recorded = got[1]
+
+
+def discard(s: Session, previous: Any) -> None:
+    """The `after_soft_rollback` hook: a rolled-back transaction's entries are not audited (a
+    savepoint's rollback keeps the outer transaction's)."""
+    if previous.parent is None:
+        s.info.pop(_PENDING, None)
+        s.info.pop(_CREATED, None)
+        s.info.pop(_CALL, None)
 
 
 def _row(r: Record) -> dict:

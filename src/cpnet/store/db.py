@@ -31,7 +31,8 @@ class Store:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Audit records queued in a transaction are chained as it commits (store/audit.py).
         event.listen(self.sessions, "before_commit", audit.flush)
-        event.listen(self.sessions, "after_rollback", audit.discard)
+        event.listen(self.sessions, "after_commit", audit.committed)
+        event.listen(self.sessions, "after_soft_rollback", audit.discard)
         # Reads share the pool but begin without taking SQLite's write lock (see _on_begin).
         self.read_sessions = sessionmaker(
             self.engine.execution_options(cpnet_read=True), expire_on_commit=False

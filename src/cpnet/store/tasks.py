@@ -122,6 +122,7 @@ def create_task(s: Session, who: Principal, spec: TaskSpec, now: float) -> tuple
             raise
         return existing, False
     _event(s, task.id, now, None, State.QUEUED.value, "created")
+    audit.created(s, task.id)
     return task, True
 
 
