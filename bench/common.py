@@ -259,6 +259,8 @@ def child_env() -> dict[str, str]:
     """This environment without CPNET_* settings (a benchmark configures its processes itself)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CPNET_")}
     env["PYTHONUNBUFFERED"] = "1"
+    # a benchmark measures what the hub can do, not what a rate limit lets one client do
+    env.update(CPNET_RATE_LIMIT="off", CPNET_RATE_LIMIT_ANONYMOUS="off")
     return env
 
 

@@ -48,6 +48,7 @@ from cpnet import __version__
 from cpnet.audit.wire import AuditPage, AuditRecordOut, AuditVerify
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
+from cpnet.market.auction_records import AuctionRecord, BidRecord, BidRuleRecord, LeaseRecord
 from cpnet.market.records import PoolPrices, QuoteRecord
 from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted, UsageList
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
@@ -464,6 +465,15 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """A 429's `Retry-After` in seconds (its delta-seconds form), or None if absent or odd."""
+    try:
+        value = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return value if 0 <= value <= 3600 else None
+
+
 def retry_window(value: float | str | None = None) -> float:
     """The retry window in seconds: `value`, else CPNET_RETRY_WINDOW_S, else 30; BadSetting if it
     is not a number of seconds >= 0."""
@@ -614,6 +624,18 @@ class Client:
             except httpx.TransportError as err:
                 raise self._unavailable(err) from None
             else:
+                if response.status_code == 429:
+                    wait = _retry_after(response)
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self.retry_window_s
+                    # A 429 means the hub did nothing: any call may be sent again, once the
+                    # hub's Retry-After has passed, while that is within the retry window.
+                    if wait is not None and now + wait <= deadline:
+                        log.info("rate limited by the hub; retrying in %.1f s", wait)
+                        self._pause(wait)
+                        continue
+                    return response
                 if not (self._retry_server_errors and response.status_code >= 500):
                     if self._outage:
                         with self._outage_lock:
@@ -969,6 +991,88 @@ class Client:
         """A quote of your organisation, and the task that used it, if any."""
         data = self._request("GET", f"/v1/quotes/{_seg(quote_id)}")
         return self._model(QuoteRecord, data, "GET quote")
+
+    # -- the market: auctions and leases ---------------------------------------------------------
+
+    def create_auction(
+        self,
+        *,
+        start: datetime | str,
+        end: datetime | str,
+        max_price: str,
+        resources: Mapping[str, Any],
+        units: int = 1,
+        bids_close_at: datetime | str | None = None,
+        min_sla: float | None = None,
+        regions: Iterable[str] = (),
+        providers: Iterable[str] = (),
+    ) -> AuctionRecord:
+        """Post a request for capacity: ``units`` × ``resources`` (cpu_cores, ram_gb, disk_gb,
+        gpus, gpu_model) from ``start`` to ``end``, at most ``max_price`` ("12.50") per hour for
+        the whole request. Not sent again once it may have reached the hub."""
+        body = {
+            "resources": dict(resources),
+            "units": units,
+            "start": _when(start),
+            "end": _when(end),
+            "max_price": max_price,
+            "min_sla": min_sla,
+            "bids_close_at": None if bids_close_at is None else _when(bids_close_at),
+            "regions": list(regions),
+            "providers": list(providers),
+        }
+        data = self._request("POST", "/v1/auctions", body=body)
+        return self._model(AuctionRecord, data, "POST /v1/auctions")
+
+    def auctions(
+        self, *, state: str | None = None, limit: int | None = None
+    ) -> list[AuctionRecord]:
+        """The requests you may see (yours; open ones and those you bid on, for providers)."""
+        params = {k: v for k, v in {"state": state, "limit": limit}.items() if v is not None}
+        data = self._request("GET", "/v1/auctions", params=params or None)
+        return self._models(AuctionRecord, data, "auctions", "GET /v1/auctions")
+
+    def auction(self, auction_id: str) -> AuctionRecord:
+        path = f"/v1/auctions/{_seg(auction_id)}"
+        return self._model(AuctionRecord, self._request("GET", path), f"GET {path}")
+
+    def bid(self, auction_id: str, pool_id: str, price: str) -> BidRecord:
+        """A sealed bid of ``price`` ("9.00") per hour for the whole request on your pool; a
+        new bid for the same pool replaces the old one until the close."""
+        path = f"/v1/auctions/{_seg(auction_id)}/bids"
+        body = {"pool_id": pool_id, "price": price}
+        data = self._request("POST", path, body=body, idempotent=True)
+        return self._model(BidRecord, data, f"POST {path}")
+
+    def close_auction(self, auction_id: str) -> AuctionRecord:
+        """Close a request's bids now and award it."""
+        path = f"/v1/auctions/{_seg(auction_id)}/close"
+        return self._model(AuctionRecord, self._request("POST", path), f"POST {path}")
+
+    def set_bid_rule(
+        self,
+        pool_id: str,
+        factor: float = 1.0,
+        *,
+        min_price: str | None = None,
+        max_price: str | None = None,
+    ) -> BidRuleRecord:
+        """Let the hub bid for your pool at each close: its on-demand price × ``factor``."""
+        path = f"/v1/pools/{_seg(pool_id)}/bid-rule"
+        body = {"factor": factor, "min_price": min_price, "max_price": max_price}
+        data = self._request("PUT", path, body=body, idempotent=True)
+        return self._model(BidRuleRecord, data, f"PUT {path}")
+
+    def leases(self, *, state: str | None = None, limit: int | None = None) -> list[LeaseRecord]:
+        """The leases your organisation holds or provides."""
+        params = {k: v for k, v in {"state": state, "limit": limit}.items() if v is not None}
+        data = self._request("GET", "/v1/leases", params=params or None)
+        return self._models(LeaseRecord, data, "leases", "GET /v1/leases")
+
+    def cancel_lease(self, lease_id: str) -> LeaseRecord:
+        """End a lease early: pay what elapsed; the rest of its hold is released."""
+        path = f"/v1/leases/{_seg(lease_id)}"
+        return self._model(LeaseRecord, self._request("DELETE", path), f"DELETE {path}")
 
     # -- the network map ------------------------------------------------------------------------
 

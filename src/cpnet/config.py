@@ -6,7 +6,12 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cpnet.limits.rate import Rate, parse_rate
+
 DEFAULT_PORT = 8470
+USER_RATE = Rate(100.0, 500)  # requests a second, burst: per user token
+AGENT_RATE = Rate(1000.0, 5000)  # per agent token: never what stops a heartbeat
+ANONYMOUS_RATE = Rate(200.0, 1000)  # per client address, for calls without a known token
 
 
 def default_data_dir() -> Path:
@@ -51,6 +56,10 @@ class HubSettings:
     # hold takes, and the least hold (minor units)
     hold_margin: float = 1.5
     min_hold: int = 0
+    # auctions and leases (docs/market.md): how often the hub awards closed requests and settles
+    # leases, and the part of a lease's window paid at a time (CPNET_LEASE_PERIOD_S)
+    market_sweep_s: float = 1.0
+    lease_period_s: float = 60.0
     # Transport security (docs/security.md): the hub serves HTTPS with this certificate and key
     # (PEM files; `cpnet hub --tls` uses the development pair `cpnet hub init` wrote in
     # DATA_DIR/tls/); mtls: "off", "optional" (agents may present a client certificate) or
@@ -59,6 +68,13 @@ class HubSettings:
     tls_key: Path | None = None
     mtls: str = "off"
     client_cert_ttl_s: float = 24 * 3600.0  # agents' certificates; renewed at 2/3 of it
+    # Rate limits per token (docs/security.md, "Limits"): users' tokens (CPNET_RATE_LIMIT),
+    # agents' tokens, a larger budget so heartbeats and long polls are never starved
+    # (CPNET_RATE_LIMIT_AGENT), and calls without a known token, per client address
+    # (CPNET_RATE_LIMIT_ANONYMOUS). "50/s,200": requests a second, burst; None ("off"): no limit.
+    rate_limit: Rate | None = USER_RATE
+    rate_limit_agent: Rate | None = AGENT_RATE
+    rate_limit_anonymous: Rate | None = ANONYMOUS_RATE
     # how often the hub signs the audit chain's head, when it moved (CPNET_AUDIT_CHECKPOINT_S)
     audit_checkpoint_s: float = 60.0
 
@@ -68,6 +84,8 @@ class HubSettings:
             raise ValueError(f"CPNET_MTLS must be one of {modes}, got {self.mtls!r}")
         if self.hold_margin < 1.0:
             raise ValueError("CPNET_HOLD_MARGIN must be at least 1 (a multiple of the cost)")
+        if not 1.0 <= self.lease_period_s <= 86_400:
+            raise ValueError("CPNET_LEASE_PERIOD_S must be 1 to 86400 seconds")
         if not self.audit_checkpoint_s > 0:
             raise ValueError("CPNET_AUDIT_CHECKPOINT_S must be a positive number of seconds")
         if self.min_hold < 0:
@@ -107,12 +125,17 @@ class HubSettings:
             s = replace(s, region_code=env["CPNET_HUB_REGION"].strip())
         if env.get("CPNET_PLATFORM_FEE_BPS"):
             s = replace(s, platform_fee_bps=fee_bps(env["CPNET_PLATFORM_FEE_BPS"]))
+        if env.get("CPNET_LEASE_PERIOD_S"):
+            s = replace(s, lease_period_s=float(env["CPNET_LEASE_PERIOD_S"]))
         if env.get("CPNET_QUOTE_TTL_S"):
             s = replace(s, quote_ttl_s=float(env["CPNET_QUOTE_TTL_S"]))
         if env.get("CPNET_MTLS"):
             s = replace(s, mtls=env["CPNET_MTLS"].strip().lower())
         if env.get("CPNET_CLIENT_CERT_TTL_S"):
             s = replace(s, client_cert_ttl_s=float(env["CPNET_CLIENT_CERT_TTL_S"]))
+        for var, name in RATE_SETTINGS.items():
+            if env.get(var):
+                s = replace(s, **{name: parse_rate(env[var], var)})
         if env.get("CPNET_AUDIT_CHECKPOINT_S"):
             s = replace(s, audit_checkpoint_s=float(env["CPNET_AUDIT_CHECKPOINT_S"]))
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
@@ -135,6 +158,11 @@ class HubSettings:
 
 
 MTLS_MODES = ("off", "optional", "require")
+RATE_SETTINGS = {
+    "CPNET_RATE_LIMIT": "rate_limit",
+    "CPNET_RATE_LIMIT_AGENT": "rate_limit_agent",
+    "CPNET_RATE_LIMIT_ANONYMOUS": "rate_limit_anonymous",
+}
 MAX_FEE_BPS = 5000  # a platform fee above 50 % is a typo
 
 

@@ -77,6 +77,8 @@ class Setup:
             "sha256": "0" * 64,
             "org_id": self.world.org_id,
             "quote_id": "qte_nope",
+            "auction_id": "auc_nope",
+            "lease_id": "lse_nope",
         }
         return template.format(**ids)
 

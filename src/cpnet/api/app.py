@@ -12,9 +12,11 @@ from cpnet.api import errors, query
 from cpnet.api.audit import AuditCalls
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
+from cpnet.api.ratelimit import RateLimit
 from cpnet.api.routers import (
     accounts,
     agents,
+    auctions,
     audit,
     blobs,
     certs,
@@ -62,7 +64,10 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         dependencies=[Depends(query.only_known)],
     )
     errors.install(app)
-    routers = (ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, audit)
+    routers = (
+        ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
+        audit,
+    )  # fmt: skip
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)
@@ -70,8 +75,16 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     # blob uploads have their own (larger) limit, enforced by the route as the body streams in
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=("/v1/blobs",))
     app.add_middleware(ResolveCache)
-    # Outermost: every request gets its id, every mutating call (a 413 too) its audit record.
+    # Every request gets its id, every mutating call (a 413 too) its audit record; inside
+    # the rate limit, so a refused flood (429, nothing changed) costs no write.
     app.add_middleware(AuditCalls)
+    # outermost: a caller out of requests costs the hub a dictionary look-up, nothing more
+    app.add_middleware(
+        RateLimit,
+        user=settings.rate_limit,
+        agent=settings.rate_limit_agent,
+        anonymous=settings.rate_limit_anonymous,
+    )
     return app
 
 

@@ -14,6 +14,7 @@ from cpnet.agent.settings import AgentConfigError
 from cpnet.cli import (
     admin,
     agent,
+    auctions,
     audit,
     blob,
     hub,
@@ -201,6 +202,8 @@ app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
 app.add_typer(audit.app, name="audit")
 app.command("usage")(usage.usage)
+app.add_typer(auctions.app, name="auction")
+app.add_typer(auctions.lease_app, name="lease")
 app.command("demo")(demo)
 app.command("sim")(sim.sim)
 app.command("version")(version)

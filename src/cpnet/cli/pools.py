@@ -54,6 +54,17 @@ def per_scu_summary(pool: PoolRecord) -> str:
     return f"{pool.price.currency} {number(pool.price_per_scu_hour, 4)}"
 
 
+def leased_summary(pool: PoolRecord) -> str:
+    """What leases hold of the pool now (``2 cores · 1 lease``), ``-`` when none is active;
+    the caller's own leases marked."""
+    x = pool.leases
+    if x is None or not x.active:
+        return "-"
+    held = f"{number(x.leased.cpu_cores)} cores" if x.live else "from later"
+    own = f" ({len(x.own)} yours)" if x.own else ""
+    return f"{held} · {x.active} lease{'s' if x.active > 1 else ''}{own}"
+
+
 def pools(
     ctx: typer.Context,
     pool_type: Annotated[
@@ -128,7 +139,9 @@ def pools(
     if json_out:
         print_json({"pools": found})
         return
-    columns = ["id", "type", "region", "hardware", "free/total", "queue", "price/h", "online"]
+    columns = [
+        "id", "type", "region", "hardware", "free/total", "leased", "queue", "price/h", "online",
+    ]  # fmt: skip
     if profile:
         columns[-1:-1] = [f"SCU ({profile})", "price/SCU-h"]
     grid = table(None, columns)
@@ -139,6 +152,7 @@ def pools(
             f"{pool.region.code} {pool.region.name}".strip(),
             hardware_summary(pool),
             free_summary(pool),
+            leased_summary(pool),
             str(pool.queue_length),
             price_summary(pool),
         ]

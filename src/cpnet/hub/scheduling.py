@@ -24,6 +24,7 @@ from cpnet.sched import (
     rank,
 )
 from cpnet.sched.score import used_share
+from cpnet.store import leases as lease_store
 from cpnet.store import network as network_store
 from cpnet.store import prices as price_store
 from cpnet.store import registry as reg
@@ -207,12 +208,17 @@ def schedule_once(
     """
     placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
+        placed, sites, leased = lease_pass(s, now, batch)
         queued = tasks_store.queued_tasks(s, batch)
         if not queued:
             # Nothing waits: skip the snapshot of every pool (at 10,000 pools it costs more
             # than a second of CPU, and an idle hub would pay it on every wake-up).
-            return PassResult(0, frozenset(), 0)
+            return PassResult(placed, frozenset(sites), 0)
         views = {v.id: v for v in pool_views(s, now)}
+        for pool_id, held in leased.items():  # leased and unused: nobody else's to take
+            if pool_id in views:
+                v = views[pool_id]
+                views[pool_id] = replace(v, available=_less(v.available, held))
         network = network_map(s, now) if views else None
         after = None
         while _has_room(views):  # else nothing can be placed: skip reading the queue
@@ -256,6 +262,100 @@ def schedule_once(
             if len(queued) < batch:
                 break
     return PassResult(placed, frozenset(sites), waiting)
+
+
+def _less(a: Resources, b: Resources) -> Resources:
+    """``a − b``, never below zero in any resource."""
+    d = a - b
+    return Resources(max(0.0, d.cpu_cores), max(0.0, d.ram_gb), max(0.0, d.disk_gb), max(0, d.gpus))
+
+
+def _least(a: Resources, b: Resources) -> Resources:
+    """The smaller of ``a`` and ``b`` in each resource."""
+    return Resources(
+        min(a.cpu_cores, b.cpu_cores),
+        min(a.ram_gb, b.ram_gb),
+        min(a.disk_gb, b.disk_gb),
+        min(a.gpus, b.gpus),
+    )
+
+
+FREE = Price(cpu_core_hour=0.0, ram_gb_hour=0.0, gpu_hour=0.0)  # a lease's tasks: paid already
+
+
+def lease_pass(s: Session, now: float, batch: int) -> tuple[int, set[str], dict[str, Resources]]:
+    """Place the queued tasks of organisations holding live leases on those leases first.
+
+    Each organisation's tasks, oldest first, are assigned (``sched.assign``, the same
+    feasibility as any placement) over views of the pools it leases whose room is the lease's
+    unused part (never more than the pool has free) and whose price is nil (the lease pays); a
+    task placed there records the lease on its attempt. Returns how many were placed, the sites
+    that got work, and per pool what live leases hold and their tasks do not use: the rest of
+    the pass keeps that from everyone (docs/market.md, "Auctions and leases").
+    """
+    live = lease_store.live(s, now)
+    if not live:
+        return 0, set(), {}
+    unused = {lease.id: _less(lease.resources, used) for lease, used in live}
+    placed, sites = 0, set()
+    queued = lease_store.queued_of(s, sorted({lease.org_id for lease, _ in live}), batch)
+    if queued:
+        views = {v.id: v for v in pool_views(s, now)}
+        network = network_map(s, now)
+        for org in sorted({o for o, _ in queued}):
+            own = [lease for lease, _ in live if lease.org_id == org and lease.pool_id in views]
+            room: dict[str, Resources] = {}
+            for lease in own:
+                room[lease.pool_id] = room.get(lease.pool_id, Resources()) + unused[lease.id]
+            lease_views = [
+                replace(
+                    views[pid],
+                    available=_least(views[pid].available, r),
+                    price=replace(FREE, currency=views[pid].price.currency),
+                )
+                for pid, r in room.items()
+            ]
+            tasks = {t.id: t for o, t in queued if o == org}
+            requests = [
+                request_from_dict(
+                    t.id,
+                    t.spec,
+                    tuple(tasks_store.failed_pools(s, t.id)) if t.attempts else (),
+                    now,
+                )
+                for t in tasks.values()
+            ]
+            for req, _decision, pool_id in assign(requests, lease_views, keep=1, network=network):
+                if pool_id is None:
+                    continue  # the normal pass tries it
+                lease = next(
+                    (x for x in own if x.pool_id == pool_id and req.demand.fits_in(unused[x.id])),
+                    None,
+                )
+                if lease is None:
+                    continue  # fits the leases together but no single one
+                view = views[pool_id]
+                attempt = tasks_store.place(
+                    s,
+                    tasks[req.id],
+                    pool_id,
+                    view.site_id,
+                    req.demand,
+                    now,
+                    f"on lease {lease.id}",
+                    # nil: the lease pays for these resources (store/ledger.metered skips it)
+                    price=charge.attempt_price(replace(FREE, currency=view.price.currency)),
+                    lease_id=lease.id,
+                )
+                if attempt is None:
+                    continue
+                unused[lease.id] = _less(unused[lease.id], req.demand)
+                placed += 1
+                sites.add(view.site_id)
+    held: dict[str, Resources] = {}
+    for lease, _ in live:
+        held[lease.pool_id] = held.get(lease.pool_id, Resources()) + unused[lease.id]
+    return placed, sites, held
 
 
 def _assign(

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cpnet.config import HubSettings
 from cpnet.errors import DomainError
+from cpnet.hub import auctions
 from cpnet.hub.blobs import BlobStore
 from cpnet.hub.bootstrap import hub_authority
 from cpnet.hub.keys import active_keys
@@ -67,6 +68,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),
+            asyncio.create_task(self._market_loop(), name="cpnet-market"),
             asyncio.create_task(self._audit_loop(), name="cpnet-audit"),
         ]
 
@@ -133,6 +135,24 @@ class Hub:
                 continue
             if lost:
                 self.wake_scheduler()
+
+    async def _market_loop(self) -> None:
+        """Award requests whose bids have closed, and settle leases as their windows run."""
+        while True:
+            await asyncio.sleep(self.settings.market_sweep_s)
+            try:
+                swept = await to_thread.run_sync(
+                    auctions.sweep,
+                    self.store,
+                    self.settings.platform_fee_bps,
+                    time.time(),
+                    self.settings.lease_period_s,
+                )
+            except Exception:
+                log.exception("market sweep failed")
+                continue
+            if swept.awarded or swept.settled:
+                self.wake_scheduler()  # a lease began or ended: capacity moved
 
     async def _audit_loop(self) -> None:
         while True:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cpnet.market.auction_records import PoolLeases
 from cpnet.market.metering import UsageKey
 from cpnet.measure.vector import Declared, ProbeReport
 
@@ -173,6 +174,9 @@ class PoolRecord(BaseModel):
     # Prices per SCU-hour by profile the pool's price book publishes (None: none published);
     # price_per_scu_hour is that price for the asked profile when there is one.
     scu_hour_prices: dict[str, float] | None = None
+    # Leases on the pool (docs/market.md, "Auctions and leases"): counts, the resources live
+    # leases hold now, and the caller's own leases' ids. None where not asked.
+    leases: PoolLeases | None = None
 
 
 class PoolMeasurement(Strict):

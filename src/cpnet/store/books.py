@@ -35,8 +35,8 @@ class Check:
 def check(s: Session) -> Check:
     """Verify that the books balance (Σ balances = 0), that every account equals the sum of its
     postings and is not below its floor, that every transfer is positive between known accounts,
-    that each organisation's escrow holds exactly its pending holds, and that every settled hold
-    was paid out, charged and released to the minor unit."""
+    that each organisation's escrow holds exactly what its pending holds have not paid yet, and
+    that every hold was paid out, charged and released to the minor unit."""
     problems: list[str] = []
     accs = {a.id: a for a in s.scalars(select(LedgerAccount))}
     sums: dict[str, int] = defaultdict(int)
@@ -81,9 +81,14 @@ def check(s: Session) -> Check:
             problems.append(f"{h.id}: reserved {got.get('reserve', 0)}, holds {h.amount}")
         paid = got.get("payout", 0) + got.get("fee", 0)
         if h.state == L.HoldState.PENDING.value:
-            pending[h.org_id] += h.amount
-            if paid or got.get("release", 0):
-                problems.append(f"{h.id}: pending but already paid or released")
+            # A task's hold pays nothing until it is settled; a lease's pays as it runs
+            # (market/lease.py), its `charged` counting what it has paid so far.
+            pending[h.org_id] += h.amount - h.charged
+            if paid != h.charged or got.get("release", 0):
+                problems.append(
+                    f"{h.id}: pending, charged {h.charged}, but paid {paid} and released "
+                    f"{got.get('release', 0)}"
+                )
         elif paid != h.charged or got.get("release", 0) != h.amount - h.charged:
             problems.append(
                 f"{h.id}: charged {h.charged} of {h.amount}, but paid {paid} and released "
@@ -174,10 +179,10 @@ def bill(s: Session, org_id: str, period: str) -> Bill:
             continue
         d = t.detail or {}
         line = lines.setdefault(
-            t.attempt_id or t.id,
+            t.attempt_id or d.get("line") or t.id,  # a lease's line: one period of it
             {
                 "task_id": t.task_id,
-                "task_name": name or "",
+                "task_name": name or d.get("label", ""),
                 "attempt_id": t.attempt_id,
                 "settled_at": datetime.fromtimestamp(t.at, UTC).isoformat(timespec="seconds"),
                 "pool_id": d.get("pool_id", ""),

@@ -338,10 +338,14 @@ def open_hold(
     amount: int,
     fee_bps: int,
     now: float,
+    *,
+    hold_id: str | None = None,
+    what: str = "this task's hold",
 ) -> L.Hold:
     """Place a new task's hold: check the monthly spending limits, then move `amount` from the
     organisation's account to its escrow. PaymentRequired naming the shortfall when either
-    refuses (the caller's transaction, with the task in it, then rolls back)."""
+    refuses (the caller's transaction, with the task in it, then rolls back). A lease's hold
+    passes its own ``hold_id`` (``lease:<id>``) and its lease id as ``task_id``."""
     period = L.period_of(now)
     keys = ["", user_id] if user_id else [""]
     limits = dict(
@@ -358,7 +362,7 @@ def open_hold(
         if over:
             whose = f"user {uid}" if uid else f"organisation {org_id}"
             raise PaymentRequired(
-                f"this task's hold of {money.fmt(amount)} would pass the monthly spending limit "
+                f"{what} of {money.fmt(amount)} would pass the monthly spending limit "
                 f"of {whose} ({money.fmt(lim)}, {money.fmt(used)} used in {period}): short "
                 f"by {money.fmt(over)}; lower constraints.budget or ask an admin to raise the "
                 "limit (`cpnet account limit`)",
@@ -367,7 +371,7 @@ def open_hold(
                 shortfall_minor=over,
                 currency=money.CURRENCY,
             )
-    h = L.Hold(L.hold_id(task_id), org_id, task_id, amount, user_id, period=period)
+    h = L.Hold(hold_id or L.hold_id(task_id), org_id, task_id, amount, user_id, period=period)
     s.connection().execute(
         _NEW_HOLD,
         {
@@ -386,7 +390,7 @@ def open_hold(
     )
     for t in L.reserve(h, now):
         try:
-            post(s, t, what=f"this task's hold of {money.fmt(amount)}")
+            post(s, t, what=f"{what} of {money.fmt(amount)}")
         except PaymentRequired as exc:
             exc.field = "constraints.budget"
             raise
@@ -410,7 +414,8 @@ def metered(s: Session, task_id: str) -> list[Metered]:
     """The charge of each attempt of a task, oldest first, at the price recorded on it when it
     was placed (the pool's declared price for attempts placed before that was recorded), for
     its accepted signed usage record's wall_s, else its observed end − start (store/usage.py).
-    Attempts that never started, and those that ended SYSTEM_ERROR (the site's fault), are not
+    Attempts that never started, those that ended SYSTEM_ERROR (the site's fault), and those
+    that ran on a lease of the task's organisation (the lease pays for its resources), are not
     charged."""
     q = (
         select(
@@ -421,6 +426,7 @@ def metered(s: Session, task_id: str) -> list[Metered]:
             Attempt.end_time,
             Attempt.demand,
             Attempt.price,
+            Attempt.lease_id,
             Pool.descriptor,
             Site.org_id,
         )
@@ -432,8 +438,8 @@ def metered(s: Session, task_id: str) -> list[Metered]:
     out = []
     walls = usage.accepted_walls(s, task_id)
     for a in s.execute(q):
-        if a.start_time is None or a.state == State.SYSTEM_ERROR.value:
-            continue
+        if a.start_time is None or a.state == State.SYSTEM_ERROR.value or a.lease_id:
+            continue  # not started, the site's fault, or paid by its lease (store/leases.py)
         # The accepted signed usage record's wall_s; without one, the span the hub observed
         # (never an unsigned figure of the agent's).
         wall = walls.get(a.id)

@@ -208,6 +208,8 @@ class Attempt(Base):
     # and how many transfer records were over the per-attempt cap (see AttemptTransfer).
     progress: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     transfers_omitted: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # auctions (0010_auctions): the lease this attempt ran on (its resources paid by the lease)
+    lease_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class TaskEvent(Base):
@@ -473,6 +475,83 @@ class UsageRecord(Base):
     digest: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the envelope
     envelope: Mapped[dict[str, Any]] = mapped_column()  # {"record": …, "signature": …} as sent
     received_at: Mapped[float] = mapped_column(Float)
+
+
+# ---- reservations by auction (store/auctions.py, market/auction.py, market/lease.py) ---------
+
+
+class AuctionRow(Base):
+    """A user's request for capacity, its sealed bids' outcome and the lease it became."""
+
+    __tablename__ = "auctions"
+    __table_args__ = (Index("ix_auctions_state_closes", "state", "closes_at"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), ForeignKey("orgs.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request: Mapped[dict[str, Any]] = mapped_column()  # unit, units, gpu_model, regions, ...
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    max_price: Mapped[int] = mapped_column(BigInteger)  # minor units per hour, whole request
+    closes_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))  # open | awarded | failed
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    award: Mapped[list[Any] | None] = mapped_column(Json, nullable=True)  # every bid weighed
+    created_at: Mapped[float] = mapped_column(Float)
+    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuctionBid(Base):
+    """A provider's sealed bid on a request, for one of its pools (one per pool: a new bid
+    replaces the old one until the close)."""
+
+    __tablename__ = "auction_bids"
+    __table_args__ = (UniqueConstraint("auction_id", "pool_id"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    auction_id: Mapped[str] = mapped_column(String(64), ForeignKey("auctions.id"), index=True)
+    pool_id: Mapped[str] = mapped_column(String(128))
+    provider_org: Mapped[str] = mapped_column(String(64))
+    price: Mapped[int] = mapped_column(BigInteger)  # minor units per hour, whole request
+    placed_at: Mapped[float] = mapped_column(Float)
+    rule: Mapped[bool] = mapped_column(Boolean, default=False)  # made from the pool's bid rule
+    placed_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class BidRuleRow(Base):
+    """A pool's standing bid: its on-demand price of a request × factor, within bounds."""
+
+    __tablename__ = "bid_rules"
+    pool_id: Mapped[str] = mapped_column(String(128), ForeignKey("pools.id"), primary_key=True)
+    factor: Mapped[float] = mapped_column(Float)
+    min_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    set_by: Mapped[str] = mapped_column(String(64), default="")
+    set_at: Mapped[float] = mapped_column(Float)
+
+
+class LeaseRow(Base):
+    """Capacity awarded to an organisation on a pool for a window, paid as it runs."""
+
+    __tablename__ = "leases"
+    __table_args__ = (Index("ix_leases_pool_state", "pool_id", "state"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    auction_id: Mapped[str] = mapped_column(String(64), unique=True)
+    pool_id: Mapped[str] = mapped_column(String(128), ForeignKey("pools.id"))
+    org_id: Mapped[str] = mapped_column(String(64), ForeignKey("orgs.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider_org: Mapped[str] = mapped_column(String(64))
+    cpu_cores: Mapped[float] = mapped_column(Float)
+    ram_gb: Mapped[float] = mapped_column(Float)
+    disk_gb: Mapped[float] = mapped_column(Float)
+    gpus: Mapped[int] = mapped_column(Integer)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    price: Mapped[int] = mapped_column(BigInteger)  # minor units per hour
+    fee_bps: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # active | ended | cancelled
+    charged: Mapped[int] = mapped_column(BigInteger, default=0)  # settled so far
+    paid_to: Mapped[float | None] = mapped_column(Float, nullable=True)  # settled up to
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 # ---- the audit chain (0013_audit; rules in cpnet/audit/chain.py) ------------------------------

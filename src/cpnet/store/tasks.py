@@ -421,10 +421,12 @@ def place(
     now: float,
     why: str,
     price: dict | None = None,
+    lease_id: str | None = None,
 ) -> str | None:
     """Reserve capacity on a pool and create the task's next attempt; its id, or None if the
     pool no longer has room (or the task changed meanwhile). `price` is what the attempt will
-    be charged at (market/charge.attempt_price), fixed now.
+    be charged at (market/charge.attempt_price), fixed now. ``lease_id``: the attempt runs on
+    that lease of the task's organisation (which pays for its resources).
 
     The reservation is one conditional UPDATE, so two placements racing for the last cores can
     never both succeed, whichever database and however many hub replicas.
@@ -478,6 +480,7 @@ def place(
             executor_logs=[],
             outputs=[],
             system_logs=[],
+            lease_id=lease_id,
         )
     )
     _event(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from cpnet.api.deps import caller, hub, provider_admin
 from cpnet.auth.model import Principal
 from cpnet.errors import Invalid, NotFound
+from cpnet.hub import auctions
 from cpnet.hub.service import Hub
 from cpnet.measure import catalogue, scu
 from cpnet.registry.model import PoolRecord, PoolType
@@ -73,8 +74,11 @@ def list_pools(
         profile=profile,
         min_scu=min_scu,
     )
+    now = time.time()
     with h.store.read() as s:
-        return {"pools": registry.list_pools(s, f, time.time())}
+        recs = registry.list_pools(s, f, now)
+        held = auctions.pool_leases(s, who, [r.id for r in recs], now)
+    return {"pools": [r.model_copy(update={"leases": held[r.id]}) for r in recs]}
 
 
 @router.get("/pools/{pool_id}", response_model=PoolRecord)
@@ -85,8 +89,10 @@ def get_pool(
     h: Hub = Depends(hub),
 ) -> PoolRecord:
     check_profile(profile)
+    now = time.time()
     with h.store.read() as s:
-        rec = registry.get_pool(s, pool_id, time.time())
+        rec = registry.get_pool(s, pool_id, now)
+        rec = rec.model_copy(update={"leases": auctions.pool_leases(s, who, [rec.id], now)[rec.id]})
     return rec if profile is None else registry.with_scu(rec, profile)
 
 

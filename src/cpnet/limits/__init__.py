@@ -1,0 +1,1 @@
+"""Limits: request rates, organisation quotas and the SSRF rule for URLs — pure functions."""
