@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from cpnet.ident.keys import SigningKey
@@ -97,9 +97,28 @@ def digest_of(obj: object) -> str:
 
 def body_of(seq: int, prev_hash: str, entry: Entry) -> dict:
     """The hashed form of a record: plain JSON, every field but the hash itself."""
-    e = asdict(entry)
-    e["detail"] = dict(entry.detail)
-    return {"seq": seq, "prev_hash": prev_hash, **e}
+    a = entry.actor
+    return {
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "at": entry.at,
+        "action": entry.action,
+        "actor": {
+            "role": a.role,
+            "org_id": a.org_id,
+            "user_id": a.user_id,
+            "site_id": a.site_id,
+            "token_id": a.token_id,
+        },
+        "org_id": entry.org_id,
+        "object_id": entry.object_id,
+        "status": entry.status,
+        "request_id": entry.request_id,
+        "body": entry.body,
+        "before": entry.before,
+        "after": entry.after,
+        "detail": dict(entry.detail),
+    }
 
 
 def link_hash(seq: int, prev_hash: str, entry: Entry) -> str:

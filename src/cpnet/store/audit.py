@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from cpnet.audit import chain
@@ -144,16 +144,12 @@ def flush(s: Session) -> None:
     if not entries:
         return
     conn = s.connection()
-    head = conn.execute(
-        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
-    ).one()
-    records = chain.extend(head.seq, head.hash, entries)
-    conn.execute(insert(AuditRecord), [_row(r) for r in records])
-    conn.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(seq=records[-1].seq, hash=records[-1].hash)
-    )
+    # Plain SQL built once: this runs in every audited transaction, and SQLAlchemy's statement
+    # building and cache keys would cost more than the three statements themselves.
+    head_seq, head_hash = conn.execute(_LOCK_HEAD[conn.dialect.name == "postgresql"]).one()
+    records = chain.extend(head_seq, head_hash, entries)
+    conn.execute(_INSERT, [_row(r) for r in records])
+    conn.execute(_MOVE_HEAD, {"seq": records[-1].seq, "hash": records[-1].hash})
 
 
 def committed(s: Session) -> None:
@@ -170,6 +166,14 @@ def discard(s: Session, previous: Any) -> None:
         s.info.pop(_PENDING, None)
         s.info.pop(_CREATED, None)
         s.info.pop(_CALL, None)
+
+
+_LOCK_HEAD = {
+    False: text("SELECT seq, hash FROM audit_head WHERE id = 1"),  # SQLite: BEGIN IMMEDIATE
+    True: text("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"),
+}
+_INSERT = insert(AuditRecord)
+_MOVE_HEAD = text("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1")
 
 
 def _row(r: Record) -> dict:

@@ -132,3 +132,11 @@ def test_a_forged_or_unknown_checkpoint_is_refused():
         "unknown key"
         in chain.verify(recs, [chain.sign_head(1, recs[0].hash, 9.0, other)], KEYS)[0].message
     )
+
+
+def test_the_hashed_body_has_every_field_of_an_entry_and_its_actor():
+    from dataclasses import fields
+
+    body = chain.body_of(1, GENESIS, Entry(at=1.0, action="a", actor=chain.HUB))
+    assert set(body) == {"seq", "prev_hash"} | {f.name for f in fields(Entry)}
+    assert set(body["actor"]) == {f.name for f in fields(Actor)}
