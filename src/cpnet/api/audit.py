@@ -83,6 +83,14 @@ class AuditCalls:
                 return
             if message["type"] == "http.response.start":
                 start = {**message, "headers": [*message.get("headers", ()), rid]}
+                status = int(start["status"])
+                if call.recorded == status or status >= 300:
+                    # Recorded already, or nothing was created: no need to read the answer,
+                    # which may still be streaming (a 413 goes out while its body drains).
+                    done = True
+                    if call.recorded != status:
+                        await self._write(call, call.entry(time.time(), None, status))
+                    await send(start)
                 return
             held.append(message)
             held_bytes += len(message.get("body", b""))
