@@ -206,7 +206,7 @@ def in_process(data_dir: Path, calls: int, before_books: list[float]) -> list[Ro
 
 def _parts(h, who, name: str, spec: dict, snap, calls: int) -> list[Row]:  # type: ignore[no-untyped-def]
     """Rank, options and the whole make_quote for one spec on one snapshot."""
-    views, records, network, now = snap
+    views, _records, network, now = snap
     stored = TaskSpec.model_validate(spec).model_dump(mode="json", exclude_none=True)
     req = scheduling.request_from_dict("bench", stored, (), now)
     decision = rank(req, views, network=network, keep=5)
@@ -217,7 +217,6 @@ def _parts(h, who, name: str, spec: dict, snap, calls: int) -> list[Row]:  # typ
         return quotes.options(
             decision,
             by_id,
-            records,
             now=now,
             fee_bps=500,
             work_scu_h=req.work_scu_h,

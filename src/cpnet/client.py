@@ -49,7 +49,7 @@ from cpnet.audit.wire import AuditPage, AuditRecordOut, AuditVerify
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
 from cpnet.market.auction_records import AuctionRecord, BidRecord, BidRuleRecord, LeaseRecord
-from cpnet.market.records import PoolPrices, QuoteRecord
+from cpnet.market.records import PoolPrices, PoolSla, QuoteRecord, ReputationRecord
 from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted, UsageList
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
@@ -991,6 +991,49 @@ class Client:
         """A quote of your organisation, and the task that used it, if any."""
         data = self._request("GET", f"/v1/quotes/{_seg(quote_id)}")
         return self._model(QuoteRecord, data, "GET quote")
+
+    # -- SLAs and reputation --------------------------------------------------------------------
+
+    def sla(self, pool_id: str) -> PoolSla:
+        """A pool's SLA terms and their history, its newest evaluated windows (evidence,
+        credits) and its reputation."""
+        data = self._request("GET", f"/v1/pools/{_seg(pool_id)}/sla")
+        return self._model(PoolSla, data, "GET pool sla")
+
+    def set_sla(
+        self,
+        pool_id: str,
+        *,
+        availability: float | None = None,
+        max_queue_wait_s: float | None = None,
+        success_rate: float | None = None,
+        window_s: float | None = None,
+        credit_percent: float | None = None,
+    ) -> PoolSla:
+        """Declare a pool's SLA terms (its provider's admins); kept as history. Terms left out
+        are not promised; window and credit default to the hub's (24 h, 10 %)."""
+        body: dict[str, Any] = {}
+        for key, value in (
+            ("availability", availability),
+            ("max_queue_wait_s", max_queue_wait_s),
+            ("success_rate", success_rate),
+            ("window_s", window_s),
+            ("credit_percent", credit_percent),
+        ):
+            if value is not None:
+                body[key] = value
+        data = self._request("PUT", f"/v1/pools/{_seg(pool_id)}/sla", body=body)
+        return self._model(PoolSla, data, "PUT pool sla")
+
+    def reputations(self) -> list[ReputationRecord]:
+        """Every pool's reputation score with its evidence, best first."""
+        data = self._request("GET", "/v1/reputation")
+        return self._models(ReputationRecord, data, "pools", "GET /v1/reputation")
+
+    def reputation(self, pool_id: str) -> ReputationRecord:
+        """One pool's reputation score with its evidence."""
+        data = self._request("GET", f"/v1/pools/{_seg(pool_id)}/reputation")
+        return self._model(ReputationRecord, data, "GET pool reputation")
 
     # -- the market: auctions and leases ---------------------------------------------------------
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cpnet.limits.rate import Rate, parse_rate
+from cpnet.limits.ssrf import STRICT, UrlRule, parse_allow
 
 DEFAULT_PORT = 8470
 USER_RATE = Rate(100.0, 500)  # requests a second, burst: per user token
@@ -56,6 +57,12 @@ class HubSettings:
     # hold takes, and the least hold (minor units)
     hold_margin: float = 1.5
     min_hold: int = 0
+    # SLAs and reputation (docs/market.md): how often the hub's SLA sweep runs (evaluating the
+    # windows that ended, refreshing reputations), the shortest SLA window a pool may declare,
+    # and the half-life of an observation in a reputation. Tests shorten all three.
+    sla_interval_s: float = 60.0
+    sla_min_window_s: float = 3600.0
+    reputation_half_life_s: float = 6 * 3600.0
     # auctions and leases (docs/market.md): how often the hub awards closed requests and settles
     # leases, and the part of a lease's window paid at a time (CPNET_LEASE_PERIOD_S)
     market_sweep_s: float = 1.0
@@ -75,6 +82,10 @@ class HubSettings:
     rate_limit: Rate | None = USER_RATE
     rate_limit_agent: Rate | None = AGENT_RATE
     rate_limit_anonymous: Rate | None = ANONYMOUS_RATE
+    # Literal loopback/link-local/private addresses a task's http(s) URLs may name
+    # (CPNET_ALLOW_PRIVATE_URLS, CIDRs and host names, "*" for any); the agents' own option
+    # allow_private_urls decides what they reach after resolving names.
+    allow_private_urls: UrlRule = STRICT
     # how often the hub signs the audit chain's head, when it moved (CPNET_AUDIT_CHECKPOINT_S)
     audit_checkpoint_s: float = 60.0
 
@@ -90,6 +101,10 @@ class HubSettings:
             raise ValueError("CPNET_AUDIT_CHECKPOINT_S must be a positive number of seconds")
         if self.min_hold < 0:
             raise ValueError("CPNET_MIN_HOLD must be 0 or more minor units")
+        if self.sla_interval_s <= 0 or self.sla_min_window_s <= 0:
+            raise ValueError("CPNET_SLA_INTERVAL_S and CPNET_SLA_MIN_WINDOW_S must be above 0")
+        if self.reputation_half_life_s <= 0:
+            raise ValueError("CPNET_REPUTATION_HALF_LIFE_S must be above 0 seconds")
 
     @property
     def url(self) -> str:
@@ -129,10 +144,20 @@ class HubSettings:
             s = replace(s, lease_period_s=float(env["CPNET_LEASE_PERIOD_S"]))
         if env.get("CPNET_QUOTE_TTL_S"):
             s = replace(s, quote_ttl_s=float(env["CPNET_QUOTE_TTL_S"]))
+        for var, name in (
+            ("CPNET_SLA_INTERVAL_S", "sla_interval_s"),
+            ("CPNET_SLA_MIN_WINDOW_S", "sla_min_window_s"),
+            ("CPNET_REPUTATION_HALF_LIFE_S", "reputation_half_life_s"),
+        ):
+            if env.get(var):
+                s = replace(s, **{name: float(env[var])})
         if env.get("CPNET_MTLS"):
             s = replace(s, mtls=env["CPNET_MTLS"].strip().lower())
         if env.get("CPNET_CLIENT_CERT_TTL_S"):
             s = replace(s, client_cert_ttl_s=float(env["CPNET_CLIENT_CERT_TTL_S"]))
+        if env.get("CPNET_ALLOW_PRIVATE_URLS"):
+            rule = parse_allow(env["CPNET_ALLOW_PRIVATE_URLS"], "CPNET_ALLOW_PRIVATE_URLS")
+            s = replace(s, allow_private_urls=rule)
         for var, name in RATE_SETTINGS.items():
             if env.get(var):
                 s = replace(s, **{name: parse_rate(env[var], var)})

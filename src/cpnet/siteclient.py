@@ -76,6 +76,11 @@ class SiteClient(Client):
             verify=tls_context(self.ca_file, self.cert),
         )
 
+    def attempt_secrets(self, site_id: str, attempt_id: str) -> dict:
+        """The secret env values of an attempt's task, by executor index (only this site's
+        agent, only while the attempt runs)."""
+        return dict(self._site("GET", site_id, f"attempts/{attempt_id}/secrets"))  # type: ignore[call-overload]
+
     def _site(self, method: str, site_id: str, path: str, **kw: object) -> object:
         return self._request(method, f"/v1/sites/{site_id}/{path}", idempotent=True, **kw)
 

@@ -21,6 +21,9 @@ from cpnet.client import Client, tls_context
 HEARTBEAT_S = 0.5  # fast liveness so a lost agent is noticed within ~2 s in tests
 
 
+LOOPBACK = "127.0.0.0/8,::1"  # what test hubs and agents allow unless told allow_loopback=False
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CPNET_")}
     env.update(extra)
@@ -55,6 +58,9 @@ class HubProc:
     args: list[str] = field(default_factory=list)  # more `cpnet hub` flags, e.g. --authority
     env: dict[str, str] = field(default_factory=dict)  # CPNET_* settings, e.g. max_blob_bytes
     tls: bool = False  # serve HTTPS with the development certificate (args should have --tls)
+    # Take tasks whose http(s) URLs name loopback addresses (CPNET_ALLOW_PRIVATE_URLS): the
+    # tests' web servers are on 127.0.0.1. False: the secure default (docs/security.md).
+    allow_loopback: bool = True
 
     @property
     def url(self) -> str:
@@ -84,12 +90,13 @@ class HubProc:
 
     def start(self) -> None:
         self.log = self.data_dir / f"hub-{time.time_ns()}.log"
+        loopback = {"CPNET_ALLOW_PRIVATE_URLS": LOOPBACK} if self.allow_loopback else {}
         port = ["--port", str(self.port)]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cpnet", "hub", *self._db_args(), *port, *self.args],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
-            env=_env(**self.env),
+            env=_env(**{**loopback, **self.env}),
             start_new_session=True,
         )
 
@@ -136,6 +143,9 @@ class AgentProc:
     # Run the agent under this command, e.g. ["nsenter", "--net=/run/netns/NAME"].
     prefix: list[str] = field(default_factory=list)
     log: Path | None = None
+    # Stage http(s) URLs on loopback (the option allow_private_urls, unless `options` sets it):
+    # the tests' web servers are on 127.0.0.1. False: the secure default (docs/security.md).
+    allow_loopback: bool = True
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -154,8 +164,11 @@ class AgentProc:
             body["pool"] = self.pools
         if self.backend != "local":
             body["backend"] = self.backend
-        if self.options:
-            body["options"] = self.options
+        options = dict(self.options)
+        if self.allow_loopback:
+            options.setdefault("allow_private_urls", LOOPBACK)
+        if options:
+            body["options"] = options
         body.update(self.config)
         cfg.write_text(tomli_w.dumps(body))
         log = self.log = self.work_dir / f"agent-{time.time_ns()}.log"

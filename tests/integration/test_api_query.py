@@ -77,6 +77,7 @@ class Setup:
             "sha256": "0" * 64,
             "org_id": self.world.org_id,
             "quote_id": "qte_nope",
+            "attempt_id": "att_nope",
             "auction_id": "auc_nope",
             "lease_id": "lse_nope",
         }

@@ -103,6 +103,10 @@ def test_demo_runs_everything_and_stops_everything(demo_dir: Path):
     assert "tianjin: 54 CNY per core-hour with a utilisation rule" in market, log
     quote = re.search(r"binding quote for stencil-hpc.*?\bquote (quo_[a-z0-9]+)", market, re.S)
     assert quote and "tianjin/fp64" in market, log
+    # A reservation by auction: two sealed bids (one by API, one by rule), an award, a lease.
+    assert re.search(r"auction auc_[a-z0-9]+: awarded", market), log
+    assert "│ API " in market and "│ rule " in market, log
+    assert re.search(r"lease lse_[a-z0-9]+ on \w+/\w+: 8 cores, 16 GB", market), log
     workload = out.stdout.split("5. Workload", 1)[1].split("6. Summary", 1)[0]
     held = re.search(r"held for queued and running tasks (\d+\.\d\d) CNY", workload)
     assert held and float(held.group(1)) > 0, log
@@ -116,6 +120,7 @@ def test_demo_runs_everything_and_stops_everything(demo_dir: Path):
     charged, payouts, fees = (round(float(x) * 100) for x in totals.groups())
     assert charged == payouts + fees and charged > 0 and fees > 0, log
     assert "stencil-hpc" in books and "the books balance" in books, log
+    assert "lease (reservation)" in books and "ends her lease early" in books, log
     # An operator checks the demo's books from its data dir, offline.
     check = subprocess.run(
         [sys.executable, "-m", "cpnet", "ledger", "check", "--data-dir", str(demo_dir), "--json"],

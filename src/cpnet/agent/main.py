@@ -8,6 +8,7 @@ so after a restart the agent re-attaches to what it was running (or reports what
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -39,6 +40,7 @@ from cpnet.agent.metering import load_or_create_key, signed_record
 from cpnet.agent.netprobe import NetProber, ProbeListener
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
+from cpnet.agent.runner import SECRETS_FILE
 from cpnet.agent.settings import AgentConfigError, AgentSettings, check_listen
 from cpnet.auth.model import Role
 from cpnet.client import CpnetError, Stopped, Unauthorized
@@ -195,6 +197,7 @@ class Agent:
         self.asked: dict[str, float] = {}  # measurement requests acted on: pool -> asked at
         self.prices = {p.name: p.price for p in settings.pools}
         self.declared = {p.name: p.declared for p in settings.pools if p.declared}
+        self.slas = {p.name: p.sla for p in settings.pools if p.sla}  # SLA terms per pool
         # Registration and heartbeats take turns, so a heartbeat never names a pool the hub was
         # just told is gone (that would bring it back online) or one not yet registered.
         self.hub_lock = threading.Lock()
@@ -272,6 +275,7 @@ class Agent:
             if p.name in self.prices:
                 p.price = self.prices[p.name]
             p.declared = self.declared.get(p.name)
+            p.sla = self.slas.get(p.name)
         body = {
             "endpoint": self.settings.endpoint,
             "agent_version": __version__,
@@ -422,8 +426,16 @@ class Agent:
     def _start(self, e: Entry, job: Job | None = None) -> None:
         """Hand the attempt to the backend: `job` as accepted, or (after a restart) the one
         its journal entry keeps."""
+        job = job if job is not None else Job.from_dict(e.job)
+        if any(ex.secret_env for ex in job.spec.executors):
+            try:
+                self._deliver_secrets(e.attempt_id)
+            except AgentError as exc:
+                log.error("secrets of %s: %s", e.attempt_id, exc)
+                self._queue(e, JobStatus(State.SYSTEM_ERROR, f"cannot get its secrets: {exc}"))
+                return
         try:
-            handle = self.backend.submit(job if job is not None else Job.from_dict(e.job))
+            handle = self.backend.submit(job)
         except Exception as exc:  # the backend refused: that is this attempt's system error
             log.exception("submit of %s failed", e.attempt_id)
             self._queue(e, JobStatus(State.SYSTEM_ERROR, f"backend refused the job: {exc}"))
@@ -436,6 +448,18 @@ class Agent:
         # Not fsynced: after a crash of the machine the attempt's processes are gone too, and
         # a restart without the handle submits again, which the backend turns into adopting it.
         self.journal.save(e, durable=False)
+
+    def _deliver_secrets(self, attempt_id: str) -> None:
+        """Fetch the attempt's secret env values from the hub into SECRETS_FILE (mode 0600) in
+        its work dir, where its runner reads and deletes them first thing; they are never in
+        job.json or the journal (docs/security.md, "Secrets")."""
+        got = self._hub(self.hub.attempt_secrets, self.site_id, attempt_id)
+        work_dir = self.backend.work_dir_for(attempt_id)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        path = work_dir / SECRETS_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(got.get("executors") or {}, f)
 
     def _cancel(self, attempt_id: str) -> None:
         handle = self.handles.get(attempt_id)

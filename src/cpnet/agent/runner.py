@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import resource
@@ -33,6 +34,8 @@ from cpnet.agent import containers, hostinfo, private_tmp
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
 from cpnet.agent.private_tmp import probe as probe_private_tmp
 from cpnet.agent.staging import Remote, StagingError, Transfer, stage_in, stage_out, task_path
+from cpnet.limits.ssrf import parse_allow
+from cpnet.tasks.secrets import scrub
 from cpnet.tasks.states import State
 
 TYPE_CHECKING = False  # not typing's: typing is for type checkers only here, and costs startup
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
 JOB_FILE = "job.json"
+# The task's secret env values by executor index, written (0600) by the agent just before the
+# runner starts; the runner reads and deletes it first thing (docs/security.md, "Secrets").
+SECRETS_FILE = "secrets.json"
 ASSIGN_FILE = "assign.json"  # local backend: CPUs and GPUs given; merged into the runner block
 STATUS_FILE = "status.json"
 CANCEL_FILE = "cancel"  # present once a cancel was asked for, even before the runner started
@@ -207,6 +213,8 @@ def staging_limits(settings: dict[str, Any], attempt_id: str) -> dict[str, Any]:
             hub_url=settings.get("hub_url") or None,
             hub_token=os.environ.get(HUB_TOKEN_ENV) or None,
             attempt_id=attempt_id or None,
+            # a job.json without the key (an older agent's) gets the strict rule
+            url_rule=parse_allow(settings.get("allow_private_urls") or ()),
         ),
     }
 
@@ -240,6 +248,7 @@ class Runner:
         self.cpus: list[int] | None = None  # CPU ids executors are pinned to (None: unpinned)
         self.progress_saved = 0.0  # monotonic time status.json last got a progress update
         self.inherit_env: tuple[str, ...] = ()  # prefixes of the runner's variables executors see
+        self.secret_values: list[str] = []  # the task's secret env values: scrubbed from logs
         self.runtime: str | None = None  # podman | docker | apptainer for executors' images
         self.allow_host_exec = False  # an executor's image may be ignored (run on the host)
         self.mounts = containers.Mounts()  # task directories bound into containers
@@ -322,6 +331,13 @@ class Runner:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.finish(State.SYSTEM_ERROR, f"cannot read {JOB_FILE}: {exc}")
             return
+        wanted = [bool(ex.get("secret_env")) for ex in data["spec"].get("executors") or []]
+        if any(wanted):
+            try:
+                spec = self.with_secrets(spec, wanted)
+            except (OSError, ValueError, TypeError) as exc:
+                self.finish(State.SYSTEM_ERROR, f"the task's secrets did not arrive: {exc}")
+                return
         settings = data.get("runner") or {}
         try:
             settings = settings | json.loads((self.work_dir / ASSIGN_FILE).read_text("utf-8"))
@@ -441,6 +457,30 @@ class Runner:
             f"in {time.monotonic() - started:.2f} s"
         )
         self.finish(State.COMPLETE, None)
+
+    def with_secrets(self, spec: JobSpec, wanted: list[bool]) -> JobSpec:
+        """`spec` with the secret values put back into its executors' env, read from
+        SECRETS_FILE, which is deleted at once; the values are kept to scrub logs."""
+        path = self.work_dir / SECRETS_FILE
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(
+                f"no {SECRETS_FILE} in the work dir (this backend does not deliver secrets, or "
+                "a restarted runner already used them)"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        executors = list(spec.executors)
+        for i, ex in enumerate(executors):
+            got = values.get(str(i)) or {}
+            if wanted[i] and not got:
+                raise ValueError(f"executor {i}'s secret values are missing")
+            if got:
+                executors[i] = dataclasses.replace(ex, env={**ex.env, **got})
+                self.secret_values.extend(str(v) for v in got.values())
+        return dataclasses.replace(spec, executors=executors)
 
     def run_executors(self, spec: JobSpec, ids: dict[str, str]) -> bool:
         """Run the executors in order; True when the attempt ended (finished) on the way."""
@@ -664,8 +704,8 @@ class Runner:
             start_time=start,
             end_time=now(),
             exit_code=code,
-            stdout=tail(out_path),
-            stderr=tail(err_path),
+            stdout=scrub(tail(out_path), self.secret_values),
+            stderr=scrub(tail(err_path), self.secret_values),
         )
         self.log(f"executor {i}: {how} after {wall:.2f} s")
         return log, f"executor {i} ({ex.command[0]}) failed: {how}"

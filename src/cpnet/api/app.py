@@ -25,6 +25,7 @@ from cpnet.api.routers import (
     market,
     network,
     pools,
+    sla,
     tasks,
     tes,
     usage,
@@ -66,7 +67,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     routers = (
         ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
-        audit,
+        audit, sla,
     )  # fmt: skip
     for r in routers:
         app.include_router(r.router)

@@ -27,6 +27,7 @@ from cpnet.cli import (
     prices,
     quote,
     sim,
+    sla,
     submit,
     tasks,
     usage,
@@ -187,6 +188,8 @@ app.command("explain")(tasks.explain)
 app.command("pools")(pools.pools)
 app.add_typer(prices.app, name="prices")
 app.command("quote")(quote.quote)
+app.add_typer(sla.app, name="sla")
+app.command("reputation")(sla.reputation)
 app.command("measure")(measure.measure)
 app.command("measure-match")(measure.catalogue_match)
 app.add_typer(network.app, name="network")

@@ -40,6 +40,12 @@ def price_summary(pool: PoolRecord) -> str:
     return f"{p.currency} {' '.join(parts)}" if parts else "free"
 
 
+def reputation_summary(pool: PoolRecord) -> str:
+    """``0.93 SLA`` for a cell: the pool's reputation score, and whether it declares SLA terms."""
+    score = "-" if pool.reputation is None else f"{pool.reputation:.2f}"
+    return f"{score} SLA" if pool.sla else score
+
+
 def scu_summary(pool: PoolRecord) -> str:
     """The SCU rate, and whether it rests on a measurement (``12.3 measured``)."""
     if not pool.scu_rate:
@@ -140,7 +146,8 @@ def pools(
         print_json({"pools": found})
         return
     columns = [
-        "id", "type", "region", "hardware", "free/total", "leased", "queue", "price/h", "online",
+        "id", "type", "region", "hardware", "free/total", "leased", "queue", "price/h",
+        "reputation", "online",
     ]  # fmt: skip
     if profile:
         columns[-1:-1] = [f"SCU ({profile})", "price/SCU-h"]
@@ -155,6 +162,7 @@ def pools(
             leased_summary(pool),
             str(pool.queue_length),
             price_summary(pool),
+            reputation_summary(pool),
         ]
         if profile:
             row += [scu_summary(pool), per_scu_summary(pool)]

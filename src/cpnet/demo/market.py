@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from cpnet.cli.output import table
-from cpnet.client import Client
+from cpnet.client import Client, CpnetError
 from cpnet.market import ledger as L
 from cpnet.market import money
+from cpnet.market.auction_records import AuctionRecord, LeaseRecord
 from cpnet.market.records import QuoteRecord
 from cpnet.market.wire import AccountSummary, Bill
 
@@ -50,6 +52,15 @@ RATES_NOTE = (
     "(36 CNY per core-hour is one fen per core-second) to show whole fen on the bill."
 )
 QUOTED = "stencil-hpc"  # the task submitted with a binding quote (else the first one)
+# The reservation alice asks for by auction: 8 cores and 16 GB for ten minutes, starting in a
+# few seconds (a window may not start in the past, and the bids must come in before it).
+RESERVE = {"cpu_cores": 8, "ram_gb": 16}
+RESERVE_MAX_PRICE = "600.00"  # CNY per hour for the whole request, at most
+RESERVE_LEAD_S = 4.0
+RESERVE_WINDOW_S = 600.0
+API_BIDDER = "guiyang"  # bids through the API; Tianjin bids by its standing rule
+API_BID = "330.00"
+RULE_BIDDER, RULE_FACTOR = "tianjin", 0.9
 CHECK_TIMEOUT_S = 60.0
 
 
@@ -175,3 +186,78 @@ def check_books(data_dir: Path) -> BooksCheck:
 def period_now() -> str:
     """The month the demo's bill covers (UTC)."""
     return L.period_of(time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    auction: AuctionRecord
+    lease: LeaseRecord | None
+
+
+def reserve(
+    net_url: str, user_token: str, tokens: dict[str, str], pools: dict[str, str]
+) -> Reservation:
+    """alice posts a request for capacity; Guiyang bids through the API, Tianjin by its rule;
+    alice closes the bids and the hub awards a lease (docs/market.md, "Auctions and leases")."""
+    now = datetime.now(UTC)
+    start = now + timedelta(seconds=RESERVE_LEAD_S)
+    with Client(net_url, tokens[RULE_BIDDER]) as tianjin:
+        tianjin.set_bid_rule(pools[RULE_BIDDER], RULE_FACTOR)
+    with Client(net_url, user_token) as user:
+        auction = user.create_auction(
+            start=start,
+            end=start + timedelta(seconds=RESERVE_WINDOW_S),
+            max_price=RESERVE_MAX_PRICE,
+            resources=RESERVE,
+        )
+        with Client(net_url, tokens[API_BIDDER]) as guiyang:
+            guiyang.bid(auction.id, pools[API_BIDDER], API_BID)
+        try:
+            auction = user.close_auction(auction.id)
+        except CpnetError:  # the hub's sweep closed it at its start meanwhile
+            auction = user.auction(auction.id)
+        lease = next((x for x in user.leases() if x.id == auction.lease_id), None)
+    return Reservation(auction, lease)
+
+
+def wait_live(net_url: str, user_token: str, lease_id: str, timeout_s: float = 15.0) -> bool:
+    """Wait (bounded) until the lease's window has begun, so the workload can use it."""
+    deadline = time.monotonic() + timeout_s
+    with Client(net_url, user_token) as user:
+        while time.monotonic() < deadline:
+            if any(x.id == lease_id and x.live for x in user.leases()):
+                return True
+            time.sleep(0.2)
+    return False
+
+
+def end_lease(net_url: str, user_token: str, lease_id: str) -> LeaseRecord:
+    """alice ends her lease when her work is done: she pays what elapsed, the rest goes back."""
+    with Client(net_url, user_token) as user:
+        return user.cancel_lease(lease_id)
+
+
+def bids_table(auction: AuctionRecord, labels: dict[str, str], pool_of: dict[str, str]) -> Table:
+    """The sealed bids as the owner sees them after the close: price, score or why dropped."""
+    grid = table(
+        f"auction {auction.id}: {auction.state}",
+        ["pool", "how", "price/h", "score (lower wins)"],
+    )
+    for b in sorted(auction.bids, key=lambda b: (b.score is None, b.score or 0.0)):
+        grid.add_row(
+            labels.get(b.pool_id, b.pool_id),
+            "rule" if b.rule else "API",
+            money.fmt(b.price),
+            f"{b.score:.3f}" if b.score is not None else f"dropped: {b.dropped}",
+        )
+    return grid
+
+
+def lease_line(lease: LeaseRecord, labels: dict[str, str]) -> str:
+    return (
+        f"lease {lease.id} on {labels.get(lease.pool_id, lease.pool_id)}: "
+        f"{lease.resources.cpu_cores:g} cores, {lease.resources.ram_gb:g} GB, "
+        f"{lease.start.strftime('%H:%M:%S')}–{lease.end.strftime('%H:%M:%S')}Z at "
+        f"{money.fmt(lease.price)}/h; its whole window ({money.fmt(lease.total)}) is held now "
+        "and paid as it runs; alice's tasks that fit go on it first"
+    )

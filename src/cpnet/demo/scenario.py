@@ -29,6 +29,7 @@ from cpnet.demo import market, view
 from cpnet.demo.network import LocalNetwork, NetworkError
 from cpnet.demo.sites import SITES, DemoSite
 from cpnet.demo.workload import Context, DemoTask, build
+from cpnet.market import money
 from cpnet.registry.model import PoolRecord
 from cpnet.tasks.model import TaskView
 from cpnet.tasks.states import State
@@ -101,6 +102,7 @@ class Demo:
         self.padmin_tokens: dict[str, str] = {}  # site key -> its provider admin's token
         self.user_org = ""
         self.quote_ids: dict[str, str] = {}  # task name -> the quote it is submitted with
+        self.lease_id: str | None = None  # the reservation alice won by auction
 
     def say(self, message: str, style: str = "") -> None:
         self.console.print(Text(message, style=style), soft_wrap=True)
@@ -207,7 +209,7 @@ class Demo:
 
     def price_and_quote(self) -> None:
         """The providers publish their price books; alice asks a binding quote for one task."""
-        self.step("4. Market: price books and a binding quote")
+        self.step("4. Market: price books, a binding quote, a reservation by auction")
         outputs = self.net.root / "outputs"
         outputs.mkdir(parents=True, exist_ok=True)
         self.tasks = build(self.n_tasks, Context(python=self.net.python, outputs=outputs))
@@ -229,11 +231,34 @@ class Demo:
             "it runs as stated, whatever the price does meanwhile (cpnet submit --quote).",
             "dim",
         )
+        self._auction(pools)
+
+    def _auction(self, pools: dict[str, str]) -> None:
+        """alice reserves capacity by sealed-bid auction; the award becomes a lease."""
+        r = market.RESERVE
+        self.say(
+            f"alice asks for a reservation: {r['cpu_cores']} cores and {r['ram_gb']} GB for "
+            f"{market.RESERVE_WINDOW_S / 60:g} minutes, at most {market.RESERVE_MAX_PRICE} CNY "
+            f"per hour (cpnet auction create); {market.API_BIDDER} bids {market.API_BID}/h "
+            f"through the API, {market.RULE_BIDDER} by its standing rule ({market.RULE_FACTOR:g}"
+            " × its price book); the bids are sealed until alice closes them:"
+        )
+        got = market.reserve(self.net.url, self.user_token, self.padmin_tokens, pools)
+        self.console.print(market.bids_table(got.auction, self.labels, pools))
+        if got.lease is None:
+            self.say(f"no lease: {got.auction.reason}", "yellow")
+            return
+        self.lease_id = got.lease.id
+        self.say(market.lease_line(got.lease, self.labels))
 
     # -- 5. the workload -----------------------------------------------------------------------
 
     def submit(self) -> None:
         self.step(f"5. Workload: {len(self.tasks)} tasks")
+        if self.lease_id is not None and not market.wait_live(
+            self.net.url, self.user_token, self.lease_id
+        ):
+            self.say("the lease's window has not begun yet: the tasks go on without it", "yellow")
         with self.user() as user:
             for t in self.tasks:
                 spec = self._spec(t)
@@ -318,6 +343,14 @@ class Demo:
         """alice's bill, itemised, reconciled to the fen; then the operator checks the books."""
         self.step("7. The bill and the books")
         names = {t.task_id: t.name for t in self.tasks}
+        if self.lease_id is not None:
+            lease = market.end_lease(self.net.url, self.user_token, self.lease_id)
+            names[lease.id] = "lease (reservation)"
+            self.say(
+                f"alice's work is done: she ends her lease early (cpnet lease cancel) and pays "
+                f"the {money.fmt(lease.charged)} its window cost so far; the rest of its hold "
+                "goes back. Her tasks that ran on it have no lines of their own:"
+            )
         with self.user() as user:
             bill = user.bill(self.user_org, market.period_now())
             acc = user.account(self.user_org)

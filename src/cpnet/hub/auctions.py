@@ -32,7 +32,6 @@ from cpnet.market.auction_records import (
     Unit,
 )
 from cpnet.market.records import utc
-from cpnet.sched import history
 from cpnet.sched.snapshot import PoolView, Resources
 from cpnet.store import auctions as store
 from cpnet.store import leases as lease_store
@@ -136,7 +135,7 @@ def award(s: Session, row: AuctionRow, fee_bps: int, now: float) -> None:
     bid by the rule, and turn the winner into a lease with its hold; a hold that cannot be
     placed fails the award, and the request says why."""
     req = store.request_of(row)
-    views, records = scheduling.pool_views_and_records(s, now, online_only=False)
+    views = scheduling.pool_views(s, now, online_only=False)
     by_id = {v.id: v for v in views}
     # Lock the pools weighed, so two awards cannot both count the same free capacity.
     s.execute(select(Pool.id).where(Pool.id.in_(list(by_id))).with_for_update()).all()
@@ -150,7 +149,7 @@ def award(s: Session, row: AuctionRow, fee_bps: int, now: float) -> None:
             total=v.total,
             online=v.online,
             gpu_model=v.gpu_model,
-            sla=quotes.sla_score(records.get(v.id, history.NONE)),
+            sla=quotes.sla_score(v),  # the pool's reputation (market/reputation.py)
             reputation=None,  # no reputation model yet: NEUTRAL
             leases=held.get(v.id, ()),
         )

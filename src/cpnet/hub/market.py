@@ -26,6 +26,7 @@ from cpnet.store import prices as price_store
 from cpnet.store import quotes as quote_store
 from cpnet.store import registry
 from cpnet.store.tables import Pool, PriceEntry, Quote, Site
+from cpnet.tasks import secrets as task_secrets
 from cpnet.tasks.model import TaskSpec
 
 
@@ -116,15 +117,16 @@ def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecor
             "a quote request is the task spec alone: drop quote_id and quote_option",
             field="quote_id",
         )
-    check_new(spec)
-    quoted = spec.model_dump(mode="json", exclude_none=True)
+    check_new(spec, h.settings.allow_private_urls)
+    # A quote keeps the spec it priced: never with secret values (docs/security.md).
+    quoted = task_secrets.split(spec.model_dump(mode="json", exclude_none=True))[0]
     placing = with_input_sizes(h, with_scu_hours(h, spec)).model_dump(
         mode="json", exclude_none=True
     )
     now = time.time()
     settings = h.settings
     with h.store.read() as s:
-        views, records = scheduling.pool_views_and_records(s, now)
+        views = scheduling.pool_views(s, now)
         network = scheduling.network_map(s, now) if views else None
         req = scheduling.request_from_dict("quote", placing, (), now)
         decision = rank(req, views, network=network, keep=limit)
@@ -141,7 +143,6 @@ def make_quote(h: Hub, who: Principal, spec: TaskSpec, limit: int) -> QuoteRecor
     options = quotes.options(
         decision,
         {v.id: v for v in views},
-        records,
         now=now,
         fee_bps=settings.platform_fee_bps,
         work_scu_h=req.work_scu_h,

@@ -28,6 +28,7 @@ from cpnet.store import leases as lease_store
 from cpnet.store import network as network_store
 from cpnet.store import prices as price_store
 from cpnet.store import registry as reg
+from cpnet.store import sla as sla_store
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
 from cpnet.store.tables import Pool, Site, Task
@@ -46,8 +47,13 @@ def pool_view(
     past: history.PoolHistory = history.NONE,
     book: Sequence[prices.Entry] = (),
     now: float = 0.0,
+    reputation: float | None = None,
 ) -> PoolView:
     """A store row, and the pool's recent record, as the scheduler's plain-data view.
+
+    Its failure rate (the risk term) is 1 − its ``reputation`` score once the hub's SLA sweep
+    has scored it (market/reputation.py), so the scheduler, quotes and explain see one figure;
+    until then its recent record's share of system errors stands in.
 
     Its price is the on-demand entry of the pool's price ``book`` in force at ``now``, with the
     entry's dynamic rule applied at the pool's utilisation (``score.load_fraction``); without
@@ -92,7 +98,8 @@ def pool_view(
         place=site_place(site.id),
         recent_wait_s=past.wait_s,
         recent_runtime_s=past.runtime_s,
-        failure_rate=past.failure_rate,
+        failure_rate=past.failure_rate if reputation is None else 1.0 - reputation,
+        reputation=reputation,
         carbon_g_per_kwh=carbon,
     )
 
@@ -105,11 +112,12 @@ def pool_views(s: Session, now: float, online_only: bool = True) -> list[PoolVie
 def pool_views_and_records(
     s: Session, now: float, online_only: bool = True
 ) -> tuple[list[PoolView], dict[str, history.PoolHistory]]:
-    """``pool_views``, and each pool's recent record (quotes show it as an SLA score)."""
+    """``pool_views``, and each pool's recent record."""
     past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
     books = price_store.entries_in_force(s, now)
+    scores = sla_store.scores(s)
     views = [
-        pool_view(p, site, past.get(p.id, history.NONE), books.get(p.id, ()), now)
+        pool_view(p, site, past.get(p.id, history.NONE), books.get(p.id, ()), now, scores.get(p.id))
         for p, site in reg.live_pools(s, online_only=online_only)
     ]
     return views, past

@@ -20,6 +20,7 @@ from cpnet.hub.keys import active_keys
 from cpnet.hub.notify import Notifier
 from cpnet.hub.resolver import Resolver
 from cpnet.hub.scheduling import schedule_once
+from cpnet.hub.sla import sweep as sla_sweep
 from cpnet.ident import SigningKey
 from cpnet.store import audit, network
 from cpnet.store import registry as reg
@@ -68,6 +69,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),
+            asyncio.create_task(self._sla_loop(), name="cpnet-sla"),
             asyncio.create_task(self._market_loop(), name="cpnet-market"),
             asyncio.create_task(self._audit_loop(), name="cpnet-audit"),
         ]
@@ -135,6 +137,19 @@ class Hub:
                 continue
             if lost:
                 self.wake_scheduler()
+
+    async def _sla_loop(self) -> None:
+        """Evaluate SLA windows that ended and refresh reputations, every sla_interval_s."""
+        while True:
+            await asyncio.sleep(self.settings.sla_interval_s)
+            try:
+                await to_thread.run_sync(self.sla_once, time.time())
+            except Exception:  # keep sweeping after a transient database error
+                log.exception("SLA sweep failed")
+
+    def sla_once(self, now: float):  # type: ignore[no-untyped-def]
+        """One SLA sweep (hub/sla.py): credits for breached windows, fresh reputations."""
+        return sla_sweep(self.store, now, self.settings.reputation_half_life_s)
 
     async def _market_loop(self) -> None:
         """Award requests whose bids have closed, and settle leases as their windows run."""

@@ -17,15 +17,19 @@ from dataclasses import dataclass
 from cpnet.auth.model import Principal
 from cpnet.errors import Invalid, NotFound
 from cpnet.hub import market
+from cpnet.hub import secrets as hub_secrets
 from cpnet.hub.scheduling import pool_view, request_from_dict
 from cpnet.hub.service import Hub
+from cpnet.limits.ssrf import STRICT, UrlRule, literal_refusal
 from cpnet.market import charge, quotes
 from cpnet.measure.scu import work_scu_hours
 from cpnet.sched import PoolView, rank
 from cpnet.store import ledger, registry
 from cpnet.store import prices as price_store
 from cpnet.store import quotes as quote_store
+from cpnet.store import secrets as secret_store
 from cpnet.store import tasks as store
+from cpnet.tasks import secrets as task_secrets
 from cpnet.tasks import wildcards
 from cpnet.tasks.model import BLOB_URL_PREFIX, TaskSpec, TaskView
 
@@ -42,12 +46,26 @@ class Submitted:
     view: TaskView | None  # None unless asked for
 
 
-def check_new(spec: TaskSpec) -> None:
+def check_new(spec: TaskSpec, rule: UrlRule = STRICT) -> None:
     """What a new task may not ask for though the schema reads it (stored tasks stay readable):
-    TES wildcard outputs the agent could not stage. Invalid (400) naming the field."""
+    TES wildcard outputs the agent could not stage; http(s) URLs whose host is a literal
+    loopback, link-local or private address the hub's `rule` does not allow (the agent checks
+    names, after resolving them, and every redirect). Invalid (400) naming the field."""
     problem = wildcards.first_problem(spec.outputs)
     if problem is not None:
         raise Invalid(f"{problem[0]}: {problem[1]}", field=problem[0])
+    urls = [(f"inputs[{n}].url", i.url) for n, i in enumerate(spec.inputs)]
+    urls += [(f"outputs[{n}].url", o.url) for n, o in enumerate(spec.outputs)]
+    for field, url in urls:
+        why = literal_refusal(url, rule) if url else None
+        if why is not None:
+            raise Invalid(
+                f"{field}: {why}: this hub takes no URL naming a loopback, link-local, "
+                "private, multicast or reserved address unless its operator allows it "
+                "(CPNET_ALLOW_PRIVATE_URLS); use a public address or a name",
+                field=field,
+                code="url_not_allowed",
+            )
 
 
 def with_scu_hours(h: Hub, spec: TaskSpec) -> TaskSpec:
@@ -137,10 +155,16 @@ def submit(
 ) -> Submitted:
     """Create a task (or find the one a repeated idempotency key names) in one transaction, with
     `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
-    check_new(spec)
+    check_new(spec, h.settings.allow_private_urls)
+    dumped = spec.model_dump(mode="json", exclude_none=True)
+    sealed_values: dict = {}
+    if task_secrets.has_secrets(dumped):
+        # Stored, shown and quoted without the values; they are sealed beside the task.
+        dumped, sealed_values = task_secrets.split(dumped)
+        spec = TaskSpec.model_validate(dumped)
     quoted = None
     if spec.quote_id is not None:
-        quoted = quotes.spec_hash(spec.model_dump(mode="json", exclude_none=True))
+        quoted = quotes.spec_hash(dumped)
     elif spec.quote_option is not None:
         raise Invalid("quote_option needs a quote_id", field="quote_option")
     spec = with_input_sizes(h, with_scu_hours(h, spec))
@@ -167,6 +191,9 @@ def submit(
                 )
         else:
             task, created = store.create_task(s, who, spec, now)
+        if created and sealed_values:
+            key = hub_secrets.load_key(h.settings)
+            secret_store.put(s, task.id, hub_secrets.seal(key, task.id, sealed_values), now)
         if created:
             # In the task's own transaction: a hold refused (402) leaves no task behind.
             ledger.open_hold(

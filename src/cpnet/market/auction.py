@@ -16,9 +16,10 @@ close). At the close the hub awards by this rule, deterministic and documented
 
        score = W_PRICE · price / max_price + W_SLA · (1 − sla) + W_REPUTATION · (1 − reputation)
 
-   where ``sla`` is the pool's SLA score (``quotes.sla_score``: the share of its recent attempts
-   not lost to it) and ``reputation`` its provider's reputation, both in [0, 1]; an unknown
-   one (too little history, or no reputation model yet) counts as ``NEUTRAL``.
+   where ``sla`` is the pool's SLA score (``quotes.sla_score``: the pool's reputation score,
+   market/reputation.py) and ``reputation`` its provider's reputation, both in [0, 1]; an unknown
+   one (a pool not scored yet; providers have no reputation of their own yet) counts as
+   ``NEUTRAL``.
 3. The lowest score wins; ties go to the earlier bid, then the lower pool id.
 4. **First price**: the winner is paid what it bid (not the second-best bid), so a bid is the
    price a provider is content to be paid; the request's ``max_price`` is the user's cap.

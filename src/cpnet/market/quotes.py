@@ -24,7 +24,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from cpnet.sched import history
 from cpnet.sched.snapshot import Decision, PoolView
 
 DEFAULT_OPTIONS = 5  # options a quote lists unless asked for more
@@ -59,16 +58,13 @@ class Option:
     time_to_result_s: float  # predicted, from now
     completes_at: float  # epoch seconds: now + time_to_result_s
     fits_now: bool
-    sla_score: float | None  # share of the pool's recent attempts not lost to it; None: too few
+    sla_score: float | None  # the pool's reputation score (0..1); None: not scored yet
 
 
-def sla_score(past: history.PoolHistory) -> float | None:
-    """The pool's SLA score for now: 1 − its share of recent attempts that ended in a system
-    error, or None with fewer than ``history.MIN_SAMPLES`` ended attempts. (The reputation
-    model replaces this later.)"""
-    if past.ended < history.MIN_SAMPLES:
-        return None
-    return 1.0 - past.failure_rate
+def sla_score(pool: PoolView) -> float | None:
+    """The pool's SLA score: its reputation (market/reputation.py), the same figure the
+    scheduler's risk term uses (failure rate = 1 − score); None before the hub first scored it."""
+    return pool.reputation
 
 
 def spec_hash(spec: Mapping) -> str:
@@ -82,7 +78,6 @@ def spec_hash(spec: Mapping) -> str:
 def options(
     decision: Decision,
     pools: Mapping[str, PoolView],
-    records: Mapping[str, history.PoolHistory],
     *,
     now: float,
     fee_bps: int,
@@ -114,7 +109,7 @@ def options(
                 time_to_result_s=placement.time_to_result_s,
                 completes_at=now + placement.time_to_result_s,
                 fits_now=placement.fits_now,
-                sla_score=sla_score(records.get(pool.id, history.NONE)),
+                sla_score=sla_score(pool),
             )
         )
     return tuple(out)

@@ -158,8 +158,9 @@ class QuoteRecord(BaseModel):
     options: list[QuoteOption]
     overruns: str  # how running over the stated work is charged
     sla_note: str = (
-        "sla_score is the share of the pool's attempts in the last 15 minutes not lost to a "
-        "system error (none: fewer than 3 ended); a reputation score replaces it later"
+        "sla_score is the pool's reputation (0..1: recent attempts not lost to the site, "
+        "availability, SLA breaches; docs/market.md), the figure the scheduler's risk uses; "
+        "none: not scored yet"
     )
     rejected: int = 0  # pools ruled out for this spec
     used_by_task: str | None = None
@@ -168,3 +169,56 @@ class QuoteRecord(BaseModel):
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+# ---- SLAs and reputation (market/sla.py, market/reputation.py; docs/market.md) ---------------
+
+
+class SlaTermsRecord(BaseModel):
+    """A row of a pool's SLA terms (the newest is in force)."""
+
+    id: int
+    window_s: float
+    credit_percent: float
+    availability: float | None
+    max_queue_wait_s: float | None
+    success_rate: float | None
+    source: Literal["admin", "agent"]
+    set_by: str
+    set_at: datetime
+
+
+class SlaEvaluationRecord(BaseModel):
+    """One window judged against the terms in force, with the evidence and the credits posted
+    (organisation id → minor units)."""
+
+    window_start: datetime
+    window_end: datetime
+    terms_id: int
+    breached: bool
+    breaches: list[str]
+    evidence: dict
+    credits: dict[str, int]
+    evaluated_at: datetime
+
+
+class ReputationRecord(BaseModel):
+    """A pool's reputation score (0..1), the figures it was made of, and when."""
+
+    pool_id: str
+    score: float
+    evidence: dict
+    at: datetime
+
+
+class PoolSla(BaseModel):
+    """A pool's SLA: terms in force (None: none declared), their history, the newest
+    evaluations (newest first), the credits they posted, and its reputation."""
+
+    pool_id: str
+    pool_name: str
+    terms: SlaTermsRecord | None
+    history: list[SlaTermsRecord] = []
+    evaluations: list[SlaEvaluationRecord] = []
+    credited: int = 0  # minor units, over the evaluations listed
+    reputation: ReputationRecord | None = None

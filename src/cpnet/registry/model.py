@@ -75,6 +75,26 @@ class Price(Strict):
     gpu_hour: float = Field(default=0.0, ge=0, le=1_000_000)
 
 
+class SlaTermsIn(Strict):
+    """SLA terms a pool declares (docs/market.md, "SLAs and reputation"): at least one of
+    availability, max_queue_wait_s, success_rate; judged over every window of window_s."""
+
+    window_s: float = Field(default=86400.0, gt=0, description="window length, seconds")
+    credit_percent: float = Field(
+        default=10.0,
+        gt=0,
+        le=100,
+        description="on a breach: this % of what affected users were charged in the window",
+    )
+    availability: float | None = Field(default=None, gt=0, le=1, description="share online")
+    max_queue_wait_s: float | None = Field(
+        default=None, gt=0, description="most seconds placed → started, at the 95th percentile"
+    )
+    success_rate: float | None = Field(
+        default=None, gt=0, le=1, description="least share of ended attempts not lost to the site"
+    )
+
+
 class PoolDescriptor(Strict):
     """A pool as its agent declares it on registration."""
 
@@ -86,6 +106,8 @@ class PoolDescriptor(Strict):
     can_run_images: bool = False
     # The operator's claims of sustained capacity (checked against the hardware catalogue).
     declared: Declared | None = None
+    # SLA terms the agent declares for the pool (a provider admin may set others).
+    sla: SlaTermsIn | None = None
 
     @field_validator("labels")
     @classmethod
@@ -174,6 +196,10 @@ class PoolRecord(BaseModel):
     # Prices per SCU-hour by profile the pool's price book publishes (None: none published);
     # price_per_scu_hour is that price for the asked profile when there is one.
     scu_hour_prices: dict[str, float] | None = None
+    # The pool's reputation score 0..1 (market/reputation.py; None: not evaluated yet) and
+    # whether it declares SLA terms.
+    reputation: float | None = None
+    sla: bool = False
     # Leases on the pool (docs/market.md, "Auctions and leases"): counts, the resources live
     # leases hold now, and the caller's own leases' ids. None where not asked.
     leases: PoolLeases | None = None

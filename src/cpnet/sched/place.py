@@ -425,7 +425,13 @@ def _v2_reasons(
             + (f", × {t.risk:.2f} for risk" if t.risk > 1 else "")
         )
     if t.risk > 1:
-        out.append(f"risk: {pool.failure_rate:.0%} of recent attempts failed")
+        if pool.reputation is not None:
+            out.append(
+                f"risk: reputation {pool.reputation:.2f}, so ~{pool.failure_rate:.0%} of tries "
+                "expected lost"
+            )
+        else:
+            out.append(f"risk: {pool.failure_rate:.0%} of recent attempts failed")
     if t.carbon_g is not None and task.objective == "greenest":
         out.append(f"carbon ~{t.carbon_g:.3g} g CO2 at {pool.carbon_g_per_kwh:g} g/kWh")
     if task.tiers:

@@ -155,7 +155,11 @@ class PoolView:
     recent_wait_s: float | None = None
     # Median run time of the pool's recent attempts, s: how long the tasks ahead take.
     recent_runtime_s: float | None = None
-    failure_rate: float = 0.0  # share of recent attempts that failed for the system (0..1)
+    # Expected share of tries lost to the pool (0..1): the risk term's input. The hub sets it
+    # to 1 − the pool's reputation score (market/reputation.py) once scored; the simulator to
+    # its own record.
+    failure_rate: float = 0.0
+    reputation: float | None = None  # the reputation score it came from; None: not scored
     carbon_g_per_kwh: float | None = None  # grid intensity of the pool's region; None: unknown
     watts_per_core: float = 10.0  # power drawn per busy core (W), for the carbon estimate
     watts_per_gpu: float = 300.0  # power drawn per busy GPU (W)

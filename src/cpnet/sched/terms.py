@@ -12,7 +12,8 @@ explain`` and the simulator all use the same arithmetic:
                      or, when the task states its work in SCU-h of a profile the pool prices per
                      SCU-hour: (price per hour × staging + SCU-h × price per SCU-h + egress) × risk
     carbon         = grid gCO2/kWh × (cores × W per core + GPUs × W per GPU) × run hours / 1000
-    risk           = 1 / (1 − failure rate): the expected number of tries, counting retries
+    risk           = 1 / (1 − failure rate): the expected number of tries, counting retries;
+                     the hub's failure rate is 1 − the pool's reputation score (docs/market.md)
 
 ``T`` is how long the tasks ahead take: the pool's recent median run time when known, else this
 task's own run time (the v1 assumption); ``slots`` is ``max(1, running)``.
@@ -111,7 +112,8 @@ def waits(pool: PoolView, runtime_s: float) -> tuple[float, float]:
 
 
 def risk(pool: PoolView) -> float:
-    """Expected number of tries on the pool, from its share of recent system failures."""
+    """Expected number of tries on the pool, from its expected share of tries lost (in the hub:
+    1 − its reputation score)."""
     rate = min(max(pool.failure_rate, 0.0), MAX_FAILURE_RATE)
     return 1.0 / (1.0 - rate)
 

@@ -10,9 +10,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from cpnet import ident, sched
-from cpnet.errors import Conflict, Forbidden, NotFound
+from cpnet.errors import Conflict, Forbidden, Invalid, NotFound
 from cpnet.ident.labels import slug_label, unique_label
 from cpnet.market import prices as market_prices
+from cpnet.market import sla as market_sla
 from cpnet.measure import scu, vector
 from cpnet.registry.model import (
     Capacity,
@@ -32,6 +33,7 @@ from cpnet.registry.model import (
 from cpnet.sched.score import used_share
 from cpnet.store import audit, usage
 from cpnet.store import prices as price_store
+from cpnet.store import sla as sla_store
 from cpnet.store.tables import Pool, Provider, Site
 
 
@@ -238,8 +240,16 @@ def record_measurements(s: Session, site_id: str, m: Measurements, now: float) -
     return out
 
 
-def register(s: Session, site_id: str, reg: Registration, now: float) -> RegisterResult:
-    """Record an agent's start: its endpoint and pools. Same names keep the same identifiers."""
+def register(
+    s: Session,
+    site_id: str,
+    reg: Registration,
+    now: float,
+    sla_min_window_s: float = market_sla.MIN_WINDOW_S,
+) -> RegisterResult:
+    """Record an agent's start: its endpoint and pools. Same names keep the same identifiers.
+    A pool that comes online is recorded as a liveness transition; SLA terms in a pool's
+    descriptor are appended to its terms when the agent changed them (store/sla.py)."""
     site = get_site(s, site_id)
     if site.retired_at is not None:
         raise Forbidden(f"site {site.id} is retired", field="site_id")
@@ -257,7 +267,16 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
     taken = {p.label for p in existing.values()}
     ids: dict[str, str] = {}
     notes: dict[str, list[str]] = {}
-    for desc in reg.pools:
+    came_online: list[str] = []
+    went_offline: list[str] = []
+    declared: list[tuple[str, int, market_sla.Terms]] = []
+    for n, desc in enumerate(reg.pools):
+        if desc.sla is not None:
+            try:
+                terms = sla_store.terms_from(desc.sla).check(sla_min_window_s)
+            except market_sla.TermsError as exc:
+                raise Invalid(exc.message, field=f"pools.{n}.sla.{exc.field}") from None
+            declared.append((desc.name, n, terms))
         hw = desc.hardware
         row = existing.get(desc.name)
         if row is None:
@@ -300,14 +319,22 @@ def register(s: Session, site_id: str, reg: Registration, now: float) -> Registe
         row.free_ram = max(0.0, hw.memory_gb - (row.reserved_ram or 0.0))
         row.free_disk = max(0.0, hw.disk_gb - (row.reserved_disk or 0.0))
         row.free_gpus = max(0, hw.gpus - (row.reserved_gpus or 0))
+        if not row.online:
+            came_online.append(row.id)
         row.online = True
         row.last_heartbeat = now
         ids[desc.name] = row.id
     # Pools this agent no longer offers leave discovery (they keep their identifiers).
     for name, row in existing.items():
         if name not in ids:
+            if row.online:
+                went_offline.append(row.id)
             row.online = False
     s.flush()
+    sla_store.mark(s, came_online, True, now)
+    sla_store.mark(s, went_offline, False, now)
+    for name, _, terms in declared:
+        sla_store.declared_by_agent(s, ids[name], terms, now)
     return RegisterResult(
         site_id=site.id,
         provider_id=site.provider_id,
@@ -330,6 +357,7 @@ def heartbeat(s: Session, site_id: str, hb: Heartbeat, now: float) -> bool:
             continue
         if not row.online:
             came_back = True
+            sla_store.mark(s, [row.id], True, now)
         row.free_cpu, row.free_ram = live.free.cpu_cores, live.free.ram_gb
         row.free_disk, row.free_gpus = live.free.disk_gb, live.free.gpus
         row.queue_length, row.running = live.queue_length, live.running
@@ -349,7 +377,11 @@ def sweep_liveness(s: Session, now: float, missed: int, not_before: float) -> li
         last = max(site.last_heartbeat or 0.0, not_before)
         if now - last > missed * site.heartbeat_interval_s:
             site.online = False
+            gone = s.scalars(
+                select(Pool.id).where(Pool.site_id == site.id, Pool.online.is_(True))
+            ).all()
             s.execute(update(Pool).where(Pool.site_id == site.id).values(online=False))
+            sla_store.mark(s, gone, False, now)
             lost.append(site.id)
     return lost
 
@@ -433,6 +465,8 @@ def list_pools(s: Session, f: PoolFilter, now: float | None = None) -> list[Pool
     its dynamic rule applied (the price the scheduler uses), else the declared one.
     """
     books = price_store.entries_in_force(s, now) if now is not None else {}
+    scores = sla_store.scores(s)
+    with_terms = sla_store.pools_with_terms(s)
     q = _joined(s).where(Pool.retired_at.is_(None))
     if f.online is not None:
         q = q.where(Pool.online.is_(f.online))
@@ -445,6 +479,8 @@ def list_pools(s: Session, f: PoolFilter, now: float | None = None) -> list[Pool
     out = []
     for pool, site, prov in s.execute(q.order_by(Pool.id)):
         rec = pool_record(pool, site, prov)
+        rec.reputation = scores.get(rec.id)
+        rec.sla = rec.id in with_terms
         if now is not None and rec.id in books:
             priced(rec, books[rec.id], now)
         if f.min_gpus is not None and rec.free.gpus < f.min_gpus:
@@ -508,6 +544,8 @@ def get_pool(s: Session, pool_id: str, now: float | None = None) -> PoolRecord:
     if row is None:
         raise NotFound(f"no pool {pool_id!r}", field="pool_id")
     rec = pool_record(*row)
+    rec.reputation = sla_store.scores(s, (rec.id,)).get(rec.id)
+    rec.sla = sla_store.in_force(s, rec.id) is not None
     if now is not None:
         book = price_store.entries_in_force(s, now, (rec.id,)).get(rec.id)
         if book:
@@ -529,6 +567,8 @@ def retire_pool(s: Session, pool_id: str, now: float) -> PoolRecord:
     if row is None:
         raise NotFound(f"no pool {pool_id!r}", field="pool_id")
     if row.retired_at is None:
+        if row.online:
+            sla_store.mark(s, [row.id], False, now)
         row.retired_at = now
         row.online = False
     return get_pool(s, pool_id)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -477,6 +478,16 @@ class UsageRecord(Base):
     received_at: Mapped[float] = mapped_column(Float)
 
 
+class TaskSecret(Base):
+    """A task's secret env values, sealed with the hub's secrets key (hub/secrets.py); its
+    stored spec holds "[secret]" in their place."""
+
+    __tablename__ = "task_secrets"
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 # ---- reservations by auction (store/auctions.py, market/auction.py, market/lease.py) ---------
 
 
@@ -552,6 +563,69 @@ class LeaseRow(Base):
     charged: Mapped[int] = mapped_column(BigInteger, default=0)  # settled so far
     paid_to: Mapped[float | None] = mapped_column(Float, nullable=True)  # settled up to
     created_at: Mapped[float] = mapped_column(Float)
+
+
+# ---- SLAs and reputation (store/sla.py; docs/market.md) --------------------------------------
+
+
+class PoolLiveness(Base):
+    """A pool going online or offline, as the hub saw it (append-only): registration and a
+    heartbeat that brings it back write online; the liveness sweep, a re-registration without
+    it and retirement write offline. SLA availability is measured from these rows."""
+
+    __tablename__ = "pool_liveness"
+    __table_args__ = (Index("ix_pool_liveness_pool_at", "pool_id", "at"),)
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[float] = mapped_column(Float)
+    online: Mapped[bool] = mapped_column(Boolean)
+
+
+class SlaTerms(Base):
+    """SLA terms a pool declared (append-only: the newest row is in force, older rows are its
+    history). ``source`` says who declared them: a provider admin ("admin") or the agent's pool
+    descriptor ("agent")."""
+
+    __tablename__ = "sla_terms"
+    __table_args__ = (Index("ix_sla_terms_pool", "pool_id", "id"),)
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(String(128), ForeignKey("pools.id"))
+    window_s: Mapped[float] = mapped_column(Float)
+    credit_bps: Mapped[int] = mapped_column(Integer)
+    availability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_queue_wait_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    success_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    source: Mapped[str] = mapped_column(String(16))  # admin | agent
+    set_by: Mapped[str] = mapped_column(String(64), default="")
+    set_at: Mapped[float] = mapped_column(Float)
+
+
+class SlaEvaluation(Base):
+    """One window of one pool judged against the terms in force (kept with its evidence); a
+    window is evaluated once (unique), in the transaction that posts its credits."""
+
+    __tablename__ = "sla_evaluations"
+    __table_args__ = (UniqueConstraint("pool_id", "window_start"),)
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(String(128), index=True)
+    terms_id: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[float] = mapped_column(Float)
+    window_end: Mapped[float] = mapped_column(Float)
+    breached: Mapped[bool] = mapped_column(Boolean)
+    evidence: Mapped[dict[str, Any]] = mapped_column()
+    credits: Mapped[dict[str, Any]] = mapped_column()  # org id -> minor units credited
+    evaluated_at: Mapped[float] = mapped_column(Float)
+
+
+class PoolReputation(Base):
+    """Each pool's latest reputation (market/reputation.py), refreshed by the hub's SLA sweep;
+    the scheduler's risk and discovery read it."""
+
+    __tablename__ = "pool_reputation"
+    pool_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column()
+    at: Mapped[float] = mapped_column(Float)
 
 
 # ---- the audit chain (0013_audit; rules in cpnet/audit/chain.py) ------------------------------

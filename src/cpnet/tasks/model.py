@@ -70,12 +70,24 @@ class Executor(Strict):
     stdout: ShortStr | None = None
     stderr: ShortStr | None = None
     env: dict[Annotated[str, Field(max_length=256)], Arg] = Field(default_factory=dict)
+    # Names in `env` whose values are secret (docs/security.md, "Secrets"): stored encrypted,
+    # delivered only to the agent running the attempt, shown as "[secret]" everywhere else.
+    secret_env: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=256
+    )
     ignore_error: bool = False
 
     @field_validator("workdir", "stdin", "stdout", "stderr")
     @classmethod
     def _paths(cls, v: str | None) -> str | None:
         return None if v is None else check_task_path(v)
+
+    @model_validator(mode="after")
+    def _secrets_name_env(self) -> Executor:
+        missing = [n for n in self.secret_env if n not in self.env]
+        if missing:
+            raise ValueError(f"secret_env names {missing[0]!r}, which is not in env")
+        return self
 
     @field_validator("env")
     @classmethod

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cpnet.errors import Invalid
 from cpnet.measure.scu import PROFILES
+from cpnet.tasks import secrets
 from cpnet.tasks.model import (
     MAX_ARG_CHARS,
     MAX_CONTENT_BYTES,
@@ -237,6 +238,17 @@ def to_spec(task: TesTask) -> tuple[TaskSpec, list[str]]:
         if not e["image"]:
             del e["image"]  # "" is how cpnet shows a native task without an image
         spec["executors"].append(e)
+    secret_tag = (task.tags or {}).get(secrets.TES_TAG)
+    if secret_tag is not None:  # TES has no secret marker: a tag names the secret variables
+        names = secrets.tes_names(secret_tag)
+        for e in spec["executors"]:
+            e["secret_env"] = [n for n in names if n in (e.get("env") or {})]
+        unused = [n for n in names if not any(n in (e.get("env") or {}) for e in spec["executors"])]
+        if unused:
+            raise Invalid(
+                f"tag {secrets.TES_TAG} names {unused[0]!r}, which no executor's env sets",
+                field=f"tags.{secrets.TES_TAG}",
+            )
     if task.inputs:
         spec["inputs"] = []
         for i in task.inputs:
@@ -327,7 +339,8 @@ def _lean(d: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 def executor_to_tes(e: Executor) -> dict[str, Any]:
-    d = _lean(e.model_dump(mode="json"), "env", "ignore_error")
+    # secret_env is cpnet's (TES marks secrets with the cpnet.secret_env tag, kept in tags)
+    d = _lean(e.model_dump(mode="json", exclude={"secret_env"}), "env", "ignore_error")
     d["image"] = e.image or ""
     return d
 

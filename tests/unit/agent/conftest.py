@@ -102,6 +102,9 @@ def work_root(tmp_path: Path) -> Iterator[Path]:
     kill_runners(root)
 
 
+LOOPBACK = "127.0.0.1/32"
+
+
 @pytest.fixture
 def make_backend(work_root: Path) -> Callable[..., LocalBackend]:
     """Build LocalBackends over the shared work root (several = an agent restart)."""
@@ -110,6 +113,13 @@ def make_backend(work_root: Path) -> Callable[..., LocalBackend]:
         return LocalBackend(BackendConfig(work_root=work_root, pools=pools, options=options))
 
     return make
+
+
+@pytest.fixture
+def loopback_backend(make_backend: Callable[..., LocalBackend]) -> LocalBackend:
+    """A local backend whose operator allows staging from 127.0.0.1 (the test servers'
+    address; the SSRF guard refuses loopback by default)."""
+    return make_backend(allow_private_urls=LOOPBACK)
 
 
 @pytest.fixture

@@ -162,7 +162,9 @@ def test_executor_env_is_minimal(backend: LocalBackend, monkeypatch: pytest.Monk
     assert env["TMPDIR"] == f"{handle}/tmp"
 
 
-def test_http_input_and_put_output(backend: LocalBackend, http_store) -> None:
+def test_http_input_and_put_output(make_backend, http_store) -> None:
+    # the test's server is on loopback, which the operator must allow (the SSRF guard)
+    backend = make_backend(allow_private_urls="127.0.0.1/32")
     base, files = http_store
     files["/in.bin"] = payload = os.urandom(200_000)
     spec = {
@@ -182,7 +184,31 @@ def test_http_input_and_put_output(backend: LocalBackend, http_store) -> None:
     assert status.usage is not None and status.usage.bytes_in == len(payload)
 
 
-def test_http_404_is_system_error(backend: LocalBackend, http_store) -> None:
+def test_http_input_or_output_on_loopback_is_refused_unless_allowed(
+    backend: LocalBackend, http_store
+) -> None:
+    base, files = http_store
+    files["/in.bin"] = b"secret of the provider's own machine"
+    spec = {
+        "inputs": [{"path": "x", "url": f"{base}/in.bin"}],
+        "executors": [{"command": ["true"]}],
+    }
+    status = wait_final(backend, backend.submit(job(spec)))
+    assert status.state is State.SYSTEM_ERROR
+    reason = status.reason or ""
+    assert "127.0.0.1, a loopback address" in reason and "allow_private_urls" in reason, reason
+    # an output PUT to loopback is refused too, and nothing reaches the server
+    spec = {
+        "executors": [{"command": ["sh", "-c", "echo hi > out.txt"]}],
+        "outputs": [{"path": "out.txt", "url": f"{base}/stolen.txt"}],
+    }
+    status = wait_final(backend, backend.submit(job(spec, attempt_id="a2")))
+    assert status.state is State.SYSTEM_ERROR
+    assert "loopback" in (status.reason or "") and "/stolen.txt" not in files
+
+
+def test_http_404_is_system_error(make_backend, http_store) -> None:
+    backend = make_backend(allow_private_urls="127.0.0.1/32")
     base, _files = http_store
     spec = {"inputs": [{"path": "x", "url": f"{base}/nope"}], "executors": [{"command": ["true"]}]}
     status = wait_final(backend, backend.submit(job(spec)))
@@ -236,7 +262,8 @@ def test_stuck_runner_is_killed_by_the_backend(make_backend) -> None:
     wait_for(lambda: not hostinfo.alive(executor), timeout=2.0, what="the executor to die")
 
 
-def test_cancel_while_staging(backend: LocalBackend, http_store) -> None:
+def test_cancel_while_staging(loopback_backend: LocalBackend, http_store) -> None:
+    backend = loopback_backend
     base, _files = http_store
     spec = {"inputs": [{"path": "x", "url": f"{base}/slow"}], "executors": [{"command": ["true"]}]}
     handle = backend.submit(job(spec))

@@ -63,8 +63,9 @@ def receiver() -> Iterator[StandinSlowReceiver]:
 
 
 def test_phases_and_transfers(
-    backend: LocalBackend, receiver: StandinSlowReceiver, tmp_path: Path
+    loopback_backend: LocalBackend, receiver: StandinSlowReceiver, tmp_path: Path
 ) -> None:
+    backend = loopback_backend
     gate = tmp_path / "gate"
     make_big = f"open('big.bin', 'wb').write(bytes(range(256)) * {SIZE // 256})"
     note_sha = hashlib.sha256(b"hello").hexdigest()

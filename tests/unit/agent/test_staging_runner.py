@@ -14,7 +14,8 @@ from cpnet.tasks.states import State
 from .conftest import job, wait_final, wait_for
 
 
-def test_staging_log_and_bytes(backend: LocalBackend, http_store, tmp_path: Path) -> None:
+def test_staging_log_and_bytes(loopback_backend: LocalBackend, http_store, tmp_path: Path) -> None:
+    backend = loopback_backend
     base, files = http_store
     files["/in.bin"] = b"i" * 5000
     out = tmp_path / "out.txt"
@@ -54,7 +55,10 @@ def test_staging_log_and_bytes(backend: LocalBackend, http_store, tmp_path: Path
     assert {o.path: o.sha256 for o in status.outputs}["copy.bin"] == sha
 
 
-def test_progress_is_in_status_json_while_downloading(backend: LocalBackend, http_store) -> None:
+def test_progress_is_in_status_json_while_downloading(
+    loopback_backend: LocalBackend, http_store
+) -> None:
+    backend = loopback_backend
     base, _files = http_store
     spec = {"inputs": [{"path": "x", "url": f"{base}/slow"}], "executors": [{"command": ["true"]}]}
     handle = backend.submit(job(spec))
@@ -76,7 +80,7 @@ def test_progress_is_in_status_json_while_downloading(backend: LocalBackend, htt
 def test_per_file_limit_from_the_agent_options(make_backend, http_store) -> None:
     base, files = http_store
     files["/big"] = b"b" * 2 * 1024 * 1024
-    backend = make_backend(max_file_gb=str(1 / 1024))  # 1 MiB
+    backend = make_backend(max_file_gb=str(1 / 1024), allow_private_urls="127.0.0.1")  # 1 MiB
     spec = {
         "inputs": [{"name": "big", "path": "big", "url": f"{base}/big"}],
         "executors": [{"command": ["true"]}],

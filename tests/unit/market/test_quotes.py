@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cpnet.market import quotes
-from cpnet.sched import PoolView, Price, Resources, TaskRequest, history, rank
+from cpnet.sched import PoolView, Price, Resources, TaskRequest, rank
 
 BASE = PoolView(
     id="p",
@@ -46,7 +46,6 @@ def quote(task: TaskRequest, fee_bps: int = 500, **kw) -> tuple[quotes.Option, .
     return quotes.options(
         decision,
         {p.id: p for p in POOLS},
-        kw.pop("records", {}),
         now=1000.0,
         fee_bps=fee_bps,
         work_scu_h=task.work_scu_h,
@@ -84,16 +83,17 @@ def test_an_scu_priced_option_charges_overruns_per_scu_hour() -> None:
     assert "per extra SCU-hour" in quotes.overrun_text(hpc)
 
 
-def test_the_sla_score_needs_a_record() -> None:
+def test_the_sla_score_is_the_reputation_the_risk_uses() -> None:
     task = TaskRequest(id="q", demand=Resources(1, 1))
-    records = {
-        "quick": history.PoolHistory(None, None, 0.25, attempts=8, ended=8),
-        "cheap": history.PoolHistory(None, None, 0.0, attempts=2, ended=2),
-    }
-    by_pool = {o.pool_id: o for o in quote(task, records=records)}
+    scored = [
+        replace(p, reputation=0.75, failure_rate=0.25) if p.id == "quick" else p for p in POOLS
+    ]
+    opts = quotes.options(rank(task, scored), {p.id: p for p in scored}, now=0.0, fee_bps=0)
+    by_pool = {o.pool_id: o for o in opts}
     assert by_pool["quick"].sla_score == pytest.approx(0.75)
-    assert by_pool["cheap"].sla_score is None
-    assert by_pool["hpc"].sla_score is None
+    assert by_pool["cheap"].sla_score is None  # not scored yet
+    quick = next(p for p in rank(task, scored).placements if p.pool_id == "quick")
+    assert any("reputation 0.75" in r for r in quick.reasons)
 
 
 @given(st.integers(0, 5000), st.sampled_from(["balanced", "fastest", "cheapest", "greenest"]))
@@ -171,6 +171,6 @@ def test_refusals_name_the_field_and_say_what_to_do(change, reason, field) -> No
 def test_options_from_a_kept_ranking_equal_the_full_rankings(objective, keep) -> None:
     task = TaskRequest(id="q", demand=Resources(1, 2), objective=objective)
     by_id = {p.id: p for p in POOLS}
-    full = quotes.options(rank(task, POOLS), by_id, {}, now=0.0, fee_bps=500, limit=keep)
-    kept = quotes.options(rank(task, POOLS, keep=keep), by_id, {}, now=0.0, fee_bps=500, limit=keep)
+    full = quotes.options(rank(task, POOLS), by_id, now=0.0, fee_bps=500, limit=keep)
+    kept = quotes.options(rank(task, POOLS, keep=keep), by_id, now=0.0, fee_bps=500, limit=keep)
     assert kept == full

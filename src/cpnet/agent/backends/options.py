@@ -158,6 +158,19 @@ PATHS = Reader(lambda raw: tuple(p for p in raw.split(":") if p), empty=True)  #
 NAMES = Reader(lambda raw: tuple(x.strip() for x in raw.split(",") if x.strip()))  # ``A,B``
 
 
+def _allow(raw: str) -> tuple[str, ...]:
+    from cpnet.limits.ssrf import parse_allow
+
+    try:
+        parse_allow(raw)
+    except ValueError as exc:
+        raise ValueError(f"is not an allow list: {exc}") from None
+    return tuple(x.strip() for x in raw.split(",") if x.strip())
+
+
+ALLOW = Reader(_allow, empty=True)  # CIDRs and host names, ``10.0.0.0/8,minio.internal``
+
+
 # ---- the options of every backend --------------------------------------------------------------
 
 
@@ -230,6 +243,13 @@ class StagingOptions(BackendOptions):
     http_timeout_s: float = option(60.0, seconds(), "per network operation while staging")
     max_file_gb: float | None = option(None, gib(), "per-file staging limit (default none)")
     s3_endpoint: str | None = option(None, TEXT, "the S3 endpoint for s3:// URLs")
+    allow_private_urls: tuple[str, ...] = option(
+        (),
+        ALLOW,
+        "CIDRs and host names that http(s) inputs and outputs may reach although loopback, "
+        "link-local or private (default none; * allows every address), e.g. "
+        "10.0.0.0/8,minio.internal",
+    )
     s3_region: str | None = option(None, TEXT, "the S3 region for s3:// URLs")
     s3_access_key_id: str | None = option(
         None,
@@ -247,6 +267,7 @@ class StagingOptions(BackendOptions):
 
 
 __all__ = [
+    "ALLOW",
     "FLAG",
     "NAMES",
     "PATHS",

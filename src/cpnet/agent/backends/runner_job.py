@@ -47,7 +47,8 @@ def runner_settings(
 
 def staging_settings(options: StagingOptions, hub_url: str) -> dict[str, Any]:
     """The staging part of job.json's runner block (nothing secret)."""
-    out: dict[str, Any] = {}
+    # always written: a runner reading no list applies the strict SSRF rule anyway
+    out: dict[str, Any] = {"allow_private_urls": list(options.allow_private_urls)}
     if options.max_file_gb is not None:
         out["max_file_bytes"] = int(options.max_file_gb * GIB)
     if options.s3_endpoint:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from cpnet.agent.staging.limits import Budget
     from cpnet.agent.staging.records import Progress
     from cpnet.agent.staging.scheme import Scheme
+    from cpnet.limits.ssrf import UrlRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class Remote:
     hub_url: str | None = None  # for cpnet://blobs/ URLs
     hub_token: str | None = None  # the agent's site token (reads and writes blobs)
     attempt_id: str | None = None  # blob uploads are a task's outputs: the hub grants its org
+    # The SSRF rule for http(s) inputs and outputs (cpnet.limits.ssrf); None: no guard, for
+    # callers that stage trusted URLs as a library. The agent's runner always passes one.
+    url_rule: UrlRule | None = None
 
 
 @dataclass(slots=True)

@@ -27,9 +27,11 @@ from cpnet.agent.protocol import (
 )
 from cpnet.api.deps import caller, hub
 from cpnet.auth.model import Principal, Role
-from cpnet.errors import Forbidden
+from cpnet.errors import Forbidden, NotFound
+from cpnet.hub import secrets as hub_secrets
 from cpnet.hub.service import Hub
 from cpnet.store import network, registry
+from cpnet.store import secrets as secret_store
 from cpnet.store import tasks as store
 
 router = APIRouter(prefix="/v1/sites/{site_id}", tags=["agents"])
@@ -52,7 +54,9 @@ def register(
     """Declare the site's pools on agent start (idempotent: same names keep their ids)."""
     sid = agent_for(site_id, who)
     with h.store.tx() as s:
-        res = registry.register(s, sid, body, time.time())
+        res = registry.register(
+            s, sid, body, time.time(), sla_min_window_s=h.settings.sla_min_window_s
+        )
     h.resolver.invalidate()
     h.wake_scheduler()
     return res
@@ -167,3 +171,20 @@ def updates(
             for r in results
         ]
     )
+
+
+@router.get("/attempts/{attempt_id}/secrets")
+def attempt_secrets(
+    site_id: str, attempt_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)
+) -> dict:
+    """The secret env values of an attempt's task, by executor index, for the agent that runs
+    it (docs/security.md, "Secrets"): only this site's agent, only while the attempt has not
+    ended. Anything else is a 404, as if there were none."""
+    sid = agent_for(site_id, who)
+    with h.store.read() as s:
+        found = secret_store.for_attempt(s, attempt_id, sid)
+    if found is None:
+        raise NotFound(f"no secrets for attempt {attempt_id} on this site", field="attempt_id")
+    task_id, sealed = found
+    values = hub_secrets.unseal(hub_secrets.load_key(h.settings), task_id, sealed)
+    return {"attempt_id": attempt_id, "executors": values}

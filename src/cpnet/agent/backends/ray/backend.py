@@ -259,6 +259,7 @@ class RayBackend(ClusterBackend):
             file_roots=None,
             memory_limit_gb=None,  # Ray accounts the job's memory; its OOM killer enforces
             private_tmp=False,
+            staging={"allow_private_urls": list(self.options.allow_private_urls)},
         )
 
     def _info(self, sid: str, work_dir: Path, fresh: bool = False) -> tuple[str, Any | None]:

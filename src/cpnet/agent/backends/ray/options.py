@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from cpnet.agent.backends.options import (
+    ALLOW,
     FLAG,
     POOL_TYPE,
     TEXT,
@@ -35,6 +36,12 @@ class RayOptions(BackendOptions):
         "dir) and stops it when the agent exits",
     )
     ray_local_cpus: int | None = option(None, cpu_count(), "the CPU count of the local head")
+    allow_private_urls: tuple[str, ...] = option(
+        (),
+        ALLOW,
+        "CIDRs and host names that http(s) inputs and outputs may reach although loopback, "
+        "link-local or private (default none; * allows every address)",
+    )
     python: str = option(
         "", TEXT, "the interpreter that runs the runner on the Ray nodes (default: the agent's)"
     )

@@ -1,7 +1,7 @@
 """audit chain: append-only records linked by SHA-256, the head, signed checkpoints
 
 Revision ID: 0013_audit
-Revises: 0010_auctions
+Revises: 0011_sla
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0013_audit"
-down_revision = "0010_auctions"
+down_revision = "0011_sla"
 branch_labels = None
 depends_on = None
 
