@@ -216,13 +216,17 @@ def schedule_once(
     """
     placed, sites, waiting = 0, set(), 0
     with store.tx() as s:
-        placed, sites, leased = lease_pass(s, now, batch)
         queued = tasks_store.queued_tasks(s, batch)
         if not queued:
             # Nothing waits: skip the snapshot of every pool (at 10,000 pools it costs more
             # than a second of CPU, and an idle hub would pay it on every wake-up).
-            return PassResult(placed, frozenset(sites), 0)
-        views = {v.id: v for v in pool_views(s, now)}
+            return PassResult(0, frozenset(), 0)
+        placed, sites, leased, snapshot = lease_pass(s, now, batch)
+        if placed:  # some of the read went to their leases
+            queued = tasks_store.queued_tasks(s, batch)
+            if not queued:
+                return PassResult(placed, frozenset(sites), 0)
+        views = snapshot if snapshot is not None else {v.id: v for v in pool_views(s, now)}
         for pool_id, held in leased.items():  # leased and unused: nobody else's to take
             if pool_id in views:
                 v = views[pool_id]
@@ -291,21 +295,25 @@ def _least(a: Resources, b: Resources) -> Resources:
 FREE = Price(cpu_core_hour=0.0, ram_gb_hour=0.0, gpu_hour=0.0)  # a lease's tasks: paid already
 
 
-def lease_pass(s: Session, now: float, batch: int) -> tuple[int, set[str], dict[str, Resources]]:
+def lease_pass(
+    s: Session, now: float, batch: int
+) -> tuple[int, set[str], dict[str, Resources], dict[str, PoolView] | None]:
     """Place the queued tasks of organisations holding live leases on those leases first.
 
     Each organisation's tasks, oldest first, are assigned (``sched.assign``, the same
     feasibility as any placement) over views of the pools it leases whose room is the lease's
     unused part (never more than the pool has free) and whose price is nil (the lease pays); a
     task placed there records the lease on its attempt. Returns how many were placed, the sites
-    that got work, and per pool what live leases hold and their tasks do not use: the rest of
-    the pass keeps that from everyone (docs/market.md, "Auctions and leases").
+    that got work, per pool what live leases hold and their tasks do not use (the rest of the
+    pass keeps that from everyone: docs/market.md, "Auctions and leases"), and the pool views
+    it took, less what it placed, for the rest of the pass to reuse (None: it took none).
     """
     live = lease_store.live(s, now)
     if not live:
-        return 0, set(), {}
+        return 0, set(), {}, None
     unused = {lease.id: _less(lease.resources, used) for lease, used in live}
     placed, sites = 0, set()
+    views: dict[str, PoolView] | None = None
     queued = lease_store.queued_of(s, sorted({lease.org_id for lease, _ in live}), batch)
     if queued:
         views = {v.id: v for v in pool_views(s, now)}
@@ -358,12 +366,13 @@ def lease_pass(s: Session, now: float, batch: int) -> tuple[int, set[str], dict[
                 if attempt is None:
                     continue
                 unused[lease.id] = _less(unused[lease.id], req.demand)
+                views[pool_id] = replace(view, available=view.available - req.demand)
                 placed += 1
                 sites.add(view.site_id)
     held: dict[str, Resources] = {}
     for lease, _ in live:
         held[lease.pool_id] = held.get(lease.pool_id, Resources()) + unused[lease.id]
-    return placed, sites, held
+    return placed, sites, held, views
 
 
 def _assign(

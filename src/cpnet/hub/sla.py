@@ -142,6 +142,10 @@ def evaluate_due(store: Store, now: float) -> tuple[int, int, int]:
         with store.read() as s:
             due = sla.due_windows(set_at, terms.window_s, sla_store.last_end(s, pool_id), now)
         for start, end in due:
+            with store.read() as s:
+                waiting = sla_store.unfinished(s, pool_id, start, end)
+            if not sla.ready(end, terms.window_s, waiting, now):
+                break  # its attempts are still running: this window (and later ones) wait
             with store.tx() as s:
                 ev = sla.evaluate(
                     pool_id,
@@ -172,24 +176,25 @@ def evaluate_due(store: Store, now: float) -> tuple[int, int, int]:
 
 
 def refresh_reputations(store: Store, now: float, half_life_s: float) -> int:
-    """Recompute every unretired pool's reputation at ``now`` in one transaction."""
+    """Recompute every unretired pool's reputation at ``now``, written in one transaction."""
     since = now - reputation.HORIZON_HALF_LIVES * half_life_s
-    with store.tx() as s:
+    with store.read() as s:  # read, then compute, then one short write
         pools = s.scalars(select(Pool.id).where(Pool.retired_at.is_(None))).all()
         outcomes = sla_store.outcomes(s, since)
         moves = sla_store.all_transitions(s, since)
         breaches = sla_store.breached_ends(s, since)
-        reps = [
-            reputation.of(
-                pid,
-                now,
-                outcomes.get(pid, ()),
-                moves.get(pid, ()),
-                breaches.get(pid, ()),
-                half_life_s,
-            )
-            for pid in pools
-        ]
+    reps = [
+        reputation.of(
+            pid,
+            now,
+            outcomes.get(pid, ()),
+            moves.get(pid, ()),
+            breaches.get(pid, ()),
+            half_life_s,
+        )
+        for pid in pools
+    ]
+    with store.tx() as s:
         sla_store.save_reputations(s, reps)
     return len(reps)
 

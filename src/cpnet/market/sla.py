@@ -18,6 +18,9 @@ Formulas, over a window ``[start, end)``:
   and EXECUTOR_ERROR (the user's program failed) count for; CANCELED is left out (the user
   stopped it). None ended: not judged.
 
+A window is evaluated once every attempt placed in it has ended (their charges are then
+settled), or one window after its end at the latest (``ready``).
+
 A term is **breached** when its measured figure is worse than the declared one; a breach owes
 each organisation with attempts there in the window ``credit_bps`` ÷ 10 000 × what it was charged
 for them (``credits``), from ``platform:sla``, under transfer ids derived from the pool, the
@@ -187,6 +190,13 @@ def due_windows(
         out.append((start, start + window_s))
         start += window_s
     return out
+
+
+def ready(end: float, window_s: float, unfinished: int, now: float) -> bool:
+    """Whether an ended window may be evaluated now: once every attempt placed in it has ended
+    (so what its users were charged is settled), or one more window after its end at the latest
+    (a task running for longer does not hold the window's credits back for ever)."""
+    return now >= end and (unfinished == 0 or now >= end + window_s)
 
 
 def online_seconds(

@@ -4,21 +4,34 @@ The rule (docs/staging.md):
 
 - a blob is readable by the organisations granted it: the uploader's organisation, and for a
   blob an agent uploaded as a task's output, the task's organisation;
-- an agent (site token) may read a blob while its site runs an unfinished attempt of a task of an
-  organisation granted the blob (that is how runners fetch ``cpnet://blobs/`` inputs);
+- an agent (site token) may read a blob while its site runs an unfinished attempt of a task that
+  names the blob as an input and belongs to an organisation granted the blob (that is how
+  runners fetch ``cpnet://blobs/`` inputs; knowing a hash is not enough);
 - an admin may read every blob.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
 from cpnet.auth.model import Principal, Role
 from cpnet.store.tables import Attempt, BlobGrant, Task
+from cpnet.tasks.model import BLOB_URL_PREFIX
 from cpnet.tasks.states import State
 
 UNFINISHED = [s.value for s in State if not s.terminal]
+MAX_CANDIDATES = 50  # unfinished attempts on one site whose spec mentions one hash
+
+
+def _needs(spec: dict, sha256: str) -> bool:
+    """Whether a stored task spec has the blob as an input (``cpnet://blobs/<sha>[#…]``)."""
+    url = BLOB_URL_PREFIX + sha256
+    for i in spec.get("inputs") or ():
+        got = str(i.get("url") or "").lower()
+        if got == url or got.startswith(url + "#"):
+            return True
+    return False
 
 
 def grant(s: Session, sha256: str, org_id: str, now: float) -> None:
@@ -44,13 +57,17 @@ def may_read(s: Session, who: Principal, sha256: str) -> bool:
     if who.role is Role.AGENT:
         if not who.site_id:
             return False
-        q = select(
-            exists()
+        # Candidates by a textual match on the stored spec (portable: SQLite keeps JSON as
+        # text, PostgreSQL casts jsonb), then each confirmed by its inputs' URLs.
+        q = (
+            select(Task.spec)
+            .join(Attempt, Attempt.task_id == Task.id)
+            .join(BlobGrant, BlobGrant.org_id == Task.org_id)
             .where(BlobGrant.sha256 == sha256)
-            .where(Task.org_id == BlobGrant.org_id)
-            .where(Attempt.task_id == Task.id)
             .where(Attempt.site_id == who.site_id)
             .where(Attempt.state.in_(UNFINISHED))
+            .where(cast(Task.spec, Text).contains(sha256))
+            .limit(MAX_CANDIDATES)
         )
-        return bool(s.execute(q).scalar())
+        return any(_needs(spec, sha256) for spec in s.scalars(q))
     return s.get(BlobGrant, (sha256, who.org_id)) is not None

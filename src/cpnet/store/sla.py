@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -178,6 +180,17 @@ def attempt_facts(s: Session, pool_id: str, start: float, end: float) -> list[sl
     return [sla.AttemptFact(*r) for r in s.execute(q)]
 
 
+def unfinished(s: Session, pool_id: str, start: float, end: float) -> int:
+    """How many attempts placed on the pool in ``[start, end)`` have not ended yet."""
+    q = select(func.count()).where(
+        Attempt.pool_id == pool_id,
+        Attempt.created_at >= start,
+        Attempt.created_at < end,
+        Attempt.end_time.is_(None),
+    )
+    return int(s.scalar(q) or 0)
+
+
 CHARGED_KINDS = (L.TransferKind.PAYOUT.value, L.TransferKind.FEE.value)
 
 
@@ -186,7 +199,11 @@ def charged(s: Session, pool_id: str, start: float, end: float) -> dict[str, int
     on the pool in ``[start, end)``, as the ledger recorded it."""
     q = (
         select(LedgerTransfer.debit, func.sum(LedgerTransfer.amount))
-        .join(Attempt, Attempt.id == LedgerTransfer.attempt_id)
+        # through task_id (indexed) as well as attempt_id, so the ledger is not scanned
+        .join(
+            Attempt,
+            (Attempt.task_id == LedgerTransfer.task_id) & (Attempt.id == LedgerTransfer.attempt_id),
+        )
         .where(
             Attempt.pool_id == pool_id,
             Attempt.created_at >= start,
@@ -272,14 +289,25 @@ def outcomes(s: Session, since: float) -> dict[str, list[tuple[float, str]]]:
 
 
 def save_reputations(s: Session, reps: Iterable[reputation.Reputation]) -> None:
-    """Replace each pool's stored reputation with its new one."""
-    for r in reps:
-        row = s.get(PoolReputation, r.pool_id)
-        if row is None:
-            s.add(PoolReputation(pool_id=r.pool_id, score=r.score, evidence=r.evidence(), at=r.at))
-        else:
-            row.score, row.evidence, row.at = r.score, r.evidence(), r.at
-    s.flush()
+    """Replace each pool's stored reputation with its new one: one batched upsert (INSERT … ON
+    CONFLICT (pool_id) DO UPDATE), so the sweep's write transaction stays short."""
+    rows = [
+        {"pool_id": r.pool_id, "score": r.score, "evidence": r.evidence(), "at": r.at} for r in reps
+    ]
+    if not rows:
+        return
+    conn = s.connection()
+    new = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(PoolReputation)
+    stmt = new.on_conflict_do_update(
+        index_elements=[PoolReputation.pool_id],
+        set_={
+            "score": new.excluded.score,
+            "evidence": new.excluded.evidence,
+            "at": new.excluded.at,
+        },
+    )
+    for i in range(0, len(rows), 1000):
+        conn.execute(stmt, rows[i : i + 1000])
 
 
 def scores(s: Session, pool_ids: Iterable[str] | None = None) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """A lease's money (cpnet.market.lease): held whole at the award, paid period by period as its
 window runs, the rest released at the end or on an early cancel; and a Hypothesis state machine
-over task holds and leases together — the books always balance, no balance goes below its floor,
-replaying a posting changes nothing."""
+over task holds, bids, awards and leases together — the books always balance, no balance goes
+below its floor, replaying a posting changes nothing, no pool is leased beyond its capacity."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
+from cpnet.market import auction as A
 from cpnet.market import lease as M
 from cpnet.market import ledger as L
 from cpnet.market.charge import split
@@ -18,6 +19,8 @@ from cpnet.sched.snapshot import Resources
 from tests.unit.market.test_ledger import ORG, PROV, LedgerMachine
 
 START = 1_000_000.0
+POOLS = ("pa", "pb")
+TOTAL = Resources(8, 64)  # each pool's capacity
 
 
 def lease(price: int = 1_234, seconds: float = 3_600.0, **kw) -> M.Lease:  # type: ignore[no-untyped-def]
@@ -83,8 +86,9 @@ def test_a_settled_lease_settles_nothing_again() -> None:
 
 
 class LeaseMachine(LedgerMachine):
-    """The ledger machine's steps, and leases beside them: awarded (their whole cost held),
-    settled as a clock moves, cancelled, and their settlements replayed."""
+    """The ledger machine's steps, and auctions beside them: sealed bids awarded by the rule
+    into leases (their whole cost held), settled as a clock moves, cancelled, and their
+    settlements replayed; no pool is ever leased beyond its capacity."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,13 +98,49 @@ class LeaseMachine(LedgerMachine):
     def _active(self) -> list[M.Lease]:
         return [x for x in self.leases.values() if x.state is M.LeaseState.ACTIVE]
 
-    @rule(price=st.integers(1, 5_000), minutes=st.integers(1, 90), delay=st.integers(0, 600))
-    def award(self, price: int, minutes: int, delay: int) -> None:
-        x = lease(price, minutes * 60.0, id=self._id(), start=self.now + delay)
-        x = replace(x, end=x.start + minutes * 60.0)
-        h = M.hold(x)
-        if self._commit(L.reserve(h, self.now)):
+    @rule(
+        cores=st.integers(1, 8),
+        minutes=st.integers(1, 90),
+        delay=st.integers(0, 600),
+        max_price=st.integers(1, 5_000),
+        bids=st.lists(st.tuples(st.sampled_from(POOLS), st.integers(1, 6_000)), max_size=4),
+        sla=st.none() | st.floats(0, 1),
+    )
+    def auction(self, cores, minutes, delay, max_price, bids, sla) -> None:  # type: ignore[no-untyped-def]
+        """A request, sealed bids on two 8-core pools, the award rule weighing the leases the
+        pools already hold, and the winner's lease with its whole window held."""
+        n = self._id()
+        start = self.now + delay
+        r = A.Request(
+            n, ORG, Resources(cores, 1), 1, start, start + minutes * 60.0, max_price, start
+        )
+        cands = {
+            p: A.Candidate(p, f"prv_{p}", "440300", TOTAL, sla=sla, leases=self._held(p))
+            for p in POOLS
+        }
+        placed = [A.Bid(f"{n}b{i}", n, p, price, self.now + i) for i, (p, price) in enumerate(bids)]
+        out = A.award(r, placed, cands)
+        if out.winner is None:
+            return
+        w = out.winner
+        assert w.price <= max_price and A.fits(cands[w.pool_id], r.total, r.start, r.end)
+        x = lease(w.price, r.end - r.start, id=n, pool_id=w.pool_id, start=r.start)
+        x = replace(x, end=r.end, resources=r.total)
+        if self._commit(L.reserve(M.hold(x), self.now)):
             self.leases[x.id] = x  # an award whose hold is refused creates no lease
+
+    def _held(self, pool: str) -> tuple[A.Held, ...]:
+        return tuple(
+            A.Held(x.start, x.end, x.resources) for x in self._active() if x.pool_id == pool
+        )
+
+    @invariant()
+    def no_pool_is_over_committed(self) -> None:
+        for p in POOLS:
+            held = self._held(p)
+            for t in {x.start for x in held}:
+                cores = sum(x.resources.cpu_cores for x in held if x.start <= t < x.end)
+                assert cores <= TOTAL.cpu_cores
 
     @rule(seconds=st.integers(1, 1_800))
     def time_passes(self, seconds: int) -> None:

@@ -137,3 +137,10 @@ def test_the_worked_example_in_docs_market_md() -> None:
     assert round(ev.availability, 3) == 0.979 and ev.breaches == ("availability",)
     (t,) = sla.credits(ev, {"o": 12_000}, now=86_401.0)
     assert (t.debit, t.credit, t.amount) == (L.SLA, "org:o", 1_200)
+
+
+def test_a_window_waits_for_its_attempts_to_end_but_not_for_ever() -> None:
+    assert sla.ready(end=3600, window_s=3600, unfinished=0, now=3600)
+    assert not sla.ready(end=3600, window_s=3600, unfinished=2, now=3601)  # charges not settled
+    assert sla.ready(end=3600, window_s=3600, unfinished=2, now=7200)  # a window later: go
+    assert not sla.ready(end=3600, window_s=3600, unfinished=0, now=3599)

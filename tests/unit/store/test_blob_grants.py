@@ -31,7 +31,9 @@ def test_grants_follow_orgs_and_running_attempts(store: Store) -> None:  # noqa:
         other_org = accounts.create_org(s, "globex", now)
         grants.grant(s, SHA, who.org_id, now)
         grants.grant(s, SHA, who.org_id, now)  # idempotent
-        ts.create_task(s, who, _spec(), now)
+        # The task names the blob as an input; an agent reads it only while running such a task.
+        inp = {"path": "in.txt", "url": f"cpnet://blobs/{SHA}"}
+        ts.create_task(s, who, _spec(inputs=[inp]), now)
     stranger = Principal(token_id="o", role=Role.USER, org_id=other_org.id)
     admin = Principal(token_id="x", role=Role.ADMIN, org_id=other_org.id)
     with store.read() as s:
@@ -54,3 +56,21 @@ def test_grants_follow_orgs_and_running_attempts(store: Store) -> None:  # noqa:
     _finish(store, site, attempt_id, State.INITIALIZING, State.RUNNING, State.COMPLETE)
     with store.read() as s:
         assert not grants.may_read(s, _agent(site, who.org_id), SHA)  # the attempt is over
+
+
+def test_an_agent_reads_only_the_blobs_its_running_tasks_name(store: Store) -> None:  # noqa: F811
+    """Running some task of the blob's organisation is not enough: the task must name the blob
+    as an input (knowing a hash is not enough)."""
+    who, sites = _world(store, n_sites=1)
+    now = time.time()
+    other = "ef" * 32
+    with store.tx() as s:
+        grants.grant(s, SHA, who.org_id, now)
+        grants.grant(s, other, who.org_id, now)
+        inp = {"path": "in.txt", "url": f"cpnet://blobs/{SHA}#part"}
+        ts.create_task(s, who, _spec(inputs=[inp], description=f"mentions {other}"), now)
+    assert schedule_once(store, time.time()).placed == 1
+    agent = _agent(sites[0], who.org_id)
+    with store.read() as s:
+        assert grants.may_read(s, agent, SHA)  # an input (with a fragment)
+        assert not grants.may_read(s, agent, other)  # granted to the org, but no input of it

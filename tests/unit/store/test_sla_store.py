@@ -57,7 +57,9 @@ def _world(store: Store):
     return who, site.id, pool_id, reg
 
 
-def _run_task(store: Store, who: Principal, site_id: str, pool_id: str, placed: float) -> str:
+def _run_task(
+    store: Store, who: Principal, site_id: str, pool_id: str, placed: float, ends: bool = True
+) -> str:
     spec = TaskSpec(executors=[{"command": ["true"]}], resources={"cpu_cores": 2, "ram_gb": 1})
     with store.tx() as s:
         task, _ = ts.create_task(s, who, spec, placed)
@@ -65,7 +67,8 @@ def _run_task(store: Store, who: Principal, site_id: str, pool_id: str, placed: 
     with store.tx() as s:
         task = s.scalar(select(Task).where(Task.id == task.id))
         aid = ts.place(s, task, pool_id, site_id, Resources(2, 1, 0, 0), placed, "test")
-    for state, at, wall in ((State.RUNNING, placed + 1, 0), (State.COMPLETE, placed + 6, 5.0)):
+    steps = [(State.RUNNING, placed + 1, 0.0), (State.COMPLETE, placed + 6, 5.0)]
+    for state, at, wall in steps if ends else steps[:1]:
         u = AttemptUpdate(
             attempt_id=aid,
             state=state,
@@ -75,6 +78,35 @@ def _run_task(store: Store, who: Principal, site_id: str, pool_id: str, placed: 
         with store.tx() as s:
             ts.apply_update(s, site_id, u, at)
     return aid
+
+
+def _end(store: Store, site_id: str, aid: str, at: float, wall: float) -> None:
+    u = AttemptUpdate(
+        attempt_id=aid,
+        state=State.COMPLETE,
+        at=datetime.fromtimestamp(at, UTC),
+        usage=Usage(wall_s=wall),
+    )
+    with store.tx() as s:
+        ts.apply_update(s, site_id, u, at)
+
+
+def test_a_window_is_evaluated_once_its_attempts_ended_so_their_charges_count(
+    store: Store,
+) -> None:
+    who, site_id, pool_id, _ = _world(store)
+    aid = _run_task(store, who, site_id, pool_id, placed=T0 + W + 2, ends=False)
+    with store.tx() as s:  # the site is lost in window 2 (its runner goes on, as on a crash)
+        assert registry.sweep_liveness(s, T0 + W + 40, 3, T0) == [site_id]
+    early = hub_sla.sweep(store, T0 + 2 * W + 1, 3600.0)
+    assert early.evaluated == 1  # window 1; window 2 waits for its running attempt
+    _end(store, site_id, aid, T0 + 2 * W + 3, 5.0)
+    late = hub_sla.sweep(store, T0 + 2 * W + 4, 3600.0)
+    assert (late.evaluated, late.breached, late.credits) == (1, 1, 1)
+    with store.read() as s:  # settled after the window: 60 s observed × 2 cores × 0.1 CNY
+        charged = sla_store.charged(s, pool_id, T0 + W, T0 + 2 * W)
+    assert charged == {who.org_id: 1_200}
+    assert _balance(store, L.SLA) == -120  # 10 % of it
 
 
 def test_a_breached_window_credits_the_user_once_and_the_books_check(store: Store) -> None:
