@@ -48,6 +48,7 @@ from cpnet import __version__
 from cpnet.audit.wire import AuditPage, AuditRecordOut, AuditVerify
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
+from cpnet.limits.wire import QuotaView
 from cpnet.market.auction_records import AuctionRecord, BidRecord, BidRuleRecord, LeaseRecord
 from cpnet.market.records import PoolPrices, PoolSla, QuoteRecord, ReputationRecord
 from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted, UsageList
@@ -1234,6 +1235,26 @@ class Client:
         return self._model(
             AuditVerify, self._request("GET", "/v1/audit/verify"), "GET /v1/audit/verify"
         )
+
+    def quota(self, org_id: str) -> QuotaView:
+        """An organisation's quotas (None: no limit) and its use now."""
+        path = f"/v1/accounts/{_seg(org_id)}/quota"
+        return self._model(QuotaView, self._request("GET", path), f"GET {path}")
+
+    def set_quota(
+        self,
+        org_id: str,
+        *,
+        queued: int | None = None,
+        cores: float | None = None,
+        gpus: int | None = None,
+    ) -> QuotaView:
+        """Set an organisation's quotas (admin): queued tasks, and cores and GPUs of its queued
+        and running tasks together; None is no limit (all None removes the quotas)."""
+        path = f"/v1/accounts/{_seg(org_id)}/quota"
+        body = {"queued": queued, "cores": cores, "gpus": gpus}
+        data = self._request("PUT", path, body=body, idempotent=True)
+        return self._model(QuotaView, data, f"PUT {path}")
 
     def bill(self, org_id: str, period: str) -> Bill:
         """An organisation's bill for a month ("2026-12"), itemised per charged attempt."""

@@ -25,6 +25,7 @@ from cpnet.api.routers import (
     market,
     network,
     pools,
+    quotas,
     sla,
     tasks,
     tes,
@@ -67,7 +68,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     routers = (
         ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
-        audit, sla,
+        audit, sla, quotas,
     )  # fmt: skip
     for r in routers:
         app.include_router(r.router)

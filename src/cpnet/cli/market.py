@@ -117,6 +117,60 @@ def limit(
     _show(acc, json_out)
 
 
+@account_app.command("quota")
+def quota(
+    ctx: typer.Context,
+    org: Org,
+    queued: Annotated[
+        int | None, typer.Option("--queued", help="Most tasks waiting to be placed.", min=0)
+    ] = None,
+    cores: Annotated[
+        float | None,
+        typer.Option("--cores", help="Most CPU cores of queued and running tasks.", min=0),
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="Most GPUs of queued and running tasks.", min=0)
+    ] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Drop every quota.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Show an organisation's quotas and use, or set them (admin; the ones not given stay).
+    A submission that would pass one is refused with 429 `quota_exceeded`.
+
+    **Example:** `cpnet account quota org_nexvcydqesbzjtjp --queued 1000 --cores 512 --gpus 16`
+    """
+    with connect(ctx) as hub:
+        if remove:
+            view = hub.set_quota(org)
+        elif queued is None and cores is None and gpus is None:
+            view = hub.quota(org)
+        else:
+            now = hub.quota(org)
+            view = hub.set_quota(
+                org,
+                queued=now.queued if queued is None else queued,
+                cores=now.cores if cores is None else cores,
+                gpus=now.gpus if gpus is None else gpus,
+            )
+    if json_out:
+        print_json(view)
+        return
+
+    def limit(x: float | None) -> str:
+        return "no limit" if x is None else f"{x:g}"
+
+    console.print(
+        fields(
+            [
+                ("organisation", view.org_id),
+                ("queued tasks", f"{view.used_queued} of {limit(view.queued)}"),
+                ("CPU cores (queued + running)", f"{view.used_cores:g} of {limit(view.cores)}"),
+                ("GPUs (queued + running)", f"{view.used_gpus} of {limit(view.gpus)}"),
+            ]
+        )
+    )
+
+
 BILL_COLUMNS = (
     "task_id", "task_name", "attempt_id", "settled_at", "pool_id", "provider_org", "seconds",
     "hourly", "charge", "fee", "payout",

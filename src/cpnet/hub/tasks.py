@@ -26,6 +26,7 @@ from cpnet.measure.scu import work_scu_hours
 from cpnet.sched import PoolView, rank
 from cpnet.store import ledger, registry
 from cpnet.store import prices as price_store
+from cpnet.store import quotas as quota_store
 from cpnet.store import quotes as quote_store
 from cpnet.store import secrets as secret_store
 from cpnet.store import tasks as store
@@ -195,6 +196,9 @@ def submit(
             key = hub_secrets.load_key(h.settings)
             secret_store.put(s, task.id, hub_secrets.seal(key, task.id, sealed_values), now)
         if created:
+            # The organisation's quotas (429 naming the one passed); a refused task is rolled
+            # back with this transaction. Racing submissions are checked one at a time.
+            quota_store.admit(s, task)
             # In the task's own transaction: a hold refused (402) leaves no task behind.
             ledger.open_hold(
                 s, who.org_id, who.user_id, task.id, amount, h.settings.platform_fee_bps, now

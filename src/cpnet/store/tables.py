@@ -56,6 +56,19 @@ class Org(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class OrgQuota(Base):
+    """An organisation's quotas (None: no limit); the row is also the lock that serialises the
+    organisation's submissions while a quota is set (store/quotas.admit)."""
+
+    __tablename__ = "org_quotas"
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    max_queued: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_cores: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("org_id", "name"),)
@@ -158,6 +171,7 @@ class Task(Base):
         UniqueConstraint("org_id", "idempotency_key"),
         Index("ix_tasks_state_seq", "state", "seq"),
         Index("ix_tasks_org_seq", "org_id", "seq"),
+        Index("ix_tasks_org_state", "org_id", "state"),  # quota use (store/quotas.py)
     )
     seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -174,6 +188,9 @@ class Task(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # what the task asks, copied from spec.resources so organisation quotas sum them in SQL
+    cpu_cores: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    gpus: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Attempt(Base):

@@ -108,6 +108,8 @@ def create_task(s: Session, who: Principal, spec: TaskSpec, now: float) -> tuple
         max_attempts=spec.max_attempts,
         created_at=now,
         updated_at=now,
+        cpu_cores=spec.resources.cpu_cores,
+        gpus=spec.resources.gpus,
     )
     try:
         with s.begin_nested():

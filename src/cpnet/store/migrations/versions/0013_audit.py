@@ -1,7 +1,7 @@
 """audit chain: append-only records linked by SHA-256, the head, signed checkpoints
 
 Revision ID: 0013_audit
-Revises: 0011_sla
+Revises: 0014_quotas
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0013_audit"
-down_revision = "0011_sla"
+down_revision = "0014_quotas"
 branch_labels = None
 depends_on = None
 
