@@ -174,6 +174,10 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("PUT", "/v1/accounts/{org_id}/limits"): Rule(
         user_b=S(403), padmin_b=S(403), agent_b=S(403), body={"credit_limit": "1.00"}
     ),
+    ("GET", "/v1/accounts/{org_id}/quota"): Rule(owner=("alice", S(200))),
+    ("PUT", "/v1/accounts/{org_id}/quota"): Rule(
+        user_b=S(403), padmin_b=S(403), agent_b=S(403), body={"queued": 1}
+    ),
     ("GET", "/v1/ledger/check"): ADMIN_ONLY,
     # -- the audit chain: an organisation's records for its provider admins, all for admins ----
     ("GET", "/v1/audit"): Rule(
