@@ -32,7 +32,7 @@ def list_audit(
     org: str | None = Query(None, max_length=64, description="organisation (default: yours)"),
     since: datetime | None = Query(None, description="from this time (RFC 3339), inclusive"),
     until: datetime | None = Query(None, description="to this time (RFC 3339), exclusive"),
-    cursor: str | None = Query(None, max_length=24, pattern=r"^[0-9]+$"),
+    cursor: str | None = Query(None, pattern=r"^[0-9]{1,18}$", description="next_cursor"),
     limit: int = Query(500, ge=1, le=5000),
     who: Principal = Depends(provider_admin),
     h: Hub = Depends(hub),
