@@ -174,6 +174,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("PUT", "/v1/accounts/{org_id}/limits"): Rule(
         user_b=S(403), padmin_b=S(403), agent_b=S(403), body={"credit_limit": "1.00"}
     ),
+    # organisation quotas (docs/security.md, "Limits"): its members read them, admins set them
     ("GET", "/v1/accounts/{org_id}/quota"): Rule(owner=("alice", S(200))),
     ("PUT", "/v1/accounts/{org_id}/quota"): Rule(
         user_b=S(403), padmin_b=S(403), agent_b=S(403), body={"queued": 1}

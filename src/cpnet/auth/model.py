@@ -124,7 +124,9 @@ class ProviderCreate(Strict):
 class SiteCreate(Strict):
     provider_id: Annotated[str, Field(max_length=128)]
     name: Name
-    type: Annotated[str, Field(pattern=r"^(general|intelligent|supercomputing|edge)$")] = "general"
+    type: Annotated[
+        str, Field(max_length=16, pattern=r"^(general|intelligent|supercomputing|edge)$")
+    ] = "general"
     region_code: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
     region_name: Annotated[str, Field(max_length=128)] = ""
     lat: float | None = Field(default=None, ge=-90, le=90)

@@ -31,7 +31,7 @@ class PriceEntryIn(Strict):
     """One price a provider publishes for a pool."""
 
     kind: Literal["on_demand", "spot"] = "on_demand"
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "CNY"
+    currency: Annotated[str, Field(max_length=3, pattern=r"^[A-Z]{3}$")] = "CNY"
     cpu_core_hour: Money = 0.0
     ram_gb_hour: Money = 0.0
     gpu_hour: Money = 0.0

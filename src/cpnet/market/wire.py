@@ -92,7 +92,7 @@ class Correction(Strict):
     """An operator's correction: a new transfer (refund, SLA credit or adjustment)."""
 
     id: Annotated[str, Field(min_length=1, max_length=120)]  # idempotency: never reused
-    kind: Annotated[str, Field(pattern=r"^(refund|credit|adjust)$")]
+    kind: Annotated[str, Field(max_length=16, pattern=r"^(refund|credit|adjust)$")]
     debit: Annotated[str, Field(min_length=3, max_length=160)]
     credit: Annotated[str, Field(min_length=3, max_length=160)]
     amount: Amount

@@ -193,7 +193,10 @@ class ProbeReport(BaseModel):
     cpu: ProbeFigures = Field(default_factory=ProbeFigures)
     accelerator_model: Annotated[str, Field(max_length=256)] | None = None
     accelerator: ProbeFigures = Field(default_factory=ProbeFigures)  # one device
-    torch: dict[str, ProbeFigures] = Field(default_factory=dict)  # device kind -> figures
+    # device kind -> figures
+    torch: dict[Annotated[str, Field(max_length=64)], ProbeFigures] = Field(
+        default_factory=dict, max_length=16
+    )
     budget_s: float = Field(default=0.0, ge=0, le=3600)
     duration_s: float = Field(default=0.0, ge=0, le=86400)
     measured_at: float | None = None

@@ -57,7 +57,7 @@ class LinkDecl(BaseModel):
     rtt_ms: float | None = Field(default=None, ge=0, le=MAX_RTT_MS)
     mbps: float | None = Field(default=None, gt=0, le=MAX_MBPS)
     egress_per_gb: float = Field(default=0.0, ge=0, le=1e6)
-    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    currency: str = Field(default="CNY", max_length=3, pattern=r"^[A-Z]{3}$")
 
     @field_validator("a", "b")
     @classmethod

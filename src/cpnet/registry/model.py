@@ -69,7 +69,7 @@ class Hardware(Strict):
 class Price(Strict):
     """Price per resource-hour in `currency` (display money; the ledger later uses minor units)."""
 
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "CNY"
+    currency: Annotated[str, Field(max_length=3, pattern=r"^[A-Z]{3}$")] = "CNY"
     cpu_core_hour: float = Field(default=0.0, ge=0, le=1_000_000)
     ram_gb_hour: float = Field(default=0.0, ge=0, le=1_000_000)
     gpu_hour: float = Field(default=0.0, ge=0, le=1_000_000)
@@ -101,7 +101,7 @@ class PoolDescriptor(Strict):
     name: Name
     type: PoolType = PoolType.GENERAL
     hardware: Hardware
-    labels: dict[Label, Label] = Field(default_factory=dict)
+    labels: dict[Label, Label] = Field(default_factory=dict, max_length=64)
     price: Price = Field(default_factory=Price)
     can_run_images: bool = False
     # The operator's claims of sustained capacity (checked against the hardware catalogue).

@@ -27,6 +27,9 @@ MAX_CONTENT_BYTES = 256 * 1024
 MAX_ARG_CHARS = 16 * 1024
 MAX_TAIL_CHARS = 16 * 1024
 # Output file logs one attempt reports: a wildcard output logs each file it uploaded.
+MAX_ENV = 256  # variables per executor (the validator below says so too)
+MAX_LABELS = 64  # labels, constraint labels and backend parameters per object
+MAX_TAGS = 128  # tags per task (the validator below says so too)
 MAX_OUTPUT_LOGS = wildcards.MAX_MATCHES + MAX_FILES
 
 ShortStr = Annotated[str, Field(max_length=256)]
@@ -69,7 +72,9 @@ class Executor(Strict):
     stdin: ShortStr | None = None
     stdout: ShortStr | None = None
     stderr: ShortStr | None = None
-    env: dict[Annotated[str, Field(max_length=256)], Arg] = Field(default_factory=dict)
+    env: dict[Annotated[str, Field(max_length=256)], Arg] = Field(
+        default_factory=dict, max_length=MAX_ENV
+    )
     # Names in `env` whose values are secret (docs/security.md, "Secrets"): stored encrypted,
     # delivered only to the agent running the attempt, shown as "[secret]" everywhere else.
     secret_env: list[Annotated[str, Field(max_length=256)]] = Field(
@@ -125,7 +130,7 @@ class Input(Strict):
     path: ShortStr
     type: FileType = FileType.FILE
     streamable: bool = False
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    sha256: Annotated[str, Field(max_length=64, pattern=r"^[0-9a-fA-F]{64}$")] | None = None
     # How many bytes the input is: the scheduler counts its staging time from where it lives.
     # The hub fills it for its own blobs; for other URLs give it, or staging counts as free.
     size_bytes: int | None = Field(default=None, ge=0, le=2**50)
@@ -179,7 +184,7 @@ class Resources(Strict):
     preemptible: bool = False
     zones: list[ShortStr] = Field(default_factory=list, max_length=64)
     backend_parameters: dict[ShortStr, Annotated[str, Field(max_length=4096)]] = Field(
-        default_factory=dict
+        max_length=MAX_LABELS, default_factory=dict
     )
     backend_parameters_strict: bool = False
 
@@ -208,7 +213,7 @@ class Constraints(Strict):
     # pool here.
     pools: list[ShortStr] = Field(default_factory=list, max_length=256)
     pool_types: list[ShortStr] = Field(default_factory=list, max_length=8)
-    labels: dict[ShortStr, ShortStr] = Field(default_factory=dict)
+    labels: dict[ShortStr, ShortStr] = Field(default_factory=dict, max_length=MAX_LABELS)
     latency: LatencyBound | None = None
     # The result must exist by then; pools that cannot finish in time are ruled out.
     deadline: datetime | None = None
@@ -276,7 +281,9 @@ class TaskSpec(Strict):
     volumes: list[ShortStr] = Field(default_factory=list, max_length=64)
     resources: Resources = Field(default_factory=Resources)
     constraints: Constraints = Field(default_factory=Constraints)
-    tags: dict[ShortStr, Annotated[str, Field(max_length=4096)]] = Field(default_factory=dict)
+    tags: dict[ShortStr, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=MAX_TAGS
+    )
     idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     max_attempts: int = Field(default=3, ge=1, le=10)
     expected_runtime_s: float = Field(default=600.0, gt=0, le=365 * 86400)
@@ -319,10 +326,10 @@ class ExecutorLog(Report):
 
 
 class OutputFileLog(Report):
-    url: str
-    path: str
+    url: Annotated[str, Field(max_length=4096)]
+    path: Annotated[str, Field(max_length=4096)]
     size_bytes: int = Field(ge=0)
-    sha256: str | None = None
+    sha256: Annotated[str, Field(max_length=64)] | None = None
 
 
 class Usage(Report):
@@ -400,7 +407,7 @@ class TransferRecord(Report):
     path: Annotated[str, Field(max_length=4096)]
     size_bytes: int = Field(ge=0, le=MAX_BYTES)
     seconds: float = Field(ge=0, le=10 * 365 * 86400)
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    sha256: Annotated[str, Field(max_length=64, pattern=r"^[0-9a-f]{64}$")] | None = None
     sha256_verified: bool = False
     resumed_from: int = Field(default=0, ge=0, le=MAX_BYTES)
     files: int = Field(default=1, ge=0, le=10_000_000)

@@ -437,7 +437,10 @@ def test_hub_init_json_then_the_hub_serves_with_flags(tmp_path):
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    assert set(printed) == {"admin_token", "public_key", "key_id"}
+    assert set(printed) == {"admin_token", "public_key", "key_id", "ca_file", "tls_cert", "tls_key"}
+    # The development TLS pair and the CA clients trust (docs/security.md)
+    assert Path(printed["ca_file"]).is_file() and Path(printed["tls_cert"]).is_file()
+    assert Path(printed["tls_key"]).stat().st_mode & 0o077 == 0
     hub = HubProc(data, free_port(), args=["--authority", "cn.gd"])
     try:
         hub.start()

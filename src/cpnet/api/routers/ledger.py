@@ -77,7 +77,9 @@ def set_limits(
 @router.get("/accounts/{org_id}/bill", response_model=Bill)
 def get_bill(
     org_id: str,
-    period: str = Query(..., pattern=r"^[0-9]{4}-[0-9]{2}$", description="a month: 2026-12"),
+    period: str = Query(
+        ..., max_length=7, pattern=r"^[0-9]{4}-[0-9]{2}$", description="a month: 2026-12"
+    ),
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
 ) -> Bill:
