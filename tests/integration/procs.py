@@ -278,3 +278,24 @@ def start_agent(hub: HubProc, agents: list, tmp_path: Path, world: World, name: 
     a.start()
     agents.append(a)
     return a
+
+
+def app_routes() -> list[tuple[str, str]]:
+    """(method, path template) of every route of the hub's app, sorted; building the app
+    starts nothing (the authorisation matrix and the unknown-parameter table walk it)."""
+    from fastapi import routing
+    from fastapi.routing import APIRoute
+
+    from cpnet.api.app import create_app
+    from cpnet.config import HubSettings
+
+    app = create_app(HubSettings(data_dir=Path("/nonexistent")))
+    if hasattr(routing, "iter_route_contexts"):  # FastAPI that includes routers lazily
+        found = [
+            (c.path, c.methods)
+            for c in routing.iter_route_contexts(app.routes)
+            if isinstance(c.original_route, APIRoute)
+        ]
+    else:
+        found = [(r.path, r.methods) for r in app.routes if isinstance(r, APIRoute)]
+    return sorted((m, path) for path, methods in found for m in methods)

@@ -10,17 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import routing
-from fastapi.routing import APIRoute
 
-from cpnet.api.app import create_app
-from cpnet.config import HubSettings
 from services import free_port
-from tests.integration.procs import HubProc, World, make_world
+from tests.integration.procs import HubProc, World, app_routes, make_world
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +24,8 @@ BOGUS = "no_such_parameter"
 
 
 def _native_routes() -> list[tuple[str, str]]:
-    """(method, path template) of every route outside TES; building the app starts nothing."""
-    app = create_app(HubSettings(data_dir=Path("/nonexistent")))
-    if hasattr(routing, "iter_route_contexts"):  # FastAPI that includes routers lazily
-        found = [
-            (c.path, c.methods)
-            for c in routing.iter_route_contexts(app.routes)
-            if isinstance(c.original_route, APIRoute)
-        ]
-    else:
-        found = [(r.path, r.methods) for r in app.routes if isinstance(r, APIRoute)]
-    return sorted((m, path) for path, methods in found if not path.startswith(TES) for m in methods)
+    """(method, path template) of every route outside TES."""
+    return [(m, p) for m, p in app_routes() if not p.startswith(TES)]
 
 
 ROUTES = _native_routes()

@@ -16,17 +16,12 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import routing
-from fastapi.routing import APIRoute
 
-from cpnet.api.app import create_app
-from cpnet.config import HubSettings
 from services import free_port
-from tests.integration.procs import HubProc, World, make_world
+from tests.integration.procs import HubProc, World, app_routes, make_world
 
 pytestmark = pytest.mark.integration
 
@@ -34,19 +29,6 @@ ACTORS = ("owner", "user_b", "padmin_b", "agent_b", "revoked", "anon")
 DENIED = frozenset({403, 404})  # refused, or as if it did not exist
 OK = frozenset({200, 201})
 SECRET_ENV = "matrix-Secret-Value-9431"
-
-
-def _routes() -> list[tuple[str, str]]:
-    app = create_app(HubSettings(data_dir=Path("/nonexistent")))
-    if hasattr(routing, "iter_route_contexts"):  # FastAPI that includes routers lazily
-        found = [
-            (c.path, c.methods)
-            for c in routing.iter_route_contexts(app.routes)
-            if isinstance(c.original_route, APIRoute)
-        ]
-    else:
-        found = [(r.path, r.methods) for r in app.routes if isinstance(r, APIRoute)]
-    return sorted((m, p) for p, methods in found for m in methods)
 
 
 @dataclass(frozen=True)
@@ -380,7 +362,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         hub.kill()
 
 
-ROUTES = _routes()
+ROUTES = app_routes()
 
 
 def test_every_route_has_an_entry():

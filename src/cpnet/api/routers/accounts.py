@@ -199,7 +199,8 @@ def list_sites(who: Principal = Depends(caller), h: Hub = Depends(hub)) -> dict:
         return {"sites": [registry.site_record(s, x) for x in rows]}
 
 
-def _own_site(s, who: Principal, site_id: str):  # type: ignore[no-untyped-def]
+def own_site(s, who: Principal, site_id: str):  # type: ignore[no-untyped-def]
+    """The site, if `who` may see it (else the 404 of a site that does not exist)."""
     site = registry.get_site(s, site_id)
     who.must_see(site.org_id, "site", site_id, "site_id")
     return site
@@ -208,7 +209,7 @@ def _own_site(s, who: Principal, site_id: str):  # type: ignore[no-untyped-def]
 @router.get("/sites/{site_id}", response_model=SiteRecord)
 def get_site(site_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)) -> SiteRecord:
     with h.store.read() as s:
-        return registry.site_record(s, _own_site(s, who, site_id))
+        return registry.site_record(s, own_site(s, who, site_id))
 
 
 @router.post("/sites/{site_id}/tokens", response_model=IssuedToken, status_code=201)
@@ -220,7 +221,7 @@ def create_site_token(
 ) -> IssuedToken:
     """A token for the site's agent: it may act for this site only."""
     with h.store.tx() as s:
-        site = _own_site(s, who, site_id)
+        site = own_site(s, who, site_id)
         tok, secret = accounts.issue_token(
             s,
             role=Role.AGENT,

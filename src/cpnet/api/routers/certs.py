@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cpnet import pki
 from cpnet.api.deps import caller, hub, provider_admin
+from cpnet.api.routers.accounts import own_site as _own_site
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Forbidden
 from cpnet.hub import pki as hub_pki
@@ -61,12 +62,6 @@ def issue_certificate(body: CsrIn, who: Principal = Depends(caller), h: Hub = De
         "not_after": _iso(issued.not_after),
         "renew_after": _iso(now + (issued.not_after - now) * 2 / 3),
     }
-
-
-def _own_site(s, who: Principal, site_id: str):  # type: ignore[no-untyped-def]
-    site = registry.get_site(s, site_id)
-    who.must_see(site.org_id, "site", site_id, "site_id")
-    return site
 
 
 @router.get("/v1/sites/{site_id}/certificates")
