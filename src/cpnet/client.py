@@ -45,6 +45,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cpnet import __version__
+from cpnet.audit.wire import AuditPage, AuditRecordOut, AuditVerify
 from cpnet.auth.model import IssuedToken, OrgRecord, TokenRecord, UserRecord, WhoAmI
 from cpnet.config import DEFAULT_PORT
 from cpnet.limits.wire import QuotaView
@@ -1202,6 +1203,38 @@ class Client:
         }
         data = self._request("PUT", path, body=body, idempotent=True)
         return self._model(AccountSummary, data, f"PUT {path}")
+
+    def audit_records(
+        self,
+        org_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[AuditRecordOut]:
+        """Audit records concerning an organisation (None: yours; an admin's None: every
+        organisation's), from `since` (inclusive) to `until` (exclusive), oldest first."""
+        params: dict[str, Any] = {"limit": page_size}
+        if org_id:
+            params["org"] = org_id
+        if since is not None:
+            params["since"] = since.isoformat()
+        if until is not None:
+            params["until"] = until.isoformat()
+        while True:
+            page = self._model(
+                AuditPage, self._request("GET", "/v1/audit", params=params), "GET /v1/audit"
+            )
+            yield from page.records
+            if page.next_cursor is None:
+                return
+            params["cursor"] = page.next_cursor
+
+    def audit_verify(self) -> AuditVerify:
+        """Verify the hub's whole audit chain (admins)."""
+        return self._model(
+            AuditVerify, self._request("GET", "/v1/audit/verify"), "GET /v1/audit/verify"
+        )
 
     def quota(self, org_id: str) -> QuotaView:
         """An organisation's quotas (None: no limit) and its use now."""

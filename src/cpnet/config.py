@@ -86,6 +86,8 @@ class HubSettings:
     # (CPNET_ALLOW_PRIVATE_URLS, CIDRs and host names, "*" for any); the agents' own option
     # allow_private_urls decides what they reach after resolving names.
     allow_private_urls: UrlRule = STRICT
+    # how often the hub signs the audit chain's head, when it moved (CPNET_AUDIT_CHECKPOINT_S)
+    audit_checkpoint_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.mtls not in MTLS_MODES:
@@ -95,6 +97,8 @@ class HubSettings:
             raise ValueError("CPNET_HOLD_MARGIN must be at least 1 (a multiple of the cost)")
         if not 1.0 <= self.lease_period_s <= 86_400:
             raise ValueError("CPNET_LEASE_PERIOD_S must be 1 to 86400 seconds")
+        if not self.audit_checkpoint_s > 0:
+            raise ValueError("CPNET_AUDIT_CHECKPOINT_S must be a positive number of seconds")
         if self.min_hold < 0:
             raise ValueError("CPNET_MIN_HOLD must be 0 or more minor units")
         if self.sla_interval_s <= 0 or self.sla_min_window_s <= 0:
@@ -157,6 +161,8 @@ class HubSettings:
         for var, name in RATE_SETTINGS.items():
             if env.get(var):
                 s = replace(s, **{name: parse_rate(env[var], var)})
+        if env.get("CPNET_AUDIT_CHECKPOINT_S"):
+            s = replace(s, audit_checkpoint_s=float(env["CPNET_AUDIT_CHECKPOINT_S"]))
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
     def check_tls(self) -> None:

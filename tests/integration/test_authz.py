@@ -162,6 +162,15 @@ TABLE: dict[tuple[str, str], Rule] = {
         user_b=S(403), padmin_b=S(403), agent_b=S(403), body={"queued": 1}
     ),
     ("GET", "/v1/ledger/check"): ADMIN_ONLY,
+    # -- the audit chain: an organisation's records for its provider admins, all for admins ----
+    ("GET", "/v1/audit"): Rule(
+        owner=("padmin_a", S(200)),
+        user_b=S(403),
+        padmin_b=S(404),
+        agent_b=S(403),
+        params={"org": "{org_a}"},
+    ),
+    ("GET", "/v1/audit/verify"): ADMIN_ONLY,
     ("POST", "/v1/ledger/transfers"): Rule(
         user_b=S(403),
         padmin_b=S(403),

@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 from cpnet import __version__
 from cpnet.api import errors, query
+from cpnet.api.audit import AuditCalls
 from cpnet.api.fastpath import ResolveCache
 from cpnet.api.limits import BodyLimit
 from cpnet.api.ratelimit import RateLimit
@@ -16,6 +17,7 @@ from cpnet.api.routers import (
     accounts,
     agents,
     auctions,
+    audit,
     blobs,
     certs,
     ident,
@@ -66,7 +68,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     routers = (
         ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
-        sla, quotas,
+        audit, sla, quotas,
     )  # fmt: skip
     for r in routers:
         app.include_router(r.router)
@@ -75,6 +77,9 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     # blob uploads have their own (larger) limit, enforced by the route as the body streams in
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=("/v1/blobs",))
     app.add_middleware(ResolveCache)
+    # Every request gets its id, every mutating call (a 413 too) its audit record; inside
+    # the rate limit, so a refused flood (429, nothing changed) costs no write.
+    app.add_middleware(AuditCalls)
     # outermost: a caller out of requests costs the hub a dictionary look-up, nothing more
     app.add_middleware(
         RateLimit,

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Forbidden, Unauthorized
 from cpnet.hub.service import Hub
-from cpnet.store import accounts
+from cpnet.store import accounts, audit
 
 _CACHE_S = 5.0  # a revoked token stops working within this many seconds on every replica
 
@@ -42,6 +42,9 @@ def caller(request: Request) -> Principal:
         cache[token] = (now + _CACHE_S, who)
     if who is None:
         raise Unauthorized("unknown or revoked token: ask your admin for a new one")
+    call = audit.current.get()
+    if call is not None:  # the audit record of this call names its principal (api/audit.py)
+        call.who = who
     if who.role is Role.AGENT and h.settings.mtls == "require":
         _agent_cert(request, h, who)
     return who

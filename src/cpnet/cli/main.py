@@ -15,6 +15,7 @@ from cpnet.cli import (
     admin,
     agent,
     auctions,
+    audit,
     blob,
     hub,
     ident,
@@ -202,6 +203,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(market.account_app, name="account")
 app.command("bill")(market.bill)
 app.add_typer(market.ledger_app, name="ledger")
+app.add_typer(audit.app, name="audit")
 app.command("usage")(usage.usage)
 app.add_typer(auctions.app, name="auction")
 app.add_typer(auctions.lease_app, name="lease")

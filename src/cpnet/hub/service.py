@@ -9,6 +9,7 @@ import logging
 import time
 
 from anyio import to_thread
+from sqlalchemy.exc import IntegrityError
 
 from cpnet.config import HubSettings
 from cpnet.errors import DomainError
@@ -21,7 +22,7 @@ from cpnet.hub.resolver import Resolver
 from cpnet.hub.scheduling import schedule_once
 from cpnet.hub.sla import sweep as sla_sweep
 from cpnet.ident import SigningKey
-from cpnet.store import network
+from cpnet.store import audit, network
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
@@ -70,6 +71,7 @@ class Hub:
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),
             asyncio.create_task(self._sla_loop(), name="cpnet-sla"),
             asyncio.create_task(self._market_loop(), name="cpnet-market"),
+            asyncio.create_task(self._audit_loop(), name="cpnet-audit"),
         ]
 
     async def stop(self) -> None:
@@ -78,6 +80,8 @@ class Hub:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        with contextlib.suppress(Exception):  # a clean stop leaves the head signed
+            self.checkpoint_once(time.time())
         self.store.close()
 
     def begin_shutdown(self) -> None:
@@ -164,6 +168,21 @@ class Hub:
                 continue
             if swept.awarded or swept.settled:
                 self.wake_scheduler()  # a lease began or ended: capacity moved
+
+    async def _audit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.audit_checkpoint_s)
+            try:
+                await to_thread.run_sync(self.checkpoint_once, time.time())
+            except IntegrityError:  # another replica signed the same head first
+                continue
+            except Exception:
+                log.exception("audit checkpoint failed")
+
+    def checkpoint_once(self, now: float) -> None:
+        """Sign the audit chain's head with the hub's key, if it moved since the last one."""
+        with self.store.tx() as s:
+            audit.checkpoint(s, self.keys[0], now)
 
     def sweep_once(self, now: float) -> list[str]:
         """Mark silent sites offline and give their running attempts back to the queue."""

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from cpnet.auth.model import Principal, Role, new_token, token_hash
 from cpnet.errors import Conflict, NotFound
 from cpnet.errors import new_id as _new_id
+from cpnet.store import audit
 from cpnet.store.tables import Org, Token, User
 
 
@@ -18,6 +19,7 @@ def create_org(s: Session, name: str, now: float) -> Org:
     org = Org(id=_new_id("org"), name=name, created_at=now)
     s.add(org)
     s.flush()
+    audit.created(s, org.id)
     return org
 
 
@@ -42,6 +44,7 @@ def create_user(s: Session, org_id: str, name: str, role: Role, now: float) -> U
         s.flush()
     except IntegrityError as exc:
         raise Conflict(f"a user named {name!r} exists in {org_id}", field="name") from exc
+    audit.created(s, user.id)
     return user
 
 
@@ -76,6 +79,15 @@ def issue_token(
     )
     s.add(row)
     s.flush()
+    audit.created(s, row.id)
+    audit.append(
+        s,
+        "token.issued",
+        now,
+        org_id=org_id,
+        object_id=row.id,
+        detail={"role": role.value, "user_id": user_id, "site_id": site_id},
+    )
     return row, secret
 
 
@@ -112,4 +124,5 @@ def revoke_token(s: Session, token_id: str, now: float) -> Token:
     if row.revoked_at is None:
         s.execute(update(Token).where(Token.id == token_id).values(revoked_at=now))
         row.revoked_at = now
+        audit.append(s, "token.revoked", now, org_id=row.org_id, object_id=token_id)
     return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cpnet.store import audit
 from cpnet.store.tables import Site, SiteCert, Token
 
 
@@ -40,7 +41,9 @@ def revoke_site(s: Session, site_id: str, now: float) -> int:
         .where(SiteCert.site_id == site_id, SiteCert.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    return int(res.rowcount or 0)
+    n = int(res.rowcount or 0)
+    audit.append(s, "site.certificates_revoked", now, object_id=site_id, detail={"count": n})
+    return n
 
 
 def of_site(s: Session, site_id: str) -> list[SiteCert]:
@@ -54,4 +57,6 @@ def revoke_agent_tokens(s: Session, site_id: str, now: float) -> int:
         .where(Token.site_id == site_id, Token.role == "agent", Token.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    return int(res.rowcount or 0)
+    n = int(res.rowcount or 0)
+    audit.append(s, "site.agent_tokens_revoked", now, object_id=site_id, detail={"count": n})
+    return n

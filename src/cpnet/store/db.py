@@ -13,6 +13,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cpnet.store import audit
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -27,6 +29,10 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Audit records queued in a transaction are chained as it commits (store/audit.py).
+        event.listen(self.sessions, "before_commit", audit.flush)
+        event.listen(self.sessions, "after_commit", audit.committed)
+        event.listen(self.sessions, "after_soft_rollback", audit.discard)
         # Reads share the pool but begin without taking SQLite's write lock (see _on_begin).
         self.read_sessions = sessionmaker(
             self.engine.execution_options(cpnet_read=True), expire_on_commit=False

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from cpnet.errors import Conflict, NotFound, PaymentRequired
 from cpnet.market import charge, money
 from cpnet.market import ledger as L
+from cpnet.store import audit, usage
 from cpnet.store import quotes as quote_store
-from cpnet.store import usage
 from cpnet.store.tables import (
     Attempt,
     LedgerAccount,
@@ -159,6 +159,7 @@ def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None
     if conn.execute(_CREDIT, credit).rowcount != 1:
         _opened(s, t.credit, t.at)
         conn.execute(_CREDIT, credit)
+    _audit(s, t)
     return True
 
 
@@ -204,7 +205,28 @@ def post_many(
             if conn.execute(_CREDIT, credit).rowcount != 1:
                 _opened(s, acc, at)
                 conn.execute(_CREDIT, credit)
+    for t in fresh:
+        _audit(s, t)
     return len(fresh)
+
+
+def _audit(s: Session, t: L.Transfer) -> None:
+    """The audit record of a new transfer, in its transaction (a replay writes none)."""
+    org = next((a.split(":", 1)[1] for a in (t.debit, t.credit) if a.startswith("org:")), None)
+    audit.append(
+        s,
+        "ledger.transfer",
+        t.at,
+        org_id=org,
+        object_id=t.id,
+        detail={
+            "kind": t.kind.value,
+            "debit": t.debit,
+            "credit": t.credit,
+            "amount": t.amount,
+            "task_id": t.task_id,
+        },
+    )
 
 
 def _row(t: L.Transfer, detail: dict | None) -> dict:

@@ -31,9 +31,9 @@ from cpnet.registry.model import (
     SiteRecord,
 )
 from cpnet.sched.score import used_share
+from cpnet.store import audit, usage
 from cpnet.store import prices as price_store
 from cpnet.store import sla as sla_store
-from cpnet.store import usage
 from cpnet.store.tables import Pool, Provider, Site
 
 
@@ -60,6 +60,7 @@ def create_provider(s: Session, org_id: str, name: str, authority: str, now: flo
     row = Provider(id=pid, org_id=org_id, name=name, label=label, created_at=now)
     s.add(row)
     s.flush()
+    audit.created(s, row.id)
     return row
 
 
@@ -128,6 +129,7 @@ def create_site(
     )
     s.add(row)
     s.flush()
+    audit.created(s, row.id)
     return row
 
 

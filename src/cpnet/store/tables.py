@@ -643,3 +643,52 @@ class PoolReputation(Base):
     score: Mapped[float] = mapped_column(Float)
     evidence: Mapped[dict[str, Any]] = mapped_column()
     at: Mapped[float] = mapped_column(Float)
+
+
+# ---- the audit chain (0013_audit; rules in cpnet/audit/chain.py) ------------------------------
+
+
+class AuditRecord(Base):
+    """One link of the append-only audit chain. `seq` is assigned under the head's lock at
+    commit, so the chain's order is the order of commit. Never updated, never deleted."""
+
+    __tablename__ = "audit_records"
+    __table_args__ = (Index("ix_audit_records_org_at", "org_id", "at"),)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    actor_org: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actor_user: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actor_site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    actor_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    org_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    object_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    body: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    before: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    after: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column()
+
+
+class AuditHead(Base):
+    """The chain's head: one row (id 1), locked by every append so appends are serialised."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """The head signed by the hub's key at some moment (cpnet/audit/chain.sign_head)."""
+
+    __tablename__ = "audit_checkpoints"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(128))

@@ -14,11 +14,12 @@ from sqlalchemy import update as _sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cpnet.audit.chain import digest_of
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound, new_id
 from cpnet.market.metering import Judgement
 from cpnet.sched import Resources
-from cpnet.store import ledger, usage
+from cpnet.store import audit, ledger, usage
 from cpnet.store.registry import ts
 from cpnet.store.tables import Attempt, AttemptTransfer, Pool, Task, TaskEvent
 from cpnet.tasks import lifecycle
@@ -123,6 +124,7 @@ def create_task(s: Session, who: Principal, spec: TaskSpec, now: float) -> tuple
             raise
         return existing, False
     _event(s, task.id, now, None, State.QUEUED.value, "created")
+    audit.created(s, task.id)
     return task, True
 
 
@@ -486,6 +488,14 @@ def place(
     _event(
         s, task.id, now, State.QUEUED.value, State.QUEUED.value, f"placed on {pool_id}: {why}", n
     )
+    audit.append(
+        s,
+        "task.placed",
+        now,
+        org_id=task.org_id,
+        object_id=task.id,
+        detail={"attempt_id": attempt_id, "pool_id": pool_id, "site_id": site_id, "n": n},
+    )
     return attempt_id
 
 
@@ -498,6 +508,7 @@ class QueuedTask:
     spec: dict
     seq: int
     pool_id: str | None = None
+    org_id: str | None = None
 
 
 def queued_tasks(s: Session, limit: int, after_seq: int | None = None) -> list[QueuedTask]:
@@ -512,14 +523,14 @@ def queued_tasks(s: Session, limit: int, after_seq: int | None = None) -> list[Q
         .exists()
     )
     q = (
-        select(Task.id, Task.attempts, Task.spec, Task.seq)
+        select(Task.id, Task.attempts, Task.spec, Task.seq, Task.org_id)
         .where(Task.state == State.QUEUED.value, ~placed)
         .order_by(Task.seq)
         .limit(limit)
     )
     if after_seq is not None:
         q = q.where(Task.seq > after_seq)
-    return [QueuedTask(tid, n, spec, seq) for tid, n, spec, seq in s.execute(q)]
+    return [QueuedTask(tid, n, spec, seq, org_id=org) for tid, n, spec, seq, org in s.execute(q)]
 
 
 def failed_pools(s: Session, task_id: str) -> list[str]:
@@ -532,8 +543,19 @@ def failed_pools(s: Session, task_id: str) -> list[str]:
 def cancel_task(s: Session, task: Task, now: float) -> list[str]:
     """Cancel a task; returns the site ids whose agents must be told to stop an attempt."""
     rows = attempts_of(s, task.id)
+    before = task.state
     changes = lifecycle.cancel(_task_facts(task), [_attempt_facts(a) for a in rows], now)
     _write(s, changes, {task.id: task}, {a.id: a for a in rows})
+    audit.append(
+        s,
+        "task.canceled",
+        now,
+        org_id=task.org_id,
+        object_id=task.id,
+        before=digest_of({"id": task.id, "state": before}),
+        after=digest_of({"id": task.id, "state": task.state}),
+        detail={"from": before, "to": task.state},
+    )
     return list(changes.notify)
 
 

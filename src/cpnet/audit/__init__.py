@@ -1,0 +1,1 @@
+"""The tamper-evident audit chain (docs/security.md, "Audit chain")."""
