@@ -142,9 +142,20 @@ def test_a_hub_killed_between_hold_and_settlement_charges_exactly_once(
     user = hub.client(world.user_token)
     done = user.wait(t.id, timeout=90)
     assert done.state is State.COMPLETE, done.reason
-    expected = _expected(done, user)
     bill = user.bill(world.org_id, L.period_of(time.time()))
-    assert len(bill.lines) == 1 and bill.charged == expected
+    # On a slow machine the restarted hub may find the site's heartbeats stale and declare the
+    # attempt lost (SYSTEM_ERROR, not charged), then run the task again: one bill line per
+    # charged attempt, each charged once at its metered seconds.
+    charged = [a for a in done.attempts if a.state is not State.SYSTEM_ERROR]
+    lines = [x for x in bill.lines if x.task_id == t.id]
+    assert sorted(x.attempt_id for x in lines) == sorted(a.attempt_id for a in charged)
+    demand = {"cpu_cores": CORES, "ram_gb": 0.5}
+    price = {"cpu_core_hour": PRICE}
+    assert all(x.charge == charge.usage_charge(price, demand, x.seconds) for x in lines)
+    expected = sum(x.charge for x in lines)
+    assert bill.charged == expected > 0
+    if len(done.attempts) == 1:  # the usual case: the signed record's seconds
+        assert expected == _expected(done, user)
     acc = user.account(world.org_id)
     assert acc.held == 0 and acc.balance == funds - expected
     check = _ledger_check(hub)
