@@ -9,28 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cpnet.market import quotes
-from cpnet.sched import PoolView, Price, Resources, TaskRequest, rank
-
-BASE = PoolView(
-    id="p",
-    site_id="site-1",
-    provider_id="prov-a",
-    name="pool",
-    type="general",
-    region_code="440300",
-    labels=(),
-    total=Resources(8, 32, 100, 0),
-    available=Resources(8, 32, 100, 0),
-    gpu_model=None,
-    queue_length=0,
-    running=0,
-    price=Price("CNY", cpu_core_hour=0.1),
-)
-
-
-def pool(pool_id: str, **changes: object) -> PoolView:
-    return replace(BASE, id=pool_id, name=pool_id, **changes)
-
+from cpnet.sched import Price, Resources, TaskRequest, rank
+from tests.unit.sched.test_batch import pool
 
 POOLS = [
     pool("cheap", price=Price("CNY", cpu_core_hour=0.05), queue_length=4, running=1),

@@ -2,43 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpnet.sched import PoolView, Price, Resources, TaskRequest, assign, check, joint, rank
-from tests.unit.sched.test_batch import snapshots, task_lists, weights_st
-
-BASE = PoolView(
-    id="p",
-    site_id="site-1",
-    provider_id="prov-a",
-    name="pool",
-    type="general",
-    region_code="440300",
-    labels=(),
-    total=Resources(8, 32, 100, 0),
-    available=Resources(8, 32, 100, 0),
-    gpu_model=None,
-    queue_length=0,
-    running=0,
-    price=Price("CNY", cpu_core_hour=0.1),
-)
-
-
-def pool(pool_id: str, **changes: object) -> PoolView:
-    return replace(BASE, id=pool_id, name=pool_id, **changes)
-
-
-def task(task_id: str, cpu: float, **changes: object) -> TaskRequest:
-    return TaskRequest(id=task_id, demand=Resources(cpu, 1), **changes)
-
-
-def chosen(rows) -> list[str | None]:
-    return [pool_id for _, _, pool_id in rows]
-
+from cpnet.sched import Price, Resources, assign, check, joint, rank
+from tests.unit.sched.test_batch import chosen, pool, snapshots, task, task_lists, weights_st
 
 # --- exact rules ---------------------------------------------------------------------------
 
