@@ -20,12 +20,15 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(VENV)/bin/cpnet demo
 
-# Services down even when pytest fails or is interrupted; the exit code is pytest's.
+# Services down even when pytest fails or is interrupted; the exit code is pytest's. The suite runs on
+# PYTEST_WORKERS pytest-xdist workers (0: in this process); tests/conftest.py decides which tests
+# share a worker (a file; every Slurm, Ray or network-namespace test).
+PYTEST_WORKERS ?= 3
 test: venv
 	@trap 'scripts/services.sh down' EXIT; trap 'exit 130' INT TERM; \
 	scripts/services.sh up || exit $$?; \
 	set -a; source $(SERVICES_ENV); set +a; \
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: venv
 	$(VENV)/bin/python bench/run.py

@@ -30,12 +30,17 @@ of the dev Ray cluster (a head with CPU=2 and a worker raylet with CPU=1 and cus
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import hypothesis
 import psycopg
 import pytest
 from psycopg import sql
@@ -87,6 +92,78 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         if name not in registered:
             config.addinivalue_line("markers", f"{name}: {doc}")
+    # Hypothesis's per-example deadline (200 ms) is a timing assertion, and timings belong in
+    # `make bench`: on a busy 2-core CI machine it fails correct code. Examples and shrinking stay.
+    hypothesis.settings.register_profile("cpnet", deadline=None)
+    hypothesis.settings.load_profile("cpnet")
+
+
+# How `make test` spreads the suite over pytest-xdist workers (`-n N --dist loadgroup`): every test
+# of a file goes to one worker (module fixtures are built once), and every test of a shared, small
+# service whose tests assume it is otherwise idle (the dev Slurm and Ray clusters, the network
+# namespaces) goes to one worker in file order. The long groups are queued first
+# (`--no-loadscope-reorder` keeps this order) so they do not end the run alone.
+#
+# xdist's own loadgroup reads `xdist_group` markers by renaming node ids, which pytest 9.2 no longer
+# allows; so the workers write each test's group to a file (GROUPS_INPUT names it) and the
+# controller's scheduler (`GroupScheduling`) reads it once every worker has collected.
+SERIAL_SERVICES = ("slurm", "ray", "netns")
+GROUPS_INPUT = "cpnet_groups_file"
+
+
+def test_group(item: pytest.Item) -> str:
+    """The worker group of `item`: a serial service's name, else its file."""
+    for name in SERIAL_SERVICES:
+        if item.get_closest_marker(name) is not None:
+            return name
+    return item.nodeid.split("::", 1)[0]
+
+
+def _queue_rank(group: str) -> int:
+    if group in SERIAL_SERVICES:
+        return 0
+    return 1 if group.startswith("tests/integration/") else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups = {item.nodeid: test_group(item) for item in items}
+    items.sort(key=lambda item: _queue_rank(groups[item.nodeid]))  # stable: file order within
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and workerinput.get("workerid") == "gw0" and GROUPS_INPUT in workerinput:
+        target = Path(workerinput[GROUPS_INPUT])
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(target)  # whole or not at all: the controller reads it after collection
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # xdist, in the controller: per worker
+    node.workerinput[GROUPS_INPUT] = str(_groups_file(node.config))
+
+
+def _groups_file(config: pytest.Config) -> Path:
+    if not hasattr(config, "_cpnet_groups_file"):
+        config._cpnet_groups_file = Path(tempfile.mkdtemp(prefix="cpnet-xdist-")) / "groups.json"  # type: ignore[attr-defined]
+    return config._cpnet_groups_file  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """LoadScopeScheduling whose scope is the test's group (see test_group)."""
+
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = json.loads(_groups_file(config).read_text())
+            return self.groups.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -221,10 +298,24 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     try:
         yield with_database(postgres_server_url, name)
     finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        _drop_database(admin, name)
+
+
+def _drop_database(admin: str, name: str) -> None:
+    """Drop a test's database. WITH (FORCE) ends the test's leftover connections; it fails
+    while an autovacuum worker (the superuser's) is in the database, which ends on its own
+    soon: try again for up to 30 s, then leave the database to the throw-away server."""
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+                conn.execute(drop)
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ skip).
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 from pathlib import Path
@@ -43,11 +44,40 @@ def need_service(name: str, reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+# Ports handed out by free_port: each pytest-xdist worker draws from its own block below the
+# kernel's ephemeral range (32768-60999 by default), so neither another worker nor an outgoing
+# connection can take a port between free_port() and the server that binds it. Ray's worker ports
+# (10002-19999 by default) lie below the blocks.
+PORT_BLOCK_START = 20000
+PORT_BLOCK_SIZE = 3000
+PORT_BLOCKS = 4
+_handed_out: set[int] = set()
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # unset when running without xdist
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = PORT_BLOCK_START + (index % PORT_BLOCKS) * PORT_BLOCK_SIZE
+    return range(start, start + PORT_BLOCK_SIZE)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that was free a moment ago (the usual race applies: bind it soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port on `host` that is free now and that this process has not handed out before, from
+    this worker's block (see PORT_BLOCK_START). Bind it soon."""
+    block = _port_block()
+    if len(_handed_out) > len(block) // 2:
+        _handed_out.clear()
+    candidates = [p for p in block if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {block.start}-{block.stop - 1} on {host}")
 
 
 def postgres_install_hint() -> str:

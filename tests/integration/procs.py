@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,8 +16,10 @@ import pytest
 import tomli_w
 
 from cpnet.client import Client, tls_context
+from cpnet.config import HubSettings
+from cpnet.hub.bootstrap import init_hub, write_dev_cert
 
-HEARTBEAT_S = 0.5  # fast liveness so a lost agent is noticed within ~2 s in tests
+HEARTBEAT_S = 1.0  # a lost agent is noticed within ~3 s; a loaded CI machine may delay one by 1 s+
 
 
 LOOPBACK = "127.0.0.0/8,::1"  # what test hubs and agents allow unless told allow_loopback=False
@@ -31,7 +32,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_until(pred, timeout: float, what: str, every: float = 0.05, log: Path | None = None):  # type: ignore[no-untyped-def]
+def wait_until(pred, timeout: float, what: str, every: float = 0.1, log: Path | None = None):  # type: ignore[no-untyped-def]
     """Poll `pred` until it returns something truthy, or fail after `timeout` seconds (quoting
     the end of `log`, when given)."""
     deadline = time.monotonic() + timeout
@@ -78,15 +79,14 @@ class HubProc:
         return args
 
     def init(self) -> None:
-        out = subprocess.run(
-            [sys.executable, "-m", "cpnet", "hub", "init", *self._db_args(), "--json"],
-            capture_output=True,
-            text=True,
-            env=_env(),
-            check=True,
-            timeout=60,
-        )
-        self.admin_token = json.loads(out.stdout)["admin_token"]
+        """What `cpnet hub init` does (the same two functions), in this process: a hub process
+        imports most of cpnet, so a test's hub costs one start instead of two. The command
+        itself is tested in tests/integration/cli."""
+        settings = HubSettings(data_dir=self.data_dir, database_url=self.database_url)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        result = init_hub(settings)
+        write_dev_cert(settings, result["authority"])
+        self.admin_token = result["admin_token"]
 
     def start(self) -> None:
         self.log = self.data_dir / f"hub-{time.time_ns()}.log"

@@ -117,10 +117,13 @@ def test_agent_killed_mid_task_finishes_elsewhere(hub: HubProc, agents, tmp_path
     user = hub.client(world.user_token)
     a = start_agent(hub, agents, tmp_path, world, "a", [pool("cpu", cores=2)])
     wait_until(lambda: user.pools(), 30, "pool a")
-    t = user.submit(
-        {"name": "long", "executors": [{"command": ["sh", "-c", "sleep 3; echo done"]}]}
-    )
+    # The attempt on a sleeps until it is killed (however slow b is to start); the one on b
+    # finds the flag the test drops once a runs, and ends at once.
+    flag = tmp_path / "a-is-running"
+    script = f"test -e {flag} || sleep 120; echo done"
+    t = user.submit({"name": "long", "executors": [{"command": ["sh", "-c", script]}]})
     wait_until(lambda: user.task(t.id).state is State.RUNNING, 30, "running on a")
+    flag.touch()
     start_agent(hub, agents, tmp_path, world, "b", [pool("cpu", cores=2)])
     wait_until(lambda: len(user.pools()) == 2, 30, "pool b")
     a.kill()  # SIGKILL: no goodbye

@@ -42,6 +42,9 @@ def ray_world(
         tmp_path / "agent-ai",
         backend="ray",
         options={"ray_address": ray_api.address},
+        # An agent with the Ray backend takes seconds to start (it imports Ray), and one test
+        # restarts it mid-task: a busy machine must not make that look like a lost site (9 s).
+        heartbeat_s=3.0,
     )
     agent.start()
     agents.append(agent)
@@ -359,7 +362,14 @@ def test_agent_restart_reattaches_the_running_ray_job(
     wait_until(lambda: user.task(t.id).state is State.RUNNING, 90, "task running")
     old = agents[0]
     old.kill()  # SIGKILL: the Ray job goes on without it
-    new = AgentProc(hub, old.token, old.work_dir, backend="ray", options=old.options)
+    new = AgentProc(
+        hub,
+        old.token,
+        old.work_dir,
+        backend="ray",
+        options=old.options,
+        heartbeat_s=old.heartbeat_s,
+    )
     new.start()
     agents.append(new)
     done = user.wait(t.id, timeout=120)

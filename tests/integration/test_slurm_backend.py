@@ -441,7 +441,9 @@ def test_more_cpus_than_a_node_spread_over_nodes(hub: HubProc, slurm_world: Worl
     assert sorted(logs[1].stdout.split()) == ["n3", "n3", "n4", "n4"]
 
 
-def test_staging_progress_of_a_slurm_job_reaches_the_hub(hub: HubProc, slurm_world: World) -> None:
+def test_staging_progress_of_a_slurm_job_reaches_the_hub(
+    hub: HubProc, slurm_world: World, agents: list[AgentProc]
+) -> None:
     """The runner inside the batch job writes status.json; the agent's poll reads it like the
     local backend's, so the hub sees the download half-way (the source holds it there)."""
     from tests.integration.test_staging_progress import (
@@ -451,7 +453,8 @@ def test_staging_progress_of_a_slurm_job_reaches_the_hub(hub: HubProc, slurm_wor
 
     source = StandinThrottledServer()
     try:
-        progress_on_any_backend(hub.client(slurm_world.user_token), source, pools=2)
+        user = hub.client(slurm_world.user_token)
+        progress_on_any_backend(user, source, pools=2, agent=agents[-1])
     finally:
         source.close()
 

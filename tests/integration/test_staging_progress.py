@@ -314,7 +314,9 @@ def test_s3_transfer_records(hub: HubProc, agents: list, tmp_path: Path, s3_endp
     assert recs[0].sha256 == sha and recs[2].sha256 == sha
 
 
-def progress_on_any_backend(user, source: StandinThrottledServer, pools: int) -> None:  # type: ignore[no-untyped-def]
+def progress_on_any_backend(  # type: ignore[no-untyped-def]
+    user, source: StandinThrottledServer, pools: int, agent: AgentProc | None = None
+) -> None:
     """Submit a task whose input `source` holds half-way; see the hub report that download,
     release it, and see the task complete with its transfer record (any backend whose runner
     writes status.json: the agent's poll reads it the same way)."""
@@ -332,7 +334,16 @@ def progress_on_any_backend(user, source: StandinThrottledServer, pools: int) ->
         p = view.attempts[-1].progress if view.attempts else None
         return p if p is not None and p.file_bytes > 0 else None
 
-    p = wait_until(mid_transfer, 90, "progress of big.bin at the hub", every=0.2)
+    try:
+        p = wait_until(mid_transfer, 90, "progress of big.bin at the hub", every=0.2)
+    except AssertionError as exc:  # say where the task got to, and what the agent saw
+        view = user.task(t.id, full=True)
+        attempts = [(a.state, a.system_logs) for a in view.attempts or []]
+        log = agent.log if agent is not None else None
+        tail = log.read_text(errors="replace")[-4000:] if log is not None else ""
+        raise AssertionError(
+            f"{exc}\ntask {view.state}: {attempts}\nsource requests: {source.requests}\n{tail}"
+        ) from None
     assert (p.phase, p.path, p.file_total) == ("staging_in", "big.bin", len(BIG))
     assert 0 < p.file_bytes <= HALF
     source.release.set()
@@ -357,7 +368,8 @@ def test_progress_from_a_ray_job(
         tmp_path / "agent-ai",
         backend="ray",
         options={"ray_address": ray_address},
+        heartbeat_s=3.0,  # a Ray agent's heartbeat asks Ray for its nodes: slow on a busy machine
     )
     agent.start()
     agents.append(agent)
-    progress_on_any_backend(hub.client(world.user_token), throttled, pools=2)
+    progress_on_any_backend(hub.client(world.user_token), throttled, pools=2, agent=agent)

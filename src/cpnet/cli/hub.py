@@ -138,10 +138,10 @@ def init(
     **Example:** `cpnet hub init --data-dir ./hub-data --authority cn.gd`
     """
     settings = _settings(data_dir=data_dir, database_url=database_url, authority=authority)
-    from cpnet.hub.bootstrap import init_hub
+    from cpnet.hub.bootstrap import init_hub, write_dev_cert
 
     result = init_hub(settings)
-    result.update(_dev_cert(settings, result["authority"]))
+    result.update(write_dev_cert(settings, result["authority"]))
     if json_out:
         keep = ("admin_token", "public_key", "key_id", "ca_file", "tls_cert", "tls_key")
         print_json({k: result[k] for k in keep if k in result})
@@ -166,17 +166,6 @@ def init(
     )
 
 
-def _dev_cert(settings: HubSettings, authority: str, hosts: list[str] | None = None) -> dict:
-    from cpnet.hub import pki
-    from cpnet.store.db import Store
-
-    store = Store(settings.url)
-    try:
-        return pki.write_dev_files(settings, store, authority, hosts)
-    finally:
-        store.close()
-
-
 @app.command("dev-cert")
 def dev_cert(
     data_dir: DataDir = None,
@@ -197,7 +186,7 @@ def dev_cert(
 
     **Example:** `cpnet hub dev-cert --data-dir ./hub-data --host hub.example.org`
     """
-    from cpnet.hub.bootstrap import hub_authority
+    from cpnet.hub.bootstrap import hub_authority, write_dev_cert
     from cpnet.store.db import Store
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
@@ -211,7 +200,7 @@ def dev_cert(
         from cpnet.hub.pki import dev_hosts
 
         hosts = [*dev_hosts(settings.host), *host_names]
-    out = _dev_cert(settings, authority, hosts)
+    out = write_dev_cert(settings, authority, hosts)
     if json_out:
         print_json(out)
         return

@@ -61,6 +61,19 @@ def init_hub(settings: HubSettings) -> dict[str, str]:
         store.close()
 
 
+def write_dev_cert(
+    settings: HubSettings, authority: str, hosts: list[str] | None = None
+) -> dict[str, str]:
+    """Write the development TLS files (DATA_DIR/tls/: CA, certificate, key) for `hosts`."""
+    from cpnet.hub import pki
+
+    store = Store(settings.url)
+    try:
+        return pki.write_dev_files(settings, store, authority, hosts)
+    finally:
+        store.close()
+
+
 def hub_authority(store: Store, default: str) -> str:
     with store.tx() as s:
         return get_meta(s, "authority") or default

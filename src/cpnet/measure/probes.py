@@ -21,8 +21,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
-import numpy as np
-
 from cpnet.measure.vector import ProbeFigures, ProbeReport
 
 DEFAULT_BUDGET_S = 20.0
@@ -58,6 +56,8 @@ def _repeat(fn: Callable[[], float], seconds: float) -> float:
 
 def _gemm_size(dtype: type, seconds: float) -> int:
     """The largest n (power of two, <= 4096) whose GEMM fits several times in the time slice."""
+    import numpy as np  # here, not at import: the CLI and agent load this module
+
     n = 128
     while n < 4096:
         a = np.ones((n, n), dtype=dtype)
@@ -72,6 +72,8 @@ def _gemm_size(dtype: type, seconds: float) -> int:
 
 def gemm_tflops(dtype: type, seconds: float) -> float:
     """Best sustained TFLOP/s of an n x n GEMM at ``dtype`` within ``seconds``."""
+    import numpy as np  # here, not at import: the CLI and agent load this module
+
     end = time.perf_counter() + seconds
     n = _gemm_size(dtype, seconds)
     rng = np.random.default_rng(0)
@@ -89,6 +91,8 @@ def gemm_tflops(dtype: type, seconds: float) -> float:
 
 def triad_gbps(seconds: float, threads: int, max_bytes: int = MAX_TRIAD_BYTES) -> float:
     """Best memory bandwidth (GB/s) of ``a = b + s*c`` over arrays of ``max_bytes`` in all."""
+    import numpy as np  # here, not at import: the CLI and agent load this module
+
     end = time.perf_counter() + seconds
     n = max(1 << 20, max_bytes // 3 // 8)
     a, b, c = np.full(n, 0.0), np.ones(n), np.full(n, 2.0)  # touched: no page faults timed
@@ -190,6 +194,8 @@ def run(
     max_triad_bytes: int = MAX_TRIAD_BYTES,
 ) -> ProbeReport:
     """Run every probe that applies within ``budget_s`` seconds and report per-node figures."""
+    import numpy as np  # here, not at import: the CLI and agent load this module
+
     t0 = time.perf_counter()
     started = time.time()
     cores = len(os.sched_getaffinity(0))

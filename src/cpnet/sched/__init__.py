@@ -4,7 +4,6 @@ Everything here is pure: the caller passes a snapshot of live pools (``PoolView`
 back explained decisions; nothing is reserved or dispatched by this package.
 """
 
-from cpnet.sched import joint, vector
 from cpnet.sched.batch import DEFAULT_KEEP, assign
 from cpnet.sched.feasibility import check
 from cpnet.sched.place import rank
@@ -37,3 +36,13 @@ __all__ = [
     "rank",
     "vector",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`joint` and `vector` (numpy, highspy) load on first use: importing the scheduler's plain
+    data (a client, the CLI) does not pay for them."""
+    if name in ("joint", "vector"):
+        import importlib
+
+        return importlib.import_module(f"cpnet.sched.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,8 +29,6 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from cpnet.sched import Resources
 from cpnet.sim.network import Network, transfer_s
 from cpnet.sim.traces import Job
@@ -159,7 +157,8 @@ def _solve(
     rows_hi: Sequence[float],
 ) -> tuple[float, str]:
     """Minimise objective · x over the matrix's rows with 0 ≤ x ≤ 1; (value, status)."""
-    import highspy
+    import highspy  # both here, not at import: the CLI loads this module
+    import numpy as np
 
     starts, index, value, _ = matrix
     lp = highspy.HighsLp()
