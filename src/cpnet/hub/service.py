@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from cpnet.config import HubSettings
 from cpnet.errors import DomainError
 from cpnet.hub import auctions
+from cpnet.hub import secrets as hub_secrets
 from cpnet.hub.blobs import BlobStore
 from cpnet.hub.bootstrap import hub_authority
 from cpnet.hub.keys import active_keys
@@ -53,7 +54,10 @@ class Hub:
         self.keys: list[SigningKey] = keys
         self.authority = hub_authority(self.store, settings.authority)
         self.resolver = Resolver(self.store, keys[0], self.authority, settings.resolve_ttl_s)
-        self.blobs = BlobStore(settings.data_dir / "blobs", settings.max_blob_bytes)
+        # Blobs are encrypted at rest under the hub's data-at-rest key (made here on first start).
+        self.blobs = BlobStore(
+            settings.data_dir / "blobs", hub_secrets.load_key(settings), settings.max_blob_bytes
+        )
         self.started_at = time.time()
         self.notifier: Notifier | None = None
         self._tasks: list[asyncio.Task] = []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,6 +55,23 @@ def test_a_sealed_value_opens_only_for_its_task_and_key(tmp_path, monkeypatch) -
         hub_secrets.unseal(key, "tsk_b", sealed)  # copied to another task
     with pytest.raises(hub_secrets.SecretsKeyError):
         hub_secrets.unseal(bytes(32), "tsk_a", sealed)  # another key
+
+
+def test_processes_starting_together_make_one_key(tmp_path, monkeypatch) -> None:
+    # Hub replicas sharing CPNET_SECRETS_KEY_FILE may start at once: one key wins, every one of
+    # them gets that one, and nobody reads a half-written file.
+    monkeypatch.setenv("CPNET_SECRETS_KEY_FILE", str(tmp_path / "shared" / "secrets.key"))
+    settings = HubSettings(data_dir=tmp_path / "own")
+    start = threading.Barrier(8)
+
+    def load(_: int) -> bytes:
+        start.wait()
+        return hub_secrets.load_key(settings)
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(load, range(8)))
+    assert keys == {(tmp_path / "shared" / "secrets.key").read_bytes()}
+    assert [p.name for p in (tmp_path / "shared").iterdir()] == ["secrets.key"]  # no temp files
 
 
 def test_secret_env_must_name_env_variables() -> None:

@@ -7,22 +7,37 @@ the uploader's organisation the right to read it. An agent stores a task's outpu
 a grant (users), an unfinished attempt on the agent's site of a granted organisation's task
 (agents), or the admin role; anything else is the same 404 as a missing blob, so a hash reveals
 nothing. Sizes are capped by the hub's ``max_blob_bytes`` (413 names the limit).
+
+Blobs are encrypted on disk (hub/blobs.py): a GET verifies the whole blob, then streams the
+decrypted bytes. One byte range is served (``Range: bytes=a-b``, ``a-``, ``-n``, guarded by
+``If-Range`` with the ETag), as agents resume downloads with; several ranges get the whole blob.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from email.utils import formatdate
 from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from cpnet.api.deps import caller, hub
+from cpnet.api.errors import error_body
 from cpnet.api.limits import TooLarge
 from cpnet.auth.model import Principal, Role
-from cpnet.errors import Invalid, NotFound
-from cpnet.hub.blobs import BLOB_URL_PREFIX, SHA_RE, BlobCorrupt, BlobStore, BlobTooLarge
+from cpnet.errors import DomainError, Invalid, NotFound
+from cpnet.hub.blobs import (
+    BLOB_URL_PREFIX,
+    SHA_RE,
+    BlobCorrupt,
+    BlobKeyMismatch,
+    BlobStore,
+    BlobTooLarge,
+)
 from cpnet.hub.service import Hub
 from cpnet.store import blobs as grants
 
@@ -31,6 +46,46 @@ router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
 def store(request: Request) -> BlobStore:
     return request.app.state.blobs
+
+
+class WrongKey(DomainError):
+    """The hub's key file is not the one its blobs were written with: a configuration fault,
+    not the caller's (the blob is kept)."""
+
+    status = 500
+    code = "blob_key_mismatch"
+
+
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class Unsatisfiable(Exception):
+    """A Range that starts at or past the end of the blob (416)."""
+
+
+def byte_range(
+    range_: str | None, if_range: str | None, etag: str, size: int
+) -> tuple[int, int] | None:
+    """The one byte range [start, end) the request asks for, or None for the whole blob (no
+    Range, an If-Range that is not our ETag, several ranges or a malformed one: RFC 9110 lets a
+    server answer those with the whole representation). Raises Unsatisfiable."""
+    if range_ is None or (if_range is not None and if_range.strip() != etag):
+        return None
+    m = RANGE_RE.match(range_.strip().replace(" ", ""))
+    if not m or m.group(1) == m.group(2) == "":
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "":  # the last n bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise Unsatisfiable
+        return max(size - n, 0), size
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None
+    if start >= size:
+        raise Unsatisfiable
+    return start, size if last == "" else min(int(last) + 1, size)
 
 
 def too_large(limit: int) -> TooLarge:
@@ -142,10 +197,11 @@ async def post_blob(
 @router.get("/{sha256}")
 async def get_blob(
     sha256: str,
+    request: Request,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
     blobs: BlobStore = Depends(store),
-) -> FileResponse:
+) -> Response:
     """The blob's bytes (Range requests work); 404 when the hub has no such blob, or none this
     token may read."""
     sha = sha256.lower().removeprefix("sha256:")
@@ -161,20 +217,53 @@ async def get_blob(
             f"no blob {sha} that this token may read (upload it with PUT /v1/blobs)",
             field="sha256",
         )
-    try:
-        path = await to_thread.run_sync(blobs.open_verified, sha)
+    try:  # decrypts and hashes the whole blob before a byte of it is sent
+        blob = await to_thread.run_sync(blobs.open, sha)
     except BlobCorrupt:
         raise NotFound(
             f"blob {sha} was damaged on the hub's disk and has been removed; upload it again",
             field="sha256",
         ) from None
-    if path is None:
+    except BlobKeyMismatch:
+        raise WrongKey(
+            f"blob {sha} was stored under another key than this hub's key file "
+            "(CPNET_SECRETS_KEY_FILE or DATA_DIR/secrets.key must be the key the blob store "
+            "was written with); the blob is kept"
+        ) from None
+    if blob is None:
         raise NotFound(
             f"no blob {sha} that this token may read (upload it with PUT /v1/blobs)",
             field="sha256",
         )
-    return FileResponse(
-        path,
+    etag = f'"{sha}"'
+    headers = {
+        "etag": etag,
+        "cache-control": "private, max-age=31536000, immutable",
+        "accept-ranges": "bytes",
+        "last-modified": formatdate(blob.mtime, usegmt=True),
+    }
+    try:
+        wanted = byte_range(
+            request.headers.get("range"), request.headers.get("if-range"), etag, blob.size
+        )
+    except Unsatisfiable:
+        blob.close()
+        return JSONResponse(
+            error_body("range_not_satisfiable", f"the blob has {blob.size} bytes"),
+            status_code=416,
+            headers={"content-range": f"bytes */{blob.size}"},
+        )
+    start, end, status = 0, blob.size, 200
+    if wanted is not None:
+        start, end, status = *wanted, 206
+        headers["content-range"] = f"bytes {start}-{end - 1}/{blob.size}"
+    headers["content-length"] = str(end - start)
+    # The body decrypts again as it goes (a sync iterator: Starlette runs it in a thread) and
+    # closes the file at its end; the background task closes it too if the body never started.
+    return StreamingResponse(
+        blob.stream(start, end),
+        status_code=status,
         media_type="application/octet-stream",
-        headers={"etag": f'"{sha}"', "cache-control": "private, max-age=31536000, immutable"},
+        headers=headers,
+        background=BackgroundTask(blob.close),
     )
