@@ -248,6 +248,7 @@ def test_slurm_pools_are_measured_by_jobs_on_their_nodes(
         options={"slurm_conf": slurm_env["SLURM_CONF"]},
         measure=True,
         measure_budget_s=3.0,
+        config={"keep_work_dirs": True},  # the probes' dirs show where they ran
     )
     agent.start()
     agents.append(agent)

@@ -39,7 +39,13 @@ def test_secret_env_is_sealed_delivered_and_scrubbed(hub: HubProc, agents, tmp_p
     user = hub.client(world.user_token)
     wait_until(lambda: user.pools(), 30, "pool online")
     env = {"API_KEY": SECRET, "PLAIN": "visible"}
-    t = user.submit({"executors": [{"command": COMMAND, "env": env, "secret_env": ["API_KEY"]}]})
+    # Both keep their work dirs, so that the files the agent wrote can be searched below.
+    t = user.submit(
+        {
+            "executors": [{"command": COMMAND, "env": env, "secret_env": ["API_KEY"]}],
+            "keep_work_dir": True,
+        }
+    )
     # TES: the tag cpnet.secret_env names the secret variables.
     tes = httpx.post(
         f"{hub.url}/ga4gh/tes/v1/tasks",
@@ -47,6 +53,7 @@ def test_secret_env_is_sealed_delivered_and_scrubbed(hub: HubProc, agents, tmp_p
         json={
             "executors": [{"image": "", "command": COMMAND, "env": env}],
             "tags": {"cpnet.secret_env": "API_KEY"},
+            "resources": {"backend_parameters": {"cpnet.keep_work_dir": "true"}},
         },
     )
     assert tes.status_code == 200, tes.text
@@ -90,7 +97,7 @@ def test_secret_env_is_sealed_delivered_and_scrubbed(hub: HubProc, agents, tmp_p
     assert _files_holding(agent.work_dir, needle, skip=("logs",)) == []
     assert not list(agent.work_dir.rglob("secrets.json"))
     jobs = list(agent.work_dir.rglob("job.json"))
-    assert jobs and all("[secret]" in j.read_text() for j in jobs)
+    assert len(jobs) == 2 and all("[secret]" in j.read_text() for j in jobs)
     # Sealed bytes are in the store, bound to the task.
     assert (hub.data_dir / "secrets.key").stat().st_mode & 0o077 == 0
 

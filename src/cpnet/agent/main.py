@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -55,6 +56,7 @@ POLL_S = 0.1  # how often the backend's truth is read for held attempts
 LONG_POLL_S = 25.0  # how long the hub may hold an assignments request before answering
 MAX_BATCH = 500
 ACCEPT_THREADS = 4
+REMOVE_FOR_S = 120.0  # how long an ended attempt's work dir removal is retried
 ENDED_MEMORY = 100_000  # ended attempt ids remembered against late re-deliveries
 PROGRESS_EVERY_S = 1.0  # at most one progress-only update per attempt this often
 TRANSFERS_BUDGET_BYTES = 256 * 1024  # of transfer records in one final update (more: counted)
@@ -191,6 +193,8 @@ class Agent:
         self.last_progress: dict[str, tuple[float, object]] = {}
         self.progress_queued: dict[str, AttemptUpdate] = {}
         self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
+        # Work dirs of ended attempts still to remove: when to try next, when to give up.
+        self.leftovers: dict[Path, tuple[Handle, float, float]] = {}  # next try, give up at
         self.site_id = ""
         self.decls: list[PoolDecl] = []
         self.measuring = threading.Event()  # set while probes run
@@ -363,6 +367,7 @@ class Agent:
                     budget_s=self.settings.measure_budget_s,
                     cores=self.backend.probe_cores,
                     stop=self.stop,
+                    keep_work_dir=self.settings.keep_work_dirs,
                 )
             except Exception as exc:  # ProbeFailed or worse: one pool's probe must not stop us
                 log.warning("probe of pool %s failed: %s", decl.name, exc)
@@ -700,6 +705,12 @@ class Agent:
                     if handle is not None:
                         self.backend.forget(handle)
                     self.journal.remove(e.attempt_id)
+                    if handle is not None and not self._keeps_work_dir(e):
+                        # After the journal: a crash in between leaves a dir, never an entry
+                        # whose files are gone.
+                        now = time.monotonic()
+                        self.leftovers[handle.work_dir] = (handle, now, now + REMOVE_FOR_S)
+                        self.remove_leftovers()
                     with self.lock:
                         self.entries.pop(e.attempt_id, None)
                         self.last_state.pop(e.attempt_id, None)
@@ -707,6 +718,26 @@ class Agent:
                         self.ended[e.attempt_id] = None
                         while len(self.ended) > ENDED_MEMORY:
                             del self.ended[next(iter(self.ended))]
+
+    def _keeps_work_dir(self, e: Entry) -> bool:
+        return self.settings.keep_work_dirs or bool(e.job.get("spec", {}).get("keep_work_dir"))
+
+    def remove_leftovers(self) -> None:
+        """Remove the work dirs of attempts that ended (`leftovers`). One that cannot go yet (a
+        runner still writing its last files) is tried again a second later, for REMOVE_FOR_S,
+        then given up on with an error naming it."""
+        now = time.monotonic()
+        for work_dir, (handle, next_at, give_up_at) in list(self.leftovers.items()):
+            if now < next_at:
+                continue
+            try:
+                self.backend.remove_work_dir(handle)
+            except BackendError as exc:
+                if now < give_up_at:
+                    self.leftovers[work_dir] = (handle, now + 1.0, give_up_at)
+                    continue
+                log.error("giving up on removing %s: %s; remove it by hand", work_dir, exc)
+            del self.leftovers[work_dir]
 
     def _post_updates(self, parts: list[str]) -> list[UpdateOutcome]:
         """POST updates already serialised (one JSON object each); the hub's per-update results."""
@@ -780,6 +811,7 @@ class Agent:
             try:
                 self.poll_once()
                 self.flush()
+                self.remove_leftovers()
             except AgentError as exc:
                 if not self.stop.is_set():
                     log.error("%s", exc)

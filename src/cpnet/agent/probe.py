@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import sys
@@ -20,11 +21,13 @@ import time
 import uuid
 from pathlib import Path
 
-from cpnet.agent.backends.base import Backend, Job, PoolDecl
+from cpnet.agent.backends.base import Backend, BackendError, Job, PoolDecl
 from cpnet.measure import probes
 from cpnet.measure.vector import ProbeReport
 from cpnet.tasks.model import Executor, Resources, TaskSpec
 from cpnet.tasks.states import State
+
+log = logging.getLogger(__name__)
 
 # How long past its budget a probe job may take (queueing, interpreter and torch start-up).
 GRACE_S = 120.0
@@ -71,12 +74,14 @@ def measure_pool(
     cores: float | None = None,
     torch_on_cpu: bool = False,
     stop: object | None = None,
+    keep_work_dir: bool = False,
 ) -> ProbeReport:
     """Run the probe as a job of ``pool`` and return its report (ProbeFailed if it fails).
 
     ``cores`` is what the job asks for (default: the pool's cores, at most this host's CPUs:
     right for the local backend; pass 1 for a cluster whose node size is unknown). ``stop`` may
-    be a threading.Event that ends the wait early.
+    be a threading.Event that ends the wait early. The probe job's work dir is removed at the
+    end unless ``keep_work_dir``.
     """
     if cores is None:
         cores = float(max(1, min(pool.total.cpu_cores, os.cpu_count() or 1)))
@@ -100,6 +105,11 @@ def measure_pool(
         return parse_report(logs[-1].stdout if logs else "")
     finally:
         backend.forget(handle)
+        try:
+            if not keep_work_dir:
+                backend.remove_work_dir(handle)
+        except BackendError as exc:
+            log.warning("probe %s: %s", attempt, exc)
 
 
 def node_name() -> str:

@@ -8,6 +8,7 @@ An agent config file looks like this (every key optional; command-line flags win
     work_dir = "/var/lib/cpnet-agent"
     heartbeat_interval_s = 5.0
     endpoint = "https://gpu.example.org"
+    keep_work_dirs = false         # true: keep every attempt's work dir (default: removed)
 
     [options]                      # backend-specific settings, strings only
     partition = "gpu"
@@ -45,6 +46,7 @@ FILE_KEYS = frozenset(
     | {"rediscover_interval_s"}
     | {"network_probe_interval_s", "network_probe_bytes", "probe_listen"}
     | {"ca_file", "client_cert"}
+    | {"keep_work_dirs"}
 )
 CLIENT_CERT_MODES = ("off", "auto")
 
@@ -85,6 +87,9 @@ class AgentSettings:
     # (a hub run with --mtls require refuses agents without one).
     ca_file: Path | None = None
     client_cert: str = "off"
+    # An attempt's work dir (staged inputs, outputs, logs) is removed once the hub has its final
+    # state, unless the task sets keep_work_dir or this is set (every attempt's is kept).
+    keep_work_dirs: bool = False
 
     def __post_init__(self) -> None:
         if self.client_cert not in CLIENT_CERT_MODES:
@@ -153,6 +158,10 @@ def read_agent_file(path: Path) -> dict[str, Any]:
         if not isinstance(data["measure_on_join"], bool):
             raise AgentConfigError(f"agent config {path}: measure_on_join must be true or false")
         out["measure_on_join"] = data["measure_on_join"]
+    if "keep_work_dirs" in data:
+        if not isinstance(data["keep_work_dirs"], bool):
+            raise AgentConfigError(f"agent config {path}: keep_work_dirs must be true or false")
+        out["keep_work_dirs"] = data["keep_work_dirs"]
     if "measure_budget_s" in data:
         budget = float(data["measure_budget_s"])
         if not 1 <= budget <= 600:

@@ -208,6 +208,14 @@ def agent(
             "notices a change; default 60). Declared pools never change.",
         ),
     ] = None,
+    keep_work_dirs: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-work-dirs/--remove-work-dirs",
+            help="Keep every attempt's work dir after it ends, for debugging (default: removed "
+            "once the hub has the final state; a task keeps its own with keep_work_dir).",
+        ),
+    ] = None,
     allow_host_exec: Annotated[
         bool,
         typer.Option(
@@ -296,6 +304,10 @@ def agent(
         ("probe_listen", probe_listen or from_file.get("probe_listen")),
         ("client_cert", client_cert or from_file.get("client_cert")),
         ("ca_file", _ca_file() or from_file.get("ca_file")),
+        (
+            "keep_work_dirs",
+            keep_work_dirs if keep_work_dirs is not None else from_file.get("keep_work_dirs"),
+        ),
     ):
         if value is not None:
             values[key] = value

@@ -67,6 +67,7 @@ def build_spec(
     idempotency_key: str | None = None,
     quote_id: str | None = None,
     quote_option: int | None = None,
+    keep_work_dir: bool | None = None,
 ) -> TaskSpec:
     """The TaskSpec for a command (or a spec file's dict), with flags laid on top of it."""
     spec: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
@@ -108,6 +109,7 @@ def build_spec(
         ("idempotency_key", idempotency_key),
         ("quote_id", quote_id),
         ("quote_option", quote_option),
+        ("keep_work_dir", keep_work_dir),
     ):
         if value is not None:
             spec[key] = value
@@ -203,6 +205,14 @@ def submit(
         int | None,
         typer.Option("--option", metavar="N", min=1, help="Which option of --quote (default 1)."),
     ] = None,
+    keep_work_dir: Annotated[
+        bool,
+        typer.Option(
+            "--keep-work-dir",
+            help="Leave the attempt's files on the provider after it ends, for debugging "
+            "(default: the agent removes them).",
+        ),
+    ] = False,
     wait: Annotated[
         bool,
         typer.Option("--wait", "-w", help="Wait for the task to end; exit 0 only if COMPLETE."),
@@ -246,6 +256,7 @@ def submit(
         idempotency_key=idempotency_key,
         quote_id=quote_id,
         quote_option=quote_option,
+        keep_work_dir=keep_work_dir or None,
     )
     with connect(ctx) as hub:
         view = hub.submit(spec)

@@ -297,6 +297,9 @@ class TaskSpec(Strict):
     # while it stays within the work it states (docs/market-prices.md).
     quote_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     quote_option: int | None = Field(default=None, ge=1, le=100)
+    # Keep the attempt's work dir on the provider after it ends (for debugging); by default the
+    # agent removes it (inputs, outputs, logs) once the hub has the attempt's final state.
+    keep_work_dir: bool = False
 
     @field_validator("tags")
     @classmethod

@@ -140,6 +140,18 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
+def _flag(v: str) -> bool:
+    """ "true" or "false" (any case), as TES backend_parameters carry booleans."""
+    word = v.strip().lower()
+    if word not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return word == "true"
+
+
+def _show_flag(v: bool) -> str:
+    return "true" if v else "false"
+
+
 def _deadline(v: str) -> str:
     datetime.fromisoformat(v.replace("Z", "+00:00"))  # ValueError when not RFC 3339
     return v
@@ -172,6 +184,7 @@ NATIVE_KEYS: dict[str, tuple[tuple[str, ...], Callable[[str], Any], Callable[[An
     "cpnet.max_attempts": (("max_attempts",), int, str),
     "cpnet.expected_runtime_s": (("expected_runtime_s",), float, _num),
     "cpnet.idempotency_key": (("idempotency_key",), str, str),
+    "cpnet.keep_work_dir": (("keep_work_dir",), _flag, _show_flag),
     # the task's work in standard compute units (docs/compute-unit.md): native `work`
     "cpnet.scu_hours": (("work", "scu_hours"), float, _num),
     "cpnet.reference_pool": (("work", "reference_pool"), str, str),

@@ -130,6 +130,13 @@ def test_submit_plain_command_keeps_defaults():
     assert spec == TaskSpec(executors=[{"command": ["echo", "hi"]}])
 
 
+def test_submit_keep_work_dir(cli, user):
+    result = cli("submit", *KEEP_QUEUED, "--keep-work-dir", "--", "true")
+    assert result.exit_code == 0, result.output
+    assert only_task(user).spec.keep_work_dir is True
+    assert build_spec(["true"]).keep_work_dir is False  # the default: the agent removes it
+
+
 def test_command_args_that_look_like_options_pass_through(cli, user):
     result = cli("submit", *KEEP_QUEUED, "--", "python", "-c", "print(1)", "--epochs", "3")
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ import pytest
 
 from cpnet.agent import hostinfo
 from cpnet.agent.backends import BACKENDS, get_backend
-from cpnet.agent.backends.base import BackendError
+from cpnet.agent.backends.base import BackendError, Handle
 from cpnet.agent.backends.local import LocalBackend
 from cpnet.tasks.states import State
 
@@ -395,7 +395,7 @@ def test_jobs_that_cannot_run_here_fail_at_poll(make_backend) -> None:
 
 
 def test_forget(make_backend, tmp_path: Path) -> None:
-    backend = make_backend(delete_work_dirs="true")
+    backend = make_backend()
     gate = tmp_path / "gate"
     handle = backend.submit(job({"executors": [{"command": gate_command(gate)}]}))
     with pytest.raises(BackendError, match="not final"):
@@ -403,8 +403,22 @@ def test_forget(make_backend, tmp_path: Path) -> None:
     gate.touch()
     wait_final(backend, handle)
     backend.forget(handle)
-    assert not Path(handle).exists()
+    assert (Path(handle) / "forgotten").exists()  # no other instance adopts it
+    # A task may leave read-only directories and links out of its dir: they go, and the
+    # link's target stays.
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (Path(handle) / "ro" / "deep").mkdir(parents=True)
+    (Path(handle) / "ro" / "deep" / "f").write_text("x")
+    (Path(handle) / "ro" / "link").symlink_to(outside)
+    (Path(handle) / "ro" / "deep").chmod(0o500)
+    (Path(handle) / "ro").chmod(0o500)
+    backend.remove_work_dir(handle)
+    assert not Path(handle).exists() and outside.read_text() == "keep me"
+    backend.remove_work_dir(handle)  # idempotent
     backend.forget(handle)  # idempotent
+    with pytest.raises(BackendError, match="not an attempt dir"):
+        backend.remove_work_dir(Handle(tmp_path))
     with pytest.raises(BackendError, match="not a handle"):
         backend.handle("/etc")
 

@@ -496,6 +496,9 @@ def test_node_failure_fences_the_orphaned_runner(
     assert lost_node.procs[0].wait(10) == 0  # the runner exited
     assert runs.read_text() == "run\n"  # the executor was stopped, not finished
     assert backend.poll(handle).reason == done.reason  # status.json stays the backend's
+    backend.forget(handle)
+    backend.remove_work_dir(handle)  # the runner answered: nothing needs the fence any more
+    assert not handle.work_dir.exists()
 
 
 def test_node_failure_of_a_dead_machine_is_final_after_fence_wait(
@@ -517,3 +520,7 @@ def test_node_failure_of_a_dead_machine_is_final_after_fence_wait(
     done = _wait_poll(backend, handle, lambda s: s.state.terminal, "the final state")
     assert done.state is State.SYSTEM_ERROR and "node failure on n9" in (done.reason or "")
     assert any("did not answer the fence" in x for x in done.system_logs)
+    # Its work dir stays, fence included: a runner that was only cut off must still find it.
+    backend.forget(handle)
+    backend.remove_work_dir(handle)
+    assert (handle.work_dir / "fence").exists()

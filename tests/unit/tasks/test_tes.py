@@ -72,6 +72,7 @@ params = _some(
         "cpnet.max_attempts": st.integers(1, 10).filter(lambda n: n != 3).map(str),
         "cpnet.expected_runtime_s": st.sampled_from(["30", "3600", "0.5"]),
         "cpnet.idempotency_key": word,
+        "cpnet.keep_work_dir": st.just("true"),  # "false" is the default: not shown back
         "cpnet.profile": st.sampled_from(["ai-train", "hpc"]),
         "cpnet.scu_hours": st.sampled_from(["0.5", "12"]),
         "cpnet.objective": st.sampled_from(["fastest", "cheapest"]),
@@ -142,6 +143,7 @@ def test_cpnet_wishes_land_in_native_fields(t: dict[str, Any]):
         assert spec.constraints.regions == bp["cpnet.regions"].split(",")
     if "cpnet.max_attempts" in bp:
         assert spec.max_attempts == int(bp["cpnet.max_attempts"])
+    assert spec.keep_work_dir is ("cpnet.keep_work_dir" in bp)
     assert spec.resources.zones == t["resources"].get("zones", [])
     if "cpnet.scu_hours" in bp:
         assert spec.work is not None and spec.work.scu_hours == float(bp["cpnet.scu_hours"])
@@ -186,6 +188,11 @@ def test_strict_unsupported_key_is_refused_naming_it():
         ({"cpnet.pool_types": "gpu"}, "resources.backend_parameters.cpnet.pool_types", "unknown"),
         ({"cpnet.max_attempts": "99"}, "resources.backend_parameters.cpnet.max_attempts", "10"),
         ({"cpnet.reference_pool": "p"}, "resources.backend_parameters", "together"),
+        (
+            {"cpnet.keep_work_dir": "yes"},
+            "resources.backend_parameters.cpnet.keep_work_dir",
+            "true or false",
+        ),
     ],
 )
 def test_bad_cpnet_values_name_the_key(params: dict, field: str, words: str):

@@ -9,9 +9,13 @@ wins: ``poll`` reads the real state of the attempt wherever it runs, never a cac
 from __future__ import annotations
 
 import abc
+import contextlib
+import os
 import re
+import shutil
+import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -285,6 +289,39 @@ class Backend(abc.ABC):
     def forget(self, handle: Handle) -> None:
         """Free local resources of a final attempt whose state the hub acknowledged."""
 
+    def remove_work_dir(self, handle: Handle) -> None:
+        """Delete a forgotten attempt's work dir and everything in it (staged inputs, outputs,
+        logs); BackendError naming what is left when that fails (a runner still writing: try
+        again later). Never follows a symbolic link out of the dir, and makes read-only
+        directories a task left writable so that they can go."""
+        work_dir = handle.work_dir
+        if work_dir.parent != self.work_root:
+            raise BackendError(f"{work_dir} is not an attempt dir of {self.work_root}")
+        remove_tree(work_dir)
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release what the backend holds for itself (helper processes); attempts keep running.
         The agent calls it once when it exits."""
+
+
+def remove_tree(path: Path) -> None:
+    """`shutil.rmtree(path)`, gone already counting as done, read-only directories made
+    writable on the way; BackendError when something is left."""
+
+    def retry(func: Callable[..., Any], failed: str, _exc: object) -> None:
+        # A task may leave directories without write permission (as its owner, we may fix that).
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(failed), stat.S_IRWXU)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, stat.S_IRWXU)
+        try:
+            func(failed)
+        except FileNotFoundError:
+            pass
+
+    try:
+        shutil.rmtree(path, onerror=retry)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BackendError(f"cannot remove {path}: {exc}") from exc

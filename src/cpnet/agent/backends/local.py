@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -104,9 +103,6 @@ class LocalOptions(StagingOptions):
     """Options of the local backend, besides the staging ones (`StagingOptions`)."""
 
     pool_name: str = option("local", TEXT, "name of the discovered pool")
-    delete_work_dirs: bool = option(
-        False, FLAG, "true removes a work dir on forget (default: keep it)"
-    )
     cancel_grace_s: float = option(
         10.0, seconds(), "seconds from SIGTERM to SIGKILL of a canceled runner's session"
     )
@@ -334,7 +330,8 @@ class LocalBackend(Backend):
                 self._escalations[key] = timer
 
     def forget(self, handle: Handle) -> None:
-        """Drop a final attempt; delete its work dir only when `delete_work_dirs` is set."""
+        """Drop a final attempt: its work dir gets a `forgotten` marker, so that no other
+        instance adopts it (`remove_work_dir` deletes it)."""
         with self._lock:
             key, t = self._tracked(handle)
             if t is None:
@@ -348,11 +345,10 @@ class LocalBackend(Backend):
                 timer.cancel()
             if t.popen is not None and t.popen.poll() is None:
                 self._orphans.append(t.popen)  # it wrote its final state and is exiting
-            try:
-                if self.options.delete_work_dirs:
-                    shutil.rmtree(work_dir)
-                else:
-                    (work_dir / FORGOTTEN).touch()
+            try:  # the agent then removes the dir, unless the task or the operator keeps it
+                (work_dir / FORGOTTEN).touch()
+            except FileNotFoundError:
+                pass
             except OSError as exc:
                 raise BackendError(f"cannot clean up {work_dir}: {exc}") from exc
 

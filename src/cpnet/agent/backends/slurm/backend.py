@@ -32,7 +32,13 @@ from cpnet.agent.backends.runner_job import (
     staging_settings,
 )
 from cpnet.agent.backends.slurm.cli import SlurmCli
-from cpnet.agent.backends.slurm.endings import SLURM_OUT, add_slurm_record, fenced, record_final
+from cpnet.agent.backends.slurm.endings import (
+    SLURM_OUT,
+    UNANSWERED_FILE,
+    add_slurm_record,
+    fenced,
+    record_final,
+)
 from cpnet.agent.backends.slurm.options import SlurmOptions
 from cpnet.agent.backends.slurm.partitions import (
     nodes_by_partition,
@@ -318,6 +324,18 @@ class SlurmBackend(ClusterBackend):
         if record is None:
             return status
         return add_slurm_record(work_dir, record, job_id, final, signalled=False)
+
+    def remove_work_dir(self, handle: Handle) -> None:
+        """Remove it, unless its runner never answered the fence: should the node come back
+        with that runner still running, the fence in this dir is what stops it."""
+        if (handle.work_dir / UNANSWERED_FILE).exists():
+            log.warning(
+                "keeping %s: its runner did not answer the fence and may still be running on "
+                "a node Slurm lost; remove the dir once the node is back or gone for good",
+                handle.work_dir,
+            )
+            return
+        super().remove_work_dir(handle)
 
     def _stop(self, handle: Handle) -> None:
         """``scancel`` (Slurm sends the runner SIGTERM; it records CANCELED)."""

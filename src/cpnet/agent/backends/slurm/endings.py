@@ -28,6 +28,10 @@ from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
 
+# Left in a work dir whose runner never answered the fence (its node may come back with the
+# runner still running): the backend does not remove such a dir (SlurmBackend.remove_work_dir).
+UNANSWERED_FILE = "fence.unanswered"
+
 SLURM_OUT = "slurm.out"  # the batch step's output, in the work dir
 OUT_TAIL = 2048  # bytes of it quoted when an attempt ends SYSTEM_ERROR
 
@@ -98,6 +102,9 @@ def record_final(work_dir: Path, state: State, reason: str) -> JobStatus:
         )
     elif "NODE_FAIL" in reason and read_status(work_dir) is not None:
         add_log(record, "the runner did not answer the fence: its node may be gone")
+        # Should the runner be alive after all, it must still find the fence: the work dir stays.
+        with contextlib.suppress(OSError):
+            write_atomic(work_dir / UNANSWERED_FILE, "the runner did not answer the fence\n")
     record["state"] = state.value
     record["reason"] = reason
     if state is State.SYSTEM_ERROR:
@@ -109,4 +116,4 @@ def record_final(work_dir: Path, state: State, reason: str) -> JobStatus:
     return status_from_record(record)
 
 
-__all__ = ["SLURM_OUT", "add_slurm_record", "fenced", "record_final"]
+__all__ = ["SLURM_OUT", "UNANSWERED_FILE", "add_slurm_record", "fenced", "record_final"]
