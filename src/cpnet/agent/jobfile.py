@@ -115,6 +115,7 @@ class Input:
     type: FileType = FileType.FILE
     sha256: str | None = None
     name: str | None = None
+    encrypted: bool = False  # under the task's data key: decrypted on arrival
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Input:
@@ -126,6 +127,7 @@ class Input:
             type=_file_type(data),
             sha256=_opt_str(data, "sha256"),
             name=_opt_str(data, "name"),
+            encrypted=_bool(data, "encrypted"),
         )
 
 

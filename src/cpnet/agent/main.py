@@ -48,6 +48,7 @@ from cpnet.client import CpnetError, Stopped, Unauthorized
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
 from cpnet.siteclient import SiteClient
 from cpnet.tasks.model import MAX_TRANSFERS, Assignment, AttemptUpdate, TransferRecord
+from cpnet.tasks.secrets import DATA_KEY
 from cpnet.tasks.states import State
 
 log = logging.getLogger("cpnet.agent")
@@ -432,7 +433,7 @@ class Agent:
         """Hand the attempt to the backend: `job` as accepted, or (after a restart) the one
         its journal entry keeps."""
         job = job if job is not None else Job.from_dict(e.job)
-        if any(ex.secret_env for ex in job.spec.executors):
+        if job.spec.data_key or any(ex.secret_env for ex in job.spec.executors):
             try:
                 self._deliver_secrets(e.attempt_id)
             except AgentError as exc:
@@ -455,16 +456,19 @@ class Agent:
         self.journal.save(e, durable=False)
 
     def _deliver_secrets(self, attempt_id: str) -> None:
-        """Fetch the attempt's secret env values from the hub into SECRETS_FILE (mode 0600) in
-        its work dir, where its runner reads and deletes them first thing; they are never in
-        job.json or the journal (docs/security.md, "Secrets")."""
+        """Fetch the attempt's secret env values (and data key) from the hub into SECRETS_FILE
+        (mode 0600) in its work dir, where its runner reads and deletes them first thing; they
+        are never in job.json or the journal (docs/security.md, "Secrets")."""
         got = self._hub(self.hub.attempt_secrets, self.site_id, attempt_id)
         work_dir = self.backend.work_dir_for(attempt_id)
         work_dir.mkdir(parents=True, exist_ok=True)
         path = work_dir / SECRETS_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        values = dict(got.get("executors") or {})
+        if got.get("data_key"):
+            values[DATA_KEY] = {"key": got["data_key"]}
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(got.get("executors") or {}, f)
+            json.dump(values, f)
 
     def _cancel(self, attempt_id: str) -> None:
         handle = self.handles.get(attempt_id)

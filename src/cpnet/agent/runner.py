@@ -34,8 +34,9 @@ from cpnet.agent import containers, hostinfo, private_tmp
 from cpnet.agent.jobfile import MAX_TAIL_CHARS, Executor, ExecutorLog, JobSpec, Usage
 from cpnet.agent.private_tmp import probe as probe_private_tmp
 from cpnet.agent.staging import Remote, StagingError, Transfer, stage_in, stage_out, task_path
+from cpnet.crypto.datakey import DataKeyError, Sealer, parse_key
 from cpnet.limits.ssrf import parse_allow
-from cpnet.tasks.secrets import scrub
+from cpnet.tasks.secrets import DATA_KEY, scrub
 from cpnet.tasks.states import State
 
 TYPE_CHECKING = False  # not typing's: typing is for type checkers only here, and costs startup
@@ -249,6 +250,8 @@ class Runner:
         self.progress_saved = 0.0  # monotonic time status.json last got a progress update
         self.inherit_env: tuple[str, ...] = ()  # prefixes of the runner's variables executors see
         self.secret_values: list[str] = []  # the task's secret env values: scrubbed from logs
+        self.sealer: Sealer | None = None  # the task's data key, when it has one
+        self.sealed = False  # seal_data ran
         self.runtime: str | None = None  # podman | docker | apptainer for executors' images
         self.allow_host_exec = False  # an executor's image may be ignored (run on the host)
         self.mounts = containers.Mounts()  # task directories bound into containers
@@ -275,9 +278,28 @@ class Runner:
         write_json_atomic(self.work_dir / (FENCED_FILE if fenced else STATUS_FILE), self.record)
 
     def finish(self, state: State, reason: str | None) -> None:
+        self.seal_data()
         self.record["state"] = state.value
         self.record["reason"] = reason
         self.save()
+
+    def seal_data(self) -> None:
+        """With a data key: encrypt in place every file the attempt leaves behind (its files,
+        temp and log dirs), once — before stage-out, so that outputs leave encrypted, and at the
+        end whatever happened, so that the provider's disk holds ciphertext only."""
+        if self.sealer is None or self.sealed:
+            return
+        self.sealed = True
+        roots: list[Path] = []
+        for d in sorted({self.files, self.tmp_dir, self.logs_dir}, key=lambda p: len(p.parts)):
+            if d.is_dir() and not any(d.is_relative_to(r) for r in roots):
+                roots.append(d)
+        try:
+            n = sum(self.sealer.encrypt_tree(d) for d in roots)
+        except OSError as exc:
+            self.log(f"encrypting the attempt's files under the data key failed: {exc}")
+            raise
+        self.log(f"encrypted {n} files under the task's data key")
 
     # -- signals --
 
@@ -332,10 +354,10 @@ class Runner:
             self.finish(State.SYSTEM_ERROR, f"cannot read {JOB_FILE}: {exc}")
             return
         wanted = [bool(ex.get("secret_env")) for ex in data["spec"].get("executors") or []]
-        if any(wanted):
+        if any(wanted) or data["spec"].get(DATA_KEY):
             try:
-                spec = self.with_secrets(spec, wanted)
-            except (OSError, ValueError, TypeError) as exc:
+                spec = self.with_secrets(spec, wanted, bool(data["spec"].get(DATA_KEY)))
+            except (OSError, ValueError, TypeError, DataKeyError) as exc:
                 self.finish(State.SYSTEM_ERROR, f"the task's secrets did not arrive: {exc}")
                 return
         settings = data.get("runner") or {}
@@ -401,7 +423,7 @@ class Runner:
         self.phase("staging_in", len(spec.inputs))
         try:
             self.staging = True
-            bytes_in = stage_in(spec.inputs, self.files, **limits)
+            bytes_in = stage_in(spec.inputs, self.files, sealer=self.sealer, **limits)
             self.staging = False
         except StagingError as exc:
             self.staging = False
@@ -443,6 +465,7 @@ class Runner:
                 self.staging = False
                 self.finish(State.CANCELED, "canceled before stage-out")
                 return
+            self.seal_data()  # with a data key, outputs leave encrypted
             outputs, bytes_out = stage_out(spec.outputs, self.files, **limits)
             self.staging = False
         except StagingError as exc:
@@ -458,9 +481,10 @@ class Runner:
         )
         self.finish(State.COMPLETE, None)
 
-    def with_secrets(self, spec: JobSpec, wanted: list[bool]) -> JobSpec:
+    def with_secrets(self, spec: JobSpec, wanted: list[bool], data_key: bool = False) -> JobSpec:
         """`spec` with the secret values put back into its executors' env, read from
-        SECRETS_FILE, which is deleted at once; the values are kept to scrub logs."""
+        SECRETS_FILE, which is deleted at once; the values are kept to scrub logs. With
+        `data_key`, the task's data key from the same file becomes `self.sealer`."""
         path = self.work_dir / SECRETS_FILE
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
@@ -472,6 +496,12 @@ class Runner:
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
+        if data_key:
+            key = (values.get(DATA_KEY) or {}).get("key")
+            if not key:
+                raise ValueError("the task's data key is missing")
+            self.sealer = Sealer(parse_key(key))
+            self.secret_values.append(str(key))
         executors = list(spec.executors)
         for i, ex in enumerate(executors):
             got = values.get(str(i)) or {}

@@ -17,6 +17,7 @@ from cpnet.cli import (
     auctions,
     audit,
     blob,
+    data,
     hub,
     ident,
     login,
@@ -195,6 +196,7 @@ app.command("measure-match")(measure.catalogue_match)
 app.add_typer(network.app, name="network")
 app.command("resolve")(ident.resolve)
 app.add_typer(blob.app, name="blob")
+app.add_typer(data.app, name="data")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)
 app.add_typer(hub.app, name="hub")

@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from cpnet.cli.config import connect
+from cpnet.cli.data import read_key
 from cpnet.cli.output import errors, fail, print_json, split_pairs, state_text
 from cpnet.tasks.model import TaskSpec, TaskView
 from cpnet.tasks.states import State
@@ -68,6 +69,7 @@ def build_spec(
     quote_id: str | None = None,
     quote_option: int | None = None,
     keep_work_dir: bool | None = None,
+    data_key: str | None = None,
 ) -> TaskSpec:
     """The TaskSpec for a command (or a spec file's dict), with flags laid on top of it."""
     spec: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
@@ -110,6 +112,7 @@ def build_spec(
         ("quote_id", quote_id),
         ("quote_option", quote_option),
         ("keep_work_dir", keep_work_dir),
+        ("data_key", data_key),
     ):
         if value is not None:
             spec[key] = value
@@ -213,6 +216,15 @@ def submit(
             "(default: the agent removes them).",
         ),
     ] = False,
+    data_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-key",
+            metavar="FILE",
+            help="The task's data key (`cpnet data key`): inputs marked encrypted are decrypted "
+            "on arrival, outputs leave encrypted (`cpnet data decrypt`).",
+        ),
+    ] = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", "-w", help="Wait for the task to end; exit 0 only if COMPLETE."),
@@ -257,6 +269,7 @@ def submit(
         quote_id=quote_id,
         quote_option=quote_option,
         keep_work_dir=keep_work_dir or None,
+        data_key=read_key(data_key_file) if data_key_file is not None else None,
     )
     with connect(ctx) as hub:
         view = hub.submit(spec)

@@ -11,24 +11,10 @@ No database rows: the file system is the index.
 **Encryption.** A copy of ``DATA_DIR/blobs`` without the hub's key file reveals no blob. The key
 is the hub's one data-at-rest key, the secrets key of hub/secrets.py (``DATA_DIR/secrets.key``
 or ``CPNET_SECRETS_KEY_FILE``); the store derives its own AES-256-GCM key and a key id from it
-with HKDF-SHA256, so blob nonces never meet the nonces that seal secrets. A file is (format v1)::
-
-    header   b"cpnet-blob-v1\\n"  (14 bytes, MAGIC)
-             key id              (8 bytes: which key wrote it; another key is refused, not
-                                  mistaken for damage)
-             nonce prefix        (8 random bytes, one per blob)
-    chunks   length (4 bytes, big-endian) || AES-GCM ciphertext + 16-byte tag, for each chunk
-             of the plaintext: every chunk but the last holds exactly CHUNK_BYTES (1 MiB), the
-             last 1..CHUNK_BYTES (0 only for the empty blob, which is one empty last chunk);
-             nonce = prefix || chunk index (4 bytes, big-endian),
-             associated data = chunk index (4 bytes) || 1 if last else 0 (1 byte)
-
-So chunk i starts at HEADER_BYTES + i * STRIDE, the plaintext size follows from the file size
-(`size` decrypts nothing), and reordering, dropping, appending or truncating chunks fails to
-decrypt (the reader takes the chunk that ends the file as the last one). The 8-byte random prefix
-makes two blobs sharing a nonce unlikely below some 2^32 blobs per key. A file without MAGIC is
-a blob written before encryption (legacy plaintext): it is still read, verified by its hash, and
-an upload of the same bytes replaces it with an encrypted copy; every new write is encrypted.
+with HKDF-SHA256, so blob nonces never meet the nonces that seal secrets. A file is the chunked
+layout of crypto/chunked.py with MAGIC ``cpnet-blob-v1\n``. A file without MAGIC is a blob
+written before encryption (legacy plaintext): it is still read, verified by its hash, and an
+upload of the same bytes replaces it with an encrypted copy; every new write is encrypted.
 """
 
 from __future__ import annotations
@@ -41,28 +27,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cpnet.crypto import chunked
+from cpnet.crypto.chunked import (
+    CHUNK_BYTES,
+    HEADER_BYTES,
+    KEY_ID_BYTES,
+    MAGIC_BYTES,
+    PREFIX_BYTES,
+    Damaged,
+    TooManyChunks,
+    plain_size,
+)
 
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 BLOB_URL_PREFIX = "cpnet://blobs/"
 DEFAULT_MAX_BLOB_BYTES = 16 * 1024 * 1024
-READ_CHUNK = 1024 * 1024
+READ_CHUNK = CHUNK_BYTES
 
 MAGIC = b"cpnet-blob-v1\n"
-KEY_ID_BYTES = 8
-PREFIX_BYTES = 8
-HEADER_BYTES = len(MAGIC) + KEY_ID_BYTES + PREFIX_BYTES
-LENGTH_BYTES = 4
-TAG_BYTES = 16
-CHUNK_BYTES = READ_CHUNK  # part of format v1: changing it means a v2
-OVERHEAD = LENGTH_BYTES + TAG_BYTES  # what each chunk adds to its plaintext
-STRIDE = CHUNK_BYTES + OVERHEAD  # the stored size of every chunk but the last
-MAX_CHUNKS = 2**32  # the chunk index is 4 bytes of the nonce
+assert len(MAGIC) == MAGIC_BYTES
 
 
 class BlobTooLarge(Exception):
@@ -78,33 +63,6 @@ class BlobKeyMismatch(Exception):
     not the blob)."""
 
 
-class _Damaged(Exception):
-    """A chunk that does not open; the store turns it into BlobCorrupt."""
-
-
-def _derive(key: bytes, info: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(key)
-
-
-def _nonce(prefix: bytes, index: int) -> bytes:
-    return prefix + index.to_bytes(4, "big")
-
-
-def _aad(index: int, last: bool) -> bytes:
-    return index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
-
-
-def plain_size(file_size: int) -> int | None:
-    """The plaintext size of an encrypted blob file of `file_size` bytes (None: no v1 layout)."""
-    body = file_size - HEADER_BYTES
-    if body < OVERHEAD:
-        return None
-    n = -(-body // STRIDE)  # chunks: all full but the last, which is OVERHEAD..STRIDE bytes
-    if body - (n - 1) * STRIDE < OVERHEAD:
-        return None
-    return body - n * OVERHEAD
-
-
 class BlobStore:
     """Blobs on disk under `root`, each at most `max_bytes`, sealed with a key derived from
     `key` (the hub's 32-byte data-at-rest key, hub/secrets.load_key)."""
@@ -113,8 +71,8 @@ class BlobStore:
         self.root = root
         self.max_bytes = max_bytes
         self.tmp = root / "tmp"
-        self.aead = AESGCM(_derive(key, b"cpnet blob store v1: AES-256-GCM key", 32))
-        self.key_id = _derive(key, b"cpnet blob store v1: key id", KEY_ID_BYTES)
+        self.aead = chunked.aead(chunked.derive(key, b"cpnet blob store v1: AES-256-GCM key", 32))
+        self.key_id = chunked.derive(key, b"cpnet blob store v1: key id", KEY_ID_BYTES)
 
     def path(self, sha: str) -> Path:
         """Where the blob with this (lower-case hex) sha256 lives."""
@@ -191,7 +149,7 @@ class BlobStore:
             for chunk in chunks:
                 digest.update(chunk)
                 seen += len(chunk)
-        except _Damaged:
+        except Damaged:
             raise BlobCorrupt(sha) from None
         if seen != blob.size or digest.hexdigest() != sha:
             raise BlobCorrupt(sha)
@@ -222,7 +180,7 @@ class OpenBlob:
     path: Path
     file: BinaryIO
     file_size: int
-    aead: AESGCM | None = None  # None: a legacy plaintext blob
+    aead: Any = None  # the AES-GCM cipher; None: a legacy plaintext blob
     prefix: bytes = field(default=b"", repr=False)
 
     def stream(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -233,7 +191,7 @@ class OpenBlob:
         end = self.size if end is None else min(end, self.size)
         try:
             yield from self._range(start, end)
-        except _Damaged:
+        except Damaged:
             self.path.unlink(missing_ok=True)
             raise BlobCorrupt(self.sha) from None
         finally:
@@ -263,35 +221,9 @@ class OpenBlob:
             yield chunk
 
     def _chunks(self, first: int) -> Iterator[bytes]:
-        """The plaintext of chunks `first`..last, each opened with its index and whether it
-        ends the file; _Damaged for anything that does not open or does not fit the layout."""
+        """The plaintext of chunks `first`..last (crypto/chunked.read_chunks)."""
         assert self.aead is not None
-        index, pos = first, HEADER_BYTES + first * STRIDE
-        self.file.seek(pos)
-        while True:
-            head = self.file.read(LENGTH_BYTES)
-            if len(head) != LENGTH_BYTES:
-                raise _Damaged("no last chunk (truncated)")
-            length = int.from_bytes(head, "big")
-            if not TAG_BYTES <= length <= CHUNK_BYTES + TAG_BYTES:
-                raise _Damaged(f"chunk {index}: length {length}")
-            sealed = self.file.read(length)
-            if len(sealed) != length:
-                raise _Damaged(f"chunk {index}: truncated")
-            pos += LENGTH_BYTES + length
-            last = pos >= self.file_size
-            if not last and length != CHUNK_BYTES + TAG_BYTES:
-                raise _Damaged(f"chunk {index}: short but not last")
-            try:
-                plain = self.aead.decrypt(_nonce(self.prefix, index), sealed, _aad(index, last))
-            except InvalidTag:
-                raise _Damaged(f"chunk {index} does not open") from None
-            yield plain
-            if last:
-                return
-            index += 1
-            if index >= MAX_CHUNKS:
-                raise _Damaged("too many chunks")
+        return chunked.read_chunks(self.file, self.aead, self.prefix, self.file_size, first)
 
     def close(self) -> None:
         self.file.close()
@@ -316,35 +248,28 @@ class BlobWriter:
         self.tmp = Path(name)
         self.hash = hashlib.sha256()
         self.size = 0
-        self.prefix = os.urandom(PREFIX_BYTES)
-        self.index = 0
-        self.pending = bytearray()
-        self.file.write(MAGIC + store.key_id + self.prefix)
+        prefix = os.urandom(PREFIX_BYTES)
+        self.file.write(MAGIC + store.key_id + prefix)
+        self.sealer = chunked.ChunkWriter(store.aead, prefix, self.file.write)
+
+    @property
+    def pending(self) -> bytearray:
+        """The plaintext not sealed yet."""
+        return self.sealer.pending
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.store.max_bytes:
             raise BlobTooLarge(self.size)
         self.hash.update(chunk)
-        self.pending += chunk
-        # A full chunk is sealed once more data follows it: only `commit` knows which is last.
-        while len(self.pending) > CHUNK_BYTES:
-            self._seal(bytes(self.pending[:CHUNK_BYTES]), last=False)
-            del self.pending[:CHUNK_BYTES]
-
-    def _seal(self, plain: bytes, last: bool) -> None:
-        if self.index >= MAX_CHUNKS:
-            raise BlobTooLarge(self.size)
-        sealed = self.store.aead.encrypt(
-            _nonce(self.prefix, self.index), plain, _aad(self.index, last)
-        )
-        self.file.write(len(sealed).to_bytes(LENGTH_BYTES, "big") + sealed)
-        self.index += 1
+        try:
+            self.sealer.write(chunk)
+        except TooManyChunks:
+            raise BlobTooLarge(self.size) from None
 
     def commit(self) -> tuple[str, bool]:
         """Make the blob visible under its sha256; return (sha256, whether it was new)."""
-        self._seal(bytes(self.pending), last=True)
-        self.pending.clear()
+        self.sealer.finish()
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()

@@ -157,6 +157,12 @@ def submit(
     """Create a task (or find the one a repeated idempotency key names) in one transaction, with
     `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
     check_new(spec, h.settings.allow_private_urls)
+    if spec.data_key == task_secrets.PLACEHOLDER:
+        raise Invalid(
+            f"data_key: {task_secrets.PLACEHOLDER!r} is how the hub shows a data key; give the key "
+            "itself (`cpnet data key` makes one)",
+            field="data_key",
+        )
     dumped = spec.model_dump(mode="json", exclude_none=True)
     sealed_values: dict = {}
     if task_secrets.has_secrets(dumped):

@@ -134,6 +134,9 @@ class Input(Strict):
     # How many bytes the input is: the scheduler counts its staging time from where it lives.
     # The hub fills it for its own blobs; for other URLs give it, or staging counts as free.
     size_bytes: int | None = Field(default=None, ge=0, le=2**50)
+    # The file at `url` is encrypted under the task's data_key (`cpnet data encrypt`): the runner
+    # decrypts it on arrival (each file of a DIRECTORY), and refuses one that does not decrypt.
+    encrypted: bool = False
 
     @field_validator("path")
     @classmethod
@@ -149,6 +152,8 @@ class Input(Strict):
     def _one_source(self) -> Input:
         if (self.url is None) == (self.content is None):
             raise ValueError("give exactly one of url or content")
+        if self.encrypted and self.content is not None:
+            raise ValueError("inline content is not encrypted: encrypted needs a url")
         return self
 
 
@@ -270,6 +275,9 @@ class Work(Strict):
         return self
 
 
+DATA_KEY_PLACEHOLDER = "[secret]"  # what the hub stores and shows for a data key (tasks/secrets)
+
+
 class TaskSpec(Strict):
     """A unit of work as a user describes it."""
 
@@ -300,6 +308,35 @@ class TaskSpec(Strict):
     # Keep the attempt's work dir on the provider after it ends (for debugging); by default the
     # agent removes it (inputs, outputs, logs) once the hub has the attempt's final state.
     keep_work_dir: bool = False
+    # A data key (32 bytes, base64; `cpnet data key`): inputs marked `encrypted` are decrypted
+    # with it on arrival, and the runner encrypts every file the attempt leaves — outputs before
+    # they are staged out — so that storage and the provider's disk hold ciphertext outside the
+    # running attempt. Kept sealed by the hub like a secret; every answer shows "[secret]".
+    data_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    @field_validator("data_key")
+    @classmethod
+    def _data_key(cls, v: str | None) -> str | None:
+        if v is None or v == DATA_KEY_PLACEHOLDER:
+            return v
+        from cpnet.crypto.datakey import DataKeyError, parse_key
+
+        try:
+            parse_key(v)
+        except DataKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _encrypted_inputs_need_a_key(self) -> TaskSpec:
+        if self.data_key is None:
+            for i, inp in enumerate(self.inputs):
+                if inp.encrypted:
+                    raise ValueError(
+                        f"inputs.{i}.encrypted is true but the task has no data_key to decrypt "
+                        "it: add data_key (`cpnet data key` makes one)"
+                    )
+        return self
 
     @field_validator("tags")
     @classmethod

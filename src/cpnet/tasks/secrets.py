@@ -17,17 +17,24 @@ PLACEHOLDER = "[secret]"
 TES_TAG = "cpnet.secret_env"
 MIN_SCRUB_CHARS = 4  # shorter values are not scrubbed from logs (they would blank ordinary text)
 
-Secrets = dict[str, dict[str, str]]  # executor index (as text, JSON keys) -> {name: value}
+# executor index (as text, JSON keys) -> {name: value}; and DATA_KEY -> {"key": the data key}
+Secrets = dict[str, dict[str, str]]
+DATA_KEY = "data_key"  # the task's data key (TaskSpec.data_key) travels with its secrets
 
 
 def has_secrets(spec: Mapping[str, Any]) -> bool:
-    return any(ex.get("secret_env") for ex in spec.get("executors", ()))
+    """Whether the (dumped) spec carries anything secret: secret env values or a data key."""
+    return bool(spec.get(DATA_KEY)) or any(ex.get("secret_env") for ex in spec.get("executors", ()))
 
 
 def split(spec: Mapping[str, Any]) -> tuple[dict[str, Any], Secrets]:
-    """(the spec with secret values replaced by PLACEHOLDER, the values by executor index)."""
+    """(the spec with secret values and its data key replaced by PLACEHOLDER, the values by
+    executor index and the data key under DATA_KEY)."""
     out = copy.deepcopy(dict(spec))
     found: Secrets = {}
+    if out.get(DATA_KEY) and out[DATA_KEY] != PLACEHOLDER:
+        found[DATA_KEY] = {"key": out[DATA_KEY]}
+        out[DATA_KEY] = PLACEHOLDER
     for i, ex in enumerate(out.get("executors", ())):
         names = ex.get("secret_env") or ()
         env = ex.get("env") or {}

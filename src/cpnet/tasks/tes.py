@@ -205,6 +205,12 @@ BACKEND_PARAMETERS = tuple(sorted([*NATIVE_KEYS, *KEPT_KEYS]))
 _DEFAULTS = TaskSpec(executors=[Executor(command=["true"])]).model_dump(mode="json")
 
 
+# TES has no field for a data key or encrypted inputs (docs/tes.md): tags carry them. The key's
+# tag is taken out of the tags (the hub seals it as data_key and shows "[secret]").
+DATA_KEY_TAG = "cpnet.data_key"
+ENCRYPTED_INPUTS_TAG = "cpnet.encrypted_inputs"  # input paths, comma-separated
+
+
 def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
     for p in path:
         d = (d or {}).get(p)
@@ -262,10 +268,23 @@ def to_spec(task: TesTask) -> tuple[TaskSpec, list[str]]:
                 f"tag {secrets.TES_TAG} names {unused[0]!r}, which no executor's env sets",
                 field=f"tags.{secrets.TES_TAG}",
             )
+    tags = dict(task.tags or {})
+    if DATA_KEY_TAG in tags:  # the key is not kept as a tag: it becomes the sealed data_key
+        spec["data_key"] = tags.pop(DATA_KEY_TAG)
+        spec["tags"] = tags
+    encrypted = set(secrets.tes_names(tags.get(ENCRYPTED_INPUTS_TAG, "")))
+    unknown = sorted(encrypted - {i.path for i in task.inputs or ()})
+    if unknown:
+        raise Invalid(
+            f"tag {ENCRYPTED_INPUTS_TAG} names {unknown[0]!r}, which is no input's path",
+            field=f"tags.{ENCRYPTED_INPUTS_TAG}",
+        )
     if task.inputs:
         spec["inputs"] = []
         for i in task.inputs:
             d = i.model_dump(exclude_none=True)
+            if i.path in encrypted:
+                d["encrypted"] = True
             if d.get("content"):  # "If content is not empty, url must be ignored."
                 d.pop("url", None)
             elif "url" in d:
@@ -359,7 +378,8 @@ def executor_to_tes(e: Executor) -> dict[str, Any]:
 
 
 def input_to_tes(i: Input, view: View) -> dict[str, Any]:
-    d = _lean(i.model_dump(mode="json", exclude={"sha256"}), "streamable")
+    # encrypted is cpnet's (TES marks it with the cpnet.encrypted_inputs tag)
+    d = _lean(i.model_dump(mode="json", exclude={"sha256", "encrypted"}), "streamable")
     if view is not View.FULL:
         d.pop("content", None)
     return d
@@ -465,8 +485,14 @@ def spec_to_tes(spec: TaskSpec, view: View = View.FULL) -> dict[str, Any]:
     out["executors"] = [executor_to_tes(e) for e in spec.executors]
     if spec.volumes:
         out["volumes"] = list(spec.volumes)
-    if spec.tags:
-        out["tags"] = dict(spec.tags)
+    tags = dict(spec.tags)
+    if spec.data_key is not None:  # "[secret]" once the hub has it
+        tags[DATA_KEY_TAG] = spec.data_key
+    encrypted = [i.path for i in spec.inputs if i.encrypted]
+    if encrypted and ENCRYPTED_INPUTS_TAG not in tags:  # a native task, shown over TES
+        tags[ENCRYPTED_INPUTS_TAG] = ",".join(encrypted)
+    if tags:
+        out["tags"] = tags
     return out
 
 

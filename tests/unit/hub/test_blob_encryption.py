@@ -15,19 +15,21 @@ from hypothesis import strategies as st
 
 from cpnet.api.routers.blobs import Unsatisfiable, byte_range
 from cpnet.config import HubSettings
-from cpnet.hub import tasks
-from cpnet.hub.blobs import (
+from cpnet.crypto.chunked import (
     CHUNK_BYTES,
     HEADER_BYTES,
     KEY_ID_BYTES,
-    MAGIC,
     OVERHEAD,
-    READ_CHUNK,
     STRIDE,
+    plain_size,
+)
+from cpnet.hub import tasks
+from cpnet.hub.blobs import (
+    MAGIC,
+    READ_CHUNK,
     BlobCorrupt,
     BlobKeyMismatch,
     BlobStore,
-    plain_size,
 )
 from cpnet.hub.bootstrap import init_hub
 from cpnet.hub.service import Hub

@@ -310,3 +310,28 @@ def test_native_fractional_cores_show_as_whole_cores_plus_the_exact_key():
 )
 def test_tag_filter_follows_the_spec_table(keys, values, tags, match):
     assert tes.tags_match(tags, tes.tag_filter(keys, values)) is match
+
+
+def test_data_key_and_encrypted_inputs_travel_in_tags():
+    from cpnet.crypto.datakey import new_key
+
+    key = new_key()
+    body = {
+        "executors": [{"image": "alpine", "command": ["true"]}],
+        "inputs": [
+            {"path": "/data/a.enc", "url": "https://example.org/a.enc"},
+            {"path": "/data/ref.fa", "url": "https://example.org/ref.fa"},
+        ],
+        "tags": {"cpnet.data_key": key, "cpnet.encrypted_inputs": "/data/a.enc", "team": "x"},
+    }
+    spec, _ = tes.to_spec(tes.parse(body))
+    assert spec.data_key == key and "cpnet.data_key" not in spec.tags  # not kept as a tag
+    assert [i.encrypted for i in spec.inputs] == [True, False]
+    shown = tes.spec_to_tes(spec.model_copy(update={"data_key": "[secret]"}))
+    assert shown["tags"]["cpnet.data_key"] == "[secret]"
+    assert shown["tags"]["cpnet.encrypted_inputs"] == "/data/a.enc"
+    assert all("encrypted" not in i for i in shown["inputs"])
+    body["tags"]["cpnet.encrypted_inputs"] = "/data/nope"
+    with pytest.raises(Invalid) as err:
+        tes.to_spec(tes.parse(body))
+    assert err.value.field == "tags.cpnet.encrypted_inputs" and "no input" in err.value.message

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from cpnet.agent.staging.limits import Budget
     from cpnet.agent.staging.records import Progress
     from cpnet.agent.staging.scheme import Scheme
+    from cpnet.crypto.datakey import Sealer
     from cpnet.limits.ssrf import UrlRule
 
 
@@ -47,6 +48,8 @@ class Context:
     remote: Remote  # Remote() when the caller gave none
     retries: int
     progress: Progress | None
+    # The task's data key (crypto/datakey.py): inputs marked encrypted are decrypted with it.
+    sealer: Sealer | None = None
     many_files: int = 0  # output file logs of wildcard and blob-DIRECTORY outputs so far
     log_bytes: int = 0  # their size as JSON (they travel in one update to the hub)
     # One instance per scheme for the whole call: an S3 client is made once, when first needed.

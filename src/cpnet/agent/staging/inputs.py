@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     # Callers in the agent (and tests) pass the pydantic models; the runner, which must not pay
     # for importing pydantic, passes the jobfile dataclasses. Staging reads only the attributes
     # both have, and compares types with == (the two FileType enums are equal by value).
+    from cpnet.crypto.datakey import Sealer
     from cpnet.tasks import model
 
 
@@ -41,17 +42,21 @@ def stage_in(
     retries: int = DEFAULT_RETRIES,
     on_transfer: Callable[[Transfer], None] | None = None,
     progress: Progress | None = None,
+    sealer: Sealer | None = None,
 ) -> int:
     """Place every input under `files_dir`; return the bytes staged.
 
     `max_bytes` caps the total, `max_file_bytes` each file; `file_roots`, when given, limits
     which host paths file:// may read; `remote` says where s3:// and cpnet:// URLs go.
     `on_transfer` gets a record per input, `progress` running byte counts of downloads.
+    `sealer` (the task's data key) decrypts the inputs marked ``encrypted`` once they are here
+    (their checksums and sizes are those of the ciphertext, as stored).
     Raises StagingError naming the input.
     """
     files_dir.mkdir(parents=True, exist_ok=True)
     budget = Budget(max_bytes, max_file_bytes)
     ctx = Context(files_dir, budget, timeout_s, file_roots, remote or Remote(), retries, progress)
+    ctx.sealer = sealer
     for inp in inputs:
         started = time.monotonic()
         try:
@@ -126,10 +131,36 @@ def _stage_url(inp: Input | model.Input, dest: Path, ctx: Context) -> Transfer:
     scheme = ctx.scheme(name)
     if scheme is None:
         raise StagingError(f"URL scheme {name!r} is not supported for inputs")
+    if inp.encrypted and ctx.sealer is None:
+        raise StagingError("it is encrypted, but the task's data key did not arrive")
     if not directory:
         rec.size_bytes, rec.sha256, rec.resumed_from = scheme.fetch(plain, dest, inp.path, sha)
     elif scheme.dir_inputs:
         rec.files, rec.size_bytes = scheme.fetch_tree(plain, dest, inp.path)
     else:
         raise StagingError(f"DIRECTORY inputs over {name} are not supported; use a file")
+    if inp.encrypted:
+        _decrypt(dest, ctx)
     return rec
+
+
+def _decrypt(dest: Path, ctx: Context) -> None:
+    """An encrypted input, in place: every file of it opened under the task's data key; one
+    that does not open is removed with the rest of the input."""
+    from cpnet.crypto.datakey import DataKeyError
+
+    assert ctx.sealer is not None  # _stage_url checked before fetching
+    try:
+        ctx.sealer.decrypt_tree(dest)
+    except DataKeyError as exc:
+        _remove(dest)
+        raise StagingError(f"cannot decrypt it: {exc}") from None
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from cpnet.hub.service import Hub
 from cpnet.store import network, registry
 from cpnet.store import secrets as secret_store
 from cpnet.store import tasks as store
+from cpnet.tasks import secrets as task_secrets
 
 router = APIRouter(prefix="/v1/sites/{site_id}", tags=["agents"])
 
@@ -177,7 +178,8 @@ def updates(
 def attempt_secrets(
     site_id: str, attempt_id: str, who: Principal = Depends(caller), h: Hub = Depends(hub)
 ) -> dict:
-    """The secret env values of an attempt's task, by executor index, for the agent that runs
+    """The secret env values of an attempt's task, by executor index, and its data key (if it
+    has one: ``data_key``), for the agent that runs
     it (docs/security.md, "Secrets"): only this site's agent, only while the attempt has not
     ended. Anything else is a 404, as if there were none."""
     sid = agent_for(site_id, who)
@@ -187,4 +189,8 @@ def attempt_secrets(
         raise NotFound(f"no secrets for attempt {attempt_id} on this site", field="attempt_id")
     task_id, sealed = found
     values = hub_secrets.unseal(hub_secrets.load_key(h.settings), task_id, sealed)
-    return {"attempt_id": attempt_id, "executors": values}
+    data_key = values.pop(task_secrets.DATA_KEY, None)
+    out = {"attempt_id": attempt_id, "executors": values}
+    if data_key:
+        out["data_key"] = data_key["key"]
+    return out
