@@ -133,6 +133,14 @@ def test_agent_killed_mid_task_finishes_elsewhere(hub: HubProc, agents, tmp_path
     assert final.attempts[0].site_id == world.site_ids["a"]
     assert final.attempts[1].site_id == world.site_ids["b"]
     assert "lost" in (final.attempts[0].reason or "")
+    # The hub's own change is in the audit chain, for the task's organisation.
+    with hub.client() as admin:
+        lost = [r for r in admin.audit_records(world.org_id) if r.action == "attempt.lost"]
+    assert [(r.object_id, r.detail["attempt_id"]) for r in lost] == [
+        (t.id, final.attempts[0].attempt_id)
+    ]
+    assert lost[0].actor.role == "hub" and lost[0].detail["to"] == "SYSTEM_ERROR"
+    assert lost[0].detail["site_id"] == world.site_ids["a"] and lost[0].before != lost[0].after
 
 
 def test_tenant_isolation_and_agent_bound_to_its_site(hub: HubProc, tmp_path: Path):

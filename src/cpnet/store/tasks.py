@@ -660,8 +660,27 @@ def fail_site(s: Session, site_id: str, now: float, reason: str) -> int:
     ids = sorted({a.task_id for a in rows})
     tasks = {t.id: t for t in s.scalars(select(Task).where(Task.id.in_(ids)))} if ids else {}
     facts = {tid: _task_facts(t) for tid, t in tasks.items()}
+    before = {a.id: a.state for a in rows}
     changes = lifecycle.fail_site(site_id, [_attempt_facts(a) for a in rows], facts, reason, now)
     _write(s, changes, tasks, {a.id: a for a in rows})
+    for a in rows:  # the hub's own change, in its transaction: one record per task's owner
+        task = tasks[a.task_id]
+        audit.append(
+            s,
+            "attempt.lost",
+            now,
+            org_id=task.org_id,
+            object_id=a.task_id,
+            before=digest_of({"id": a.id, "state": before[a.id]}),
+            after=digest_of({"id": a.id, "state": a.state}),
+            detail={
+                "attempt_id": a.id,
+                "site_id": site_id,
+                "from": before[a.id],
+                "to": a.state,
+                "task_state": task.state,
+            },
+        )
     return sum(isinstance(step, AttemptChange) for step in changes.steps)
 
 
