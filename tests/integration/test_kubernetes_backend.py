@@ -428,3 +428,37 @@ def test_staging_without_runner_image_fails_at_submit_naming_the_option(
     assert status.state is State.SYSTEM_ERROR
     assert "set the kubernetes backend option runner_image" in (status.reason or "")
     assert kube.job_names() == [] and kube.created_secrets == []
+
+
+def test_secret_env_values_reach_the_executor_through_the_attempts_secret(
+    hub: HubProc, kube_world: World, kube: StandinKubeApiServer
+) -> None:
+    """A secret env value: the agent fetches it, puts it in the attempt's Secret, and the
+    executor's container reads it by ``secretKeyRef``; the Job's manifest holds its name only,
+    and the Secret goes when the attempt ends."""
+    secret = "k8s-s3cr3t-Vq7"
+    user = hub.client(kube_world.user_token)
+    t = user.submit(
+        {
+            "executors": [
+                {
+                    "command": ["sh", "-c", 'printf %s "$API_KEY" | sha256sum; echo "m=$MODE"'],
+                    "env": {"API_KEY": secret, "MODE": "plain"},
+                    "secret_env": ["API_KEY"],
+                }
+            ],
+            **ON_CPU,
+        }
+    )
+    done = user.wait(t.id, timeout=90)
+    assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+    out = done.attempts[-1].executor_logs[-1].stdout
+    assert out.startswith(hashlib.sha256(secret.encode()).hexdigest()) and "m=plain" in out
+    [job] = [j for j in kube.created if j["metadata"]["annotations"]["cpnet.io/task-id"] == t.id]
+    assert secret not in json.dumps(job)
+    (ex,) = job["spec"]["template"]["spec"]["containers"]
+    assert {"name": "API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": job["metadata"]["name"], "key": "ex0.API_KEY"}}} in ex["env"]  # fmt: skip
+    [stored] = [s for s in kube.created_secrets if s["metadata"]["name"] == job["metadata"]["name"]]
+    assert base64.b64decode(stored["data"]["ex0.API_KEY"]).decode() == secret
+    wait_until(lambda: not kube.secrets, 30, "the attempt's Secret deleted")

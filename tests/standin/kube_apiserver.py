@@ -42,8 +42,10 @@ What it models:
   ``activeDeadlineSeconds`` has its pod killed and fails with reason ``DeadlineExceeded``.
 - **Secrets**: a ``secret`` volume is a per-pod temporary directory holding one file per key of
   the Secret's ``data`` (base64-decoded, mode 0400); until the Secret exists the pod stays
-  ``Pending`` with no container started (the kubelet retries mounting). ``envFrom``
-  ``secretRef`` adds the Secret's keys to the container's environment. Deleting a Job deletes the
+  ``Pending`` with no container started (the kubelet retries mounting); a volume's ``items``
+  mount only the keys they list. ``envFrom`` ``secretRef`` adds the Secret's keys to the
+  container's environment, and an env ``valueFrom.secretKeyRef`` one key (the container waits
+  for its Secret). Deleting a Job deletes the
   Secrets whose ``ownerReferences`` name its uid (the garbage collector).
 - **The runner image**: a container whose image is the ``runner_image`` given to the stand-in is
   meant to be an image with cpnet installed; its command runs in **this Python environment**
@@ -692,7 +694,9 @@ class StandinKubeApiServer:
                     volumes[v["name"]] = d
         for v in spec.get("volumes") or []:
             if "secret" in v:
-                d = self._mount_secret(key, str(v["secret"].get("secretName")), v["name"])
+                items = v["secret"].get("items")
+                keys = None if items is None else {i["key"]: i["path"] for i in items}
+                d = self._mount_secret(key, str(v["secret"].get("secretName")), v["name"], keys)
                 if d is None:
                     return
                 volumes[v["name"]] = d
@@ -721,8 +725,11 @@ class StandinKubeApiServer:
                 pod["status"]["phase"] = "Succeeded"
                 self._job_done(self._job_of(pod), "Complete", "CompletionsReached")
 
-    def _mount_secret(self, key: tuple[str, str], name: str, volume: str) -> Path | None:
-        """A directory with the Secret's keys as files, once it exists (None: the pod is gone)."""
+    def _mount_secret(
+        self, key: tuple[str, str], name: str, volume: str, items: dict[str, str] | None = None
+    ) -> Path | None:
+        """A directory with the Secret's keys as files (only `items`' keys, at their paths, when
+        given), once it exists (None: the pod is gone)."""
         while not self.stopping.is_set():
             with self.lock:
                 if key not in self.pods:
@@ -731,9 +738,25 @@ class StandinKubeApiServer:
                 if secret is not None:
                     d = Path(tempfile.mkdtemp(prefix=f"{key[1]}-{volume}-", dir=self.root))
                     for k, v in (secret.get("data") or {}).items():
-                        (d / k).write_bytes(base64.b64decode(v))
-                        (d / k).chmod(0o400)
+                        if items is not None and k not in items:
+                            continue
+                        path = d / (items[k] if items is not None else k)
+                        path.write_bytes(base64.b64decode(v))
+                        path.chmod(0o400)
                     return d
+            time.sleep(TICK_S)
+        return None
+
+    def _secret_value(self, key: tuple[str, str], ref: dict[str, Any]) -> str | None:
+        """An env ``valueFrom.secretKeyRef``, once its Secret exists (the kubelet retries a
+        container whose Secret is missing); None: the pod is gone."""
+        while not self.stopping.is_set():
+            with self.lock:
+                if key not in self.pods:
+                    return None
+                secret = self.secrets.get((key[0], str(ref.get("name"))))
+                if secret is not None:
+                    return base64.b64decode(secret["data"][ref["key"]]).decode()
             time.sleep(TICK_S)
         return None
 
@@ -756,6 +779,15 @@ class StandinKubeApiServer:
                 if text == mount or text.startswith(mount + "/"):
                     return str(d) + text[len(mount) :]
             return text
+
+        from_secrets: dict[str, str] = {}  # env valueFrom.secretKeyRef, once the Secret exists
+        for e in c.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is not None:
+                value = self._secret_value(key, ref)
+                if value is None:
+                    return None
+                from_secrets[e["name"]] = value
 
         with self.lock:
             pod = self.pods.get(key)
@@ -784,6 +816,7 @@ class StandinKubeApiServer:
                 data = (self.secrets.get((key[0], str(sname))) or {}).get("data") or {}
                 env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
             env.update({e["name"]: local(str(e.get("value", ""))) for e in c.get("env") or []})
+            env.update(from_secrets)
             cwd = Path(local(c.get("workingDir") or "/"))
             log_path = self.root / "logs" / key[0] / key[1] / f"{c['name']}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from cpnet.agent.backends.kubernetes.manifest import (
     _STAGE_IN,
     ATTEMPT_LABEL,
     WORK_MOUNT,
+    secret_env_files,
     secret_manifest,
     staging_payload,
     time_limit_s,
@@ -312,8 +313,9 @@ def test_staged_manifest_keeps_urls_and_secrets_in_the_secret() -> None:
     stage_in, stage_out = pod["initContainers"][0], pod["containers"][0]
     assert stage_in["command"] == ["python", "-m", "cpnet.agent.podstage", "in"]
     assert stage_out["command"][-1] == "out"
-    assert {"name": "staging", "secret": {"secretName": m["metadata"]["name"],
-                                          "defaultMode": 0o400}} in pod["volumes"]  # fmt: skip
+    items = [{"key": "job.json", "path": "job.json"}, {"key": "env.json", "path": "env.json"}]
+    volume = {"secretName": m["metadata"]["name"], "defaultMode": 0o400, "items": items}
+    assert {"name": "staging", "secret": volume} in pod["volumes"]
     for c in pod["initContainers"] + pod["containers"]:
         staged = c["name"].startswith("stage-")
         assert any(v["name"] == "staging" for v in c["volumeMounts"]) is staged
@@ -577,3 +579,31 @@ def test_bad_options_are_refused_before_reaching_the_cluster(
     options = {"kubeconfig": str(tmp_path / "missing"), key: value}
     with pytest.raises(BackendError, match=f"{key}={value!r}.*{why}"):
         KubernetesBackend(BackendConfig(work_root=tmp_path, options=options))
+
+
+def test_secret_env_values_come_from_the_attempts_secret_by_reference() -> None:
+    spec = {
+        "executors": [
+            {
+                "command": ["a"],
+                "env": {"API_KEY": "[secret]", "MODE": "x"},
+                "secret_env": ["API_KEY"],
+            },
+            {"command": ["b"], "env": {"MODE": "y"}},
+        ],
+    }
+    job = _job(spec)
+    m = _manifest(job)
+    pod = m["spec"]["template"]["spec"]
+    ex0 = next(c for c in pod["initContainers"] + pod["containers"] if c["name"] == "ex-0")
+    ex1 = next(c for c in pod["initContainers"] + pod["containers"] if c["name"] == "ex-1")
+    ref = {"secretKeyRef": {"name": m["metadata"]["name"], "key": "ex0.API_KEY"}}
+    assert {"name": "API_KEY", "valueFrom": ref} in ex0["env"]
+    assert {"name": "MODE", "value": "x"} in ex0["env"]
+    assert all("valueFrom" not in e for e in ex1["env"])
+    assert secret_env_files(job.spec, {"0": {"API_KEY": "v4lue"}}) == {"ex0.API_KEY": "v4lue"}
+    with pytest.raises(ValueError, match="API_KEY did not arrive"):
+        secret_env_files(job.spec, {})
+    # a data key is refused with what to do (the stage containers do not decrypt)
+    keyed = job.spec.model_copy(update={"data_key": "[secret]"})
+    assert "data key" in (unsupported(keyed, "cpnet:1") or "")

@@ -49,7 +49,10 @@ URLs may carry credentials) and ``env.json`` (`runner_job.staging_env`: S3 keys,
 token) go into a Secret per attempt, named like the Job, created right after it with an
 ``ownerReference`` to it (so the garbage collector deletes it with the Job; the agent also deletes
 it as soon as the attempt is final) and mounted read-only at ``/cpnet/staging`` into the stage
-containers only (a secret volume: the pod waits until the Secret exists). The ``staging_secret``
+containers only (a secret volume with just those two files: the pod waits until the Secret
+exists). The executors' secret env values (``secret_env``, delivered to the agent as for every
+backend) are further keys of the same Secret, ``ex<i>.<NAME>``, which each executor container
+reads by ``valueFrom.secretKeyRef``: the manifest names them and holds no value. The ``staging_secret``
 option names an existing Secret whose keys the stage containers also get as environment variables
 (``envFrom``; the agent's own credentials win). Without ``runner_image`` such a task ends
 SYSTEM_ERROR at submit, with a reason naming the option, so the hub can place it elsewhere.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from cpnet.agent.backends.kubernetes.manifest import (
     POOL_LABEL,
     job_manifest,
     needs_staging,
+    secret_env_files,
     secret_manifest,
     staging_payload,
     time_limit_s,
@@ -50,6 +52,7 @@ from cpnet.agent.backends.workdir import status_from_record
 from cpnet.agent.podstage import parse_result
 from cpnet.agent.runner import (
     CANCEL_FILE,
+    SECRETS_FILE,
     STATUS_FILE,
     new_record,
     read_status,
@@ -184,7 +187,8 @@ class KubernetesBackend(ClusterBackend):
             raise Refused(problem)
         staged = bool(o.runner_image) and needs_staging(job.spec)
         try:
-            files = self._staging_files(job) if staged else None
+            files = self._staging_files(job) if staged else {}
+            files |= self._secret_env(job)
             manifest = job_manifest(
                 job,
                 namespace=self.api.namespace,
@@ -199,7 +203,7 @@ class KubernetesBackend(ClusterBackend):
             )
             write_json_atomic(job.work_dir / MANIFEST_FILE, manifest)
             created = self.api.create_job(manifest)  # None: created before a crash; the same Job
-            if files is not None:
+            if files:
                 self._create_secret(manifest, created, files)
         except (BackendError, ValueError) as exc:
             raise Refused(f"Kubernetes refused the Job: {exc}") from exc
@@ -217,6 +221,22 @@ class KubernetesBackend(ClusterBackend):
             staging=staging_settings(self.options, self.config.hub_url),
         )
         return staging_payload(job, settings, staging_env(self.options, self.config.hub_token))
+
+    def _secret_env(self, job: Job) -> dict[str, str]:
+        """The executors' secret env values, from the ``secrets.json`` the agent delivered into
+        the attempt's work dir (read, then deleted): entries of the attempt's Secret, which the
+        executor containers read by ``secretKeyRef``. ValueError when they did not arrive."""
+        if not any(ex.secret_env for ex in job.spec.executors):
+            return {}
+        path = self.work_dir_for(job.attempt_id) / SECRETS_FILE
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError("the task's secrets did not arrive") from None
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return secret_env_files(job.spec, values)
 
     def _create_secret(
         self, manifest: dict[str, Any], created: dict[str, Any] | None, files: dict[str, str]
@@ -282,9 +302,10 @@ class KubernetesBackend(ClusterBackend):
                         reason = str(found["error"])
             elif texts.get(which):
                 system_logs.append(f"{which}: {texts[which][-2000:]}")
-        if results:  # staging ran: its Secret is no longer needed (the Job's owner GC backs this)
-            with contextlib.suppress(BackendError):
-                self.api.delete_secret(name)
+        # The attempt's Secret (staging files, secret env values) is no longer needed; the Job's
+        # owner GC backs this.
+        with contextlib.suppress(BackendError):
+            self.api.delete_secret(name)
         record = new_record(state, reason)
         record["executor_logs"] = [x.model_dump(mode="json") for x in executor_logs(pod, texts)]
         u = usage_of(pod)

@@ -76,6 +76,11 @@ NO_RUNNER_IMAGE = (
 
 def unsupported(spec: TaskSpec, runner_image: str | None = None) -> str | None:
     """Why this backend cannot run `spec` (with or without a `runner_image`), or None."""
+    if spec.data_key is not None:
+        return (
+            "the task has a data key: the Kubernetes backend does not decrypt inputs or encrypt "
+            "outputs yet; run it on a local, Slurm or Ray pool"
+        )
     if needs_staging(spec):
         if runner_image:
             return None  # every input, inline ones too, goes through cpnet's staging
@@ -112,6 +117,34 @@ def staging_payload(job: Job, settings: dict[str, Any], env: dict[str, str]) -> 
             "a staging Secret may hold: put large inline inputs in the hub's blob store"
         )
     return files
+
+
+STAGING_FILES = ("job.json", "env.json")  # the staging Secret's keys the stage containers see
+
+
+def secret_env_key(i: int, name: str) -> str:
+    """The attempt Secret's key for executor `i`'s secret env value `name` (env names are
+    ``[A-Za-z_][A-Za-z0-9_]*``: a valid Secret key as they are)."""
+    return f"ex{i}.{name}"
+
+
+def secret_env_files(spec: TaskSpec, values: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The attempt Secret's entries for the executors' secret env values (`values`: the
+    delivered ``secrets.json``, by executor index); ValueError naming an executor whose values
+    did not arrive."""
+    out: dict[str, str] = {}
+    for i, ex in enumerate(spec.executors):
+        got = values.get(str(i)) or {}
+        for name in ex.secret_env:
+            if name not in (ex.env or {}):
+                continue
+            if name not in got:
+                raise ValueError(f"executor {i}'s secret value {name} did not arrive")
+            out[secret_env_key(i, name)] = str(got[name])
+    size = sum(len(v.encode()) for v in out.values())
+    if size > MAX_SECRET_BYTES:
+        raise ValueError(f"the task's secret env values take {size} bytes, over {MAX_SECRET_BYTES}")
+    return out
 
 
 def secret_manifest(
@@ -209,11 +242,17 @@ def inline_stage_in(spec: TaskSpec, image: str, resources: dict[str, Any]) -> di
 
 
 def executor_container(
-    i: int, ex: Executor, job: Job, image: str, resources: dict[str, Any]
+    i: int,
+    ex: Executor,
+    job: Job,
+    image: str,
+    resources: dict[str, Any],
+    secret_name: str | None = None,
 ) -> dict[str, Any]:
     """Executor `i`'s container: its argv as the command, through a constant ``sh -c`` script
     (the argv as ``"$@"``, the paths in environment variables) only when it redirects a stream
-    or ignores errors."""
+    or ignores errors. Its secret env values come from the attempt's Secret `secret_name`
+    (``secretKeyRef``): the manifest holds only their names."""
     env = [
         {"name": "CPNET_TASK_ID", "value": job.task_id},
         {"name": "CPNET_ATTEMPT_ID", "value": job.attempt_id},
@@ -231,7 +270,12 @@ def executor_container(
         command = ["sh", "-c", script, "sh", *command]
         for f, _ in redirects:
             env.append({"name": f"CPNET_{f.upper()}", "value": _work_path(getattr(ex, f))})
-    env += [{"name": k, "value": v} for k, v in ex.env.items()]
+    for k, v in ex.env.items():
+        if secret_name and k in ex.secret_env:
+            ref = {"name": secret_name, "key": secret_env_key(i, k)}
+            env.append({"name": k, "valueFrom": {"secretKeyRef": ref}})
+        else:
+            env.append({"name": k, "value": v})
     return {
         "name": f"ex-{i}",
         "image": ex.image or image,
@@ -277,15 +321,20 @@ def job_manifest(
     volumes: list[dict[str, Any]] = [{"name": "work", "emptyDir": {}}]
     stage_out: dict[str, Any] | None = None
     if runner_image and needs_staging(spec):
-        volumes.append({"name": "staging", "secret": {"secretName": name, "defaultMode": 0o400}})
+        # only the staging files: the executors' secret env values stay out of these containers
+        items = [{"key": k, "path": k} for k in STAGING_FILES]
+        secret = {"secretName": name, "defaultMode": 0o400, "items": items}
+        volumes.append({"name": "staging", "secret": secret})
         stage = (runner_image, resources, gpu_resource, staging_secret)
         containers.append(stage_container("in", *stage))
         if spec.outputs:
             stage_out = stage_container("out", *stage)
     elif spec.inputs:
         containers.append(inline_stage_in(spec, image, resources))
+    secret_name = name if any(ex.secret_env for ex in spec.executors) else None
     containers += [
-        executor_container(i, ex, job, image, resources) for i, ex in enumerate(spec.executors)
+        executor_container(i, ex, job, image, resources, secret_name)
+        for i, ex in enumerate(spec.executors)
     ]
     if stage_out is not None:
         # the pod's one container: Kubernetes starts it only after every executor (an init
