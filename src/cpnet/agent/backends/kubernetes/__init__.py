@@ -44,15 +44,15 @@ has to run a cpnet process. The stage containers print their transfer records an
 read from their logs by `_finish`: outputs with sha256 and size, ``bytes_in``/``bytes_out``, one
 system-log line per transfer, and the staging error as the reason of a SYSTEM_ERROR.
 
-Secrets never enter the Job's manifest: ``job.json`` (the inputs, outputs and staging settings:
-URLs may carry credentials) and ``env.json`` (`runner_job.staging_env`: S3 keys, the hub staging
-token) go into a Secret per attempt, named like the Job, created right after it with an
-``ownerReference`` to it (so the garbage collector deletes it with the Job; the agent also deletes
-it as soon as the attempt is final) and mounted read-only at ``/cpnet/staging`` into the stage
-containers only (a secret volume with just those two files: the pod waits until the Secret
-exists). The executors' secret env values (``secret_env``, delivered to the agent as for every
-backend) are further keys of the same Secret, ``ex<i>.<NAME>``, which each executor container
-reads by ``valueFrom.secretKeyRef``: the manifest names them and holds no value. The ``staging_secret``
+Secrets never enter the Job's manifest: ``job.json`` (the inputs, outputs and staging settings: URLs
+may carry credentials) and ``env.json`` (`runner_job.staging_env`: S3 keys, the hub staging token)
+go into a Secret per attempt, named like the Job, created right after it with an ``ownerReference``
+to it (so the garbage collector deletes it with the Job; the agent also deletes it as soon as the
+attempt is final) and mounted read-only at ``/cpnet/staging`` into the stage containers only (a
+secret volume with just those two files: the pod waits until the Secret exists). The executors'
+secret env values (``secret_env``, delivered to the agent as for every backend) are further keys of
+the same Secret, ``ex<i>.<NAME>``, which each executor container reads by
+``valueFrom.secretKeyRef``: the manifest names them and holds no value. The ``staging_secret``
 option names an existing Secret whose keys the stage containers also get as environment variables
 (``envFrom``; the agent's own credentials win). Without ``runner_image`` such a task ends
 SYSTEM_ERROR at submit, with a reason naming the option, so the hub can place it elsewhere.
