@@ -54,7 +54,15 @@ from cpnet.market.records import PoolPrices, PoolSla, QuoteRecord, ReputationRec
 from cpnet.market.wire import AccountSummary, Bill, LedgerCheck, Posted, UsageList
 from cpnet.network.records import EstimateRecord, LinkRecord, NetworkRecord
 from cpnet.registry.model import PoolRecord, ProviderRecord, SiteRecord
-from cpnet.tasks.model import TaskEvent, TaskPage, TaskSpec, TaskView
+from cpnet.tasks.model import (
+    MAX_BATCH,
+    BatchItem,
+    BatchResult,
+    TaskEvent,
+    TaskPage,
+    TaskSpec,
+    TaskView,
+)
 from cpnet.tasks.states import State
 
 DEFAULT_HUB = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -63,6 +71,7 @@ RETRY_WINDOW_ENV = "CPNET_RETRY_WINDOW_S"
 BACKOFF_S = 0.1  # first pause between tries; doubles each time ...
 BACKOFF_MAX_S = 1.0  # ... up to this
 WAIT_POLL_MAX_S = 2.0  # wait() slows its polling down to at most this interval
+BATCH_BYTES = 900 * 1024  # JSON per batch request, under the hub's default 1 MiB body limit
 
 # Failures that can pass if the hub comes back: the request is sent again while the retry window
 # lasts. Of these, _NOT_SENT ones happened before any byte of the request left (no connection):
@@ -796,6 +805,63 @@ class Client:
         body = spec.model_dump(mode="json", exclude_none=True)
         data = self._request("POST", "/v1/tasks", body=body, idempotent=True)
         return self._model(TaskView, data, "POST /v1/tasks")
+
+    def submit_many(
+        self,
+        specs: Iterable[TaskSpec | Mapping[str, Any]],
+        *,
+        chunk_size: int = MAX_BATCH,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> list[BatchItem]:
+        """Create many tasks through ``POST /v1/tasks:batch``, in chunks of at most `chunk_size`
+        items (and about 900 KB of JSON); the results in `specs`' order, ``index`` counting
+        across chunks. Each item stands alone: an invalid one comes back with its own 4xx
+        (``error``) and the others are created. Safe to retry: an item without an idempotency
+        key gets a fresh one first, so a chunk sent again finds its tasks (status 200).
+        `on_chunk(n)` is called after each chunk with the items it held (for progress bars)."""
+        items: list[dict[str, Any]] = []
+        for spec in specs:
+            body = (
+                spec.model_dump(mode="json", exclude_none=True)
+                if isinstance(spec, TaskSpec)
+                else dict(spec)
+            )
+            body.setdefault("idempotency_key", uuid.uuid4().hex)
+            items.append(body)
+        out: list[BatchItem] = []
+        chunk: list[dict[str, Any]] = []
+        size = 0
+
+        def send() -> None:
+            data = self._request("POST", "/v1/tasks:batch", body={"tasks": chunk}, idempotent=True)
+            got = self._model(BatchResult, data, "POST /v1/tasks:batch")
+            base = len(out)
+            for r in got.results:
+                error = r.error
+                local = f"tasks.{r.index}"
+                if error is not None and base and error.field and error.field.startswith(local):
+                    # the field as it names the item among all of `specs`, not its chunk
+                    moved = f"tasks.{base + r.index}"
+                    error = error.model_copy(
+                        update={
+                            "field": moved + error.field[len(local) :],
+                            "message": error.message.replace(local, moved, 1),
+                        }
+                    )
+                out.append(r.model_copy(update={"index": base + r.index, "error": error}))
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+
+        for body in items:
+            n = len(json.dumps(body, separators=(",", ":")))
+            if chunk and (len(chunk) >= chunk_size or size + n > BATCH_BYTES):
+                send()
+                chunk, size = [], 0
+            chunk.append(body)
+            size += n
+        if chunk:
+            send()
+        return out
 
     def task(self, id: str, *, full: bool = False) -> TaskView:
         """One task as the hub shows it to its owner; `full` adds per-transfer records."""

@@ -108,6 +108,9 @@ TABLE: dict[tuple[str, str], Rule] = {
     # -- tasks (native and TES) -----------------------------------------------------------------
     ("GET", "/v1/tasks"): OWN_LIST,
     ("POST", "/v1/tasks"): Rule(user_b=S(201), padmin_b=S(201, 403), agent_b=S(403), body=TASK),
+    ("POST", "/v1/tasks:batch"): Rule(
+        user_b=S(200), padmin_b=S(200, 403), agent_b=S(403), body={"tasks": [TASK]}
+    ),
     ("GET", "/v1/tasks/{task_id}"): Rule(owner=("alice", S(200))),
     ("GET", "/v1/tasks/{task_id}/events"): Rule(owner=("alice", S(200))),
     ("GET", "/v1/tasks/{task_id}/explain"): Rule(owner=("alice", S(200))),

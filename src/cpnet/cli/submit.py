@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cpnet.cli.config import connect
 from cpnet.cli.data import read_key
 from cpnet.cli.output import errors, fail, print_json, split_pairs, state_text
 from cpnet.tasks.model import TaskSpec, TaskView
 from cpnet.tasks.states import State
+
+MAX_ARRAY = 100_000  # tasks one --array makes (sent in batches of 1000)
 
 SPEC_SUFFIXES = (".json", ".toml")
 RESOURCES = "Resources and placement"
@@ -225,6 +229,25 @@ def submit(
             "on arrival, outputs leave encrypted (`cpnet data decrypt`).",
         ),
     ] = None,
+    array: Annotated[
+        int | None,
+        typer.Option(
+            "--array",
+            metavar="N",
+            min=1,
+            max=MAX_ARRAY,
+            help="N tasks of this spec, each with CPNET_ARRAY_INDEX (0..N-1) and CPNET_ARRAY_SIZE "
+            "in its executors' env, named NAME-INDEX; sent in batches.",
+        ),
+    ] = None,
+    tasks_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            metavar="TASKS.jsonl",
+            help="Submit every task of a JSON-lines file (one TaskSpec per line), in batches.",
+        ),
+    ] = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", "-w", help="Wait for the task to end; exit 0 only if COMPLETE."),
@@ -246,8 +269,23 @@ def submit(
     **Example:** `cpnet submit job.toml --name nightly`
 
     **Example:** `cpnet submit job.json --quote quo_5k2x… --option 2` (after `cpnet quote job.json`)
+
+    **Example:** `cpnet submit --array 100 --cpus 1 -- python sweep.py` (each task reads
+    `$CPNET_ARRAY_INDEX`); `cpnet submit --file tasks.jsonl`
     """
     args = list(args or [])
+    if tasks_file is not None:
+        if args or array:
+            fail("--file takes every task from the file", "drop the command, spec file or --array")
+        if wait:
+            fail("--wait follows one task", "follow the batch with `cpnet tasks`")
+        items, lines = read_jsonl(tasks_file)
+        submit_batch(ctx, items, [f"line {n}" for n in lines], json_out)
+        return
+    if array is not None and wait:
+        fail(
+            "--wait follows one task", "follow the array with `cpnet tasks --tag cpnet.array_id=…`"
+        )
     base = read_spec_file(args[0]) if is_spec_file(args) else None
     spec = build_spec(
         None if base is not None else args,
@@ -271,6 +309,10 @@ def submit(
         keep_work_dir=keep_work_dir or None,
         data_key=read_key(data_key_file) if data_key_file is not None else None,
     )
+    if array is not None:
+        items = array_items(spec, array)
+        submit_batch(ctx, items, [f"index {i}" for i in range(array)], json_out)
+        return
     with connect(ctx) as hub:
         view = hub.submit(spec)
         if not wait:
@@ -289,6 +331,103 @@ def submit(
         fail(f"task {view.id} ended {view.state.value}{why}", f"see `cpnet logs {view.id}`")
     if not json_out:
         errors.print(state_text(view.state))
+
+
+def array_items(spec: TaskSpec, n: int) -> list[dict[str, Any]]:
+    """`n` copies of `spec`: each executor's env gets CPNET_ARRAY_INDEX and CPNET_ARRAY_SIZE,
+    the name a ``-INDEX`` suffix, the tags ``cpnet.array_id`` (one per array) and
+    ``cpnet.array_index``, an idempotency key its ``-INDEX``."""
+    base = spec.model_dump(mode="json", exclude_none=True)
+    array_id = uuid.uuid4().hex[:12]
+    out = []
+    for i in range(n):
+        item = json.loads(json.dumps(base))
+        for ex in item["executors"]:
+            ex["env"] = {
+                **ex.get("env", {}),
+                "CPNET_ARRAY_INDEX": str(i),
+                "CPNET_ARRAY_SIZE": str(n),
+            }
+        if spec.name:
+            item["name"] = f"{spec.name}-{i}"
+        item["tags"] = {**item.get("tags", {}), "cpnet.array_id": array_id}
+        item["tags"]["cpnet.array_index"] = str(i)
+        if spec.idempotency_key:
+            item["idempotency_key"] = f"{spec.idempotency_key}-{i}"
+        out.append(item)
+    return out
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The task specs of a JSON-lines file and their line numbers (blank lines skipped); the
+    CLI's error naming the line otherwise."""
+    items: list[dict[str, Any]] = []
+    lines: list[int] = []
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as err:
+        fail(f"cannot read {path}: {err.strerror or err}", "check the path")
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as err:
+            fail(f"{path} line {n} is not JSON: {err}", "one TaskSpec JSON object per line")
+        if not isinstance(item, dict):
+            fail(f"{path} line {n} is not a JSON object", "one TaskSpec JSON object per line")
+        items.append(item)
+        lines.append(n)
+    if not items:
+        fail(f"{path} has no tasks", "one TaskSpec JSON object per line")
+    return items, lines
+
+
+def submit_batch(
+    ctx: typer.Context, items: list[dict[str, Any]], where: list[str], json_out: bool
+) -> None:
+    """Send `items` in batches with a progress bar (stderr); print the new tasks' ids (or, with
+    `--json`, every result); exit 1 naming each refused item (the others were created)."""
+    with (
+        connect(ctx) as hub,
+        Progress(
+            TextColumn("submitting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+        ) as bar,
+    ):
+        job = bar.add_task("submit", total=len(items))
+        results = hub.submit_many(items, on_chunk=lambda k: bar.advance(job, k))
+    refused = [r for r in results if r.error is not None]
+    created = sum(r.status == 201 for r in results)
+    existing = sum(r.status == 200 for r in results)
+    if json_out:
+        print_json(
+            {
+                "results": [r.model_dump(mode="json", exclude_none=True) for r in results],
+                "created": created,
+                "existing": existing,
+                "failed": len(refused),
+            }
+        )
+    else:
+        for r in results:
+            if r.id is not None:
+                typer.echo(r.id)
+        errors.print(f"{created} created, {existing} already there, {len(refused)} refused")
+        for r in refused[:50]:
+            assert r.error is not None
+            errors.print(f"  {where[r.index]}: {r.status} {r.error.message}", markup=False)
+        if len(refused) > 50:
+            errors.print(f"  … and {len(refused) - 50} more (see --json)")
+    if refused:
+        fail(
+            f"{len(refused)} of {len(items)} tasks refused",
+            "fix them and submit those again; the others were created",
+        )
 
 
 def follow(hub: Any, view: TaskView, timeout: float | None) -> TaskView:

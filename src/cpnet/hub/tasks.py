@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cpnet.auth.model import Principal
-from cpnet.errors import Invalid, NotFound
+from cpnet.errors import DomainError, Invalid, NotFound
 from cpnet.hub import market
 from cpnet.hub import secrets as hub_secrets
 from cpnet.hub.scheduling import pool_view, request_from_dict
@@ -146,16 +146,20 @@ def hold_for(h: Hub, spec: TaskSpec, now: float) -> int:
     return charge.hold_amount(costs, h.settings.hold_margin, h.settings.min_hold)
 
 
-def submit(
-    h: Hub,
-    who: Principal,
-    spec: TaskSpec,
-    *,
-    notes: Sequence[str] = (),
-    view: bool = True,
-) -> Submitted:
-    """Create a task (or find the one a repeated idempotency key names) in one transaction, with
-    `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
+@dataclass(slots=True)
+class _Prepared:
+    """A checked submission, ready for its transaction: the spec as stored (secrets taken out),
+    the values to seal, the quote's hash of it, and the hold it takes."""
+
+    spec: TaskSpec
+    sealed_values: dict
+    quoted: str | None
+    amount: int
+
+
+def _prepare(h: Hub, spec: TaskSpec, now: float) -> _Prepared:
+    """Everything about a submission that needs no transaction; DomainError (4xx) naming the
+    field when the task may not be created."""
     check_new(spec, h.settings.allow_private_urls)
     if spec.data_key == task_secrets.PLACEHOLDER:
         raise Invalid(
@@ -175,46 +179,114 @@ def submit(
     elif spec.quote_option is not None:
         raise Invalid("quote_option needs a quote_id", field="quote_option")
     spec = with_input_sizes(h, with_scu_hours(h, spec))
-    now = time.time()
-    amount = hold_for(h, spec, now)
-    with h.store.tx() as s:
-        if quoted is not None and not _repeated(s, who, spec):
-            row, spec, use = market.bind(s, who, spec, quoted, now)
-            # a quoted task holds its quote's max charge × the margin, so that an overrun
-            # at the quote's rate can be paid (docs/market.md)
-            amount = charge.hold_amount(
-                (use.max_charge,), h.settings.hold_margin, h.settings.min_hold
-            )
-            task, created = store.create_task(s, who, spec, now)
-            if created:
-                quote_store.mark_used(s, row, task.id, spec.quote_option or 1, use, now)
-                store.note(
-                    s,
-                    task,
-                    now,
-                    f"quote {row.id} option {spec.quote_option}: on pool {use.pool_id}, charged "
-                    f"at most {use.max_charge:.6g} {use.currency} as stated, "
-                    f"{use.overrun_rate:.6g} per extra {use.overrun_unit}",
-                )
-        else:
-            task, created = store.create_task(s, who, spec, now)
-        if created and sealed_values:
-            key = hub_secrets.load_key(h.settings)
-            secret_store.put(s, task.id, hub_secrets.seal(key, task.id, sealed_values), now)
+    return _Prepared(spec, sealed_values, quoted, hold_for(h, spec, now))
+
+
+def _create(  # type: ignore[no-untyped-def]
+    s, h: Hub, who: Principal, p: _Prepared, notes: Sequence[str], now: float
+) -> tuple:
+    """The submission's writes, in the caller's transaction `s`: the task (or the one its
+    idempotency key made before), its sealed secrets, the quota check, the hold, the notes.
+    Returns (task, created)."""
+    spec, amount = p.spec, p.amount
+    if p.quoted is not None and not _repeated(s, who, spec):
+        row, spec, use = market.bind(s, who, spec, p.quoted, now)
+        # a quoted task holds its quote's max charge × the margin, so that an overrun at the
+        # quote's rate can be paid (docs/market.md)
+        amount = charge.hold_amount((use.max_charge,), h.settings.hold_margin, h.settings.min_hold)
+        task, created = store.create_task(s, who, spec, now)
         if created:
-            # The organisation's quotas (429 naming the one passed); a refused task is rolled
-            # back with this transaction. Racing submissions are checked one at a time.
-            quota_store.admit(s, task)
-            # In the task's own transaction: a hold refused (402) leaves no task behind.
-            ledger.open_hold(
-                s, who.org_id, who.user_id, task.id, amount, h.settings.platform_fee_bps, now
+            quote_store.mark_used(s, row, task.id, spec.quote_option or 1, use, now)
+            store.note(
+                s,
+                task,
+                now,
+                f"quote {row.id} option {spec.quote_option}: on pool {use.pool_id}, charged "
+                f"at most {use.max_charge:.6g} {use.currency} as stated, "
+                f"{use.overrun_rate:.6g} per extra {use.overrun_unit}",
             )
-            for n in notes:
-                store.note(s, task, now, NOTE_PREFIX + n)
+    else:
+        task, created = store.create_task(s, who, spec, now)
+    if created and p.sealed_values:
+        key = hub_secrets.load_key(h.settings)
+        secret_store.put(s, task.id, hub_secrets.seal(key, task.id, p.sealed_values), now)
+    if created:
+        # The organisation's quotas (429 naming the one passed); a refused task is rolled back
+        # with this transaction. Racing submissions are checked one at a time.
+        quota_store.admit(s, task)
+        # In the task's own transaction: a hold refused (402) leaves no task behind.
+        ledger.open_hold(
+            s, who.org_id, who.user_id, task.id, amount, h.settings.platform_fee_bps, now
+        )
+        for n in notes:
+            store.note(s, task, now, NOTE_PREFIX + n)
+    return task, created
+
+
+def submit(
+    h: Hub,
+    who: Principal,
+    spec: TaskSpec,
+    *,
+    notes: Sequence[str] = (),
+    view: bool = True,
+) -> Submitted:
+    """Create a task (or find the one a repeated idempotency key names) in one transaction, with
+    `notes` (warnings for its owner, recorded as events) on a new one; wake the scheduler."""
+    now = time.time()
+    prepared = _prepare(h, spec, now)
+    with h.store.tx() as s:
+        task, created = _create(s, h, who, prepared, notes, now)
         shown = store.task_view(s, task) if view else None
     if created:
         h.wake_scheduler()
     return Submitted(task.id, created, shown)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """One item of a batch: the task it made or found, or the error that refused it."""
+
+    index: int
+    status: int  # 201 created, 200 found by its idempotency key, else the item's 4xx
+    id: str | None = None
+    error: DomainError | None = None
+
+
+def submit_many(
+    h: Hub, who: Principal, items: Sequence[TaskSpec | DomainError]
+) -> list[ItemOutcome]:
+    """Create many tasks in one transaction: each item is created (or found by its idempotency
+    key) or refused on its own — an invalid item, a quota or a hold it does not pass gets its
+    own error and leaves no trace (a savepoint per item), and the others are still created.
+    `items` holds the specs, or the error an item already failed with when it was parsed. The
+    scheduler is woken once."""
+    now = time.time()
+    out: list[ItemOutcome | None] = [None] * len(items)
+    ready: list[tuple[int, _Prepared]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, DomainError):
+            out[i] = ItemOutcome(i, item.status, error=item)
+            continue
+        try:
+            ready.append((i, _prepare(h, item, now)))
+        except DomainError as exc:
+            out[i] = ItemOutcome(i, exc.status, error=exc)
+    created_any = False
+    if ready:
+        with h.store.tx() as s:
+            for i, prepared in ready:
+                try:
+                    with s.begin_nested():
+                        task, created = _create(s, h, who, prepared, (), now)
+                except DomainError as exc:
+                    out[i] = ItemOutcome(i, exc.status, error=exc)
+                    continue
+                created_any = created_any or created
+                out[i] = ItemOutcome(i, 201 if created else 200, id=task.id)
+    if created_any:
+        h.wake_scheduler()
+    return [x for x in out if x is not None]
 
 
 def _repeated(s, who: Principal, spec: TaskSpec) -> bool:  # type: ignore[no-untyped-def]

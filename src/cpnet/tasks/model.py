@@ -10,7 +10,7 @@ import posixpath
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -531,3 +531,36 @@ class TaskEvent(Report):
 class TaskPage(Report):
     tasks: list[TaskView]
     next_cursor: str | None = None
+
+
+MAX_BATCH = 1000  # tasks per POST /v1/tasks:batch (the SDK and CLI send bigger sets in chunks)
+
+
+class BatchRequest(Strict):
+    """Many tasks in one request (``POST /v1/tasks:batch``). Each item is a TaskSpec, checked on
+    its own: an invalid item is refused with its own error and the others are still created."""
+
+    tasks: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ItemError(Report):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class BatchItem(Report):
+    """One item's outcome: 201 created, 200 found by its idempotency key (the task it made
+    before), else its 4xx with the error (nothing of it was kept)."""
+
+    index: int
+    status: int
+    id: str | None = None
+    error: ItemError | None = None
+
+
+class BatchResult(Report):
+    results: list[BatchItem]  # in the request's order
+    created: int
+    existing: int
+    failed: int

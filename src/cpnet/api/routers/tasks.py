@@ -6,15 +6,25 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from pydantic import ValidationError
 
 from cpnet.api.deps import caller, hub, person
 from cpnet.api.routers.pools import parse_pairs
 from cpnet.auth.model import Principal
+from cpnet.errors import DomainError
 from cpnet.hub import tasks
 from cpnet.hub.scheduling import explain_with_runtimes
 from cpnet.hub.service import Hub
 from cpnet.store import tasks as store
-from cpnet.tasks.model import TaskPage, TaskSpec, TaskView
+from cpnet.tasks.model import (
+    BatchItem,
+    BatchRequest,
+    BatchResult,
+    ItemError,
+    TaskPage,
+    TaskSpec,
+    TaskView,
+)
 from cpnet.tasks.states import State
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -30,6 +40,56 @@ def create_task(
         response.status_code = 200
     assert done.view is not None
     return done.view
+
+
+@router.post(":batch", response_model=BatchResult, response_model_exclude_none=True)
+def create_tasks(
+    batch: BatchRequest, who: Principal = Depends(person), h: Hub = Depends(hub)
+) -> BatchResult:
+    """Submit up to 1000 tasks in one request and one transaction. Each item is checked and
+    created on its own: its result is 201 (created), 200 (its `idempotency_key` found the task
+    it made before) or its own 4xx with the error, field names starting `tasks.N.`; a refused
+    item leaves nothing behind and the others are still created. The answer is 200 whenever
+    the request itself was well formed."""
+    items: list[TaskSpec | DomainError] = []
+    for i, raw in enumerate(batch.tasks):
+        try:
+            items.append(TaskSpec.model_validate(raw))
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            where = ".".join(str(x) for x in e.get("loc", ()))
+            field = f"tasks.{i}.{where}" if where else f"tasks.{i}"
+            items.append(NotATask(f"{field}: {e.get('msg', 'invalid')}", field=field))
+    outcomes = tasks.submit_many(h, who, items)
+    results = [
+        BatchItem(
+            index=o.index,
+            status=o.status,
+            id=o.id,
+            error=None if o.error is None else _item_error(o.index, o.error),
+        )
+        for o in outcomes
+    ]
+    return BatchResult(
+        results=results,
+        created=sum(r.status == 201 for r in results),
+        existing=sum(r.status == 200 for r in results),
+        failed=sum(r.error is not None for r in results),
+    )
+
+
+class NotATask(DomainError):
+    """A batch item that is no valid TaskSpec: 422, as POST /v1/tasks answers such a body."""
+
+    status = 422
+    code = "validation_error"
+
+
+def _item_error(index: int, err: DomainError) -> ItemError:
+    field = err.field
+    if field is not None and not field.startswith(f"tasks.{index}"):
+        field = f"tasks.{index}.{field}"
+    return ItemError(code=err.code, message=err.message, field=field)
 
 
 @router.get("", response_model=TaskPage, response_model_exclude_none=True)
