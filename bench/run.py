@@ -20,7 +20,10 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
 - ``quote``: ``POST /v1/quotes`` latency at 10,000 priced pools, and its parts in process
   (``bench/quote.py``);
 - ``ledger``: ledger postings per second on SQLite and PostgreSQL next to the same database's
-  bare insert-and-commit rate (``bench/ledger.py``).
+  bare insert-and-commit rate (``bench/ledger.py``);
+- ``submit``: acknowledged durable task creations per second through a hub, one per request and
+  1,000 per batch request, on SQLite and PostgreSQL next to the database's bare insert-and-commit
+  rates (``bench/submit.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -39,6 +42,7 @@ import quote
 import resolve
 import sim
 import slurm_latency
+import submit
 import throughput
 from common import ROOT, BenchError, console, trap_sigterm
 
@@ -57,6 +61,7 @@ BENCHMARKS = (
     "slurm_latency",
     "quote",
     "ledger",
+    "submit",
 )
 
 
@@ -78,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_args(ap)
     quote.add_args(ap)
     ledger.add_args(ap)
+    submit.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = quote.run(quote.params(args, command))
             elif name == "ledger":
                 path = ledger.run(ledger.params(args, command))
+            elif name == "submit":
+                path = submit.run(submit.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

@@ -536,6 +536,7 @@ def test_node_whose_slurmd_dies_is_retried_and_its_orphan_stopped(
                 }
             ],
             "constraints": {"labels": {"partition": "big"}},
+            "keep_work_dir": True,  # the first run's status.json names its runner, read below
         }
     )
     wait_until(lambda: runs.is_file() and "tick" in runs.read_text(), 60, "the first run ticks")
