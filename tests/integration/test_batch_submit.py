@@ -65,7 +65,17 @@ def test_items_stand_alone_and_a_retry_finds_its_tasks(hub: HubProc, agents, tmp
     out = user.submit_many(sleepers)
     assert [x.status for x in out] == [201, 201, 429, 429], out
     assert out[2].error is not None and out[2].error.code == "quota_exceeded"
-    for x in out[:2]:
+    # A refused item undone after its task row was written leaves no trace in the audit chain
+    # either: the call's record names the task it did create, which exists.
+    with hub.client() as admin:
+        admin.set_quota(world.org_id, queued=10, cores=130)  # 2 × 64 cores queued now
+    small = {"executors": [{"command": ["sleep", "30"]}], "resources": {"cpu_cores": 1}}
+    mixed = user.submit_many([sleepers[0], small])
+    assert [x.status for x in mixed] == [429, 201], mixed
+    with hub.client() as admin:
+        calls = [r for r in admin.audit_records(world.org_id) if r.action == "POST /v1/tasks:batch"]
+    assert calls[-1].object_id == mixed[1].id and user.task(mixed[1].id).id == mixed[1].id
+    for x in [*out[:2], mixed[1]]:
         user.cancel(x.id)
 
 

@@ -24,7 +24,7 @@ from cpnet.limits.ssrf import STRICT, UrlRule, literal_refusal
 from cpnet.market import charge, quotes
 from cpnet.measure.scu import work_scu_hours
 from cpnet.sched import PoolView, rank
-from cpnet.store import ledger, registry
+from cpnet.store import audit, ledger, registry
 from cpnet.store import prices as price_store
 from cpnet.store import quotas as quota_store
 from cpnet.store import quotes as quote_store
@@ -276,10 +276,12 @@ def submit_many(
     if ready:
         with h.store.tx() as s:
             for i, prepared in ready:
+                queued = audit.mark(s)
                 try:
                     with s.begin_nested():
                         task, created = _create(s, h, who, prepared, (), now)
                 except DomainError as exc:
+                    audit.rollback_to(s, queued)  # no record of what the savepoint undid
                     out[i] = ItemOutcome(i, exc.status, error=exc)
                     continue
                 created_any = created_any or created

@@ -125,6 +125,22 @@ def append_entry(s: Session, entry: Entry) -> None:
     s.info.setdefault(_PENDING, []).append(entry)
 
 
+def mark(s: Session) -> tuple[str | None, int]:
+    """Where the session's queued audit state stands, before a savepoint (see `rollback_to`)."""
+    return s.info.get(_CREATED), len(s.info.get(_PENDING) or ())
+
+
+def rollback_to(s: Session, at: tuple[str | None, int]) -> None:
+    """Forget what was queued since `mark` (its savepoint was rolled back): the records of
+    changes that no longer exist, and the name of a created object that no longer exists."""
+    created_before, n = at
+    pending = s.info.get(_PENDING)
+    if pending is not None:
+        del pending[n:]
+    if created_before is None:
+        s.info.pop(_CREATED, None)
+
+
 def created(s: Session, object_id: str) -> None:
     """Name what this transaction created, for the record of the call that commits it."""
     s.info.setdefault(_CREATED, object_id)
