@@ -107,6 +107,15 @@ def test_cli_array_and_file(hub: HubProc, agents, tmp_path: Path):
         outs.append(done.attempts[-1].executor_logs[-1].stdout.strip())
     assert outs == [f"i={i} n=5" for i in range(5)]
 
+    # --wait follows the whole array: exit 0 only if every task ends COMPLETE.
+    ok_run = run(app, ["submit", "--array", "3", "--wait", "--", "true"], env=env)
+    assert ok_run.exit_code == 0, ok_run.output
+    assert "3 of 3 tasks COMPLETE" in ok_run.output
+    script = '[ "$CPNET_ARRAY_INDEX" != 1 ] || exit 3'
+    bad_run = run(app, ["submit", "--array", "3", "--wait", "--", "sh", "-c", script], env=env)
+    assert bad_run.exit_code == 1, bad_run.output
+    assert "2 of 3 tasks COMPLETE" in bad_run.output and "EXECUTOR_ERROR" in bad_run.output
+
     lines = [json.dumps({"name": f"f{i}", "executors": [{"command": ["true"]}]}) for i in range(3)]
     lines.insert(1, json.dumps({"executors": []}))
     jsonl = tmp_path / "tasks.jsonl"

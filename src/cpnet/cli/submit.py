@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import tomllib
 import uuid
 from pathlib import Path
@@ -250,7 +251,11 @@ def submit(
     ] = None,
     wait: Annotated[
         bool,
-        typer.Option("--wait", "-w", help="Wait for the task to end; exit 0 only if COMPLETE."),
+        typer.Option(
+            "--wait",
+            "-w",
+            help="Wait for the task (every task of --array) to end; exit 0 only if COMPLETE.",
+        ),
     ] = False,
     timeout: Annotated[
         float | None,
@@ -282,10 +287,6 @@ def submit(
         items, lines = read_jsonl(tasks_file)
         submit_batch(ctx, items, [f"line {n}" for n in lines], json_out)
         return
-    if array is not None and wait:
-        fail(
-            "--wait follows one task", "follow the array with `cpnet tasks --tag cpnet.array_id=…`"
-        )
     base = read_spec_file(args[0]) if is_spec_file(args) else None
     spec = build_spec(
         None if base is not None else args,
@@ -311,7 +312,10 @@ def submit(
     )
     if array is not None:
         items = array_items(spec, array)
-        submit_batch(ctx, items, [f"index {i}" for i in range(array)], json_out)
+        results = submit_batch(ctx, items, [f"index {i}" for i in range(array)], json_out)
+        if wait:
+            ids = [r.id for r in results if r.id is not None]
+            follow_array(ctx, items[0]["tags"]["cpnet.array_id"], ids, timeout, json_out)
         return
     with connect(ctx) as hub:
         view = hub.submit(spec)
@@ -385,7 +389,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
 
 def submit_batch(
     ctx: typer.Context, items: list[dict[str, Any]], where: list[str], json_out: bool
-) -> None:
+) -> list[Any]:
     """Send `items` in batches with a progress bar (stderr); print the new tasks' ids (or, with
     `--json`, every result); exit 1 naming each refused item (the others were created)."""
     with (
@@ -428,6 +432,54 @@ def submit_batch(
             f"{len(refused)} of {len(items)} tasks refused",
             "fix them and submit those again; the others were created",
         )
+    return results
+
+
+def follow_array(
+    ctx: typer.Context, array_id: str, ids: list[str], timeout: float | None, json_out: bool
+) -> None:
+    """Wait until every task of an array has ended, with a progress bar on stderr; exit 1
+    naming those that did not end COMPLETE (or, past `timeout`, how many still run)."""
+    wanted = set(ids)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ended: dict[str, TaskView] = {}
+    with (
+        connect(ctx) as hub,
+        Progress(
+            TextColumn("running"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+        ) as bar,
+    ):
+        job = bar.add_task("wait", total=len(wanted))
+        pause = 0.3
+        while True:
+            tasks = hub.iter_tasks(tags={"cpnet.array_id": array_id}, page_size=1000)
+            ended = {t.id: t for t in tasks if t.id in wanted and t.state.terminal}
+            bar.update(job, completed=len(ended))
+            if len(ended) == len(wanted):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                fail(
+                    f"{len(wanted) - len(ended)} of {len(wanted)} tasks still unfinished after "
+                    f"{timeout:g} s",
+                    f"follow them with `cpnet tasks --tag cpnet.array_id={array_id}`",
+                )
+            time.sleep(pause)
+            pause = min(pause * 1.5, 5.0)  # a long array is not polled hard
+    bad = sorted((t for t in ended.values() if t.state is not State.COMPLETE), key=lambda t: t.id)
+    if json_out:
+        print_json({"array_id": array_id, "states": {t.id: t.state.value for t in ended.values()}})
+    else:
+        errors.print(f"{len(ended) - len(bad)} of {len(ended)} tasks COMPLETE")
+        for t in bad[:20]:
+            why = f": {t.reason}" if t.reason else ""
+            errors.print(f"  {t.id} {t.name or ''} {t.state.value}{why}", markup=False)
+    if bad:
+        fail(f"{len(bad)} of {len(ended)} tasks did not complete", f"see `cpnet logs {bad[0].id}`")
 
 
 def follow(hub: Any, view: TaskView, timeout: float | None) -> TaskView:
