@@ -45,6 +45,8 @@ from cpnet.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+DEV_PG = ROOT / "scripts" / "dev-postgres.sh"
+DEV_PG_URL = ROOT / ".dev" / "postgres" / "url"
 PY = sys.executable
 HOST = "127.0.0.1"  # every benchmark talks to this address only
 START_TIMEOUT_S = 60.0
@@ -559,3 +561,48 @@ def timed() -> Iterator[list[float]]:
         yield out
     finally:
         out.append(time.perf_counter() - t0)
+
+
+# ---- databases ----------------------------------------------------------------------------------
+
+
+def postgres_server() -> tuple[str, bool]:
+    """A PostgreSQL server's URL, and whether this call started it (stop it with
+    `stop_dev_postgres`): ``CPNET_BENCH_POSTGRES_URL``, else the dev server
+    ``scripts/dev-postgres.sh`` left running, else that script started now."""
+    from sqlalchemy import create_engine
+
+    url = os.environ.get("CPNET_BENCH_POSTGRES_URL")
+    if url:
+        return url, False
+    if DEV_PG_URL.exists():
+        url = DEV_PG_URL.read_text().strip()
+        try:
+            create_engine(url).connect().close()
+            return url, False
+        except Exception:
+            pass
+    out = subprocess.run(
+        ["bash", str(DEV_PG), "start"], capture_output=True, text=True, timeout=180,
+        env={**os.environ, "CPNET_PG_INSTALL": "0"},
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise BenchError(f"could not start PostgreSQL: {out.stderr.strip()[-500:]}")
+    return out.stdout.strip().splitlines()[-1], True
+
+
+def stop_dev_postgres() -> None:
+    subprocess.run(["bash", str(DEV_PG), "stop"], capture_output=True, timeout=120)
+
+
+def bare_table(engine: Any) -> Any:
+    """The baseline's two-column table (``bench_bare``), created if missing: what a bare
+    insert-and-commit writes, next to which the store's own rates are reported."""
+    from sqlalchemy import BigInteger, Column, MetaData, String, Table
+
+    table = Table(
+        "bench_bare", MetaData(), Column("id", String(64), primary_key=True),
+        Column("amount", BigInteger),
+    )  # fmt: skip
+    table.create(engine, checkfirst=True)
+    return table

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,18 +26,19 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from common import (
-    ROOT,
-    BenchError,
     Section,
+    bare_table,
     changed_note,
     console,
     machine,
     num,
+    postgres_server,
     ratio,
     source_digest,
+    stop_dev_postgres,
     write_report,
 )
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, create_engine, insert, text
+from sqlalchemy import create_engine, insert, text
 
 from cpnet.market import ledger as L
 from cpnet.store import accounts, books
@@ -46,8 +46,6 @@ from cpnet.store import ledger as store_ledger
 from cpnet.store.db import Store
 
 DEFAULT_SECONDS = 10.0
-DEV_PG = ROOT / "scripts" / "dev-postgres.sh"
-DEV_PG_URL = ROOT / ".dev" / "postgres" / "url"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +86,7 @@ def measure(url: str, seconds: float) -> tuple[list[tuple[str, int, float]], str
     """Rows (operation, operations, per second) on one database; and the check's verdict."""
     store = Store(url)
     store.migrate()
-    bare = Table(
-        "bench_bare", MetaData(), Column("id", String(64), primary_key=True),
-        Column("amount", BigInteger),
-    )  # fmt: skip
-    bare.create(store.engine, checkfirst=True)
+    bare = bare_table(store.engine)
     now = time.time()
     with store.tx() as s:
         org = accounts.create_org(s, f"bench-{uuid.uuid4().hex[:8]}", now).id
@@ -152,27 +146,6 @@ def measure(url: str, seconds: float) -> tuple[list[tuple[str, int, float]], str
     return rows, f"{c.transfers:,} transfers, books {verdict}"
 
 
-def _postgres() -> tuple[str, str | None]:
-    """(server URL, None) or (URL, 'stop') when this run started the dev server."""
-    url = os.environ.get("CPNET_BENCH_POSTGRES_URL")
-    if url:
-        return url, None
-    if DEV_PG_URL.exists():
-        url = DEV_PG_URL.read_text().strip()
-        try:
-            create_engine(url).connect().close()
-            return url, None
-        except Exception:
-            pass
-    out = subprocess.run(
-        ["bash", str(DEV_PG), "start"], capture_output=True, text=True, timeout=180,
-        env={**os.environ, "CPNET_PG_INSTALL": "0"},
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise BenchError(f"could not start PostgreSQL: {out.stderr.strip()[-500:]}")
-    return out.stdout.strip().splitlines()[-1], "stop"
-
-
 def run(p: Params) -> Path:
     digest = source_digest()
     sections, notes = [], []
@@ -185,7 +158,7 @@ def run(p: Params) -> Path:
                 info = info or machine(None)
             label = "SQLite (WAL, synchronous=NORMAL, the hub's settings)"
         else:
-            server, stop = _postgres()
+            server, stop = postgres_server()
             name = f"cpnet_bench_ledger_{os.getpid()}"
             admin = create_engine(server, isolation_level="AUTOCOMMIT")
             with admin.connect() as c:
@@ -201,7 +174,7 @@ def run(p: Params) -> Path:
                     c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
                 if stop:
-                    subprocess.run(["bash", str(DEV_PG), "stop"], capture_output=True, timeout=120)
+                    stop_dev_postgres()
             label = f"{pg} (synchronous_commit on: every COMMIT is flushed to disk)"
         base = rows[0][2]
         sections.append(

@@ -26,16 +26,19 @@ from common import (
     Hub,
     Procs,
     Section,
+    bare_table,
     changed_note,
     console,
     machine,
     make_world,
     num,
+    postgres_server,
     ratio,
     source_digest,
+    stop_dev_postgres,
     write_report,
 )
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
+from sqlalchemy import insert
 
 from cpnet.store.db import Store
 
@@ -71,11 +74,7 @@ def params(args: argparse.Namespace, command: str) -> Params:
 def bare_rates(url: str, seconds: float) -> tuple[float, float]:
     """(rows/s one per commit, rows/s 1,000 per commit) on the database at `url`."""
     store = Store(url)
-    table = Table(
-        "bench_bare", MetaData(), Column("id", String(64), primary_key=True),
-        Column("amount", BigInteger),
-    )  # fmt: skip
-    table.create(store.engine, checkfirst=True)
+    table = bare_table(store.engine)
     seq = iter(range(10**12))
 
     def one() -> int:
@@ -159,23 +158,17 @@ def one_database(db: str, p: Params, procs: Procs, server: str | None) -> tuple[
 
 
 def run(p: Params) -> Path:
-    from ledger import _postgres
-
     digest = source_digest()
     sections, notes = [], []
     with Procs() as procs:
         for db in p.databases:
-            server, stop = (None, None) if db == "sqlite" else _postgres()
+            server, started = (None, False) if db == "sqlite" else postgres_server()
             try:
                 section, note = one_database(db, p, procs, server)
             finally:
-                if stop:
-                    import subprocess
-
-                    from ledger import DEV_PG
-
-                    procs.stop_all()
-                    subprocess.run(["bash", str(DEV_PG), "stop"], capture_output=True, timeout=120)
+                if started:
+                    procs.stop_all()  # its hub and database first
+                    stop_dev_postgres()
             sections.append(section)
             notes.append(note)
     notes += [

@@ -194,8 +194,9 @@ class Agent:
         self.last_progress: dict[str, tuple[float, object]] = {}
         self.progress_queued: dict[str, AttemptUpdate] = {}
         self.accepting = ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="accept")
-        # Work dirs of ended attempts still to remove: when to try next, when to give up.
-        self.leftovers: dict[Path, tuple[Handle, float, float]] = {}  # next try, give up at
+        # Work dirs of ended attempts still to remove: their handle, when to try next (monotonic)
+        # and when to give up.
+        self.leftovers: dict[Path, tuple[Handle, float, float]] = {}
         self.site_id = ""
         self.decls: list[PoolDecl] = []
         self.measuring = threading.Event()  # set while probes run

@@ -354,9 +354,10 @@ class Runner:
             self.finish(State.SYSTEM_ERROR, f"cannot read {JOB_FILE}: {exc}")
             return
         wanted = [bool(ex.get("secret_env")) for ex in data["spec"].get("executors") or []]
-        if any(wanted) or data["spec"].get(DATA_KEY):
+        keyed = bool(data["spec"].get(DATA_KEY))
+        if any(wanted) or keyed:
             try:
-                spec = self.with_secrets(spec, wanted, bool(data["spec"].get(DATA_KEY)))
+                spec = self.with_secrets(spec, wanted, keyed)
             except (OSError, ValueError, TypeError, DataKeyError) as exc:
                 self.finish(State.SYSTEM_ERROR, f"the task's secrets did not arrive: {exc}")
                 return

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -32,6 +33,19 @@ STATE_STYLES: dict[State, str] = {
     State.CANCELED: "dim",
     State.PREEMPTED: "magenta",
 }
+
+
+def counting(label: str) -> Progress:
+    """A progress bar on stderr counting items (``label``, bar, n/total, time), gone when done:
+    stdout stays what scripts read."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    )
 
 
 def fail(message: str, hint: str = "", *, code: int = 1) -> NoReturn:

@@ -12,12 +12,11 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cpnet.cli.config import connect
 from cpnet.cli.data import read_key
-from cpnet.cli.output import errors, fail, print_json, split_pairs, state_text
-from cpnet.tasks.model import TaskSpec, TaskView
+from cpnet.cli.output import counting, errors, fail, print_json, split_pairs, state_text
+from cpnet.tasks.model import BatchItem, TaskSpec, TaskView
 from cpnet.tasks.states import State
 
 MAX_ARRAY = 100_000  # tasks one --array makes (sent in batches of 1000)
@@ -389,19 +388,12 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
 
 def submit_batch(
     ctx: typer.Context, items: list[dict[str, Any]], where: list[str], json_out: bool
-) -> list[Any]:
+) -> list[BatchItem]:
     """Send `items` in batches with a progress bar (stderr); print the new tasks' ids (or, with
     `--json`, every result); exit 1 naming each refused item (the others were created)."""
     with (
         connect(ctx) as hub,
-        Progress(
-            TextColumn("submitting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=errors,
-            transient=True,
-        ) as bar,
+        counting("submitting") as bar,
     ):
         job = bar.add_task("submit", total=len(items))
         results = hub.submit_many(items, on_chunk=lambda k: bar.advance(job, k))
@@ -445,14 +437,7 @@ def follow_array(
     ended: dict[str, TaskView] = {}
     with (
         connect(ctx) as hub,
-        Progress(
-            TextColumn("running"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=errors,
-            transient=True,
-        ) as bar,
+        counting("running") as bar,
     ):
         job = bar.add_task("wait", total=len(wanted))
         pause = 0.3

@@ -55,8 +55,9 @@ def stage_in(
     """
     files_dir.mkdir(parents=True, exist_ok=True)
     budget = Budget(max_bytes, max_file_bytes)
-    ctx = Context(files_dir, budget, timeout_s, file_roots, remote or Remote(), retries, progress)
-    ctx.sealer = sealer
+    ctx = Context(
+        files_dir, budget, timeout_s, file_roots, remote or Remote(), retries, progress, sealer
+    )
     for inp in inputs:
         started = time.monotonic()
         try:
