@@ -108,11 +108,17 @@ def test_cli_array_and_file(hub: HubProc, agents, tmp_path: Path):
     assert outs == [f"i={i} n=5" for i in range(5)]
 
     # --wait follows the whole array: exit 0 only if every task ends COMPLETE.
-    ok_run = run(app, ["submit", "--array", "3", "--wait", "--", "true"], env=env)
+    ok_run = run(
+        app, ["submit", "--array", "3", "--wait", "--timeout", "120", "--", "true"], env=env
+    )
     assert ok_run.exit_code == 0, ok_run.output
     assert "3 of 3 tasks COMPLETE" in ok_run.output
     script = '[ "$CPNET_ARRAY_INDEX" != 1 ] || exit 3'
-    bad_run = run(app, ["submit", "--array", "3", "--wait", "--", "sh", "-c", script], env=env)
+    bad_run = run(
+        app,
+        ["submit", "--array", "3", "--wait", "--timeout", "120", "--", "sh", "-c", script],
+        env=env,
+    )
     assert bad_run.exit_code == 1, bad_run.output
     assert "2 of 3 tasks COMPLETE" in bad_run.output and "EXECUTOR_ERROR" in bad_run.output
 
