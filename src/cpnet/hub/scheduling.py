@@ -36,6 +36,10 @@ from cpnet.tasks.model import BLOB_URL_PREFIX
 from cpnet.tasks.model import Resources as TaskResources
 
 BATCH = 500  # queued tasks considered per pass
+# A greedy pass reads the queue this many tasks first, doubling while every task read is placed:
+# a pass woken by one finished task (room for one more) then converts a few queued specs, not
+# BATCH of them (that made a long queue cost O(queue) per completion: docs/benchmarks.md).
+FIRST_READ = 32
 HISTORY_S = 900.0  # a pool's record: the attempts placed on it in the last 15 minutes
 
 log = logging.getLogger(__name__)
@@ -209,21 +213,25 @@ def schedule_once(
 ) -> PassResult:
     """One pass: place as many queued tasks as fit, oldest first, in one transaction.
 
-    The queue is read `batch` tasks at a time until it ends or no pool has room left, so tasks
-    that cannot be placed (a region no pool serves) never block the ones behind them. With
+    The queue is read a few tasks at a time (FIRST_READ, doubling while all of a read fits, at
+    most `batch`) until it ends or no pool has room left, so tasks that cannot be placed (a
+    region no pool serves) never block the ones behind them, and a pass with room for one task
+    reads a few, not the whole queue. ``waiting`` counts the tasks read that found no room. With
     ``joint_time_limit_s`` set, each read is placed jointly (``sched.joint``) within that
     limit; else greedily, one task after another (``sched.assign``).
     """
     placed, sites, waiting = 0, set(), 0
+    # Joint placement optimises over everything it reads, so it reads `batch` at once.
+    read = batch if joint_time_limit_s is not None else min(batch, FIRST_READ)
     with store.tx() as s:
-        queued = tasks_store.queued_tasks(s, batch)
+        queued = tasks_store.queued_tasks(s, read)
         if not queued:
             # Nothing waits: skip the snapshot of every pool (at 10,000 pools it costs more
             # than a second of CPU, and an idle hub would pay it on every wake-up).
             return PassResult(0, frozenset(), 0)
         placed, sites, leased, snapshot = lease_pass(s, now, batch)
         if placed:  # some of the read went to their leases
-            queued = tasks_store.queued_tasks(s, batch)
+            queued = tasks_store.queued_tasks(s, read)
             if not queued:
                 return PassResult(placed, frozenset(sites), 0)
         views = snapshot if snapshot is not None else {v.id: v for v in pool_views(s, now)}
@@ -235,9 +243,10 @@ def schedule_once(
         after = None
         while _has_room(views):  # else nothing can be placed: skip reading the queue
             if after is not None:
-                queued = tasks_store.queued_tasks(s, batch, after_seq=after)
+                queued = tasks_store.queued_tasks(s, read, after_seq=after)
             if not queued:
                 break
+            placed_before = placed
             after = queued[-1].seq
             requests = [
                 request_from_dict(
@@ -271,8 +280,10 @@ def schedule_once(
                 views[pool_id] = replace(view, available=view.available - req.demand)
                 placed += 1
                 sites.add(view.site_id)
-            if len(queued) < batch:
+            if len(queued) < read:
                 break
+            if placed - placed_before == len(queued):
+                read = min(batch, 2 * read)  # all of it fitted: read more at once
     return PassResult(placed, frozenset(sites), waiting)
 
 

@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
+
 from cpnet.auth.model import Principal
 from cpnet.errors import DomainError, Invalid, NotFound
 from cpnet.hub import market
@@ -275,6 +277,13 @@ def submit_many(
     created_any = False
     if ready:
         with h.store.tx() as s:
+            if all(_plain(p) for _, p in ready):
+                made = _create_together(s, h, who, [p for _, p in ready], now)
+                if made is not None:
+                    for (i, _), (tid, created) in zip(ready, made, strict=True):
+                        created_any = created_any or created
+                        out[i] = ItemOutcome(i, 201 if created else 200, id=tid)
+                    ready = []
             for i, prepared in ready:
                 queued = audit.mark(s)
                 try:
@@ -289,6 +298,46 @@ def submit_many(
     if created_any:
         h.wake_scheduler()
     return [x for x in out if x is not None]
+
+
+def _plain(p: _Prepared) -> bool:
+    """Whether a submission needs nothing but the task, its quota check and its hold."""
+    return p.quoted is None and not p.sealed_values
+
+
+def _create_together(  # type: ignore[no-untyped-def]
+    s, h: Hub, who: Principal, items: list[_Prepared], now: float
+) -> list[tuple[str, bool]] | None:
+    """Plain submissions (`_plain`) created with a few statements for all of them: their tasks
+    (store.create_tasks), one quota check (quotas.admit_many) and their holds
+    (ledger.open_holds), in a savepoint of `s`. None, with nothing left behind, when the batch
+    does not pass together — a quota, a hold, a spending limit, or an idempotency key taken by
+    a concurrent request — and each item must be created, or refused, on its own."""
+    queued = audit.mark(s)
+    try:
+        with s.begin_nested():
+            made = store.create_tasks(s, who, [p.spec for p in items], now)
+            new = [(tid, p) for (tid, created), p in zip(made, items, strict=True) if created]
+            if new:
+                quota_store.admit_many(
+                    s,
+                    who.org_id,
+                    sum(p.spec.resources.cpu_cores for _, p in new),
+                    sum(p.spec.resources.gpus for _, p in new),
+                    len(new),
+                )
+                holds = [(tid, p.amount) for tid, p in new]
+                fee = h.settings.platform_fee_bps
+                if not ledger.open_holds(s, who.org_id, who.user_id, holds, fee, now):
+                    raise _OneByOne
+    except (DomainError, IntegrityError, _OneByOne):
+        audit.rollback_to(s, queued)
+        return None
+    return made
+
+
+class _OneByOne(Exception):
+    """The batch must be created item by item (see _create_together)."""
 
 
 def _repeated(s, who: Principal, spec: TaskSpec) -> bool:  # type: ignore[no-untyped-def]

@@ -110,10 +110,12 @@ _NEW_TRANSFER = {
     "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
     "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
 }
+# Run with a list of rows (SQLAlchemy's "insertmanyvalues": multi-row INSERTs from one compiled
+# statement); RETURNING names the rows that were new.
 _NEW_TRANSFERS = {
-    "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]),
-    "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]),
-}  # + .values([...]).returning(id) per batch: RETURNING names the rows that were new
+    "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.id),
+    "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.id),
+}
 _NEW_HOLD = LedgerHold.__table__.insert()
 _DEBIT = (
     _A.update()
@@ -177,8 +179,7 @@ def post_many(
     details = list(details) or [None] * len(transfers)
     conn = s.connection()
     rows = [_row(t, d) for t, d in zip(transfers, details, strict=True)]
-    stmt = _NEW_TRANSFERS[conn.dialect.name].values(rows).returning(_T.c.id)
-    new = {r.id for r in conn.execute(stmt)}
+    new = {r.id for r in conn.execute(_NEW_TRANSFERS[conn.dialect.name], rows)}
     fresh = []
     for t in transfers:
         if t.id in new:
@@ -397,6 +398,63 @@ def open_hold(
     return h
 
 
+def open_holds(
+    s: Session,
+    org_id: str,
+    user_id: str | None,
+    holds: Sequence[tuple[str, int]],
+    fee_bps: int,
+    now: float,
+) -> bool:
+    """`open_hold` for many new tasks of one submitter at once: (task id, amount) each. The hold
+    rows go in one multi-row INSERT and their transfers through `post_many` (one balance change
+    per account for the batch, checked against its floor as a whole: PaymentRequired when the
+    batch does not fit, and the caller then opens them one by one, so that those that fit still
+    do). False, having written nothing, when a monthly spending limit applies to the submitter:
+    each hold is then checked against it by `open_hold`."""
+    keys = ["", user_id] if user_id else [""]
+    limited = s.execute(
+        select(SpendingLimit.user_id).where(
+            SpendingLimit.org_id == org_id, SpendingLimit.user_id.in_(keys)
+        )
+    ).first()
+    if limited is not None:
+        return False
+    period = L.period_of(now)
+    made = [
+        L.Hold(L.hold_id(tid), org_id, tid, amount, user_id, period=period) for tid, amount in holds
+    ]
+    if not made:
+        return True
+    s.connection().execute(
+        _NEW_HOLD,
+        [
+            {
+                "id": h.id,
+                "task_id": h.task_id,
+                "org_id": org_id,
+                "user_id": user_id,
+                "amount": h.amount,
+                "charged": 0,
+                "fee_bps": fee_bps,
+                "state": h.state.value,
+                "period": period,
+                "created_at": now,
+                "settled_at": None,
+            }
+            for h in made
+        ],
+    )
+    transfers = [t for h in made for t in L.reserve(h, now)]
+    try:
+        for i in range(0, len(transfers), 500):  # bound the statement's parameters
+            post_many(s, transfers[i : i + 500])
+    except PaymentRequired as exc:
+        exc.field = "constraints.budget"
+        raise
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Metered:
     """One attempt as charged: where it ran, for how long, at what price."""
@@ -410,6 +468,27 @@ class Metered:
     scu_h: float | None = None  # SCU-hours of work, when SCU-priced
 
 
+# Built once: settlement runs as every task ends (see store/tasks._event for why).
+_METERED = (
+    select(
+        Attempt.id,
+        Attempt.pool_id,
+        Attempt.state,
+        Attempt.start_time,
+        Attempt.end_time,
+        Attempt.demand,
+        Attempt.price,
+        Attempt.lease_id,
+        Pool.descriptor,
+        Site.org_id,
+    )
+    .join(Pool, Pool.id == Attempt.pool_id)
+    .join(Site, Site.id == Pool.site_id)
+    .where(Attempt.task_id == bindparam("b_task"))
+    .order_by(Attempt.n)
+)
+
+
 def metered(s: Session, task_id: str) -> list[Metered]:
     """The charge of each attempt of a task, oldest first, at the price recorded on it when it
     was placed (the pool's declared price for attempts placed before that was recorded), for
@@ -417,27 +496,9 @@ def metered(s: Session, task_id: str) -> list[Metered]:
     Attempts that never started, those that ended SYSTEM_ERROR (the site's fault), and those
     that ran on a lease of the task's organisation (the lease pays for its resources), are not
     charged."""
-    q = (
-        select(
-            Attempt.id,
-            Attempt.pool_id,
-            Attempt.state,
-            Attempt.start_time,
-            Attempt.end_time,
-            Attempt.demand,
-            Attempt.price,
-            Attempt.lease_id,
-            Pool.descriptor,
-            Site.org_id,
-        )
-        .join(Pool, Pool.id == Attempt.pool_id)
-        .join(Site, Site.id == Pool.site_id)
-        .where(Attempt.task_id == task_id)
-        .order_by(Attempt.n)
-    )
     out = []
     walls = usage.accepted_walls(s, task_id)
-    for a in s.execute(q):
+    for a in s.connection().execute(_METERED, {"b_task": task_id}):
         if a.start_time is None or a.state == State.SYSTEM_ERROR.value or a.lease_id:
             continue  # not started, the site's fault, or paid by its lease (store/leases.py)
         # The accepted signed usage record's wall_s; without one, the span the hub observed
@@ -490,7 +551,7 @@ def settle_task(s: Session, task_id: str, now: float) -> L.Hold | None:
     hold moves from pending by compare-and-set, and every transfer's id derives from the hold
     and attempt. A task without a hold (created before the ledger) settles nothing."""
     s.flush()  # the attempts' final states, set on ORM objects, must be visible to the query
-    row = s.execute(select(*_HOLD_COLS).where(LedgerHold.task_id == task_id)).first()
+    row = s.connection().execute(_HOLD_OF_TASK, {"b_task": task_id}).first()
     if row is None or row.state != L.HoldState.PENDING.value:
         return None
     return _settle(s, row, quote_capped(s, task_id, metered(s, task_id)), now)
@@ -505,6 +566,17 @@ _HOLD_COLS = (
     LedgerHold.period,
     LedgerHold.fee_bps,
     LedgerHold.state,
+)
+_HOLD_OF_TASK = select(*_HOLD_COLS).where(LedgerHold.task_id == bindparam("b_task"))
+_SETTLE_HOLD = (
+    _sql_update(LedgerHold.__table__)
+    .where(
+        LedgerHold.__table__.c.id == bindparam("b_id"),
+        LedgerHold.__table__.c.state == L.HoldState.PENDING.value,
+    )
+    .values(
+        state=bindparam("b_state"), charged=bindparam("b_charged"), settled_at=bindparam("b_at")
+    )
 )
 
 
@@ -522,10 +594,9 @@ def _settle(s: Session, row: Row, lines: list[Metered], now: float) -> L.Hold | 
     done, transfers = L.settle(
         hold, [L.ChargeLine(m.attempt_id, m.payee_org, m.charge) for m in lines], row.fee_bps, now
     )
-    res = s.execute(
-        _update(LedgerHold)
-        .where(LedgerHold.id == row.id, LedgerHold.state == L.HoldState.PENDING.value)
-        .values(state=done.state.value, charged=done.charged, settled_at=now)
+    res = s.connection().execute(
+        _SETTLE_HOLD,
+        {"b_id": row.id, "b_state": done.state.value, "b_charged": done.charged, "b_at": now},
     )
     if res.rowcount != 1:
         return None  # settled by a concurrent transaction

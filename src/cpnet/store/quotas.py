@@ -6,7 +6,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cpnet.errors import DomainError
-from cpnet.limits.quota import Quota, Usage, check
+from cpnet.limits.quota import Quota, Refusal, Usage, check
 from cpnet.store.tables import OrgQuota, Task
 from cpnet.tasks.states import TERMINAL, State
 
@@ -89,3 +89,37 @@ def admit(s: Session, task: Task) -> None:
             used=refused.used,
             asked=refused.asked,
         )
+
+
+def admit_many(s: Session, org_id: str, cores: float, gpus: int, n: int) -> None:
+    """`admit` for `n` tasks just created together in this transaction, asking `cores` and
+    `gpus` in all: the organisation's use, counted with them, must stay within its quotas.
+    Equivalent to admitting them one after another (use only grows), with one check; the
+    QuotaExceeded raised names the whole batch's ask, and the caller then admits the tasks one
+    by one, so that those that fit are still created."""
+    locked = s.execute(
+        update(OrgQuota)
+        .where(OrgQuota.org_id == org_id)
+        .values(version=OrgQuota.version + 1)
+        .returning(OrgQuota.max_queued, OrgQuota.max_cores, OrgQuota.max_gpus)
+    ).one_or_none()
+    if locked is None:
+        return
+    quota = Quota(*locked)
+    used = usage(s, org_id)  # the batch included
+    before = Usage(used.queued - n, used.cores - cores, used.gpus - gpus)
+    for ask in (
+        ("queued", quota.queued, before.queued, n),
+        ("cores", quota.cores, before.cores, cores),
+        ("gpus", quota.gpus, before.gpus, gpus),
+    ):
+        name, limit, had, asked = ask
+        if limit is not None and asked and had + asked > limit + 1e-9:
+            raise QuotaExceeded(
+                Refusal(name, limit, had, asked).message,
+                field=None,
+                quota=name,
+                limit=limit,
+                used=had,
+                asked=asked,
+            )

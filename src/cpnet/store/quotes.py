@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from cpnet.auth.model import Principal
@@ -94,9 +94,20 @@ class ChargeCap:
     fee_bps: int
 
 
+_CAP_OF_TASK = select(
+    Quote.id,
+    Quote.charge_cap,
+    Quote.overrun_rate,
+    Quote.overrun_unit,
+    Quote.currency,
+    Quote.fee_bps,
+).where(Quote.used_by_task == bindparam("b_task"))
+
+
 def charge_cap(s: Session, task_id: str) -> ChargeCap | None:
     """The task's quoted charge cap, or None when it was not submitted with a quote."""
-    row = s.scalar(select(Quote).where(Quote.used_by_task == task_id))
+    # Columns, not the ORM row: every task's settlement asks, and most have no quote.
+    row = s.connection().execute(_CAP_OF_TASK, {"b_task": task_id}).first()
     if row is None or row.charge_cap is None:
         return None
     return ChargeCap(

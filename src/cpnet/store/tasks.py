@@ -7,12 +7,15 @@ capacity it reserves or releases commit together or not at all.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from sqlalchemy import Update, insert, select
+from sqlalchemy import Update, bindparam, insert, select
 from sqlalchemy import update as _sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cpnet.audit.chain import digest_of
 from cpnet.auth.model import Principal, Role
@@ -70,15 +73,134 @@ def _event(
     reason: str | None,
     attempt: int | None = None,
 ) -> None:
-    # A Core INSERT: an ORM object would make the next statement flush the unit of work.
-    s.execute(
-        insert(TaskEvent).values(
-            task_id=task_id, at=now, from_state=frm, to_state=to, reason=reason, attempt=attempt
-        )
+    # One statement built once, run on the connection: an ORM object would make the next
+    # statement flush the unit of work, and Session.execute of a fresh INSERT … VALUES costs
+    # ~8× the connection's execute of a prepared one (its cache key, the ORM's bulk path).
+    s.connection().execute(
+        _INSERT_EVENT,
+        {
+            "task_id": task_id,
+            "at": now,
+            "from_state": frm,
+            "to_state": to,
+            "reason": reason,
+            "attempt": attempt,
+        },
     )
 
 
+_T = Task.__table__
+_INSERT_TASK = insert(_T)
+_P = Pool.__table__
+_INSERT_ATTEMPT = insert(Attempt.__table__)
+# Reserve capacity on a pool only if it has room (see place): one conditional UPDATE.
+_RESERVE = (
+    _sql_update(_P)
+    .where(
+        _P.c.id == bindparam("b_pool"),
+        _P.c.online.is_(True),
+        _P.c.reserved_cpu + bindparam("b_cpu") <= _P.c.total_cpu + EPS,
+        _P.c.reserved_ram + bindparam("b_ram") <= _P.c.total_ram + EPS,
+        _P.c.reserved_disk + bindparam("b_disk") <= _P.c.total_disk + EPS,
+        _P.c.reserved_gpus + bindparam("b_gpus") <= _P.c.total_gpus,
+    )
+    .values(
+        reserved_cpu=_P.c.reserved_cpu + bindparam("b_cpu"),
+        reserved_ram=_P.c.reserved_ram + bindparam("b_ram"),
+        reserved_disk=_P.c.reserved_disk + bindparam("b_disk"),
+        reserved_gpus=_P.c.reserved_gpus + bindparam("b_gpus"),
+    )
+)
+# The task takes its next attempt, if it is still queued with the attempts it was read with.
+_PLACE_TASK = (
+    _sql_update(_T)
+    .where(
+        _T.c.id == bindparam("b_id"),
+        _T.c.state == State.QUEUED.value,
+        _T.c.attempts == bindparam("b_n"),
+    )
+    .values(
+        attempts=bindparam("b_next"),
+        pool_id=bindparam("b_pool"),
+        updated_at=bindparam("b_at"),
+        reason=bindparam("b_why"),
+    )
+)
+_INSERT_EVENT = insert(TaskEvent.__table__)
+# Compare-and-set of a task's state (see _move); bound names differ from the columns'.
+_MOVE = (
+    _sql_update(_T)
+    .where(_T.c.id == bindparam("b_id"), _T.c.state == bindparam("b_frm"))
+    .values(state=bindparam("b_to"), reason=bindparam("b_reason"), updated_at=bindparam("b_at"))
+)
+
+
 # ---- create, read, list ----
+
+
+def create_tasks(
+    s: Session, who: Principal, specs: Sequence[TaskSpec], now: float
+) -> list[tuple[str, bool]]:
+    """`create_task` for many specs at once: one query finds the idempotency keys used before
+    (a key repeated inside `specs` makes one task too), one multi-row INSERT writes the new
+    tasks and one their ``created`` events. Returns (task id, created) per spec, in order.
+    IntegrityError when a concurrent transaction took one of the keys meanwhile: the caller
+    rolls back to its savepoint and creates them one by one (which finds that task)."""
+    found: dict[str, str] = {}
+    keys = sorted({x.idempotency_key for x in specs if x.idempotency_key is not None})
+    for chunk in _chunks(keys):
+        q = select(Task.idempotency_key, Task.id).where(
+            Task.org_id == who.org_id, Task.idempotency_key.in_(chunk)
+        )
+        found.update((k, tid) for k, tid in s.execute(q) if k is not None)
+    out: list[tuple[str, bool]] = []
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        key = spec.idempotency_key
+        if key is not None and key in found:
+            out.append((found[key], False))
+            continue
+        tid = new_id("tsk")
+        if key is not None:
+            found[key] = tid
+        rows.append(
+            {
+                "id": tid,
+                "org_id": who.org_id,
+                "user_id": who.user_id,
+                "name": spec.name,
+                "state": State.QUEUED.value,
+                "reason": None,
+                "spec": spec.model_dump(mode="json", exclude_none=True),
+                "tags": spec.tags,
+                "idempotency_key": key,
+                "pool_id": None,
+                "attempts": 0,
+                "max_attempts": spec.max_attempts,
+                "created_at": now,
+                "updated_at": now,
+                "cpu_cores": spec.resources.cpu_cores,
+                "gpus": spec.resources.gpus,
+            }
+        )
+        out.append((tid, True))
+    if rows:
+        conn = s.connection()
+        conn.execute(_INSERT_TASK, rows)
+        events = [
+            {
+                "task_id": r["id"],
+                "at": now,
+                "from_state": None,
+                "to_state": State.QUEUED.value,
+                "reason": "created",
+                "attempt": None,
+            }
+            for r in rows
+        ]
+        conn.execute(_INSERT_EVENT, events)
+        audit.created(s, rows[0]["id"])
+    return out
 
 
 def by_idempotency_key(s: Session, who: Principal, key: str) -> Task | None:
@@ -365,14 +487,22 @@ def _write(
 
 def _move(s: Session, task: Task, m: TaskMove) -> bool:
     """Compare-and-set the task's state from `m.frm`; record the event if it landed."""
-    res = s.execute(
-        update(Task)
-        .where(Task.id == task.id, Task.state == m.frm.value)
-        .values(state=m.to.value, reason=m.reason, updated_at=m.at)
+    res = s.connection().execute(
+        _MOVE,
+        {
+            "b_id": task.id,
+            "b_frm": m.frm.value,
+            "b_to": m.to.value,
+            "b_reason": m.reason,
+            "b_at": m.at,
+        },
     )
     if res.rowcount != 1:
         return False
-    task.state, task.reason, task.updated_at = m.to.value, m.reason, m.at
+    # What the row now holds, set as loaded: marking them changed would UPDATE the row again.
+    set_committed_value(task, "state", m.to.value)
+    set_committed_value(task, "reason", m.reason)
+    set_committed_value(task, "updated_at", m.at)
     _event(s, task.id, m.at, m.frm.value, m.to.value, m.reason, m.attempt)
     if m.to.terminal:
         # The money moves in the transaction that ends the task (docs/market.md).
@@ -402,16 +532,30 @@ def _change_attempt(s: Session, a: Attempt, ch: AttemptChange) -> None:
 
 
 def _unreserve(s: Session, pool_id: str, d: Resources) -> None:
-    s.execute(
-        update(Pool)
-        .where(Pool.id == pool_id)
-        .values(
-            reserved_cpu=Pool.reserved_cpu - d.cpu_cores,
-            reserved_ram=Pool.reserved_ram - d.ram_gb,
-            reserved_disk=Pool.reserved_disk - d.disk_gb,
-            reserved_gpus=Pool.reserved_gpus - d.gpus,
-        )
+    s.connection().execute(_UNRESERVE, _amounts(pool_id, d))
+
+
+def _amounts(pool_id: str, d: Resources) -> dict[str, Any]:
+    """The bound values of _RESERVE and _UNRESERVE."""
+    return {
+        "b_pool": pool_id,
+        "b_cpu": d.cpu_cores,
+        "b_ram": d.ram_gb,
+        "b_disk": d.disk_gb,
+        "b_gpus": d.gpus,
+    }
+
+
+_UNRESERVE = (
+    _sql_update(_P)
+    .where(_P.c.id == bindparam("b_pool"))
+    .values(
+        reserved_cpu=_P.c.reserved_cpu - bindparam("b_cpu"),
+        reserved_ram=_P.c.reserved_ram - bindparam("b_ram"),
+        reserved_disk=_P.c.reserved_disk - bindparam("b_disk"),
+        reserved_gpus=_P.c.reserved_gpus - bindparam("b_gpus"),
     )
+)
 
 
 def place(
@@ -433,57 +577,53 @@ def place(
     The reservation is one conditional UPDATE, so two placements racing for the last cores can
     never both succeed, whichever database and however many hub replicas.
     """
-    res = s.execute(
-        update(Pool)
-        .where(
-            Pool.id == pool_id,
-            Pool.online.is_(True),
-            Pool.reserved_cpu + demand.cpu_cores <= Pool.total_cpu + EPS,
-            Pool.reserved_ram + demand.ram_gb <= Pool.total_ram + EPS,
-            Pool.reserved_disk + demand.disk_gb <= Pool.total_disk + EPS,
-            Pool.reserved_gpus + demand.gpus <= Pool.total_gpus,
-        )
-        .values(
-            reserved_cpu=Pool.reserved_cpu + demand.cpu_cores,
-            reserved_ram=Pool.reserved_ram + demand.ram_gb,
-            reserved_disk=Pool.reserved_disk + demand.disk_gb,
-            reserved_gpus=Pool.reserved_gpus + demand.gpus,
-        )
-    )
+    conn = s.connection()
+    res = conn.execute(_RESERVE, _amounts(pool_id, demand))
     if res.rowcount != 1:
         return None
     n = task.attempts + 1
-    moved = s.execute(
-        update(Task)
-        .where(Task.id == task.id, Task.state == State.QUEUED.value, Task.attempts == task.attempts)
-        .values(attempts=n, pool_id=pool_id, updated_at=now, reason=why)
+    moved = conn.execute(
+        _PLACE_TASK,
+        {
+            "b_id": task.id,
+            "b_n": task.attempts,
+            "b_next": n,
+            "b_pool": pool_id,
+            "b_at": now,
+            "b_why": why,
+        },
     )
     if moved.rowcount != 1:
         # The task changed meanwhile (cancelled, or placed by another hub replica): give the
         # capacity back in this same transaction and leave the task alone.
         _unreserve(s, pool_id, demand)
         return None
-    task.attempts, task.pool_id = n, pool_id
+    if isinstance(task, Task):  # the row holds these now: set as loaded, not as changes
+        set_committed_value(task, "attempts", n)
+        set_committed_value(task, "pool_id", pool_id)
+    else:
+        task.attempts, task.pool_id = n, pool_id
     attempt_id = new_id("att")
-    s.execute(
-        insert(Attempt).values(
-            id=attempt_id,
-            task_id=task.id,
-            n=n,
-            pool_id=pool_id,
-            site_id=site_id,
-            state=State.QUEUED.value,
-            delivered_at=None,
-            cancel_requested=False,
-            released=False,
-            demand=asdict(demand),  # what was reserved, given back as it was when it ends
-            price=price,
-            created_at=now,
-            executor_logs=[],
-            outputs=[],
-            system_logs=[],
-            lease_id=lease_id,
-        )
+    conn.execute(
+        _INSERT_ATTEMPT,
+        {
+            "id": attempt_id,
+            "task_id": task.id,
+            "n": n,
+            "pool_id": pool_id,
+            "site_id": site_id,
+            "state": State.QUEUED.value,
+            "delivered_at": None,
+            "cancel_requested": False,
+            "released": False,
+            "demand": asdict(demand),  # what was reserved, given back as it was when it ends
+            "price": price,
+            "created_at": now,
+            "executor_logs": [],
+            "outputs": [],
+            "system_logs": [],
+            "lease_id": lease_id,
+        },
     )
     _event(
         s, task.id, now, State.QUEUED.value, State.QUEUED.value, f"placed on {pool_id}: {why}", n
@@ -517,20 +657,24 @@ def queued_tasks(s: Session, limit: int, after_seq: int | None = None) -> list[Q
     A QUEUED task whose newest attempt is still active is placed already (its agent has not
     picked it up yet), so it is not waiting.
     """
-    placed = (
-        select(Attempt.id)
-        .where(Attempt.task_id == Task.id, Attempt.state.in_([x.value for x in ACTIVE_ATTEMPT]))
-        .exists()
+    # Built once, run on the connection: every scheduling pass reads the queue.
+    rows = s.connection().execute(
+        _QUEUED, {"b_after": -1 if after_seq is None else after_seq, "b_limit": limit}
     )
-    q = (
-        select(Task.id, Task.attempts, Task.spec, Task.seq, Task.org_id)
-        .where(Task.state == State.QUEUED.value, ~placed)
-        .order_by(Task.seq)
-        .limit(limit)
-    )
-    if after_seq is not None:
-        q = q.where(Task.seq > after_seq)
-    return [QueuedTask(tid, n, spec, seq, org_id=org) for tid, n, spec, seq, org in s.execute(q)]
+    return [QueuedTask(tid, n, spec, seq, org_id=org) for tid, n, spec, seq, org in rows]
+
+
+_PLACED = (
+    select(Attempt.id)
+    .where(Attempt.task_id == Task.id, Attempt.state.in_([x.value for x in ACTIVE_ATTEMPT]))
+    .exists()
+)
+_QUEUED = (
+    select(Task.id, Task.attempts, Task.spec, Task.seq, Task.org_id)
+    .where(Task.state == State.QUEUED.value, ~_PLACED, Task.seq > bindparam("b_after"))
+    .order_by(Task.seq)
+    .limit(bindparam("b_limit"))
+)
 
 
 def failed_pools(s: Session, task_id: str) -> list[str]:
@@ -570,9 +714,39 @@ class UpdateResult:
     usage: Judgement | None = None  # the verdict on the update's signed usage record
 
 
-def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> UpdateResult:
-    """Apply one agent report to its attempt and, through it, to the task."""
-    a = s.scalar(select(Attempt).where(Attempt.id == u.attempt_id))
+def apply_updates(
+    s: Session, site_id: str, updates: Sequence[AttemptUpdate], now: float
+) -> list[UpdateResult]:
+    """Apply an agent's reports in order (`apply_update`), loading their attempts and tasks with
+    one query each first, so that each report finds them in the session."""
+    # Held here: the session's identity map holds unchanged objects only weakly.
+    attempts: dict[str, Attempt] = {}
+    for chunk in _chunks(sorted({u.attempt_id for u in updates})):
+        attempts.update((a.id, a) for a in s.scalars(select(Attempt).where(Attempt.id.in_(chunk))))
+    tasks: dict[str, Task] = {}
+    for chunk in _chunks(sorted({a.task_id for a in attempts.values()})):
+        tasks.update((x.id, x) for x in s.scalars(select(Task).where(Task.id.in_(chunk))))
+    return [apply_update(s, site_id, u, now, attempts, tasks) for u in updates]
+
+
+def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def apply_update(
+    s: Session,
+    site_id: str,
+    u: AttemptUpdate,
+    now: float,
+    attempts: dict[str, Attempt] | None = None,
+    tasks: dict[str, Task] | None = None,
+) -> UpdateResult:
+    """Apply one agent report to its attempt and, through it, to the task (`attempts`,
+    `tasks`: rows loaded already, by id; what they lack is read here)."""
+    a = (attempts or {}).get(u.attempt_id) or s.scalar(
+        select(Attempt).where(Attempt.id == u.attempt_id)
+    )
     if a is None or a.site_id != site_id:
         # Unknown to this site: never let an agent touch another site's attempt (a usage record
         # it carries is still judged — not_ours — and kept as evidence).
@@ -601,7 +775,7 @@ def apply_update(s: Session, site_id: str, u: AttemptUpdate, now: float) -> Upda
         return UpdateResult(
             a.id, verdict.status, verdict.reason, cancel=verdict.cancel, usage=judged
         )
-    task = s.scalar(select(Task).where(Task.id == a.task_id))
+    task = (tasks or {}).get(a.task_id) or s.scalar(select(Task).where(Task.id == a.task_id))
     assert task is not None
     # Recorded once, as the attempt ends: a repeat is a duplicate and changes nothing.
     if verdict.ended and (u.transfers or u.transfers_omitted):
@@ -684,17 +858,38 @@ def fail_site(s: Session, site_id: str, now: float, reason: str) -> int:
     return sum(isinstance(step, AttemptChange) for step in changes.steps)
 
 
-def assignments(s: Session, site_id: str, now: float, redeliver_after_s: float) -> list[Attempt]:
-    """Attempts placed on this site that its agent has not acknowledged yet."""
-    q = select(Attempt).where(
-        Attempt.site_id == site_id,
-        Attempt.state == State.QUEUED.value,
-        (Attempt.delivered_at.is_(None)) | (Attempt.delivered_at < now - redeliver_after_s),
+def assignments(
+    s: Session, site_id: str, now: float, redeliver_after_s: float
+) -> list[dict[str, Any]]:
+    """Attempts placed on this site that its agent has not acknowledged yet, marked delivered
+    now, as the ``Assignment`` wire items (the task's spec as stored: it was validated when the
+    task was created). One query reads them with their tasks and pools, one marks them."""
+    q = (
+        select(Attempt.id, Attempt.task_id, Attempt.n, Attempt.pool_id, Pool.name, Task.spec)
+        .join(Task, Task.id == Attempt.task_id)
+        .join(Pool, Pool.id == Attempt.pool_id)
+        .where(
+            Attempt.site_id == site_id,
+            Attempt.state == State.QUEUED.value,
+            (Attempt.delivered_at.is_(None)) | (Attempt.delivered_at < now - redeliver_after_s),
+        )
+        .order_by(Attempt.created_at)
     )
-    rows = list(s.scalars(q.order_by(Attempt.created_at)))
-    for a in rows:
-        a.delivered_at = now
-    return rows
+    out = [
+        {
+            "attempt_id": aid,
+            "task_id": tid,
+            "attempt": n,
+            "pool_id": pool_id,
+            "pool_name": pool_name,
+            "spec": spec,
+        }
+        for aid, tid, n, pool_id, pool_name, spec in s.execute(q)
+    ]
+    ids = [x["attempt_id"] for x in out]
+    for chunk in _chunks(ids):
+        s.execute(update(Attempt).where(Attempt.id.in_(chunk)).values(delivered_at=now))
+    return out
 
 
 def cancels(s: Session, site_id: str) -> list[str]:

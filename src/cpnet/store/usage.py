@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,44 +56,59 @@ def register_key(s: Session, site_id: str, key: M.UsageKey, now: float) -> str:
                 field="usage_key.public_key",
             )
         row.last_seen_at = now
+    s.info.pop(_KEYS_CACHE, None)
     return kid
 
 
+# The statements a final update runs, built once (see store/tasks._event for why).
+_SITE_KEYS = select(SiteKey.key_id, SiteKey.public_key).where(
+    SiteKey.site_id == bindparam("b_site")
+)
+_OBSERVED = select(
+    Attempt.id,
+    Attempt.site_id,
+    Attempt.task_id,
+    Attempt.pool_id,
+    Attempt.created_at,
+    Attempt.start_time,
+    Attempt.end_time,
+).where(Attempt.id == bindparam("b_id"))
+_PRIOR = select(UsageRecord.record_id, UsageRecord.envelope).where(
+    (UsageRecord.record_id == bindparam("b_rid")) | (UsageRecord.attempt_id == bindparam("b_aid")),
+    UsageRecord.verdict == ACCEPTED,
+)
+_INSERT = insert(UsageRecord.__table__)
+_KEYS_CACHE = "cpnet.usage.site_keys"
+
+
 def site_keys(s: Session, site_id: str) -> dict[str, str]:
-    """Every usage key of the site (rotated ones too): key id → public key."""
-    q = select(SiteKey.key_id, SiteKey.public_key).where(SiteKey.site_id == site_id)
-    return {kid: pub for kid, pub in s.execute(q)}
+    """Every usage key of the site (rotated ones too): key id → public key. Read once per
+    transaction (an agent's batch of final updates judges many records of one site)."""
+    cache = s.info.setdefault(_KEYS_CACHE, {})
+    if site_id not in cache:
+        rows = s.connection().execute(_SITE_KEYS, {"b_site": site_id})
+        cache[site_id] = {kid: pub for kid, pub in rows}
+    return dict(cache[site_id])
 
 
 def observed(s: Session, attempt_id: str | None) -> M.Observed | None:
     """What the hub knows of an attempt (None: no such attempt)."""
     if attempt_id is None:
         return None
-    a = s.execute(
-        select(
-            Attempt.id,
-            Attempt.site_id,
-            Attempt.task_id,
-            Attempt.pool_id,
-            Attempt.created_at,
-            Attempt.start_time,
-            Attempt.end_time,
-        ).where(Attempt.id == attempt_id)
-    ).first()
+    s.flush()  # the attempt's state set on its ORM object in this transaction
+    a = s.connection().execute(_OBSERVED, {"b_id": attempt_id}).first()
     return None if a is None else M.Observed(*a)
 
 
 def _prior(s: Session, record_id: str | None, attempt_id: str | None) -> dict[str, Any] | None:
     """The record accepted under this record id, or else for this attempt (None: none)."""
-    for col, value in ((UsageRecord.record_id, record_id), (UsageRecord.attempt_id, attempt_id)):
-        if value is None:
-            continue
-        env = s.scalar(
-            select(UsageRecord.envelope).where(col == value, UsageRecord.verdict == ACCEPTED)
-        )
-        if env is not None:
+    if record_id is None and attempt_id is None:
+        return None
+    rows = list(s.connection().execute(_PRIOR, {"b_rid": record_id, "b_aid": attempt_id}))
+    for rid, env in rows:
+        if record_id is not None and rid == record_id:
             return env["record"]
-    return None
+    return rows[0][1]["record"] if rows else None
 
 
 def take(
@@ -142,7 +157,7 @@ def take(
     }
     try:
         with s.begin_nested():
-            s.execute(insert(UsageRecord).values(**row))
+            s.connection().execute(_INSERT, row)
     except IntegrityError:
         # Another transaction accepted a record for this id or attempt meanwhile: judge again,
         # once, against it (a duplicate, or a conflict kept as evidence).
@@ -154,10 +169,13 @@ def take(
 
 def accepted_walls(s: Session, task_id: str) -> dict[str, float]:
     """attempt id → wall_s of its accepted usage record, for a task's attempts."""
-    q = select(UsageRecord.attempt_id, UsageRecord.wall_s).where(
-        UsageRecord.task_id == task_id, UsageRecord.verdict == ACCEPTED
-    )
-    return {aid: float(w) for aid, w in s.execute(q) if aid is not None and w is not None}
+    rows = s.connection().execute(_WALLS, {"b_task": task_id})
+    return {aid: float(w) for aid, w in rows if aid is not None and w is not None}
+
+
+_WALLS = select(UsageRecord.attempt_id, UsageRecord.wall_s).where(
+    UsageRecord.task_id == bindparam("b_task"), UsageRecord.verdict == ACCEPTED
+)
 
 
 def _view(r: UsageRecord) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_schedule_run_complete_releases_capacity(store: Store) -> None:
     assert schedule_once(store, time.time()).placed == 1
     with store.tx() as s:
         a = s.scalar(select(Attempt))
-        assert [x.id for x in ts.assignments(s, sites[0], time.time(), 10)] == [a.id]
+        assert [x["attempt_id"] for x in ts.assignments(s, sites[0], time.time(), 10)] == [a.id]
     res = _finish(store, sites[0], a.id, State.INITIALIZING, State.RUNNING, State.COMPLETE)
     assert [r.status for r in res] == ["applied"] * 3
     # The same report again is harmless; an illegal one is refused, never applied.

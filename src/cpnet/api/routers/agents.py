@@ -102,21 +102,7 @@ def _fetch(h: Hub, site_id: str) -> dict[str, Any]:
     sent as stored: no second validation per assignment (the agent validates what it receives).
     """
     with h.store.tx() as s:
-        rows = store.assignments(s, site_id, time.time(), REDELIVER_AFTER_S)
-        out = []
-        for a in rows:
-            task = store.get_attempt_task(s, a)
-            pool = registry.get_pool(s, a.pool_id)
-            out.append(
-                {
-                    "attempt_id": a.id,
-                    "task_id": a.task_id,
-                    "attempt": a.n,
-                    "pool_id": a.pool_id,
-                    "pool_name": pool.name,
-                    "spec": task.spec,
-                }
-            )
+        out = store.assignments(s, site_id, time.time(), REDELIVER_AFTER_S)
         return {"assignments": out, "cancel": store.cancels(s, site_id)}
 
 
@@ -151,7 +137,7 @@ def updates(
     sid = agent_for(site_id, who)
     now = time.time()
     with h.store.tx() as s:
-        results = [store.apply_update(s, sid, u, now) for u in body.updates]
+        results = store.apply_updates(s, sid, body.updates, now)
     if any(r.released or r.requeued for r in results):
         h.wake_scheduler()
     return UpdateReply(
