@@ -715,7 +715,6 @@ class Agent:
                         # whose files are gone.
                         now = time.monotonic()
                         self.leftovers[handle.work_dir] = (handle, now, now + REMOVE_FOR_S)
-                        self.remove_leftovers()
                     with self.lock:
                         self.entries.pop(e.attempt_id, None)
                         self.last_state.pop(e.attempt_id, None)
@@ -732,12 +731,12 @@ class Agent:
         runner still writing its last files) is tried again a second later, for REMOVE_FOR_S,
         then given up on with an error naming it."""
         now = time.monotonic()
-        for work_dir, (handle, next_at, give_up_at) in list(self.leftovers.items()):
-            if now < next_at:
-                continue
-            try:
-                self.backend.remove_work_dir(handle)
-            except BackendError as exc:
+        due = [(d, h, end) for d, (h, next_at, end) in self.leftovers.items() if now >= next_at]
+        if not due:
+            return
+        errors = self.backend.remove_work_dirs([h for _, h, _ in due])  # all at once: cheaper
+        for (work_dir, handle, give_up_at), exc in zip(due, errors, strict=True):
+            if exc is not None:
                 if now < give_up_at:
                     self.leftovers[work_dir] = (handle, now + 1.0, give_up_at)
                     continue

@@ -238,7 +238,14 @@ def submit(
     now = time.time()
     prepared = _prepare(h, spec, now)
     with h.store.tx() as s:
-        task, created = _create(s, h, who, prepared, notes, now)
+        # A plain one the way a batch is created (fewer, prebuilt statements), else in full.
+        plain = not notes and _plain(prepared)
+        made = _create_together(s, h, who, [prepared], now) if plain else None
+        if made is not None:
+            tid, created = made[0]
+            task = store.task_by_id(s, tid)
+        else:
+            task, created = _create(s, h, who, prepared, notes, now)
         shown = store.task_view(s, task) if view else None
     if created:
         h.wake_scheduler()

@@ -348,14 +348,7 @@ def open_hold(
     refuses (the caller's transaction, with the task in it, then rolls back). A lease's hold
     passes its own ``hold_id`` (``lease:<id>``) and its lease id as ``task_id``."""
     period = L.period_of(now)
-    keys = ["", user_id] if user_id else [""]
-    limits = dict(
-        s.execute(
-            select(SpendingLimit.user_id, SpendingLimit.monthly)
-            .where(SpendingLimit.org_id == org_id, SpendingLimit.user_id.in_(keys))
-            .with_for_update()
-        ).all()
-    )
+    limits = dict(s.connection().execute(_LIMITS, {"b_org": org_id, "b_user": user_id or ""}).all())
     for key, lim in sorted(limits.items()):
         uid = key or None
         used = spent(s, org_id, period, uid)
@@ -398,6 +391,17 @@ def open_hold(
     return h
 
 
+# The monthly spending limits that apply to a submitter: its organisation's ("") and its own.
+_LIMITS = (
+    select(SpendingLimit.user_id, SpendingLimit.monthly)
+    .where(
+        SpendingLimit.org_id == bindparam("b_org"),
+        SpendingLimit.user_id.in_(["", bindparam("b_user")]),
+    )
+    .with_for_update()
+)
+
+
 def open_holds(
     s: Session,
     org_id: str,
@@ -412,13 +416,7 @@ def open_holds(
     batch does not fit, and the caller then opens them one by one, so that those that fit still
     do). False, having written nothing, when a monthly spending limit applies to the submitter:
     each hold is then checked against it by `open_hold`."""
-    keys = ["", user_id] if user_id else [""]
-    limited = s.execute(
-        select(SpendingLimit.user_id).where(
-            SpendingLimit.org_id == org_id, SpendingLimit.user_id.in_(keys)
-        )
-    ).first()
-    if limited is not None:
+    if s.connection().execute(_LIMITS, {"b_org": org_id, "b_user": user_id or ""}).first():
         return False
     period = L.period_of(now)
     made = [

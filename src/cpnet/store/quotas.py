@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from cpnet.errors import DomainError
@@ -67,12 +69,7 @@ def admit(s: Session, task: Task) -> None:
     (SQLite's BEGIN IMMEDIATE already holds it), so the organisation's submissions are checked
     one at a time, and each counts the tasks the ones before it committed. An organisation
     without quotas takes no lock."""
-    locked = s.execute(
-        update(OrgQuota)
-        .where(OrgQuota.org_id == task.org_id)
-        .values(version=OrgQuota.version + 1)
-        .returning(OrgQuota.max_queued, OrgQuota.max_cores, OrgQuota.max_gpus)
-    ).one_or_none()
+    locked = _lock(s, task.org_id)
     if locked is None:
         return
     quota = Quota(*locked)
@@ -97,12 +94,7 @@ def admit_many(s: Session, org_id: str, cores: float, gpus: int, n: int) -> None
     Equivalent to admitting them one after another (use only grows), with one check; the
     QuotaExceeded raised names the whole batch's ask, and the caller then admits the tasks one
     by one, so that those that fit are still created."""
-    locked = s.execute(
-        update(OrgQuota)
-        .where(OrgQuota.org_id == org_id)
-        .values(version=OrgQuota.version + 1)
-        .returning(OrgQuota.max_queued, OrgQuota.max_cores, OrgQuota.max_gpus)
-    ).one_or_none()
+    locked = _lock(s, org_id)
     if locked is None:
         return
     quota = Quota(*locked)
@@ -123,3 +115,21 @@ def admit_many(s: Session, org_id: str, cores: float, gpus: int, n: int) -> None
                 used=had,
                 asked=asked,
             )
+
+
+_LOCK = (
+    update(OrgQuota.__table__)
+    .where(OrgQuota.__table__.c.org_id == bindparam("b_org"))
+    .values(version=OrgQuota.__table__.c.version + 1)
+    .returning(
+        OrgQuota.__table__.c.max_queued,
+        OrgQuota.__table__.c.max_cores,
+        OrgQuota.__table__.c.max_gpus,
+    )
+)
+
+
+def _lock(s: Session, org_id: str) -> Any:
+    """Take the organisation's quota row (its quotas), or None when it has none. A statement
+    built once: every submission runs it."""
+    return s.connection().execute(_LOCK, {"b_org": org_id}).one_or_none()

@@ -91,6 +91,10 @@ def _event(
 
 _T = Task.__table__
 _INSERT_TASK = insert(_T)
+_BY_KEYS = select(_T.c.idempotency_key, _T.c.id).where(
+    _T.c.org_id == bindparam("b_org"),
+    _T.c.idempotency_key.in_(bindparam("b_keys", expanding=True)),
+)
 _P = Pool.__table__
 _INSERT_ATTEMPT = insert(Attempt.__table__)
 # Reserve capacity on a pool only if it has room (see place): one conditional UPDATE.
@@ -149,10 +153,8 @@ def create_tasks(
     found: dict[str, str] = {}
     keys = sorted({x.idempotency_key for x in specs if x.idempotency_key is not None})
     for chunk in _chunks(keys):
-        q = select(Task.idempotency_key, Task.id).where(
-            Task.org_id == who.org_id, Task.idempotency_key.in_(chunk)
-        )
-        found.update((k, tid) for k, tid in s.execute(q) if k is not None)
+        rows = s.connection().execute(_BY_KEYS, {"b_org": who.org_id, "b_keys": chunk})
+        found.update((k, tid) for k, tid in rows if k is not None)
     out: list[tuple[str, bool]] = []
     rows: list[dict[str, Any]] = []
     for spec in specs:
@@ -268,6 +270,14 @@ def notes_of(s: Session, task_id: str, prefix: str) -> list[str]:
         .order_by(TaskEvent.id)
     )
     return [r for r in s.scalars(q) if r]
+
+
+def task_by_id(s: Session, task_id: str) -> Task:
+    """A task by id, whoever owns it (the caller decided it may see it)."""
+    task = s.scalar(select(Task).where(Task.id == task_id))
+    if task is None:
+        raise NotFound(f"no task {task_id!r}", field="task_id")
+    return task
 
 
 def get_task(s: Session, who: Principal, task_id: str) -> Task:

@@ -423,6 +423,29 @@ def test_forget(make_backend, tmp_path: Path) -> None:
         backend.handle("/etc")
 
 
+def test_remove_work_dirs_removes_many_at_once_and_says_what_stays(
+    make_backend, tmp_path: Path
+) -> None:
+    backend = make_backend()
+    handles = [backend.submit(job({"executors": [{"command": ["true"]}]})) for _ in range(3)]
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    for h in handles:
+        wait_final(backend, h)
+        backend.forget(h)
+    (Path(handles[0]) / "ro" / "deep").mkdir(parents=True)
+    (Path(handles[0]) / "ro" / "link").symlink_to(outside)
+    (Path(handles[0]) / "ro" / "deep").chmod(0o500)
+    (Path(handles[0]) / "ro").chmod(0o500)
+    stray = Handle(tmp_path)  # not an attempt dir of this backend: refused, left alone
+    gone = Handle(backend.work_root / "att_gone")  # removed already: done
+    out = backend.remove_work_dirs([*handles, stray, gone])
+    assert out[:3] == [None, None, None] and out[4] is None
+    assert isinstance(out[3], BackendError) and "not an attempt dir" in str(out[3])
+    assert not any(Path(h).exists() for h in handles)
+    assert outside.read_text() == "keep me" and tmp_path.exists()
+
+
 def test_discover_describes_this_machine(backend: LocalBackend) -> None:
     (pool,) = backend.discover()
     assert pool.name == "local" and pool.type == "general"

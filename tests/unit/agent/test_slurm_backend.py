@@ -524,3 +524,5 @@ def test_node_failure_of_a_dead_machine_is_final_after_fence_wait(
     backend.forget(handle)
     backend.remove_work_dir(handle)
     assert (handle.work_dir / "fence").exists()
+    assert backend.remove_work_dirs([handle]) == [None]  # the agent's batched path keeps it too
+    assert (handle.work_dir / "fence").exists()

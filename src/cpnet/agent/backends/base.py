@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from cpnet.agent.backends.options import BackendOptions
 
 # Attempt ids become directory names, so they must be plain file names.
+RM_ARGS = 200  # work dirs per `rm -rf` (remove_work_dirs): well inside the kernel's argv limit
+RM_TIMEOUT_S = 60.0
 ATTEMPT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 POOL_TYPES = ("general", "intelligent", "supercomputing", "edge")
 
@@ -298,6 +301,40 @@ class Backend(abc.ABC):
         if work_dir.parent != self.work_root:
             raise BackendError(f"{work_dir} is not an attempt dir of {self.work_root}")
         remove_tree(work_dir)
+
+    def remove_work_dirs(self, handles: Sequence[Handle]) -> list[BackendError | None]:
+        """`remove_work_dir` for many forgotten attempts at once; per handle, None when its dir
+        is gone (or kept on purpose), else the error that left it. One ``rm -rf`` removes them
+        all first — in C, one process for the lot, where Python's rmtree cost ~3 ms of CPU per
+        attempt dir (a profile of the agent at ~15 tasks/s) — and each dir still there goes the
+        careful way (`remove_work_dir`: read-only directories made writable, a clear error)."""
+        dirs = [str(h.work_dir) for h in handles if self._plainly_removable(h)]
+        rm = shutil.which("rm")
+        for i in range(0, len(dirs) if rm else 0, RM_ARGS):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                # Never follows a symbolic link (a link itself is removed, not its target).
+                subprocess.run(
+                    [rm, "-rf", "--", *dirs[i : i + RM_ARGS]],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                    timeout=RM_TIMEOUT_S,
+                )
+        out: list[BackendError | None] = []
+        for h in handles:
+            try:
+                if os.path.lexists(h.work_dir):
+                    self.remove_work_dir(h)
+                out.append(None)
+            except BackendError as exc:
+                out.append(exc)
+        return out
+
+    def _plainly_removable(self, handle: Handle) -> bool:
+        """Whether `remove_work_dirs` may delete this dir without asking `remove_work_dir` (a
+        backend that keeps some dirs says no for those)."""
+        return handle.work_dir.parent == self.work_root
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release what the backend holds for itself (helper processes); attempts keep running.

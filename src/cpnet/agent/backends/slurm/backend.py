@@ -325,6 +325,11 @@ class SlurmBackend(ClusterBackend):
             return status
         return add_slurm_record(work_dir, record, job_id, final, signalled=False)
 
+    def _plainly_removable(self, handle: Handle) -> bool:
+        return (
+            super()._plainly_removable(handle) and not (handle.work_dir / UNANSWERED_FILE).exists()
+        )
+
     def remove_work_dir(self, handle: Handle) -> None:
         """Remove it, unless its runner never answered the fence: should the node come back
         with that runner still running, the fence in this dir is what stops it."""
