@@ -64,6 +64,7 @@ from cpnet.agent.runner import (
     DEFAULT_GRACE_S,
     JOB_FILE,
     RUNNER_LOG,
+    RUNNER_PID,
     STATUS_FILE,
     new_record,
     read_status,
@@ -76,7 +77,6 @@ from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
 
-RUNNER_PID = "runner.pid"
 FORGOTTEN = "forgotten"
 SPAWN_TIMEOUT_S = 30.0  # an empty runner.pid older than this means the spawner died mid-way
 RUNNER_LOG_TAIL = 2048  # bytes of runner.log quoted when a runner dies
