@@ -224,13 +224,15 @@ AGENT = textwrap.dedent(
     root, gate = Path(sys.argv[1]), sys.argv[2]
     backend = LocalBackend(BackendConfig(work_root=root, options={"warm_workers": "1"}))
     def submit(attempt, spec):
-        return backend.submit(Job(attempt, "t-" + attempt, "local", TaskSpec.model_validate(spec), Path(".")))
+        task = TaskSpec.model_validate(spec)
+        return backend.submit(Job(attempt, "t-" + attempt, "local", task, Path(".")))
     first = submit("warm-up", {"executors": [{"command": ["true"]}]})
     while not backend.poll(first).final or not backend.idle_warm_worker_pids:
         time.sleep(0.02)
     code = "import os, time\\nwhile not os.path.exists(%r): time.sleep(0.02)" % gate
     ran = "echo ran >> ran.txt"
-    submit("a1", {"executors": [{"command": ["sh", "-c", ran]}, {"command": [sys.executable, "-c", code]}]})
+    gated = [sys.executable, "-c", code]
+    submit("a1", {"executors": [{"command": ["sh", "-c", ran]}, {"command": gated}]})
     print(backend.warm_worker_pids[0], flush=True)
     time.sleep(60)
     """

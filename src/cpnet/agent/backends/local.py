@@ -1,9 +1,12 @@
-"""The local backend: runs each attempt on this machine as a runner process in its own session.
+"""The local backend: runs each attempt on this machine as a runner process in its own session,
+or on an idle warm worker (cpnet.agent.warm: a long-lived runner that runs attempts one after
+another; see that module for what each attempt keeps there).
 
 Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (its `Handle`), so a
 new instance after an agent restart picks up where the old one was: ``job.json`` (what to run),
-``runner.pid`` (who runs it: "pid start_ticks"), ``status.json`` (what the runner last recorded),
-``cancel`` (a cancel was asked for), ``forgotten`` (the hub acknowledged the end).
+``runner.pid`` (who runs it: "pid start_ticks", or "pid start_ticks seq" for a warm worker's seq-th
+attempt), ``status.json`` (what the runner last recorded), ``cancel`` (a cancel was asked for),
+``forgotten`` (the hub acknowledged the end).
 
 Options: `LocalOptions` (below), each typed and documented, with the staging ones.
 
