@@ -115,6 +115,7 @@ def test_cancel_kills_the_attempts_tree_and_the_worker_goes_on(make_backend) -> 
     backend.cancel(handle)
     status = wait_final(backend, handle)
     assert status.state is State.CANCELED, status.reason
+    assert status.reason == "canceled while executor 0 was running"  # by the worker itself
     wait_for(lambda: not hostinfo.alive(grandchild), timeout=5.0, what="the grandchild to die")
     assert hostinfo.session_members(worker) == [worker]  # nothing of the attempt is left
 
@@ -132,10 +133,11 @@ def test_cancel_while_staging_and_a_late_sigterm_is_ignored(make_backend, http_s
         "executors": [{"command": ["touch", "ran"]}],
     }
     handle = run_on_worker(backend, spec, "staging")
-    wait_for(lambda: backend.poll(handle).state is State.INITIALIZING, what="staging")
+    wait_for(lambda: list((Path(handle) / "files").glob(".in.bin.part")), what="the download")
     backend.cancel(handle)
     status = wait_final(backend, handle)
     assert status.state is State.CANCELED, status.reason
+    assert status.reason == "canceled while staging"
     assert not (Path(handle) / "files" / "ran").exists()  # no executor ever ran
 
     # A SIGTERM that arrives after its attempt ended (a late cancel) leaves the next one alone.
@@ -198,6 +200,7 @@ def test_cancel_escalation_kills_the_worker_session(make_backend) -> None:
     backend.cancel(handle)
     status = wait_final(backend, handle)
     assert status.state is State.CANCELED, status.reason
+    assert status.reason == "canceled (the runner was stopped)"  # by the backend, once
     wait_for(lambda: not hostinfo.alive(worker), timeout=5.0, what="the worker to be killed")
     wait_for(lambda: not hostinfo.alive(executor), timeout=5.0, what="the executor to be killed")
 
