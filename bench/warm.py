@@ -302,7 +302,10 @@ def through_backend(
             while len(backend.idle_warm_worker_pids) < warm_workers:
                 if time.monotonic() > deadline:
                     raise RuntimeError("warm workers not ready")
-                wait([submit(f"warm-up-{time.monotonic_ns()}")], 0.001)
+                # one more than there are workers, at once: one finds none idle, so the backend
+                # starts another while there are fewer than warm_workers
+                batch = [submit(f"warm-up-{time.monotonic_ns()}") for _ in range(warm_workers + 1)]
+                wait(batch, 0.001)
         helpers = [p for p in [backend.fork_server_pid, *backend.warm_worker_pids] if p]
         before = [cpu_seconds(p) for p in helpers]
         c0, k0, t0 = own_cpu(), _children_cpu(), time.perf_counter()
