@@ -23,7 +23,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   bare insert-and-commit rate (``bench/ledger.py``);
 - ``submit``: acknowledged durable task creations per second through a hub, one per request and
   1,000 per batch request, on SQLite and PostgreSQL next to the database's bare insert-and-commit
-  rates (``bench/submit.py``).
+  rates (``bench/submit.py``);
+- ``warm``: CPU per attempt of a spawned runner, a forked runner and a warm worker next to a raw
+  ``subprocess.run(["true"])``, on this machine alone (``bench/warm.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -44,6 +46,7 @@ import sim
 import slurm_latency
 import submit
 import throughput
+import warm
 from common import ROOT, BenchError, console, trap_sigterm
 
 # bench/sched.py shares its name with the standard library's ``sched``: load it by path, under
@@ -62,6 +65,7 @@ BENCHMARKS = (
     "quote",
     "ledger",
     "submit",
+    "warm",
 )
 
 
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     quote.add_args(ap)
     ledger.add_args(ap)
     submit.add_args(ap)
+    warm.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -109,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = ledger.run(ledger.params(args, command))
             elif name == "submit":
                 path = submit.run(submit.params(args, command))
+            elif name == "warm":
+                path = warm.run(warm.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

@@ -35,6 +35,7 @@ import select
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 import cpnet.agent.runner as runner  # the point of the server: imported once, forked many times
 from cpnet.agent import hostinfo
@@ -202,6 +203,7 @@ class Server:
 
 
 def main() -> int:
+    runner.warm_up(Path.cwd())  # probed once here, inherited by every child
     Server().serve()
     return 0
 

@@ -170,6 +170,32 @@ def children(pid: int) -> list[int]:
     return [s.pid for s in all_stats() if s.ppid == pid and s.state not in ("Z", "X")]
 
 
+def own_children() -> list[int]:
+    """Live direct children of this process (adopted orphans included), from
+    ``/proc/self/task/<tid>/children``: a few small files instead of every process's stat line
+    (`children` costs ~4 ms of CPU with 130 processes on the host). Falls back to `children`
+    where the kernel has no such file (CONFIG_PROC_CHILDREN off)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/self/task/{me}/children") as f:
+            listed = f.read().split()
+    except FileNotFoundError:
+        return children(me)
+    for tid in os.listdir("/proc/self/task"):
+        if tid != str(me):
+            try:
+                with open(f"/proc/self/task/{tid}/children") as f:
+                    listed += f.read().split()
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+    out = []
+    for raw in dict.fromkeys(listed):
+        st = proc_stat(int(raw))
+        if st is not None and st.state not in ("Z", "X"):
+            out.append(st.pid)
+    return out
+
+
 def allowed(step: Callable[[], object], what: str) -> str | None:
     """Run `step` in a throwaway forked child (so nothing it changes touches this process): None
     when it returns, else why not ("`what` refused: <errno text>") when it raises OSError."""

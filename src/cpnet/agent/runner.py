@@ -56,6 +56,9 @@ CANCEL_FILE = "cancel"  # present once a cancel was asked for, even before the r
 FENCE_FILE = "fence"
 FENCED_FILE = "status.fenced.json"
 RUNNER_LOG = "runner.log"  # the runner's own stdout/stderr (crash tracebacks land here)
+# Who runs the attempt, written by the backend that starts it: "PID START_TICKS" of a runner of its
+# own, "PID START_TICKS SEQ" of a warm worker (cpnet.agent.warm) running its SEQth attempt.
+RUNNER_PID = "runner.pid"
 
 TAIL_BYTES = MAX_TAIL_CHARS  # 16 KiB of each stream's end goes into the executor log
 DEFAULT_GRACE_S = 5.0  # between SIGTERM and SIGKILL for a canceled executor
@@ -107,8 +110,43 @@ def _child_setup(
 
 
 def probe_cpu_affinity(cpus: list[int]) -> str | None:
-    """Try ``sched_setaffinity(0, cpus)`` in a throwaway child; None when it works, else why not."""
+    """Try ``sched_setaffinity(0, cpus)`` in a throwaway child; None when it works, else why not.
+
+    Without the child when `cpus` are a subset of this thread's own affinity: the call then
+    cannot fail (it refuses only a set with no CPU the thread may use), and a fork costs ~2 ms
+    of CPU per attempt."""
+    with contextlib.suppress(OSError):
+        if cpus and set(cpus) <= os.sched_getaffinity(0):
+            return None
     return hostinfo.allowed(lambda: os.sched_setaffinity(0, cpus), "sched_setaffinity")
+
+
+_tmp_probed: list[str | None] = []  # this process's private /tmp probe, once it ran
+
+
+def probe_private_tmp_once(source: Path) -> str | None:
+    """`probe_private_tmp`, run once per process: whether a mount namespace may be entered
+    depends on this process's privileges, not on the attempt, and each probe is a fork (~3 ms of
+    CPU). A fork server probes before it forks (`warm_up`), so its children inherit the answer,
+    and a warm worker probes for its first attempt only. Should a later executor's mount fail
+    after all, the runner falls back to TMPDIR for that attempt and logs it (`execute`)."""
+    if not _tmp_probed:
+        _tmp_probed.append(probe_private_tmp(source))
+    return _tmp_probed[0]
+
+
+def warm_up(scratch: Path) -> None:
+    """Pay what every attempt would pay again, once, before forking runners or running many:
+    the private /tmp probe (on a scratch directory made and removed here)."""
+    d = scratch / f".cpnet-probe-{os.getpid()}"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe_private_tmp_once(d)
+    except OSError:
+        return  # then each attempt probes on its own
+    finally:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 class Canceled(BaseException):
@@ -122,11 +160,14 @@ class Canceled(BaseException):
 # ---- the status record -------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+def write_atomic(path: Path, text: str, durable: bool = True, sync_dir: bool = True) -> None:
     """Replace a small file so a reader sees the old or the new one, never a mix (tmp, fsync,
     rename, fsync of the directory). `durable=False` skips both fsyncs: the file still survives
     any process's SIGKILL (the page cache outlives processes), not a crash of the machine — for
-    facts that die with the machine anyway, such as a runner's pid."""
+    facts that die with the machine anyway, such as a runner's pid. `sync_dir=False` skips only
+    the directory's: after a crash of the machine the name holds the old or the new content,
+    whole either way (the data was synced before the rename), but maybe the old — for a record
+    whose every version is a valid one, such as a runner's intermediate status."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         f.write(text)
@@ -134,7 +175,7 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
-    if not durable:
+    if not (durable and sync_dir):
         return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -143,9 +184,9 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
         os.close(dir_fd)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any], sync_dir: bool = True) -> None:
     """`write_atomic` for a JSON record."""
-    write_atomic(path, json.dumps(data, separators=(",", ":")))
+    write_atomic(path, json.dumps(data, separators=(",", ":")), sync_dir=sync_dir)
 
 
 def read_status(work_dir: Path) -> dict[str, Any] | None:
@@ -226,8 +267,13 @@ def staging_limits(settings: dict[str, Any], attempt_id: str) -> dict[str, Any]:
 class Runner:
     """One attempt's run, recorded step by step in status.json."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, shared: bool = False) -> None:
         self.work_dir = work_dir
+        # In a warm worker (cpnet.agent.warm), which runs attempts one after another: a SIGTERM
+        # counts only when this attempt's cancel (or fence) file exists, since it may be meant
+        # for an attempt this process ran before.
+        self.shared = shared
+        self.done = False  # the attempt's final state is recorded (the fence watch stops)
         self.files = work_dir / "files"
         self.logs_dir = work_dir / "logs"
         self.tmp_dir = work_dir / "tmp"
@@ -266,7 +312,10 @@ class Runner:
         if len(logs) < MAX_SYSTEM_LOGS:
             logs.append(_clip(line))
 
-    def save(self) -> None:
+    def save(self, final: bool = False) -> None:
+        """Rewrite status.json. Only a `final` record is made durable against a crash of the
+        machine (its rename fsynced too): an intermediate one dies with the runner anyway, and
+        whichever version a crash leaves is whole and valid (see `write_atomic`)."""
         self.record["usage"] = Usage(
             wall_s=time.monotonic() - self.t0,
             cpu_s=self.cpu_s,
@@ -275,13 +324,14 @@ class Runner:
             bytes_out=self.record["bytes_out"],
         ).to_dict()
         fenced = (self.work_dir / FENCE_FILE).exists()
-        write_json_atomic(self.work_dir / (FENCED_FILE if fenced else STATUS_FILE), self.record)
+        path = self.work_dir / (FENCED_FILE if fenced else STATUS_FILE)
+        write_json_atomic(path, self.record, sync_dir=final)
 
     def finish(self, state: State, reason: str | None) -> None:
         self.seal_data()
         self.record["state"] = state.value
         self.record["reason"] = reason
-        self.save()
+        self.save(final=True)
 
     def seal_data(self) -> None:
         """With a data key: encrypt in place every file the attempt leaves behind (its files,
@@ -305,6 +355,8 @@ class Runner:
 
     def on_sigterm(self, signum: int, _frame: object) -> None:
         """Cancel: abandon staging at once, or stop the running executor's process group."""
+        if self.done or (self.shared and not self.stop_marked()):
+            return  # meant for an attempt that already ended
         self.cancel_requested = True
         if self.staging:
             self.staging = False  # a second SIGTERM must not raise inside the first's cleanup
@@ -325,11 +377,17 @@ class Runner:
         """(A thread; it only signals.) Once the fence appears, SIGTERM this runner: the
         executor is stopped and nothing is staged out, as on a cancel."""
         while not (self.work_dir / FENCE_FILE).exists():
+            if self.done:
+                return
             time.sleep(every_s)
         os.kill(os.getpid(), signal.SIGTERM)
 
     def cancel_marked(self) -> bool:
         return self.cancel_requested or (self.work_dir / CANCEL_FILE).exists()
+
+    def stop_marked(self) -> bool:
+        """A cancel or a fence is on disk for this attempt."""
+        return any((self.work_dir / f).exists() for f in (CANCEL_FILE, FENCE_FILE))
 
     # -- the attempt --
 
@@ -345,6 +403,8 @@ class Runner:
                 self.log(line)
             self.finish(State.SYSTEM_ERROR, f"runner crashed: {type(exc).__name__}: {exc}")
             raise
+        finally:
+            self.done = True
 
     def attempt(self) -> None:
         try:
@@ -449,7 +509,8 @@ class Runner:
         self.record["state"] = State.RUNNING.value
         self.record["reason"] = None
         self.phase("running", len(spec.executors))
-        self.save()
+        if not spec.executors:  # else the first executor's start record says RUNNING at once
+            self.save()
 
         try:
             ended = self.run_executors(spec, ids)
@@ -532,7 +593,8 @@ class Runner:
             if log.exit_code != 0:
                 self.log(f"{problem} (ignored: ignore_error)")
             self.record["progress"]["items_done"] = i + 1
-            self.save()
+            if i + 1 < len(spec.executors) or spec.outputs:
+                self.save()  # else the final record follows at once, with this in it
         return False
 
     def transferred(self, rec: Transfer) -> None:
@@ -588,7 +650,7 @@ class Runner:
         if not settings.get("private_tmp", False):
             why = "turned off"
         else:
-            why = probe_private_tmp(self.tmp_dir)
+            why = probe_private_tmp_once(self.tmp_dir)
         if why is None:
             exec_path = [p for ex in spec.executors for p in ex.env.get("PATH", "").split(":")]
             self.keep = tuple(private_tmp.kept_under_tmp(self.work_dir, exec_path))
@@ -779,10 +841,9 @@ class Runner:
     def reap_leftovers(self) -> None:
         """Kill and reap every remaining descendant (ours as subreaper), within a bound."""
         deadline = time.monotonic() + 5.0
-        me = os.getpid()
         while True:
             _reap_zombies()
-            kids = hostinfo.children(me)
+            kids = hostinfo.own_children()
             if not kids or time.monotonic() > deadline:
                 if kids:
                     self.log(f"could not reap leftover processes {kids}")

@@ -87,7 +87,7 @@ def kill_runners(work_root: Path) -> None:
     """SIGKILL the runners of every attempt under `work_root`, and everything they started."""
     for pid_file in work_root.glob("*/runner.pid"):
         fields = pid_file.read_text().split()
-        if len(fields) == 2 and fields[0].isdigit():
+        if len(fields) >= 2 and fields[0].isdigit():
             for pid in hostinfo.session_members(int(fields[0])):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

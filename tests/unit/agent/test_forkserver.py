@@ -1,4 +1,7 @@
-"""Runners forked by the fork server behave exactly like spawned ones: real processes throughout."""
+"""Runners forked by the fork server behave exactly like spawned ones: real processes throughout.
+
+Warm workers are off here (``warm_workers=0``): these tests are about the fork server, the
+fallback when no warm worker is idle (tests/unit/agent/test_warm.py covers the workers)."""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def parent_of(pid: int) -> int:
 def test_complete_fail_and_usage_alike(
     make_backend: Callable[..., LocalBackend], mode: str
 ) -> None:
-    backend = make_backend(fork_server=MODES[mode])
+    backend = make_backend(fork_server=MODES[mode], warm_workers="0")
     gate = Path(backend.work_root).parent / "gate"
     spec = {"executors": [{"command": gate_command(gate)}, {"command": BUSY}]}
     ok = backend.submit(job(spec, "ok"))
@@ -76,7 +79,7 @@ def test_complete_fail_and_usage_alike(
 def test_cancel_kills_the_session_including_a_grandchild(
     make_backend: Callable[..., LocalBackend], mode: str
 ) -> None:
-    backend = make_backend(fork_server=MODES[mode])
+    backend = make_backend(fork_server=MODES[mode], warm_workers="0")
     spec = {"executors": [{"command": ["sh", "-c", "sleep 60 & echo $! > child.pid; wait"]}]}
     handle = backend.submit(job(spec))
     pid_file = Path(handle) / "files" / "child.pid"
@@ -93,7 +96,7 @@ def test_cancel_kills_the_session_including_a_grandchild(
 
 def test_runner_crash_is_reported_like_a_spawned_one(make_backend) -> None:
     """A runner that dies without a final state: SYSTEM_ERROR with runner.log quoted."""
-    backend = make_backend()
+    backend = make_backend(warm_workers="0")
     gate = Path(backend.work_root).parent / "never"
     handle = backend.submit(job({"executors": [{"command": gate_command(gate)}]}))
     runner = runner_pid(handle)
@@ -106,7 +109,7 @@ def test_runner_crash_is_reported_like_a_spawned_one(make_backend) -> None:
 
 def test_reattached_after_the_backend_is_dropped(make_backend, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    first = make_backend()
+    first = make_backend(warm_workers="0")
     handle = first.submit(job({"executors": [{"command": gate_command(gate)}]}))
     server = first.fork_server_pid
     runner = runner_pid(handle)
@@ -117,7 +120,7 @@ def test_reattached_after_the_backend_is_dropped(make_backend, tmp_path: Path) -
     wait_for(lambda: not hostinfo.alive(server), timeout=5.0, what="the fork server to exit")
     assert hostinfo.alive(runner)  # its runner did not notice
 
-    second = make_backend()
+    second = make_backend(warm_workers="0")
     assert second.poll(handle).state is State.RUNNING
     gate.touch()
     assert wait_final(second, handle).state is State.COMPLETE
@@ -125,7 +128,7 @@ def test_reattached_after_the_backend_is_dropped(make_backend, tmp_path: Path) -
 
 
 def test_killed_fork_server_is_restarted(make_backend, tmp_path: Path) -> None:
-    backend = make_backend()
+    backend = make_backend(warm_workers="0")
     quick = {"executors": [{"command": ["true"]}]}
     assert wait_final(backend, backend.submit(job(quick, "a"))).state is State.COMPLETE
     first = backend.fork_server_pid
@@ -146,7 +149,7 @@ def test_hung_fork_server_falls_back_to_spawn_then_restarts(
     make_backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(local, "FORK_SERVER_REPLY_S", 0.5)
-    backend = make_backend()
+    backend = make_backend(warm_workers="0")
     quick = {"executors": [{"command": ["true"]}]}
     assert wait_final(backend, backend.submit(job(quick, "a"))).state is State.COMPLETE
     first = backend.fork_server_pid
@@ -192,7 +195,7 @@ AGENT = textwrap.dedent(
     from cpnet.tasks.model import TaskSpec
 
     root, gate = Path(sys.argv[1]), sys.argv[2]
-    backend = LocalBackend(BackendConfig(work_root=root))
+    backend = LocalBackend(BackendConfig(work_root=root, options={"warm_workers": "0"}))
     code = "import os, time\\nwhile not os.path.exists(%r): time.sleep(0.02)" % gate
     cmd = [sys.executable, "-c", code]
     spec = TaskSpec.model_validate({"executors": [{"command": cmd}]})
@@ -222,7 +225,7 @@ def test_fork_server_exits_when_its_agent_dies(
         agent.wait()
     wait_for(lambda: not hostinfo.alive(server), timeout=5.0, what="the fork server to exit")
     assert hostinfo.alive(runner)
-    backend = make_backend()  # the next agent re-attaches
+    backend = make_backend(warm_workers="0")  # the next agent re-attaches
     handle = backend.handle(str(work_root / "a1"))  # as the agent reads its journal
     assert backend.poll(handle).state in (State.INITIALIZING, State.RUNNING)
     gate.touch()
@@ -230,7 +233,7 @@ def test_fork_server_exits_when_its_agent_dies(
 
 
 def test_close_stops_the_server_only(make_backend, tmp_path: Path) -> None:
-    backend = make_backend()
+    backend = make_backend(warm_workers="0")
     gate = tmp_path / "gate"
     handle = backend.submit(job({"executors": [{"command": gate_command(gate)}]}))
     server = backend.fork_server_pid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from cpnet.agent import hostinfo
@@ -38,3 +39,16 @@ def test_job_round_trip_and_capacity() -> None:
     demand = PoolCapacity.of(spec)
     total = PoolCapacity(cpu_cores=2, ram_gb=1, disk_gb=0, gpus=1)
     assert total.covers(demand) and not total.minus(demand).covers(demand)
+
+
+def test_own_children_are_the_live_direct_children() -> None:
+    before = set(hostinfo.own_children())
+    procs = [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
+    try:
+        assert set(hostinfo.own_children()) - before == {p.pid for p in procs}
+        assert set(hostinfo.children(os.getpid())) - before == {p.pid for p in procs}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert not {p.pid for p in procs} & set(hostinfo.own_children())

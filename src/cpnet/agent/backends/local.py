@@ -1,9 +1,12 @@
-"""The local backend: runs each attempt on this machine as a runner process in its own session.
+"""The local backend: runs each attempt on this machine as a runner process in its own session,
+or on an idle warm worker (cpnet.agent.warm: a long-lived runner that runs attempts one after
+another; see that module for what each attempt keeps there).
 
 Everything about an attempt lives in its work dir ``work_root/<attempt_id>/`` (its `Handle`), so a
 new instance after an agent restart picks up where the old one was: ``job.json`` (what to run),
-``runner.pid`` (who runs it: "pid start_ticks"), ``status.json`` (what the runner last recorded),
-``cancel`` (a cancel was asked for), ``forgotten`` (the hub acknowledged the end).
+``runner.pid`` (who runs it: "pid start_ticks", or "pid start_ticks seq" for a warm worker's seq-th
+attempt), ``status.json`` (what the runner last recorded), ``cancel`` (a cancel was asked for),
+``forgotten`` (the hub acknowledged the end).
 
 Options: `LocalOptions` (below), each typed and documented, with the staging ones.
 
@@ -50,7 +53,15 @@ from cpnet.agent.backends.base import (
     PoolDecl,
     PoolLive,
 )
-from cpnet.agent.backends.options import FLAG, PATHS, TEXT, StagingOptions, option, seconds
+from cpnet.agent.backends.options import (
+    FLAG,
+    PATHS,
+    TEXT,
+    StagingOptions,
+    cpu_count,
+    option,
+    seconds,
+)
 from cpnet.agent.backends.runner_job import (
     runner_env,
     runner_settings,
@@ -64,6 +75,7 @@ from cpnet.agent.runner import (
     DEFAULT_GRACE_S,
     JOB_FILE,
     RUNNER_LOG,
+    RUNNER_PID,
     STATUS_FILE,
     new_record,
     read_status,
@@ -76,12 +88,16 @@ from cpnet.tasks.states import State
 
 log = logging.getLogger(__name__)
 
-RUNNER_PID = "runner.pid"
 FORGOTTEN = "forgotten"
 SPAWN_TIMEOUT_S = 30.0  # an empty runner.pid older than this means the spawner died mid-way
 RUNNER_LOG_TAIL = 2048  # bytes of runner.log quoted when a runner dies
 FORK_SERVER_READY_S = 20.0  # the fork server's own start-up (an interpreter and the imports)
 FORK_SERVER_REPLY_S = 10.0  # one fork (the child only has to call setsid)
+WARM_WORKERS_MAX = 8  # the default pool of warm workers: the usable CPUs, at most this many
+WARM_MAX_ATTEMPTS = 1000  # a warm worker retires after this many attempts (and is replaced)
+WARM_MAX_RSS_MB = 256.0  # or once its resident memory after an attempt is larger
+WARM_PICKUP_S = SPAWN_TIMEOUT_S  # a warm worker that wrote no status.json by then is killed
+PIPE_BUF = 4096  # a request no longer than this reaches a worker whole or not at all
 
 
 @dataclass(slots=True)
@@ -150,6 +166,16 @@ class LocalOptions(StagingOptions):
         "false runs executors on every CPU this process may use (default: each attempt is "
         "pinned to CPUs assigned to it, see the module doc)",
     )
+    warm_workers: int | None = option(
+        None,
+        cpu_count(),
+        "how many warm workers (cpnet.agent.warm) this instance keeps: long-lived runners that "
+        "run attempts one after another, saving the fork of a runner per attempt; an attempt "
+        "that finds none idle is forked (fork_server) or spawned as before. 0 turns them off "
+        f"(default: the CPUs this process may use, at most {WARM_WORKERS_MAX}). Each attempt "
+        "keeps its own work dir, private /tmp, usage, status.json and cancel; see "
+        "docs/providers.md",
+    )
 
 
 class LocalBackend(Backend):
@@ -176,6 +202,13 @@ class LocalBackend(Backend):
         self._fork_server: _ForkServer | None = None
         self._fork_failures = 0  # consecutive times the fork server broke or failed to start
         self._fork_retry_at = 0.0  # monotonic time before which runners are spawned instead
+        self._workers: list[_WarmWorker] = []
+        self._warm_failures = 0  # consecutive workers that exited before they were ready
+        self._warm_retry_at = 0.0  # monotonic time before which no worker is started
+        size = self.options.warm_workers
+        if size is None:
+            size = min(WARM_WORKERS_MAX, len(os.sched_getaffinity(0)))
+        self.warm_size = size
         self.staging_env = staging_env(self.options, config.hub_token)
         self._adopt_all()
 
@@ -187,13 +220,31 @@ class LocalBackend(Backend):
             server = self._fork_server
             return server.pid if server is not None and server.running() else None
 
+    @property
+    def warm_worker_pids(self) -> list[int]:
+        """The pids of this instance's warm workers that run (idle, busy or starting)."""
+        with self._lock:
+            self._pump_workers()
+            return [w.pid for w in self._workers]
+
+    @property
+    def idle_warm_worker_pids(self) -> list[int]:
+        """The pids of this instance's warm workers that are ready for an attempt."""
+        with self._lock:
+            self._pump_workers()
+            return [w.pid for w in self._workers if w.idle]
+
     def close(self) -> None:
-        """Stop this instance's fork server (runners it started keep running). Dropping the
-        instance, or the agent's exit, has the same effect."""
+        """Stop this instance's fork server and warm workers (runners and attempts under way
+        keep running: a busy worker ends its attempt first). Dropping the instance, or the
+        agent's exit, has the same effect."""
         with self._lock:
             server, self._fork_server = self._fork_server, None
             if server is not None:
                 server.close()
+            workers, self._workers = self._workers, []
+            for w in workers:
+                w.close()
 
     # ---- pools ---------------------------------------------------------------------------------
 
@@ -323,11 +374,30 @@ class LocalBackend(Backend):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
             if key not in self._escalations:
-                args = (pid, ticks, self.options.cancel_grace_s)
-                timer = threading.Timer(self.options.cancel_grace_s, _escalate, args)
+                grace = self.options.cancel_grace_s
+                if self._warm_record(work_dir):
+                    timer = threading.Timer(grace, self._escalate_warm, (work_dir, pid, ticks))
+                else:
+                    timer = threading.Timer(grace, _escalate, (pid, ticks, grace))
                 timer.daemon = True
                 timer.start()
                 self._escalations[key] = timer
+
+    def _escalate_warm(self, work_dir: Path, pid: int, ticks: int | None) -> None:
+        """(A timer thread.) The canceled attempt of a warm worker is still not final after the
+        grace period: SIGKILL the worker's session (the worker and the attempt's processes).
+        Under the lock, so that this instance hands the worker no other attempt meanwhile (it
+        would first have to read the worker's ``done``, written after the final state this
+        checks); a worker of an earlier instance takes no other attempt at all."""
+        with self._lock:
+            if _final_on_disk(work_dir) or not hostinfo.alive(pid, ticks):
+                return
+            log.warning(
+                "attempt %s still running on warm worker %d after SIGTERM: SIGKILL to its session",
+                work_dir.name,
+                pid,
+            )
+            _kill_session(pid)
 
     def forget(self, handle: Handle) -> None:
         """Drop a final attempt: its work dir gets a `forgotten` marker, so that no other
@@ -431,7 +501,12 @@ class LocalBackend(Backend):
             if age < SPAWN_TIMEOUT_S:
                 return  # being spawned right now
         elif hostinfo.alive(pid, ticks):
-            return
+            if not self._stuck_warm(t.work_dir):
+                return
+            log.warning(
+                "attempt %s: warm worker %d never picked it up: killed", t.work_dir.name, pid
+            )
+            _kill_session(pid)
         if _final_on_disk(t.work_dir):  # it finished between our two looks
             t.final = True
             return
@@ -515,6 +590,8 @@ class LocalBackend(Backend):
             self._write_assignment(t)
         except (OSError, ValueError) as exc:
             self._write_final(t, State.SYSTEM_ERROR, f"cannot assign GPUs or CPUs: {exc}")
+            return
+        if self.warm_size > 0 and self._warm(t):
             return
         if self.options.fork_server and self._fork(t):
             return
@@ -654,10 +731,75 @@ class LocalBackend(Backend):
             fields = (work_dir / RUNNER_PID).read_text().split()
         except FileNotFoundError:
             return None, None
-        if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        if len(fields) not in (2, 3) or not all(f.isdigit() for f in fields):
             return None, None
         pid, ticks = int(fields[0]), int(fields[1])
         return pid, (ticks or None)
+
+    @staticmethod
+    def _warm_record(work_dir: Path) -> bool:
+        """runner.pid names a warm worker ("PID START_TICKS SEQ")."""
+        with contextlib.suppress(OSError):
+            return len((work_dir / RUNNER_PID).read_text().split()) == 3
+        return False
+
+    def _stuck_warm(self, work_dir: Path) -> bool:
+        """A warm worker was handed the attempt over `WARM_PICKUP_S` ago, is alive, and has not
+        written its first status.json (it must be hung: it writes that before anything else)."""
+        if (work_dir / STATUS_FILE).exists() or not self._warm_record(work_dir):
+            return False
+        return time.time() - mtime(work_dir / RUNNER_PID) > WARM_PICKUP_S
+
+    # ---- warm workers (all under self._lock) ---------------------------------------------------
+
+    def _pump_workers(self) -> None:
+        """Read what the workers said (non-blocking): ready and done make a worker idle; retire,
+        EOF or death drop it (it is reaped; a later start replaces it)."""
+        alive = []
+        for w in self._workers:
+            w.pump()
+            if w.gone:
+                if not w.was_ready:
+                    self._warm_broke(f"worker {w.pid} exited before it was ready")
+                w.close(kill=True)
+                continue
+            alive.append(w)
+        self._workers = alive
+
+    def _warm(self, t: _Tracked) -> bool:
+        """Hand the attempt to an idle warm worker; False when there is none (one is started for
+        later attempts when the pool is not full) or it cannot be handed."""
+        self._pump_workers()
+        worker = next((w for w in self._workers if w.idle), None)
+        if worker is None:
+            if len(self._workers) < self.warm_size and time.monotonic() >= self._warm_retry_at:
+                try:  # not waited for: it says ready while this attempt is forked
+                    self._workers.append(_WarmWorker.start(self.work_root, self.staging_env))
+                except OSError as exc:
+                    self._warm_broke(f"cannot start one: {exc}")
+            return False
+        request = f"run {worker.seq + 1} {t.work_dir}"
+        if "\n" in str(t.work_dir) or len(request.encode("utf-8", "surrogateescape")) >= PIPE_BUF:
+            return False
+        worker.seq += 1
+        write_atomic(t.work_dir / RUNNER_PID, f"{worker.pid} {worker.ticks} {worker.seq}\n", False)
+        try:
+            worker.send(request)
+        except OSError:
+            # It is gone and never read the request, so it never runs the attempt: the fallback
+            # (which rewrites runner.pid) cannot run it twice.
+            worker.gone = True
+            self._pump_workers()
+            return False
+        worker.busy = str(t.work_dir)
+        self._warm_failures = 0
+        return True
+
+    def _warm_broke(self, why: str) -> None:
+        self._warm_failures += 1
+        delay = 0.0 if self._warm_failures <= 1 else min(60.0, 2.0**self._warm_failures)
+        self._warm_retry_at = time.monotonic() + delay
+        log.warning("warm worker unavailable (%s): retry in %.0f s", why, delay)
 
     def _write_final(self, t: _Tracked, state: State, reason: str) -> None:
         """Record a final state the runner could not (it never ran, or it died)."""
@@ -789,6 +931,84 @@ class _ForkServer:
                 proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=1.0 if kill else 0.2)
+
+
+class _WarmWorker:
+    """The backend's end of one ``python -m cpnet.agent.warm`` (see that module for the
+    protocol). Used under the backend's lock only; never blocks on the worker."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.pid = proc.pid
+        self.ticks = 0  # from its "ready"
+        self.seq = 0  # attempts handed to it
+        self.was_ready = False
+        self.busy: str | None = None  # the work dir of the attempt it runs
+        self.gone = False
+        self._in = proc.stdin.fileno()
+        self._out = proc.stdout.fileno()
+        os.set_blocking(self._out, False)
+        self._buf = b""
+        self._finalizer = weakref.finalize(self, _ForkServer._shut, proc, False)
+
+    @classmethod
+    def start(cls, work_root: Path, extra_env: dict[str, str] | None = None) -> _WarmWorker:
+        argv = [sys.executable, "-m", "cpnet.agent.warm", "--max-attempts"]
+        argv += [str(WARM_MAX_ATTEMPTS), "--max-rss-mb", str(WARM_MAX_RSS_MB)]
+        proc = subprocess.Popen(
+            argv,
+            cwd=work_root,
+            env=runner_env(extra_env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # its session holds it and its attempt's processes only
+            close_fds=True,
+            bufsize=0,
+        )
+        log.info("warm worker %d started", proc.pid)
+        return cls(proc)
+
+    @property
+    def idle(self) -> bool:
+        return self.was_ready and self.busy is None and not self.gone
+
+    def send(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "surrogateescape")
+        while data:
+            data = data[os.write(self._in, data) :]
+
+    def pump(self) -> None:
+        """Take in every line the worker wrote so far."""
+        while not self.gone:
+            try:
+                data = os.read(self._out, 4096)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.gone = True
+                break
+            self._buf += data
+        while b"\n" in self._buf:
+            raw, self._buf = self._buf.split(b"\n", 1)
+            verb, *args = raw.decode("utf-8", "replace").split(" ")
+            if verb == "ready" and len(args) == 2 and args[1].isdigit():
+                self.ticks, self.was_ready = int(args[1]), True
+            elif verb == "done" and args and args[0] == str(self.seq):
+                self.busy = None
+            elif verb == "retire":
+                log.warning("warm worker %d retires: %s", self.pid, " ".join(args[1:]))
+                self.gone = True
+        if not self.gone and self.proc.poll() is not None:
+            self.gone = True
+
+    def close(self, kill: bool = False) -> None:
+        """Close its stdin (it exits when idle, or after its attempt), or SIGKILL it when it is
+        not running an attempt; reap it when that is quick."""
+        self._finalizer.detach()
+        _ForkServer._shut(self.proc, kill and self.busy is None)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
