@@ -458,7 +458,7 @@ def submit_batches(
     bad = [x for x in items if x.status != 201]
     if bad:
         raise BenchError(f"{len(bad)} items were not created, e.g. {bad[0]!r}")
-    return [], lat, first, last
+    return items, lat, first, last  # type: ignore[return-value]  # counted, not read
 
 
 def end_to_end(p: Params, procs: Procs, prog: Any, batch: bool = False) -> EndToEnd:
@@ -557,8 +557,11 @@ def end_to_end(p: Params, procs: Procs, prog: Any, batch: bool = False) -> EndTo
         "runners": cpu1["agent"][1] - cpu0["agent"][1],
         "bench": cpu1["bench"] - cpu0["bench"],
     }
-    e2e = views_run("hub: end to end", views, p.tasks, first_submit)
-    submit = Run("hub: submission during the run", p.tasks, len(sub_views), sub_last - sub_first)
+    what = "arrays" if batch else "hub"
+    e2e = views_run(f"{what}: end to end", views, p.tasks, first_submit)
+    submit = Run(
+        f"{what}: submission during the run", p.tasks, len(sub_views), sub_last - sub_first
+    )
     submit.latencies = sub_lat
     lost = hub.log.read_text(errors="replace").count(" lost; ") if hub.log else 0
     return EndToEnd(e2e, submit, views, serial, serial_views, cpu, polls, idle, lost)

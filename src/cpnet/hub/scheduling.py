@@ -224,16 +224,18 @@ def schedule_once(
     # Joint placement optimises over everything it reads, so it reads `batch` at once.
     read = batch if joint_time_limit_s is not None else min(batch, FIRST_READ)
     with store.tx() as s:
-        queued = tasks_store.queued_tasks(s, read)
-        if not queued:
+        if not tasks_store.any_waiting(s):
             # Nothing waits: skip the snapshot of every pool (at 10,000 pools it costs more
             # than a second of CPU, and an idle hub would pay it on every wake-up).
             return PassResult(0, frozenset(), 0)
         placed, sites, leased, snapshot = lease_pass(s, now, batch)
-        if placed:  # some of the read went to their leases
-            queued = tasks_store.queued_tasks(s, read)
-            if not queued:
-                return PassResult(placed, frozenset(sites), 0)
+        if not reg.any_room(s):
+            # No pool has a free core: reading the queue (specs and all) could place nothing.
+            # Without this, every submission to a full or empty hub paid a read of the queue.
+            return PassResult(placed, frozenset(sites), 0)
+        queued = tasks_store.queued_tasks(s, read)
+        if not queued:
+            return PassResult(placed, frozenset(sites), 0)
         views = snapshot if snapshot is not None else {v.id: v for v in pool_views(s, now)}
         for pool_id, held in leased.items():  # leased and unused: nobody else's to take
             if pool_id in views:

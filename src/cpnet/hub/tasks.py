@@ -241,15 +241,19 @@ def submit(
         # A plain one the way a batch is created (fewer, prebuilt statements), else in full.
         plain = not notes and _plain(prepared)
         made = _create_together(s, h, who, [prepared], now) if plain else None
-        if made is not None:
+        if made is not None and made[0][1]:  # made now: shown without reading it back
             tid, created = made[0]
-            task = store.task_by_id(s, tid)
+            shown = store.new_task_view(tid, who, prepared.spec, now) if view else None
         else:
-            task, created = _create(s, h, who, prepared, notes, now)
-        shown = store.task_view(s, task) if view else None
+            if made is not None:  # its idempotency key found the task made before
+                task, created = store.task_by_id(s, made[0][0]), False
+            else:
+                task, created = _create(s, h, who, prepared, notes, now)
+            tid = task.id
+            shown = store.task_view(s, task, [] if created else None) if view else None
     if created:
         h.wake_scheduler()
-    return Submitted(task.id, created, shown)
+    return Submitted(tid, created, shown)
 
 
 @dataclass(frozen=True, slots=True)

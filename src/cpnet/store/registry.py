@@ -574,6 +574,25 @@ def retire_pool(s: Session, pool_id: str, now: float) -> PoolRecord:
     return get_pool(s, pool_id)
 
 
+def any_room(s: Session) -> bool:
+    """Whether some online pool of an online site has a CPU core not reserved: without one no
+    placement can succeed (a pool view's available cores are its total less its reserved)."""
+    return s.connection().execute(_ANY_ROOM).first() is not None
+
+
+_ANY_ROOM = (
+    select(Pool.id)
+    .join(Site, Pool.site_id == Site.id)
+    .where(
+        Pool.retired_at.is_(None),
+        Pool.online.is_(True),
+        Site.online.is_(True),
+        Pool.total_cpu - Pool.reserved_cpu > 0,
+    )
+    .limit(1)
+)
+
+
 def live_pools(s: Session, *, online_only: bool = True) -> list[tuple[Pool, Site]]:
     """Every online (or every unretired) pool with its site: the scheduler's snapshot source."""
     q = select(Pool, Site).join(Site, Pool.site_id == Site.id).where(Pool.retired_at.is_(None))

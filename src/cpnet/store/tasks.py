@@ -426,6 +426,24 @@ def task_view(
     )
 
 
+def new_task_view(task_id: str, who: Principal, spec: TaskSpec, now: float) -> TaskView:
+    """`task_view` of a task `create_tasks` made now for `who` from `spec`: what the row holds,
+    without reading it back (it has no attempts yet)."""
+    return TaskView(
+        id=task_id,
+        name=spec.name,
+        state=State.QUEUED,
+        reason=None,
+        org_id=who.org_id,
+        pool_id=None,
+        created_at=ts(now),
+        updated_at=ts(now),
+        tags=spec.tags or {},
+        spec=spec,
+        attempts=[],
+    )
+
+
 def task_views(s: Session, tasks: list[Task]) -> list[TaskView]:
     """Views of many tasks with one query for all their attempts."""
     by_task: dict[str, list[Attempt]] = {t.id: [] for t in tasks}
@@ -674,11 +692,17 @@ def queued_tasks(s: Session, limit: int, after_seq: int | None = None) -> list[Q
     return [QueuedTask(tid, n, spec, seq, org_id=org) for tid, n, spec, seq, org in rows]
 
 
+def any_waiting(s: Session) -> bool:
+    """Whether any task waits for a placement (`queued_tasks` would read one)."""
+    return s.connection().execute(_ANY_QUEUED).first() is not None
+
+
 _PLACED = (
     select(Attempt.id)
     .where(Attempt.task_id == Task.id, Attempt.state.in_([x.value for x in ACTIVE_ATTEMPT]))
     .exists()
 )
+_ANY_QUEUED = select(Task.seq).where(Task.state == State.QUEUED.value, ~_PLACED).limit(1)
 _QUEUED = (
     select(Task.id, Task.attempts, Task.spec, Task.seq, Task.org_id)
     .where(Task.state == State.QUEUED.value, ~_PLACED, Task.seq > bindparam("b_after"))

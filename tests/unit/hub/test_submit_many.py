@@ -19,6 +19,7 @@ from cpnet.limits.quota import Quota
 from cpnet.market import ledger as L
 from cpnet.store import accounts, ledger
 from cpnet.store import quotas as quota_store
+from cpnet.store import tasks as task_store
 from cpnet.store.tables import AuditRecord, LedgerHold, Task, TaskEvent
 from cpnet.tasks.model import TaskSpec
 from tests.unit.hub.test_market import make_hub
@@ -141,7 +142,7 @@ def test_a_plain_batch_costs_the_same_statements_whatever_its_size(hub: Hub) -> 
     for n in (10, 200):
         seen: list[str] = []
 
-        def count(_conn, _cur, statement, *_):  # type: ignore[no-untyped-def]
+        def count(_conn, _cur, statement, *_, seen=seen):  # type: ignore[no-untyped-def]
             seen.append(statement)
 
         event.listen(hub.store.engine, "before_cursor_execute", count)
@@ -152,3 +153,17 @@ def test_a_plain_batch_costs_the_same_statements_whatever_its_size(hub: Hub) -> 
         assert [x.status for x in out] == [201] * n
         counts.append(len(seen))
     assert counts[1] == counts[0], counts
+
+
+def test_a_single_submission_shows_the_task_as_it_reads_back(hub: Hub) -> None:
+    """A plain single submission is made the batch's way and shown without reading it back:
+    what it shows must be what the store holds; a repeat of its key finds and shows that."""
+    who = user(hub, 100 * HOLD)
+    first = tasks.submit(hub, who, spec(name="one", tags={"k": "v"}, idempotency_key="once"))
+    again = tasks.submit(hub, who, spec(name="one", tags={"k": "v"}, idempotency_key="once"))
+    assert first.created and not again.created and again.id == first.id
+    with hub.store.read() as s:
+        stored = task_store.task_view(s, task_store.task_by_id(s, first.id))
+    assert first.view is not None and again.view is not None
+    assert first.view.model_dump() == stored.model_dump() == again.view.model_dump()
+    assert balance(hub, who.org_id) == 99 * HOLD
