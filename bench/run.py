@@ -23,7 +23,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   bare insert-and-commit rate (``bench/ledger.py``);
 - ``submit``: acknowledged durable task creations per second through a hub, one per request and
   1,000 per batch request, on SQLite and PostgreSQL next to the database's bare insert-and-commit
-  rates (``bench/submit.py``).
+  rates (``bench/submit.py``);
+- ``replicas``: submissions per second through one hub replica and two, direct and behind
+  HAProxy, on PostgreSQL (``bench/replicas.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -39,6 +41,7 @@ import time
 import ledger
 import measure
 import quote
+import replicas
 import resolve
 import sim
 import slurm_latency
@@ -62,6 +65,7 @@ BENCHMARKS = (
     "quote",
     "ledger",
     "submit",
+    "replicas",
 )
 
 
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     quote.add_args(ap)
     ledger.add_args(ap)
     submit.add_args(ap)
+    replicas.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -109,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = ledger.run(ledger.params(args, command))
             elif name == "submit":
                 path = submit.run(submit.params(args, command))
+            elif name == "replicas":
+                path = replicas.run(replicas.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:
