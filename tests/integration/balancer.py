@@ -49,7 +49,9 @@ class Balancer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.work_dir / "haproxy.cfg"
         backends = [f"127.0.0.1:{p}" for p in self.backends]
-        cfg.write_text(haproxy_config(f"127.0.0.1:{self.port}", backends, check_ms=CHECK_MS))
+        cfg.write_text(
+            haproxy_config(f"127.0.0.1:{self.port}", backends, check_ms=CHECK_MS, log_stdout=True)
+        )
         check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert check.returncode == 0, f"haproxy refused its configuration:\n{check.stderr}"
         self.log = self.work_dir / f"haproxy-{time.time_ns()}.log"

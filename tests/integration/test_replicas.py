@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -204,6 +205,81 @@ def test_sigkill_leader_mid_burst_every_acknowledged_task_completes_once(
     assert last is not None and last > killed_at, "no checkpoint signed since the leader died"
 
 
+def _socket_owner(hubs: list[HubProc], port: int) -> HubProc | None:
+    """The replica process holding the TCP socket whose local port is `port` (its end of a
+    database connection), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for hub in hubs:
+        if hub.proc is None or hub.proc.poll() is not None:
+            continue
+        fds = Path(f"/proc/{hub.proc.pid}/fd")
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return hub
+    return None
+
+
+def test_a_batch_cut_off_by_a_replica_dying_is_sent_again_and_made_once(replicas: Replicas):
+    """The SIGKILL lands while a batch's transaction is under way on a replica (found from the
+    database's side): the transaction rolls back, HAProxy answers the POST 502, the SDK sends
+    it again with the same idempotency keys, the other replica makes every task once."""
+    r = replicas
+    world = make_world(r.front, {})
+    n = 1000
+    specs = [
+        {"executors": [{"command": ["true"]}], "idempotency_key": f"cut-{i}"} for i in range(n)
+    ]
+    got: dict = {}
+
+    def send() -> None:
+        with Client(r.front.url, world.user_token, retry_window_s=120, timeout=300) as c:
+            try:
+                got["items"] = c.submit_many(specs, chunk_size=n)
+            except CpnetError as exc:
+                got["error"] = exc
+
+    t = threading.Thread(target=send)
+    t.start()
+
+    def busy() -> HubProc | None:
+        """The replica whose database session is inside a transaction older than a second
+        (the batch's: every other transaction of an idle hub is far shorter)."""
+        with psycopg.connect(libpq_url(r.database_url)) as conn:
+            ports = conn.execute(
+                "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "AND xact_start < now() - interval '1 second' AND state <> 'idle'"
+            ).fetchall()
+        for (port,) in ports:
+            owner = _socket_owner(r.hubs, port)
+            if owner is not None:
+                return owner
+        return None
+
+    victim = wait_until(busy, 120, "the batch's transaction under way on a replica")
+    victim.kill()
+    t.join(timeout=400)
+    assert not t.is_alive()
+    assert "error" not in got, got.get("error")
+    items = got["items"]
+    assert len(items) == n and all(i.status in (200, 201) for i in items), items[:3]
+    assert len({i.id for i in items}) == n
+    with psycopg.connect(libpq_url(r.database_url)) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM tasks").fetchone()
+    assert count == n
+    # It went as described: the balancer answered the cut-off batch 502, the SDK sent it again.
+    assert r.lb.log is not None
+    log = r.lb.log.read_text()
+    assert any(" 502 " in ln and "POST /v1/tasks:batch" in ln for ln in log.splitlines()), log
+
+
 def test_long_poll_on_one_replica_is_woken_by_a_placement_on_another(replicas: Replicas):
     r = replicas
     leader = r.leader()
@@ -322,36 +398,32 @@ def test_workers_serve_one_port_and_replace_a_killed_one(tmp_path: Path, postgre
     hub.start()
     try:
 
-        def replicas() -> set[tuple[str, bool]]:
-            """Who answers 20 health checks sent at once, on new connections: the replicas
-            take them from their shared accept queue as each is free."""
+        def replicas() -> dict[int, bool]:
+            """pid -> leads?, of whoever answers 20 health checks sent at once on new
+            connections (the replicas take them from their shared accept queue)."""
             got: list[dict | None] = []
             threads = [threading.Thread(target=lambda: got.append(health(hub))) for _ in range(20)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            return {(g["replica"], g["leader"]) for g in got if g}
+            return {int(g["replica"].rsplit(":", 1)[1]): g["leader"] for g in got if g}
 
-        both = wait_until(lambda: (lambda s: s if len(s) == 2 else None)(replicas()), 90, "2")
-        assert sorted(leader for _, leader in both) == [False, True]
-        pids = {int(rid.rsplit(":", 1)[1]) for rid, _ in both}
-        victim = next(int(rid.rsplit(":", 1)[1]) for rid, leader in both if leader)
+        def two_one_leading(without: int | None = None):  # type: ignore[no-untyped-def]
+            seen = replicas()
+            ok = len(seen) == 2 and sorted(seen.values()) == [False, True]
+            return seen if ok and without not in seen else None
+
+        before = wait_until(two_one_leading, 90, "two replicas, one leading")
+        victim = next(pid for pid, leads in before.items() if leads)
         os.kill(victim, signal.SIGKILL)
-        # The port keeps answering, another replica leads, and a new one replaces the dead.
-        again = wait_until(
-            lambda: (lambda s: s if len(s) == 2 and victim not in _pids(s) else None)(replicas()),
-            90,
-            "two replicas again, without the killed one",
+        # The port keeps answering, the other replica leads, and a new one replaces the dead.
+        after = wait_until(
+            lambda: two_one_leading(without=victim), 90, "two replicas again, one leading"
         )
-        assert sorted(leader for _, leader in again) == [False, True]
-        assert len(_pids(again) - pids) == 1
+        assert len(set(after) - set(before)) == 1
     finally:
         hub.kill()
-
-
-def _pids(seen: set[tuple[str, bool]]) -> set[int]:
-    return {int(rid.rsplit(":", 1)[1]) for rid, _ in seen}
 
 
 def test_workers_refuse_sqlite(tmp_path: Path):

@@ -29,20 +29,24 @@ def haproxy_config(
     *,
     check_ms: int = 1000,
     maxconn: int = 4096,
+    log_stdout: bool = False,
 ) -> str:
     """``haproxy.cfg`` for a frontend on `bind` (``HOST:PORT``) balancing over `backends`
-    (``HOST:PORT`` of each hub replica)."""
+    (``HOST:PORT`` of each hub replica); `log_stdout`: a line per request on stdout (status,
+    retries, which replica), for a foreground HAProxy."""
     servers = "\n".join(
         f"    server hub{i} {addr} check inter {check_ms} fall 2 rise 1"
         for i, addr in enumerate(backends)
     )
+    log = ("    log stdout format raw local0\n", "    log global\n    option httplog\n")
+    glob, dflt = log if log_stdout else ("", "")
     return f"""\
 global
     maxconn {maxconn}
-
+{glob}
 defaults
     mode http
-    timeout connect 2s
+{dflt}    timeout connect 2s
     timeout client {LONG_POLL_TIMEOUT_S}s
     timeout server {LONG_POLL_TIMEOUT_S}s
     timeout http-keep-alive 60s
