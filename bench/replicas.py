@@ -306,6 +306,9 @@ def run(p: Params) -> Path:
         "across all replicas are serial, and the ceiling is the database's one-row-per-commit "
         "rate (bench/results/submit.md: bare INSERT + COMMIT), higher on faster WAL storage; "
         "and one organisation's submissions queue on its own rows (above).",
+        "The set-ups run one after another, each for a few seconds: on a shared machine (the "
+        "load average at start, above, against the cores) two runs of this table have "
+        "differed by up to half on one row; read the ratios within one run, not single cells.",
         *changed_note(digest),
     ]
     return write_report(
