@@ -16,9 +16,9 @@ While the hub cannot be reached (e.g. it is restarting), calls are retried with 
 ``retry_window_s`` seconds (default 30, or CPNET_RETRY_WINDOW_S), saying so once through the
 ``cpnet.client`` logger or ``on_retry``; only calls the hub treats as idempotent are sent again
 when the request may already have reached it; so are those answered 502, 503 or 504 (a load
-balancer in front of hub replicas, one of which died or restarts: docs/operations.md). A hub URL or token that no request could carry
-(e.g. a typographic dash pasted into a token) is refused when the Client is built, with
-``BadSetting``.
+balancer in front of hub replicas, one of which died or restarts: docs/operations.md). A hub URL
+or token that no request could carry (e.g. a typographic dash pasted into a token) is refused
+when the Client is built, with ``BadSetting``.
 """
 
 from __future__ import annotations
