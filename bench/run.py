@@ -25,7 +25,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   1,000 per batch request, on SQLite and PostgreSQL next to the database's bare insert-and-commit
   rates (``bench/submit.py``);
 - ``warm``: CPU per attempt of a spawned runner, a forked runner and a warm worker next to a raw
-  ``subprocess.run(["true"])``, on this machine alone (``bench/warm.py``).
+  ``subprocess.run(["true"])``, on this machine alone (``bench/warm.py``);
+- ``replicas``: submissions per second through one hub replica and two, direct and behind
+  HAProxy, on PostgreSQL (``bench/replicas.py``).
 
 Scale down with ``--tasks N`` (throughput), ``--seconds S`` (resolve, per load run) or
 ``--quick`` (both small, under a minute in all).
@@ -41,6 +43,7 @@ import time
 import ledger
 import measure
 import quote
+import replicas
 import resolve
 import sim
 import slurm_latency
@@ -66,6 +69,7 @@ BENCHMARKS = (
     "ledger",
     "submit",
     "warm",
+    "replicas",
 )
 
 
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ledger.add_args(ap)
     submit.add_args(ap)
     warm.add_args(ap)
+    replicas.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = submit.run(submit.params(args, command))
             elif name == "warm":
                 path = warm.run(warm.params(args, command))
+            elif name == "replicas":
+                path = replicas.run(replicas.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:

@@ -15,9 +15,10 @@ Every failure is a :class:`CpnetError`; its subclass says what kind (``NotFound`
 While the hub cannot be reached (e.g. it is restarting), calls are retried with backoff for up to
 ``retry_window_s`` seconds (default 30, or CPNET_RETRY_WINDOW_S), saying so once through the
 ``cpnet.client`` logger or ``on_retry``; only calls the hub treats as idempotent are sent again
-when the request may already have reached it. A hub URL or token that no request could carry
-(e.g. a typographic dash pasted into a token) is refused when the Client is built, with
-``BadSetting``.
+when the request may already have reached it; so are those answered 502, 503 or 504 (a load
+balancer in front of hub replicas, one of which died or restarts: docs/operations.md). A hub URL
+or token that no request could carry (e.g. a typographic dash pasted into a token) is refused
+when the Client is built, with ``BadSetting``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 # Methods that are idempotent by HTTP's definition, and are so at the hub (a repeated PUT of a
 # blob, DELETE of a token or pool changes nothing more). POSTs say so call by call.
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# What a load balancer answers when the replica it chose died under the request or none is up:
+# sent again, like a connection reset, when the call is idempotent.
+_GATEWAY_ERRORS = frozenset({502, 503, 504})
 
 log = logging.getLogger("cpnet.client")
 
@@ -646,7 +650,10 @@ class Client:
                         self._pause(wait)
                         continue
                     return response
-                if not (self._retry_server_errors and response.status_code >= 500):
+                retry = (self._retry_server_errors and response.status_code >= 500) or (
+                    idempotent and response.status_code in _GATEWAY_ERRORS
+                )
+                if not retry:
                     if self._outage:
                         with self._outage_lock:
                             self._outage = False

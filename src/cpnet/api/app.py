@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -90,8 +91,9 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     return app
 
 
-def serve(settings: HubSettings) -> None:
-    """Run a hub in this process until interrupted (what `cpnet hub` does)."""
+def serve(settings: HubSettings, sock: socket.socket | None = None) -> None:
+    """Run a hub in this process until interrupted (what `cpnet hub` does); with `sock`, serve
+    on that listening socket (a replica of `cpnet hub --workers`, api/replicas.py)."""
     import uvicorn
 
     # Fails before binding the port if the store was never initialised.
@@ -129,4 +131,4 @@ def serve(settings: HubSettings) -> None:
         handle_exit(sig, frame)  # type: ignore[arg-type]
 
     server.handle_exit = _exit  # type: ignore[method-assign]
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)

@@ -79,6 +79,18 @@ def serve(
             "refuses an agent without one of its own site). Default: CPNET_MTLS, else off.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            max=64,
+            help="Run N hub replicas on this machine, sharing the port (needs PostgreSQL: "
+            "--database-url). Replicas elsewhere may share the same database: "
+            "docs/operations.md.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the hub (the interconnection service) in the foreground until Ctrl-C.
 
@@ -88,6 +100,9 @@ def serve(
     **Example:** `cpnet hub --data-dir ./hub-data --host 0.0.0.0 --port 8470`
 
     **With TLS and agents' certificates:** `cpnet hub --data-dir ./hub-data --tls --mtls require`
+
+    **Four replicas on one PostgreSQL:** `cpnet hub --data-dir ./hub-data --database-url
+    postgresql+psycopg://cpnet@db.example.org/cpnet --workers 4` (docs/operations.md)
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -116,13 +131,25 @@ def serve(
         settings.check_tls()
     except ValueError as exc:
         fail(str(exc), "see `cpnet hub --help`")
-    from cpnet.api.server import serve as run_server
+    from cpnet.api.replicas import ReplicasRefused, check
 
+    try:
+        check(settings, workers)
+    except ReplicasRefused as exc:
+        fail(str(exc), "see `cpnet hub --help` and docs/operations.md")
     errors.print(
         f"cpnet hub listening on {settings.scheme}://{settings.host}:{settings.port}"
-        + (f" (mTLS {settings.mtls})" if settings.mtls != "off" else ""),
+        + (f" (mTLS {settings.mtls})" if settings.mtls != "off" else "")
+        + (f" ({workers} replicas)" if workers > 1 else ""),
         style="dim",
     )
+    if workers > 1:
+        from cpnet.api.replicas import serve_replicas
+
+        serve_replicas(settings, workers)
+        return
+    from cpnet.api.server import serve as run_server
+
     run_server(settings)
 
 

@@ -1,4 +1,7 @@
-"""Wake-ups inside one hub process: the scheduler, and agents waiting in a long poll."""
+"""Wake-ups inside one hub process: the scheduler, and agents waiting in a long poll.
+
+Across replicas (several hub processes on one PostgreSQL) hub/broadcast.py carries them.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ class Notifier:
         self.scheduler = asyncio.Event()
         self._sites: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+    def call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        """Run `fn(*args)` on the hub's event loop: now if called there, else soon."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -29,16 +33,16 @@ class Notifier:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def wake_scheduler(self) -> None:
-        self._call(self.scheduler.set)
+        self.call(self.scheduler.set)
 
     def wake_site(self, site_id: str) -> None:
-        self._call(self._set_site, site_id)
+        self.call(self._set_site, site_id)
 
     def _set_site(self, site_id: str) -> None:
         self._sites[site_id].set()
 
     def wake_all_sites(self) -> None:
-        self._call(self._set_all)
+        self.call(self._set_all)
 
     def _set_all(self) -> None:
         for event in self._sites.values():

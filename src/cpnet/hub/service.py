@@ -1,4 +1,9 @@
-"""The Hub: one object that owns the store, the signing key and the background loops."""
+"""The Hub: one object that owns the store, the signing key and the background loops.
+
+Several hub processes (replicas) may serve one PostgreSQL database (docs/operations.md). Any
+replica serves any request; the background loops run on the leader only (hub/leader.py), and
+wake-ups reach the other replicas through PostgreSQL NOTIFY (hub/broadcast.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import socket
 import time
 
 from anyio import to_thread
@@ -17,7 +24,9 @@ from cpnet.hub import auctions
 from cpnet.hub import secrets as hub_secrets
 from cpnet.hub.blobs import BlobStore
 from cpnet.hub.bootstrap import hub_authority
+from cpnet.hub.broadcast import Broadcast
 from cpnet.hub.keys import active_keys
+from cpnet.hub.leader import Leadership, Serialised
 from cpnet.hub.notify import Notifier
 from cpnet.hub.resolver import Resolver
 from cpnet.hub.scheduling import schedule_once
@@ -60,7 +69,16 @@ class Hub:
         )
         self.started_at = time.time()
         self.notifier: Notifier | None = None
-        self._tasks: list[asyncio.Task] = []
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"  # this process, among replicas
+        # Leading the loops (hub/leader.py): on SQLite this process alone, always.
+        self.leadership = Leadership(
+            None if self.store.is_sqlite else settings.url, self._leading_changed
+        )
+        self.broadcast: Broadcast | None = None  # PostgreSQL: wake-ups across replicas
+        # The leader's sweeps queue behind any other replica's (a step-down is not instant).
+        self.sweeps = Serialised(self.store)
+        self._tasks: list[asyncio.Task] = []  # leadership and broadcast, while running
+        self._loops: list[asyncio.Task] = []  # the leader's loops, while leading
         self.closing = False  # set when the process is asked to stop: long polls return
 
     # ---- lifecycle ----
@@ -70,22 +88,49 @@ class Hub:
         if self.settings.region_code:  # the store's copy, read by network.load_map
             with self.store.tx() as s:
                 network.set_hub_region(s, self.settings.region_code)
-        self._tasks = [
+        if not self.store.is_sqlite:
+            self.broadcast = Broadcast(self.settings.url, self.notifier, self.replica)
+            self._tasks.append(asyncio.create_task(self.broadcast.run(), name="cpnet-wakeups"))
+        if self.leadership.alone:
+            await self.leadership.run()  # leads at once: the loops start now
+        else:
+            self._tasks.append(asyncio.create_task(self.leadership.run(), name="cpnet-leader"))
+
+    def _leading_changed(self, leading: bool) -> None:
+        """Start the leader's loops on becoming the leader; stop them on stepping down."""
+        if not leading:
+            for t in self._loops:
+                t.cancel()  # a pass in flight finishes in its thread (safe when repeated)
+            self._loops = []
+            return
+        self._loops = [
             asyncio.create_task(self._scheduler_loop(), name="cpnet-scheduler"),
             asyncio.create_task(self._liveness_loop(), name="cpnet-liveness"),
             asyncio.create_task(self._sla_loop(), name="cpnet-sla"),
             asyncio.create_task(self._market_loop(), name="cpnet-market"),
             asyncio.create_task(self._audit_loop(), name="cpnet-audit"),
         ]
+        if self.notifier is not None:
+            self.notifier.wake_scheduler()  # a pass now: the queue may have waited for a leader
+        if self.broadcast is not None:
+            # The old leader may have died between a placement and its NOTIFY: every replica's
+            # long polls read the store once.
+            self.broadcast.publish(all_sites=True)
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership.leading
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        leading = self.leading
+        for t in [*self._loops, *self._tasks]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._loops, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        with contextlib.suppress(Exception):  # a clean stop leaves the head signed
-            self.checkpoint_once(time.time())
+        if leading:
+            with contextlib.suppress(Exception):  # a clean stop leaves the head signed
+                self.checkpoint_once(time.time())
         self.store.close()
 
     def begin_shutdown(self) -> None:
@@ -97,13 +142,21 @@ class Hub:
     # ---- signals from routes (any thread) ----
 
     def wake_scheduler(self) -> None:
+        """Ask for a scheduling pass (call after the change committed): here if this replica
+        leads, else on the leader."""
         if self.notifier:
             self.notifier.wake_scheduler()
+        if self.broadcast is not None and not self.leading:
+            self.broadcast.publish(scheduler=True)
 
     def wake_sites(self, site_ids) -> None:  # type: ignore[no-untyped-def]
+        """Wake these sites' long polls, on whichever replica their agents wait."""
+        site_ids = tuple(site_ids)
         if self.notifier:
             for sid in site_ids:
                 self.notifier.wake_site(sid)
+        if self.broadcast is not None:
+            self.broadcast.publish(sites=site_ids)
 
     # ---- loops ----
 
@@ -120,6 +173,8 @@ class Hub:
                 limit = (
                     self.settings.sched_joint_time_limit_s if self.settings.sched_joint else None
                 )
+                # Not Serialised: a pass may overlap another replica's for a moment after a
+                # failover, and placements are safe then (conditional UPDATE, compare-and-set).
                 result = await to_thread.run_sync(
                     functools.partial(
                         schedule_once, self.store, time.time(), joint_time_limit_s=limit
@@ -153,7 +208,7 @@ class Hub:
 
     def sla_once(self, now: float):  # type: ignore[no-untyped-def]
         """One SLA sweep (hub/sla.py): credits for breached windows, fresh reputations."""
-        return sla_sweep(self.store, now, self.settings.reputation_half_life_s)
+        return sla_sweep(self.sweeps, now, self.settings.reputation_half_life_s)  # type: ignore[arg-type]
 
     async def _market_loop(self) -> None:
         """Award requests whose bids have closed, and settle leases as their windows run."""
@@ -162,7 +217,7 @@ class Hub:
             try:
                 swept = await to_thread.run_sync(
                     auctions.sweep,
-                    self.store,
+                    self.sweeps,
                     self.settings.platform_fee_bps,
                     time.time(),
                     self.settings.lease_period_s,
@@ -185,13 +240,17 @@ class Hub:
 
     def checkpoint_once(self, now: float) -> None:
         """Sign the audit chain's head with the hub's key, if it moved since the last one."""
-        with self.store.tx() as s:
+        with self.sweeps.tx() as s:
             audit.checkpoint(s, self.keys[0], now)
 
     def sweep_once(self, now: float) -> list[str]:
-        """Mark silent sites offline and give their running attempts back to the queue."""
-        with self.store.tx() as s:
-            lost = reg.sweep_liveness(s, now, self.settings.missed_heartbeats, self.started_at)
+        """Mark silent sites offline and give their running attempts back to the queue.
+
+        A site's silence counts from when this replica began to lead at the earliest: agents
+        that talked to a replica that just died need a full timeout to reach another one."""
+        not_before = max(self.started_at, self.leadership.since or 0.0)
+        with self.sweeps.tx() as s:
+            lost = reg.sweep_liveness(s, now, self.settings.missed_heartbeats, not_before)
             for site_id in lost:
                 n = tasks_store.fail_site(
                     s,

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cpnet.store import audit
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATE_KEY = 0x63706E6574_0003  # advisory lock: one hub replica migrates at a time
 
 
 class ReadOnlyViolation(RuntimeError):
@@ -122,5 +123,16 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run Alembic migrations up to `revision` on this engine."""
-    command.upgrade(alembic_config(engine), revision)
+    """Run Alembic migrations up to `revision` on this engine.
+
+    On PostgreSQL under an advisory lock: hub replicas starting together migrate one after the
+    other (the later ones find the schema done), never two at once."""
+    if engine.dialect.name != "postgresql":
+        command.upgrade(alembic_config(engine), revision)
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_KEY})
+        try:
+            command.upgrade(alembic_config(engine), revision)
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_KEY})

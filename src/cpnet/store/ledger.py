@@ -16,7 +16,7 @@ from sqlalchemy import Update, bindparam, case, func, insert, or_, select
 from sqlalchemy import update as _sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -150,6 +150,20 @@ def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None
         assert old is not None
         L.is_replay(t, _transfer(old))  # Conflict when the id was used for other content
         return False
+    # The two rows are locked in account order, as post_many locks them: a hold taken at
+    # submission and a settlement refunding the same account never wait for each other in a
+    # cycle (PostgreSQL would abort one of them as a deadlock).
+    if t.credit < t.debit:
+        _credit(s, conn, t)
+        _debit(s, conn, t, what)
+    else:
+        _debit(s, conn, t, what)
+        _credit(s, conn, t)
+    _audit(s, t)
+    return True
+
+
+def _debit(s: Session, conn: Connection, t: L.Transfer, what: str | None) -> None:
     debit = {"acc": t.debit, "amount": t.amount}
     # Not debited: an account not opened yet (open it, its floor decides), or too little.
     if conn.execute(_DEBIT, debit).rowcount != 1 and not (
@@ -157,12 +171,13 @@ def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None
     ):
         acc = account(s, t.debit)
         raise L.short_error(acc, L.shortfall(acc, t.amount), what or f"transfer {t.id}")
+
+
+def _credit(s: Session, conn: Connection, t: L.Transfer) -> None:
     credit = {"acc": t.credit, "amount": t.amount}
     if conn.execute(_CREDIT, credit).rowcount != 1:
         _opened(s, t.credit, t.at)
         conn.execute(_CREDIT, credit)
-    _audit(s, t)
-    return True
 
 
 def post_many(

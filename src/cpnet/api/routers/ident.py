@@ -16,7 +16,15 @@ router = APIRouter(tags=["identifiers"])
 
 @router.get("/v1/health")
 async def health(h: Hub = Depends(hub)) -> dict:
-    return {"status": "ok", "version": __version__, "authority": h.authority}
+    """Liveness, for load balancers too; ``replica`` names the hub process that answered and
+    ``leader`` says whether it leads the background loops (docs/operations.md)."""
+    return {
+        "status": "ok",
+        "version": __version__,
+        "authority": h.authority,
+        "replica": h.replica,
+        "leader": h.leading,
+    }
 
 
 @router.get("/.well-known/cpnet/keys.json")
