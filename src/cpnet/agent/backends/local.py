@@ -37,6 +37,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -325,7 +326,7 @@ class LocalBackend(Backend):
                 write_json_atomic(work_dir / JOB_FILE, data)
             except OSError as exc:
                 raise BackendError(f"cannot create the work dir {work_dir}: {exc}") from exc
-            self._adopt(work_dir)
+            self._adopt(work_dir, job)  # tracked from the job in hand, not read back
             self._advance()
             return handle
 
@@ -345,12 +346,20 @@ class LocalBackend(Backend):
 
     def poll(self, handle: Handle) -> JobStatus:
         """The attempt's state from its status file and its runner's liveness."""
+        return self.poll_many([handle])[0]
+
+    def poll_many(self, handles: Sequence[Handle]) -> list[JobStatus]:
+        """`poll` for every attempt the agent holds, with one pass over the queues for all of
+        them (a pass per attempt cost the agent's loop that much more at every tick)."""
         with self._lock:
-            key, t = self._tracked(handle)
-            if t is None:
-                return JobStatus(State.SYSTEM_ERROR, f"no attempt at {key} (work dir gone)")
+            tracked = [self._tracked(h) for h in handles]
             self._advance()
-            return self._status(key, t)
+            return [
+                JobStatus(State.SYSTEM_ERROR, f"no attempt at {key} (work dir gone)")
+                if t is None
+                else self._status(key, t)
+                for key, t in tracked
+            ]
 
     def cancel(self, handle: Handle) -> None:
         """SIGTERM the runner's session now; SIGKILL it after `cancel_grace_s` (on a timer)."""
@@ -449,9 +458,15 @@ class LocalBackend(Backend):
             if record is None or not State(record["state"]).terminal:
                 self._adopt(path)
 
-    def _adopt(self, work_dir: Path) -> _Tracked | None:
-        """Start tracking an attempt from its files; None when there is no such attempt."""
+    def _adopt(self, work_dir: Path, new: Job | None = None) -> _Tracked | None:
+        """Start tracking an attempt from its files; None when there is no such attempt.
+        `new`: the job of an attempt `submit` just wrote, which has nothing else on disk yet
+        (reading it back re-validated its whole spec, and looked for files it cannot have)."""
         key = str(work_dir)
+        if new is not None:
+            t = _Tracked(work_dir, new.pool_name, PoolCapacity.of(new.spec), started=False)
+            self._jobs[key] = t
+            return self._enqueue(key, t, new)
         try:
             job = Job.from_dict(_read_json(work_dir / JOB_FILE))
         except FileNotFoundError:
@@ -472,6 +487,12 @@ class LocalBackend(Backend):
         if (work_dir / RUNNER_PID).exists():
             t.started = True
             return t
+        return self._enqueue(key, t, job)
+
+    def _enqueue(self, key: str, t: _Tracked, job: Job) -> _Tracked:
+        """Queue a tracked attempt on its pool, or end it SYSTEM_ERROR when no pool here can
+        ever run it."""
+        work_dir = t.work_dir
         pool = self._pool(job.pool_name)
         if pool is None:
             names = ", ".join(p.name for p in self.discover())
