@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -131,4 +132,11 @@ def serve(settings: HubSettings, sock: socket.socket | None = None) -> None:
         handle_exit(sig, frame)  # type: ignore[arg-type]
 
     server.handle_exit = _exit  # type: ignore[method-assign]
+    # What exists now (modules, the ORM's and pydantic's schemas, the app) lives as long as the
+    # process: out of the cyclic collector's way, so that the full collections a request that
+    # allocates thousands of objects (a batch) triggers do not walk it all again (a batch of
+    # 1,000 took 15-30 % less CPU). Only here, in a hub process of its own: tests that start
+    # many hubs in one process would keep each one's cycles for good.
+    gc.collect()
+    gc.freeze()
     server.run(sockets=[sock] if sock is not None else None)
