@@ -262,6 +262,7 @@ SETUPS = (
 def run(p: Params) -> Path:
     digest = source_digest()
     server, started = postgres_server()
+    info = machine(server)  # while the server runs: it names the server's version
     rows = []
     try:
         with Procs() as procs:
@@ -318,5 +319,5 @@ def run(p: Params) -> Path:
         command=p.command,
         sections=sections,
         notes=notes,
-        machine_info=machine(server),
+        machine_info=info,
     )
