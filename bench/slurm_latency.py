@@ -44,6 +44,7 @@ from common import (
     machine,
     make_world,
     ms,
+    num,
     percentile,
     ratio,
     wait_until,
@@ -53,14 +54,17 @@ from common import (
 from cpnet.tasks.states import State
 
 DEFAULT_RUNS = 20
+DEFAULT_JOBS = 200  # per throughput row (the dev cluster's MaxArraySize is 1001)
 PARTITION = "cpu"
 JOB_TIMEOUT_S = 120.0
+BURST_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
 class Params:
     runs: int
     command: str
+    jobs: int = DEFAULT_JOBS
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
@@ -70,11 +74,19 @@ def add_args(ap: argparse.ArgumentParser) -> None:
         default=None,
         help=f"slurm_latency: runs per path ({DEFAULT_RUNS})",
     )
+    ap.add_argument(
+        "--slurm-jobs",
+        type=int,
+        default=None,
+        help=f"slurm_latency: trivial jobs per throughput row ({DEFAULT_JOBS}, at most 1000)",
+    )
 
 
 def params(args: argparse.Namespace, command: str) -> Params:
-    runs = args.slurm_runs or (5 if getattr(args, "quick", False) else DEFAULT_RUNS)
-    return Params(runs, command)
+    quick = getattr(args, "quick", False)
+    runs = args.slurm_runs or (5 if quick else DEFAULT_RUNS)
+    jobs = min(1000, args.slurm_jobs or (40 if quick else DEFAULT_JOBS))
+    return Params(runs, command, jobs)
 
 
 # ---- the cluster --------------------------------------------------------------------------------
@@ -182,6 +194,70 @@ def _cpnet_once(user, work: Path, i: int) -> tuple[float, float]:  # type: ignor
     return started, running[0] - t0
 
 
+# ---- throughput: many trivial jobs at once -----------------------------------------------------
+
+
+def _drain_time(env: dict[str, str], t0: float) -> float:
+    """Seconds from `t0` until the partition has none of our jobs left."""
+    user = os.environ.get("USER", "root")
+    wait_until(
+        lambda: not _slurm(env, "squeue", "-h", "-p", PARTITION, "-u", user).strip(),
+        BURST_TIMEOUT_S,
+        f"partition {PARTITION} to drain",
+        every=0.1,
+    )
+    return time.time() - t0
+
+
+def _sbatch_each(env: dict[str, str], work: Path, n: int) -> float:
+    """`n` × ``sbatch --wrap true``, one call each, then until all ended: jobs/s."""
+    t0 = time.time()
+    for _ in range(n):
+        _slurm(env, "sbatch", "--parsable", "-p", PARTITION, "-D", str(work), "-o", "/dev/null",
+               "--wrap", "true")  # fmt: skip
+    return n / _drain_time(env, t0)
+
+
+def _sbatch_array(env: dict[str, str], work: Path, n: int) -> float:
+    """One ``sbatch --array=0-(n-1) --wrap true``, then until all ended: jobs/s."""
+    t0 = time.time()
+    _slurm(env, "sbatch", "--parsable", "-p", PARTITION, "-D", str(work), "-o", "/dev/null",
+           f"--array=0-{n - 1}", "--wrap", "true")  # fmt: skip
+    return n / _drain_time(env, t0)
+
+
+def _cpnet_array(user, n: int, run_id: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """`n` tasks of ``true`` as one array (``submit_many``) to the hub with the Slurm agent,
+    then until the hub has all of them final: (tasks/s, how many ended COMPLETE)."""
+    specs = [
+        {
+            "name": f"array-{i}",
+            "executors": [{"command": ["true"]}],
+            "resources": {"cpu_cores": 1, "ram_gb": 0.25},
+            "constraints": {"labels": {"partition": PARTITION}},
+            "tags": {"bench": run_id},
+            "max_attempts": 1,
+        }
+        for i in range(n)
+    ]
+    left = [s.value for s in State if not s.terminal]
+    t0 = time.time()
+    user.submit_many(specs)
+    wait_until(
+        lambda: not user.tasks(state=left, limit=1).tasks,
+        BURST_TIMEOUT_S,
+        f"the {n} tasks of the array to end",
+        every=0.25,
+    )
+    wall = time.time() - t0
+    done = sum(
+        1
+        for v in user.iter_tasks(tags={"bench": run_id}, page_size=1000)
+        if v.state is State.COMPLETE
+    )
+    return n / wall, done
+
+
 def run(p: Params) -> Path:
     info = machine()
     sbatch_s: list[float] = []
@@ -228,11 +304,26 @@ def run(p: Params) -> Path:
                     started, reported = _cpnet_once(user, work, i)
                     marker_s.append(started)
                     running_s.append(reported)
-    return _report(p, info, sbatch_s, marker_s, running_s)
+        # Throughput: the same partition, N trivial jobs at once, one way after another.
+        console.print(f"throughput: {p.jobs} jobs per row")
+        _idle(env)
+        each = _sbatch_each(env, work, p.jobs)
+        _idle(env)
+        array = _sbatch_array(env, work, p.jobs)
+        _idle(env)
+        agent.check()
+        through, complete = _cpnet_array(user, p.jobs, f"tp-{os.getpid()}")
+    burst = {"each": each, "array": array, "cpnet": through, "complete": complete}
+    return _report(p, info, sbatch_s, marker_s, running_s, burst)
 
 
 def _report(
-    p: Params, info: dict[str, str], sbatch_s: list, marker_s: list, running_s: list
+    p: Params,
+    info: dict[str, str],
+    sbatch_s: list,
+    marker_s: list,
+    running_s: list,
+    burst: dict[str, float],
 ) -> Path:
     def row(name: str, xs: list[float]) -> list[str]:
         base_50, base_95 = percentile(sbatch_s, 50), percentile(sbatch_s, 95)
@@ -262,16 +353,36 @@ def _report(
         "cpnet's path: SDK → hub (queued) → scheduling pass → the agent's assignment poll → "
         "the Slurm backend's own `sbatch` of the runner → the runner starts the executor.",
     ]
+    base = burst["array"]
+    tp_rows = [
+        [f"straight `sbatch --wrap true`, {p.jobs} calls", num(burst["each"]),
+         ratio(burst["each"], base)],
+        [f"straight `sbatch --array=0-{p.jobs - 1} --wrap true` (baseline)", num(base), "1.00×"],
+        [f"cpnet: `submit_many` of {p.jobs} tasks (one array) → the Slurm agent "
+         f"({int(burst['complete'])} COMPLETE)", num(burst["cpnet"]), ratio(burst["cpnet"], base)],
+    ]  # fmt: skip
+    notes.append(
+        f"Throughput: {p.jobs} trivial jobs submitted at once on the same partition, each way "
+        "after the partition drained; jobs/s = jobs ÷ (first submission → none left in "
+        "`squeue`, or the hub having all tasks final). cpnet's Slurm backend submits one job per "
+        "attempt, each running `python -m cpnet.agent.runner` on the node, so its row also pays a "
+        "Python start-up per task that a bare `true` does not."
+    )
     return write_report(
         "slurm_latency",
-        "Submit-to-start latency on Slurm: cpnet against straight sbatch",
+        "Submit-to-start latency and throughput on Slurm: cpnet against straight sbatch",
         command=p.command,
         sections=[
             Section(
                 "Submit to start",
                 ["path", "runs", "median", "p95", "min", "max", "median ratio", "p95 ratio"],
                 rows,
-            )
+            ),
+            Section(
+                f"Throughput: {p.jobs} trivial jobs at once",
+                ["path", "jobs/s", "÷ `sbatch --array`"],
+                tp_rows,
+            ),
         ],
         notes=notes,
         machine_info=info,

@@ -77,12 +77,24 @@ def test_a_burst_gets_429_with_retry_after_and_the_sdk_waits_it_out(slow_hub: Hu
     assert info.value.status == 429 and info.value.code == "rate_limited"
 
 
-def test_anonymous_calls_and_unknown_tokens_share_the_address_budget(slow_hub: HubProc) -> None:
-    answers = _burst(slow_hub.url, 30, {}, path="/v1/health")
+@pytest.fixture
+def stingy_hub(tmp_path: Path) -> Iterator[HubProc]:
+    """Anonymous calls refill one token every 5 s: a test's requests cannot outpace the refill
+    however slowly a busy machine serves them (at 5/s, five requests 0.2 s apart all passed)."""
+    h = HubProc(tmp_path / "hub", free_port(), env={"CPNET_RATE_LIMIT_ANONYMOUS": "0.2/s,5"})
+    h.data_dir.mkdir()
+    h.init()
+    h.start()
+    yield h
+    h.kill()
+
+
+def test_anonymous_calls_and_unknown_tokens_share_the_address_budget(stingy_hub: HubProc) -> None:
+    answers = _burst(stingy_hub.url, 12, {}, path="/v1/health")
     assert Counter(r.status_code for r in answers)[429] > 0
     # guessed tokens cannot buy fresh buckets: each is charged to the address
     guessed = [
-        httpx.get(f"{slow_hub.url}/v1/tasks", headers={"authorization": f"Bearer cpn_guess{i}"})
+        httpx.get(f"{stingy_hub.url}/v1/tasks", headers={"authorization": f"Bearer cpn_guess{i}"})
         for i in range(5)
     ]
     assert any(r.status_code == 429 for r in guessed), [r.status_code for r in guessed]
