@@ -150,14 +150,14 @@ def _marker_time(path: Path) -> float:
     return float(path.read_text())
 
 
-def _idle(env: dict[str, str]) -> None:
+def _idle(env: dict[str, str], timeout: float = JOB_TIMEOUT_S, every: float = 0.05) -> None:
     """Wait until no job of ours is left in the partition, so the next one starts on idle nodes."""
     user = os.environ.get("USER", "root")
     wait_until(
         lambda: not _slurm(env, "squeue", "-h", "-p", PARTITION, "-u", user).strip(),
-        JOB_TIMEOUT_S,
+        timeout,
         f"partition {PARTITION} to drain",
-        every=0.05,
+        every=every,
     )
 
 
@@ -198,13 +198,7 @@ def _cpnet_once(user, work: Path, i: int) -> tuple[float, float | None]:  # type
 
 def _drain_time(env: dict[str, str], t0: float) -> float:
     """Seconds from `t0` until the partition has none of our jobs left."""
-    user = os.environ.get("USER", "root")
-    wait_until(
-        lambda: not _slurm(env, "squeue", "-h", "-p", PARTITION, "-u", user).strip(),
-        BURST_TIMEOUT_S,
-        f"partition {PARTITION} to drain",
-        every=0.1,
-    )
+    _idle(env, BURST_TIMEOUT_S, every=0.1)
     return time.time() - t0
 
 

@@ -24,15 +24,20 @@ USER_RATE = "5/s,10"
 ANON_RATE = "5/s,10"
 
 
-@pytest.fixture
-def slow_hub(tmp_path: Path) -> Iterator[HubProc]:
-    env = {"CPNET_RATE_LIMIT": USER_RATE, "CPNET_RATE_LIMIT_ANONYMOUS": ANON_RATE}
+def _hub(tmp_path: Path, env: dict[str, str]) -> Iterator[HubProc]:
     h = HubProc(tmp_path / "hub", free_port(), env=env)
     h.data_dir.mkdir()
     h.init()
     h.start()
     yield h
     h.kill()
+
+
+@pytest.fixture
+def slow_hub(tmp_path: Path) -> Iterator[HubProc]:
+    yield from _hub(
+        tmp_path, {"CPNET_RATE_LIMIT": USER_RATE, "CPNET_RATE_LIMIT_ANONYMOUS": ANON_RATE}
+    )
 
 
 def _burst(
@@ -81,12 +86,7 @@ def test_a_burst_gets_429_with_retry_after_and_the_sdk_waits_it_out(slow_hub: Hu
 def stingy_hub(tmp_path: Path) -> Iterator[HubProc]:
     """Anonymous calls refill one token every 5 s: a test's requests cannot outpace the refill
     however slowly a busy machine serves them (at 5/s, five requests 0.2 s apart all passed)."""
-    h = HubProc(tmp_path / "hub", free_port(), env={"CPNET_RATE_LIMIT_ANONYMOUS": "0.2/s,5"})
-    h.data_dir.mkdir()
-    h.init()
-    h.start()
-    yield h
-    h.kill()
+    yield from _hub(tmp_path, {"CPNET_RATE_LIMIT_ANONYMOUS": "0.2/s,5"})
 
 
 def test_anonymous_calls_and_unknown_tokens_share_the_address_budget(stingy_hub: HubProc) -> None:

@@ -381,22 +381,7 @@ def open_hold(
                 currency=money.CURRENCY,
             )
     h = L.Hold(hold_id or L.hold_id(task_id), org_id, task_id, amount, user_id, period=period)
-    s.connection().execute(
-        _NEW_HOLD,
-        {
-            "id": h.id,
-            "task_id": task_id,
-            "org_id": org_id,
-            "user_id": user_id,
-            "amount": amount,
-            "charged": 0,
-            "fee_bps": fee_bps,
-            "state": h.state.value,
-            "period": period,
-            "created_at": now,
-            "settled_at": None,
-        },
-    )
+    s.connection().execute(_NEW_HOLD, _hold_row(h, fee_bps, now))
     for t in L.reserve(h, now):
         try:
             post(s, t, what=f"{what} of {money.fmt(amount)}")
@@ -404,6 +389,23 @@ def open_hold(
             exc.field = "constraints.budget"
             raise
     return h
+
+
+def _hold_row(h: L.Hold, fee_bps: int, now: float) -> dict:
+    """A new hold's row (_NEW_HOLD)."""
+    return {
+        "id": h.id,
+        "task_id": h.task_id,
+        "org_id": h.org_id,
+        "user_id": h.user_id,
+        "amount": h.amount,
+        "charged": 0,
+        "fee_bps": fee_bps,
+        "state": h.state.value,
+        "period": h.period,
+        "created_at": now,
+        "settled_at": None,
+    }
 
 
 # The monthly spending limits that apply to a submitter: its organisation's ("") and its own.
@@ -439,25 +441,7 @@ def open_holds(
     ]
     if not made:
         return True
-    s.connection().execute(
-        _NEW_HOLD,
-        [
-            {
-                "id": h.id,
-                "task_id": h.task_id,
-                "org_id": org_id,
-                "user_id": user_id,
-                "amount": h.amount,
-                "charged": 0,
-                "fee_bps": fee_bps,
-                "state": h.state.value,
-                "period": period,
-                "created_at": now,
-                "settled_at": None,
-            }
-            for h in made
-        ],
-    )
+    s.connection().execute(_NEW_HOLD, [_hold_row(h, fee_bps, now) for h in made])
     transfers = [t for h in made for t in L.reserve(h, now)]
     try:
         for i in range(0, len(transfers), 500):  # bound the statement's parameters

@@ -778,9 +778,10 @@ def apply_update(
 ) -> UpdateResult:
     """Apply one agent report to its attempt and, through it, to the task (`attempts`,
     `tasks`: rows loaded already, by id; what they lack is read here)."""
-    a = (attempts or {}).get(u.attempt_id) or s.scalar(
-        select(Attempt).where(Attempt.id == u.attempt_id)
-    )
+    if attempts is not None:  # loaded by apply_updates: absent means there is none
+        a = attempts.get(u.attempt_id)
+    else:
+        a = s.scalar(select(Attempt).where(Attempt.id == u.attempt_id))
     if a is None or a.site_id != site_id:
         # Unknown to this site: never let an agent touch another site's attempt (a usage record
         # it carries is still judged — not_ours — and kept as evidence).
@@ -809,7 +810,11 @@ def apply_update(
         return UpdateResult(
             a.id, verdict.status, verdict.reason, cancel=verdict.cancel, usage=judged
         )
-    task = (tasks or {}).get(a.task_id) or s.scalar(select(Task).where(Task.id == a.task_id))
+    task = (
+        tasks.get(a.task_id)
+        if tasks is not None
+        else s.scalar(select(Task).where(Task.id == a.task_id))
+    )
     assert task is not None
     # Recorded once, as the attempt ends: a repeat is a duplicate and changes nothing.
     if verdict.ended and (u.transfers or u.transfers_omitted):
