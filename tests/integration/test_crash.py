@@ -1,11 +1,15 @@
 """Kill the hub (SIGKILL) under a burst of submissions: nothing acknowledged is lost or run twice.
+Stall it (SIGSTOP) past its liveness timeout: it calls no live agent lost.
 
-Runs on both stores: the embedded SQLite and a real PostgreSQL server.
+The burst runs on both stores: the embedded SQLite and a real PostgreSQL server.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -14,7 +18,14 @@ import httpx
 import pytest
 
 from cpnet.tasks.states import State
-from tests.integration.procs import AgentProc, HubProc, make_world, pool, wait_until
+from tests.integration.procs import (
+    HEARTBEAT_S,
+    AgentProc,
+    HubProc,
+    make_world,
+    pool,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +48,9 @@ def test_hub_sigkill_under_burst_loses_nothing(db_hub: HubProc, agents, tmp_path
     hub = db_hub
     world = make_world(hub, {"a": ("general", "440100")})
     agent = AgentProc(hub, world.site_tokens["a"], tmp_path / "agent", [pool("cpu", cores=4)])
+    # The restarted hub waits 3 heartbeats before calling a silent site lost (and running its
+    # attempts again elsewhere, by design): 9 s, not 3, on a loaded CI machine.
+    agent.heartbeat_s = 3.0
     agent.start()
     agents.append(agent)
     user = hub.client(world.user_token)
@@ -97,3 +111,29 @@ def test_hub_sigkill_under_burst_loses_nothing(db_hub: HubProc, agents, tmp_path
     runs = Counter(ledger.read_text().split())
     assert runs and max(runs.values()) == 1, runs.most_common(3)
     assert set(acked.values()) <= set(runs)
+
+
+def test_a_stalled_hub_calls_no_live_agent_lost(hub: HubProc, agents, tmp_path: Path):
+    """A hub that did not run for longer than its liveness timeout (an overloaded machine, a long
+    pause: here SIGSTOP) finds its agents' heartbeats waiting unread when it resumes. Their
+    silence was its own: no site is lost, no attempt failed over and run a second time."""
+    world = make_world(hub, {"a": ("general", "440100")})
+    agent = AgentProc(hub, world.site_tokens["a"], tmp_path / "agent", [pool("cpu", cores=2)])
+    agent.start()
+    agents.append(agent)
+    user = hub.client(world.user_token)
+    wait_until(lambda: user.pools(), 30, "pool online")
+    t = user.submit({"executors": [{"command": ["sh", "-c", "sleep 10; echo once"]}]})
+    wait_until(lambda: user.task(t.id).state is State.RUNNING, 30, "running")
+    assert hub.proc is not None
+    os.killpg(hub.proc.pid, signal.SIGSTOP)
+    try:
+        # The fault itself: the hub stays stopped well past 3 missed heartbeats.
+        time.sleep(3 * HEARTBEAT_S + 2)
+    finally:
+        os.killpg(hub.proc.pid, signal.SIGCONT)
+    final = user.wait(t.id, timeout=60)
+    assert final.state is State.COMPLETE, final.reason
+    assert len(final.attempts) == 1, [(a.state, a.reason) for a in final.attempts]
+    assert [p.online for p in user.pools()] == [True]
+    assert hub.log is not None and "the hub stalled for" in hub.log.read_text()

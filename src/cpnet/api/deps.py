@@ -27,6 +27,7 @@ async def caller(request: Request) -> Principal:
     async, with the store's look-up (a token not in the cache, an agent's certificate under
     mTLS) in a worker thread: FastAPI runs a plain function in a worker thread on every call,
     and that hop, with the one for `needs`, was about a third of a simple request's CPU."""
+    arrived = time.time()
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -49,8 +50,14 @@ async def caller(request: Request) -> Principal:
     call = audit.current.get()
     if call is not None:  # the audit record of this call names its principal (api/audit.py)
         call.who = who
-    if who.role is Role.AGENT and h.settings.mtls == "require":
-        await to_thread.run_sync(_agent_cert, request, h, who)
+    if who.role is Role.AGENT:
+        if h.settings.mtls == "require":
+            await to_thread.run_sync(_agent_cert, request, h, who)
+        if who.site_id and request.url.path.startswith("/v1/sites/"):
+            # A sign of life of the agent itself (not of a runner fetching a blob with its
+            # token), dated when the request arrived: under load a heartbeat may wait for a
+            # worker thread and the database longer than the liveness sweep does.
+            h.heard[who.site_id] = arrived
     return who
 
 

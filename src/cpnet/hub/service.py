@@ -39,6 +39,9 @@ from cpnet.store.db import Store
 
 log = logging.getLogger("cpnet.hub")
 COALESCE_S = 0.01  # seconds a scheduler wake-up waits for more of the same burst
+# The liveness loop waking this many seconds later than it asked means the process itself was
+# stalled (not scheduled, paused): no site's silence is judged across such a gap.
+STALL_S = 1.0
 
 
 class NotInitialised(DomainError):
@@ -68,6 +71,13 @@ class Hub:
             settings.data_dir / "blobs", hub_secrets.load_key(settings), settings.max_blob_bytes
         )
         self.started_at = time.time()
+        # Signs of life: when this replica last received an authenticated request from each
+        # site's agent (any request: a heartbeat, a report, a long poll), stamped on arrival,
+        # before it waits for a worker thread or the database (api/deps.caller).
+        self.heard: dict[str, float] = {}
+        # When this process last found itself stalled (its liveness loop woke far too late: an
+        # overloaded machine, a long pause): agents' silence counts from then at the earliest.
+        self.stalled_at = 0.0
         self.notifier: Notifier | None = None
         self.replica = f"{socket.gethostname()}:{os.getpid()}"  # this process, among replicas
         # Leading the loops (hub/leader.py): on SQLite this process alone, always.
@@ -84,6 +94,8 @@ class Hub:
     # ---- lifecycle ----
 
     async def start(self) -> None:
+        # Agents' silence counts from here, as the server is about to listen, at the earliest.
+        self.started_at = time.time()
         self.notifier = Notifier(asyncio.get_running_loop())
         if self.settings.region_code:  # the store's copy, read by network.load_map
             with self.store.tx() as s:
@@ -187,8 +199,18 @@ class Hub:
 
     async def _liveness_loop(self) -> None:
         period = max(0.1, min(1.0, self.settings.heartbeat_interval_s / 2))
+        woke = time.monotonic()
         while True:
             await asyncio.sleep(period)
+            late, woke = time.monotonic() - woke - period, time.monotonic()
+            if late > STALL_S:
+                # This process did not run for a while: heartbeats that reached it meanwhile
+                # may still wait unread in its sockets, so nobody's silence is evidence now.
+                self.stalled_at = time.time()
+                log.warning(
+                    "the hub stalled for %.1f s: sites' silence counts from now", late + period
+                )
+                continue
             try:
                 lost = await to_thread.run_sync(self.sweep_once, time.time())
             except Exception:
@@ -246,11 +268,15 @@ class Hub:
     def sweep_once(self, now: float) -> list[str]:
         """Mark silent sites offline and give their running attempts back to the queue.
 
-        A site's silence counts from when this replica began to lead at the earliest: agents
-        that talked to a replica that just died need a full timeout to reach another one."""
-        not_before = max(self.started_at, self.leadership.since or 0.0)
+        A site's silence counts from when this replica began to lead at the earliest (agents
+        that talked to a replica that just died need a full timeout to reach another one), and
+        from when this process last stalled; any request its agent made to this replica since
+        its last heartbeat (`heard`) ends it too."""
+        not_before = max(self.started_at, self.leadership.since or 0.0, self.stalled_at)
         with self.sweeps.tx() as s:
-            lost = reg.sweep_liveness(s, now, self.settings.missed_heartbeats, not_before)
+            lost = reg.sweep_liveness(
+                s, now, self.settings.missed_heartbeats, not_before, dict(self.heard)
+            )
             for site_id in lost:
                 n = tasks_store.fail_site(
                     s,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -366,15 +366,24 @@ def heartbeat(s: Session, site_id: str, hb: Heartbeat, now: float) -> bool:
     return came_back
 
 
-def sweep_liveness(s: Session, now: float, missed: int, not_before: float) -> list[str]:
+def sweep_liveness(
+    s: Session,
+    now: float,
+    missed: int,
+    not_before: float,
+    heard: Mapping[str, float] | None = None,
+) -> list[str]:
     """Mark sites (and their pools) offline after `missed` heartbeat intervals; return their ids.
 
-    `not_before` is when this hub process started: a hub that was itself down must give agents a
-    full timeout after its restart before calling them lost.
+    `not_before` is when this hub process started (or last stalled): a hub that was itself down
+    must give agents a full timeout after its restart before calling them lost. `heard`: when
+    this hub last received any request from a site's agent (a sign of life even before the
+    heartbeat it may be carrying is committed).
     """
+    heard = heard or {}
     lost: list[str] = []
     for site in s.scalars(select(Site).where(Site.online.is_(True))):
-        last = max(site.last_heartbeat or 0.0, not_before)
+        last = max(site.last_heartbeat or 0.0, heard.get(site.id, 0.0), not_before)
         if now - last > missed * site.heartbeat_interval_s:
             site.online = False
             gone = s.scalars(

@@ -184,6 +184,17 @@ def test_lost_site_requeues_then_gives_up_after_max_attempts(store: Store) -> No
         assert s.scalar(select(Pool.reserved_cpu)) == pytest.approx(0.0)
 
 
+def test_liveness_counts_any_request_heard_from_the_agent(store: Store) -> None:
+    """A request from a site's agent that arrived recently (its heartbeat not committed yet, or
+    a report) keeps the site alive; one heard too long ago does not."""
+    _, sites = _world(store, n_sites=2)
+    t0 = time.time()
+    heard = {sites[0]: t0 + 98.0, sites[1]: t0 + 10.0}
+    with store.tx() as s:
+        lost = registry.sweep_liveness(s, t0 + 100, 3, t0 - 1000, heard)
+    assert lost == sites[1:]
+
+
 def test_liveness_sweep_and_return(store: Store) -> None:
     _, sites = _world(store)
     t0 = time.time()
