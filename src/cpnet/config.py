@@ -43,7 +43,15 @@ class HubSettings:
     resolve_ttl_s: int = 300
     max_body_bytes: int = 1024 * 1024
     max_blob_bytes: int = 16 * 1024 * 1024  # one blob in the hub's store (PUT /v1/blobs)
-    log_level: str = "warning"
+    # Logs (docs/operations.md, "Logs"): the level (CPNET_LOG_LEVEL), "text" or one JSON object
+    # per line (CPNET_LOG_FORMAT), and one line per HTTP request (CPNET_ACCESS_LOG).
+    log_level: str = "info"
+    log_format: str = "text"
+    access_log: bool = False
+    # Who may read GET /metrics (CPNET_METRICS_PUBLIC): by default an admin's token, like the
+    # rest of the operator's API; "1" serves it to anyone who can reach the hub (a scraper on a
+    # private network without a token).
+    metrics_public: bool = False
     # Place each batch of queued tasks jointly (HiGHS) instead of one by one; see
     # docs/scheduling-joint.md. A 500-task batch takes ~0.1 s either way on 1k pools.
     sched_joint: bool = True
@@ -105,6 +113,12 @@ class HubSettings:
             raise ValueError("CPNET_SLA_INTERVAL_S and CPNET_SLA_MIN_WINDOW_S must be above 0")
         if self.reputation_half_life_s <= 0:
             raise ValueError("CPNET_REPUTATION_HALF_LIFE_S must be above 0 seconds")
+        if self.log_format not in LOG_FORMATS:
+            formats = ", ".join(LOG_FORMATS)
+            raise ValueError(f"CPNET_LOG_FORMAT must be one of {formats}, got {self.log_format!r}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            levels = ", ".join(LOG_LEVELS)
+            raise ValueError(f"CPNET_LOG_LEVEL must be one of {levels}, got {self.log_level!r}")
 
     @property
     def url(self) -> str:
@@ -163,6 +177,16 @@ class HubSettings:
                 s = replace(s, **{name: parse_rate(env[var], var)})
         if env.get("CPNET_AUDIT_CHECKPOINT_S"):
             s = replace(s, audit_checkpoint_s=float(env["CPNET_AUDIT_CHECKPOINT_S"]))
+        if env.get("CPNET_LOG_LEVEL"):
+            s = replace(s, log_level=env["CPNET_LOG_LEVEL"].strip().lower())
+        if env.get("CPNET_LOG_FORMAT"):
+            s = replace(s, log_format=env["CPNET_LOG_FORMAT"].strip().lower())
+        for var, name in (
+            ("CPNET_ACCESS_LOG", "access_log"),
+            ("CPNET_METRICS_PUBLIC", "metrics_public"),
+        ):
+            if env.get(var):
+                s = replace(s, **{name: truthy(env[var])})
         return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
     def check_tls(self) -> None:
@@ -183,6 +207,15 @@ class HubSettings:
 
 
 MTLS_MODES = ("off", "optional", "require")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def truthy(text: str) -> bool:
+    """An environment flag: 1/true/yes/on (any case) is on, anything else off."""
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
 RATE_SETTINGS = {
     "CPNET_RATE_LIMIT": "rate_limit",
     "CPNET_RATE_LIMIT_AGENT": "rate_limit_agent",

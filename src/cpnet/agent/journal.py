@@ -21,6 +21,7 @@ class Entry:
     done: bool = False  # final state acknowledged: nothing more to do
     pool_id: str = ""  # the hub's id of the pool (named in the signed usage record)
     started_at: float | None = None  # when the agent reported it started (Unix seconds)
+    trace_id: str | None = None  # the request that created the task (telemetry/logs.py)
 
 
 class Journal:

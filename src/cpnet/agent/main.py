@@ -14,13 +14,14 @@ import os
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from cpnet import __version__
@@ -42,7 +43,7 @@ from cpnet.agent.netprobe import NetProber, ProbeListener
 from cpnet.agent.probe import measure_pool
 from cpnet.agent.protocol import HeartbeatReply, RegisterResult, UpdateOutcome
 from cpnet.agent.runner import SECRETS_FILE
-from cpnet.agent.settings import AgentConfigError, AgentSettings, check_listen
+from cpnet.agent.settings import AgentConfigError, AgentSettings, check_bind, check_listen
 from cpnet.auth.model import Role
 from cpnet.client import CpnetError, Stopped, Unauthorized
 from cpnet.registry.model import Accelerator, Hardware, PoolDescriptor, PoolType
@@ -50,6 +51,8 @@ from cpnet.siteclient import SiteClient
 from cpnet.tasks.model import MAX_TRANSFERS, Assignment, AttemptUpdate, TransferRecord
 from cpnet.tasks.secrets import DATA_KEY
 from cpnet.tasks.states import State
+from cpnet.telemetry import logs
+from cpnet.telemetry.metrics import AgentMetrics
 
 log = logging.getLogger("cpnet.agent")
 
@@ -215,6 +218,8 @@ class Agent:
             probe_bytes=settings.network_probe_bytes,
         )
         self.listener: ProbeListener | None = None  # --probe-listen, started on run()
+        self.metrics = AgentMetrics(self._held_states)
+        self.metrics_server: Any = None  # --metrics-listen, started on run()
 
     # ---- talking to the hub ----
 
@@ -410,6 +415,28 @@ class Agent:
         ).start()
         return True
 
+    # ---- telemetry ----
+
+    def _held_states(self) -> dict[str, int]:
+        """How many attempts held here are in each state (the metric cpnet_agent_attempts)."""
+        with self.lock:
+            states = [
+                self.last_state.get(aid, State.QUEUED).value
+                for aid, e in self.entries.items()
+                if not e.done
+            ]
+        return dict(Counter(states))
+
+    def _ids(self, e: Entry) -> dict[str, str | None]:
+        """What an attempt's log lines carry (telemetry/logs.py): ids, and the trace id of the
+        request that created its task."""
+        return {
+            "task_id": e.task_id,
+            "attempt_id": e.attempt_id,
+            "trace_id": e.trace_id,
+            "site_id": self.site_id or None,
+        }
+
     # ---- assignments ----
 
     def _accept(self, a: Assignment) -> None:
@@ -417,9 +444,18 @@ class Agent:
             if a.attempt_id in self.entries or a.attempt_id in self.ended:
                 return
             job = Job(a.attempt_id, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
-            e = Entry(a.attempt_id, a.task_id, a.pool_name, job.to_dict(), pool_id=a.pool_id)
+            e = Entry(
+                a.attempt_id,
+                a.task_id,
+                a.pool_name,
+                job.to_dict(),
+                pool_id=a.pool_id,
+                trace_id=a.trace_id,
+            )
             self.journal.save(e)  # before the hub hears of it: a restart will find it
             self.entries[a.attempt_id] = e
+        self.metrics.accepted.inc()
+        log.info("attempt accepted on pool %s", a.pool_name, extra=self._ids(e))
         self._start(e, job)
 
     def _reattach(self, e: Entry, text: str) -> None:
@@ -427,7 +463,10 @@ class Agent:
         try:
             self.handles[e.attempt_id] = self.backend.handle(text)
         except BackendError as exc:  # not this backend's (its work dir moved): lost
-            log.error("attempt %s: cannot re-attach %s: %s", e.attempt_id, text, exc)
+            log.error(
+                "attempt %s: cannot re-attach %s: %s", e.attempt_id, text, exc, extra=self._ids(e)
+            )
+            self.metrics.backend_errors.labels("reattach").inc()
             self._queue(e, JobStatus(State.SYSTEM_ERROR, f"cannot re-attach the attempt: {exc}"))
 
     def _start(self, e: Entry, job: Job | None = None) -> None:
@@ -438,13 +477,15 @@ class Agent:
             try:
                 self._deliver_secrets(e.attempt_id)
             except AgentError as exc:
-                log.error("secrets of %s: %s", e.attempt_id, exc)
+                log.error("secrets of %s: %s", e.attempt_id, exc, extra=self._ids(e))
+                self.metrics.backend_errors.labels("secrets").inc()
                 self._queue(e, JobStatus(State.SYSTEM_ERROR, f"cannot get its secrets: {exc}"))
                 return
         try:
             handle = self.backend.submit(job)
         except Exception as exc:  # the backend refused: that is this attempt's system error
-            log.exception("submit of %s failed", e.attempt_id)
+            log.exception("submit of %s failed", e.attempt_id, extra=self._ids(e))
+            self.metrics.backend_errors.labels("submit").inc()
             self._queue(e, JobStatus(State.SYSTEM_ERROR, f"backend refused the job: {exc}"))
             return
         # Queue INITIALIZING before the poll loop can see the handle, so this attempt's reports
@@ -581,6 +622,16 @@ class Agent:
                 e.started_at = at.timestamp()
             if st.state.terminal and st.transfers:
                 self.netprobe.saw_transfers(st.transfers)  # throughput the staging measured
+            if st.state.terminal:
+                self.metrics.ended.labels(st.state.value).inc()
+                for rec in st.transfers:
+                    self.metrics.staged_bytes.labels(rec.direction).inc(rec.size_bytes)
+                log.info(
+                    "attempt ended: %s%s",
+                    st.state.value,
+                    f" ({st.reason})" if st.reason else "",
+                    extra={**self._ids(e), "state": st.state.value},
+                )
             self.pending.append(
                 build_update(
                     attempt_id=e.attempt_id,
@@ -688,6 +739,7 @@ class Agent:
             except AgentError:
                 self._requeue(batch)
                 raise
+            self.metrics.updates_sent.inc(sum(r is not None for r in results))
             # A dropped update (None) counts as sent: the attempt is not held here for ever; the
             # hub, not hearing of it in heartbeats, treats it as lost.
             for u, res in zip(batch, results, strict=True):
@@ -790,6 +842,18 @@ class Agent:
                     " choose a free port (or drop --probe-listen)"
                 ) from None
             log.info("answering network probes on %s", self.settings.probe_listen)
+        if self.settings.metrics_listen:
+            host, port = check_bind(self.settings.metrics_listen, "metrics_listen")
+            try:
+                self.metrics_server, _ = start_http_server(
+                    port, addr=host, registry=self.metrics.registry
+                )
+            except OSError as exc:
+                raise AgentConfigError(
+                    f"cannot serve metrics on {self.settings.metrics_listen}: "
+                    f"{exc.strerror or exc}; choose a free port (or drop --metrics-listen)"
+                ) from None
+            log.info("serving metrics at http://%s/metrics", self.settings.metrics_listen)
         res = self.join()
         log.info("site %s joined with pools %s", self.site_id, res.pools)
         if self.settings.measure_on_join:  # in the background: tasks are taken meanwhile
@@ -825,14 +889,14 @@ class Agent:
         self.hub.close()
         if self.listener is not None:
             self.listener.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
 
 
 def run_agent(settings: AgentSettings) -> None:
     """Run an agent until SIGINT/SIGTERM. Running attempts keep running and are re-attached."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    logs.setup(settings.log_format or "text", "info")
     agent = Agent(settings)
 
     def _stop(*_: object) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cpnet.client import CpnetError, check_hub_url, check_token
-from cpnet.config import default_data_dir
+from cpnet.config import LOG_FORMATS, default_data_dir
 from cpnet.network.records import MAX_PROBE_BYTES
 from cpnet.registry.model import HEARTBEAT_INTERVAL_S, PoolDescriptor
 
@@ -47,6 +47,7 @@ FILE_KEYS = frozenset(
     | {"network_probe_interval_s", "network_probe_bytes", "probe_listen"}
     | {"ca_file", "client_cert"}
     | {"keep_work_dirs"}
+    | {"metrics_listen", "log_format"}
 )
 CLIENT_CERT_MODES = ("off", "auto")
 
@@ -90,6 +91,11 @@ class AgentSettings:
     # An attempt's work dir (staged inputs, outputs, logs) is removed once the hub has its final
     # state, unless the task sets keep_work_dir or this is set (every attempt's is kept).
     keep_work_dirs: bool = False
+    # HOST:PORT where the agent serves Prometheus metrics (GET /metrics, no token: bind it to an
+    # address only the monitoring reaches; a wildcard such as 0.0.0.0 is allowed); "" = none.
+    metrics_listen: str = ""
+    # "text", or one JSON object per line (telemetry/logs.py); CPNET_LOG_FORMAT when not set.
+    log_format: str = ""
 
     def __post_init__(self) -> None:
         if self.client_cert not in CLIENT_CERT_MODES:
@@ -103,6 +109,12 @@ class AgentSettings:
         # request (the CLI checks first, naming where each value came from).
         if self.probe_listen:
             check_listen(self.probe_listen)
+        if self.metrics_listen:
+            check_bind(self.metrics_listen, "metrics_listen")
+        if self.log_format not in ("", *LOG_FORMATS):
+            raise AgentConfigError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
         try:
             object.__setattr__(self, "hub_url", check_hub_url(self.hub_url))
             object.__setattr__(self, "token", check_token(self.token))
@@ -191,6 +203,9 @@ def read_agent_file(path: Path) -> dict[str, Any]:
         out["network_probe_bytes"] = n
     if "probe_listen" in data:
         out["probe_listen"] = str(data["probe_listen"])
+    for key in ("metrics_listen", "log_format"):
+        if key in data:
+            out[key] = str(data[key])
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise AgentConfigError(f"agent config {path}: [options] must be a table")
@@ -212,6 +227,14 @@ def pool_from_table(table: Any, *, where: str = "pool") -> PoolDescriptor:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise AgentConfigError(f"{where}: {loc}: {first['msg']}") from None
+
+
+def check_bind(text: str, what: str) -> tuple[str, int]:
+    """(host, port) of a ``HOST:PORT`` to listen on (any address); AgentConfigError if not."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AgentConfigError(f"{what} {text!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return host.strip("[]"), int(port)
 
 
 def check_listen(text: str) -> tuple[str, int]:

@@ -25,6 +25,7 @@ from cpnet.api.routers import (
     ident,
     ledger,
     market,
+    metrics,
     network,
     pools,
     quotas,
@@ -33,8 +34,10 @@ from cpnet.api.routers import (
     tes,
     usage,
 )
+from cpnet.api.telemetry import Telemetry
 from cpnet.config import HubSettings
 from cpnet.hub.service import Hub
+from cpnet.telemetry import logs
 
 DESCRIPTION = """
 cpnet hub: compute identifiers and resolution, the live registry of providers, sites and pools,
@@ -70,7 +73,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     routers = (
         ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
-        audit, sla, quotas,
+        audit, sla, quotas, metrics,
     )  # fmt: skip
     for r in routers:
         app.include_router(r.router)
@@ -89,6 +92,7 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
         agent=settings.rate_limit_agent,
         anonymous=settings.rate_limit_anonymous,
     )
+    app.add_middleware(Telemetry)  # counts and times every request, a refused one too
     return app
 
 
@@ -97,6 +101,8 @@ def serve(settings: HubSettings, sock: socket.socket | None = None) -> None:
     on that listening socket (a replica of `cpnet hub --workers`, api/replicas.py)."""
     import uvicorn
 
+    logs.setup(settings.log_format, settings.log_level)
+    logs.quiet_highs()
     # Fails before binding the port if the store was never initialised.
     hub = Hub(settings)
     tls: dict = {}
@@ -118,7 +124,8 @@ def serve(settings: HubSettings, sock: socket.socket | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=False,
+        log_config=None,  # logs.setup above: one format for uvicorn's lines and ours
+        access_log=False,  # ours, with the route and request id: CPNET_ACCESS_LOG
         timeout_keep_alive=75,
         timeout_graceful_shutdown=5,
         **tls,

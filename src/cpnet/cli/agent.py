@@ -110,6 +110,24 @@ def agent(
             help="Answer other sites' network probes here (HOST: an address they reach).",
         ),
     ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            metavar="HOST:PORT",
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (no token: bind an "
+            "address only your monitoring reaches, e.g. 127.0.0.1:9464).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            metavar="FORMAT",
+            help="text (default) or json: one JSON object per line, with task, attempt and "
+            "trace ids (default: CPNET_LOG_FORMAT).",
+        ),
+    ] = None,
     client_cert: Annotated[
         str | None,
         typer.Option(
@@ -302,6 +320,14 @@ def agent(
         ("network_probe_interval_s", from_file.get("network_probe_interval_s")),
         ("network_probe_bytes", from_file.get("network_probe_bytes")),
         ("probe_listen", probe_listen or from_file.get("probe_listen")),
+        ("metrics_listen", metrics_listen or from_file.get("metrics_listen")),
+        (
+            "log_format",
+            log_format
+            or from_file.get("log_format")
+            or os.environ.get("CPNET_LOG_FORMAT", "").strip().lower()
+            or None,
+        ),
         ("client_cert", client_cert or from_file.get("client_cert")),
         ("ca_file", _ca_file() or from_file.get("ca_file")),
         (
@@ -331,10 +357,11 @@ def agent(
     from cpnet.agent.main import run_agent
 
     described = ", ".join(p.name for p in pools) or "discovered by the backend"
-    errors.print(
-        f"cpnet agent → {settings.hub_url} (backend {settings.backend}; pools: {described})",
-        style="dim",
-    )
+    if settings.log_format != "json":  # a JSON log stays one object per line
+        errors.print(
+            f"cpnet agent → {settings.hub_url} (backend {settings.backend}; pools: {described})",
+            style="dim",
+        )
     from cpnet.agent.backends.base import BackendError
 
     try:

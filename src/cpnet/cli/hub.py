@@ -79,6 +79,31 @@ def serve(
             "refuses an agent without one of its own site). Default: CPNET_MTLS, else off.",
         ),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            metavar="FORMAT",
+            help="text, or json: one object per line with request, trace and task ids "
+            "(default: CPNET_LOG_FORMAT, else text).",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="debug, info, warning or error (default: CPNET_LOG_LEVEL, else info).",
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One log line per HTTP request, with its route, status, time and request id "
+            "(default: CPNET_ACCESS_LOG, else off).",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -100,6 +125,9 @@ def serve(
     **Example:** `cpnet hub --data-dir ./hub-data --host 0.0.0.0 --port 8470`
 
     **With TLS and agents' certificates:** `cpnet hub --data-dir ./hub-data --tls --mtls require`
+
+    **JSON logs for a log pipeline, one line per request:** `cpnet hub --log-format json
+    --access-log` (metrics: GET /metrics with an admin token; docs/operations.md)
 
     **Four replicas on one PostgreSQL:** `cpnet hub --data-dir ./hub-data --database-url
     postgresql+psycopg://cpnet@db.example.org/cpnet --workers 4` (docs/operations.md)
@@ -126,6 +154,9 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         mtls=mtls.strip().lower() if mtls else None,
+        log_format=log_format.strip().lower() if log_format else None,
+        log_level=log_level.strip().lower() if log_level else None,
+        access_log=access_log,
     )
     try:
         settings.check_tls()
@@ -137,12 +168,13 @@ def serve(
         check(settings, workers)
     except ReplicasRefused as exc:
         fail(str(exc), "see `cpnet hub --help` and docs/operations.md")
-    errors.print(
-        f"cpnet hub listening on {settings.scheme}://{settings.host}:{settings.port}"
-        + (f" (mTLS {settings.mtls})" if settings.mtls != "off" else "")
-        + (f" ({workers} replicas)" if workers > 1 else ""),
-        style="dim",
-    )
+    if settings.log_format == "text":  # JSON logs: uvicorn's own line says where, as JSON
+        errors.print(
+            f"cpnet hub listening on {settings.scheme}://{settings.host}:{settings.port}"
+            + (f" (mTLS {settings.mtls})" if settings.mtls != "off" else "")
+            + (f" ({workers} replicas)" if workers > 1 else ""),
+            style="dim",
+        )
     if workers > 1:
         from cpnet.api.replicas import serve_replicas
 

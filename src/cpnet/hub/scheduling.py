@@ -243,6 +243,7 @@ def schedule_once(
                 views[pool_id] = replace(v, available=_less(v.available, held))
         network = network_map(s, now) if views else None
         after = None
+        done: list[tuple[tasks_store.QueuedTask, str, str, str]] = []
         while _has_room(views):  # else nothing can be placed: skip reading the queue
             if after is not None:
                 queued = tasks_store.queued_tasks(s, read, after_seq=after)
@@ -279,6 +280,7 @@ def schedule_once(
                 if attempt is None:
                     waiting += 1
                     continue
+                done.append((by_id[req.id], attempt, pool_id, view.site_id))
                 views[pool_id] = replace(view, available=view.available - req.demand)
                 placed += 1
                 sites.add(view.site_id)
@@ -286,6 +288,20 @@ def schedule_once(
                 break
             if placed - placed_before == len(queued):
                 read = min(batch, 2 * read)  # all of it fitted: read more at once
+    # Committed: say so, one line per placement (telemetry/logs.py).
+    if log.isEnabledFor(logging.INFO):
+        for task, attempt_id, pool_id, site_id in done:
+            log.info(
+                "task placed on %s",
+                pool_id,
+                extra={
+                    "task_id": task.id,
+                    "attempt_id": attempt_id,
+                    "pool_id": pool_id,
+                    "site_id": site_id,
+                    "trace_id": task.trace_id,
+                },
+            )
     return PassResult(placed, frozenset(sites), waiting)
 
 

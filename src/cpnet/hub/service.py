@@ -36,6 +36,7 @@ from cpnet.store import audit, network
 from cpnet.store import registry as reg
 from cpnet.store import tasks as tasks_store
 from cpnet.store.db import Store
+from cpnet.telemetry.metrics import HubMetrics
 
 log = logging.getLogger("cpnet.hub")
 COALESCE_S = 0.01  # seconds a scheduler wake-up waits for more of the same burst
@@ -78,6 +79,7 @@ class Hub:
         # When this process last found itself stalled (its liveness loop woke far too late: an
         # overloaded machine, a long pause): agents' silence counts from then at the earliest.
         self.stalled_at = 0.0
+        self.metrics = HubMetrics(self.store)  # GET /metrics (telemetry/metrics.py)
         self.notifier: Notifier | None = None
         self.replica = f"{socket.gethostname()}:{os.getpid()}"  # this process, among replicas
         # Leading the loops (hub/leader.py): on SQLite this process alone, always.
@@ -187,11 +189,14 @@ class Hub:
                 )
                 # Not Serialised: a pass may overlap another replica's for a moment after a
                 # failover, and placements are safe then (conditional UPDATE, compare-and-set).
+                began = time.perf_counter()
                 result = await to_thread.run_sync(
                     functools.partial(
                         schedule_once, self.store, time.time(), joint_time_limit_s=limit
                     )
                 )
+                self.metrics.passes.observe(time.perf_counter() - began)
+                self.metrics.placements.inc(result.placed)
                 self.wake_sites(result.sites)
             except Exception:  # keep scheduling after a transient database error
                 log.exception("scheduling pass failed")
@@ -285,5 +290,8 @@ class Hub:
                     f"site {site_id} lost: no heartbeat for "
                     f"{self.settings.missed_heartbeats} intervals",
                 )
-                log.warning("site %s lost; %d attempts failed over", site_id, n)
+                log.warning(
+                    "site %s lost; %d attempts failed over", site_id, n, extra={"site_id": site_id}
+                )
+        self.metrics.sites_lost.inc(len(lost))
         return lost

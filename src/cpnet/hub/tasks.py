@@ -9,6 +9,7 @@ Each function is synchronous (the store is): async routes call it in a worker th
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from cpnet.tasks import secrets as task_secrets
 from cpnet.tasks import wildcards
 from cpnet.tasks.model import BLOB_URL_PREFIX, TaskSpec, TaskView
 
+log = logging.getLogger("cpnet.hub.tasks")
 NOTE_PREFIX = "tes: "  # the task events that hold warnings given at creation (TES shows them)
 
 
@@ -253,6 +255,9 @@ def submit(
             shown = store.task_view(s, task, [] if created else None) if view else None
     if created:
         h.wake_scheduler()
+        # Its trace id is this request's: every later line about the task carries it.
+        trace = audit.request_id()
+        log.info("task created", extra={"task_id": tid, "trace_id": trace, "org_id": who.org_id})
     return Submitted(tid, created, shown)
 
 
@@ -308,6 +313,14 @@ def submit_many(
                 out[i] = ItemOutcome(i, 201 if created else 200, id=task.id)
     if created_any:
         h.wake_scheduler()
+        made_now = [x.id for x in out if x is not None and x.status == 201]
+        log.info(
+            "%d tasks created in one batch (first %s, last %s)",
+            len(made_now),
+            made_now[0],
+            made_now[-1],
+            extra={"count": len(made_now), "trace_id": audit.request_id(), "org_id": who.org_id},
+        )
     return [x for x in out if x is not None]
 
 

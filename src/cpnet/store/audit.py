@@ -75,6 +75,13 @@ class Call:
 current: ContextVar[Call | None] = ContextVar("cpnet_audit_call", default=None)
 
 
+def request_id() -> str | None:
+    """The id of the HTTP request being served (None outside one): a new task keeps it as its
+    trace id (telemetry/logs.py)."""
+    call = current.get()
+    return call.request_id if call is not None else None
+
+
 def actor_of(who: Principal | None) -> Actor:
     """The audit actor for a principal (never its token, only the token's id)."""
     if who is None:

@@ -191,6 +191,9 @@ class Task(Base):
     # what the task asks, copied from spec.resources so organisation quotas sum them in SQL
     cpu_cores: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     gpus: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the hub's id of the request that created the task, on every log line about it
+    # (telemetry/logs.py); None for tasks the hub made itself
+    trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Attempt(Base):

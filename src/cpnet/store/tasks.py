@@ -157,6 +157,7 @@ def create_tasks(
         found.update((k, tid) for k, tid in rows if k is not None)
     out: list[tuple[str, bool]] = []
     rows: list[dict[str, Any]] = []
+    trace = audit.request_id()
     for spec in specs:
         key = spec.idempotency_key
         if key is not None and key in found:
@@ -183,6 +184,7 @@ def create_tasks(
                 "updated_at": now,
                 "cpu_cores": spec.resources.cpu_cores,
                 "gpus": spec.resources.gpus,
+                "trace_id": trace,
             }
         )
         out.append((tid, True))
@@ -234,6 +236,7 @@ def create_task(s: Session, who: Principal, spec: TaskSpec, now: float) -> tuple
         updated_at=now,
         cpu_cores=spec.resources.cpu_cores,
         gpus=spec.resources.gpus,
+        trace_id=audit.request_id(),
     )
     try:
         with s.begin_nested():
@@ -677,6 +680,7 @@ class QueuedTask:
     seq: int
     pool_id: str | None = None
     org_id: str | None = None
+    trace_id: str | None = None
 
 
 def queued_tasks(s: Session, limit: int, after_seq: int | None = None) -> list[QueuedTask]:
@@ -689,7 +693,10 @@ def queued_tasks(s: Session, limit: int, after_seq: int | None = None) -> list[Q
     rows = s.connection().execute(
         _QUEUED, {"b_after": -1 if after_seq is None else after_seq, "b_limit": limit}
     )
-    return [QueuedTask(tid, n, spec, seq, org_id=org) for tid, n, spec, seq, org in rows]
+    return [
+        QueuedTask(tid, n, spec, seq, org_id=org, trace_id=trace)
+        for tid, n, spec, seq, org, trace in rows
+    ]
 
 
 def any_waiting(s: Session) -> bool:
@@ -704,7 +711,7 @@ _PLACED = (
 )
 _ANY_QUEUED = select(Task.seq).where(Task.state == State.QUEUED.value, ~_PLACED).limit(1)
 _QUEUED = (
-    select(Task.id, Task.attempts, Task.spec, Task.seq, Task.org_id)
+    select(Task.id, Task.attempts, Task.spec, Task.seq, Task.org_id, Task.trace_id)
     .where(Task.state == State.QUEUED.value, ~_PLACED, Task.seq > bindparam("b_after"))
     .order_by(Task.seq)
     .limit(bindparam("b_limit"))
@@ -746,6 +753,10 @@ class UpdateResult:
     requeued: bool = False  # the task went back to the queue (capacity to reschedule)
     released: bool = False  # capacity was freed
     usage: Judgement | None = None  # the verdict on the update's signed usage record
+    # what an applied report changed, for the hub's log line about it (telemetry/logs.py)
+    task_id: str | None = None
+    trace_id: str | None = None
+    task_state: str | None = None  # the task's state after the report
 
 
 def apply_updates(
@@ -828,6 +839,9 @@ def apply_update(
         requeued=task.id in changes.requeued and task.id not in stale,
         released=verdict.ended,
         usage=judged,
+        task_id=task.id,
+        trace_id=task.trace_id,
+        task_state=task.state,
     )
 
 
@@ -904,7 +918,15 @@ def assignments(
     now, as the ``Assignment`` wire items (the task's spec as stored: it was validated when the
     task was created). One query reads them with their tasks and pools, one marks them."""
     q = (
-        select(Attempt.id, Attempt.task_id, Attempt.n, Attempt.pool_id, Pool.name, Task.spec)
+        select(
+            Attempt.id,
+            Attempt.task_id,
+            Attempt.n,
+            Attempt.pool_id,
+            Pool.name,
+            Task.spec,
+            Task.trace_id,
+        )
         .join(Task, Task.id == Attempt.task_id)
         .join(Pool, Pool.id == Attempt.pool_id)
         .where(
@@ -922,8 +944,9 @@ def assignments(
             "pool_id": pool_id,
             "pool_name": pool_name,
             "spec": spec,
+            "trace_id": trace,
         }
-        for aid, tid, n, pool_id, pool_name, spec in s.execute(q)
+        for aid, tid, n, pool_id, pool_name, spec, trace in s.execute(q)
     ]
     ids = [x["attempt_id"] for x in out]
     for chunk in _chunks(ids):

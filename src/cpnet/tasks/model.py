@@ -392,6 +392,9 @@ class Assignment(Report):
     pool_id: str
     pool_name: str
     spec: TaskSpec
+    # The hub's id of the request that created the task: the agent's log lines about the
+    # attempt carry it (telemetry/logs.py). None for tasks created before trace ids.
+    trace_id: Annotated[str, Field(max_length=64)] | None = None
 
 
 MAX_TRANSFERS = 1000  # per-transfer records kept per attempt; more are counted, not kept

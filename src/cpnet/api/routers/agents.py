@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ from cpnet.store import tasks as store
 from cpnet.tasks import secrets as task_secrets
 
 router = APIRouter(prefix="/v1/sites/{site_id}", tags=["agents"])
+log = logging.getLogger("cpnet.hub.attempts")
 
 REDELIVER_AFTER_S = 15.0  # an assignment not acknowledged by then is handed out again
 MAX_WAIT_S = 60.0
@@ -140,6 +142,7 @@ def updates(
         results = store.apply_updates(s, sid, body.updates, now)
     if any(r.released or r.requeued for r in results):
         h.wake_scheduler()
+    _tell(h, sid, body, results)
     return UpdateReply(
         results=[
             UpdateOutcome(
@@ -158,6 +161,28 @@ def updates(
             for r in results
         ]
     )
+
+
+def _tell(h: Hub, site_id: str, body: Updates, results: list[store.UpdateResult]) -> None:
+    """Committed: count the attempts that ended and log them (one line each, with the task's
+    trace id: telemetry/logs.py)."""
+    for u, r in zip(body.updates, results, strict=True):
+        if not r.released:
+            continue
+        h.metrics.attempts_ended.labels(u.state.value).inc()
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "attempt ended: %s; task %s",
+                u.state.value,
+                r.task_state,
+                extra={
+                    "task_id": r.task_id,
+                    "attempt_id": r.attempt_id,
+                    "site_id": site_id,
+                    "trace_id": r.trace_id,
+                    "state": u.state.value,
+                },
+            )
 
 
 @router.get("/attempts/{attempt_id}/secrets")
