@@ -4,6 +4,7 @@ processes, and Prometheus metrics from each (docs/operations.md, "Metrics" and "
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.procs import AgentProc, HubProc, make_world, pool, wait_until
 
 pytestmark = pytest.mark.integration
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _lines(log: Path, strict: bool = True) -> list[dict]:
@@ -151,5 +153,20 @@ def test_json_logs_and_metrics_follow_a_task_through_hub_and_agent(tmp_path: Pat
         assert a[("cpnet_agent_updates_sent_total", ())] >= 2
         assert ("cpnet_agent_backend_errors_total", (("op", "submit"),)) not in a
         assert a[("process_resident_memory_bytes", ())] > 0
+
+        # Every metric the sample Grafana dashboard asks for is one of these two processes'.
+        families = {
+            f.name
+            for text in (httpx.get(f"{hub.url}/metrics", headers=admin).text, got.text)
+            for f in text_string_to_metric_families(text)
+        }
+        board = json.loads((DOCS / "grafana" / "cpnet-hub.json").read_text())
+        asked = {
+            re.sub(r"_(total|bucket|count|sum)$", "", name)
+            for panel in board["panels"]
+            for target in panel["targets"]
+            for name in re.findall(r"\b((?:cpnet|process)_[a-z_]+)", target["expr"])
+        }
+        assert asked and asked <= families, asked - families
     finally:
         hub.kill()
