@@ -5,17 +5,30 @@ VENV ?= .venv
 PY_DIRS := src tests bench
 SERVICES_ENV := $(or $(CPNET_DEV_DIR),.dev)/services.env
 
-.PHONY: venv demo test bench lint format clean
+.PHONY: venv demo test bench lint format clean ui
 
 # Create the venv if missing; (re)install only when pyproject.toml is newer than the stamp.
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ui
+
+# The dashboard (ui/, Vite) is built into src/cpnet/ui/static/, which is committed, so that the
+# package needs no node to install. Rebuilt here when its sources are newer and npm is present;
+# a failed rebuild (no registry) keeps the committed build.
+UI_SOURCES := $(shell find ui/src ui/public -type f 2>/dev/null) ui/index.html ui/package.json ui/package-lock.json ui/vite.config.ts
+ui: src/cpnet/ui/static/index.html
+
+src/cpnet/ui/static/index.html: $(UI_SOURCES)
+	@if command -v npm >/dev/null; then \
+		(cd ui && npm ci --no-audit --no-fund && npm run build) || \
+		echo "make ui: the dashboard's rebuild failed; keeping the committed build" >&2; \
+	else echo "make ui: npm not found; keeping the committed build of the dashboard" >&2; fi
+	test ! -f $@ || touch $@
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -e '.[dev]'
 	# py-tes 1.1 (TES 1.1) beside the 0.4 that snakemake-executor-plugin-tes pins; tests load both
 	$(VENV)/bin/pip install --disable-pip-version-check --no-deps --upgrade --target $(VENV)/pytes11 'py-tes>=1.1'
-	touch $@
+	test ! -f $@ || touch $@
 
 demo: venv
 	$(VENV)/bin/cpnet demo

@@ -32,6 +32,7 @@ from cpnet.api.routers import (
     sla,
     tasks,
     tes,
+    ui,
     usage,
 )
 from cpnet.api.telemetry import Telemetry
@@ -73,12 +74,13 @@ def create_app(settings: HubSettings, hub: Hub | None = None) -> FastAPI:
     errors.install(app)
     routers = (
         ident, accounts, pools, tasks, agents, certs, network, market, ledger, usage, auctions,
-        audit, sla, quotas, metrics,
+        audit, sla, quotas, metrics, ui,
     )  # fmt: skip
     for r in routers:
         app.include_router(r.router)
     app.include_router(blobs.router)
     app.include_router(tes.router)  # GA4GH TES v1.1 over the same task store
+    ui.mount(app)  # the dashboard's files at /ui/
     # blob uploads have their own (larger) limit, enforced by the route as the body streams in
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=("/v1/blobs",))
     app.add_middleware(ResolveCache)

@@ -1,0 +1,73 @@
+// The dashboard's words in English and Chinese; the choice is kept in localStorage.
+export type Lang = "en" | "zh";
+
+const WORDS = {
+  title: { en: "cpnet — compute power network", zh: "cpnet 算力互联网" },
+  signIn: { en: "Sign in", zh: "登录" },
+  signOut: { en: "Sign out", zh: "退出" },
+  token: { en: "API token", zh: "API 令牌" },
+  tokenHelp: {
+    en: "The same bearer token as the API and the CLI (cpnet login). A user sees their organisation's tasks; an admin sees all.",
+    zh: "与 API 和命令行（cpnet login）相同的令牌。普通用户只能看到本组织的任务；管理员可以看到全部。",
+  },
+  badToken: { en: "The hub refused this token", zh: "中心拒绝了此令牌" },
+  overview: { en: "Network", zh: "网络" },
+  map: { en: "Sites on the map", zh: "站点分布" },
+  mapNote: {
+    en: "Province boundaries: Natural Earth (public domain); not a reviewed map of borders.",
+    zh: "省级边界：Natural Earth（公有领域）；非审定地图。",
+  },
+  sitesOnline: { en: "Sites online", zh: "在线站点" },
+  poolsOnline: { en: "Pools online", zh: "在线资源池" },
+  cores: { en: "CPU cores reserved", zh: "已预留 CPU 核" },
+  gpus: { en: "GPUs reserved", zh: "已预留 GPU" },
+  queued: { en: "Queued", zh: "排队" },
+  running: { en: "Running", zh: "运行" },
+  complete: { en: "Complete", zh: "完成" },
+  failed: { en: "Failed", zh: "失败" },
+  canceled: { en: "Canceled", zh: "取消" },
+  flow: { en: "Task flow per minute (last 30 min)", zh: "每分钟任务流（近 30 分钟）" },
+  pools: { en: "Pools", zh: "资源池" },
+  filter: { en: "Filter pools (name, site, type, region)", zh: "筛选资源池（名称、站点、类型、地区）" },
+  onlineOnly: { en: "Online only", zh: "仅在线" },
+  pool: { en: "Pool", zh: "资源池" },
+  site: { en: "Site", zh: "站点" },
+  type: { en: "Type", zh: "类型" },
+  region: { en: "Region", zh: "地区" },
+  load: { en: "Cores used", zh: "CPU 使用" },
+  price: { en: "Price / core-hour", zh: "价格 / 核时" },
+  reputation: { en: "Reputation", zh: "信誉" },
+  state: { en: "State", zh: "状态" },
+  online: { en: "online", zh: "在线" },
+  offline: { en: "offline", zh: "离线" },
+  tasks: { en: "Recent tasks", zh: "最近任务" },
+  task: { en: "Task", zh: "任务" },
+  created: { en: "Created", zh: "创建时间" },
+  events: { en: "Events", zh: "事件" },
+  attempts: { en: "Attempts", zh: "尝试" },
+  logs: { en: "Logs", zh: "日志" },
+  placement: { en: "Placement", zh: "调度说明" },
+  back: { en: "← Network", zh: "← 网络" },
+  live: { en: "live", zh: "实时" },
+  reconnecting: { en: "reconnecting…", zh: "重新连接…" },
+  none: { en: "none yet", zh: "暂无" },
+  notFound: { en: "No such task (or not yours)", zh: "任务不存在（或无权查看）" },
+} as const;
+
+export type Word = keyof typeof WORDS;
+
+let lang: Lang = (localStorage.getItem("cpnet.lang") as Lang) || (navigator.language.startsWith("zh") ? "zh" : "en");
+
+export function t(w: Word): string {
+  return WORDS[w][lang];
+}
+
+export function currentLang(): Lang {
+  return lang;
+}
+
+export function setLang(l: Lang): void {
+  lang = l;
+  localStorage.setItem("cpnet.lang", l);
+  document.documentElement.lang = l === "zh" ? "zh-CN" : "en";
+}
