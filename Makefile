@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --disable-pip-version-check -e '.[dev]'
 	# py-tes 1.1 (TES 1.1) beside the 0.4 that snakemake-executor-plugin-tes pins; tests load both
 	$(VENV)/bin/pip install --disable-pip-version-check --no-deps --upgrade --target $(VENV)/pytes11 'py-tes>=1.1'
-	test ! -f $@ || touch $@
+	touch $@
 
 demo: venv
 	$(VENV)/bin/cpnet demo
