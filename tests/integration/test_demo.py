@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cpnet.agent import hostinfo
@@ -145,6 +146,18 @@ def test_demo_keep_leaves_a_usable_network(demo_dir: Path):
         assert user.health()["status"] == "ok"
         assert len(user.pools()) == 3
         assert len(user.tasks().tasks) == 3
+    # The dashboard it prints: the page, and what the page shows — the three sites placed on
+    # the map (coordinates), online, and the demo's tasks in the flow chart.
+    ui = re.search(r"dashboard\s+(\S+)", out.stdout)
+    assert ui and ui.group(1) == url.group(1) + "/ui/", log
+    page = httpx.get(ui.group(1))
+    assert page.status_code == 200 and '<div id="app">' in page.text
+    shown = httpx.get(
+        f"{url.group(1)}/v1/dashboard", headers={"authorization": f"Bearer {token.group(1)}"}
+    ).json()
+    assert len(shown["sites"]) == 3
+    assert all(s["online"] and s["lat"] and s["lon"] for s in shown["sites"])
+    assert sum(m["complete"] + m["failed"] for m in shown["flow"]) == 3
     assert f"kill $(cat {demo_dir / 'pids'})" in out.stdout
     # What the demo tells the user to do stops it all.
     for pid in pids:

@@ -413,6 +413,7 @@ class Demo:
         self.step("The network keeps running (--keep)")
         for line in (
             f"hub URL      {url}",
+            f"dashboard    {url}/ui/   (sign in with a token below)",
             f"user token   {user}   (alice, {USER_ORG})",
             f"admin token  {self.admin_token}",
             f"data dir     {self.net.root}   (logs: hub.log, sites/*/agent.log)",
