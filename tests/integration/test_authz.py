@@ -95,6 +95,18 @@ TABLE: dict[tuple[str, str], Rule] = {
         owner=("agent_a", S(200)), user_b=S(200, 403), padmin_b=S(200, 403), agent_b=S(200)
     ),
     ("GET", "/v1/whoami"): OWN_LIST,
+    # The dashboard: sites and pools for all (discovery), task counts of the caller's own
+    # organisation; the stream is the same, as events (one here: count=1).
+    ("GET", "/v1/dashboard"): OWN_LIST,
+    ("GET", "/v1/dashboard/stream"): Rule(
+        owner=("alice", S(200)),
+        user_b=S(200),
+        padmin_b=S(200),
+        agent_b=S(200, 403),
+        params={"count": 1},
+    ),
+    # The operator's metrics: an admin's token (CPNET_METRICS_PUBLIC=1 opens them).
+    ("GET", "/metrics"): ADMIN_ONLY,
     # SLA terms, their evaluations and reputations are part of what discovery shows.
     ("GET", "/v1/pools/{pool_id}/sla"): Rule(
         owner=("alice", S(200)), user_b=S(200), padmin_b=S(200), agent_b=S(200)

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.integration
 # Examples per operation and caller: enough to reach every field's edge cases (the suite runs
 # on a 2-core CI machine); CPNET_FUZZ_EXAMPLES raises it for a longer local run.
 EXAMPLES = int(os.environ.get("CPNET_FUZZ_EXAMPLES", "12"))
+# Streams that end only when the client leaves (with count=0, their default): a generated call
+# would read until its timeout. Their parameters are checked in test_api_query and test_authz.
+ENDLESS = frozenset({"/v1/dashboard/stream"})
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,8 @@ def _fuzz(api_schema, token: str, who: str) -> None:  # type: ignore[no-untyped-
     for result in api_schema.get_all_operations():
         op = result.ok()
         operations += 1
+        if op.path in ENDLESS:
+            continue
 
         @FUZZ
         @given(case=op.as_strategy())

@@ -78,23 +78,29 @@ async def get_dashboard(who: Principal = Depends(caller), h: Hub = Depends(hub))
     return await to_thread.run_sync(overview, h, who, time.time())
 
 
-# Not in the OpenAPI document: an endless stream is no operation a client generator (or the
-# fuzzer, tests/integration/test_fuzz.py) can call and read to its end; docs/operations.md
-# documents it.
-@router.get("/v1/dashboard/stream", include_in_schema=False)
+@router.get(
+    "/v1/dashboard/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+)
 async def stream_dashboard(
     request: Request,
     every: Annotated[float, Query(ge=MIN_EVERY_S, le=60.0)] = STREAM_EVERY_S,
+    count: Annotated[int, Query(ge=0, le=100_000)] = 0,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
 ) -> StreamingResponse:
     """GET /v1/dashboard as server-sent events (`event: overview`), one now and one every
-    `every` seconds, until the client goes away or the hub stops."""
+    `every` seconds, until the client goes away, the hub stops, or `count` events (0: no end)."""
 
     async def events():  # type: ignore[no-untyped-def]
+        sent = 0
         while not h.closing:
             body = await to_thread.run_sync(overview, h, who, time.time())
             yield f"event: overview\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+            sent += 1
+            if sent == count:
+                return
             deadline = time.monotonic() + every
             while time.monotonic() < deadline:
                 if h.closing or await request.is_disconnected():
