@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -62,9 +63,13 @@ def test_dashboard_in_a_browser(tmp_path: Path, hub: HubProc, agents, browser):
     shots = _artefacts()
     world = make_world(hub, {"gz": ("general", "440100"), "sh": ("intelligent", "310000")})
     started = {}
+    # 360 CNY a core-hour: a few seconds cost cents, so the task's bill has a line.
     for name, cores in (("gz", 4), ("sh", 2)):
         a = AgentProc(
-            hub, world.site_tokens[name], tmp_path / f"agent-{name}", [pool("cpu", cores=cores)]
+            hub,
+            world.site_tokens[name],
+            tmp_path / f"agent-{name}",
+            [pool("cpu", cores=cores, price=360.0)],
         )
         a.start()
         agents.append(a)
@@ -123,7 +128,24 @@ def test_dashboard_in_a_browser(tmp_path: Path, hub: HubProc, agents, browser):
         "→ RUNNING" in m for m in moves
     )
     assert any("→ COMPLETE" in m for m in moves), moves
+    # Its bill: the lines of this month's bill that charged it, as the API has them.
+    month = time.strftime("%Y-%m", time.gmtime())
+    bill = httpx.get(
+        f"{hub.url}/v1/accounts/{world.org_id}/bill",
+        params={"period": month},
+        headers={"authorization": f"Bearer {world.user_token}"},
+    ).json()
+    mine = [x for x in bill["lines"] if x["task_id"] == t.id]
+    assert mine, bill  # settled as it ended
+    wait_until(lambda: page.locator("[data-testid=bill-row]").count() == len(mine), 15, "its bill")
     page.screenshot(path=str(shots / "task-complete.png"), full_page=True)
+
+    # The account: balance and this month's bill.
+    page.click("[data-testid=nav-account]")
+    page.wait_for_selector("[data-testid=balance]")
+    assert page.locator("[data-testid=bill-row]").count() == len(bill["lines"])
+    assert page.locator("[data-testid=ledger-check]").count() == 0  # the operator's only
+    page.screenshot(path=str(shots / "account.png"), full_page=True)
 
     # Back on the map: the Shanghai agent stops; its site goes grey without a reload.
     page.goto(f"{hub.url}/ui/#/")
@@ -141,6 +163,17 @@ def test_dashboard_in_a_browser(tmp_path: Path, hub: HubProc, agents, browser):
     page.wait_for_selector("text=算力互联网")
     page.wait_for_selector("[data-testid=map] circle.site >> nth=1")
     page.screenshot(path=str(shots / "overview-zh.png"), full_page=True)
+    page.click("[data-testid=lang]")
+
+    # The operator: every organisation's tasks, and the ledger's check.
+    page.click("[data-testid=sign-out]")
+    page.wait_for_selector("[data-testid=token]")
+    page.fill("[data-testid=token]", hub.admin_token)
+    page.click("[data-testid=sign-in]")
+    page.wait_for_selector("[data-testid=who]:has-text('admin')")
+    page.click("[data-testid=nav-account]")
+    page.wait_for_selector("[data-testid=ledger-check]:has-text('balanced')")
+    page.screenshot(path=str(shots / "operator-ledger.png"), full_page=True)
     assert not errors, errors
 
 

@@ -52,6 +52,20 @@ const WORDS = {
   reconnecting: { en: "reconnecting…", zh: "重新连接…" },
   none: { en: "none yet", zh: "暂无" },
   notFound: { en: "No such task (or not yours)", zh: "任务不存在（或无权查看）" },
+  account: { en: "Account", zh: "账户" },
+  balance: { en: "Balance", zh: "余额" },
+  held: { en: "Held for tasks", zh: "任务冻结" },
+  available: { en: "Available", zh: "可用" },
+  earned: { en: "Earned as a provider", zh: "作为提供方收入" },
+  bill: { en: "Bill", zh: "账单" },
+  billOf: { en: "This month's bill", zh: "本月账单" },
+  charge: { en: "Charge", zh: "费用" },
+  seconds: { en: "Seconds", zh: "秒" },
+  hourly: { en: "Per hour", zh: "每小时" },
+  total: { en: "Total charged", zh: "合计" },
+  ledger: { en: "Ledger (operator)", zh: "账本（运营方）" },
+  ledgerOk: { en: "balanced", zh: "平衡" },
+  ledgerBad: { en: "PROBLEMS", zh: "有问题" },
 } as const;
 
 export type Word = keyof typeof WORDS;

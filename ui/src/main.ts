@@ -28,6 +28,7 @@ function header(who?: { role: string; org_id: string | null }): HTMLElement {
   });
   const right = h("div", { class: "right" }, lang);
   if (who) {
+    right.prepend(h("a", { href: "#/account", class: "nav", "data-testid": "nav-account" }, t("account")));
     right.prepend(h("span", { class: "who", "data-testid": "who" }, `${who.role}${who.org_id ? " · " + who.org_id : ""}`));
     const out = h("button", { "data-testid": "sign-out" }, t("signOut"));
     out.addEventListener("click", () => {
@@ -299,7 +300,7 @@ async function taskPage(id: string): Promise<void> {
   const load = async () => {
     try {
       const [task, ev, why] = await Promise.all([
-        get<{ id: string; name?: string; state: string; reason?: string; created_at: string; attempts: Attempt[] }>(`/v1/tasks/${encodeURIComponent(id)}`),
+        get<{ id: string; org_id: string; name?: string; state: string; reason?: string; created_at: string; attempts: Attempt[] }>(`/v1/tasks/${encodeURIComponent(id)}`),
         get<{ events: { at: string; from_state: string | null; to_state: string; reason?: string }[] }>(`/v1/tasks/${encodeURIComponent(id)}/events`),
         get<{ explanation?: unknown }>(`/v1/tasks/${encodeURIComponent(id)}/explain`).catch(() => null),
       ]);
@@ -324,6 +325,8 @@ async function taskPage(id: string): Promise<void> {
           ),
         ),
         ...(why ? [h("h2", {}, t("placement")), placement(why as Explain)] : []),
+        h("h2", {}, t("bill")),
+        await billOfTask(task.org_id, task.id),
       );
       return !["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"].includes(task.state);
     } catch (e) {
@@ -343,6 +346,100 @@ async function taskPage(id: string): Promise<void> {
   }
 }
 
+interface BillLine {
+  task_id: string | null;
+  task_name: string;
+  attempt_id: string | null;
+  settled_at: string;
+  pool_id: string;
+  seconds: number;
+  hourly: string;
+  charge: number;
+}
+
+interface Bill {
+  currency: string;
+  minor_digits: number;
+  lines: BillLine[];
+  charged: number;
+  held_now: number;
+}
+
+function money(minor: number, digits: number, currency: string): string {
+  return `${(minor / 10 ** digits).toFixed(digits)} ${currency}`;
+}
+
+function month(): string {
+  const d = new Date();
+  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
+function billTable(bill: Bill, lines: BillLine[]): HTMLElement {
+  const head = h("tr", {}, ...(["task", "pool", "seconds", "hourly", "charge"] as const).map((w) => h("th", {}, t(w))));
+  const rows = lines.map((l) =>
+    h("tr", { "data-testid": "bill-row" },
+      h("td", {}, l.task_id ? h("a", { href: `#/tasks/${l.task_id}` }, l.task_name || l.task_id) : "–"),
+      h("td", {}, h("code", {}, l.pool_id)),
+      h("td", {}, l.seconds.toFixed(1)),
+      h("td", {}, `${l.hourly} ${bill.currency}`),
+      h("td", {}, money(l.charge, bill.minor_digits, bill.currency)),
+    ),
+  );
+  return h("table", { class: "bill" }, h("thead", {}, head), h("tbody", {}, ...(rows.length ? rows : [h("tr", {}, h("td", { colspan: "5" }, t("none")))])));
+}
+
+/** The lines of this month's bill that charged this task (settled when it ended). */
+async function billOfTask(org: string, taskId: string): Promise<HTMLElement> {
+  try {
+    const bill = await get<Bill>(`/v1/accounts/${encodeURIComponent(org)}/bill?period=${month()}`);
+    return billTable(bill, bill.lines.filter((l) => l.task_id === taskId));
+  } catch {
+    return h("p", { class: "help" }, "–");
+  }
+}
+
+async function accountPage(): Promise<void> {
+  const who = await get<{ role: string; org_id: string | null }>("/v1/whoami");
+  const box = h("main", {}, h("p", {}, "…"));
+  app.replaceChildren(header(who), box);
+  stop?.abort();
+  if (!who.org_id) {
+    box.replaceChildren(h("p", {}, t("none")));
+    return;
+  }
+  const org = encodeURIComponent(who.org_id);
+  const [acc, bill] = await Promise.all([
+    get<{ currency: string; minor_digits: number; balance: number; held: number; available: number; earned: number }>(`/v1/accounts/${org}`),
+    get<Bill>(`/v1/accounts/${org}/bill?period=${month()}`),
+  ]);
+  const m = (x: number) => money(x, acc.minor_digits, acc.currency);
+  const parts: HTMLElement[] = [
+    h("a", { href: "#/" }, t("back")),
+    h("h1", {}, `${t("account")} `, h("code", {}, who.org_id)),
+    h("div", { class: "cards" },
+      card(t("balance"), m(acc.balance), "balance"),
+      card(t("held"), m(acc.held), "held"),
+      card(t("available"), m(acc.available), "available"),
+      card(t("earned"), m(acc.earned), "earned"),
+      card(t("total"), m(bill.charged), "charged"),
+    ),
+    h("section", {}, h("h2", {}, `${t("billOf")} (${month()})`), billTable(bill, bill.lines)),
+  ];
+  if (who.role === "admin") {
+    const check = await get<{ ok: boolean; accounts: number; transfers: number; holds: number; problems: string[] }>("/v1/ledger/check");
+    parts.push(
+      h("section", {}, h("h2", {}, t("ledger")),
+        h("p", { "data-testid": "ledger-check" },
+          h("span", { class: `state ${check.ok ? "COMPLETE" : "SYSTEM_ERROR"}` }, check.ok ? t("ledgerOk") : t("ledgerBad")),
+          ` ${check.accounts} accounts · ${check.transfers} transfers · ${check.holds} holds`,
+        ),
+        ...check.problems.slice(0, 20).map((p) => h("p", { class: "error" }, p)),
+      ),
+    );
+  }
+  box.replaceChildren(...parts);
+}
+
 function route(): void {
   setLang(currentLang());
   document.title = t("title");
@@ -357,7 +454,7 @@ function route(): void {
     return;
   }
   const m = hash.match(/^#\/tasks\/([A-Za-z0-9_-]+)$/);
-  const done = m ? taskPage(m[1]) : overview();
+  const done = m ? taskPage(m[1]) : hash === "#/account" ? accountPage() : overview();
   done.catch((e) => {
     if (e instanceof ApiError && e.status === 401) {
       setToken(null);
