@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -59,7 +60,22 @@ def browser():
             b.close()
 
 
-def test_dashboard_in_a_browser(tmp_path: Path, hub: HubProc, agents, browser):
+@pytest.fixture
+def scored_hub(tmp_path: Path) -> Iterator[HubProc]:
+    """A hub whose SLA sweep scores pools every second (reputations for the providers page)."""
+    from services import free_port
+
+    h = HubProc(tmp_path / "hub", free_port())
+    h.env = {"CPNET_SLA_INTERVAL_S": "1"}
+    h.data_dir.mkdir()
+    h.init()
+    h.start()
+    yield h
+    h.kill()
+
+
+def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, browser):
+    hub = scored_hub
     shots = _artefacts()
     world = make_world(hub, {"gz": ("general", "440100"), "sh": ("intelligent", "310000")})
     started = {}
@@ -146,6 +162,23 @@ def test_dashboard_in_a_browser(tmp_path: Path, hub: HubProc, agents, browser):
     assert page.locator("[data-testid=bill-row]").count() == len(bill["lines"])
     assert page.locator("[data-testid=ledger-check]").count() == 0  # the operator's only
     page.screenshot(path=str(shots / "account.png"), full_page=True)
+
+    # Providers: each pool's reputation with the figures it was made of, as the API has them.
+    gz_pool = next(p.id for p in user.pools() if p.site_id == world.site_ids["gz"])
+
+    def scored() -> dict | None:
+        r = httpx.get(
+            f"{hub.url}/v1/reputation", headers={"authorization": f"Bearer {world.user_token}"}
+        ).json()["pools"]
+        return next((x for x in r if x["pool_id"] == gz_pool and x["evidence"]["attempts"]), None)
+
+    rep = wait_until(scored, 30, "the hub's first scoring of the pool that ran the task")
+    page.click("[data-testid=nav-providers]")
+    row = page.locator(f"[data-testid=rep-row][data-pool-id='{gz_pool}']")
+    row.wait_for()
+    assert row.locator("[data-testid=rep-score]").inner_text() == f"{rep['score']:.3f}"
+    assert f"attempts {rep['evidence']['attempts']}" in row.inner_text()
+    page.screenshot(path=str(shots / "providers.png"), full_page=True)
 
     # Back on the map: the Shanghai agent stops; its site goes grey without a reload.
     page.goto(f"{hub.url}/ui/#/")

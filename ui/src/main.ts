@@ -28,7 +28,10 @@ function header(who?: { role: string; org_id: string | null }): HTMLElement {
   });
   const right = h("div", { class: "right" }, lang);
   if (who) {
-    right.prepend(h("a", { href: "#/account", class: "nav", "data-testid": "nav-account" }, t("account")));
+    right.prepend(
+      h("a", { href: "#/providers", class: "nav", "data-testid": "nav-providers" }, t("providers")),
+      h("a", { href: "#/account", class: "nav", "data-testid": "nav-account" }, t("account")),
+    );
     right.prepend(h("span", { class: "who", "data-testid": "who" }, `${who.role}${who.org_id ? " · " + who.org_id : ""}`));
     const out = h("button", { "data-testid": "sign-out" }, t("signOut"));
     out.addEventListener("click", () => {
@@ -440,6 +443,50 @@ async function accountPage(): Promise<void> {
   box.replaceChildren(...parts);
 }
 
+interface Reputation {
+  pool_id: string;
+  score: number;
+  at: string;
+  evidence: Record<string, number>;
+}
+
+/** Every provider, its sites and pools, and each pool's reputation with the figures behind it. */
+async function providersPage(): Promise<void> {
+  const who = await get<{ role: string; org_id: string | null }>("/v1/whoami");
+  const box = h("main", {}, h("p", {}, "…"));
+  app.replaceChildren(header(who), box);
+  stop?.abort();
+  const [provs, reps, view] = await Promise.all([
+    get<{ providers: { id: string; name: string; retired?: boolean }[] }>("/v1/providers"),
+    get<{ pools: Reputation[] }>("/v1/reputation"),
+    get<Overview>("/v1/dashboard"),
+  ]);
+  const rep = new Map(reps.pools.map((r) => [r.pool_id, r]));
+  const sections = provs.providers.map((p) => {
+    const sites = view.sites.filter((s) => s.provider_id === p.id);
+    const rows = sites.flatMap((s) =>
+      s.pools.map((pool) => {
+        const r = rep.get(pool.id);
+        const ev = r
+          ? `${t("success")} ${r.evidence.success} · ${t("availability")} ${r.evidence.availability} · ` +
+            `${t("breaches")} ${r.evidence.breached_windows} · attempts ${r.evidence.attempts} (lost ${r.evidence.lost})`
+          : t("notScored");
+        return h("tr", { "data-testid": "rep-row", "data-pool-id": pool.id },
+          h("td", {}, h("span", { class: `dot ${pool.online ? "online" : "offline"}` }), ` ${s.name} / ${pool.name}`),
+          h("td", { "data-testid": "rep-score" }, r ? r.score.toFixed(3) : "–"),
+          h("td", { class: "reasons", "data-testid": "rep-evidence" }, ev),
+        );
+      }),
+    );
+    const head = h("tr", {}, h("th", {}, t("pool")), h("th", {}, t("reputation")), h("th", {}, t("evidence")));
+    return h("section", { "data-testid": "provider", "data-provider-id": p.id },
+      h("h2", {}, `${p.name} `, h("code", {}, p.id)),
+      h("table", { class: "explain" }, h("thead", {}, head), h("tbody", {}, ...rows)),
+    );
+  });
+  box.replaceChildren(h("a", { href: "#/" }, t("back")), h("h1", {}, t("providers")), ...sections);
+}
+
 function route(): void {
   setLang(currentLang());
   document.title = t("title");
@@ -454,7 +501,13 @@ function route(): void {
     return;
   }
   const m = hash.match(/^#\/tasks\/([A-Za-z0-9_-]+)$/);
-  const done = m ? taskPage(m[1]) : hash === "#/account" ? accountPage() : overview();
+  const done = m
+    ? taskPage(m[1])
+    : hash === "#/account"
+      ? accountPage()
+      : hash === "#/providers"
+        ? providersPage()
+        : overview();
   done.catch((e) => {
     if (e instanceof ApiError && e.status === 401) {
       setToken(null);
