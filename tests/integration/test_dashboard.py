@@ -125,6 +125,21 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     wait_until(lambda: page.locator("[data-testid=pool-row]").count() == 1, 10, "the filter")
     page.fill("[data-testid=pool-filter]", "")
     page.wait_for_selector("[data-testid=live].on")
+    # A link the operator declares between the two sites is drawn, live (dashed: declared).
+    r = httpx.put(
+        f"{hub.url}/v1/network/links",
+        json={
+            "a": f"site:{world.site_ids['gz']}",
+            "b": f"site:{world.site_ids['sh']}",
+            "rtt_ms": 28,
+            "mbps": 1000,
+        },
+        headers={"authorization": f"Bearer {hub.admin_token}"},
+    )
+    assert r.status_code == 200, r.text
+    link = page.locator("[data-testid=map] line.link.declared")
+    link.wait_for(timeout=30_000)
+    assert "28.0 ms" in (link.locator("title").text_content() or "")
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
     # A task on its page: its states as they come, its events and its output.
