@@ -5,6 +5,7 @@ build/test-artifacts/dashboard/ (CPNET_TEST_ARTIFACTS overrides): look at them."
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -121,6 +122,8 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     assert page.inner_text("[data-testid=sites-online]") == "2 / 2"
     assert page.inner_text("[data-testid=cores]").endswith("/ 6")
     assert page.locator("[data-testid=pool-row]").count() == 2
+    # SCU rates: the catalogue has no "test cpu", so none until measured.
+    assert page.locator("[data-testid=pool-scu]").all_inner_texts() == ["–", "–"]
     page.fill("[data-testid=pool-filter]", "shanghai")
     wait_until(lambda: page.locator("[data-testid=pool-row]").count() == 1, 10, "the filter")
     page.fill("[data-testid=pool-filter]", "")
@@ -146,7 +149,10 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     t = user.submit(
         {
             "name": "hello",
-            "executors": [{"command": ["sh", "-c", "sleep 4; echo hello from cpnet"]}],
+            "executors": [
+                {"command": ["sh", "-c", "sleep 4; echo hello from cpnet | tee out.txt"]}
+            ],
+            "outputs": [{"path": "out.txt", "url": "cpnet://blobs/"}],
         }
     )
     page.goto(f"{hub.url}/ui/#/tasks/{t.id}")
@@ -154,6 +160,13 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     page.screenshot(path=str(shots / "task-running.png"), full_page=True)
     page.wait_for_selector("[data-testid=task-state]:text-is('COMPLETE')", timeout=60_000)
     assert "hello from cpnet" in page.inner_text("[data-testid=stdout]")
+    # The data it moved: its output, staged to the hub's blob store, checksummed.
+    page.wait_for_selector("[data-testid=transfer-row]")
+    moved = page.inner_text("[data-testid=transfer-row]")
+    sha = hashlib.sha256(b"hello from cpnet\n").hexdigest()
+    cells = moved.split("\t")
+    assert cells[0] == "out out.txt" and cells[1] == "17", moved
+    assert cells[3] == f"cpnet://blobs/{sha}" and cells[4] == "✓", moved
     moves = page.locator("[data-testid=event-row]").all_inner_texts()
     assert any("QUEUED" in m and "RUNNING" in m for m in moves) or any(
         "→ RUNNING" in m for m in moves

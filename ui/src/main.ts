@@ -129,6 +129,11 @@ function poolTable(data: Overview, query: string, onlineOnly: boolean): HTMLTabl
       if ((q && !hay.includes(q)) || (onlineOnly && !p.online)) continue;
       const price = p.price_cpu_core_hour == null ? "–" : `${p.price_cpu_core_hour} ${p.currency}`;
       const rep = p.reputation == null ? "–" : p.reputation.toFixed(2);
+      // A rate of 0: not known (no catalogue entry, not measured yet), not "no compute".
+      const scu = Object.entries(p.scu ?? {})
+        .filter(([, rate]) => rate > 0)
+        .map(([profile, rate]) => `${profile} ${rate.toFixed(rate < 10 ? 2 : 0)}`)
+        .join(" · ") || "–";
       rows.push(
         h(
           "tr",
@@ -138,6 +143,7 @@ function poolTable(data: Overview, query: string, onlineOnly: boolean): HTMLTabl
           h("td", {}, p.type),
           h("td", {}, s.region_name || s.region_code),
           h("td", {}, `${p.cpu_reserved.toFixed(1)} / ${p.cpu_cores.toFixed(0)}${p.gpus ? ` · ${p.gpus_reserved}/${p.gpus} GPU` : ""}`),
+          h("td", { class: "reasons", "data-testid": "pool-scu" }, scu),
           h("td", {}, price),
           h("td", {}, rep),
           h("td", { "data-testid": "pool-state" }, p.online ? t("online") : t("offline")),
@@ -145,7 +151,7 @@ function poolTable(data: Overview, query: string, onlineOnly: boolean): HTMLTabl
       );
     }
   }
-  const head = h("tr", {}, ...(["pool", "site", "type", "region", "load", "price", "reputation", "state"] as const).map((w) => h("th", {}, t(w))));
+  const head = h("tr", {}, ...(["pool", "site", "type", "region", "load", "scu", "price", "reputation", "state"] as const).map((w) => h("th", {}, t(w))));
   return h("table", { class: "pools" }, h("thead", {}, head), h("tbody", {}, ...rows));
 }
 
@@ -252,6 +258,23 @@ interface Attempt {
   state: string;
   reason?: string;
   executor_logs?: { stdout?: string; stderr?: string; exit_code?: number }[];
+  transfers?: { direction: string; url: string; path: string; size_bytes: number; seconds: number; sha256_verified: boolean }[] | null;
+}
+
+function transfersTable(a: Attempt): HTMLElement | null {
+  if (!a.transfers || a.transfers.length === 0) return null;
+  const head = h("tr", {}, ...(["direction", "bytes", "seconds"] as const).map((w) => h("th", {}, t(w))), h("th", {}, "URL"), h("th", {}, t("verified")));
+  return h("div", {},
+    h("p", { class: "help" }, t("transfers")),
+    h("table", { class: "explain" }, h("thead", {}, head), h("tbody", {}, ...a.transfers.map((x) =>
+      h("tr", { "data-testid": "transfer-row" },
+        h("td", {}, `${x.direction} ${x.path}`),
+        h("td", {}, String(x.size_bytes)),
+        h("td", {}, x.seconds.toFixed(3)),
+        h("td", {}, h("code", {}, x.url)),
+        h("td", {}, x.sha256_verified ? "✓" : "–"),
+      )))),
+  );
 }
 
 interface Explain {
@@ -303,7 +326,7 @@ async function taskPage(id: string): Promise<void> {
   const load = async () => {
     try {
       const [task, ev, why] = await Promise.all([
-        get<{ id: string; org_id: string; name?: string; state: string; reason?: string; created_at: string; attempts: Attempt[] }>(`/v1/tasks/${encodeURIComponent(id)}`),
+        get<{ id: string; org_id: string; name?: string; state: string; reason?: string; created_at: string; attempts: Attempt[] }>(`/v1/tasks/${encodeURIComponent(id)}?view=full`),
         get<{ events: { at: string; from_state: string | null; to_state: string; reason?: string }[] }>(`/v1/tasks/${encodeURIComponent(id)}/events`),
         get<{ explanation?: unknown }>(`/v1/tasks/${encodeURIComponent(id)}/explain`).catch(() => null),
       ]);
@@ -325,6 +348,7 @@ async function taskPage(id: string): Promise<void> {
             ...(a.executor_logs ?? []).map((l, i) =>
               h("details", { open: "" }, h("summary", {}, `${t("logs")} ${i}${l.exit_code != null ? ` · exit ${l.exit_code}` : ""}`), h("pre", { "data-testid": "stdout" }, (l.stdout ?? "") + (l.stderr ? `\n${l.stderr}` : ""))),
             ),
+            transfersTable(a),
           ),
         ),
         ...(why ? [h("h2", {}, t("placement")), placement(why as Explain)] : []),

@@ -16,6 +16,7 @@ export interface PoolRow {
   price_gpu_hour: number | null;
   currency: string;
   reputation: number | null;
+  scu: Record<string, number>;
 }
 
 export interface Site {

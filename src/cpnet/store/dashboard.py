@@ -54,6 +54,8 @@ def sites(s: Session) -> list[dict[str, Any]]:
                 "price_gpu_hour": price.get("gpu_hour"),
                 "currency": price.get("currency", "CNY"),
                 "reputation": rep.get(p.id),
+                # SCU per hour by workload profile (docs/compute-unit.md): measured or catalogue
+                "scu": dict(sorted((p.scu or {}).items())),
             }
         )
     out = []
