@@ -125,7 +125,7 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     # SCU rates: the catalogue has no "test cpu", so none until measured.
     assert page.locator("[data-testid=pool-scu]").all_inner_texts() == ["–", "–"]
     page.fill("[data-testid=pool-filter]", "shanghai")
-    wait_until(lambda: page.locator("[data-testid=pool-row]").count() == 1, 10, "the filter")
+    wait_until(lambda: page.locator("[data-testid=pool-row]").count() == 1, 30, "the filter")
     page.fill("[data-testid=pool-filter]", "")
     page.wait_for_selector("[data-testid=live].on")
     # A link the operator declares between the two sites is drawn, live (dashed: declared).
@@ -150,7 +150,7 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
         {
             "name": "hello",
             "executors": [
-                {"command": ["sh", "-c", "sleep 4; echo hello from cpnet | tee out.txt"]}
+                {"command": ["sh", "-c", "sleep 10; echo hello from cpnet | tee out.txt"]}
             ],
             "outputs": [{"path": "out.txt", "url": "cpnet://blobs/"}],
         }
@@ -181,7 +181,7 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     ).json()
     mine = [x for x in bill["lines"] if x["task_id"] == t.id]
     assert mine, bill  # settled as it ended
-    wait_until(lambda: page.locator("[data-testid=bill-row]").count() == len(mine), 15, "its bill")
+    wait_until(lambda: page.locator("[data-testid=bill-row]").count() == len(mine), 30, "its bill")
     page.screenshot(path=str(shots / "task-complete.png"), full_page=True)
 
     # The account: balance and this month's bill.
@@ -200,7 +200,7 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
         ).json()["pools"]
         return next((x for x in r if x["pool_id"] == gz_pool and x["evidence"]["attempts"]), None)
 
-    rep = wait_until(scored, 30, "the hub's first scoring of the pool that ran the task")
+    rep = wait_until(scored, 60, "the hub's first scoring of the pool that ran the task")
     page.click("[data-testid=nav-providers]")
     row = page.locator(f"[data-testid=rep-row][data-pool-id='{gz_pool}']")
     row.wait_for()

@@ -99,7 +99,7 @@ def flow(s: Session, org_id: str | None, now: float) -> list[dict[str, Any]]:
     completed, failed or were canceled (the organisation's, or everyone's)."""
     start = (math.floor(now / 60) - FLOW_MINUTES + 1) * 60
     newest = s.scalar(select(func.max(TaskEvent.id))) or 0
-    q = select(TaskEvent.at, TaskEvent.to_state).where(
+    q = select(TaskEvent.at, TaskEvent.from_state, TaskEvent.to_state).where(
         TaskEvent.id > newest - FLOW_EVENTS, TaskEvent.at >= start
     )
     if org_id is not None:
@@ -115,7 +115,9 @@ def flow(s: Session, org_id: str | None, now: float) -> list[dict[str, Any]]:
         }
         for i in range(FLOW_MINUTES)
     ]
-    for at, to_state in s.execute(q):
+    for at, from_state, to_state in s.execute(q):
+        if from_state == to_state:
+            continue  # a remark (a placement, a warning), not a move
         kind = FLOW_KIND.get(to_state)
         i = int((at - start) // 60)
         if kind is not None and 0 <= i < FLOW_MINUTES:
