@@ -526,3 +526,23 @@ def test_node_failure_of_a_dead_machine_is_final_after_fence_wait(
     assert (handle.work_dir / "fence").exists()
     assert backend.remove_work_dirs([handle]) == [None]  # the agent's batched path keeps it too
     assert (handle.work_dir / "fence").exists()
+
+
+def test_an_executor_killed_by_slurms_signal_on_a_node_failure_is_slurms_verdict(
+    tmp_path: Path,
+) -> None:
+    """On a node going down the executor can die of slurmd's SIGTERM before the runner takes it
+    as a cancel; the runner then records EXECUTOR_ERROR. Slurm's NODE_FAIL decides (a system
+    error, retried), unless cpnet cancelled it or the executor died otherwise."""
+    from cpnet.agent.backends.slurm.backend import _stopped_by_slurm
+    from cpnet.agent.runner import CANCEL_FILE
+
+    killed = {"state": "EXECUTOR_ERROR", "executor_logs": [{"exit_code": 143}]}
+    assert _stopped_by_slurm(tmp_path, killed, "NODE_FAIL")
+    assert _stopped_by_slurm(tmp_path, killed, "PREEMPTED")
+    assert not _stopped_by_slurm(tmp_path, killed, "FAILED")  # the task's own failure
+    assert not _stopped_by_slurm(tmp_path, killed, "TIMEOUT")  # Slurm maps it the same way
+    failed = {"state": "EXECUTOR_ERROR", "executor_logs": [{"exit_code": 1}]}
+    assert not _stopped_by_slurm(tmp_path, failed, "NODE_FAIL")  # it failed by itself first
+    (tmp_path / CANCEL_FILE).write_text("")
+    assert not _stopped_by_slurm(tmp_path, killed, "NODE_FAIL")  # cpnet asked for it

@@ -296,6 +296,8 @@ class SlurmBackend(ClusterBackend):
             if not signalled:
                 return status_from_record(record)
             final = SlurmFinal(state="")
+        if not signalled and _stopped_by_slurm(work_dir, record, final.state):
+            signalled = True  # the executor died of the signal Slurm sent its node's jobs
         return add_slurm_record(work_dir, record, job_id, final, signalled)
 
     def _ended(self, handle: Handle, seen: Seen) -> JobStatus:
@@ -372,3 +374,21 @@ def _positive_int(params: dict[str, str], key: str) -> int | None:
 def batch_script(work_dir: Path) -> str:
     """The batch script: runs the runner on `work_dir`; only the two quoted paths vary."""
     return f"#!/bin/sh\n{runner_command(sys.executable, work_dir)}\n"
+
+
+# Slurm states in which Slurm itself stopped a job for reasons of the cluster, not the task's.
+SLURM_STOPPED = ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED")
+SIGNAL_EXITS = frozenset({128 + 15, 128 + 9, -15, -9})  # SIGTERM, SIGKILL as exit codes
+
+
+def _stopped_by_slurm(work_dir: Path, record: dict[str, Any], slurm_state: str) -> bool:
+    """The runner recorded an executor failure, but the executor was killed by a signal (not by
+    cpnet: no cancel file) in a job Slurm ended for a node failure or preemption: Slurm sent
+    that signal, so Slurm's verdict (a system error, retried) is the attempt's. On a node
+    going down the executor can die of slurmd's SIGTERM before the runner takes it as a cancel."""
+    if record.get("state") != State.EXECUTOR_ERROR.value or (work_dir / CANCEL_FILE).exists():
+        return False
+    if not slurm_state.startswith(SLURM_STOPPED):
+        return False
+    logs = record.get("executor_logs") or []
+    return bool(logs) and logs[-1].get("exit_code") in SIGNAL_EXITS

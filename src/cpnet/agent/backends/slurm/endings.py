@@ -60,8 +60,8 @@ def add_slurm_record(
             f"slurm: job {job_id} {final.state or '?'}, elapsed {final.elapsed_s:.0f} s "
             f"on {final.cpus or '?'} CPU(s), nodes {final.nodes or '?'}",
         )
-    if signalled:  # the runner took Slurm's signal for a cancel; Slurm knows better
-        add_log(record, f"the runner recorded CANCELED: {record.get('reason')}")
+    if signalled:  # the runner's end came from Slurm's signal; Slurm knows better
+        add_log(record, f"the runner recorded {record.get('state')}: {record.get('reason')}")
         state, reason = map_final(final.state, job_id, final.nodes)
         record["state"], record["reason"] = state.value, reason
     with contextlib.suppress(OSError):
