@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from prom_text import samples
 from tests.integration.procs import AgentProc, HubProc, make_world, pool, wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,15 +26,6 @@ def _lines(log: Path, strict: bool = True) -> list[dict]:
         if strict or line.startswith("{"):
             out.append(json.loads(line))
     return out
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """{(sample name, sorted labels): value} of a Prometheus text exposition."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_json_logs_and_metrics_follow_a_task_through_hub_and_agent(tmp_path: Path, agents):
@@ -117,7 +109,7 @@ def test_json_logs_and_metrics_follow_a_task_through_hub_and_agent(tmp_path: Pat
         def hub_metrics() -> dict:
             got = httpx.get(f"{hub.url}/metrics", headers=admin, timeout=30)
             assert got.status_code == 200 and got.headers["content-type"].startswith("text/plain")
-            return _samples(got.text)
+            return samples(got.text)
 
         m = wait_until(
             lambda: (
@@ -147,7 +139,7 @@ def test_json_logs_and_metrics_follow_a_task_through_hub_and_agent(tmp_path: Pat
         # The agent's metrics, on its own port, no token.
         got = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
         assert got.status_code == 200
-        a = _samples(got.text)
+        a = samples(got.text)
         assert a[("cpnet_agent_attempts_accepted_total", ())] == 1
         assert a[("cpnet_agent_attempts_ended_total", (("state", "COMPLETE"),))] == 1
         assert a[("cpnet_agent_updates_sent_total", ())] >= 2

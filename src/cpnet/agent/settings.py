@@ -229,25 +229,26 @@ def pool_from_table(table: Any, *, where: str = "pool") -> PoolDescriptor:
         raise AgentConfigError(f"{where}: {loc}: {first['msg']}") from None
 
 
-def check_bind(text: str, what: str) -> tuple[str, int]:
-    """(host, port) of a ``HOST:PORT`` to listen on (any address); AgentConfigError if not."""
+def check_bind(
+    text: str, what: str, example: str = "127.0.0.1:9464", meaning: str = ""
+) -> tuple[str, int]:
+    """(host, port) of a ``HOST:PORT`` to listen on (any address); AgentConfigError if not.
+
+    ``meaning`` (what the address is for) follows the example in the error."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise AgentConfigError(f"{what} {text!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+        raise AgentConfigError(f"{what} {text!r} is not HOST:PORT (e.g. {example}){meaning}")
     return host.strip("[]"), int(port)
 
 
 def check_listen(text: str) -> tuple[str, int]:
     """(host, port) of a ``HOST:PORT`` to listen on and advertise; AgentConfigError if not."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise AgentConfigError(
-            f"probe_listen {text!r} is not HOST:PORT (e.g. 10.0.0.5:8471): the address other "
-            "sites' agents reach this one at"
-        )
-    if host in ("0.0.0.0", "::", "[::]"):
+    host, port = check_bind(
+        text, "probe_listen", "10.0.0.5:8471", ": the address other sites' agents reach this one at"
+    )
+    if host in ("0.0.0.0", "::"):
         raise AgentConfigError(
             f"probe_listen {text!r}: give the address peers reach (it is advertised to the "
             "hub), not a wildcard"
         )
-    return host.strip("[]"), int(port)
+    return host, port

@@ -10,7 +10,7 @@ import typer
 
 from cpnet.agent.settings import AgentConfigError, AgentSettings, pool_from_table, read_agent_file
 from cpnet.cli.config import state
-from cpnet.cli.output import errors, fail, split_pairs
+from cpnet.cli.output import LogFormatOption, errors, fail, split_pairs
 from cpnet.client import check_hub_url, check_token, config_path, read_config
 from cpnet.registry.model import PoolDescriptor
 
@@ -119,15 +119,7 @@ def agent(
             "address only your monitoring reaches, e.g. 127.0.0.1:9464).",
         ),
     ] = None,
-    log_format: Annotated[
-        str | None,
-        typer.Option(
-            "--log-format",
-            metavar="FORMAT",
-            help="text (default) or json: one JSON object per line, with task, attempt and "
-            "trace ids (default: CPNET_LOG_FORMAT).",
-        ),
-    ] = None,
+    log_format: LogFormatOption = None,
     client_cert: Annotated[
         str | None,
         typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cpnet.cli.output import console, errors, fail, fields, print_json
+from cpnet.cli.output import LogFormatOption, console, errors, fail, fields, print_json
 from cpnet.config import DEFAULT_PORT, HubSettings
 
 app = typer.Typer(
@@ -79,15 +79,7 @@ def serve(
             "refuses an agent without one of its own site). Default: CPNET_MTLS, else off.",
         ),
     ] = None,
-    log_format: Annotated[
-        str | None,
-        typer.Option(
-            "--log-format",
-            metavar="FORMAT",
-            help="text, or json: one object per line with request, trace and task ids "
-            "(default: CPNET_LOG_FORMAT, else text).",
-        ),
-    ] = None,
+    log_format: LogFormatOption = None,
     log_level: Annotated[
         str | None,
         typer.Option(

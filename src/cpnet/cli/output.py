@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import BaseModel
@@ -20,6 +20,17 @@ from cpnet.tasks.states import State
 # Rich looks up sys.stdout / sys.stderr at write time, so test runners that swap them still work.
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
+
+# `--log-format` of the long-running commands (`cpnet hub`, `cpnet agent`): one option, one help.
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        metavar="FORMAT",
+        help="text, or json: one object per line with request, trace, task and attempt ids "
+        "(default: CPNET_LOG_FORMAT, else text).",
+    ),
+]
 
 STATE_STYLES: dict[State, str] = {
     State.QUEUED: "yellow",

@@ -8,7 +8,6 @@ import logging
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cpnet.agent.settings import AgentConfigError, AgentSettings
 from cpnet.auth.model import Principal, Role
@@ -19,6 +18,7 @@ from cpnet.store.db import Store
 from cpnet.tasks.model import TaskSpec
 from cpnet.telemetry import logs
 from cpnet.telemetry.metrics import AgentMetrics, HubMetrics
+from prom_text import samples
 
 
 def _record(msg: str = "placed", **extra: object) -> logging.LogRecord:
@@ -105,14 +105,6 @@ def test_bad_log_settings_are_refused_naming_them(monkeypatch: pytest.MonkeyPatc
     assert AgentSettings(**base, metrics_listen="0.0.0.0:9464").metrics_listen == "0.0.0.0:9464"
 
 
-def _samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-    }
-
-
 def test_hub_metrics_read_the_store_at_each_scrape(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
     store.migrate()
@@ -123,7 +115,7 @@ def test_hub_metrics_read_the_store_at_each_scrape(tmp_path) -> None:
             user = accounts.create_user(s, org.id, "alice", Role.USER, now)
         who = Principal(role=Role.USER, org_id=org.id, user_id=user.id, token_id="tok_test")
         m = HubMetrics(store)
-        first = _samples(m.render().decode())
+        first = samples(m.render().decode())
         assert first[("cpnet_tasks", (("state", "QUEUED"),))] == 0
         assert first[("cpnet_sites", (("online", "true"),))] == 0
         with store.tx() as s:
@@ -131,7 +123,7 @@ def test_hub_metrics_read_the_store_at_each_scrape(tmp_path) -> None:
                 s, who, [TaskSpec.model_validate({"executors": [{"command": ["true"]}]})] * 3, now
             )
         m.requests.labels("POST", "/v1/tasks", "201").inc()
-        after = _samples(m.render().decode())
+        after = samples(m.render().decode())
         assert after[("cpnet_tasks", (("state", "QUEUED"),))] == 3  # read again, not cached
         assert (
             after[
@@ -147,7 +139,7 @@ def test_hub_metrics_read_the_store_at_each_scrape(tmp_path) -> None:
         assert (
             "cpnet_http_requests_total",
             (("method", "POST"), ("route", "/v1/tasks"), ("status", "201")),
-        ) not in _samples(HubMetrics(store).render().decode())
+        ) not in samples(HubMetrics(store).render().decode())
     finally:
         store.close()
 
@@ -156,8 +148,8 @@ def test_agent_metrics_count_held_attempts_when_scraped() -> None:
     held = {"RUNNING": 2}
     m = AgentMetrics(lambda: dict(held))
     m.ended.labels("COMPLETE").inc()
-    got = _samples(m.render().decode())
+    got = samples(m.render().decode())
     assert got[("cpnet_agent_attempts", (("state", "RUNNING"),))] == 2
     assert got[("cpnet_agent_attempts_ended_total", (("state", "COMPLETE"),))] == 1
     held.clear()
-    assert ("cpnet_agent_attempts", (("state", "RUNNING"),)) not in _samples(m.render().decode())
+    assert ("cpnet_agent_attempts", (("state", "RUNNING"),)) not in samples(m.render().decode())

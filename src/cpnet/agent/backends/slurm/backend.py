@@ -51,6 +51,7 @@ from cpnet.agent.backends.slurm.states import (
     PENDING_STATES,
     RUNNING_STATES,
     SLURM_STATES,
+    SLURM_STOPPED,
     job_state,
     map_final,
 )
@@ -376,8 +377,6 @@ def batch_script(work_dir: Path) -> str:
     return f"#!/bin/sh\n{runner_command(sys.executable, work_dir)}\n"
 
 
-# Slurm states in which Slurm itself stopped a job for reasons of the cluster, not the task's.
-SLURM_STOPPED = ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED")
 SIGNAL_EXITS = frozenset({128 + 15, 128 + 9, -15, -9})  # SIGTERM, SIGKILL as exit codes
 
 

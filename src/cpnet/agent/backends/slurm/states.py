@@ -31,6 +31,8 @@ SLURM_STATES: dict[str, tuple[State, str]] = {
     "FAILED": (State.SYSTEM_ERROR, "the batch script failed"),
     "COMPLETED": (State.SYSTEM_ERROR, "the runner was stopped before it finished"),
 }
+# States in which Slurm itself stopped a job for reasons of the cluster, not the task's.
+SLURM_STOPPED = ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED")
 PENDING_STATES = {name for name, (state, _) in SLURM_STATES.items() if state is State.QUEUED}
 RUNNING_STATES = {name for name, (state, _) in SLURM_STATES.items() if state is State.RUNNING}
 
@@ -54,4 +56,11 @@ def map_final(slurm_state: str, job_id: str, nodes: str | None = None) -> tuple[
     return what[0], f"{what[1]}{where} (Slurm job {job_id} {state})"
 
 
-__all__ = ["PENDING_STATES", "RUNNING_STATES", "SLURM_STATES", "job_state", "map_final"]
+__all__ = [
+    "PENDING_STATES",
+    "RUNNING_STATES",
+    "SLURM_STATES",
+    "SLURM_STOPPED",
+    "job_state",
+    "map_final",
+]
