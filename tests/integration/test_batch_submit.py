@@ -121,6 +121,16 @@ def test_cli_array_and_file(hub: HubProc, agents, tmp_path: Path):
     )
     assert bad_run.exit_code == 1, bad_run.output
     assert "2 of 3 tasks COMPLETE" in bad_run.output and "EXECUTOR_ERROR" in bad_run.output
+    # --wait --json: one JSON document (the submission and how each task ended), not two.
+    json_run = run(
+        app,
+        ["submit", "--array", "2", "--wait", "--json", "--timeout", "120", "--", "true"],
+        env=env,
+    )
+    assert json_run.exit_code == 0, json_run.output
+    doc = json.loads(json_run.stdout)  # raises on a second document
+    assert doc["created"] == 2 and len(doc["results"]) == 2
+    assert doc["states"] == {r["id"]: "COMPLETE" for r in doc["results"]}
 
     lines = [json.dumps({"name": f"f{i}", "executors": [{"command": ["true"]}]}) for i in range(3)]
     lines.insert(1, json.dumps({"executors": []}))

@@ -311,10 +311,14 @@ def submit(
     )
     if array is not None:
         items = array_items(spec, array)
-        results = submit_batch(ctx, items, [f"index {i}" for i in range(array)], json_out)
+        # With --wait --json, one JSON document at the end: the submission and how it ended.
+        results = submit_batch(
+            ctx, items, [f"index {i}" for i in range(array)], json_out, print_json_now=not wait
+        )
         if wait:
             ids = [r.id for r in results if r.id is not None]
-            follow_array(ctx, items[0]["tags"]["cpnet.array_id"], ids, timeout, json_out)
+            submitted = batch_summary(results) if json_out else None
+            follow_array(ctx, items[0]["tags"]["cpnet.array_id"], ids, timeout, json_out, submitted)
         return
     with connect(ctx) as hub:
         view = hub.submit(spec)
@@ -387,10 +391,16 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
 
 
 def submit_batch(
-    ctx: typer.Context, items: list[dict[str, Any]], where: list[str], json_out: bool
+    ctx: typer.Context,
+    items: list[dict[str, Any]],
+    where: list[str],
+    json_out: bool,
+    *,
+    print_json_now: bool = True,
 ) -> list[BatchItem]:
     """Send `items` in batches with a progress bar (stderr); print the new tasks' ids (or, with
-    `--json`, every result); exit 1 naming each refused item (the others were created)."""
+    `--json`, every result: unless ``print_json_now`` is false, when the caller prints them in
+    its own document); exit 1 naming each refused item (the others were created)."""
     with (
         connect(ctx) as hub,
         counting("submitting") as bar,
@@ -401,14 +411,8 @@ def submit_batch(
     created = sum(r.status == 201 for r in results)
     existing = sum(r.status == 200 for r in results)
     if json_out:
-        print_json(
-            {
-                "results": [r.model_dump(mode="json", exclude_none=True) for r in results],
-                "created": created,
-                "existing": existing,
-                "failed": len(refused),
-            }
-        )
+        if print_json_now or refused:
+            print_json(batch_summary(results))
     else:
         for r in results:
             if r.id is not None:
@@ -427,11 +431,27 @@ def submit_batch(
     return results
 
 
+def batch_summary(results: list[BatchItem]) -> dict[str, Any]:
+    """What `--json` prints for a batch: every item's result and the counts."""
+    return {
+        "results": [r.model_dump(mode="json", exclude_none=True) for r in results],
+        "created": sum(r.status == 201 for r in results),
+        "existing": sum(r.status == 200 for r in results),
+        "failed": sum(r.error is not None for r in results),
+    }
+
+
 def follow_array(
-    ctx: typer.Context, array_id: str, ids: list[str], timeout: float | None, json_out: bool
+    ctx: typer.Context,
+    array_id: str,
+    ids: list[str],
+    timeout: float | None,
+    json_out: bool,
+    submitted: dict[str, Any] | None = None,
 ) -> None:
     """Wait until every task of an array has ended, with a progress bar on stderr; exit 1
-    naming those that did not end COMPLETE (or, past `timeout`, how many still run)."""
+    naming those that did not end COMPLETE (or, past `timeout`, how many still run). With
+    `--json`, one document: ``submitted`` (the batch's summary) merged with the end states."""
     wanted = set(ids)
     deadline = None if timeout is None else time.monotonic() + timeout
     ended: dict[str, TaskView] = {}
@@ -448,6 +468,15 @@ def follow_array(
             if len(ended) == len(wanted):
                 break
             if deadline is not None and time.monotonic() > deadline:
+                if json_out:
+                    print_json(
+                        {
+                            **(submitted or {}),
+                            "array_id": array_id,
+                            "states": {t.id: t.state.value for t in ended.values()},
+                            "unfinished": len(wanted) - len(ended),
+                        }
+                    )
                 fail(
                     f"{len(wanted) - len(ended)} of {len(wanted)} tasks still unfinished after "
                     f"{timeout:g} s",
@@ -457,7 +486,8 @@ def follow_array(
             pause = min(pause * 1.5, 5.0)  # a long array is not polled hard
     bad = sorted((t for t in ended.values() if t.state is not State.COMPLETE), key=lambda t: t.id)
     if json_out:
-        print_json({"array_id": array_id, "states": {t.id: t.state.value for t in ended.values()}})
+        states = {t.id: t.state.value for t in ended.values()}
+        print_json({**(submitted or {}), "array_id": array_id, "states": states})
     else:
         errors.print(f"{len(ended) - len(bad)} of {len(ended)} tasks COMPLETE")
         for t in bad[:20]:
