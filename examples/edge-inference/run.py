@@ -166,6 +166,7 @@ class Example:
         self.site_ids: dict[str, str] = {}
         self.user = ""
         self.report = Report()
+        self.report.figures["namespaces"] = [ns.ns for ns in self.ns.values()]
         self.t0 = time.monotonic()
 
     # -- plumbing ------------------------------------------------------------------------------
