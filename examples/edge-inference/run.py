@@ -164,6 +164,7 @@ class Example:
         # site name -> target port in its namespace -> URL the factory reaches it at
         self.urls: dict[str, dict[int, str]] = {}
         self.site_ids: dict[str, str] = {}
+        self.agent_args: dict[str, dict[str, Any]] = {}
         self.user = ""
         self.report = Report()
         self.report.figures["namespaces"] = [ns.ns for ns in self.ns.values()]
@@ -211,16 +212,16 @@ class Example:
                     "hardware": {"cpu_cores": cores, "memory_gb": 16, "cpu_model": "shared"},
                     "price": {"cpu_core_hour": price},
                 }
-                self.net.start_agent(
-                    name,
-                    token,
-                    [pool],
-                    extra={
+                self.agent_args[name] = {
+                    "token": token,
+                    "pools": [pool],
+                    "extra": {
                         "hub": f"http://{ns.host_ip}:{self.net.url.rsplit(':', 1)[1]}",
                         "probe_listen": f"{ns.ns_ip}:{PROBE_PORT}",
                     },
-                    prefix=ns.prefix,
-                )
+                    "prefix": ns.prefix,
+                }
+                self.start_agent(name)
                 # The factory's links: a relay on the factory's side of the host, per port.
                 self.urls[name] = {}
                 for port in (PROBE_PORT, *SERVICE_PORTS.values()):
@@ -237,6 +238,9 @@ class Example:
             return sum(p.online for p in pools) == len(SITES)
 
         wait_for(online, 60, "both agents to join the hub")
+
+    def start_agent(self, name: str) -> None:
+        self.net.start_agent(name, **self.agent_args[name])
 
     def measure_links(self) -> None:
         """The factory's RTT to each site (to its agent's probe listener, through the relay),
@@ -421,6 +425,26 @@ class Example:
             f"{lost['failed']}/5 failed: {', '.join(lost['errors'])[:120]}",
         )
         r.figures["closed"] = {"state": t.state.value, "rejections": why, "factory": lost}
+
+        # -- the edge site comes back: the fail-closed task returns to it -----------------------
+        t_back = time.time()
+        self.start_agent("edge")
+        self.say("edge site restarted (its agent; the site's pool comes back online)")
+        with self.console.status("fail closed: waiting for the service to return to the edge"):
+            site, _ = wait_for(
+                lambda: self.running_on(ids["closed"]), 90, "the closed task to run again"
+            )
+            back = self.serve_and_measure("closed", site, 90)
+        still = self.running_on(ids["fallback"])
+        r.figures["closed"]["back"] = _latency(back)
+        r.figures["closed"]["restart_to_serving_s"] = round(back["up_at"] - t_back, 2)
+        r.check(
+            "closed: back at the edge once it returns",
+            site == "edge" and back["ok"] == self.n,
+            f"on {site}: {back['ok']}/{self.n} answered, p50 {back.get('p50_ms', 0):.1f} ms, "
+            f"serving {back['up_at'] - t_back:.1f} s after the edge agent restarted "
+            f"(fallback task stays on {still[0] if still else 'nothing'})",
+        )
         with self.client() as c:
             for task_id in ids.values():
                 with contextlib.suppress(CpnetError):
