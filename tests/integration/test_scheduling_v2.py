@@ -81,6 +81,7 @@ def test_constraints_objectives_and_explanations_end_to_end(hub: HubProc, agents
     [
         ({"deadline": "2026-12-07T08:00:00"}, "deadline"),
         ({"latency": {"to": "hub", "max_rtt_ms": -1}}, "max_rtt_ms"),
+        ({"latency": {"to": "hub", "max_rtt_ms": 10, "fallback_max_rtt_ms": 5}}, "fallback"),
         ({"spillover": [["44x"]]}, "spillover"),
         ({"budget": -5}, "budget"),
     ],

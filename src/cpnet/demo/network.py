@@ -227,8 +227,13 @@ class LocalNetwork:
         token: str,
         pools: list[dict[str, Any]],
         options: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Path:
-        """Write ``sites/<name>/agent.toml`` for a site's agent (readable by its owner only)."""
+        """Write ``sites/<name>/agent.toml`` for a site's agent (readable by its owner only).
+
+        ``extra`` adds or replaces top-level settings (e.g. ``hub``: the address the agent
+        reaches the hub at from its own network namespace; ``probe_listen``).
+        """
         site = self.site_dir(name)
         site.mkdir(parents=True, exist_ok=True)
         body: dict[str, Any] = {
@@ -244,6 +249,7 @@ class LocalNetwork:
             body["options"] = dict(options)
         if pools:
             body["pool"] = pools
+        body.update(extra or {})
         path = site / "agent.toml"
         # The file holds the site's credential: create it private rather than chmod afterwards.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -257,19 +263,25 @@ class LocalNetwork:
         token: str,
         pools: list[dict[str, Any]],
         options: dict[str, str] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        prefix: list[str] | None = None,
     ) -> Member:
         """Write the agent's config and start ``cpnet agent --config`` for one site.
 
         ``pools`` are ``[[pool]]`` tables (see cpnet.agent.settings); empty lets the agent
-        discover this machine. Returns at once: the agent joins the hub in the background.
+        discover this machine. ``extra``: more agent settings (see ``agent_config``);
+        ``prefix``: a command the agent runs under, e.g. ``["nsenter", "--net=/run/netns/NS"]``
+        for an agent in its own network namespace. Returns at once: the agent joins the hub in
+        the background.
         """
         if not self.url:
             raise NetworkError("start the hub before its agents")
         if name in self.agents and self.agents[name].running():
             raise NetworkError(f"agent {name!r} is already running")
-        config = self.agent_config(name, token, pools, options)
+        config = self.agent_config(name, token, pools, options, extra)
         log = self.site_dir(name) / "agent.log"
-        proc = self._spawn(self._cpnet("agent", "--config", str(config)), log)
+        proc = self._spawn([*(prefix or []), *self._cpnet("agent", "--config", str(config))], log)
         member = Member(name, proc, log, work_dir=self.site_dir(name) / "work")
         self.agents[name] = member
         self._write_pids()

@@ -187,6 +187,7 @@ def request_from_dict(
         deadline_s=_seconds_until(c.get("deadline"), now),
         budget=c.get("budget"),
         latency=(latency["to"], latency["max_rtt_ms"]) if latency else None,
+        latency_fallback_ms=latency.get("fallback_max_rtt_ms") if latency else None,
         deny_providers=tuple(p.lower() for p in c.get("deny_providers", ())),
         objective=spec.get("objective", "balanced"),
         tiers=tuple(tuple(tier) for tier in c.get("spillover", ())),

@@ -28,6 +28,7 @@ def signature(task: TaskRequest) -> Hashable:
         task.deny_providers,
         task.tiers,
         task.latency,
+        task.latency_fallback_ms,
         task.pools,
     )
 
@@ -61,7 +62,9 @@ def constraint_reasons(
     if task.tier_of(pool) is None:
         reasons.append(f"region {pool.region_code} is in no spillover tier")
     if task.latency is not None:
-        reasons.extend(latency_reasons(task.latency, pool, network or NO_MAP))
+        reasons.extend(
+            latency_reasons(task.latency, pool, network or NO_MAP, task.latency_fallback_ms)
+        )
     if task.pool_types and pool.type not in task.pool_types:
         allowed = ", ".join(task.pool_types)
         reasons.append(f"pool type {pool.type} not allowed (allowed: {allowed})")
@@ -81,21 +84,63 @@ def constraint_reasons(
 
 
 def latency_reasons(
-    bound: tuple[str, float], pool: PoolView, network: NetworkMap
+    bound: tuple[str, float],
+    pool: PoolView,
+    network: NetworkMap,
+    fallback_ms: float | None = None,
 ) -> tuple[str, ...]:
     """Why the pool is too far from the named place, judged on the map's RTT estimate.
 
     A pool whose place is unknown gets the map's default RTT, so an unknown distance never
-    passes a bound tighter than that default.
+    passes a bound tighter than that default. With ``fallback_ms`` (the fall-back policy) a
+    pool beyond the bound but within the fallback is not rejected: ``latency_step`` ranks it
+    after the pools within the bound.
     """
     place, most_ms = bound
     path = network.path(place, pool.place)
     if path.rtt_ms <= most_ms:
         return ()
+    if fallback_ms is not None:
+        if path.rtt_ms <= fallback_ms:
+            return ()
+        return (
+            f"RTT to {place} ~{path.rtt_ms:.3g} ms ({path.rtt_source}) exceeds the bound "
+            f"{most_ms:g} ms and the fallback bound {fallback_ms:g} ms",
+        )
     return (
         f"RTT to {place} ~{path.rtt_ms:.3g} ms ({path.rtt_source}) exceeds the bound "
         f"{most_ms:g} ms",
     )
+
+
+def latency_step(task: TaskRequest, pool: PoolView, network: NetworkMap | None) -> int:
+    """0 for a pool within the task's latency bound (or a task without one); 1 for a pool
+    beyond the bound but within its fallback bound (used only when no pool within fits)."""
+    if task.latency is None or task.latency_fallback_ms is None:
+        return 0
+    place, most_ms = task.latency
+    return 0 if (network or NO_MAP).path(place, pool.place).rtt_ms <= most_ms else 1
+
+
+def latency_text(task: TaskRequest, pool: PoolView, network: NetworkMap | None) -> str:
+    """The placement's latency reason, e.g. "latency 38 ms to region:441900 (declared):
+    fallback, beyond the 10 ms bound (within 60 ms)"."""
+    if task.latency is None:
+        return ""
+    place, most_ms = task.latency
+    path = (network or NO_MAP).path(place, pool.place)
+    head = f"latency {path.rtt_ms:.3g} ms to {place} ({path.rtt_source})"
+    if path.rtt_ms <= most_ms:
+        return f"{head}: within the {most_ms:g} ms bound"
+    within = task.latency_fallback_ms
+    return f"{head}: fallback, beyond the {most_ms:g} ms bound (within {within:g} ms)"
+
+
+def tier(task: TaskRequest, pool: PoolView, network: NetworkMap | None) -> int:
+    """The pool's place in the policy's lexical order before the objective (0 first): the
+    latency step first (pools within the bound before fallback ones), then the spillover tier.
+    Only for feasible pools (``tier_of`` is not None)."""
+    return latency_step(task, pool, network) * task.spill_tiers() + (task.tier_of(pool) or 0)
 
 
 def size_reasons(demand: Resources, pool: PoolView) -> tuple[str, ...]:

@@ -98,7 +98,10 @@ class Shortlist:
     runtimes: tuple[float, ...] = ()
     predicted: tuple[bool, ...] = ()
     terms: tuple[terms_mod.Terms, ...] = ()  # per candidate: the whole time/cost model
-    tiers: tuple[int, ...] = ()  # per candidate: spillover tier
+    # Per candidate: its tier in the lexical order before the objective (feasibility.tier:
+    # latency step, then spillover tier).
+    tiers: tuple[int, ...] = ()
+    latency: tuple[str, ...] = ()  # per candidate: the latency reason ("" without a bound)
 
 
 def shortlist_key(task: TaskRequest) -> Hashable:
@@ -148,7 +151,7 @@ def shortlist(
         candidates, model = kept, kept_terms
         rejections.sort(key=lambda r: r.pool_id)
     hourly = [t.hourly for t in model]
-    tiers = [task.tier_of(pools[i]) or 0 for i in candidates]
+    tiers = [feasibility.tier(task, pools[i], network) for i in candidates]
     return Shortlist(
         candidates=tuple(candidates),
         pool_ids=tuple(pools[i].id for i in candidates),
@@ -161,6 +164,9 @@ def shortlist(
         predicted=tuple(t.predicted for t in model),
         terms=tuple(model),
         tiers=tuple(tiers),
+        latency=tuple(feasibility.latency_text(task, pools[i], network) for i in candidates)
+        if task.latency is not None
+        else (),
     )
 
 
@@ -206,7 +212,8 @@ def decide(
     """Rank the shortlisted pools by what is free now and explain each placement.
 
     ``pools`` is the Board's pools as they are now (same order; availability may have changed)
-    and ``loads[i]`` must be ``score.load_fraction(pools[i])``. Pools rank by spillover tier,
+    and ``loads[i]`` must be ``score.load_fraction(pools[i])``. Pools rank by tier (within the
+    latency bound before a fallback beyond it, then spillover tier),
     then by the task's objective over time to result, cost and carbon (``terms``). With ``keep``
     set, the Decision holds only the ``keep`` best placements plus the best one that fits now
     (so ``best`` is the same as without it); ranks still count every candidate.
@@ -400,6 +407,8 @@ def _reasons(
             reasons.append(
                 f"no SCU rate for {task.profile} known here: run time from expected_runtime_s"
             )
+    if short.latency:
+        reasons.append(short.latency[j])
     reasons.extend(_v2_reasons(task, pool, t, start_s, short.tiers[j]))
     reasons.append(f"{round(load * 100)}% of pool in use")
     if avoided:
@@ -435,7 +444,7 @@ def _v2_reasons(
     if t.carbon_g is not None and task.objective == "greenest":
         out.append(f"carbon ~{t.carbon_g:.3g} g CO2 at {pool.carbon_g_per_kwh:g} g/kWh")
     if task.tiers:
-        out.append(f"spillover tier {tier + 1} of {len(task.tiers)}")
+        out.append(f"spillover tier {tier % task.spill_tiers() + 1} of {len(task.tiers)}")
     return out
 
 

@@ -198,6 +198,10 @@ class TaskRequest:
     deadline_s: float | None = None  # the result is due this many seconds from now
     budget: float | None = None  # most the task may cost, in the pools' currency
     latency: tuple[str, float] | None = None  # (place, most RTT in ms a pool may be from it)
+    # The fall-back policy of the latency bound: pools beyond the bound but within this RTT (ms,
+    # above the bound) stay candidates, ranked after every pool within the bound (a later tier).
+    # None: fail closed (a pool beyond the bound is rejected).
+    latency_fallback_ms: float | None = None
     deny_providers: tuple[str, ...] = ()  # providers never to use
     objective: str = "balanced"  # one of OBJECTIVES
     # Ordered spillover tiers of region code prefixes ("" matches any region): a tier's pools
@@ -212,6 +216,10 @@ class TaskRequest:
             if any(pool.region_code.startswith(p) for p in prefixes):
                 return i
         return None
+
+    def spill_tiers(self) -> int:
+        """How many spillover tiers the task has (1 when it states none)."""
+        return max(1, len(self.tiers))
 
     def runtime_on(self, pool: PoolView) -> tuple[float, bool]:
         """(run time in s on the pool, whether it is predicted from SCUs)."""
@@ -243,7 +251,9 @@ class Placement:
     time_to_result_s: float = 0.0  # expected, counting retries after the pool's failures
     egress_cost: float = 0.0  # moving the inputs, pool currency (part of estimated_cost)
     carbon_g: float | None = None  # grams of CO2 of the run; None: the grid is unknown
-    tier: int = 0  # spillover tier (0 first)
+    # Lexical tier before the objective (0 first): pools within the latency bound, then those
+    # beyond it but within its fallback; within each, the spillover tier.
+    tier: int = 0
 
 
 @dataclass(frozen=True, slots=True)

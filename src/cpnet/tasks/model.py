@@ -199,10 +199,24 @@ class LatencyBound(Strict):
 
     ``to`` is a network place (``hub``, ``site:<id>``, ``url:<scheme>://<host>``) or
     ``region:<code>`` for a city by its GB/T 2260 code (``region:440300`` is Shenzhen).
+
+    Without ``fallback_max_rtt_ms`` the bound fails closed: a task no pool within the bound can
+    take waits queued. With it (above ``max_rtt_ms``), pools beyond the bound but within the
+    fallback are a later tier, used only when no pool within the bound fits.
     """
 
     to: ShortStr
     max_rtt_ms: float = Field(gt=0, le=10_000)
+    fallback_max_rtt_ms: float | None = Field(default=None, gt=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _fallback_beyond(self) -> LatencyBound:
+        f = self.fallback_max_rtt_ms
+        if f is not None and f <= self.max_rtt_ms:
+            raise ValueError(
+                f"fallback_max_rtt_ms ({f:g}) must be above max_rtt_ms ({self.max_rtt_ms:g})"
+            )
+        return self
 
 
 RegionPrefix = Annotated[str, Field(max_length=12, pattern=r"^[0-9]*$")]

@@ -34,7 +34,8 @@ specs = st.fixed_dictionaries(
                     {
                         "to": st.sampled_from(["region:440300", "hub"]),
                         "max_rtt_ms": st.floats(1, 99),
-                    }
+                    },
+                    optional={"fallback_max_rtt_ms": st.floats(100, 999)},
                 ),
                 "deadline": st.sampled_from(["2026-12-07T08:00:00Z", "2026-12-07T10:00:00+08:00"]),
                 "budget": st.floats(0, 1000),
@@ -80,6 +81,7 @@ def test_request_from_stored_dict_matches_the_model(raw: dict) -> None:
     assert req.avoid_pools == ("p",)
     assert req.deny_providers == tuple(p.lower() for p in c.deny_providers)
     assert req.latency == ((c.latency.to, c.latency.max_rtt_ms) if c.latency else None)
+    assert req.latency_fallback_ms == (c.latency.fallback_max_rtt_ms if c.latency else None)
     assert req.deadline_s == (c.deadline.timestamp() - now if c.deadline else None)
     assert req.budget == c.budget
     assert req.tiers == tuple(tuple(t) for t in c.spillover)
