@@ -2,10 +2,10 @@
 
 SHELL := /bin/bash
 VENV ?= .venv
-PY_DIRS := src tests bench
+PY_DIRS := src tests bench examples
 SERVICES_ENV := $(or $(CPNET_DEV_DIR),.dev)/services.env
 
-.PHONY: venv demo test bench lint format clean ui
+.PHONY: venv demo test bench lint format clean ui examples
 
 # Create the venv if missing; (re)install only when pyproject.toml is newer than the stamp.
 venv: $(VENV)/.installed ui
@@ -42,6 +42,13 @@ test: venv
 	scripts/services.sh up || exit $$?; \
 	set -a; source $(SERVICES_ENV); set +a; \
 	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+
+# The first applications (examples/, docs/examples.md): each one builds its own throw-away network
+# and checks its result; `make example-genomics` runs one, `make examples` all four.
+EXAMPLES := ai-training weather-hpc genomics edge-inference
+examples: $(addprefix example-,$(EXAMPLES))
+example-%: venv
+	$(VENV)/bin/python examples/$*/run.py
 
 bench: venv
 	$(VENV)/bin/python bench/run.py

@@ -46,10 +46,10 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from tests.integration.delay_proxy import DelayProxy  # noqa: E402
 
 from cpnet.client import Client, CpnetError  # noqa: E402
 from cpnet.demo.network import LocalNetwork, free_port, kill_runners, log_tail  # noqa: E402
+from cpnet.demo.relay import DelayProxy  # noqa: E402
 
 FACTORY_PLACE = "region:441900"  # Dongguan, by its GB/T 2260 code
 SITES = {

@@ -1,7 +1,7 @@
 """Two sites behind real, shaped links: each agent runs in its own network namespace, joined to
 the host (where the hub listens) by a veth pair; site A's link is shaped with ``tc tbf`` to
 8 Mbit/s and reaches the hub through a relay that delays each chunk 25 ms each way
-(delay_proxy.py: the kernel has no netem), site B's is neither (ENGINES.md: "Several hosts and
+(cpnet/demo/relay.py: the kernel has no netem), site B's is neither (ENGINES.md: "Several hosts and
 a real network on one machine").
 
 The agents' own probes must put the shaped figures on the map, and the scheduler must send a
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import pytest
 
 from cpnet.client import CpnetError
+from cpnet.demo.relay import DelayProxy
 from services import free_port
-from tests.integration.delay_proxy import DelayProxy
 from tests.integration.procs import (
     AgentProc,
     HubProc,

@@ -1,6 +1,7 @@
 """A userspace TCP relay that holds every chunk for a fixed time each way (never reordering):
-latency for tests, since this kernel has no ``netem`` (ENGINES.md). 25 ms each way gives a
-~50 ms round trip; bandwidth is untouched (chunks are pipelined, not sent one at a time)."""
+latency for multi-site examples and tests on one machine, since this kernel has no ``netem``
+(ENGINES.md). 25 ms each way gives a ~50 ms round trip; bandwidth is untouched (chunks are
+pipelined, not sent one at a time)."""
 
 from __future__ import annotations
 
