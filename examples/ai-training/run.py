@@ -618,6 +618,8 @@ def report(console: Console, out: Outcome) -> None:
         table.add_row(Text(c.name), result, Text(c.detail))  # Text: "[secret]" is not markup
     console.print(table)
     f = out.figures
+    if "task" not in f:  # the run stopped before it measured anything worth a table
+        return
     base, task = f.get("baseline") or {}, f.get("task") or {}
     figs = Table(title="Figures measured", title_justify="left")
     figs.add_column("figure")
@@ -700,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             base = ex.finish_baseline()
             ex.verify(view, base)
         except KeyboardInterrupt:
-            error = "interrupted"
+            error = "interrupted: everything the example started was stopped"
         except (ExampleError, NetworkError, CpnetError) as err:
             error = str(err)
         finally:
@@ -735,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
                 style="bold red",
             )
         )
+    if error.startswith("interrupted"):
+        return 130
     return 0 if passed else 1
 
 
