@@ -42,7 +42,10 @@ def leftovers(root: Path) -> list[int]:
 
 
 def test_training_survives_losing_its_site(s3_endpoint: str, tmp_path: Path) -> None:
-    pytest.importorskip("torch", reason="the example trains with torch (the dev extra)")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        need_service("torch", "the example trains with torch (the dev extra: make venv)")
     if not (shared_dir() / TRACE).is_file():
         need_service("shared-data", f"{shared_dir() / TRACE} is missing (set CPNET_SHARED)")
     work = tmp_path / "work"
