@@ -286,6 +286,11 @@ class Example:
         self.out = Outcome()
         self.site_ids: dict[str, str] = {}  # site id -> key (site-a, site-b)
         self.user_token = ""
+        self.deadline = time.monotonic() + args.timeout
+
+    def left(self) -> float:
+        """Seconds left of --timeout (at least 1, so a last look is always taken)."""
+        return max(1.0, self.deadline - time.monotonic())
 
     def say(self, message: str, style: str = "") -> None:
         self.console.print(Text(message, style=style), soft_wrap=True)
@@ -368,7 +373,12 @@ class Example:
                 self.net.check_alive()
                 return len(user.pools()) >= len(SITES)
 
-            wait_for(both_online, 60, "both sites' pools", f"see the logs under {self.net.root}")
+            wait_for(
+                both_online,
+                min(60, self.left()),
+                "both sites' pools",
+                f"see the logs under {self.net.root}",
+            )
         self.say(f"hub {self.net.url}: both pools online (heartbeat every {HEARTBEAT_S:g} s)")
 
     # 3. submit, kill, fail over
@@ -428,7 +438,7 @@ class Example:
 
             with self.console.status(f"waiting for a checkpoint at step >= {a.ckpt_every}…"):
                 view, latest = wait_for(
-                    checkpointed, a.timeout / 2, "the first checkpoint", self.logs_hint()
+                    checkpointed, self.left(), "the first checkpoint", self.logs_hint()
                 )
             first = view.attempts[-1]
             victim = self.site_ids.get(first.site_id, first.site_id)
@@ -461,14 +471,21 @@ class Example:
                 return None
 
             with self.console.status("waiting for the hub to notice and place attempt 2…"):
-                view = wait_for(second_running, a.timeout / 2, "the second attempt to run")
+                view = wait_for(second_running, self.left(), "the second attempt to run")
             t_second = time.monotonic()
             if len(view.attempts) >= 2:
                 second = self.site_ids.get(view.attempts[1].site_id, view.attempts[1].site_id)
                 self.say(f"attempt 2 is {view.attempts[1].state} on {second}")
 
             with self.console.status("waiting for the task to finish…"):
-                view = user.wait(task.id, timeout=a.timeout / 2, poll=0.2)
+                # Polled at POLL_S rather than with Client.wait, whose polling slows to 2 s:
+                # the task's time is a reported figure.
+                view = wait_for(
+                    lambda: v if (v := user.task(task.id)).state.terminal else None,
+                    self.left(),
+                    "the task to finish",
+                    self.logs_hint(),
+                )
             t_done = time.monotonic()
             self.say(f"task {view.state} after {t_done - t_submit:.1f} s")
             f = self.out.figures
@@ -503,7 +520,7 @@ class Example:
         assert self.baseline is not None
         with self.console.status("waiting for the reference run…"):
             try:
-                code = self.baseline.wait(timeout=self.args.timeout / 2)
+                code = self.baseline.wait(timeout=self.left())
             except subprocess.TimeoutExpired:
                 raise ExampleError(
                     f"the reference run did not finish; see {self.root / 'baseline/train.log'}"
@@ -671,7 +688,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("CPNET_TEST_S3_ENDPOINT") or None,
         help="S3 server (default $CPNET_TEST_S3_ENDPOINT, else SeaweedFS started here)",
     )
-    p.add_argument("--timeout", type=float, default=240, help="deadline of the whole run (s)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=240,
+        help="deadline of the whole run in seconds (default 240)",
+    )
     args = p.parse_args(argv)
     if args.ckpt_every < 1 or args.steps <= 2 * args.ckpt_every:
         p.error("--steps must exceed twice --ckpt-every, so that the kill can land mid-run")
@@ -711,9 +733,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.out.check("nothing left running", not left, f"leftover pids {left}" if left else "none")
     ex.out.figures["wall_s"] = round(time.monotonic() - started, 1)
     passed = ex.out.passed and not error
+    if temporary and not any(x.is_file() for x in root.rglob("*")):
+        shutil.rmtree(root, ignore_errors=True)  # stopped before anything was written
     if error:
         console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
-        console.print(f"logs kept in {root}")
+        if root.exists():
+            console.print(f"logs kept in {root}")
     report(console, ex.out)
     if passed and temporary and not args.keep:
         shutil.rmtree(root, ignore_errors=True)
@@ -725,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
             "error": error or None,
             "checks": [c.__dict__ for c in ex.out.checks],
             "figures": ex.out.figures,
-            "work_dir": None if passed and temporary and not args.keep else str(root),
+            "work_dir": str(root) if root.exists() else None,
         }
         print(json.dumps(doc, indent=2))
     elif passed:
