@@ -8,7 +8,8 @@ scripts/dev-slurm.sh, nodes n1..n4), then submits two cpnet tasks at once:
    allocation (``backend_parameters.nodes = 2`` on partition ``cpu``: n1 and n2, one rank per
    node; or ``--ranks 4``: 4 CPUs on partition ``big``, which the backend spreads over n3 and n4,
    two ranks per node). Each rank records the Slurm node it ran on (``SLURMD_NODENAME``);
-2. the single-process reference: the same script with 1 rank, a one-node job on partition ``big``;
+2. the single-process reference: the same script with 1 rank (``mpirun -n 1``), a one-node job on
+   the other partition (``big``, or ``cpu`` with ``--ranks 4``);
 
 then stages both outputs back (``file://``), and checks: both COMPLETE; the MPI ranks ran on at
 least 2 distinct Slurm nodes, which are the job's own node list (``scontrol``); the final fields
@@ -68,11 +69,18 @@ FUNDS = "1000000.00"  # CNY: the user's organisation never meets a 402 here
 SUM_RTOL = 1e-12  # summed diagnostics: reduction order differs between 1 and N ranks
 # Open MPI settings the tasks run with: root may run mpirun (the dev cluster runs jobs as root);
 # ranks yield the CPU while they wait (more ranks than idle cores on a busy machine); numpy's
-# BLAS is single-threaded (one rank per CPU).
+# BLAS is single-threaded (one rank per CPU). And because the dev cluster's "nodes" are one
+# machine: ranks talk TCP over loopback only (btl self,tcp). The shared-memory transport (vader)
+# names its segments after the host name and the node-local rank, so local rank 0 of n3 and
+# local rank 0 of n4 would open the same segment (the run hangs or crashes); on a real cluster
+# drop these three.
 MPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT": "1",
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     "OMPI_MCA_mpi_yield_when_idle": "1",
+    "OMPI_MCA_btl": "self,tcp",
+    "OMPI_MCA_btl_tcp_if_include": "lo",
+    "OMPI_MCA_oob_tcp_if_include": "lo",
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
 }
@@ -439,16 +447,18 @@ class Example:
         else:  # one rank on each of 2 nodes, through the backend parameter `nodes`
             mpi_part = "cpu"
             mpi_res = {"cpu_cores": 1, "ram_gb": 0.5, "backend_parameters": {"nodes": "2"}}
+        ref_part = "cpu" if mpi_part == "big" else "big"
         specs = {
             "mpi": self.spec(f"sw-mpi-{self.args.ranks}", self.args.ranks, mpi_part, mpi_res),
-            "ref": self.spec("sw-ref-1", 1, "big", {"cpu_cores": 1, "ram_gb": 0.5}),
+            # on the other partition, so that it need not wait for the MPI job's nodes
+            "ref": self.spec("sw-ref-1", 1, ref_part, {"cpu_cores": 1, "ram_gb": 0.5}),
         }
         with self.user() as u:
             t0 = time.monotonic()
             ids = {k: u.submit(s).id for k, s in specs.items()}
             self.say(
                 f"submitted {ids['mpi']} ({self.args.ranks} ranks, partition {mpi_part}) "
-                f"and {ids['ref']} (1 rank, partition big)"
+                f"and {ids['ref']} (1 rank, partition {ref_part})"
             )
             views: dict[str, TaskView] = {}
             done_s: dict[str, float] = {}
