@@ -39,14 +39,12 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-import tomli_w
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -316,17 +314,6 @@ class SlurmCluster:
             self.started = False
 
 
-class SlurmSiteNetwork(LocalNetwork):
-    """LocalNetwork whose agents run the Slurm backend (``backend = "slurm"`` in agent.toml)."""
-
-    def agent_config(self, *args: Any, **kwargs: Any) -> Path:
-        path = super().agent_config(*args, **kwargs)
-        body = tomllib.loads(path.read_text())
-        body["backend"] = "slurm"
-        path.write_text(tomli_w.dumps(body))  # the file keeps its 0600 mode
-        return path
-
-
 # -- the example ----------------------------------------------------------------------------------
 
 
@@ -337,7 +324,7 @@ class Example:
         self.root = root
         self.results = root / "results"
         self.slurm = SlurmCluster(args.slurm_conf, console)
-        self.net = SlurmSiteNetwork(root / "net", heartbeat_s=HEARTBEAT_S)
+        self.net = LocalNetwork(root / "net", heartbeat_s=HEARTBEAT_S)
         self.user_token = ""
         self.out = Outcome()
 
@@ -383,7 +370,11 @@ class Example:
                 )
                 site_token = operator.create_site_token(site.id, "Slurm agent").token
             self.net.start_agent(
-                "sz-hpc", site_token, pools=[], options={"slurm_conf": str(self.slurm.conf)}
+                "sz-hpc",
+                site_token,
+                pools=[],  # the agent reads the partitions from Slurm
+                options={"slurm_conf": str(self.slurm.conf)},
+                extra={"backend": "slurm"},
             )
 
             def pools_up() -> list | None:
