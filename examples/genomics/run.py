@@ -377,26 +377,30 @@ def stop_snakemake(proc: subprocess.Popen[bytes]) -> None:
 
 
 def collect_jobs(network: Network) -> list[Job]:
+    """Every task of the run, in the order their last attempts started."""
     jobs = []
     with Client(network.net.url, network.user_token) as user:
-        for brief in user.tasks(limit=100).tasks:
-            t = user.task(brief.id, full=True)
+        for t in user.tasks(limit=100).tasks:
             last = t.attempts[-1] if t.attempts else None
             seconds = None
             if last and last.start_time and last.end_time:
                 seconds = round((last.end_time - last.start_time).total_seconds(), 1)
+            started = (last.start_time if last else None) or t.created_at
             jobs.append(
-                Job(
-                    rule=rule_of(t.name),
-                    task_id=t.id,
-                    state=t.state.value,
-                    site=network.site_names.get(last.site_id, "?") if last else "-",
-                    pool=network.pool_names.get(last.pool_id, "?") if last else "-",
-                    attempts=len(t.attempts),
-                    seconds=seconds,
+                (
+                    started,
+                    Job(
+                        rule=rule_of(t.name),
+                        task_id=t.id,
+                        state=t.state.value,
+                        site=network.site_names.get(last.site_id, "?") if last else "-",
+                        pool=network.pool_names.get(last.pool_id, "?") if last else "-",
+                        attempts=len(t.attempts),
+                        seconds=seconds,
+                    ),
                 )
             )
-    return sorted(jobs, key=lambda j: j.task_id)
+    return [job for _, job in sorted(jobs, key=lambda x: (x[0], x[1].task_id))]
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -453,8 +457,10 @@ def run(args: argparse.Namespace, console: Console, result: Result) -> None:
             console.print(f"[green]✓[/] local run: {sum(local_jobs.values())} jobs in "
                           f"{local_wall:.1f}s")  # fmt: skip
             # 2. the network
+            t0 = time.monotonic()
             with console.status("starting a hub and two agents…"):
                 network = build_network(net, root, console)
+            result.figures["network_start_s"] = round(time.monotonic() - t0, 1)
             console.print(f"[green]✓[/] network: hub {net.url}, pools "
                           f"{', '.join(sorted(network.pool_names.values()))}")  # fmt: skip
             # 3. the same workflow through TES
@@ -499,7 +505,8 @@ def compare(
     result.check(
         "same jobs as the local run",
         tes_rules == local_jobs,
-        f"TES tasks per rule {tes_rules}, local jobs {local_jobs}",
+        f"{len(jobs)} TES tasks: {', '.join(f'{r}×{n}' for r, n in sorted(tes_rules.items()))}"
+        + ("" if tes_rules == local_jobs else f"; locally {local_jobs}"),
     )
     result.check(
         "every TES task COMPLETE",
@@ -524,7 +531,7 @@ def compare(
         f"sites used: {', '.join(sites) or 'none'}",
     )
     kinds = variant_kinds(rec_tes)
-    result.figures = {
+    result.figures |= {
         "reads": count_reads(DATA["reads_1.fq.gz"]) + count_reads(DATA["reads_2.fq.gz"]),
         "read_pairs": count_reads(DATA["reads_1.fq.gz"]),
         "reference_length_bp": reference_length(storage / "ref" / "lambda_virus.fa.fai"),
@@ -556,11 +563,11 @@ def first_diff(a: list[str], b: list[str]) -> str:
 def show(console: Console, result: Result) -> None:
     if result.jobs:
         jobs = Table(title="Snakemake jobs run through cpnet's TES endpoint")
-        for col in ("rule", "task", "state", "site", "pool", "attempts", "run s"):
-            jobs.add_column(col)
+        for col in ("rule", "task", "state", "site/pool", "attempts", "run s"):
+            jobs.add_column(col, no_wrap=True)
         for j in result.jobs:
             jobs.add_row(
-                j.rule, j.task_id, j.state, j.site, j.pool, str(j.attempts),
+                j.rule, j.task_id, j.state, j.pool, str(j.attempts),
                 "-" if j.seconds is None else f"{j.seconds:.1f}",
             )  # fmt: skip
         console.print(jobs)
@@ -586,6 +593,7 @@ def show(console: Console, result: Result) -> None:
             ("jobs per site", ", ".join(f"{k}: {v}" for k, v in f["jobs_per_site"].items())),
             ("wall time local (snakemake --cores 1)", f"{f['local_wall_s']:.1f} s"),
             ("wall time via TES (2 sites)", f"{f['tes_wall_s']:.1f} s"),
+            ("network start (hub, 2 agents, pools online)", f"{f['network_start_s']:.1f} s"),
         ]
         for row in rows:
             figs.add_row(*row)
