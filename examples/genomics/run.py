@@ -563,7 +563,7 @@ def first_diff(a: list[str], b: list[str]) -> str:
 def show(console: Console, result: Result) -> None:
     if result.jobs:
         jobs = Table(title="Snakemake jobs run through cpnet's TES endpoint")
-        for col in ("rule", "task", "state", "site/pool", "attempts", "run s"):
+        for col in ("rule", "task", "state", "site/pool", "tries", "run s"):
             jobs.add_column(col, no_wrap=True)
         for j in result.jobs:
             jobs.add_row(
