@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from cpnet import ident
 from cpnet.errors import Invalid, NotFound
-from cpnet.ident import SigningKey, sign_record, tombstone
-from cpnet.measure.vector import CapacityVector
+from cpnet.hub import records
+from cpnet.ident import SigningKey, sign_record
 from cpnet.store import registry as reg
 from cpnet.store.db import Store
 from cpnet.store.tables import Pool, Provider, Site
@@ -75,76 +75,17 @@ class Resolver:
             pool = s.get(Pool, canon)
             if pool is not None:
                 if pool.retired_at is not None:
-                    return tombstone(
-                        canon, retired_at=_dt(pool.retired_at), authority=self.authority
-                    )
-                rec = reg.get_pool(s, canon)
-                return {
-                    "id": rec.id,
-                    "kind": "pool",
-                    "authority": self.authority,
-                    "name": rec.name,
-                    "type": rec.type.value,
-                    "owner": {"provider_id": rec.provider_id, "provider": rec.provider_name},
-                    "site_id": rec.site_id,
-                    "region": rec.region.model_dump(mode="json", exclude_none=True),
-                    "endpoint": rec.endpoint,
-                    "capacity": {
-                        "total": rec.total.model_dump(mode="json"),
-                        "free": rec.free.model_dump(mode="json"),
-                        "accelerators": [
-                            a.model_dump(mode="json") for a in rec.hardware.accelerators
-                        ],
-                        "cpu_model": rec.hardware.cpu_model,
-                        # The capacity vector in short: parts, catalogue matches, SCU rates.
-                        "vector": (
-                            CapacityVector.model_validate(rec.capacity).summary()
-                            if rec.capacity
-                            else None
-                        ),
-                    },
-                    "state": {
-                        "online": rec.online,
-                        "queue_length": rec.queue_length,
-                        "running": rec.running,
-                    },
-                    "price": rec.price.model_dump(mode="json"),
-                    "sla": None,
-                }
+                    return records.retired_body(canon, pool.retired_at, self.authority)
+                return records.pool_body(reg.get_pool(s, canon), self.authority)
             site = s.get(Site, canon)
             if site is not None:
                 if site.retired_at is not None:
-                    return tombstone(
-                        canon, retired_at=_dt(site.retired_at), authority=self.authority
-                    )
-                pools = list(s.scalars(select(Pool.id).where(Pool.site_id == canon)))
-                return {
-                    "id": site.id,
-                    "kind": "site",
-                    "authority": self.authority,
-                    "name": site.name,
-                    "type": site.type,
-                    "owner": {"provider_id": site.provider_id},
-                    "region": {"code": site.region_code, "name": site.region_name},
-                    "endpoint": site.endpoint,
-                    "state": {"online": site.online},
-                    "pools": sorted(pools),
-                }
+                    return records.retired_body(canon, site.retired_at, self.authority)
+                pools = s.scalars(select(Pool.id).where(Pool.site_id == canon))
+                return records.site_body(site, pools, self.authority)
             prov = s.get(Provider, canon)
             if prov is not None:
                 if prov.retired_at is not None:
-                    return tombstone(
-                        canon, retired_at=_dt(prov.retired_at), authority=self.authority
-                    )
-                return {
-                    "id": prov.id,
-                    "kind": "provider",
-                    "authority": self.authority,
-                    "name": prov.name,
-                    "org_id": prov.org_id,
-                }
+                    return records.retired_body(canon, prov.retired_at, self.authority)
+                return records.provider_body(prov, self.authority)
         raise NotFound(f"no identifier {canon!r} is registered at this hub", field="id")
-
-
-def _dt(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
