@@ -96,6 +96,17 @@ class HubSettings:
     allow_private_urls: UrlRule = STRICT
     # how often the hub signs the audit chain's head, when it moved (CPNET_AUDIT_CHECKPOINT_S)
     audit_checkpoint_s: float = 60.0
+    # The DNS gateway (docs/identifiers.md, "Running the DNS gateway"): `cpnet hub --dns`
+    # (CPNET_DNS=1) runs Knot DNS serving the zone dns_apex (CPNET_DNS_APEX) on dns_listen
+    # (CPNET_DNS_LISTEN, HOST:PORT) and publishes the registry into it; dns_knotd
+    # (CPNET_DNS_KNOTD) is knotd's path when not on PATH or in /usr/sbin. DNS records are signed
+    # for dns_record_ttl_s (CPNET_DNS_RECORD_TTL_S), served with a DNS TTL of at most dns_max_ttl_s.
+    dns: bool = False
+    dns_apex: str = ""
+    dns_listen: str = "127.0.0.1:8453"
+    dns_knotd: str = ""
+    dns_record_ttl_s: int = 900
+    dns_max_ttl_s: int = 300
 
     def __post_init__(self) -> None:
         if self.mtls not in MTLS_MODES:
@@ -119,6 +130,18 @@ class HubSettings:
         if self.log_level.lower() not in LOG_LEVELS:
             levels = ", ".join(LOG_LEVELS)
             raise ValueError(f"CPNET_LOG_LEVEL must be one of {levels}, got {self.log_level!r}")
+        if self.dns:
+            if not self.dns_apex.strip():
+                raise ValueError(
+                    "the DNS gateway needs its zone: set CPNET_DNS_APEX (or --dns-apex), "
+                    "e.g. id.example.org"
+                )
+            listen_address(self.dns_listen)
+            if self.dns_record_ttl_s < 2 * self.dns_max_ttl_s:
+                raise ValueError(
+                    f"CPNET_DNS_RECORD_TTL_S must be at least {2 * self.dns_max_ttl_s} seconds "
+                    "(twice the DNS TTL)"
+                )
 
     @property
     def url(self) -> str:
@@ -177,6 +200,17 @@ class HubSettings:
                 s = replace(s, **{name: parse_rate(env[var], var)})
         if env.get("CPNET_AUDIT_CHECKPOINT_S"):
             s = replace(s, audit_checkpoint_s=float(env["CPNET_AUDIT_CHECKPOINT_S"]))
+        if env.get("CPNET_DNS"):
+            s = replace(s, dns=truthy(env["CPNET_DNS"]))
+        for var, name in (
+            ("CPNET_DNS_APEX", "dns_apex"),
+            ("CPNET_DNS_LISTEN", "dns_listen"),
+            ("CPNET_DNS_KNOTD", "dns_knotd"),
+        ):
+            if env.get(var):
+                s = replace(s, **{name: env[var].strip()})
+        if env.get("CPNET_DNS_RECORD_TTL_S"):
+            s = replace(s, dns_record_ttl_s=int(env["CPNET_DNS_RECORD_TTL_S"]))
         if env.get("CPNET_LOG_LEVEL"):
             s = replace(s, log_level=env["CPNET_LOG_LEVEL"].strip().lower())
         if env.get("CPNET_LOG_FORMAT"):
@@ -209,6 +243,18 @@ class HubSettings:
 MTLS_MODES = ("off", "optional", "require")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6]:PORT`` for IPv6) as (host, port), or ValueError naming the setting."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"CPNET_DNS_LISTEN (--dns-listen) must be HOST:PORT, e.g. 127.0.0.1:8453 or "
+            f"[::1]:53, got {text!r}"
+        )
+    return host, int(port)
 
 
 def truthy(text: str) -> bool:

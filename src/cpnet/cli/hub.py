@@ -108,6 +108,41 @@ def serve(
             "docs/operations.md.",
         ),
     ] = 1,
+    dns: Annotated[
+        bool,
+        typer.Option(
+            "--dns",
+            help="Also run the DNS gateway: a Knot DNS server (Debian package `knot`) serving "
+            "the zone --dns-apex, DNSSEC-signed, kept in step with the registry "
+            '(default: CPNET_DNS). docs/identifiers.md, "Running the DNS gateway".',
+        ),
+    ] = False,
+    dns_apex: Annotated[
+        str | None,
+        typer.Option(
+            "--dns-apex",
+            metavar="ZONE",
+            help="The zone identifiers are published under, e.g. id.example.org "
+            "(default: CPNET_DNS_APEX).",
+        ),
+    ] = None,
+    dns_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--dns-listen",
+            metavar="HOST:PORT",
+            help="Where the DNS server answers (default: CPNET_DNS_LISTEN, else 127.0.0.1:8453; "
+            "0.0.0.0:53 to serve the internet).",
+        ),
+    ] = None,
+    dns_knotd: Annotated[
+        str | None,
+        typer.Option(
+            "--dns-knotd",
+            metavar="PATH",
+            help="knotd's path when it is not on PATH or in /usr/sbin (default: CPNET_DNS_KNOTD).",
+        ),
+    ] = None,
 ) -> None:
     """Run the hub (the interconnection service) in the foreground until Ctrl-C.
 
@@ -121,13 +156,28 @@ def serve(
     **JSON logs for a log pipeline, one line per request:** `cpnet hub --log-format json
     --access-log` (metrics: GET /metrics with an admin token; docs/operations.md)
 
+    **With the DNS gateway** (identifiers resolvable through DNS, DNSSEC-signed):
+    `cpnet hub --data-dir ./hub-data --dns --dns-apex id.example.org --dns-listen 0.0.0.0:53`,
+    then `kdig @127.0.0.1 +dnssec TXT gpu1.sz1.acme.dev.cn.id.example.org`
+
     **Four replicas on one PostgreSQL:** `cpnet hub --data-dir ./hub-data --database-url
     postgresql+psycopg://cpnet@db.example.org/cpnet --workers 4` (docs/operations.md)
     """
     if ctx.invoked_subcommand is not None:
         return
+    dns_flags = {
+        "dns": True if dns else None,
+        "dns_apex": dns_apex,
+        "dns_listen": dns_listen,
+        "dns_knotd": dns_knotd,
+    }
     settings = _settings(
-        data_dir=data_dir, database_url=database_url, host=host, port=port, authority=authority
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=port,
+        authority=authority,
+        **dns_flags,
     )
     if tls and tls_cert is None:
         tls_cert, tls_key = settings.tls_dir / "server.crt", settings.tls_dir / "server.key"
@@ -149,11 +199,19 @@ def serve(
         log_format=log_format.strip().lower() if log_format else None,
         log_level=log_level.strip().lower() if log_level else None,
         access_log=access_log,
+        **dns_flags,
     )
     try:
         settings.check_tls()
     except ValueError as exc:
         fail(str(exc), "see `cpnet hub --help`")
+    if settings.dns:
+        from cpnet.dns.knot import ToolMissing, find_tools
+
+        try:
+            find_tools(settings.dns_knotd or None)
+        except ToolMissing as exc:
+            fail(str(exc), "or run the hub without --dns")
     from cpnet.api.replicas import ReplicasRefused, check
 
     try:
@@ -195,6 +253,7 @@ def init(
     result.update(write_dev_cert(settings, result["authority"]))
     if json_out:
         keep = ("admin_token", "public_key", "key_id", "ca_file", "tls_cert", "tls_key")
+        keep += ("dns_key", "dns_public_key", "dns_ds", "dns_dnskey")
         print_json({k: result[k] for k in keep if k in result})
         return
     console.print(
@@ -207,6 +266,12 @@ def init(
                 ("admin token", result.get("admin_token", "")),
                 ("TLS (dev)", f"{result['tls_cert']} (serve with `cpnet hub --tls`)"),
                 ("CA for clients", f"{result['ca_file']} (--ca-file)"),
+                ("DNS zone key", f"{result['dns_key']} (Ed25519, for `cpnet hub --dns`)"),
+                (
+                    "DNSSEC DS",
+                    result.get("dns_ds")
+                    or "set CPNET_DNS_APEX, then `cpnet dns anchor --dns-apex ZONE`",
+                ),
             ]
         )
     )

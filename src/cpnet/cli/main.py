@@ -18,6 +18,7 @@ from cpnet.cli import (
     audit,
     blob,
     data,
+    dns,
     hub,
     ident,
     login,
@@ -200,6 +201,7 @@ app.add_typer(data.app, name="data")
 app.command("login")(login.login)
 app.command("whoami")(login.whoami)
 app.add_typer(hub.app, name="hub")
+app.add_typer(dns.app, name="dns")
 app.command("agent")(agent.agent)
 app.add_typer(admin.app, name="admin")
 app.add_typer(market.account_app, name="account")

@@ -223,7 +223,8 @@ class KnotServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C to the hub's terminal is the hub's to handle
+                # In the hub's process group: whatever stops the hub's group (a test's killpg, a
+                # terminal's Ctrl-C) stops knotd too, even when the hub cannot stop it itself.
             )
         deadline = time.monotonic() + timeout
         last = ""

@@ -1,9 +1,9 @@
 """The pure diff between the RRsets to publish and the RRsets published, as Knot commands.
 
 The publisher keeps what it published as RRsets keyed by (owner, type); each reconcile
-computes the RRsets the registry asks for, and ``diff`` turns the difference into the fewest
-whole-RRset changes: an RRset that is new is set, one that is gone is unset, one that changed
-(any record or its TTL) is unset and set again. ``commands`` writes them as Knot control
+computes the RRsets the registry asks for, and ``diff`` turns the difference into few changes:
+an RRset that is new is set, one that is gone is unset, one that gained or lost records gets
+just those, one whose TTL changed is unset and set again. ``commands`` writes them as Knot control
 commands for one zone transaction (``zone-begin`` … ``zone-commit`` around them is the shell's
 job, dns/knot.py).
 """
@@ -33,13 +33,14 @@ Key = tuple[str, str]  # (owner, rtype)
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One step of a zone transaction: set one record, or unset a whole RRset."""
+    """One step of a zone transaction: set one record, or unset one record or (no ``rdata``) a
+    whole RRset."""
 
     op: str  # "set" or "unset"
     owner: str
     rtype: str
     ttl: int = 0  # set only
-    rdata: str = ""  # set only
+    rdata: str = ""  # set: the record; unset: the record, or "" for the whole RRset
 
 
 def rrsets(records: Iterable[RR]) -> dict[Key, RRset]:
@@ -57,17 +58,27 @@ def rrsets(records: Iterable[RR]) -> dict[Key, RRset]:
 
 
 def diff(published: Mapping[Key, RRset], desired: Mapping[Key, RRset]) -> list[Change]:
-    """The changes that turn the ``published`` RRsets into the ``desired`` ones (sorted by
-    owner and type, so the same inputs give the same transaction)."""
+    """The changes that turn the ``published`` RRsets into the ``desired`` ones, sorted by owner
+    and type (the same inputs give the same transaction).
+
+    Record by record where an RRset only gained or lost records (a site's browse PTRs, one per
+    pool, change one at a time); the whole RRset unset and set again where its TTL changed, and
+    unset where it is gone."""
     out: list[Change] = []
     for key in sorted(published.keys() | desired.keys()):
         old, new = published.get(key), desired.get(key)
         if old == new:
             continue
-        if old is not None:
-            out.append(Change("unset", key[0], key[1]))
-        if new is not None:
-            out.extend(Change("set", new.owner, new.rtype, new.ttl, r) for r in new.rdatas)
+        owner, rtype = key
+        if new is None or old is None or old.ttl != new.ttl:
+            if old is not None:
+                out.append(Change("unset", owner, rtype))
+            if new is not None:
+                out.extend(Change("set", owner, rtype, new.ttl, r) for r in new.rdatas)
+            continue
+        gone, added = set(old.rdatas) - set(new.rdatas), set(new.rdatas) - set(old.rdatas)
+        out.extend(Change("unset", owner, rtype, rdata=r) for r in sorted(gone))
+        out.extend(Change("set", owner, rtype, new.ttl, r) for r in sorted(added))
     return out
 
 
@@ -77,7 +88,8 @@ def commands(zone: str, changes: Iterable[Change]) -> list[tuple[str, dict[str, 
     out: list[tuple[str, dict[str, str]]] = []
     for c in changes:
         if c.op == "unset":
-            out.append(("zone-unset", {"zone": zone, "owner": c.owner, "type": c.rtype}))
+            items = {"zone": zone, "owner": c.owner, "type": c.rtype}
+            out.append(("zone-unset", {**items, "data": c.rdata} if c.rdata else items))
         elif c.op == "set":
             items = {"zone": zone, "owner": c.owner, "ttl": str(c.ttl), "type": c.rtype}
             out.append(("zone-set", {**items, "data": c.rdata}))

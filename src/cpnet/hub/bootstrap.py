@@ -56,6 +56,7 @@ def init_hub(settings: HubSettings) -> dict[str, str]:
             "key_id": key.key_id,
             "authority": authority,
             "database_url": settings.url,
+            **init_dns_key(settings),
         }
     finally:
         store.close()
@@ -77,3 +78,23 @@ def write_dev_cert(
 def hub_authority(store: Store, default: str) -> str:
     with store.tx() as s:
         return get_meta(s, "authority") or default
+
+
+def init_dns_key(settings: HubSettings) -> dict[str, str]:
+    """Make the DNS zone's Ed25519 key (DATA_DIR/dns/zone-ed25519.pem) unless there is one;
+    return its path, its DNSKEY's key field and, when the apex is known (CPNET_DNS_APEX), the
+    DS record for the parent zone (docs/identifiers.md, "Running the DNS gateway")."""
+    from cpnet.dns import zonekey
+
+    dns_dir = settings.data_dir / "dns"
+    pem, _ = zonekey.ensure_key(dns_dir)
+    out = {"dns_key": str(zonekey.key_path(dns_dir))}
+    anchor = zonekey.anchor(settings.dns_apex or "apex.invalid", pem)
+    out["dns_public_key"] = anchor.public_key_b64
+    if settings.dns_apex:
+        from cpnet.ident import dns as idns
+
+        anchor = zonekey.anchor(idns.normalise_apex(settings.dns_apex), pem)
+        out["dns_ds"] = anchor.ds
+        out["dns_dnskey"] = anchor.dnskey
+    return out

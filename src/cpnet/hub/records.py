@@ -121,12 +121,15 @@ def bodies(s: Session, authority: str, ids: Iterable[str] | None = None) -> dict
     return out
 
 
-def changed_since(s: Session, since: float) -> set[str]:
-    """Identifiers created or retired at ``since`` or later (by their rows' own timestamps)."""
-    out: set[str] = set()
+def changed_since(s: Session, since: float) -> dict[str, bool]:
+    """Identifiers created or retired at ``since`` or later (by their rows' own timestamps),
+    each with whether it is retired now."""
+    out: dict[str, bool] = {}
     for table in (Provider, Site, Pool):
-        q = select(table.id).where(or_(table.created_at >= since, table.retired_at >= since))
-        out.update(s.scalars(q))
+        q = select(table.id, table.retired_at).where(
+            or_(table.created_at >= since, table.retired_at >= since)
+        )
+        out.update((i, retired is not None) for i, retired in s.execute(q))
     return out
 
 

@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -28,11 +29,16 @@ class Resolver:
         self.store, self.key, self.authority, self.ttl_s = store, key, authority, ttl_s
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
+        # Told of every change (the DNS publisher's wake-up), with the identifiers it touched.
+        self.on_change: Callable[[Iterable[str]], None] | None = None
 
-    def invalidate(self) -> None:
+    def invalidate(self, ids: Iterable[str] = ()) -> None:
         """Forget every cached record: the registry changed (pools registered, measured,
-        retired, back from offline), so the next resolve signs what the store holds now."""
+        retired, back from offline; ``ids`` names what changed, a site standing for its pools),
+        so the next resolve signs what the store holds now."""
         self._cache.clear()
+        if self.on_change is not None:
+            self.on_change(ids)
 
     def cached(self, text: str) -> bytes | None:
         """The cached envelope if fresh, without touching the store (the hot path)."""

@@ -67,6 +67,13 @@ class Hub:
         self.keys: list[SigningKey] = keys
         self.authority = hub_authority(self.store, settings.authority)
         self.resolver = Resolver(self.store, keys[0], self.authority, settings.resolve_ttl_s)
+        # The DNS gateway (`cpnet hub --dns`): Knot DNS fed by the leader (dns/gateway.py).
+        self.dns = None
+        if settings.dns:
+            from cpnet.dns.gateway import Gateway
+
+            self.dns = Gateway(settings, self.store, keys[0], self.authority)
+            self.resolver.on_change = self.dns.publisher.wake
         # Blobs are encrypted at rest under the hub's data-at-rest key (made here on first start).
         self.blobs = BlobStore(
             settings.data_dir / "blobs", hub_secrets.load_key(settings), settings.max_blob_bytes
@@ -124,6 +131,8 @@ class Hub:
             asyncio.create_task(self._market_loop(), name="cpnet-market"),
             asyncio.create_task(self._audit_loop(), name="cpnet-audit"),
         ]
+        if self.dns is not None:
+            self._loops.append(asyncio.create_task(self.dns.run(), name="cpnet-dns"))
         if self.notifier is not None:
             self.notifier.wake_scheduler()  # a pass now: the queue may have waited for a leader
         if self.broadcast is not None:

@@ -159,7 +159,9 @@ def create_provider(
         p = registry.create_provider(s, org_id, body.name, h.authority, now)
         if p.created_at != now:
             response.status_code = 200
-        return registry.provider_record(p)
+        rec = registry.provider_record(p)
+    h.resolver.invalidate([rec.id])  # after the commit: the DNS publisher reads it now
+    return rec
 
 
 @router.get("/providers")
@@ -189,7 +191,9 @@ def create_site(
         site = registry.create_site(s, prov, name=body.name, type=body.type, region=region, now=now)
         if site.created_at != now:
             response.status_code = 200
-        return registry.site_record(s, site)
+        rec = registry.site_record(s, site)
+    h.resolver.invalidate([rec.id])  # after the commit: the DNS publisher reads it now
+    return rec
 
 
 @router.get("/sites")

@@ -60,7 +60,7 @@ def register(
         res = registry.register(
             s, sid, body, time.time(), sla_min_window_s=h.settings.sla_min_window_s
         )
-    h.resolver.invalidate()
+    h.resolver.invalidate([sid])
     h.wake_scheduler()
     return res
 
@@ -73,7 +73,7 @@ def measurements(
     sid = agent_for(site_id, who)
     with h.store.tx() as s:
         vectors = registry.record_measurements(s, sid, body, time.time())
-    h.resolver.invalidate()
+    h.resolver.invalidate([sid])
     h.wake_scheduler()
     return {"capacity": vectors}
 
@@ -93,7 +93,7 @@ def heartbeat(
         )
     h.wake_scheduler()
     if back:
-        h.resolver.invalidate()
+        h.resolver.invalidate([sid])
     return reply
 
 

@@ -133,5 +133,5 @@ def retire_pool(
     with h.store.tx() as s:
         who.must_see(registry.pool_owner_org(s, pool_id), "pool", pool_id, "pool_id")
         rec = registry.retire_pool(s, pool_id, time.time())
-    h.resolver.invalidate()
+    h.resolver.invalidate([rec.id])
     return rec

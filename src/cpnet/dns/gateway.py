@@ -1,0 +1,118 @@
+"""The DNS gateway of one hub: the Knot server and the publisher, run while the hub leads.
+
+``cpnet hub --dns`` makes one (hub/service.py). It is one of the leader's loops: the replica
+that leads the background work (hub/leader.py; on SQLite the one hub process) starts knotd,
+publishes the whole registry, then keeps the zone in step; on stepping down or stopping it
+stops knotd. So one replica publishes at a time, and the zone is always rebuilt from the store
+by whoever leads (Knot keeps no journal here: dns/knot.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from anyio import to_thread
+
+from cpnet.config import HubSettings, listen_address
+from cpnet.dns import knot, zonekey
+from cpnet.dns.publisher import Publisher
+from cpnet.ident import SigningKey
+from cpnet.ident import dns as idns
+from cpnet.store.db import Store
+
+log = logging.getLogger("cpnet.dns")
+
+RESTART_BACKOFF_S = (0.5, 10.0)  # between tries to start knotd again after it failed
+
+
+def dns_dir(settings: HubSettings) -> Path:
+    """Where the gateway keeps its files: DATA_DIR/dns."""
+    return settings.data_dir / "dns"
+
+
+def server_config(settings: HubSettings) -> knot.ServerConfig:
+    host, port = listen_address(settings.dns_listen)
+    return knot.ServerConfig(
+        apex=idns.normalise_apex(settings.dns_apex),
+        host=host,
+        port=port,
+        dns_dir=dns_dir(settings),
+        max_ttl=settings.dns_max_ttl_s,
+    )
+
+
+class Gateway:
+    """Knot DNS plus the publisher, for a hub with ``--dns``."""
+
+    def __init__(self, settings: HubSettings, store: Store, key: SigningKey, authority: str):
+        self.settings = settings
+        self.cfg = server_config(settings)
+        # Checked now, so that a hub without Knot refuses to start instead of failing later.
+        self.tools = knot.find_tools(settings.dns_knotd or None)
+        self.server = knot.KnotServer(self.cfg, self.tools)
+        self.publisher = Publisher(
+            store,
+            key,
+            authority,
+            self.cfg.apex,
+            self.server.apply,
+            record_ttl_s=settings.dns_record_ttl_s,
+            max_ttl=settings.dns_max_ttl_s,
+        )
+        self.anchor: zonekey.Anchor | None = None
+        self.ready = asyncio.Event()  # set once the server runs and the first full pass is done
+
+    def _pem(self) -> bytes:
+        try:
+            return zonekey.key_path(self.cfg.dns_dir).read_bytes()
+        except FileNotFoundError:
+            raise knot.KnotError(
+                f"no zone key at {zonekey.key_path(self.cfg.dns_dir)}: run `cpnet hub init` "
+                "(a hub initialised before the DNS gateway existed: `cpnet dns init`)"
+            ) from None
+
+    async def run(self) -> None:
+        """Serve and publish until cancelled; start knotd again if it dies."""
+        backoff = RESTART_BACKOFF_S[0]
+        try:
+            while True:
+                try:
+                    self.anchor = await to_thread.run_sync(self.server.prepare, self._pem())
+                    await to_thread.run_sync(self.server.start)
+                except knot.KnotError as exc:
+                    log.error("the DNS server did not start (retrying in %.1f s): %s", backoff, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RESTART_BACKOFF_S[1])
+                    continue
+                backoff = RESTART_BACKOFF_S[0]
+                log.warning(
+                    "DNS gateway serving %s on %s:%s (DS: %s)",
+                    self.cfg.apex,
+                    self.cfg.host,
+                    self.cfg.port,
+                    self.anchor.ds,
+                )
+                self.publisher.reset()  # a fresh server holds only the apex records
+                await self._publish_until_server_dies()
+                log.error("knotd exited (%s); starting it again", self.server.proc)
+                self.ready.clear()
+        finally:
+            self.ready.clear()
+            self.server.stop()  # SIGTERM: knotd exits at once (SIGKILL after a grace period)
+
+    async def _publish_until_server_dies(self) -> None:
+        def passed() -> None:
+            if self.publisher.stats.full_passes and not self.ready.is_set():
+                self.ready.set()
+
+        task = asyncio.create_task(self.publisher.run(on_pass=passed), name="cpnet-dns-publisher")
+        try:
+            while self.server.running and not task.done():
+                await asyncio.sleep(0.5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
