@@ -10,7 +10,8 @@ wants against those (dns/zonediff.py) and applies the difference as ONE zone tra
 How it learns of changes (``run``):
 - in this process, the routes that change the registry call ``wake(ids)`` (through
   ``Resolver.invalidate``): those identifiers are read and published in the next pass, after a
-  short pause that gathers a burst into one transaction;
+  short pause that gathers a burst into one transaction (and passes start at least
+  ``MIN_INTERVAL_S`` apart, so a stream of changes is published in batches);
 - every ``poll_s`` a cheap query asks the store for identifiers created or retired in the last
   few seconds (``records.changed_since``: other replicas' registrations) and keeps those not yet
   published as they are (new ones, and retirements not yet a tombstone);
@@ -44,6 +45,10 @@ from cpnet.store.db import Store
 log = logging.getLogger("cpnet.dns.publisher")
 
 COALESCE_S = 0.02  # seconds a wake-up waits for more of the same burst
+# Passes start at least this far apart (seconds): under a stream of changes each transaction
+# takes what came in meanwhile, so a burst costs at most 1 / MIN_INTERVAL_S transactions a
+# second however many identifiers it brings, and a change still waits well under a second.
+MIN_INTERVAL_S = 0.1
 SINCE_SLACK_S = 5.0  # the changed-since query looks back this much more (clocks, late commits)
 REFRESH_SPREAD_S = 60.0  # signatures are renewed up to this much before they must be
 
@@ -239,12 +244,15 @@ class Publisher:
         next_poll = 0.0
         watermark = self.clock() - SINCE_SLACK_S
         backoff = 0.0
+        last_pass = 0.0  # monotonic: when the last pass began
         while True:
             now_m = time.monotonic()
             wait = max(0.0, min(next_full, next_poll) - now_m, backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), wait)
-            await asyncio.sleep(COALESCE_S)  # let a burst of changes gather into one pass
+            # Let a burst of changes gather into one pass.
+            await asyncio.sleep(max(COALESCE_S, last_pass + MIN_INTERVAL_S - time.monotonic()))
+            last_pass = time.monotonic()
             self._event.clear()
             with self._lock:
                 ids, self._pending = self._pending, set()

@@ -444,7 +444,17 @@ def test_hub_init_json_then_the_hub_serves_with_flags(tmp_path):
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    assert set(printed) == {"admin_token", "public_key", "key_id", "ca_file", "tls_cert", "tls_key"}
+    assert set(printed) == {
+        "admin_token",
+        "public_key",
+        "key_id",
+        "ca_file",
+        "tls_cert",
+        "tls_key",
+        "dns_key",  # the DNS zone's Ed25519 key (docs/identifiers.md, "Running the DNS gateway")
+        "dns_public_key",  # its DNSKEY key field; no DS without CPNET_DNS_APEX
+    }
+    assert Path(printed["dns_key"]).stat().st_mode & 0o077 == 0
     # The development TLS pair and the CA clients trust (docs/security.md)
     assert Path(printed["ca_file"]).is_file() and Path(printed["tls_cert"]).is_file()
     assert Path(printed["tls_key"]).stat().st_mode & 0o077 == 0
