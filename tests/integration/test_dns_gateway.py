@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dns.dnssec
@@ -29,6 +30,7 @@ import dns.rdatatype
 import pytest
 
 from cpnet.dns.knot import ToolMissing, find_tools
+from cpnet.dnsclient import load_trust_anchor, resolve_via_dns
 from cpnet.ident import dns as idns
 from cpnet.ident.records import verify_envelope
 from cpnet.siteclient import SiteClient
@@ -241,6 +243,18 @@ def test_an_agent_joining_appears_in_dns_with_records_that_verify(gateway: Gatew
     assert sorted(str(rr.target) for rr in browse) == sorted(
         idns.dns_name(p, APEX) for p in envelopes
     )
+    # cpnet's own DNS client, trusting only the DS the gateway published: both checks hold.
+    for ds_or_key in ("trust-anchor.ds", "trust-anchor.dnskey"):
+        found = resolve_via_dns(
+            pools[0].id,
+            apex=APEX,
+            jwks=keys,
+            now=datetime.now(UTC),
+            server=("127.0.0.1", gateway.port),
+            trust_anchor=load_trust_anchor(gateway.dns_dir / ds_or_key),
+        )
+        assert found.ok and found.dnssec == "validated", (ds_or_key, found.dnssec_reason)
+        assert found.envelope["record"]["id"] == pools[0].id
 
 
 def test_a_retired_pool_turns_into_its_tombstone(gateway: Gateway) -> None:

@@ -115,6 +115,7 @@ class Publisher:
         self.entries: dict[str, Entry] = {}
         self.rrsets: dict[Key, RRset] = {}
         self.refused: dict[str, str] = {}  # identifiers whose records cannot be published
+        self._cut: dict[str, int] = {}  # browse names cut to fit, and from how many PTRs
         self.stats = Stats()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
@@ -178,11 +179,34 @@ class Publisher:
         for entry in {**self.entries, **new_entries}.values():
             if entry is not None:
                 contributors.extend(rr for rr in entry.rrs if (rr.owner, rr.rtype) in touched)
-        desired = zonediff.rrsets(contributors)
+        desired = {k: self._fit(v) for k, v in zonediff.rrsets(contributors).items()}
         before = {k: self.rrsets[k] for k in touched if k in self.rrsets}
         changes = zonediff.diff(before, desired)
         after: dict[Key, RRset | None] = {k: desired.get(k) for k in touched}
         return Plan(new_entries, changes, after, refused)
+
+    def _fit(self, rrset: RRset) -> RRset:
+        """The RRset, cut to what fits one UDP answer (1,232 bytes with its RRSIG): only a
+        site's browse PTRs grow with the number of records (one per pool); ``records_for``
+        already refuses any other record that would not fit. The PTRs kept are the first in
+        name order, so the same pools stay listed; each pool's own name answers regardless."""
+        if rrset.rtype != "PTR":
+            return rrset
+        lengths = [idns.name_wire_length(r) for r in rrset.rdatas]
+        n = len(lengths)
+        while n and idns.answer_size(rrset.owner, lengths[:n], self.apex) > idns.UDP_BUDGET:
+            n -= 1
+        if n == len(lengths):
+            return rrset
+        if self._cut.get(rrset.owner) != len(lengths):
+            self._cut[rrset.owner] = len(lengths)
+            log.warning(
+                "%s lists %d of its %d pools: one UDP answer holds no more",
+                rrset.owner,
+                n,
+                len(lengths),
+            )
+        return RRset(rrset.owner, rrset.rtype, rrset.ttl, rrset.rdatas[:n])
 
     def commit(self, plan: Plan) -> None:
         """Record a plan as published (after its transaction committed)."""

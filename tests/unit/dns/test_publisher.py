@@ -168,3 +168,17 @@ def _strings(rdata: str) -> list[bytes]:
 
     rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, rdata)
     return list(rd.strings)  # type: ignore[attr-defined]
+
+
+def test_a_site_browse_list_is_cut_to_what_one_udp_answer_holds() -> None:
+    p = publisher()
+    many = [make(["cn", "dev", "acme", "sz1", f"pool{i:02d}"], "i").text for i in range(40)]
+    changes = published(p, {pid: pool(pid) for pid in many})
+    ptrs = sorted(c.rdata for c in changes if c.rtype == "PTR")
+    fits = idns.max_site_pools("cn.dev.acme.sz1", APEX, pool_label_length=len("pool00"))
+    assert 0 < len(ptrs) == fits < 40
+    assert ptrs == sorted(idns.dns_name(pid, APEX) for pid in many)[:fits]  # the first by name
+    size = idns.answer_size(BROWSE, [idns.name_wire_length(t) for t in ptrs], APEX)
+    assert size <= idns.UDP_BUDGET
+    # Every pool still answers at its own name.
+    assert {c.owner for c in changes if c.rtype == "TXT"} == {idns.dns_name(x, APEX) for x in many}
