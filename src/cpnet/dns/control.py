@@ -15,8 +15,10 @@ and a BLOCK; END closes the session. Item indices are those of Knot 3.2 (Debian 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -38,6 +40,7 @@ INDEX = {
 }
 NAME = {i: n for n, i in INDEX.items()}
 MAX_ITEM = 0xFFFF  # bytes in one item
+SEND_CHUNK = 256  # commands per write while sending many
 
 
 class ControlError(RuntimeError):
@@ -87,32 +90,46 @@ class Control:
 
     def call(self, command: str, **items: str) -> list[dict[str, str]]:
         """Send one command, return the server's answer units; ControlError if it refused."""
-        self.sock.sendall(encode(command, **items))
+        try:
+            self.sock.sendall(encode(command, **items))
+        except OSError as exc:
+            raise ControlError(f"sending {command} to Knot's control socket: {exc}") from exc
         answer = self._reply()
         _raise_errors(answer)
         return answer
 
-    def call_many(
-        self, commands: Iterable[tuple[str, Mapping[str, str]]], chunk: int = 1000
-    ) -> list[dict[str, str]]:
-        """Send many commands, ``chunk`` at a time before reading their answers (a refusal's
-        answer is small, but unread answers must not fill the socket while we write); return
-        the answer units that carry an error (empty: all accepted)."""
+    def call_many(self, commands: Iterable[tuple[str, Mapping[str, str]]]) -> list[dict[str, str]]:
+        """Send many commands and read their answers at the same time; return the answer units
+        that carry an error (empty: all accepted).
+
+        Sending and reading overlap (a thread sends): Knot answers each command before it reads
+        the next, and a unix socket's buffer holds only a few hundred small answers (each write
+        is accounted at its full kernel size), so a client that sent everything before reading
+        would stall both sides. Every command is encoded (and checked) before any is sent."""
+        encoded = [encode(command, **items) for command, items in commands]
+        failed: list[OSError] = []
+
+        def send() -> None:
+            try:
+                for i in range(0, len(encoded), SEND_CHUNK):
+                    self.sock.sendall(b"".join(encoded[i : i + SEND_CHUNK]))
+            except OSError as exc:
+                failed.append(exc)
+
+        sender = threading.Thread(target=send, name="cpnet-knot-control", daemon=True)
+        sender.start()
         errors: list[dict[str, str]] = []
-        batch: list[bytes] = []
-
-        def flush() -> None:
-            self.sock.sendall(b"".join(batch))
-            for _ in range(len(batch)):
+        try:
+            for _ in encoded:
                 errors.extend(u for u in self._reply() if u.get("error"))
-            batch.clear()
-
-        for command, items in commands:
-            batch.append(encode(command, **items))
-            if len(batch) >= chunk:
-                flush()
-        if batch:
-            flush()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # unblocks the sender
+            raise
+        finally:
+            sender.join()
+        if failed:
+            raise ControlError(f"sending to Knot's control socket failed: {failed[0]}")
         return errors
 
     # ---- reading ----

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -39,7 +40,6 @@ from cpnet.dns.zonediff import Change, Key, RRset
 from cpnet.hub import records
 from cpnet.ident import SigningKey, sign_record
 from cpnet.ident import dns as idns
-from cpnet.ident.records import canonical_json
 from cpnet.store.db import Store
 
 log = logging.getLogger("cpnet.dns.publisher")
@@ -57,7 +57,7 @@ REFRESH_SPREAD_S = 60.0  # signatures are renewed up to this much before they mu
 class Entry:
     """What is published for one identifier."""
 
-    content: bytes  # canonical JSON of the DNS profile that was signed
+    content: bytes  # the DNS profile that was signed, as sorted JSON
     tombstone: bool
     refresh_at: float  # sign again at this time (seconds since the epoch)
     rrs: tuple[idns.RR, ...]
@@ -149,7 +149,8 @@ class Publisher:
         for ident_text, body in bodies.items():
             try:
                 profile = idns.dns_record(body)
-                content = canonical_json(profile)
+                # What decides whether to sign again: stable and cheap (C json), not canonical.
+                content = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
                 old = self.entries.get(ident_text)
                 if old is not None and old.content == content and now < old.refresh_at:
                     continue
