@@ -335,3 +335,22 @@ def test_ten_sites_joining_at_once_with_200_pools_land_in_few_transactions(
     # Batched: never a transaction per identifier; at most one per registration, fewer when
     # they arrive together (a pass takes whatever came in meanwhile).
     assert 1 <= commits <= len(sites), f"{commits} transactions for 200 identifiers"
+
+
+def test_a_killed_knotd_is_started_again_with_the_whole_registry(gateway: Gateway) -> None:
+    site = gateway.world.site_ids["sz1"]
+    first_answer(lambda: gateway.envelope(site))
+    old = _knotd_pid(gateway.dns_dir)
+    assert old is not None and _alive(old)
+    os.kill(old, signal.SIGKILL)
+    began = time.perf_counter()
+    new = wait_until(
+        lambda: (pid := _knotd_pid(gateway.dns_dir)) != old and pid and _alive(pid) and pid,
+        DEADLINE_S,
+        "a new knotd",
+        log=gateway.hub.log,
+    )
+    # The new server started from an empty zone; the publisher puts everything back.
+    env, _ = first_answer(lambda: gateway.envelope(site))
+    print(f"\nknotd killed: serving the registry again after {time.perf_counter() - began:.2f} s")
+    assert env["record"]["id"] == site and new != old

@@ -97,7 +97,9 @@ class Gateway:
                 )
                 self.publisher.reset()  # a fresh server holds only the apex records
                 await self._publish_until_server_dies()
-                log.error("knotd exited (%s); starting it again", self.server.proc)
+                code = self.server.proc.returncode if self.server.proc else None
+                log.error("knotd exited (status %s); starting it again: %s", code, self.cfg.log)
+                self.server.stop()  # reaps it
                 self.ready.clear()
         finally:
             self.ready.clear()
