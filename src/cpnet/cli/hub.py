@@ -212,6 +212,14 @@ def serve(
             find_tools(settings.dns_knotd or None)
         except ToolMissing as exc:
             fail(str(exc), "or run the hub without --dns")
+        from cpnet.dns.zonekey import key_path
+
+        if not key_path(settings.data_dir / "dns").is_file():
+            fail(
+                f"no DNS zone key at {key_path(settings.data_dir / 'dns')}",
+                "a hub initialised before the DNS gateway existed: run `cpnet dns init` with "
+                "the same --data-dir",
+            )
     from cpnet.api.replicas import ReplicasRefused, check
 
     try:
