@@ -82,7 +82,7 @@ def serve_zone(work: Path, apex: str, text: str, *, signed: bool = False) -> Ite
     """Start knotd on a free port serving ``text`` as zone ``apex``; stop it on exit."""
     knotd = shutil.which("knotd") or ("/usr/sbin/knotd" if Path("/usr/sbin/knotd").exists() else "")
     if not knotd:
-        need_service("knot", "knotd not installed (Debian: apt-get install knot knot-dnsutils)")
+        need_service("dns", "knotd not installed (Debian: apt-get install knot knot-dnsutils)")
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{apex.rstrip('.')}.zone").write_text(text)
     for _attempt in range(3):  # another process may take the port between free_port and bind
@@ -132,6 +132,6 @@ def kdig(*args: str, timeout: float = 30.0) -> str:
     """Run kdig with ``args``; its stdout (need_service if kdig is missing)."""
     exe = shutil.which("kdig")
     if not exe:
-        need_service("knot", "kdig not installed (Debian: apt-get install knot-dnsutils)")
+        need_service("dns", "kdig not installed (Debian: apt-get install knot-dnsutils)")
     done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, check=True)
     return done.stdout

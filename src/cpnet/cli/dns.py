@@ -12,7 +12,9 @@ from cpnet.cli.output import console, fail, fields, print_json
 
 app = typer.Typer(
     rich_markup_mode="markdown",
-    help="The DNS gateway's zone key and trust anchor (serve with `cpnet hub --dns`).",
+    help="The DNS gateway's zone key and trust anchor (serve with `cpnet hub --dns`).\n\n"
+    "**Example:** `cpnet dns anchor --data-dir ./hub-data --dns-apex id.example.org` "
+    "(the DS record to hand to the parent zone)",
     no_args_is_help=True,
 )
 
