@@ -37,19 +37,24 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cpnet.agent import hostinfo
 from cpnet.client import Client, CpnetError
+from cpnet.demo import checks
+from cpnet.demo.checks import (
+    ExampleError,
+    Outcome,
+    kill_session,
+    processes_under,
+    sigterm_interrupts,
+)
 from cpnet.demo.network import LocalNetwork, NetworkError, kill_runners
 from cpnet.tasks.model import TaskView
 from cpnet.tasks.states import State
@@ -74,85 +79,9 @@ COMPARED = ("steps", "final_train_loss", "test_mse", "test_mae", "test_accuracy"
 T = TypeVar("T")
 
 
-class ExampleError(Exception):
-    """The example cannot go on, with what to do about it."""
-
-
-# -- what the run found ---------------------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass
-class Outcome:
-    checks: list[Check] = field(default_factory=list)
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def check(self, name: str, ok: bool, detail: str) -> bool:
-        self.checks.append(Check(name, bool(ok), detail))
-        return bool(ok)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-
-# -- helpers --------------------------------------------------------------------------------------
-
-
 def wait_for(pred: Callable[[], T | None], timeout: float, what: str, hint: str = "") -> T:
-    """Poll ``pred`` until it returns something truthy; ExampleError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise ExampleError(f"timed out after {timeout:g}s waiting for {what}. {hint}".strip())
-        time.sleep(POLL_S)
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops the example like Ctrl-C: everything started is torn down either way."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def kill_session(pid: int) -> None:
-    """SIGKILL every process in the session ``pid`` leads (the leader first)."""
-    members = hostinfo.session_members(pid)
-    for p in sorted(members, key=lambda x: x != pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(p, signal.SIGKILL)
-
-
-def processes_under(root: Path) -> list[int]:
-    """Live processes (other than this one) whose command line or cwd is under ``root``."""
-    found = []
-    for st in hostinfo.all_stats():
-        if st.state in ("Z", "X") or st.pid == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{st.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{st.pid}/cwd")
-        except OSError:
-            continue
-        if str(root) in cmd or cwd.startswith(str(root)):
-            found.append(st.pid)
-    return found
+    """``checks.wait_for`` at this example's poll interval (its timings are read from polls)."""
+    return checks.wait_for(pred, timeout, what, hint, poll_s=POLL_S)
 
 
 def shared_root() -> Path:

@@ -26,16 +26,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from cpnet.client import Client, CpnetError
+from cpnet.demo.checks import Check, ExampleError, sigterm_interrupts
 from cpnet.demo.network import LocalNetwork, NetworkError
 
 HERE = Path(__file__).resolve().parent
@@ -75,17 +74,6 @@ POOLS_TIMEOUT_S = 90.0
 LOCAL_TIMEOUT_S = 180.0
 FUNDS = "10000.00"
 RESOURCES = ["mem_mb=2000", "disk_mb=500"]  # Snakemake's default disk_mb (50 GB) is too much
-
-
-class ExampleError(Exception):
-    """The example cannot go on; the message says what to do."""
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 @dataclass
@@ -404,20 +392,6 @@ def collect_jobs(network: Network) -> list[Job]:
 
 
 # -- the run -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """A SIGTERM unwinds like Ctrl-C, so the network is stopped on the way out."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def work_root(arg: Path | None) -> tuple[Path, bool]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cpnet.agent import hostinfo
+from cpnet.demo.checks import processes_under
 from cpnet.sim.traces import shared_dir
 from services import need_service
 
@@ -23,22 +23,6 @@ RUN = REPO / "examples" / "ai-training" / "run.py"
 TRACE = "data/traces/alibaba-gpu-v2023-openb/openb_pod_list_default.csv"
 DEADLINE_S = 240  # the command's own deadline is --timeout; this one catches a hang
 COMPARED = ("steps", "final_train_loss", "test_mse", "test_mae", "test_accuracy", "weights_sha256")
-
-
-def leftovers(root: Path) -> list[int]:
-    """Live processes whose command line or cwd is under ``root``."""
-    found = []
-    for st in hostinfo.all_stats():
-        if st.state in ("Z", "X") or st.pid == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{st.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{st.pid}/cwd")
-        except OSError:
-            continue
-        if str(root) in cmd or cwd.startswith(str(root)):
-            found.append(st.pid)
-    return found
 
 
 def test_training_survives_losing_its_site(s3_endpoint: str, tmp_path: Path) -> None:
@@ -88,5 +72,5 @@ def test_training_survives_losing_its_site(s3_endpoint: str, tmp_path: Path) -> 
     assert "lost" in (f["attempt1_reason"] or ""), f["attempt1_reason"]
     assert f["first_site"] == "site-a"  # the cheaper site, taken first (objective "cheapest")
     assert 0 < f["lost_after_s"] <= f["failover_s"] < 60
-    assert not leftovers(work), "processes of the example are still running"
+    assert not processes_under(work), "processes of the example are still running"
     print(f"example wall {wall:.1f}s, failover {f['failover_s']}s, resumed from step {k}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cpnet.agent import hostinfo
+from cpnet.demo.checks import processes_under
 from services import need_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -23,22 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "examples" / "weather-hpc" / "run.py"
 DEADLINE_S = 180  # the command's own deadline (--timeout) is shorter; this one catches a hang
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-
-
-def leftovers(root: Path) -> list[int]:
-    """Live processes whose command line or cwd is under ``root``."""
-    found = []
-    for st in hostinfo.all_stats():
-        if st.state in ("Z", "X") or st.pid == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{st.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{st.pid}/cwd")
-        except OSError:
-            continue
-        if str(root) in cmd or cwd.startswith(str(root)):
-            found.append(st.pid)
-    return found
 
 
 def need_open_mpi() -> None:
@@ -99,7 +83,7 @@ def test_mpi_run_on_two_slurm_nodes_matches_one_rank(
     assert mpi["compute_s"] > 0 and ref["compute_s"] > 0
 
     # Torn down: no process of the example, no Slurm job in its work dir.
-    assert not leftovers(work)
+    assert not processes_under(work)
     queue = subprocess.run(
         ["squeue", "-h", "-o", "%i %Z"],
         env={**os.environ, **slurm_env},
