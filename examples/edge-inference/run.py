@@ -294,6 +294,23 @@ class Example:
         name = next(n for n, sid in self.site_ids.items() if sid == a.site_id)
         return name, a.attempt_id
 
+    def task_story(self, task_id: str) -> str:
+        """The task's state, each attempt (site, state, reason) and why pools are rejected now:
+        what a timeout needs to be understood afterwards."""
+        try:
+            with self.client() as c:
+                t = c.task(task_id)
+                ex = c.explain(task_id)
+        except CpnetError as exc:
+            return f"task {task_id}: the hub did not answer ({exc})"
+        names = {sid: n for n, sid in self.site_ids.items()}
+        lines = [f"task {task_id}: {t.state.value}"]
+        for a in t.attempts:
+            where = names.get(a.site_id, a.site_id)
+            lines.append(f"  attempt {a.attempt_id} on {where}: {a.state.value} {a.reason or ''}")
+        lines.append(f"  explain now: {json.dumps(ex, default=str)[:1500]}")
+        return "\n".join(lines)
+
     def placement_reasons(self, task_id: str, site: str) -> list[str]:
         """The explain reasons of the placement on the site's pool."""
         with self.client() as c:
@@ -431,9 +448,12 @@ class Example:
         self.start_agent("edge")
         self.say("edge site restarted (its agent; the site's pool comes back online)")
         with self.console.status("fail closed: waiting for the service to return to the edge"):
-            site, _ = wait_for(
-                lambda: self.running_on(ids["closed"]), 90, "the closed task to run again"
-            )
+            try:
+                site, _ = wait_for(
+                    lambda: self.running_on(ids["closed"]), 120, "the closed task to run again"
+                )
+            except Failed as exc:
+                raise Failed(f"{exc}\n{self.task_story(ids['closed'])}") from None
             back = self.serve_and_measure("closed", site, 90)
         still = self.running_on(ids["fallback"])
         r.figures["closed"]["back"] = _latency(back)
@@ -529,6 +549,8 @@ def main() -> int:
         error = f"{type(e).__name__}: {e}"
         for name, member in ex.net.agents.items():
             error += f"\n--- {name} agent log:\n{log_tail(member.log, 800)}"
+        if ex.net.hub is not None:
+            error += f"\n--- hub log:\n{log_tail(ex.net.hub.log, 1500)}"
     except KeyboardInterrupt:
         error = "interrupted"
     finally:

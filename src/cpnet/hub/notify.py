@@ -20,6 +20,9 @@ class Notifier:
         self.loop = loop
         self.scheduler = asyncio.Event()
         self._sites: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        # Per site, the number of the newest long poll: an older one still waiting belongs to an
+        # agent that has gone (a site has one agent, which polls once at a time).
+        self._polls: dict[str, int] = defaultdict(int)
 
     def call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
         """Run `fn(*args)` on the hub's event loop: now if called there, else soon."""
@@ -51,3 +54,14 @@ class Notifier:
     def site_event(self, site_id: str) -> asyncio.Event:
         """The event a long poll for this site waits on (call on the loop)."""
         return self._sites[site_id]
+
+    def poll_begins(self, site_id: str) -> int:
+        """A long poll for the site starts (call on the loop): its number. Any older poll still
+        waiting is woken, to find itself superseded and answer empty (``poll_is_newest``)."""
+        self._polls[site_id] += 1
+        self._sites[site_id].set()
+        return self._polls[site_id]
+
+    def poll_is_newest(self, site_id: str, number: int) -> bool:
+        """Whether poll ``number`` is still the newest for the site (call on the loop)."""
+        return self._polls[site_id] == number

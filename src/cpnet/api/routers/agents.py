@@ -12,7 +12,7 @@ import time
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from cpnet.agent.protocol import (
@@ -110,17 +110,28 @@ def _fetch(h: Hub, site_id: str) -> dict[str, Any]:
 
 @router.get("/assignments", response_model=Assignments)
 async def assignments(
+    request: Request,
     site_id: str,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 25.0,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
 ) -> Response:
-    """New attempts for this site and attempts to cancel; waits up to `wait` s for either."""
+    """New attempts for this site and attempts to cancel; waits up to `wait` s for either.
+
+    Reading the store hands the new attempts out (they are redelivered only after
+    REDELIVER_AFTER_S), so a poll nobody will read must take nothing: one whose client has
+    disconnected, or one superseded by a newer poll of the site (the poll of an agent killed
+    mid-wait, still waiting here when the restarted agent polls). Else that dead poll, woken
+    first, would take a new placement and the live agent would wait for its redelivery."""
     sid = agent_for(site_id, who)
-    assert h.notifier is not None
-    event = h.notifier.site_event(sid)
+    notifier = h.notifier
+    assert notifier is not None
+    event = notifier.site_event(sid)
+    number = notifier.poll_begins(sid)
     deadline = time.monotonic() + wait
     while True:
+        if not notifier.poll_is_newest(sid, number) or await request.is_disconnected():
+            return JSONResponse({"assignments": [], "cancel": []})
         event.clear()  # before reading, so a placement committed after the read wakes us
         got = await to_thread.run_sync(_fetch, h, sid)
         left = deadline - time.monotonic()
