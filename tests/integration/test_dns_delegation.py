@@ -27,9 +27,9 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,9 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import pytest
+from typer.testing import CliRunner
 
+from cpnet.cli.main import app
 from cpnet.dns.knot import ToolMissing, find_tools
 from cpnet.dnsclient import DnsError, resolve_via_dns
 from cpnet.ident import dns as idns
@@ -211,12 +213,10 @@ class Chain:
 
 
 def cli(*args: str) -> str:
-    """`cpnet ARGS` as an operator runs it; its stdout (fails with its stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CPNET_")}
-    out = subprocess.run(
-        [sys.executable, "-m", "cpnet", *args], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert out.returncode == 0, f"cpnet {' '.join(args)}: {out.stdout}{out.stderr}"
+    """`cpnet ARGS` as an operator runs it, in this process (a Python start per command costs
+    seconds on a busy machine); its stdout."""
+    out = CliRunner().invoke(app, list(args))
+    assert out.exit_code == 0, f"cpnet {' '.join(args)}: {out.output}"
     return out.stdout
 
 
@@ -282,19 +282,23 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             lv.net.up()
             lv.hub.data_dir.mkdir()
             lv.hub.init()
-        # Each parent delegates its child's prefix, with the child's DS from its own hub.
-        for parent, child in (("national", "regional"), ("regional", "provider")):
-            p, c = levels[parent], levels[child]
-            data = ["--data-dir", str(c.hub.data_dir), "--dns-apex", APEX]
-            anchor = json.loads(cli("dns", "anchor", *data, "--dns-zone", c.zone, "--json"))
-            assert anchor["apex"] == c.zone
+
+        # Each parent delegates its child's prefix, with the child's DS from the child's hub.
+        def link(parent: Level, child: Level) -> None:
+            data = ["--data-dir", str(child.hub.data_dir), "--dns-apex", APEX]
+            anchor = json.loads(cli("dns", "anchor", *data, "--dns-zone", child.zone, "--json"))
+            assert anchor["apex"] == child.zone
             cli(
-                *("dns", "delegate", c.authority, "--ns", f"{c.ns_name}={c.net.ns_ip}"),
-                *("--ds", anchor["ds"], "--data-dir", str(p.hub.data_dir)),
-                *("--dns-apex", APEX, "--dns-zone", p.zone),
+                *("dns", "delegate", child.authority, "--ns"),
+                f"{child.ns_name}={child.net.ns_ip}",
+                *("--ds", anchor["ds"], "--data-dir", str(parent.hub.data_dir)),
+                *("--dns-apex", APEX, "--dns-zone", parent.zone),
             )
-        for lv in levels.values():
-            lv.hub.start()
+
+        link(levels["national"], levels["regional"])
+        link(levels["regional"], levels["provider"])
+        with ThreadPoolExecutor(3) as starts:
+            list(starts.map(lambda lv: lv.hub.start(), levels.values()))
         top = levels["provider"].hub
         world = make_world(top, {"sz1": ("intelligent", "440300")})
         agent = AgentProc(
