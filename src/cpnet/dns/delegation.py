@@ -321,7 +321,7 @@ def to_toml(delegations: Iterable[Delegation]) -> str:
         "# Written by `cpnet dns delegate`; read by `cpnet hub --dns` at start and while it\n"
         '# runs. docs/identifiers.md, "Delegation".\n'
     )
-    return header + tomli_w.dumps(body)
+    return header + tomli_w.dumps(body).rstrip("\n") + "\n"
 
 
 def from_toml(text: str, *, authority: str, apex: str, zone: str) -> list[Delegation]:
