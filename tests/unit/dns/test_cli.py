@@ -80,6 +80,9 @@ def test_dns_delegate_checks_writes_lists_and_removes(tmp_path: Path) -> None:
     gone = runner.invoke(app, ["dns", "delegate", "cn.gd", "--remove", *where])
     assert gone.exit_code == 0, gone.output
     assert "delegation = []" in (parent / "dns" / "delegations.toml").read_text()
+    # A hub serving a zone that does not hold its authority's names refuses to start.
+    outside = runner.invoke(app, ["hub", "--dns", *where, "--dns-zone", "gd.cn.id.test"])
+    assert outside.exit_code == 1 and "authority cn (cn.id.test.) is not inside" in outside.output
     # A hub whose delegations file is broken refuses to start with --dns, saying why.
     (parent / "dns" / "delegations.toml").write_text('[[delegation]]\nprefix = "us"\n')
     refused = runner.invoke(app, ["hub", "--dns", *where])
