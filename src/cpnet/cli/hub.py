@@ -217,6 +217,7 @@ def serve(
     except ValueError as exc:
         fail(str(exc), "see `cpnet hub --help`")
     if settings.dns:
+        _check_dns(settings)
         from cpnet.dns.knot import ToolMissing, find_tools
 
         try:
@@ -231,7 +232,6 @@ def serve(
                 "a hub initialised before the DNS gateway existed: run `cpnet dns init` with "
                 "the same --data-dir",
             )
-        _check_dns(settings)
     from cpnet.api.replicas import ReplicasRefused, check
 
     try:
