@@ -85,11 +85,10 @@ class DelegationFile:
         if stamp != self._stamp:
             self._stamp = stamp
             try:
-                self._current = self.load()
-                log.warning(
-                    "DNS delegations: %s",
-                    ", ".join(d.prefix for d in self._current) or "none",
-                )
+                found = self.load()
+                if found != self._current:
+                    log.warning("DNS delegations: %s", ", ".join(d.prefix for d in found) or "none")
+                self._current = found
             except Invalid as exc:
                 log.error("%s ignored, the last declarations stay: %s", self.path, exc)
         return self._current
