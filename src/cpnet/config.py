@@ -103,6 +103,9 @@ class HubSettings:
     # for dns_record_ttl_s (CPNET_DNS_RECORD_TTL_S), served with a DNS TTL of at most dns_max_ttl_s.
     dns: bool = False
     dns_apex: str = ""
+    # The zone this hub's server serves (CPNET_DNS_ZONE): the apex (default), or, for a hub
+    # delegated a prefix by its parent's hub, that prefix's name (gd.cn.<apex> for cn.gd).
+    dns_zone: str = ""
     dns_listen: str = "127.0.0.1:8453"
     dns_knotd: str = ""
     dns_record_ttl_s: int = 900
@@ -204,6 +207,7 @@ class HubSettings:
             s = replace(s, dns=truthy(env["CPNET_DNS"]))
         for var, name in (
             ("CPNET_DNS_APEX", "dns_apex"),
+            ("CPNET_DNS_ZONE", "dns_zone"),
             ("CPNET_DNS_LISTEN", "dns_listen"),
             ("CPNET_DNS_KNOTD", "dns_knotd"),
         ):

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -62,10 +62,15 @@ class HubProc:
     # Take tasks whose http(s) URLs name loopback addresses (CPNET_ALLOW_PRIVATE_URLS): the
     # tests' web servers are on 127.0.0.1. False: the secure default (docs/security.md).
     allow_loopback: bool = True
+    authority: str | None = None  # `cpnet hub init --authority` (None: the default, cn.dev)
+    # Run the hub under this command, e.g. ["nsenter", "--net=/run/netns/NAME"]; then `address`
+    # is where the test reaches it (and args should have --host 0.0.0.0).
+    prefix: list[str] = field(default_factory=list)
+    address: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.address}:{self.port}"
 
     @property
     def ca_file(self) -> Path | None:
@@ -83,6 +88,8 @@ class HubProc:
         imports most of cpnet, so a test's hub costs one start instead of two. The command
         itself is tested in tests/integration/cli."""
         settings = HubSettings(data_dir=self.data_dir, database_url=self.database_url)
+        if self.authority:
+            settings = replace(settings, authority=self.authority)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         result = init_hub(settings)
         write_dev_cert(settings, result["authority"])
@@ -93,7 +100,13 @@ class HubProc:
         loopback = {"CPNET_ALLOW_PRIVATE_URLS": LOOPBACK} if self.allow_loopback else {}
         port = ["--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cpnet", "hub", *self._db_args(), *port, *self.args],
+            [
+                *self.prefix,
+                *(sys.executable, "-m", "cpnet", "hub"),
+                *self._db_args(),
+                *port,
+                *self.args,
+            ],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
             env=_env(**{**loopback, **self.env}),

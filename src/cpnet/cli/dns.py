@@ -1,4 +1,5 @@
-"""`cpnet dns`: the DNS gateway's key and trust anchor (the server runs with `cpnet hub --dns`)."""
+"""`cpnet dns`: the DNS gateway's key, trust anchor and delegations (the server runs with
+`cpnet hub --dns`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from cpnet.cli.output import console, fail, fields, print_json
 
 app = typer.Typer(
     rich_markup_mode="markdown",
-    help="The DNS gateway's zone key and trust anchor (serve with `cpnet hub --dns`).\n\n"
+    help="The DNS gateway's zone key, trust anchor and delegations (serve with "
+    "`cpnet hub --dns`).\n\n"
     "**Example:** `cpnet dns anchor --data-dir ./hub-data --dns-apex id.example.org` "
     "(the DS record to hand to the parent zone)",
     no_args_is_help=True,
@@ -25,11 +27,22 @@ Apex = Annotated[
     ),
 ]
 
+Zone = Annotated[
+    str | None,
+    typer.Option(
+        "--dns-zone",
+        metavar="ZONE",
+        help="The zone this hub serves when its parent delegated it a prefix, e.g. "
+        "gd.cn.id.example.org (default: CPNET_DNS_ZONE, else the apex).",
+    ),
+]
+
 
 @app.command()
 def anchor(
     data_dir: DataDir = None,
     dns_apex: Apex = None,
+    dns_zone: Zone = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the zone's DNSSEC trust anchor: the DS record for the parent zone and the DNSKEY
@@ -38,14 +51,14 @@ def anchor(
     **Example:** `cpnet dns anchor --data-dir ./hub-data --dns-apex id.example.org`
     """
     from cpnet.dns import zonekey
-    from cpnet.ident import dns as idns
+    from cpnet.dns.gateway import zone_of
 
-    settings = _settings(data_dir=data_dir, dns_apex=dns_apex)
+    settings = _settings(data_dir=data_dir, dns_apex=dns_apex, dns_zone=dns_zone)
     if not settings.dns_apex:
         fail("no zone given", "add --dns-apex ZONE or set CPNET_DNS_APEX")
     dns_dir = settings.data_dir / "dns"
     try:
-        apex = idns.normalise_apex(settings.dns_apex)
+        apex = zone_of(settings)
         pem = zonekey.key_path(dns_dir).read_bytes()
     except ValueError as exc:
         fail(f"--dns-apex: {exc}", "give a DNS name such as id.example.org")
@@ -97,3 +110,155 @@ def _write(dns_dir: Path, a) -> list[str]:  # type: ignore[no-untyped-def]
 
     write_anchor_files(dns_dir, a)
     return [str(dns_dir / f"trust-anchor.{ext}") for ext in ("ds", "dnskey", "conf")]
+
+
+@app.command()
+def delegate(
+    prefix: Annotated[str, typer.Argument(help="The identifier prefix to delegate, e.g. cn.gd.")],
+    ns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ns",
+            metavar="NAME=ADDR",
+            help="A name server of the child's zone, with its address (glue) when the name is "
+            "inside that zone; repeat for each (NAME=ADDR1,ADDR2 for several addresses).",
+        ),
+    ] = None,
+    ds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ds",
+            metavar="DS",
+            help="The child's DS record, as the child's `cpnet dns anchor` prints it "
+            "(whole line, or KEYTAG 15 2 DIGEST); repeat during a key change.",
+        ),
+    ] = None,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Stop delegating PREFIX (publish it here again).")
+    ] = False,
+    data_dir: DataDir = None,
+    dns_apex: Apex = None,
+    dns_zone: Zone = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delegate an identifier prefix to another hub's DNS server: this hub's zone then
+    publishes the child's NS, glue and DS at the prefix's name and no records of its own under
+    it. Writes DATA_DIR/dns/delegations.toml; a running `cpnet hub --dns` publishes it within a
+    second.
+
+    **Example:** `cpnet dns delegate cn.gd --ns ns.gd.cn.id.example.org=192.0.2.53 --ds
+    "gd.cn.id.example.org. IN DS 2371 15 2 3F5A…" --data-dir ./hub-data --dns-apex
+    id.example.org`
+    """
+    from cpnet.dns import delegation
+    from cpnet.dns.gateway import delegation_file
+    from cpnet.errors import Invalid
+
+    settings, authority = _hub(data_dir, dns_apex, dns_zone)
+    try:
+        file = delegation_file(settings, authority)
+        current = list(file.load())
+        if remove:
+            path = delegation.parse_prefix(
+                prefix, authority=authority, apex=file.apex, zone=file.zone
+            )
+            if path not in {d.prefix for d in current}:
+                fail(f"prefix {path!r} is not delegated", "see `cpnet dns delegations`")
+            new = [d for d in current if d.prefix != path]
+        else:
+            declared = delegation.declare(
+                prefix, ns or [], ds or [], authority=authority, apex=file.apex, zone=file.zone
+            )
+            new = delegation.replace_one(current, declared)
+    except ValueError as exc:
+        fail(str(exc), "check --dns-apex and --dns-zone")
+    except Invalid as exc:
+        fail(f"{exc.field}: {exc.message}" if exc.field else exc.message, "nothing was written")
+    _write_file(file.path, delegation.to_toml(new))
+    _show(new, file.apex, file.path, json_out)
+
+
+@app.command()
+def delegations(
+    data_dir: DataDir = None,
+    dns_apex: Apex = None,
+    dns_zone: Zone = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the prefixes this hub's zone delegates (DATA_DIR/dns/delegations.toml).
+
+    **Example:** `cpnet dns delegations --data-dir ./hub-data --dns-apex id.example.org`
+    """
+    from cpnet.dns.gateway import delegation_file
+    from cpnet.errors import Invalid
+
+    settings, authority = _hub(data_dir, dns_apex, dns_zone)
+    try:
+        file = delegation_file(settings, authority)
+        current = list(file.load())
+    except ValueError as exc:
+        fail(str(exc), "check --dns-apex and --dns-zone")
+    except Invalid as exc:
+        fail(exc.message, "fix the file with `cpnet dns delegate`")
+    _show(current, file.apex, file.path, json_out)
+
+
+def _hub(data_dir, dns_apex, dns_zone):  # type: ignore[no-untyped-def]
+    """The settings and the hub's authority (from its store)."""
+    from cpnet.hub.bootstrap import hub_authority
+    from cpnet.store.db import Store
+
+    settings = _settings(data_dir=data_dir, dns_apex=dns_apex, dns_zone=dns_zone)
+    if not settings.dns_apex:
+        fail("no apex given", "add --dns-apex ZONE or set CPNET_DNS_APEX")
+    store = Store(settings.url)
+    try:
+        authority = hub_authority(store, settings.authority)
+    finally:
+        store.close()
+    return settings, authority
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Replace the file in one rename: the running hub never reads half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _show(items, apex: str, path: Path, json_out: bool) -> None:  # type: ignore[no-untyped-def]
+    from cpnet.dns import delegation
+
+    rows = [
+        {
+            "prefix": d.prefix,
+            "zone": delegation.cut_name(d.prefix, apex),
+            "ns": [{"name": s.name, "addresses": list(s.addresses)} for s in d.ns],
+            "ds": list(d.ds),
+        }
+        for d in items
+    ]
+    if json_out:
+        print_json({"file": str(path), "delegations": rows})
+        return
+    if not rows:
+        console.print(f"no delegations ({path})")
+        return
+    for r in rows:
+        servers = ", ".join(
+            s["name"] + (f" ({', '.join(s['addresses'])})" if s["addresses"] else "")
+            for s in r["ns"]
+        )
+        console.print(
+            fields(
+                [
+                    ("prefix", r["prefix"]),
+                    ("zone cut", r["zone"]),
+                    ("NS", servers),
+                    ("DS", "; ".join(r["ds"])),
+                ]
+            ),
+            soft_wrap=True,
+        )
+    console.print(f"file: {path}")

@@ -126,6 +126,16 @@ def serve(
             "(default: CPNET_DNS_APEX).",
         ),
     ] = None,
+    dns_zone: Annotated[
+        str | None,
+        typer.Option(
+            "--dns-zone",
+            metavar="ZONE",
+            help="The zone this hub's DNS server serves: the apex (default), or for a hub "
+            "delegated a prefix, its name, e.g. gd.cn.id.example.org for cn.gd "
+            '(default: CPNET_DNS_ZONE). docs/identifiers.md, "Delegation".',
+        ),
+    ] = None,
     dns_listen: Annotated[
         str | None,
         typer.Option(
@@ -168,6 +178,7 @@ def serve(
     dns_flags = {
         "dns": True if dns else None,
         "dns_apex": dns_apex,
+        "dns_zone": dns_zone,
         "dns_listen": dns_listen,
         "dns_knotd": dns_knotd,
     }
@@ -206,6 +217,7 @@ def serve(
     except ValueError as exc:
         fail(str(exc), "see `cpnet hub --help`")
     if settings.dns:
+        _check_dns(settings)
         from cpnet.dns.knot import ToolMissing, find_tools
 
         try:
@@ -337,6 +349,29 @@ def dev_cert(
             ]
         )
     )
+
+
+def _check_dns(settings: HubSettings) -> None:
+    """Refuse to start a DNS gateway whose zone or delegations file is wrong."""
+    from cpnet.dns.gateway import check
+    from cpnet.errors import Invalid
+    from cpnet.hub.bootstrap import hub_authority
+    from cpnet.store.db import Store
+
+    try:
+        store = Store(settings.url)
+        try:
+            authority = hub_authority(store, settings.authority)
+        finally:
+            store.close()
+    except Exception:  # the hub itself reports a store it cannot open
+        return
+    try:
+        check(settings, authority)
+    except ValueError as exc:
+        fail(str(exc), "see `cpnet hub --help`")
+    except Invalid as exc:
+        fail(exc.message, "fix it with `cpnet dns delegate` (or edit the file) and start again")
 
 
 def _settings(**flags: object) -> HubSettings:

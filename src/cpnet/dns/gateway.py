@@ -5,6 +5,10 @@ that leads the background work (hub/leader.py; on SQLite the one hub process) st
 publishes the whole registry, then keeps the zone in step; on stepping down or stopping it
 stops knotd. So one replica publishes at a time, and the zone is always rebuilt from the store
 by whoever leads (Knot keeps no journal here: dns/knot.py).
+
+The zone served is the apex, or for a hub its parent delegated a prefix to, that prefix's name
+(``CPNET_DNS_ZONE``); the prefixes this hub delegates further are declared in
+``DATA_DIR/dns/delegations.toml`` (``cpnet dns delegate``), read again whenever it changes.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pathlib import Path
 from anyio import to_thread
 
 from cpnet.config import HubSettings, listen_address
-from cpnet.dns import knot, zonekey
+from cpnet.dns import delegation, knot, zonekey
 from cpnet.dns.publisher import Publisher
+from cpnet.errors import Invalid
 from cpnet.ident import SigningKey
 from cpnet.ident import dns as idns
 from cpnet.store.db import Store
@@ -33,10 +38,16 @@ def dns_dir(settings: HubSettings) -> Path:
     return settings.data_dir / "dns"
 
 
-def server_config(settings: HubSettings) -> knot.ServerConfig:
+def zone_of(settings: HubSettings, authority: str | None = None) -> str:
+    """The zone this hub serves (ValueError naming the setting when it cannot be)."""
+    return delegation.served_zone(settings.dns_apex, settings.dns_zone, authority)
+
+
+def server_config(settings: HubSettings, authority: str | None = None) -> knot.ServerConfig:
+    """Knot serves the hub's zone: ``ServerConfig.apex`` is that zone's name."""
     host, port = listen_address(settings.dns_listen)
     return knot.ServerConfig(
-        apex=idns.normalise_apex(settings.dns_apex),
+        apex=zone_of(settings, authority),
         host=host,
         port=port,
         dns_dir=dns_dir(settings),
@@ -44,12 +55,67 @@ def server_config(settings: HubSettings) -> knot.ServerConfig:
     )
 
 
+class DelegationFile:
+    """``DATA_DIR/dns/delegations.toml``, read again whenever it changes (size, mtime): a
+    declaration made while the hub runs is published at the publisher's next poll. A file
+    that became wrong is reported once and the last good declarations stay published."""
+
+    def __init__(self, path: Path, *, authority: str, apex: str, zone: str) -> None:
+        self.path, self.authority, self.apex, self.zone = path, authority, apex, zone
+        self._stamp: tuple[int, int] | None = None
+        self._current: tuple[delegation.Delegation, ...] = ()
+
+    def load(self) -> tuple[delegation.Delegation, ...]:
+        """The declarations now (none without a file); Invalid naming the field if wrong."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise Invalid(f"cannot read {self.path}: {exc}", field="file") from None
+        found = delegation.from_toml(text, authority=self.authority, apex=self.apex, zone=self.zone)
+        return tuple(found)
+
+    def current(self) -> tuple[delegation.Delegation, ...]:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = (0, -1)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                found = self.load()
+                if found != self._current:
+                    log.warning("DNS delegations: %s", ", ".join(d.prefix for d in found) or "none")
+                self._current = found
+            except Invalid as exc:
+                log.error("%s ignored, the last declarations stay: %s", self.path, exc)
+        return self._current
+
+
+def delegation_file(settings: HubSettings, authority: str) -> DelegationFile:
+    return DelegationFile(
+        dns_dir(settings) / delegation.FILE,
+        authority=authority,
+        apex=idns.normalise_apex(settings.dns_apex),
+        zone=zone_of(settings, authority),
+    )
+
+
+def check(settings: HubSettings, authority: str) -> None:
+    """What ``cpnet hub --dns`` checks before it starts: the zone and the delegations file
+    (ValueError / Invalid saying what is wrong)."""
+    delegation_file(settings, authority).load()
+
+
 class Gateway:
     """Knot DNS plus the publisher, for a hub with ``--dns``."""
 
     def __init__(self, settings: HubSettings, store: Store, key: SigningKey, authority: str):
         self.settings = settings
-        self.cfg = server_config(settings)
+        self.cfg = server_config(settings, authority)
+        self.delegations = delegation_file(settings, authority)
         # Checked now, so that a hub without Knot refuses to start instead of failing later.
         self.tools = knot.find_tools(settings.dns_knotd or None)
         self.server = knot.KnotServer(self.cfg, self.tools)
@@ -57,10 +123,12 @@ class Gateway:
             store,
             key,
             authority,
-            self.cfg.apex,
+            idns.normalise_apex(settings.dns_apex),  # names are made under the apex
             self.server.apply,
             record_ttl_s=settings.dns_record_ttl_s,
             max_ttl=settings.dns_max_ttl_s,
+            zone=self.cfg.apex,
+            delegations=self.delegations.current,
         )
         self.anchor: zonekey.Anchor | None = None
         self.ready = asyncio.Event()  # set once the server runs and the first full pass is done

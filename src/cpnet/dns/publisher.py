@@ -20,6 +20,11 @@ How it learns of changes (``run``):
   publishes whatever differs from what was published: changes no signal reported (another
   replica's re-registration, a measurement) and anything a failed pass left behind.
 A pass that Knot refuses leaves the published state as it was, so the next pass retries it.
+
+Delegations (dns/delegation.py): the prefixes this zone hands to other servers are read at every
+full pass and every poll (``delegations``: the gateway re-reads its file when it changed); the
+publisher adds their NS, DS and glue and withholds its own records at or under each cut. When
+the set of delegations changes, the whole zone is diffed again (nothing is signed again).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cpnet.dns import zonediff
+from cpnet.dns import delegation, zonediff
+from cpnet.dns.delegation import Delegation
 from cpnet.dns.zonediff import Change, Key, RRset
 from cpnet.hub import records
 from cpnet.ident import SigningKey, sign_record
@@ -71,6 +77,7 @@ class Plan:
     changes: list[Change]
     rrsets: dict[Key, RRset | None]  # the touched RRsets as they will be (None: gone)
     refused: dict[str, str] = field(default_factory=dict)  # id -> why it cannot be published
+    delegations: tuple[Delegation, ...] = ()  # the delegations published once it is applied
 
 
 @dataclass(slots=True)
@@ -101,6 +108,8 @@ class Publisher:
         poll_s: float = 0.5,
         full_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        zone: str | None = None,
+        delegations: Callable[[], Sequence[Delegation]] | None = None,
     ) -> None:
         if record_ttl_s < 2 * max_ttl:
             raise ValueError(
@@ -109,7 +118,11 @@ class Publisher:
             )
         self.store, self.key, self.authority = store, key, authority
         self.apex = idns.normalise_apex(apex)
+        # The zone served (signs every answer): the apex, or a delegated prefix's name below it.
+        self.zone = idns.normalise_apex(zone or apex)
         self.apply = apply
+        self.load_delegations = delegations  # the current declarations (None: never any)
+        self.delegations: tuple[Delegation, ...] = ()  # those published
         self.record_ttl_s, self.max_ttl = record_ttl_s, max_ttl
         self.poll_s, self.full_s, self.clock = poll_s, full_s, clock
         self.entries: dict[str, Entry] = {}
@@ -136,13 +149,23 @@ class Publisher:
         """Forget what was published (the server started again with an empty zone)."""
         self.entries.clear()
         self.rrsets.clear()
+        self.delegations = ()
 
     # ---- one pass ----
 
-    def plan(self, bodies: dict[str, dict], now: float, *, full: bool) -> Plan:
+    def plan(
+        self,
+        bodies: dict[str, dict],
+        now: float,
+        *,
+        full: bool,
+        delegations: Sequence[Delegation] | None = None,
+    ) -> Plan:
         """Sign and diff: the entries and zone changes that publish ``bodies`` (unsigned record
         bodies by identifier) at ``now``. ``full``: ``bodies`` is the whole registry, so a
-        published identifier missing from it leaves the zone. No I/O."""
+        published identifier missing from it leaves the zone. ``delegations``: the prefixes
+        served elsewhere (None: those published). No I/O."""
+        dels = self.delegations if delegations is None else tuple(delegations)
         moment = datetime.fromtimestamp(now, UTC)
         new_entries: dict[str, Entry | None] = {}
         refused: dict[str, str] = {}
@@ -155,7 +178,9 @@ class Publisher:
                 if old is not None and old.content == content and now < old.refresh_at:
                     continue
                 envelope = sign_record(profile, self.key, issued_at=moment, ttl_s=self.record_ttl_s)
-                rrs = idns.records_for(envelope, self.apex, now=moment, max_ttl=self.max_ttl)
+                rrs = idns.records_for(
+                    envelope, self.apex, now=moment, max_ttl=self.max_ttl, signer=self.zone
+                )
             except ValueError as exc:
                 refused[ident_text] = str(exc)
                 if ident_text in self.entries:
@@ -176,15 +201,30 @@ class Publisher:
             for e in (old, entry):
                 if e is not None:
                     touched.update((rr.owner, rr.rtype) for rr in e.rrs)
-        contributors: list[idns.RR] = []
+        cut_rrs = delegation.records(dels, self.apex, self.max_ttl)
+        if dels != self.delegations:
+            # Names move in or out from under cuts: diff every RRset (none is signed again).
+            touched.update(self.rrsets)
+            for e in (*self.entries.values(), *new_entries.values()):
+                if e is not None:
+                    touched.update((rr.owner, rr.rtype) for rr in e.rrs)
+            touched.update((rr.owner, rr.rtype) for rr in cut_rrs)
+        cuts = delegation.cuts(dels, self.apex)
+        contributors: list[idns.RR] = [rr for rr in cut_rrs if (rr.owner, rr.rtype) in touched]
         for entry in {**self.entries, **new_entries}.values():
             if entry is not None:
-                contributors.extend(rr for rr in entry.rrs if (rr.owner, rr.rtype) in touched)
+                contributors.extend(
+                    rr
+                    for rr in entry.rrs
+                    if (rr.owner, rr.rtype) in touched
+                    # at or under a cut the child's server answers: ours would be occluded
+                    and not (cuts and delegation.covering_cut(rr.owner, cuts))
+                )
         desired = {k: self._fit(v) for k, v in zonediff.rrsets(contributors).items()}
         before = {k: self.rrsets[k] for k in touched if k in self.rrsets}
         changes = zonediff.diff(before, desired)
         after: dict[Key, RRset | None] = {k: desired.get(k) for k in touched}
-        return Plan(new_entries, changes, after, refused)
+        return Plan(new_entries, changes, after, refused, dels)
 
     def _fit(self, rrset: RRset) -> RRset:
         """The RRset, cut to what fits one UDP answer (1,232 bytes with its RRSIG): only a
@@ -195,7 +235,7 @@ class Publisher:
             return rrset
         lengths = [idns.name_wire_length(r) for r in rrset.rdatas]
         n = len(lengths)
-        while n and idns.answer_size(rrset.owner, lengths[:n], self.apex) > idns.UDP_BUDGET:
+        while n and idns.answer_size(rrset.owner, lengths[:n], self.zone) > idns.UDP_BUDGET:
             n -= 1
         if n == len(lengths):
             return rrset
@@ -224,14 +264,18 @@ class Publisher:
         for ident_text in plan.entries:
             self.refused.pop(ident_text, None)
         self.refused.update(plan.refused)
+        self.delegations = plan.delegations
 
     def reconcile(self, now: float, ids: Collection[str] | None) -> int:
         """One pass: read the records of ``ids`` (None: all), publish what differs in one
         transaction; returns how many changes it applied. Raises what ``apply`` raises (and
         then nothing is recorded as published)."""
-        with self.store.read() as s:
-            bodies = records.bodies(s, self.authority, ids)
-        plan = self.plan(bodies, now, full=ids is None)
+        dels = self.load_delegations() if self.load_delegations is not None else None
+        bodies: dict[str, dict] = {}
+        if ids is None or ids:
+            with self.store.read() as s:
+                bodies = records.bodies(s, self.authority, ids)
+        plan = self.plan(bodies, now, full=ids is None, delegations=dels)
         for ident_text, why in plan.refused.items():
             if self.refused.get(ident_text) != why:
                 log.error("identifier %s not published in DNS: %s", ident_text, why)
@@ -300,7 +344,7 @@ class Publisher:
                         ids |= self.unpublished(changed)
                         ids |= self.due(self.clock())
                         next_poll = now_m + self.poll_s
-                    if ids:
+                    if ids or await to_thread.run_sync(self._delegations_changed):
                         await to_thread.run_sync(self.reconcile, self.clock(), ids)
                 backoff = 0.0
             except asyncio.CancelledError:
@@ -315,6 +359,11 @@ class Publisher:
                 next_full = min(next_full, time.monotonic() + backoff) if full else next_full
             if on_pass is not None:
                 on_pass()
+
+    def _delegations_changed(self) -> bool:
+        if self.load_delegations is None:
+            return False
+        return tuple(self.load_delegations()) != self.delegations
 
     def _changed_since(self, since: float) -> dict[str, bool]:
         with self.store.read() as s:

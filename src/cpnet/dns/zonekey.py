@@ -4,8 +4,8 @@ cpnet makes the key itself (``cpnet hub init``), not Knot: the trust anchor (the
 parent zone publishes, or the DNSKEY a validator is configured with) is then known, printed and
 stable before any DNS server has run, and the key is one PEM file that the hub imports into
 Knot's KASP database (``keymgr import-pem``) when it starts the server. One key signs everything
-(a CSK: flags 257, single-type signing): a key rollover changes the DS at the parent, which the
-delegation work (issue 18, part 5) will coordinate; until then the key does not roll.
+(a CSK: flags 257, single-type signing): a key rollover changes the DS at the parent (``cpnet
+dns delegate`` there, docs/identifiers.md "Keys and DNSSEC"); the key does not roll by itself.
 """
 
 from __future__ import annotations

@@ -284,18 +284,23 @@ def publish_ttl(envelope: dict, *, now: datetime, max_ttl: int = 300) -> int:
     return min(max_ttl, left)
 
 
-def records_for(envelope: dict, apex: str, *, now: datetime, max_ttl: int = 300) -> list[RR]:
+def records_for(
+    envelope: dict, apex: str, *, now: datetime, max_ttl: int = 300, signer: str | None = None
+) -> list[RR]:
     """Every RR to publish for one signed envelope (a record in its DNS profile, or a tombstone).
 
     TTL = min(max_ttl, seconds until expires_at); an envelope with under a second left is
     refused. Raises ValueError naming the field when an answer would exceed 1,232 bytes.
+    ``signer``: the zone that signs the answers when it is not the apex (a hub delegated a
+    prefix serves the zone of that prefix's name: its longer name is in every RRSIG).
     """
-    zone = normalise_apex(apex)
+    names = normalise_apex(apex)
+    zone = normalise_apex(signer) if signer else names
     ttl = publish_ttl(envelope, now=now, max_ttl=max_ttl)
     record = envelope["record"]
     if "id" not in record:
         raise ValueError("record.id is missing")
-    owner = dns_name(record["id"], zone)
+    owner = dns_name(record["id"], names)
     strings = txt_strings(envelope)
     size = answer_size(owner, [sum(1 + len(s) for s in strings)], zone)
     if size > UDP_BUDGET:
@@ -313,7 +318,7 @@ def records_for(envelope: dict, apex: str, *, now: datetime, max_ttl: int = 300)
         rdata = f"{URI_PRIORITY} {URI_WEIGHT} {quote_string(target)}"
         rrs.append(RR(uri_owner, ttl, "URI", rdata))
     if record.get("kind") == "pool":
-        rrs.append(RR(browse_name(parse(record["id"]).parent_path, zone), ttl, "PTR", owner))
+        rrs.append(RR(browse_name(parse(record["id"]).parent_path, names), ttl, "PTR", owner))
     return rrs
 
 

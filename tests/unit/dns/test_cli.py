@@ -44,3 +44,46 @@ def test_dns_init_then_anchor_prints_and_writes_the_trust_anchor(tmp_path: Path)
         app, ["dns", "anchor", "--data-dir", str(tmp_path / "other"), "--dns-apex", "id.test"]
     )
     assert missing.exit_code == 1 and "no zone key" in missing.output
+
+
+def test_dns_delegate_checks_writes_lists_and_removes(tmp_path: Path) -> None:
+    parent, child = tmp_path / "national", tmp_path / "regional"
+    init = runner.invoke(app, ["hub", "init", "--data-dir", str(parent), "--authority", "cn"])
+    assert init.exit_code == 0, init.output
+    runner.invoke(app, ["dns", "init", "--data-dir", str(child)])
+    zone = ["--dns-apex", "id.test", "--dns-zone", "gd.cn.id.test"]
+    anchor = runner.invoke(app, ["dns", "anchor", "--data-dir", str(child), *zone, "--json"])
+    ds = json.loads(anchor.stdout)["ds"]
+    assert ds.startswith("gd.cn.id.test. IN DS ") and " 15 2 " in ds
+    where = ["--data-dir", str(parent), "--dns-apex", "id.test"]
+    ok = runner.invoke(
+        app,
+        ["dns", "delegate", "cn.gd", "--ns", "ns.gd.cn.id.test=192.0.2.53", "--ds", ds, *where],
+    )
+    assert ok.exit_code == 0, ok.output
+    text = (parent / "dns" / "delegations.toml").read_text()
+    assert 'prefix = "cn.gd"' in text and "192.0.2.53" in text and ds.split()[-1] in text
+    listed = runner.invoke(app, ["dns", "delegations", *where, "--json"])
+    rows = json.loads(listed.stdout)["delegations"]
+    assert [(r["prefix"], r["zone"]) for r in rows] == [("cn.gd", "gd.cn.id.test.")]
+    # Refusals name the field and write nothing.
+    bad = runner.invoke(
+        app,
+        ["dns", "delegate", "us.ny", "--ns", "ns.ny.us.id.test=192.0.2.1", "--ds", ds, *where],
+    )
+    assert bad.exit_code == 1 and "prefix: prefix 'us.ny' is not under" in bad.output
+    wrong_alg = " ".join(ds.split()[-4:]).replace(" 15 2 ", " 13 2 ")
+    ns = "ns.sh.cn.id.test=192.0.2.1"
+    bad = runner.invoke(app, ["dns", "delegate", "cn.sh", "--ns", ns, "--ds", wrong_alg, *where])
+    assert bad.exit_code == 1 and "ds: ds algorithm '13' is not 15" in bad.output
+    assert (parent / "dns" / "delegations.toml").read_text() == text
+    gone = runner.invoke(app, ["dns", "delegate", "cn.gd", "--remove", *where])
+    assert gone.exit_code == 0, gone.output
+    assert "delegation = []" in (parent / "dns" / "delegations.toml").read_text()
+    # A hub serving a zone that does not hold its authority's names refuses to start.
+    outside = runner.invoke(app, ["hub", "--dns", *where, "--dns-zone", "gd.cn.id.test"])
+    assert outside.exit_code == 1 and "authority cn (cn.id.test.) is not inside" in outside.output
+    # A hub whose delegations file is broken refuses to start with --dns, saying why.
+    (parent / "dns" / "delegations.toml").write_text('[[delegation]]\nprefix = "us"\n')
+    refused = runner.invoke(app, ["hub", "--dns", *where])
+    assert refused.exit_code == 1 and "delegations.toml, delegation 1" in refused.output

@@ -182,3 +182,51 @@ def test_a_site_browse_list_is_cut_to_what_one_udp_answer_holds() -> None:
     assert size <= idns.UDP_BUDGET
     # Every pool still answers at its own name.
     assert {c.owner for c in changes if c.rtype == "TXT"} == {idns.dns_name(x, APEX) for x in many}
+
+
+def test_a_delegation_publishes_the_cut_and_withholds_the_records_under_it() -> None:
+    from cpnet.dns import delegation
+
+    p = publisher()
+    bodies = {SITE: site(), POOL1: pool(POOL1), POOL2: pool(POOL2)}
+    published(p, bodies)
+    acme = delegation.declare(
+        "cn.dev.acme",
+        ["ns.acme.dev.cn.id.example.org=192.0.2.53"],
+        ["1 15 2 " + "AB" * 32],
+        authority="cn.dev",
+        apex=APEX,
+        zone=APEX,
+    )
+    plan = p.plan({}, NOW, full=False, delegations=[acme])
+    p.commit(plan)
+    cut = "acme.dev.cn.id.example.org."
+    sets = {(c.owner, c.rtype, c.rdata) for c in plan.changes if c.op == "set"}
+    assert sets == {
+        (cut, "NS", "ns.acme.dev.cn.id.example.org."),
+        ("ns.acme.dev.cn.id.example.org.", "A", "192.0.2.53"),
+        (cut, "DS", "1 15 2 " + "AB" * 32),
+    }
+    # Every record of the site and its pools lies under the cut: all withdrawn, none signed.
+    unset = {(c.owner, c.rtype) for c in plan.changes if c.op == "unset"}
+    assert (idns.dns_name(POOL1, APEX), "TXT") in unset and (BROWSE, "PTR") in unset
+    assert all(c.owner.endswith("." + cut) for c in plan.changes if c.op == "unset")
+    # A registry change under the cut publishes nothing; the same delegations, nothing again.
+    assert published(p, {POOL1: pool(POOL1, endpoint="https://other.example")}) == []
+    assert p.plan({}, NOW, full=False, delegations=[acme]).changes == []
+    # Removing the delegation brings the records back (the changed one as it is now).
+    back = p.plan({}, NOW, full=False, delegations=[])
+    assert {(c.owner, c.rtype) for c in back.changes if c.op == "unset"} == {
+        (cut, "NS"),
+        (cut, "DS"),
+        ("ns.acme.dev.cn.id.example.org.", "A"),
+    }
+    restored = {(c.owner, c.rtype) for c in back.changes if c.op == "set"}
+    assert (idns.dns_name(POOL1, APEX), "TXT") in restored and (BROWSE, "PTR") in restored
+
+
+def test_a_delegated_hub_sizes_answers_for_its_own_zone_name() -> None:
+    p = publisher(zone="dev.cn.id.example.org")
+    assert p.zone == "dev.cn.id.example.org." and p.apex == APEX
+    changes = published(p, {POOL1: pool(POOL1)})
+    assert (idns.dns_name(POOL1, APEX), "TXT") in {(c.owner, c.rtype) for c in changes}
