@@ -3,7 +3,7 @@ answering a static zone, next to the hub's HTTP ``/v1/resolve``; propagation; bu
 
 What it does, in one run:
 
-1. A real hub with ``--dns`` (it starts its own knotd) and one provider whose ``--pools //
+1. A real hub with ``--dns`` (it starts its own knotd) and one provider whose ``--dns-pools /
    --dns-per-site`` sites register ``--dns-pools`` pools through the agent API
    (``POST /v1/sites/{id}/register``, the route an agent uses).
 2. **Bulk publication.** The hub is stopped and started again on the same store: the gateway
@@ -26,12 +26,13 @@ What it does, in one run:
    against the hub's knotd and the static one; per-query latencies come from ``dnsperf -v``.
    The hub's ``GET /v1/resolve/{id}`` is loaded over the same identifiers with the same number
    of keep-alive connections (``wrk`` with a Lua script rotating the ids, else the Python
-   generator of ``bench/resolve.py``). Each run follows an untimed warm-up of 2 s.
-6. **Propagation.** ``--dns-new`` new pools are registered through the agent API, ``--dns-per-site`` at
-   a time (one registration per site, sites created beforehand); from the moment the API
-   answered, each new pool's name is polled with dnspython until the answer carries its
-   record, verified with the hub's key set (signature, expiry and id). The resolution of the
-   measurement is the time one polling round takes (reported).
+   generator of ``bench/resolve.py``). After untimed warm-ups of 2 s, ``--dns-repeats`` rounds
+   run the three in turn (the order rotated each round); each row is its median round.
+6. **Propagation.** ``--dns-new`` new pools are registered through the agent API,
+   ``--dns-per-site`` at a time (one registration per site, sites created beforehand); from the
+   moment the API answered, each new pool's name is polled (all pending at once over one UDP
+   socket) until the answer carries its record, verified with the hub's key set (signature,
+   expiry and id). The resolution of the measurement is one polling round (reported).
 
 Run: ``.venv/bin/python bench/dns_gateway.py [--quick]`` (or ``bench/run.py dns``). Needs Debian
 ``knot`` and ``dnsperf`` (``wrk`` optional). Writes ``bench/results/dns.md`` and
@@ -92,6 +93,9 @@ APEX = "id.bench."
 POLL_S = 0.005  # bulk: how often the zone is asked whether the registry has arrived
 PROP_POLL_S = 0.001  # propagation: pause between polling rounds
 PROP_DEADLINE_S = 30.0
+CPNET_ROW = "cpnet's zone (the hub's knotd)"
+STATIC_ROW = "static zone (a second knotd)"
+HTTP_ROW = "`GET /v1/resolve/{id}` (the same hub, HTTP)"
 WARM_S = 2.0
 TARGET_STATIC = 0.90  # of the static zone's rate
 TARGET_HTTP = 5.0  # × the HTTP resolve rate
@@ -107,6 +111,7 @@ class Params:
     new: int = 1_000
     seconds: float = 10.0
     concurrency: int = 32
+    repeats: int = 3
     profile: bool = False
     command: str = "bench/dns_gateway.py"
 
@@ -122,7 +127,7 @@ class Perf:
     p99_s: float
     errors: int
     server_cpu_s: float
-    note: str = ""
+    hub_cpu_s: float = 0.0  # the hub process's own CPU during a DNS run
 
     @property
     def rate(self) -> float:
@@ -148,6 +153,7 @@ class Results:
     prop_missing: int = 0
     static_load_s: float = float("nan")
     profile_top: str = ""
+    runs: dict[str, list[Perf]] = field(default_factory=dict)  # every round's run per row
 
 
 # ---- registration -------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def names_to_ask(ids: dict[str, str]) -> list[tuple[str, str]]:
     for ident, kind in ids.items():
         name = idns.dns_name(ident, APEX)
         out.append((name, "TXT"))
-        if kind in ("site", "pool"):
+        if kind in ("site", "pool"):  # not "empty site": no endpoint, no pools yet
             out.append((f"{idns.SERVICE}.{name}", "URI"))
         if kind == "site":
             out.append((f"{idns.SERVICE}.{name}", "PTR"))
@@ -273,15 +279,18 @@ def start_static(procs: Procs, hub: Hub, zone_lines: list[str]):  # type: ignore
     return server, time.perf_counter() - t0
 
 
-def run_dnsperf(port: int, qfile: Path, p: Params, seconds: float, pid: int, what: str) -> Perf:
+def run_dnsperf(
+    port: int, qfile: Path, p: Params, seconds: float, pid: int, what: str, hub_pid: int = 0
+) -> Perf:
     argv = [
         "dnsperf",
         "-s", HOST, "-p", str(port), "-d", str(qfile), "-l", f"{seconds:g}",
         "-c", str(p.concurrency), "-q", str(p.concurrency), "-T", "1", "-D", "-v",
     ]  # fmt: skip
-    cpu0 = cpu_seconds(pid)[0]
+    cpu0, hub0 = cpu_seconds(pid)[0], cpu_seconds(hub_pid)[0] if hub_pid else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     cpu = cpu_seconds(pid)[0] - cpu0
+    hub_cpu = cpu_seconds(hub_pid)[0] - hub0 if hub_pid else 0.0
     if out.returncode != 0:
         raise BenchError(f"dnsperf failed: {(out.stderr or out.stdout).strip()[-1000:]}")
     text = out.stdout
@@ -298,7 +307,14 @@ def run_dnsperf(port: int, qfile: Path, p: Params, seconds: float, pid: int, wha
     lat = [float(x.rsplit(None, 1)[1]) for x in text.splitlines() if x.startswith("> ")]
     not_noerror = sum(1 for x in text.splitlines() if x.startswith("> ") and " NOERROR " not in x)
     return Perf(
-        what, completed, run_s, percentile(lat, 50), percentile(lat, 99), lost + not_noerror, cpu
+        what,
+        completed,
+        run_s,
+        percentile(lat, 50),
+        percentile(lat, 99),
+        lost + not_noerror,
+        cpu,
+        hub_cpu_s=hub_cpu,
     )
 
 
@@ -324,13 +340,56 @@ def bulk_restart(procs: Procs, hub: Hub, port: int, last: str, jwks: dict, res: 
     res.bulk_restart_s = t_all - t_up
 
 
+def poll_round(sock, port: int, pending: set[str], jwks: dict) -> set[str]:  # type: ignore[no-untyped-def]
+    """Ask TXT for every pending identifier at once (one UDP socket, all queries sent, then the
+    answers read); those answered with their own, verified record."""
+    wanted: dict[int, str] = {}
+    for ident in pending:
+        q = dns.message.make_query(
+            idns.dns_name(ident, APEX), "TXT", want_dnssec=True, payload=idns.UDP_BUDGET
+        )
+        wanted[q.id] = ident
+        sock.sendto(q.to_wire(), (HOST, port))
+    found: set[str] = set()
+    deadline = time.perf_counter() + 0.5
+    while wanted and time.perf_counter() < deadline:
+        sock.settimeout(max(0.001, deadline - time.perf_counter()))
+        try:
+            wire = sock.recv(65535)
+        except TimeoutError:
+            break
+        try:
+            r = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            continue
+        ident = wanted.pop(r.id, None)
+        if ident is None or r.rcode() != dns.rcode.NOERROR:
+            continue
+        name = dns.name.from_text(idns.dns_name(ident, APEX))
+        rrset = r.get_rrset(r.answer, name, dns.rdataclass.IN, dns.rdatatype.TXT)
+        if rrset is None:
+            continue
+        try:
+            env = idns.envelope_from_txt(list(rrset[0].strings))
+        except ValueError:
+            continue
+        if (
+            env.get("record", {}).get("id") == ident
+            and verify_envelope(env, jwks, now=datetime.now(UTC)).ok
+        ):
+            found.add(ident)
+    return found
+
+
 def propagation(
     hub: Hub, port: int, sites: list[tuple[str, str]], p: Params, jwks: dict, res: Results, bar
 ) -> None:  # type: ignore[no-untyped-def]
     """Register ``p.new`` pools, ``p.per_site`` per registration; time each to its first
     correct DNS answer."""
+    import socket
+
     left = p.new
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60) as http, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for k, (sid, token) in enumerate(sites):
             if left <= 0:
                 break
@@ -342,11 +401,10 @@ def propagation(
             deadline = t_api + PROP_DEADLINE_S
             while pending and time.perf_counter() < deadline:
                 r0 = time.perf_counter()
-                for ident in list(pending):
-                    if correct(port, ident, jwks):
-                        res.prop.append(time.perf_counter() - t_api)
-                        pending.discard(ident)
-                        bar()
+                for ident in poll_round(sock, port, pending, jwks):
+                    res.prop.append(time.perf_counter() - t_api)
+                    pending.discard(ident)
+                    bar()
                 res.prop_rounds.append(time.perf_counter() - r0)
                 time.sleep(PROP_POLL_S)
             res.prop_missing += len(pending)
@@ -441,7 +499,7 @@ def report(p: Params, res: Results, info: dict, png: Path | None) -> Path:
     cp, st, http = res.perf
     perf = Section(
         f"Resolution: the same {res.n_ids:,} identifiers, {p.concurrency} in flight, "
-        f"{p.seconds:g} s per row",
+        f"{p.seconds:g} s per run, the median of {p.repeats} rounds",
         [
             "what",
             "answers",
@@ -450,6 +508,7 @@ def report(p: Params, res: Results, info: dict, png: Path | None) -> Path:
             "p99",
             "errors",
             "server CPU per answer",
+            "hub process CPU (DNS rows)",
             "÷ static zone",
             "÷ HTTP resolve",
         ],
@@ -462,6 +521,7 @@ def report(p: Params, res: Results, info: dict, png: Path | None) -> Path:
                 ms(x.p99_s),
                 x.errors,
                 f"{1e6 * x.server_cpu_s / max(1, x.requests):.1f} µs",
+                f"{x.hub_cpu_s:.2f} s" if x is not http else "",
                 ratio(x.rate, st.rate),
                 ratio(x.rate, http.rate),
             ]
@@ -568,8 +628,16 @@ def report(p: Params, res: Results, info: dict, png: Path | None) -> Path:
         "errors and non-2xx over HTTP.",
         f"Load generator and servers share the same {cores()} cores (knotd runs one UDP worker "
         "per core); server CPU is knotd's for DNS rows and the hub's for HTTP.",
-        "Propagation: each registration's pools are polled round-robin with dnspython (UDP, "
-        "DO bit) from the moment the API answered until each answers with its own record, "
+        "Rounds: each row is the run with the median rate of its rounds; rounds run the three "
+        "loads in turn, the order rotated each round; answers/s of every run: "
+        + "; ".join(
+            f"{what.split(' (')[0]}: " + ", ".join(num(x.rate) for x in xs)
+            for what, xs in res.runs.items()
+        )
+        + ".",
+        "Propagation: each registration's pools are polled with dnspython messages over one "
+        "UDP socket (DO bit), all pending pools' queries sent at once then the answers read, "
+        "from the moment the API answered until each answers with its own record, "
         "checked with the hub's key set (signature, expiry, id). One round asks every pool "
         f"still pending, then sleeps {PROP_POLL_S * 1000:g} ms; the resolution is that round's "
         "time (the column above). Registrations one after another, each waiting for its "
@@ -659,7 +727,7 @@ def run(p: Params) -> Path:
         wait_until(lambda: correct(port, last, jwks), 300, "the registry in DNS", every=0.05)
         # The sites kept for propagation are published too (empty): part of the zone.
         for sid, _ in new_sites:
-            kinds[sid] = "site"
+            kinds[sid] = "empty site"
         res.n_ids = len(kinds)
 
         bar = prog.add_task("bulk publication", total=1, info="hub restart")
@@ -683,24 +751,42 @@ def run(p: Params) -> Path:
                 loadgen="wrk" if shutil.which("wrk") else "python",
             )
             ids = list(kinds)
-            bar = prog.add_task("load", total=3, info="")
-            runs = [
-                ("cpnet's zone (hub's knotd)", port, knotd_pid(hub)),
-                ("static zone (second knotd)", static.cfg.port, static.proc.pid),
-            ]
-            for what, dport, pid in runs:
-                prog.update(bar, info=f"dnsperf: {what}")
-                run_dnsperf(dport, qfile, p, WARM_S, pid, "warm-up")
-                res.perf.append(run_dnsperf(dport, qfile, p, p.seconds, pid, what))
-                prog.advance(bar, 1)
-            prog.update(bar, info=f"{hp.loadgen}: /v1/resolve")
+            rounds: dict[str, list[Perf]] = {}
+            bar = prog.add_task("load", total=3 * p.repeats, info="")
+
+            def cpnet_dns() -> Perf:
+                return run_dnsperf(
+                    port, qfile, p, p.seconds, knotd_pid(hub), CPNET_ROW, hub.proc.pid
+                )
+
+            def static_dns() -> Perf:
+                pid = static.proc.pid
+                return run_dnsperf(
+                    static.cfg.port, qfile, p, p.seconds, pid, STATIC_ROW, hub.proc.pid
+                )
+
+            def http() -> Perf:
+                h = http_load(hub_srv, "x", "", ids, hp, p.seconds, work)
+                return Perf(HTTP_ROW, h.requests, h.seconds, h.p50_s, h.p99_s, h.errors,
+                            h.hub_cpu_s)  # fmt: skip
+
+            # Untimed warm-ups, then the three in turn, the order rotated every round.
+            prog.update(bar, info="warm-up")
+            run_dnsperf(port, qfile, p, WARM_S, knotd_pid(hub), "warm-up")
+            run_dnsperf(static.cfg.port, qfile, p, WARM_S, static.proc.pid, "warm-up")
             http_load(hub_srv, "warm-up", "", ids, hp, WARM_S, work)
-            h = http_load(hub_srv, "x", "", ids, hp, p.seconds, work)
-            res.perf.append(
-                Perf("`GET /v1/resolve/{id}` (same hub, HTTP)", h.requests, h.seconds, h.p50_s,
-                     h.p99_s, h.errors, h.hub_cpu_s)
-            )  # fmt: skip
-            prog.advance(bar, 1)
+            order = [cpnet_dns, static_dns, http]
+            for k in range(p.repeats):
+                for fn in order[k % 3 :] + order[: k % 3]:
+                    prog.update(bar, info=f"round {k + 1}: {fn.__name__}")
+                    x = fn()
+                    rounds.setdefault(x.what, []).append(x)
+                    prog.advance(bar, 1)
+            res.runs = rounds
+            # Each row: the run with the median rate of its rounds.
+            for what in (CPNET_ROW, STATIC_ROW, HTTP_ROW):
+                xs = sorted(rounds[what], key=lambda x: x.rate)
+                res.perf.append(xs[len(xs) // 2])
         finally:
             static.stop()
 
@@ -722,6 +808,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--dns-new", type=int, default=1_000, help="new pools timed to DNS (1,000)")
     g.add_argument("--dns-seconds", type=float, default=10.0, help="seconds per load run (10)")
     g.add_argument("--dns-concurrency", type=int, default=32, help="in flight (32)")
+    g.add_argument("--dns-repeats", type=int, default=None, help="load rounds, alternating (3)")
     g.add_argument("--dns-profile", action="store_true", help="cProfile the bulk plan")
 
 
@@ -732,11 +819,13 @@ def params(args: argparse.Namespace, command: str) -> Params:
         new=args.dns_new,
         seconds=args.dns_seconds,
         concurrency=args.dns_concurrency,
+        repeats=args.dns_repeats or 3,
         profile=args.dns_profile,
         command=command,
     )
     if getattr(args, "quick", False):
         p.pools, p.new, p.seconds = min(p.pools, 200), min(p.new, 40), min(p.seconds, 2.0)
+        p.repeats = args.dns_repeats or 1
     return p
 
 
