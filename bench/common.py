@@ -416,6 +416,7 @@ class Hub:
     admin_token: str = ""
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    args: list[str] = field(default_factory=list)  # more ``cpnet hub`` flags (e.g. ``--dns``)
 
     @property
     def url(self) -> str:
@@ -444,7 +445,7 @@ class Hub:
         """Start the hub and wait until /v1/health answers."""
         self.port = self.port or free_port()
         self.log = self.data_dir / "hub.log"
-        argv = [PY, "-m", "cpnet", "hub", *self._db_args(), "--host", HOST, "--port"]
+        argv = [PY, "-m", "cpnet", "hub", *self._db_args(), *self.args, "--host", HOST, "--port"]
         self.proc = procs.start("hub", [*argv, str(self.port)], self.log)
 
         def up() -> bool:

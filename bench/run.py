@@ -26,6 +26,9 @@ on an error or Ctrl-C), and overwrites its table in ``bench/results/<name>.md``:
   rates (``bench/submit.py``);
 - ``warm``: CPU per attempt of a spawned runner, a forked runner and a warm worker next to a raw
   ``subprocess.run(["true"])``, on this machine alone (``bench/warm.py``);
+- ``dns``: the DNS gateway: queries/s and latency for cpnet's zone through Knot DNS next to the
+  same server on a static zone and the hub's HTTP resolve, propagation from registration to the
+  first correct DNS answer, bulk publication, answer sizes (``bench/dns_gateway.py``);
 - ``replicas``: submissions per second through one hub replica and two, direct and behind
   HAProxy, on PostgreSQL (``bench/replicas.py``).
 
@@ -40,6 +43,7 @@ import importlib.util
 import sys
 import time
 
+import dns_gateway
 import ledger
 import measure
 import quote
@@ -70,6 +74,7 @@ BENCHMARKS = (
     "submit",
     "warm",
     "replicas",
+    "dns",
 )
 
 
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_args(ap)
     warm.add_args(ap)
     replicas.add_args(ap)
+    dns_gateway.add_args(ap)
     args = ap.parse_args(argv)
     trap_sigterm()
     chosen = args.only or list(BENCHMARKS)
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = warm.run(warm.params(args, command))
             elif name == "replicas":
                 path = replicas.run(replicas.params(args, command))
+            elif name == "dns":
+                path = dns_gateway.run(dns_gateway.params(args, command))
             else:
                 path = resolve.run(resolve.params(args, command))
         except BenchError as exc:
