@@ -272,3 +272,39 @@ def test_dashboard_api_shows_only_the_callers_tasks(hub: HubProc, agents):
         assert next(lines) == "event: overview"
         data = next(lines)
         assert data.startswith("data: {") and '"QUEUED":1' in data
+
+
+def test_a_page_still_loading_never_draws_over_the_next(hub: HubProc, browser):
+    """A page whose data arrives after the user has moved on stays out of sight: here the
+    overview's sign-in check is held back while the user opens the account page, then let go.
+    (Under load, such a late overview replaced the operator's account page in CI.)"""
+    world = make_world(hub, {"gz": ("general", "440100")})
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{hub.url}/ui", wait_until="load")
+    page.wait_for_selector("[data-testid=token]")
+    page.fill("[data-testid=token]", world.user_token)
+    page.click("[data-testid=sign-in]")
+    page.wait_for_selector("[data-testid=map]")
+
+    held: list = []
+
+    def hold_first(route) -> None:  # the browser's network: the one boundary faked here
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/v1/whoami", hold_first)
+    page.click("[data-testid=lang]")  # the overview again, in Chinese: its whoami is held
+    wait_until(lambda: held, 30, "the overview's held sign-in check")
+    page.evaluate("location.hash = '#/account'")
+    page.wait_for_selector("[data-testid=balance]")
+    with page.expect_response("**/v1/whoami"):
+        held[0].continue_()
+    # Let the late overview run to its end (its response is in; a second of the page's own time).
+    page.evaluate("() => new Promise((r) => setTimeout(r, 1000))")
+    assert page.locator("[data-testid=balance]").count() == 1
+    assert page.locator("[data-testid=map]").count() == 0
+    assert not errors, errors

@@ -8,6 +8,16 @@ import type { FlowMinute, Overview, Site } from "./types";
 
 const app = document.getElementById("app")!;
 let stop: AbortController | null = null;
+// Each route() starts a new page; a page that is still loading when the next one starts must not
+// draw over it (a slow page finishing last would otherwise replace the page the user went to).
+let generation = 0;
+
+/** Shows a page's content if it is still the current page; false when the user has moved on. */
+function show(my: number, ...nodes: Node[]): boolean {
+  if (my !== generation) return false;
+  app.replaceChildren(...nodes);
+  return true;
+}
 
 function h<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -162,7 +172,7 @@ interface TaskRow {
   created_at: string;
 }
 
-async function overview(): Promise<void> {
+async function overview(my: number): Promise<void> {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "map");
   svg.setAttribute("data-testid", "map");
@@ -202,7 +212,8 @@ async function overview(): Promise<void> {
   filter.addEventListener("input", () => last && tableBox.replaceChildren(poolTable(last, filter.value, onlineOnly.checked)));
   onlineOnly.addEventListener("change", () => last && tableBox.replaceChildren(poolTable(last, filter.value, onlineOnly.checked)));
   const who = await get<{ role: string; org_id: string | null }>("/v1/whoami");
-  app.replaceChildren(
+  const shown = show(
+    my,
     header(who),
     h(
       "main",
@@ -216,6 +227,7 @@ async function overview(): Promise<void> {
       h("section", {}, h("h2", {}, t("pools")), h("div", { class: "filters" }, filter, h("label", { for: "online-only" }, onlineOnly, ` ${t("onlineOnly")}`)), tableBox),
     ),
   );
+  if (!shown) return;
   const refreshTasks = async () => {
     try {
       const page = await get<{ tasks: TaskRow[] }>("/v1/tasks?limit=15");
@@ -316,10 +328,10 @@ function placement(why: Explain): HTMLElement {
   );
 }
 
-async function taskPage(id: string): Promise<void> {
+async function taskPage(my: number, id: string): Promise<void> {
   const box = h("main", {}, h("p", {}, "…"));
   const who = await get<{ role: string; org_id: string | null }>("/v1/whoami");
-  app.replaceChildren(header(who), box);
+  if (!show(my, header(who), box)) return;
   stop?.abort();
   stop = new AbortController();
   const mine = stop;
@@ -425,10 +437,10 @@ async function billOfTask(org: string, taskId: string): Promise<HTMLElement> {
   }
 }
 
-async function accountPage(): Promise<void> {
+async function accountPage(my: number): Promise<void> {
   const who = await get<{ role: string; org_id: string | null }>("/v1/whoami");
   const box = h("main", {}, h("p", {}, "…"));
-  app.replaceChildren(header(who), box);
+  if (!show(my, header(who), box)) return;
   stop?.abort();
   if (!who.org_id) {
     box.replaceChildren(h("p", {}, t("none")));
@@ -475,10 +487,10 @@ interface Reputation {
 }
 
 /** Every provider, its sites and pools, and each pool's reputation with the figures behind it. */
-async function providersPage(): Promise<void> {
+async function providersPage(my: number): Promise<void> {
   const who = await get<{ role: string; org_id: string | null }>("/v1/whoami");
   const box = h("main", {}, h("p", {}, "…"));
-  app.replaceChildren(header(who), box);
+  if (!show(my, header(who), box)) return;
   stop?.abort();
   const [provs, reps, view] = await Promise.all([
     get<{ providers: { id: string; name: string; retired?: boolean }[] }>("/v1/providers"),
@@ -512,6 +524,7 @@ async function providersPage(): Promise<void> {
 }
 
 function route(): void {
+  const my = ++generation;
   setLang(currentLang());
   document.title = t("title");
   const hash = location.hash || "#/";
@@ -526,13 +539,14 @@ function route(): void {
   }
   const m = hash.match(/^#\/tasks\/([A-Za-z0-9_-]+)$/);
   const done = m
-    ? taskPage(m[1])
+    ? taskPage(my, m[1])
     : hash === "#/account"
-      ? accountPage()
+      ? accountPage(my)
       : hash === "#/providers"
-        ? providersPage()
-        : overview();
+        ? providersPage(my)
+        : overview(my);
   done.catch((e) => {
+    if (my !== generation) return; // a page the user has left: its failure is not theirs to see
     if (e instanceof ApiError && e.status === 401) {
       setToken(null);
       location.hash = "#/login";
