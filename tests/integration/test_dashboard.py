@@ -183,6 +183,10 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     assert mine, bill  # settled as it ended
     wait_until(lambda: page.locator("[data-testid=bill-row]").count() == len(mine), 30, "its bill")
     page.screenshot(path=str(shots / "task-complete.png"), full_page=True)
+    # The flow chart's scale counts it (one task moved this minute: queued, running, complete).
+    page.goto(f"{hub.url}/ui/#/")
+    page.wait_for_selector("[data-testid=flow-max]")
+    assert (page.text_content("[data-testid=flow-max]") or "").split()[0] in {"1", "2", "3"}
 
     # The account: balance and this month's bill.
     page.click("[data-testid=nav-account]")

@@ -89,7 +89,7 @@ function flowChart(flow: FlowMinute[]): SVGSVGElement {
   const svg = document.createElementNS(NS, "svg");
   const W = 600;
   const H = 160;
-  svg.setAttribute("viewBox", `0 0 ${W} ${H + 20}`);
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + 36}`);
   svg.setAttribute("data-testid", "flow");
   const kinds = ["complete", "failed", "canceled", "running", "queued"] as const;
   const max = Math.max(1, ...flow.map((m) => kinds.reduce((n, k) => n + m[k], 0)));
@@ -112,17 +112,38 @@ function flowChart(flow: FlowMinute[]): SVGSVGElement {
       svg.appendChild(r);
     }
   });
+  // Axes in words: the scale's top, and the window's two ends.
+  const text = (x: number, y: number, s: string, anchor: string, testid?: string) => {
+    const e = document.createElementNS(NS, "text");
+    e.setAttribute("x", String(x));
+    e.setAttribute("y", String(y));
+    e.setAttribute("text-anchor", anchor);
+    e.setAttribute("class", "legend");
+    if (testid) e.setAttribute("data-testid", testid);
+    e.textContent = s;
+    svg.appendChild(e);
+  };
+  const base = document.createElementNS(NS, "line");
+  base.setAttribute("x1", "0");
+  base.setAttribute("x2", String(W));
+  base.setAttribute("y1", String(H + 0.5));
+  base.setAttribute("y2", String(H + 0.5));
+  base.setAttribute("class", "axis");
+  svg.appendChild(base);
+  text(2, 10, `${max} ${t("perMinute")}`, "start", "flow-max");
+  text(0, H + 13, t("minutesAgo"), "start");
+  text(W, H + 13, t("now"), "end");
   kinds.forEach((k, i) => {
     const x = i * 110;
     const box = document.createElementNS(NS, "rect");
     box.setAttribute("x", String(x));
-    box.setAttribute("y", String(H + 7));
+    box.setAttribute("y", String(H + 23));
     box.setAttribute("width", "10");
     box.setAttribute("height", "10");
     box.setAttribute("class", `flow ${k}`);
     const label = document.createElementNS(NS, "text");
     label.setAttribute("x", String(x + 14));
-    label.setAttribute("y", String(H + 16));
+    label.setAttribute("y", String(H + 32));
     label.setAttribute("class", "legend");
     label.textContent = t(k);
     svg.append(box, label);
