@@ -16,6 +16,7 @@ import pytest
 
 from cpnet.agent import hostinfo
 from cpnet.client import Client
+from cpnet.demo.checks import processes_under
 from cpnet.demo.network import kill_runners
 
 pytestmark = pytest.mark.integration
@@ -37,20 +38,15 @@ def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def processes_under(root: Path) -> list[tuple[int, str]]:
-    """Live processes started for the demo in ``root``: named in their command line or cwd."""
-    found = []
-    for st in hostinfo.all_stats():
-        if st.state in ("Z", "X") or st.pid == os.getpid():
-            continue
+def left_under(root: Path) -> list[str]:
+    """The command lines of live processes started for the demo in ``root`` (none, once it ends)."""
+    out = []
+    for pid in processes_under(root):
         try:
-            cmd = Path(f"/proc/{st.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{st.pid}/cwd")
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
         except OSError:
-            continue
-        if str(root) in cmd or cwd.startswith(str(root)):
-            found.append((st.pid, cmd))
-    return found
+            continue  # gone since
+    return out
 
 
 def wait_gone(pids: list[int], timeout: float) -> list[int]:
@@ -92,7 +88,7 @@ def test_demo_runs_everything_and_stops_everything(demo_dir: Path):
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out.stdout)]
     assert len(pids) == 4, log  # the hub and three agents
     assert wait_gone(pids, 5) == []
-    assert processes_under(demo_dir) == []
+    assert left_under(demo_dir) == []
     assert not (demo_dir / "pids").exists()
     # The pipeline's file:// output arrived with the expected report.
     report = (demo_dir / "outputs" / "pipeline-guizhou.csv").read_text()
@@ -163,7 +159,7 @@ def test_demo_keep_leaves_a_usable_network(demo_dir: Path):
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
     assert wait_gone(pids, 15) == []
-    assert processes_under(demo_dir) == []
+    assert left_under(demo_dir) == []
 
 
 def test_demo_refuses_a_used_data_dir(tmp_path: Path):
