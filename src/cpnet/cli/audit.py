@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from cpnet.audit.wire import AuditRecordOut, AuditVerify, ProblemOut
 from cpnet.cli.config import connect
@@ -89,7 +90,7 @@ def _print_verdict(result: AuditVerify, json_out: bool) -> None:
     console.print(
         fields(
             [
-                ("chain", "intact" if result.ok else "[red]TAMPERED[/]"),
+                ("chain", "intact" if result.ok else Text("TAMPERED", style="red")),
                 ("records", result.records),
                 ("signed checkpoints", result.checkpoints),
                 ("head", f"{result.head_seq} {result.head_hash[:16]}…"),

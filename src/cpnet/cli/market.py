@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from cpnet.cli.config import connect
 from cpnet.cli.hub import DatabaseUrl, DataDir
@@ -354,7 +355,7 @@ def check(
         console.print(
             fields(
                 [
-                    ("books", "balance" if c.ok else "[red]DO NOT balance[/]"),
+                    ("books", "balance" if c.ok else Text("DO NOT balance", style="red")),
                     ("accounts", c.accounts),
                     ("transfers", c.transfers),
                     ("holds", c.holds),

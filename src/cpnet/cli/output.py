@@ -138,9 +138,17 @@ def number(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
+class PlainTable(Table):
+    """A table whose string cells are shown as they are: data (a task's name, an error, a log
+    line, ``[secret]``) is never read as Rich markup. Style a cell by passing a ``Text``."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+
+
 def table(title: str | None, columns: Iterable[str]) -> Table:
     """An empty table in the CLI's one style."""
-    grid = Table(title=title, title_justify="left", header_style="bold", show_edge=False)
+    grid = PlainTable(title=title, title_justify="left", header_style="bold", show_edge=False)
     for i, column in enumerate(columns):
         # The first column holds ids, which get copied and pasted: other columns give way first.
         grid.add_column(column, overflow="fold", no_wrap=i == 0)
