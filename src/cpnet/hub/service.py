@@ -87,6 +87,9 @@ class Hub:
         # overloaded machine, a long pause): agents' silence counts from then at the earliest.
         self.stalled_at = 0.0
         self.metrics = HubMetrics(self.store)  # GET /metrics (telemetry/metrics.py)
+        # The dashboard's last reading per (role, organisation): when, body and how long it took
+        # (api/routers/ui.py)
+        self.dashboard_cache: dict[tuple[str, str | None], tuple[float, dict, float]] = {}
         self.notifier: Notifier | None = None
         self.replica = f"{socket.gethostname()}:{os.getpid()}"  # this process, among replicas
         # Leading the loops (hub/leader.py): on SQLite this process alone, always.

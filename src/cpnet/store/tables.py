@@ -237,6 +237,8 @@ class TaskEvent(Base):
     """Every state change of a task, with its time and reason."""
 
     __tablename__ = "task_events"
+    # The dashboard's flow chart: moves in a time window, read from the index alone (0017).
+    __table_args__ = (Index("ix_task_events_at", "at", "to_state", "from_state"),)
     id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), index=True)
     at: Mapped[float] = mapped_column(Float)
