@@ -72,6 +72,7 @@ RETRY_WINDOW_ENV = "CPNET_RETRY_WINDOW_S"
 BACKOFF_S = 0.1  # first pause between tries; doubles each time ...
 BACKOFF_MAX_S = 1.0  # ... up to this
 WAIT_POLL_MAX_S = 2.0  # wait() slows its polling down to at most this interval
+WAIT_LONG_POLL_S = 25.0  # wait(): how long each long poll may wait at the hub
 BATCH_BYTES = 900 * 1024  # JSON per batch request, under the hub's default 1 MiB body limit
 
 # Failures that can pass if the hub comes back: the request is sent again while the retry window
@@ -569,6 +570,7 @@ class Client:
         self._retryable: tuple[type[httpx.TransportError], ...] = _RETRYABLE
         self._stop: threading.Event | None = None  # set: stop retrying, raise Stopped
         self._outage = False  # a retry notice was given and no request has succeeded since
+        self._long_polls = True  # the hub can hold GET /v1/tasks/{id} (wait_s); False once refused
         self._outage_lock = threading.Lock()
         headers = {"User-Agent": f"cpnet-sdk/{__version__}", "Accept": "application/json"}
         if self.token:
@@ -870,10 +872,26 @@ class Client:
             send()
         return out
 
-    def task(self, id: str, *, full: bool = False) -> TaskView:
-        """One task as the hub shows it to its owner; `full` adds per-transfer records."""
-        params = {"view": "full"} if full else None
-        r = self._request("GET", f"/v1/tasks/{_seg(id)}", params=params)
+    def task(
+        self,
+        id: str,
+        *,
+        full: bool = False,
+        wait_s: float = 0.0,
+        state: State | str | None = None,
+    ) -> TaskView:
+        """One task as the hub shows it to its owner; `full` adds per-transfer records.
+
+        With ``wait_s`` (at most 60) the hub holds the answer until the task is no longer in
+        ``state`` (without ``state``: until it has ended) or ``wait_s`` has passed."""
+        params: dict[str, Any] = {"view": "full"} if full else {}
+        kw: dict[str, Any] = {}
+        if wait_s > 0:
+            params["wait_s"] = f"{wait_s:g}"
+            if state is not None:
+                params["state"] = str(state)
+            kw["timeout"] = self._http.timeout.read + wait_s if self._http.timeout.read else None
+        r = self._answer(self._send("GET", f"/v1/tasks/{_seg(id)}", params=params or None, **kw))
         return self._model(TaskView, r, "GET task")
 
     def tasks(
@@ -945,16 +963,31 @@ class Client:
         *,
         on_update: Callable[[TaskView], None] | None = None,
     ) -> TaskView:
-        """Poll a task until it reaches a terminal state and return it.
+        """Follow a task until it reaches a terminal state and return it.
 
-        Polling starts every ``poll`` seconds and slows down to at most every
-        WAIT_POLL_MAX_S (or ``poll``, if larger) for long tasks. ``on_update`` sees every view
-        fetched. Raises WaitTimeout after ``timeout`` seconds (None waits for ever).
+        Each call after the first is a long poll (``task(wait_s=…, state=…)``): the hub answers
+        as soon as the task moves, so a state change is seen at once and an idle wait costs
+        one request every WAIT_LONG_POLL_S. A hub too old for that is polled instead, every
+        ``poll`` seconds at first, slowing to at most every WAIT_POLL_MAX_S (or ``poll``, if
+        larger). ``on_update`` sees every view fetched. Raises WaitTimeout after ``timeout``
+        seconds (None waits for ever).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         interval, ceiling = poll, max(poll, WAIT_POLL_MAX_S)
+        seen: State | None = None  # the state of the last view
         while True:
-            view = self.task(id)
+            view = None
+            left = None if deadline is None else deadline - time.monotonic()
+            if seen is not None and self._long_polls and (left is None or left > 0.05):
+                wait = WAIT_LONG_POLL_S if left is None else min(WAIT_LONG_POLL_S, left)
+                try:
+                    view = self.task(id, wait_s=wait, state=seen)
+                except BadRequest as err:
+                    if "wait_s" not in str(err):
+                        raise
+                    self._long_polls = False  # a hub from before long polls: poll it
+            if view is None:
+                view = self.task(id)
             if on_update is not None:
                 on_update(view)
             if view.state.terminal:
@@ -964,11 +997,13 @@ class Client:
                     f"task {id} is still {view.state} after {timeout:g}s",
                     code="wait_timeout",
                 )
-            pause = interval
-            if deadline is not None:
-                pause = max(0.0, min(pause, deadline - time.monotonic()))
-            time.sleep(pause)
-            interval = min(interval * 1.5, ceiling)
+            if seen is not None and not self._long_polls:  # polling: pause before looking again
+                pause = interval
+                if deadline is not None:
+                    pause = max(0.0, min(pause, deadline - time.monotonic()))
+                time.sleep(pause)
+                interval = min(interval * 1.5, ceiling)
+            seen = view.state
 
     # -- discovery ------------------------------------------------------------------------------
 

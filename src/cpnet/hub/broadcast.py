@@ -39,10 +39,12 @@ CHANNEL = "cpnet_wake"
 MAX_PAYLOAD = 7000  # bytes per notification (PostgreSQL refuses 8000 and more)
 
 
-def payloads(replica: str, scheduler: bool, all_sites: bool, sites: Iterable[str]) -> list[str]:
-    """The notifications for one set of wake-ups: JSON ``{"r", "s", "a", "t"}`` (replica,
-    scheduler, all sites, site ids), split so that none is over MAX_PAYLOAD."""
-    head = {"r": replica, "s": scheduler, "a": all_sites}
+def payloads(
+    replica: str, scheduler: bool, all_sites: bool, sites: Iterable[str], changed: bool = False
+) -> list[str]:
+    """The notifications for one set of wake-ups: JSON ``{"r", "s", "a", "c", "t"}`` (replica,
+    scheduler, all sites, tasks changed, site ids), split so that none is over MAX_PAYLOAD."""
+    head = {"r": replica, "s": scheduler, "a": all_sites, "c": changed}
     out: list[str] = []
     chunk: list[str] = []
     size = len(json.dumps({**head, "t": []}))
@@ -50,11 +52,11 @@ def payloads(replica: str, scheduler: bool, all_sites: bool, sites: Iterable[str
         n = len(json.dumps(site)) + 1
         if chunk and size + n > MAX_PAYLOAD:
             out.append(json.dumps({**head, "t": chunk}, separators=(",", ":")))
-            head = {"r": replica, "s": False, "a": False}
+            head = {"r": replica, "s": False, "a": False, "c": False}
             chunk, size = [], len(json.dumps({**head, "t": []}))
         chunk.append(site)
         size += n
-    if chunk or scheduler or all_sites:
+    if chunk or scheduler or all_sites or changed:
         out.append(json.dumps({**head, "t": chunk}, separators=(",", ":")))
     return out
 
@@ -72,23 +74,33 @@ class Broadcast:
         self._scheduler = False
         self._all = False
         self._sites: set[str] = set()
+        self._changed = False
         self._dirty = asyncio.Event()
 
     # ---- out ----
 
     def publish(
-        self, *, scheduler: bool = False, sites: Iterable[str] = (), all_sites: bool = False
+        self,
+        *,
+        scheduler: bool = False,
+        sites: Iterable[str] = (),
+        all_sites: bool = False,
+        changed: bool = False,
     ) -> None:
-        """Tell the other replicas to wake their scheduler or these sites' long polls (any
-        thread; call after the transaction that made the work committed)."""
+        """Tell the other replicas to wake their scheduler, these sites' long polls, or the
+        readers waiting for tasks to change (any thread; call after the transaction that made
+        the work committed)."""
         sites = tuple(sites)
-        if scheduler or all_sites or sites:
-            self.notifier.call(self._add, scheduler, all_sites, sites)
+        if scheduler or all_sites or sites or changed:
+            self.notifier.call(self._add, scheduler, all_sites, sites, changed)
 
-    def _add(self, scheduler: bool, all_sites: bool, sites: Iterable[str]) -> None:
+    def _add(
+        self, scheduler: bool, all_sites: bool, sites: Iterable[str], changed: bool = False
+    ) -> None:
         self._scheduler |= scheduler
         self._all |= all_sites
         self._sites.update(sites)
+        self._changed |= changed
         self._dirty.set()
 
     async def _publisher(self) -> None:
@@ -99,12 +111,15 @@ class Broadcast:
                 await self._dirty.wait()
                 self._dirty.clear()
                 scheduler, all_sites, sites = self._scheduler, self._all, self._sites
+                changed = self._changed
                 self._scheduler, self._all, self._sites = False, False, set()
+                self._changed = False
                 try:
                     if conn is None or conn.closed:
                         conn = await connect(self.url)
                     sent = [
-                        (CHANNEL, p) for p in payloads(self.replica, scheduler, all_sites, sites)
+                        (CHANNEL, p)
+                        for p in payloads(self.replica, scheduler, all_sites, sites, changed)
                     ]
                     async with conn.cursor() as cur:
                         await asyncio.wait_for(
@@ -115,7 +130,7 @@ class Broadcast:
                     log.warning("cannot publish wake-ups (retrying): %s", describe(exc))
                     await close_quietly(conn)
                     conn = None
-                    self._add(scheduler, all_sites, sites)  # keep them for the next try
+                    self._add(scheduler, all_sites, sites, changed)  # for the next try
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
         finally:
@@ -136,6 +151,7 @@ class Broadcast:
                 # What was sent while nobody listened here is lost: wake everything once.
                 self.notifier.wake_scheduler()
                 self.notifier.wake_all_sites()
+                self.notifier.tasks_changed()
                 async for n in conn.notifies():
                     self._deliver(n.payload)
             except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -160,6 +176,8 @@ class Broadcast:
             self.notifier.wake_scheduler()
         if msg.get("a"):
             self.notifier.wake_all_sites()
+        if msg.get("c"):
+            self.notifier.tasks_changed()
         for site in sites:
             self.notifier.wake_site(site)
 

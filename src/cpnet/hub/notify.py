@@ -12,8 +12,9 @@ from collections import defaultdict
 class Notifier:
     """Thread-safe signals delivered on the hub's event loop.
 
-    Routes run in worker threads; they call `wake_scheduler()` / `wake_site()` after their
-    transaction commits, and the waiting coroutines re-read the store.
+    Routes run in worker threads; they call `wake_scheduler()` / `wake_site()` /
+    `tasks_changed()` after their transaction commits, and the waiting coroutines re-read the
+    store.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -23,6 +24,9 @@ class Notifier:
         # Per site, the number of the newest long poll: an older one still waiting belongs to an
         # agent that has gone (a site has one agent, which polls once at a time).
         self._polls: dict[str, int] = defaultdict(int)
+        # Set (and replaced by a fresh one) whenever tasks may have changed state: a reader
+        # waiting for a task to move (GET /v1/tasks/{id}?wait_s=) takes it before it reads.
+        self._changes = asyncio.Event()
 
     def call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
         """Run `fn(*args)` on the hub's event loop: now if called there, else soon."""
@@ -50,6 +54,18 @@ class Notifier:
     def _set_all(self) -> None:
         for event in self._sites.values():
             event.set()
+
+    def tasks_changed(self) -> None:
+        self.call(self._tasks_changed)
+
+    def _tasks_changed(self) -> None:
+        event, self._changes = self._changes, asyncio.Event()
+        event.set()
+
+    def change_event(self) -> asyncio.Event:
+        """The event the next change of any task's state sets (call on the loop; take it before
+        reading what you wait on, so a change in between is not missed)."""
+        return self._changes
 
     def site_event(self, site_id: str) -> asyncio.Event:
         """The event a long poll for this site waits on (call on the loop)."""

@@ -175,6 +175,14 @@ class Hub:
         if self.broadcast is not None and not self.leading:
             self.broadcast.publish(scheduler=True)
 
+    def tasks_changed(self) -> None:
+        """Tasks changed state (call after the change committed): readers waiting for one to
+        move re-read it, on every replica."""
+        if self.notifier:
+            self.notifier.tasks_changed()
+        if self.broadcast is not None:
+            self.broadcast.publish(changed=True)
+
     def wake_sites(self, site_ids) -> None:  # type: ignore[no-untyped-def]
         """Wake these sites' long polls, on whichever replica their agents wait."""
         site_ids = tuple(site_ids)
@@ -235,6 +243,7 @@ class Hub:
                 continue
             if lost:
                 self.wake_scheduler()
+                self.tasks_changed()
 
     async def _sla_loop(self) -> None:
         """Evaluate SLA windows that ended and refresh reputations, every sla_interval_s."""

@@ -381,4 +381,5 @@ def cancel(h: Hub, who: Principal, task_id: str) -> TaskView:
         shown = store.task_view(s, task)
     h.wake_sites(sites)
     h.wake_scheduler()
+    h.tasks_changed()
     return shown

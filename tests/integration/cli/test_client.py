@@ -146,6 +146,59 @@ def test_wait_times_out_with_a_cpnet_error(client):
     assert "QUEUED" in caught.value.message
 
 
+def test_wait_long_polls_one_request_per_move(tapped, tap, tmp_path: Path):
+    """Each call after the first waits at the hub for the task to move: a task that sits in
+    RUNNING for a while costs one request per state, not one per poll interval."""
+    gate = tmp_path / "gate"
+    task = tapped.submit({"executors": [{"command": gate_command(gate)}]})
+    seen: list[State] = []
+    ran: list[float] = []
+
+    def update(view: TaskView) -> None:
+        seen.append(view.state)
+        if view.state is State.RUNNING and not ran:
+            ran.append(time.monotonic())
+            # Released 2 s later: ten poll intervals of the old wait().
+            threading.Timer(2.0, gate.touch).start()
+
+    before = len(tap.requests)
+    done = tapped.wait(task.id, timeout=60, poll=0.2, on_update=update)
+    assert done.state is State.COMPLETE and seen[-1] is State.COMPLETE
+    assert seen == sorted(seen, key=ORDER.index) and len(seen) == len(set(seen)), seen
+    gets = [r for r in tap.requests[before:] if r.method == "GET"]
+    assert len(gets) == len(seen) <= 4, [str(r.url) for r in gets]
+    assert all("wait_s=" in str(r.url) for r in gets[1:]), [str(r.url) for r in gets]
+
+
+def test_a_task_get_waits_for_a_move_and_answers_it(client):
+    task = client.submit(queued())
+    canceller = threading.Timer(0.5, client.cancel, args=(task.id,))
+    canceller.start()
+    t0 = time.monotonic()
+    view = client.task(task.id, wait_s=30, state=State.QUEUED)
+    assert view.state is State.CANCELED  # answered when it moved, not after 30 s
+    assert time.monotonic() - t0 < 29
+    # Nothing moves: the answer comes when wait_s has passed, in the state it was.
+    other = client.submit(queued())
+    assert client.task(other.id, wait_s=0.5, state=State.QUEUED).state is State.QUEUED
+    # An ended task answers at once, whatever the state given.
+    assert client.task(task.id, wait_s=30, state=State.QUEUED).state is State.CANCELED
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("wait_s=61", "wait_s"), ("wait_s=-1", "wait_s"), ("wait_s=1&state=SLEEPING", "state")],
+)
+def test_a_bad_wait_is_refused_naming_it(client, net: Net, tenant: Tenant, query, field):
+    task = client.submit(queued())
+    r = httpx.get(
+        f"{net.hub.url}/v1/tasks/{task.id}?{query}",
+        headers={"authorization": f"Bearer {tenant.token}"},
+    )
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["error"]["field"].endswith(field), r.text
+
+
 def test_a_bad_spec_is_refused_before_it_is_sent(tapped, tap):
     with pytest.raises(BadRequest) as caught:
         tapped.submit({"executors": [{"command": ["x"], "stdout": "../escape"}]})

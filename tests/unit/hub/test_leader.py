@@ -125,3 +125,25 @@ def test_a_notification_wakes_the_other_replica_and_not_the_sender(postgres_url:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
+
+
+@pytest.mark.postgres
+def test_tasks_changed_on_one_replica_wakes_the_readers_waiting_on_another(postgres_url: str):
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        na, nb = Notifier(loop), Notifier(loop)
+        a = Broadcast(postgres_url, na, "a")
+        b = Broadcast(postgres_url, nb, "b")
+        tasks = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
+        await _until(lambda: a.listening and b.listening, 30, "both listening")
+        waiting = nb.change_event()  # taken, as a waiting GET takes it, before the change
+        mine = na.change_event()
+        a.publish(changed=True)
+        await asyncio.wait_for(waiting.wait(), 30)
+        assert nb.change_event() is not waiting  # the next change has a fresh event
+        assert not mine.is_set()  # the sender's own readers are woken by the sender itself
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())

@@ -153,6 +153,8 @@ def updates(
         results = store.apply_updates(s, sid, body.updates, now)
     if any(r.released or r.requeued for r in results):
         h.wake_scheduler()
+    if any(r.status == "applied" for r in results):
+        h.tasks_changed()
     _tell(h, sid, body, results)
     return UpdateReply(
         results=[

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from enum import StrEnum
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import ValidationError
 
@@ -28,6 +32,8 @@ from cpnet.tasks.model import (
 from cpnet.tasks.states import State
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+MAX_WAIT_S = 60.0  # the longest a GET of one task may wait for it to move (wait_s)
+RECHECK_S = 5.0  # a waiting GET re-reads its task at least this often
 
 
 @router.post("", response_model=TaskView, status_code=201, response_model_exclude_none=True)
@@ -117,16 +123,50 @@ class View(StrEnum):
 
 
 @router.get("/{task_id}", response_model=TaskView, response_model_exclude_none=True)
-def get_task(
+async def get_task(
     task_id: str,
     view: View = View.BASIC,
+    wait_s: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Wait up to this many seconds for the task to leave `state` (or, "
+            "without `state`, to end) before answering; 0 answers at once.",
+        ),
+    ] = 0.0,
+    state: Annotated[
+        State | None,
+        Query(
+            description="With `wait_s`: the state you last saw; the answer comes when the "
+            "task is in another one."
+        ),
+    ] = None,
     who: Principal = Depends(caller),
     h: Hub = Depends(hub),
 ) -> TaskView:
     """One task with its attempts (and each running attempt's progress); `view=full` adds every
-    attempt's per-transfer records (what was moved, where, bytes, seconds, sha256 verified)."""
-    with h.store.read() as s:
-        return store.task_view(s, store.get_task(s, who, task_id), full=view is View.FULL)
+    attempt's per-transfer records (what was moved, where, bytes, seconds, sha256 verified).
+    With `wait_s` it is a long poll: the answer comes as soon as the task is no longer in
+    `state` (without `state`: has ended), or when `wait_s` has passed, whichever is first."""
+
+    def read() -> TaskView:
+        with h.store.read() as s:
+            return store.task_view(s, store.get_task(s, who, task_id), full=view is View.FULL)
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        # Taken before the read: a change committed after it sets this event.
+        changed = h.notifier.change_event() if h.notifier is not None else None
+        shown = await to_thread.run_sync(read)
+        left = deadline - time.monotonic()
+        moved = shown.state.terminal or (state is not None and shown.state != state)
+        if moved or left <= 0 or changed is None or h.closing:
+            return shown
+        with contextlib.suppress(TimeoutError):
+            # A change anywhere wakes every waiter; a re-read now and then covers a change
+            # that rang no bell.
+            await asyncio.wait_for(changed.wait(), min(left, RECHECK_S))
 
 
 @router.post("/{task_id}/cancel", response_model=TaskView, response_model_exclude_none=True)
