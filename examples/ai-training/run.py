@@ -29,11 +29,9 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -52,8 +50,7 @@ from cpnet.demo.checks import (
     ExampleError,
     Outcome,
     kill_session,
-    processes_under,
-    sigterm_interrupts,
+    run_example,
 )
 from cpnet.demo.network import LocalNetwork, NetworkError, kill_runners
 from cpnet.tasks.model import TaskView
@@ -632,68 +629,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     console = Console(stderr=args.json)
-    started = time.monotonic()
-    if args.work_dir is not None:
-        root = args.work_dir.expanduser().resolve()
-        if root.exists() and any(root.iterdir()):
-            console.print(f"error: --work-dir {root} is not empty; give a new or empty one")
-            return 2
-        root.mkdir(parents=True, exist_ok=True)
-        temporary = False
-    else:
-        root, temporary = Path(tempfile.mkdtemp(prefix="cpnet-ai-")), True
-    ex = Example(args, console, root)
-    error = ""
-    with sigterm_interrupts():
-        try:
-            data = preflight()
-            ex.start_baseline(data)
-            ex.start_network()
-            view = ex.interrupted_run(data)
-            base = ex.finish_baseline()
-            ex.verify(view, base)
-        except KeyboardInterrupt:
-            error = "interrupted: everything the example started was stopped"
-        except (ExampleError, NetworkError, CpnetError) as err:
-            error = str(err)
-        finally:
-            ex.teardown()
-    left = processes_under(root)
-    ex.out.check("nothing left running", not left, f"leftover pids {left}" if left else "none")
-    ex.out.figures["wall_s"] = round(time.monotonic() - started, 1)
-    passed = ex.out.passed and not error
-    if temporary and not any(x.is_file() for x in root.rglob("*")):
-        shutil.rmtree(root, ignore_errors=True)  # stopped before anything was written
-    if error:
-        console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
-        if root.exists():
-            console.print(f"logs kept in {root}")
-    report(console, ex.out)
-    if passed and temporary and not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    elif not error:
-        console.print(f"work dir kept: {root}")
-    if args.json:
-        doc = {
-            "passed": passed,
-            "error": error or None,
-            "checks": [c.__dict__ for c in ex.out.checks],
-            "figures": ex.out.figures,
-            "work_dir": str(root) if root.exists() else None,
-        }
-        print(json.dumps(doc, indent=2))
-    elif passed:
-        console.print(Text("every check passed", style="bold green"))
-    else:
-        console.print(
-            Text(
-                "some check failed: see the table above and the logs in the work dir",
-                style="bold red",
-            )
-        )
-    if error.startswith("interrupted"):
-        return 130
-    return 0 if passed else 1
+
+    def steps(ex: Example) -> None:
+        data = preflight()
+        ex.start_baseline(data)
+        ex.start_network()
+        view = ex.interrupted_run(data)
+        base = ex.finish_baseline()
+        ex.verify(view, base)
+
+    return run_example(
+        args,
+        console,
+        "cpnet-ai-",
+        lambda root: Example(args, console, root),
+        steps,
+        report,
+        (NetworkError, CpnetError),
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cpnet.client import Client, CpnetError
-from cpnet.demo.checks import ExampleError, Outcome, processes_under, sigterm_interrupts, wait_for
+from cpnet.demo.checks import ExampleError, Outcome, run_example, wait_for
 from cpnet.demo.network import LocalNetwork, NetworkError
 from cpnet.tasks.model import TaskView
 from cpnet.tasks.states import State
@@ -618,60 +617,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     console = Console(stderr=args.json)
-    started = time.monotonic()
-    if args.work_dir is not None:
-        root = args.work_dir.expanduser().resolve()
-        if root.exists() and any(root.iterdir()):
-            console.print(f"error: --work-dir {root} is not empty; give a new or empty one")
-            return 2
-        root.mkdir(parents=True, exist_ok=True)
-        temporary = False
-    else:
-        root, temporary = Path(tempfile.mkdtemp(prefix="cpnet-hpc-")), True
-    ex = Example(args, console, root)
-    error = ""
-    with sigterm_interrupts():
-        try:
-            preflight()
-            ex.start()
-            mpi, ref = ex.run_tasks()
-            ex.verify(mpi, ref)
-        except KeyboardInterrupt:
-            error = "interrupted: everything the example started was stopped"
-        except (ExampleError, NetworkError, CpnetError) as err:
-            error = str(err)
-        finally:
-            ex.teardown()
-    left = processes_under(root)
-    ex.out.check("nothing left running", not left, f"leftover pids {left}" if left else "none")
-    ex.out.figures["wall_s"] = round(time.monotonic() - started, 1)
-    passed = ex.out.passed and not error
-    if error:
-        console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
-        console.print(f"logs kept in {root}")
-    report(console, ex.out)
-    if passed and temporary and not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    elif not error:
-        console.print(f"work dir kept: {root}")
-    if args.json:
-        doc = {
-            "passed": passed,
-            "error": error or None,
-            "checks": [c.__dict__ for c in ex.out.checks],
-            "figures": ex.out.figures,
-            "work_dir": None if passed and temporary and not args.keep else str(root),
-        }
-        print(json.dumps(doc, indent=2))
-    elif passed:
-        console.print(Text("every check passed", style="bold green"))
-    else:
-        console.print(
-            Text("some check failed: see the tables above and the logs in the work dir", "bold red")
-        )
-    if error.startswith("interrupted"):
-        return 130
-    return 0 if passed else 1
+
+    def steps(ex: Example) -> None:
+        preflight()
+        ex.start()
+        mpi, ref = ex.run_tasks()
+        ex.verify(mpi, ref)
+
+    return run_example(
+        args,
+        console,
+        "cpnet-hpc-",
+        lambda root: Example(args, console, root),
+        steps,
+        report,
+        (NetworkError, CpnetError),
+    )
 
 
 if __name__ == "__main__":
