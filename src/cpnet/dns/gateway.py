@@ -119,6 +119,13 @@ class Gateway:
         # Checked now, so that a hub without Knot refuses to start instead of failing later.
         self.tools = knot.find_tools(settings.dns_knotd or None)
         self.server = knot.KnotServer(self.cfg, self.tools)
+        # A knotd whose hub was killed serves an old zone until stopped: whichever replica of
+        # this data dir starts first stops it (the leader-to-be would anyway, before its own).
+        stale = knot.stop_stale(self.cfg, orphans_only=True)
+        if stale is not None:
+            log.warning(
+                "stopped knotd %d, left serving %s by a hub that was killed", stale, self.cfg.apex
+            )
         self.publisher = Publisher(
             store,
             key,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -168,6 +169,59 @@ def zone_file_text(cfg: ServerConfig, serial: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def _parent(pid: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    return None
+
+
+def stale_knotd(cfg: ServerConfig, *, orphans_only: bool) -> int | None:
+    """The pid of a knotd still serving this hub's zone from a run that is over: the one its
+    pid file names, if that process is a knotd started with this very configuration. With
+    ``orphans_only``, only one whose parent is no longer a cpnet hub (its hub was killed
+    with no chance to stop it: SIGKILL, the OOM killer)."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((cfg.dns_dir / "knotd.pid").read_text().strip())
+        cmd = _cmdline(pid)
+        if pid <= 1 or "knotd" not in cmd or f"-c {cfg.conf}" not in cmd:
+            return None
+        if orphans_only:
+            parent = _parent(pid)
+            if parent is not None and parent > 1 and "cpnet" in _cmdline(parent):
+                return None  # a live hub's own server
+        return pid
+    return None
+
+
+def stop_stale(cfg: ServerConfig, *, orphans_only: bool, grace: float = 10.0) -> int | None:
+    """Stop ``stale_knotd`` (SIGTERM, then SIGKILL after ``grace`` s) and wait until it is
+    gone, so that its port and control socket are free; its pid, or None if there was none.
+    A stale knotd would otherwise hold the DNS port and keep answering the zone as it was."""
+    pid = stale_knotd(cfg, orphans_only=orphans_only)
+    if pid is None:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if select.select([fd], [], [], grace)[0]:  # readable once the process has ended
+                return pid
+        raise KnotError(f"a stale knotd (pid {pid}) did not stop: stop it, then restart the hub")
+    finally:
+        os.close(fd)
+
+
 class KnotServer:
     """One knotd child process serving the zone at ``cfg.apex``."""
 
@@ -183,6 +237,11 @@ class KnotServer:
         """Write the configuration and a fresh zone file, import the zone key into the KASP
         database unless it holds exactly that key, and write the trust anchor files."""
         cfg = self.cfg
+        # This hub leads now: a knotd of an earlier leader on this data dir that was killed
+        # without stopping its server (SIGKILL) still holds the port, serving an old zone.
+        if stop_stale(cfg, orphans_only=False) is not None:
+            with contextlib.suppress(OSError):
+                cfg.socket.unlink()
         for sub in (cfg.dns_dir, cfg.zone_file.parent, cfg.dns_dir / "db"):
             sub.mkdir(parents=True, exist_ok=True)
         if len(str(cfg.socket.resolve())) > 100:
