@@ -372,6 +372,34 @@ def test_multi_node_job_runs_srun_across_the_allocation(hub: HubProc, slurm_worl
     assert (logs[1].stdout, logs[1].exit_code) == ("2\n", 4)
 
 
+@pytest.mark.parametrize("slurm_transport", TRANSPORTS, indirect=True)
+def test_ranks_per_node_are_slurm_tasks_srun_starts(hub: HubProc, slurm_world: World) -> None:
+    """``nodes=2, ntasks_per_node=2`` on ``big`` (n3, n4: 2 CPUs each) with 4 cores: one
+    ``srun`` starts four ranks, two on each node, as an MPI job's launcher would."""
+    user = _pools_up(hub, slurm_world)
+    t = user.submit(
+        {
+            "name": "ranks",
+            "executors": [
+                {"command": ["srun", "sh", "-c", 'echo "$SLURMD_NODENAME $SLURM_PROCID"']},
+                {"command": ["sh", "-c", 'echo "$SLURM_NTASKS"']},
+            ],
+            "resources": {
+                "cpu_cores": 4,
+                "backend_parameters": {"slurm.nodes": "2", "slurm.ntasks_per_node": "2"},
+            },
+            "constraints": {"labels": {"partition": "big"}},
+        }
+    )
+    done = user.wait(t.id, timeout=90)
+    assert done.state is State.COMPLETE, (done.reason, done.attempts[-1].system_logs)
+    logs = done.attempts[-1].executor_logs
+    ranks = sorted(line.split() for line in logs[0].stdout.splitlines())
+    assert [r[1] for r in sorted(ranks, key=lambda r: int(r[1]))] == ["0", "1", "2", "3"], ranks
+    assert sorted(r[0] for r in ranks) == ["n3", "n3", "n4", "n4"], ranks
+    assert logs[1].stdout.split() == ["4"], logs[1]
+
+
 # A 5 s heartbeat gives the restarted agent 15 s before the hub takes the site for lost and
 # places its tasks again (0.5 s, the test default, allows only 1.5 s: too short under load).
 @pytest.mark.parametrize("slurm_heartbeat_s", [5.0], indirect=True)

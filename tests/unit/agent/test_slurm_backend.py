@@ -308,6 +308,34 @@ def test_job_request_from_the_task(tmp_path: Path) -> None:
     assert args[args.index("--mem") + 1] == "5120"  # per node
     with pytest.raises(ValueError, match="nodes"):
         request("cpu", resources={"backend_parameters": {"nodes": "-1"}})
+    # MPI ranks: 2 nodes × 2 tasks share 8 cores (2 per task); memory per node
+    args = request(
+        "cpu",
+        resources={
+            "cpu_cores": 8,
+            "ram_gb": 4,
+            "backend_parameters": {"slurm.nodes": "2", "slurm.ntasks_per_node": "2"},
+        },
+    )
+    assert args[args.index("--nodes") + 1] == "2"
+    assert args[args.index("--ntasks") + 1] == "4"
+    assert args[args.index("--ntasks-per-node") + 1] == "2"
+    assert args[args.index("--cpus-per-task") + 1] == "2"
+    assert args[args.index("--mem") + 1] == "2048"
+    args = request(
+        "cpu", resources={"cpu_cores": 3, "backend_parameters": {"ntasks_per_node": "3"}}
+    )
+    assert args[args.index("--nodes") + 1] == "1" and args[args.index("--ntasks") + 1] == "3"
+    with pytest.raises(ValueError, match="at least 4 cpu_cores"):
+        request(
+            "cpu",
+            resources={
+                "cpu_cores": 2,
+                "backend_parameters": {"nodes": "2", "ntasks_per_node": "2"},
+            },
+        )
+    with pytest.raises(ValueError, match="ntasks_per_node"):
+        request("cpu", resources={"backend_parameters": {"ntasks_per_node": "0"}})
     with pytest.raises(ValueError, match="gpu_model"):
         request("gpu", resources={"gpus": 1, "gpu_model": "a100,gpu:9"})
 

@@ -46,6 +46,10 @@ A task's ``backend_parameters`` may set (each also as ``slurm.<key>``):
 - ``nodes``: ``--nodes`` (a positive integer). The runner and the executors run on the first
   node (the batch host); executors see the job's ``SLURM_*`` variables, so ``srun`` in a command
   runs across the whole allocation. The result is the batch step's.
+- ``ntasks_per_node``: ``--ntasks-per-node`` (a positive integer; with ``nodes``, or one node):
+  ``nodes × ntasks_per_node`` Slurm tasks (MPI ranks) share the task's ``cpu_cores``
+  (``--cpus-per-task`` = cpu_cores ÷ tasks, so ask for at least one core per task), ``--mem`` is
+  per node; ``srun`` in an executor starts them all.
 - ``time_limit_s``: the job's time limit in seconds (Slurm rounds up to whole minutes).
 
 A task asking for more CPUs than the partition's largest node has (and no ``nodes``, no GPUs)

@@ -203,8 +203,34 @@ class SlurmBackend(ClusterBackend):
         cpus = max(1, math.ceil(r.cpu_cores - 1e-9))
         mem_mb = max(1, math.ceil(r.ram_gb * 1024)) if r.ram_gb > 0 else None
         nodes = _positive_int(r.backend_parameters, "nodes")
+        per_node = _positive_int(r.backend_parameters, "ntasks_per_node")
         ntasks = None
         widest = self._node_cpus.get(job.pool_name, 0)
+        if per_node is not None:
+            # Slurm tasks (MPI ranks) on each node: the task's CPUs are shared among them all,
+            # --mem is per node. Executors start the ranks with `srun` (or an MPI launcher).
+            nodes = nodes or 1
+            ntasks = nodes * per_node
+            if cpus < ntasks:
+                raise ValueError(
+                    f"backend parameter ntasks_per_node={per_node} on {nodes} node(s) makes "
+                    f"{ntasks} tasks, more than the {cpus} cpu_cores asked: ask for at least "
+                    f"{ntasks} cpu_cores (one per task)"
+                )
+            mem_mb = math.ceil(mem_mb / nodes) if mem_mb else None
+            return SlurmJobRequest(
+                name=job_name,
+                partition=job.pool_name,
+                work_dir=work_dir,
+                output=work_dir / SLURM_OUT,
+                cpus_per_task=cpus // ntasks,
+                mem_mb=mem_mb,
+                gres=gres,
+                nodes=nodes,
+                ntasks=ntasks,
+                ntasks_per_node=per_node,
+                time_min=self._time_limit_min(job),
+            )
         if nodes is None and r.gpus == 0 and widest and cpus > widest:
             # More CPUs than any one node has (the pool's total allowed it): spread them, one
             # task per CPU on as few nodes as can hold them; --mem is per node.

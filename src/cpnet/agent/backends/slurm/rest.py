@@ -150,6 +150,8 @@ class SlurmRest(SlurmTransport):
             job["nodes"] = request.nodes
         if request.ntasks is not None:
             job["tasks"] = request.ntasks
+        if request.ntasks_per_node is not None:
+            job["tasks_per_node"] = request.ntasks_per_node
         if request.time_min is not None:
             job["time_limit"] = request.time_min
         try:

@@ -25,6 +25,7 @@ class SlurmJobRequest:
     gres: str | None = None
     nodes: int | None = None
     ntasks: int | None = None  # set when the CPUs are spread over several nodes
+    ntasks_per_node: int | None = None  # the task's backend parameter of that name
     time_min: int | None = None
 
     def sbatch_args(self) -> list[str]:
@@ -51,6 +52,8 @@ class SlurmJobRequest:
             args += ["--nodes", str(self.nodes)]
         if self.ntasks is not None:
             args += ["--ntasks", str(self.ntasks)]
+        if self.ntasks_per_node is not None:
+            args += ["--ntasks-per-node", str(self.ntasks_per_node)]
         if self.time_min is not None:
             args += ["--time", str(self.time_min)]
         return args
