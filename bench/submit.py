@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from common import (
     Hub,
     Procs,
@@ -46,6 +47,11 @@ from cpnet.store.db import Store
 DEFAULT_SECONDS = 10.0
 BATCH = 1000
 TASK = {"executors": [{"command": ["true"]}], "resources": {"cpu_cores": 1, "ram_gb": 0.25}}
+# The same task as a TES client sends it (TES has no idempotency key: each POST makes one).
+TES_TASK = {
+    "executors": [{"image": "debian:12", "command": ["true"]}],
+    "resources": {"cpu_cores": 1, "ram_gb": 0.25},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +121,19 @@ def hub_rates(hub: Hub, token: str, seconds: float) -> list[tuple[str, int, floa
             got = c.submit_many(items)
             return sum(r.status == 201 for r in got)
 
+        tes = httpx.Client(
+            base_url=hub.url, headers={"authorization": f"Bearer {token}"}, timeout=30
+        )
+
+        def tes_create() -> int:
+            r = tes.post("/ga4gh/tes/v1/tasks", json=TES_TASK)
+            r.raise_for_status()
+            return 1
+
         for what, fn in (
             ("POST /v1/tasks, 1 task per request", single),
             (f"POST /v1/tasks:batch, {BATCH:,} tasks per request", batch),
+            ("POST /ga4gh/tes/v1/tasks (TES create), 1 task per request", tes_create),
         ):
             fn()  # warm
             cpu0 = sum(hub.cpu())
@@ -128,6 +144,7 @@ def hub_rates(hub: Hub, token: str, seconds: float) -> list[tuple[str, int, floa
             cpu = sum(hub.cpu()) - cpu0
             rows.append((what, n, n / wall, 1000 * cpu / max(n, 1)))
             console.print(f"{what}: {n / wall:,.0f} tasks/s")
+        tes.close()
     return rows
 
 
