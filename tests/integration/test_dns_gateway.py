@@ -8,11 +8,13 @@ busy CI machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +42,7 @@ from tests.integration.procs import AgentProc, HubProc, World, make_world, pool,
 pytestmark = pytest.mark.integration
 
 APEX = "id.test."
+CPNET = (sys.executable, "-m", "cpnet")
 DEADLINE_S = 20.0  # for anything the gateway should do within a second on a quiet machine
 
 
@@ -354,3 +357,48 @@ def test_a_killed_knotd_is_started_again_with_the_whole_registry(gateway: Gatewa
     env, _ = first_answer(lambda: gateway.envelope(site))
     print(f"\nknotd killed: serving the registry again after {time.perf_counter() - began:.2f} s")
     assert env["record"]["id"] == site and new != old
+
+
+def test_the_trust_anchor_is_served_by_the_hub_and_fetched_by_the_cli(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    import httpx
+
+    hub = gateway.hub
+    # Open to anyone: no token.
+    r = httpx.get(f"{hub.url}/.well-known/cpnet/dns-anchor.json", timeout=10)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["zone"] == APEX
+    assert doc["ds"] == [(gateway.dns_dir / "trust-anchor.ds").read_text().strip()]
+    assert doc["dnskey"] == [(gateway.dns_dir / "trust-anchor.dnskey").read_text().strip()]
+    # The DNSKEY served over HTTP is the one the zone publishes.
+    served = gateway.rrset(APEX, "DNSKEY")
+    assert served is not None
+    assert doc["dnskey"][0].split(" DNSKEY ", 1)[1].replace(" ", "") in {
+        rr.to_text().replace(" ", "") for rr in served
+    }
+    # `cpnet dns anchor --hub URL --out DIR`: the files validate the zone like the hub's own.
+    out = tmp_path / "anchor"
+    cli = subprocess.run(
+        [*CPNET, "dns", "anchor", "--hub", hub.url, "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["ds"] == doc["ds"]
+    assert (out / "trust-anchor.ds").read_text().strip() == doc["ds"][0]
+    delv = ["delv", "@127.0.0.1", "-p", str(gateway.port), "-a", str(out / "trust-anchor.conf")]
+    ok = subprocess.run(
+        [*delv, f"+root={APEX}", "SOA", APEX], capture_output=True, text=True, timeout=60
+    )
+    assert "; fully validated" in ok.stdout + ok.stderr, ok.stdout + ok.stderr
+    # A hub URL that serves no anchor: one clear line, exit 1.
+    bad = subprocess.run(
+        [*CPNET, "dns", "anchor", "--hub", f"{hub.url}/nothere"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "HTTP 404" in bad.stderr, bad.stderr
