@@ -342,3 +342,73 @@ def _show(items, apex: str, path: Path, json_out: bool) -> None:  # type: ignore
             soft_wrap=True,
         )
     console.print(f"file: {path}")
+
+
+@app.command("roll-zsk")
+def roll_zsk(
+    data_dir: DataDir = None,
+    dns_apex: Apex = None,
+    dns_zone: Zone = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Roll the zone-signing key (ZSK) by pre-publication, on the running gateway or before
+    the next start: the new key is published now, signs from one DNSKEY TTL (plus 5 s) later,
+    and the old one leaves the zone as long again. The trust anchor (the KSK that `cpnet hub
+    init` made, whose DS the parent holds) does not change; the zone validates throughout.
+    Run it from cron (e.g. monthly) on the hub's machine, as the hub's user.
+
+    **Example:** `cpnet dns roll-zsk --data-dir ./hub-data --dns-apex id.example.org`
+    """
+    from cpnet.dns import knot
+    from cpnet.dns.gateway import server_config
+
+    settings, authority = _hub(data_dir, dns_apex, dns_zone)
+    try:
+        cfg = server_config(settings, authority)
+        tools = knot.find_tools(settings.dns_knotd or None)
+    except ValueError as exc:
+        fail(str(exc), "check --dns-apex and --dns-zone")
+    except knot.ToolMissing as exc:
+        fail(str(exc))
+    if not cfg.conf.exists() or not cfg.kasp.exists():
+        fail(
+            f"no Knot key store in {cfg.dns_dir}",
+            "start the hub with --dns once first: it imports the zone key and makes the ZSK",
+        )
+    try:
+        roll = knot.KnotServer(cfg, tools).roll_zsk()
+    except knot.KnotError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(
+            {
+                "zone": cfg.apex,
+                "new": roll.new.tag,
+                "old": [k.tag for k in roll.old],
+                "switch_at": roll.switch_at,
+                "removed_at": roll.removed_at,
+            }
+        )
+        return
+    from datetime import UTC, datetime
+
+    def at(t: int) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    console.print(
+        fields(
+            [
+                ("zone", cfg.apex),
+                ("new ZSK", f"{roll.new.tag}: published now, signs from {at(roll.switch_at)}"),
+                *[
+                    (
+                        f"old ZSK {k.tag}",
+                        f"signs until {at(roll.switch_at)}, removed at {at(roll.removed_at)}",
+                    )
+                    for k in roll.old
+                ],
+                ("trust anchor", "unchanged (the KSK)"),
+            ]
+        ),
+        soft_wrap=True,
+    )
