@@ -3,9 +3,11 @@
 cpnet makes the key itself (``cpnet hub init``), not Knot: the trust anchor (the DS record the
 parent zone publishes, or the DNSKEY a validator is configured with) is then known, printed and
 stable before any DNS server has run, and the key is one PEM file that the hub imports into
-Knot's KASP database (``keymgr import-pem``) when it starts the server. One key signs everything
-(a CSK: flags 257, single-type signing): a key rollover changes the DS at the parent (``cpnet
-dns delegate`` there, docs/identifiers.md "Keys and DNSSEC"); the key does not roll by itself.
+Knot's KASP database (``keymgr import-pem``) when it starts the server. It is the KSK (flags
+257): it signs the DNSKEY RRset and is what the parent's DS points at; replacing it changes the DS
+(``cpnet dns delegate`` there, docs/identifiers.md "Keys and DNSSEC"). The records are signed by a
+ZSK that keymgr makes in Knot's key store and ``cpnet dns roll-zsk`` rolls (dns/knot.py), which
+leaves this anchor as it is.
 """
 
 from __future__ import annotations
