@@ -283,7 +283,7 @@ class Publisher:
         bodies: dict[str, dict] = {}
         if ids is None or ids:
             with self.store.read() as s:
-                bodies = records.bodies(s, self.authority, ids)
+                bodies = records.bodies(s, self.authority, ids, dns=True)
         plan = self.plan(bodies, now, full=ids is None, delegations=dels)
         for ident_text, why in plan.refused.items():
             if self.refused.get(ident_text) != why:
