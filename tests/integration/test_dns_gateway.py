@@ -8,11 +8,13 @@ busy CI machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +42,8 @@ from tests.integration.procs import AgentProc, HubProc, World, make_world, pool,
 pytestmark = pytest.mark.integration
 
 APEX = "id.test."
+CPNET = (sys.executable, "-m", "cpnet")
+ROOT = (f"+root={APEX}",)
 DEADLINE_S = 20.0  # for anything the gateway should do within a second on a quiet machine
 
 
@@ -170,12 +174,16 @@ def test_the_zone_is_signed_with_ed25519_and_validates_against_the_published_anc
     assert r is not None and r.rcode() == dns.rcode.NOERROR
     keys = r.get_rrset(r.answer, dns.name.from_text(APEX), dns.rdataclass.IN, _type("DNSKEY"))
     sigs = [rr for rr in r.answer if rr.rdtype == dns.rdatatype.RRSIG]
-    assert keys is not None and [k.algorithm for k in keys] == [15]
+    # Two keys: cpnet's KSK (the trust anchor) and the ZSK that signs the records (rolled by
+    # `cpnet dns roll-zsk`), both Ed25519.
+    assert keys is not None and sorted(k.algorithm for k in keys) == [15, 15]
+    assert sorted(k.flags for k in keys) == [256, 257]
     assert sigs and all(s.algorithm == 15 for rrset in sigs for s in rrset)
-    # The anchor files hold this very key: the DNSKEY for validators, the DS for the parent.
+    # The anchor files hold the KSK: the DNSKEY for validators, the DS for the parent.
+    (ksk,) = [k for k in keys if k.flags == 257]
     dnskey_text = (gateway.dns_dir / "trust-anchor.dnskey").read_text().split(" DNSKEY ", 1)[1]
-    assert keys[0].to_text().replace(" ", "") == dnskey_text.replace(" ", "").strip()
-    ds = dns.dnssec.make_ds(dns.name.from_text(APEX), keys[0], "SHA256")
+    assert ksk.to_text().replace(" ", "") == dnskey_text.replace(" ", "").strip()
+    ds = dns.dnssec.make_ds(dns.name.from_text(APEX), ksk, "SHA256")
     assert ds.digest.hex().upper() in (gateway.dns_dir / "trust-anchor.ds").read_text()
 
     site = gateway.world.site_ids["sz1"]
@@ -354,3 +362,80 @@ def test_a_killed_knotd_is_started_again_with_the_whole_registry(gateway: Gatewa
     env, _ = first_answer(lambda: gateway.envelope(site))
     print(f"\nknotd killed: serving the registry again after {time.perf_counter() - began:.2f} s")
     assert env["record"]["id"] == site and new != old
+
+
+def test_the_trust_anchor_is_served_by_the_hub_and_fetched_by_the_cli(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    import httpx
+
+    hub = gateway.hub
+    # Open to anyone: no token.
+    r = httpx.get(f"{hub.url}/.well-known/cpnet/dns-anchor.json", timeout=10)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["zone"] == APEX
+    assert doc["ds"] == [(gateway.dns_dir / "trust-anchor.ds").read_text().strip()]
+    assert doc["dnskey"] == [(gateway.dns_dir / "trust-anchor.dnskey").read_text().strip()]
+    # The DNSKEY served over HTTP is the one the zone publishes.
+    served = gateway.rrset(APEX, "DNSKEY")
+    assert served is not None
+    assert doc["dnskey"][0].split(" DNSKEY ", 1)[1].replace(" ", "") in {
+        rr.to_text().replace(" ", "") for rr in served
+    }
+    # `cpnet dns anchor --hub URL --out DIR`: the files validate the zone like the hub's own.
+    out = tmp_path / "anchor"
+    cli = subprocess.run(
+        [*CPNET, "dns", "anchor", "--hub", hub.url, "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["ds"] == doc["ds"]
+    assert (out / "trust-anchor.ds").read_text().strip() == doc["ds"][0]
+    delv = ["delv", "@127.0.0.1", "-p", str(gateway.port), "-a", str(out / "trust-anchor.conf")]
+    ok = subprocess.run(
+        [*delv, f"+root={APEX}", "SOA", APEX], capture_output=True, text=True, timeout=60
+    )
+    assert "; fully validated" in ok.stdout + ok.stderr, ok.stdout + ok.stderr
+    # A hub URL that serves no anchor: one clear line, exit 1.
+    bad = subprocess.run(
+        [*CPNET, "dns", "anchor", "--hub", f"{hub.url}/nothere"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "HTTP 404" in bad.stderr, bad.stderr
+
+
+def test_cpnet_dns_roll_zsk_prepublishes_a_key_and_the_zone_keeps_validating(
+    gateway: Gateway,
+) -> None:
+    """The command on a running hub: the new ZSK is in the DNSKEY RRset at once, the old one
+    still signs, delv still validates against the unchanged anchor; a second roll is refused.
+    (The whole cycle, to the old key's removal, is test_dns_knot.py's, with short TTLs.)"""
+
+    def dnskey_tags() -> set[int]:
+        keys = gateway.rrset(APEX, "DNSKEY")
+        return {dns.dnssec.key_id(k) for k in keys or ()}
+
+    before = dnskey_tags()
+    args = [*CPNET, "dns", "roll-zsk", "--data-dir", str(gateway.hub.data_dir)]
+    args += ["--dns-apex", APEX, "--json"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    roll = json.loads(out.stdout)
+    assert roll["new"] not in before and set(roll["old"]) <= before
+    first_answer(lambda: roll["new"] in dnskey_tags())
+    name = idns.dns_name(gateway.world.site_ids["sz1"], APEX)
+    anchor = gateway.dns_dir / "trust-anchor.conf"
+    delv = ["delv", "@127.0.0.1", "-p", str(gateway.port), "-a", str(anchor), *ROOT, "TXT", name]
+    ok = subprocess.run(delv, capture_output=True, text=True, timeout=60)
+    assert "; fully validated" in ok.stdout, ok.stdout + ok.stderr
+    r = gateway.query(name, "TXT", dnssec=True)
+    assert r is not None
+    signers = [s.key_tag for rrset in r.answer if rrset.rdtype == 46 for s in rrset]
+    assert signers == roll["old"]  # one signature, still the old key's until the switch
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "already under way" in again.stderr, again.stderr

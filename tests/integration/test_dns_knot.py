@@ -3,9 +3,13 @@ transactions, refusals that leave the zone as it was, and stopping."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.dnssec
 import dns.message
 import dns.query
 import dns.rcode
@@ -19,6 +23,7 @@ from services import free_port, need_service
 pytestmark = pytest.mark.integration
 
 APEX = "id.test."
+ROOT = (f"+root={APEX}",)
 
 
 @pytest.fixture
@@ -79,3 +84,87 @@ def test_stop_ends_knotd(server: KnotServer) -> None:
     assert proc is not None and server.running
     server.stop()
     assert proc.poll() is not None and not server.running
+
+
+def _signed(srv: KnotServer, name: str, rtype: str) -> tuple[list[int], list[int]]:
+    """(key tags in the DNSKEY RRset, key tags of the RRSIGs over ``name``'s ``rtype``)."""
+    tags = []
+    for qname, qtype in ((APEX, "DNSKEY"), (name, rtype)):
+        q = dns.message.make_query(qname, qtype, want_dnssec=True, payload=1232)
+        r = dns.query.udp(q, "127.0.0.1", port=srv.cfg.port, timeout=5)
+        if qtype == "DNSKEY":
+            tags.append(
+                sorted(dns.dnssec.key_id(rd) for rr in r.answer for rd in rr if rr.rdtype == 48)
+            )
+        else:
+            tags.append(sorted(rd.key_tag for rr in r.answer for rd in rr if rr.rdtype == 46))
+    return tags[0], tags[1]
+
+
+def _delv(srv: KnotServer, name: str) -> str:
+    anchor = srv.cfg.dns_dir / "trust-anchor.conf"
+    out = subprocess.run(
+        ["delv", "@127.0.0.1", "-p", str(srv.cfg.port), "-a", str(anchor), *ROOT, "TXT", name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return out.stdout + out.stderr
+
+
+def test_a_zsk_rollover_keeps_the_zone_validating_before_during_and_after(
+    tmp_path: Path,
+) -> None:
+    """The anchor (KSK, cpnet's key) stays; the ZSK is rolled by pre-publication: one RRSIG
+    per answer at every moment, and delv validates against the same anchor throughout."""
+    if shutil.which("delv") is None:
+        need_service("dns", "delv not found: apt-get install bind9-dnsutils")
+    try:
+        tools = find_tools()
+    except ToolMissing as exc:
+        need_service("dns", str(exc))
+    d = tmp_path / "dns"
+    pem, _ = zonekey.ensure_key(d)
+    srv = KnotServer(ServerConfig(APEX, "127.0.0.1", free_port(), d, max_ttl=2), tools)
+    anchor = srv.prepare(pem)
+    srv.start()
+    try:
+        name = f"gpu1.{APEX}"
+        srv.apply([Change("set", name, "TXT", 2, '"cpnet=1" "{}"')])
+        keys = srv.keys()
+        (ksk,) = [k for k in keys if k.ksk]
+        (zsk,) = [k for k in keys if k.zsk]
+        assert ksk.tag == anchor.key_tag and not ksk.zsk  # the anchor is cpnet's key, a KSK
+        assert _signed(srv, name, "TXT") == (sorted([ksk.tag, zsk.tag]), [zsk.tag])
+        assert "; fully validated" in _delv(srv, name)
+
+        roll = srv.roll_zsk()
+        with pytest.raises(KnotError, match="already under way"):
+            srv.roll_zsk()
+        new = roll.new.tag
+        seen: list[tuple[list[int], list[int]]] = []
+        deadline = roll.removed_at + 30
+        while time.time() < deadline:
+            state = _signed(srv, name, "TXT")
+            if not seen or seen[-1] != state:
+                seen.append(state)
+                # every state the zone passes through validates against the unchanged anchor
+                assert "; fully validated" in _delv(srv, name), (state, _delv(srv, name))
+            if state == (sorted([ksk.tag, new]), [new]):
+                break
+            assert len(state[1]) == 1, f"two signatures at once: {state}"
+            time.sleep(0.2)
+        assert seen == [
+            (sorted([ksk.tag, zsk.tag, new]), [zsk.tag]),  # new key published, old one signs
+            (sorted([ksk.tag, zsk.tag, new]), [new]),  # new one signs, old still published
+            (sorted([ksk.tag, new]), [new]),  # old one gone
+        ], seen
+        assert (d / "trust-anchor.ds").read_text().strip() == anchor.ds  # the parent's DS stays
+        # A restart keeps the rolled key (Knot's KASP is kept; only the zone is rebuilt).
+        srv.stop()
+        srv.prepare(pem)
+        srv.start()
+        srv.apply([Change("set", name, "TXT", 2, '"cpnet=1" "{}"')])
+        assert _signed(srv, name, "TXT") == (sorted([ksk.tag, new]), [new])
+    finally:
+        srv.stop()

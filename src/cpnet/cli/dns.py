@@ -43,16 +43,42 @@ def anchor(
     data_dir: DataDir = None,
     dns_apex: Apex = None,
     dns_zone: Zone = None,
+    hub_url: Annotated[
+        str | None,
+        typer.Option(
+            "--hub",
+            metavar="URL",
+            help="Fetch the anchor from this running hub's "
+            "/.well-known/cpnet/dns-anchor.json instead of reading the key in --data-dir.",
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="With --hub: write trust-anchor.ds, .dnskey and .conf into DIR.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the zone's DNSSEC trust anchor: the DS record for the parent zone and the DNSKEY
     for validators (also written to DATA_DIR/dns/trust-anchor.* when the gateway starts).
+    With `--hub URL` it is fetched from a running hub instead (use https: the anchor is only as
+    trustworthy as the connection it came over).
 
     **Example:** `cpnet dns anchor --data-dir ./hub-data --dns-apex id.example.org`
+
+    **From a hub:** `cpnet dns anchor --hub https://hub.example.org:8470 --out ./anchor`
     """
     from cpnet.dns import zonekey
     from cpnet.dns.gateway import zone_of
 
+    if hub_url is not None:
+        _anchor_from_hub(hub_url, out_dir, json_out)
+        return
+    if out_dir is not None:
+        fail("--out goes with --hub", "the files of a local key are written to DATA_DIR/dns")
     settings = _settings(data_dir=data_dir, dns_apex=dns_apex, dns_zone=dns_zone)
     if not settings.dns_apex:
         fail("no zone given", "add --dns-apex ZONE or set CPNET_DNS_APEX")
@@ -88,6 +114,60 @@ def anchor(
         ),
         soft_wrap=True,
     )
+
+
+def _anchor_from_hub(hub_url: str, out_dir: Path | None, json_out: bool) -> None:
+    import httpx
+
+    from cpnet.dns import zonekey
+
+    url = hub_url.rstrip("/") + "/.well-known/cpnet/dns-anchor.json"
+    if not url.startswith(("http://", "https://")):
+        fail(f"--hub: {hub_url!r} is not an http(s) URL", "e.g. https://hub.example.org:8470")
+    try:
+        response = httpx.get(url, timeout=10, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        fail(f"cannot fetch {url}: {exc}", "check the hub URL and that the hub runs")
+    if response.status_code != 200:
+        try:
+            message = response.json().get("error", {}).get("message") or response.text
+        except ValueError:
+            message = response.text
+        fail(f"{url}: HTTP {response.status_code}: {str(message)[:300]}")
+    try:
+        doc = response.json()
+        anchors = zonekey.anchors_from_document(doc)
+    except ValueError as exc:
+        fail(f"{url} did not answer a consistent trust anchor: {exc}")
+    files: list[str] = []
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "trust-anchor.ds").write_text("".join(a.ds + "\n" for a in anchors))
+        (out_dir / "trust-anchor.dnskey").write_text("".join(a.dnskey + "\n" for a in anchors))
+        (out_dir / "trust-anchor.conf").write_text(
+            "trust-anchors {\n"
+            + "".join(a.bind_anchor.splitlines(keepends=True)[1] for a in anchors)
+            + "};\n"
+        )
+        files = [str(out_dir / f"trust-anchor.{ext}") for ext in ("ds", "dnskey", "conf")]
+    if json_out:
+        print_json(
+            {
+                "apex": anchors[0].apex,
+                "ds": [a.ds for a in anchors],
+                "dnskey": [a.dnskey for a in anchors],
+                "key_tags": [a.key_tag for a in anchors],
+                "source": url,
+                "files": files,
+            }
+        )
+        return
+    rows = [("zone", anchors[0].apex), ("from", url)]
+    rows += [("DS (give the parent zone)", a.ds) for a in anchors]
+    rows += [("DNSKEY (for validators)", a.dnskey) for a in anchors]
+    if files:
+        rows.append(("files", ", ".join(files)))
+    console.print(fields(rows), soft_wrap=True)
 
 
 @app.command()
@@ -262,3 +342,73 @@ def _show(items, apex: str, path: Path, json_out: bool) -> None:  # type: ignore
             soft_wrap=True,
         )
     console.print(f"file: {path}")
+
+
+@app.command("roll-zsk")
+def roll_zsk(
+    data_dir: DataDir = None,
+    dns_apex: Apex = None,
+    dns_zone: Zone = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Roll the zone-signing key (ZSK) by pre-publication, on the running gateway or before
+    the next start: the new key is published now, signs from one DNSKEY TTL (plus 5 s) later,
+    and the old one leaves the zone as long again. The trust anchor (the KSK that `cpnet hub
+    init` made, whose DS the parent holds) does not change; the zone validates throughout.
+    Run it from cron (e.g. monthly) on the hub's machine, as the hub's user.
+
+    **Example:** `cpnet dns roll-zsk --data-dir ./hub-data --dns-apex id.example.org`
+    """
+    from cpnet.dns import knot
+    from cpnet.dns.gateway import server_config
+
+    settings, authority = _hub(data_dir, dns_apex, dns_zone)
+    try:
+        cfg = server_config(settings, authority)
+        tools = knot.find_tools(settings.dns_knotd or None)
+    except ValueError as exc:
+        fail(str(exc), "check --dns-apex and --dns-zone")
+    except knot.ToolMissing as exc:
+        fail(str(exc))
+    if not cfg.conf.exists() or not cfg.kasp.exists():
+        fail(
+            f"no Knot key store in {cfg.dns_dir}",
+            "start the hub with --dns once first: it imports the zone key and makes the ZSK",
+        )
+    try:
+        roll = knot.KnotServer(cfg, tools).roll_zsk()
+    except knot.KnotError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(
+            {
+                "zone": cfg.apex,
+                "new": roll.new.tag,
+                "old": [k.tag for k in roll.old],
+                "switch_at": roll.switch_at,
+                "removed_at": roll.removed_at,
+            }
+        )
+        return
+    from datetime import UTC, datetime
+
+    def at(t: int) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    console.print(
+        fields(
+            [
+                ("zone", cfg.apex),
+                ("new ZSK", f"{roll.new.tag}: published now, signs from {at(roll.switch_at)}"),
+                *[
+                    (
+                        f"old ZSK {k.tag}",
+                        f"signs until {at(roll.switch_at)}, removed at {at(roll.removed_at)}",
+                    )
+                    for k in roll.old
+                ],
+                ("trust anchor", "unchanged (the KSK)"),
+            ]
+        ),
+        soft_wrap=True,
+    )

@@ -137,8 +137,26 @@ class Gateway:
             zone=self.cfg.apex,
             delegations=self.delegations.current,
         )
+        # The trust anchor, known before knotd runs (the key is ours): GET /.well-known/…
+        # (None while there is no key: the server's start then says so, and retries).
         self.anchor: zonekey.Anchor | None = None
+        with contextlib.suppress(knot.KnotError):
+            self.anchor = zonekey.anchor(self.cfg.apex, self._pem())
         self.ready = asyncio.Event()  # set once the server runs and the first full pass is done
+
+    def anchor_document(self) -> dict | None:
+        """The trust anchor as ``GET /.well-known/cpnet/dns-anchor.json`` serves it (lists: a
+        zone may publish several keys); None without a zone key."""
+        a = self.anchor
+        if a is None:
+            return None
+        return {
+            "zone": a.apex,
+            "ds": [a.ds],
+            "dnskey": [a.dnskey],
+            "key_tags": [a.key_tag],
+            "trust_anchors": a.bind_anchor,
+        }
 
     def _pem(self) -> bytes:
         try:

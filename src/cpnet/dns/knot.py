@@ -68,6 +68,63 @@ def find_tools(knotd: str | None = None) -> Tools:
     return Tools(**found)
 
 
+PROPAGATION_S = 5  # added to the DNSKEY TTL in each wait of a ZSK rollover (NOTIFY, caches)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneKey:
+    """One line of ``keymgr ZONE list``: ``ID TAG KSK|ZSK ALGORITHM timer=unix …``."""
+
+    id: str
+    tag: int
+    ksk: bool
+    zsk: bool
+    publish: int | None = None
+    active: int | None = None
+    retire: int | None = None
+    remove: int | None = None
+
+    @classmethod
+    def parse(cls, line: str) -> ZoneKey | None:
+        parts = line.split()
+        if len(parts) < 3 or not parts[1].isdigit():
+            return None
+        timers = dict(p.split("=", 1) for p in parts[3:] if "=" in p)
+
+        def at(name: str) -> int | None:
+            value = timers.get(name)
+            return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+        kind = parts[2].upper()
+        return cls(
+            id=parts[0],
+            tag=int(parts[1]),
+            ksk=kind in ("KSK", "CSK"),
+            zsk=kind in ("ZSK", "CSK"),
+            publish=at("publish"),
+            active=at("active"),
+            retire=at("retire"),
+            remove=at("remove"),
+        )
+
+    def describe(self) -> str:
+        kind = "CSK" if self.ksk and self.zsk else "KSK" if self.ksk else "ZSK"
+        timers = ("publish", "active", "retire", "remove")
+        shown = " ".join(f"{n}={getattr(self, n)}" for n in timers if getattr(self, n))
+        return f"{kind} {self.tag} {shown}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ZskRoll:
+    """A ZSK rollover begun: the new key (published now), the old ones, and when the new key
+    takes over signing and the old ones leave the zone (seconds since the epoch)."""
+
+    new: ZoneKey
+    old: tuple[ZoneKey, ...]
+    switch_at: int
+    removed_at: int
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """What the Knot server serves, where it listens, and where it keeps its files."""
@@ -127,9 +184,12 @@ database:
 policy:
   - id: cpnet
     algorithm: ed25519
-    # cpnet made the key (`cpnet hub init`) and imported it: Knot signs with it, never rolls it.
+    # Keys are managed by cpnet, not by Knot's timers of its own: the KSK is the key `cpnet hub
+    # init` made (the trust anchor, never rolled by Knot); the ZSK that signs the records is
+    # made by keymgr and rolled by `cpnet dns roll-zsk` (KnotServer.roll_zsk), which sets the
+    # keys' timers; Knot follows them.
     manual: on
-    single-type-signing: on
+    single-type-signing: off
     dnskey-ttl: {cfg.max_ttl}
     zone-max-ttl: {cfg.max_ttl}
     rrsig-lifetime: {cfg.rrsig_lifetime_s}
@@ -252,17 +312,69 @@ class KnotServer:
         (cfg.dns_dir / "db").mkdir()
         cfg.zone_file.write_text(zone_file_text(cfg, int(time.time())))
         anchor = zonekey.anchor(cfg.apex, pem)
-        if anchor.ds.split()[-1].lower() not in self._keymgr("ds", check=False).lower():
+        keys = self.keys() if cfg.kasp.exists() else []
+        ours = [k for k in keys if k.tag == anchor.key_tag and k.ksk]
+        if (
+            anchor.ds.split()[-1].lower() not in self._keymgr("ds", check=False).lower()
+            or len(ours) != 1
+            or ours[0].zsk  # imported as a CSK (before ZSKs were rolled): import it again
+        ):
             shutil.rmtree(cfg.kasp, ignore_errors=True)  # another key (or none): start over
             pem_file = cfg.dns_dir / zonekey.KEY_FILE
             if not pem_file.exists() or pem_file.read_bytes() != pem:
                 raise KnotError(f"the zone key to import must be {pem_file}")
-            self._keymgr("import-pem", str(pem_file), "algorithm=ed25519", "ksk=yes", "zsk=yes")
+            self._keymgr("import-pem", str(pem_file), "algorithm=ed25519", "ksk=yes", "zsk=no")
             ds = self._keymgr("ds")
             if anchor.ds.split()[-1].lower() not in ds.lower():
                 raise KnotError(f"keymgr's DS for the imported key ({ds.strip()}) is not ours")
+            keys = self.keys()
+        if not any(k.zsk and not k.ksk and k.remove is None for k in keys):
+            # The key that signs the records, published and active at once (a fresh zone).
+            self._keymgr("generate", "algorithm=ed25519", "ksk=no", "zsk=yes")
         write_anchor_files(cfg.dns_dir, anchor)
         return anchor
+
+    def keys(self) -> list[ZoneKey]:
+        """The zone's keys in Knot's KASP database, as ``keymgr list`` shows them."""
+        return [k for k in map(ZoneKey.parse, self._keymgr("list").splitlines()) if k]
+
+    def roll_zsk(self, now: float | None = None) -> ZskRoll:
+        """Start a pre-publication rollover of the zone-signing key (RFC 7583 §3.2), by timers
+        Knot follows: the new ZSK is published now and signs from ``now + wait``, when the old
+        one stops signing; the old one leaves the DNSKEY RRset ``wait`` later. ``wait`` is the
+        DNSKEY TTL (and the zone's longest TTL) plus PROPAGATION_S: by the switch every cache
+        holds a DNSKEY RRset with the new key, and by the removal no cache holds a signature
+        made by the old one. One key signs at any moment: answers keep one RRSIG (1,232 bytes).
+        Works on a running server (keymgr, then ``zone-keys-load``) or a stopped one (its next
+        start loads the keys). Refused while a rollover is under way."""
+        now = time.time() if now is None else now
+        wait = self.cfg.max_ttl + PROPAGATION_S
+        zsks = [
+            k
+            for k in self.keys()
+            if k.zsk and not k.ksk and (k.remove is None or k.remove > now)  # not yet removed
+        ]
+        if any(k.retire is not None or k.active is None or k.active > now for k in zsks):
+            raise KnotError(
+                "a ZSK rollover is already under way: wait until its old key is removed "
+                f"({', '.join(k.describe() for k in zsks)})"
+            )
+        switch, gone = int(now) + wait, int(now) + 2 * wait
+        new_id = self._keymgr(
+            "generate",
+            "algorithm=ed25519",
+            "ksk=no",
+            "zsk=yes",
+            f"publish={int(now)}",
+            f"active={switch}",
+        ).strip()
+        for k in zsks:
+            self._keymgr("set", k.id, f"retire={switch}", f"remove={gone}")
+        if self.cfg.socket.exists():
+            with contextlib.suppress(ControlError, OSError), Control(self.cfg.socket) as ctl:
+                ctl.call("zone-keys-load", zone=self.cfg.apex)
+        new = next(k for k in self.keys() if k.id == new_id)
+        return ZskRoll(new=new, old=tuple(zsks), switch_at=switch, removed_at=gone)
 
     def _keymgr(self, *args: str, check: bool = True) -> str:
         cmd = [self.tools.keymgr, "-c", str(self.cfg.conf), self.cfg.apex, *args]

@@ -44,8 +44,9 @@ from cpnet.dns import delegation, zonediff
 from cpnet.dns.delegation import Delegation
 from cpnet.dns.zonediff import Change, Key, RRset
 from cpnet.hub import records
-from cpnet.ident import SigningKey, sign_record
+from cpnet.ident import SigningKey
 from cpnet.ident import dns as idns
+from cpnet.ident.records import sign_owned
 from cpnet.store.db import Store
 
 log = logging.getLogger("cpnet.dns.publisher")
@@ -177,9 +178,17 @@ class Publisher:
                 old = self.entries.get(ident_text)
                 if old is not None and old.content == content and now < old.refresh_at:
                     continue
-                envelope = sign_record(profile, self.key, issued_at=moment, ttl_s=self.record_ttl_s)
+                # The profile is this pass's own (no copy); its canonical JSON made once.
+                envelope, raw = sign_owned(
+                    profile, self.key, issued_at=moment, ttl_s=self.record_ttl_s
+                )
                 rrs = idns.records_for(
-                    envelope, self.apex, now=moment, max_ttl=self.max_ttl, signer=self.zone
+                    envelope,
+                    self.apex,
+                    now=moment,
+                    max_ttl=self.max_ttl,
+                    signer=self.zone,
+                    canonical=raw,
                 )
             except ValueError as exc:
                 refused[ident_text] = str(exc)
@@ -274,7 +283,7 @@ class Publisher:
         bodies: dict[str, dict] = {}
         if ids is None or ids:
             with self.store.read() as s:
-                bodies = records.bodies(s, self.authority, ids)
+                bodies = records.bodies(s, self.authority, ids, dns=True)
         plan = self.plan(bodies, now, full=ids is None, delegations=dels)
         for ident_text, why in plan.refused.items():
             if self.refused.get(ident_text) != why:

@@ -3,9 +3,11 @@
 cpnet makes the key itself (``cpnet hub init``), not Knot: the trust anchor (the DS record the
 parent zone publishes, or the DNSKEY a validator is configured with) is then known, printed and
 stable before any DNS server has run, and the key is one PEM file that the hub imports into
-Knot's KASP database (``keymgr import-pem``) when it starts the server. One key signs everything
-(a CSK: flags 257, single-type signing): a key rollover changes the DS at the parent (``cpnet
-dns delegate`` there, docs/identifiers.md "Keys and DNSSEC"); the key does not roll by itself.
+Knot's KASP database (``keymgr import-pem``) when it starts the server. It is the KSK (flags
+257): it signs the DNSKEY RRset and is what the parent's DS points at; replacing it changes the DS
+(``cpnet dns delegate`` there, docs/identifiers.md "Keys and DNSSEC"). The records are signed by a
+ZSK that keymgr makes in Knot's key store and ``cpnet dns roll-zsk`` rolls (dns/knot.py), which
+leaves this anchor as it is.
 """
 
 from __future__ import annotations
@@ -136,3 +138,41 @@ def ensure_key(dns_dir: Path) -> tuple[bytes, bool]:
     finally:
         tmp.unlink(missing_ok=True)
     return path.read_bytes(), made
+
+
+def anchors_from_document(doc: object) -> list[Anchor]:
+    """The anchors of a ``GET /.well-known/cpnet/dns-anchor.json`` answer, checked to agree
+    with themselves: each DNSKEY is an Ed25519 key of the zone, and the DS listed for it is its
+    digest (ValueError naming the field otherwise). Whether to trust the hub that served it is
+    the caller's decision (fetch it over TLS)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("zone"), str):
+        raise ValueError("zone: the answer names no zone")
+    zone = doc["zone"].lower().rstrip(".") + "."
+    keys, dss = doc.get("dnskey"), doc.get("ds")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise ValueError("dnskey: expected a non-empty list of DNSKEY records")
+    if not isinstance(dss, list) or not all(isinstance(d, str) for d in dss):
+        raise ValueError("ds: expected a list of DS records")
+    listed = {" ".join(d.split()).upper() for d in dss}
+    out = []
+    for n, line in enumerate(keys):
+        parts = line.split()
+        if len(parts) != 7 or parts[1:3] != ["IN", "DNSKEY"]:
+            raise ValueError(f"dnskey.{n}: not 'NAME IN DNSKEY FLAGS 3 15 KEY': {line!r}")
+        if parts[0].lower().rstrip(".") + "." != zone:
+            raise ValueError(f"dnskey.{n}: owner {parts[0]} is not the zone {zone}")
+        if parts[3] != str(FLAGS):
+            raise ValueError(f"dnskey.{n}: flags {parts[3]} are not {FLAGS} (a secure entry point)")
+        if parts[4:6] != [str(PROTOCOL), str(ALGORITHM)]:
+            raise ValueError(f"dnskey.{n}: protocol/algorithm {parts[4:6]} is not 3 15 (Ed25519)")
+        try:
+            public = base64.b64decode(parts[6], validate=True)
+        except ValueError:
+            raise ValueError(f"dnskey.{n}: the key is not base64") from None
+        if len(public) != 32:
+            raise ValueError(f"dnskey.{n}: an Ed25519 key is 32 bytes, not {len(public)}")
+        a = Anchor(zone, key_tag(dnskey_rdata(public)), parts[6])
+        if " ".join(a.ds.split()).upper() not in listed:
+            raise ValueError(f"ds: no DS listed matches dnskey.{n} (expected {a.ds})")
+        out.append(a)
+    return out

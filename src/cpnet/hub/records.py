@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from cpnet.ident import tombstone
 from cpnet.measure.vector import CapacityVector
+from cpnet.registry.model import Capacity, Hardware
 from cpnet.store import registry as reg
 from cpnet.store.registry import PoolRecord
 from cpnet.store.tables import Pool, Provider, Site
@@ -78,10 +79,46 @@ def retired_body(id_text: str, retired_at: float, authority: str) -> dict:
     return tombstone(id_text, retired_at=_dt(retired_at), authority=authority)
 
 
-def bodies(s: Session, authority: str, ids: Iterable[str] | None = None) -> dict[str, dict]:
+def pool_dns_body(
+    pool_id: str,
+    name: str,
+    type_: str,
+    total: tuple[float, float, float, int],
+    descriptor: dict,
+    region_code: str,
+    endpoint: str,
+    authority: str,
+) -> dict:
+    """A live pool's record reduced to the fields its DNS profile keeps (ident/dns.py), read
+    from columns: what ``pool_body`` holds there, without its live state, price and capacity
+    vector (tests/unit/hub/test_records.py holds the two profiles equal)."""
+    cpu, ram, disk, gpus = total
+    hardware = Hardware.model_validate(descriptor["hardware"])
+    return {
+        "id": pool_id,
+        "kind": "pool",
+        "authority": authority,
+        "name": name,
+        "type": type_,
+        "region": {"code": region_code},
+        "endpoint": endpoint,
+        "capacity": {
+            "total": Capacity(cpu_cores=cpu, ram_gb=ram, disk_gb=disk, gpus=gpus).model_dump(
+                mode="json"
+            ),
+            "accelerators": [a.model_dump(mode="json") for a in hardware.accelerators],
+        },
+    }
+
+
+def bodies(
+    s: Session, authority: str, ids: Iterable[str] | None = None, *, dns: bool = False
+) -> dict[str, dict]:
     """The record body of every provider, site and pool (``ids`` None), or of those named: a
     site named brings its pools along (their records repeat its endpoint and region), and a
-    pool its site (whose record lists its pools). Unknown ids are left out."""
+    pool its site (whose record lists its pools). Unknown ids are left out. ``dns``: a live
+    pool's body holds only what its DNS profile keeps (``pool_dns_body``), read from columns
+    (the DNS publisher's full pass reads every pool: the full record costs 3x as much)."""
     wanted = None if ids is None else {i.lower() for i in ids}
     sites_q, pools_q, provs_q = select(Site), reg._joined(s), select(Provider)
     if wanted is not None:
@@ -112,6 +149,33 @@ def bodies(s: Session, authority: str, ids: Iterable[str] | None = None) -> dict
             if site.retired_at is not None
             else site_body(site, pools_of[site.id], authority)
         )
+    if dns:
+        cols = select(
+            Pool.id,
+            Pool.name,
+            Pool.type,
+            Pool.total_cpu,
+            Pool.total_ram,
+            Pool.total_disk,
+            Pool.total_gpus,
+            Pool.descriptor,
+            Pool.retired_at,
+            Site.region_code,
+            Site.endpoint,
+        ).join(Site, Pool.site_id == Site.id)
+        if pools_q.whereclause is not None:  # the ids asked for (none: every pool)
+            cols = cols.where(pools_q.whereclause)
+        for pid, name, type_, cpu, ram, disk, gpus, desc, retired, code, endpoint in s.execute(
+            cols
+        ):
+            out[pid] = (
+                retired_body(pid, retired, authority)
+                if retired is not None
+                else pool_dns_body(
+                    pid, name, type_, (cpu, ram, disk, gpus), desc, code, endpoint, authority
+                )
+            )
+        return out
     for pool, site, prov in s.execute(pools_q):
         out[pool.id] = (
             retired_body(pool.id, pool.retired_at, authority)

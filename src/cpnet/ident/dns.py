@@ -21,6 +21,7 @@ Per identifier ``cn.dev.acme.sz1.gpu1.i0`` under apex ``id.example.org.``:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import re
@@ -99,6 +100,11 @@ def normalise_apex(apex: str) -> str:
     """Lower-case ``apex`` and add the trailing dot: ``ID.Example.org`` -> ``id.example.org.``."""
     if not isinstance(apex, str):
         raise ValueError(f"apex must be a string, not {type(apex).__name__}")
+    return _normalise_apex(apex)
+
+
+@functools.lru_cache(maxsize=256)  # a hub uses one or two: every record's names pass here
+def _normalise_apex(apex: str) -> str:
     text = apex.strip().lower().removesuffix(".")
     if not text:
         raise ValueError("apex is empty; give the zone to publish under, e.g. 'id.example.org'")
@@ -198,9 +204,10 @@ def _keep(value: dict, spec: dict[str, object]) -> dict:
     return out
 
 
-def txt_strings(envelope: dict) -> list[bytes]:
-    """The envelope as TXT character-strings: the marker, then its canonical JSON in 255s."""
-    data = canonical_json(envelope)
+def txt_strings(envelope: dict, canonical: bytes | None = None) -> list[bytes]:
+    """The envelope as TXT character-strings: the marker, then its canonical JSON in 255s
+    (``canonical``: that JSON, when the signer already has it: ``records.sign_owned``)."""
+    data = canonical_json(envelope) if canonical is None else canonical
     return [TXT_MARKER] + [data[i : i + MAX_STRING] for i in range(0, len(data), MAX_STRING)]
 
 
@@ -293,7 +300,13 @@ def publish_ttl(envelope: dict, *, now: datetime, max_ttl: int = 300) -> int:
 
 
 def records_for(
-    envelope: dict, apex: str, *, now: datetime, max_ttl: int = 300, signer: str | None = None
+    envelope: dict,
+    apex: str,
+    *,
+    now: datetime,
+    max_ttl: int = 300,
+    signer: str | None = None,
+    canonical: bytes | None = None,
 ) -> list[RR]:
     """Every RR to publish for one signed envelope (a record in its DNS profile, or a tombstone).
 
@@ -301,6 +314,7 @@ def records_for(
     refused. Raises ValueError naming the field when an answer would exceed 1,232 bytes.
     ``signer``: the zone that signs the answers when it is not the apex (a hub delegated a
     prefix serves the zone of that prefix's name: its longer name is in every RRSIG).
+    ``canonical``: the envelope's canonical JSON if the caller has it (it is not checked).
     """
     names = normalise_apex(apex)
     zone = normalise_apex(signer) if signer else names
@@ -308,8 +322,9 @@ def records_for(
     record = envelope["record"]
     if "id" not in record:
         raise ValueError("record.id is missing")
-    owner = dns_name(record["id"], names)
-    strings = txt_strings(envelope)
+    ident = parse(record["id"])  # once: the owner and, for a pool, its site's browse name
+    owner = path_name(ident.path, names)
+    strings = txt_strings(envelope, canonical)
     size = answer_size(owner, [sum(1 + len(s) for s in strings)], zone)
     if size > UDP_BUDGET:
         raise ValueError(_too_big(f"TXT {owner}", size, record))
@@ -326,7 +341,7 @@ def records_for(
         rdata = f"{URI_PRIORITY} {URI_WEIGHT} {quote_string(target)}"
         rrs.append(RR(uri_owner, ttl, "URI", rdata))
     if record.get("kind") == "pool":
-        rrs.append(RR(browse_name(parse(record["id"]).parent_path, names), ttl, "PTR", owner))
+        rrs.append(RR(browse_name(ident.parent_path, names), ttl, "PTR", owner))
     return rrs
 
 

@@ -6,7 +6,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +43,12 @@ class SigningKey:
     """An Ed25519 private key that signs records, with its public JWK and key id."""
 
     private_key: Ed25519PrivateKey
+    # Derived once: every signed record names its key id (two hashes of the public key each).
+    _key_id: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        raw = _raw_public(self.private_key.public_key())
+        object.__setattr__(self, "_key_id", hashlib.sha256(raw).hexdigest()[:16])
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -73,7 +79,7 @@ class SigningKey:
     @property
     def key_id(self) -> str:
         """A short stable id: the first 16 hex characters of sha256(raw public key)."""
-        return hashlib.sha256(_raw_public(self.private_key.public_key())).hexdigest()[:16]
+        return self._key_id
 
     def sign(self, data: bytes) -> str:
         """Sign ``data`` and return the 64-byte signature as base64url without padding."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -14,9 +16,61 @@ from cpnet.ident.keys import SigningKey, verify
 ALG = "EdDSA"
 
 
+_SAFE_INT = 2**53 - 1  # JCS numbers are IEEE doubles: integers beyond this are refused
+
+
+class _Slow(Exception):
+    """A value the fast path of canonical_json does not take: rfc8785 decides."""
+
+
 def canonical_json(obj: object) -> bytes:
-    """Serialise ``obj`` as RFC 8785 (JCS) canonical JSON, the exact bytes that get signed."""
-    return rfc8785.dumps(obj)
+    """Serialise ``obj`` as RFC 8785 (JCS) canonical JSON, the exact bytes that get signed.
+
+    The usual record (plain dicts and lists with ASCII keys, strings, bools, None, safe
+    integers, floats written without an exponent) goes through the C ``json`` encoder, whose
+    string escapes are JCS's; integral floats become integers (JCS writes ``64.0`` as ``64``),
+    and sorting ASCII keys by code point is sorting them by UTF-16 unit. Anything else (other
+    types, exponents, non-ASCII keys, out-of-range numbers, lone surrogates) is left to the
+    ``rfc8785`` package, which also raises its errors. ``tests/unit/ident/test_canonical.py``
+    holds the two to the same bytes over generated values.
+    """
+    try:
+        text = json.dumps(
+            _plain(obj), ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+        )
+        return text.encode("utf-8")
+    except (_Slow, UnicodeEncodeError, RecursionError):
+        return rfc8785.dumps(obj)
+
+
+def _plain(obj: object) -> object:
+    """``obj`` with integral floats as ints, or _Slow if the fast path might differ."""
+    t = type(obj)
+    if t is str or t is bool or obj is None:
+        return obj
+    if t is int:
+        if -_SAFE_INT <= obj <= _SAFE_INT:  # type: ignore[operator]
+            return obj
+        raise _Slow
+    if t is float:
+        if obj.is_integer():  # type: ignore[union-attr]
+            if abs(obj) <= _SAFE_INT:  # type: ignore[arg-type]
+                return int(obj)  # type: ignore[call-overload]
+            raise _Slow
+        # Without an exponent, repr is JCS's shortest round-trip form (ECMA-262 Number::toString).
+        if math.isfinite(obj) and "e" not in repr(obj):  # type: ignore[arg-type]
+            return obj
+        raise _Slow
+    if t is dict:
+        out = {}
+        for k, v in obj.items():  # type: ignore[union-attr]
+            if type(k) is not str or not k.isascii():
+                raise _Slow
+            out[k] = _plain(v)
+        return out
+    if t is list or t is tuple:
+        return [_plain(v) for v in obj]  # type: ignore[union-attr]
+    raise _Slow
 
 
 def rfc3339(moment: datetime) -> str:
@@ -38,20 +92,32 @@ def _utc(moment: datetime, what: str) -> datetime:
 
 def sign_record(record: dict, key: SigningKey, *, issued_at: datetime, ttl_s: int) -> dict:
     """Wrap ``record`` in a signed envelope valid for ``ttl_s`` seconds from ``issued_at``."""
+    # Deep copy: a caller mutating its dict later must not silently invalidate the envelope.
+    return sign_owned(copy.deepcopy(record), key, issued_at=issued_at, ttl_s=ttl_s)[0]
+
+
+def sign_owned(
+    record: dict, key: SigningKey, *, issued_at: datetime, ttl_s: int
+) -> tuple[dict, bytes]:
+    """sign_record for a ``record`` the caller hands over (it is not copied: never change it
+    afterwards), returning the envelope and its canonical JSON too, without serialising the
+    record twice: JCS puts ``record`` before ``signature``, so the envelope's bytes are the
+    signed bytes inside a fixed frame."""
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s <= 0:
         raise ValueError(f"ttl_s must be a positive int, got {ttl_s!r}")
     # Whole seconds keep the timestamps simple to compare and to reproduce in other languages.
     issued = _utc(issued_at, "issued_at").replace(microsecond=0)
     body = {
-        # Deep copy: a caller mutating its dict later must not silently invalidate the envelope.
-        **copy.deepcopy(record),
+        **record,
         "issued_at": rfc3339(issued),
         "expires_at": rfc3339(issued + timedelta(seconds=ttl_s)),
         "ttl": ttl_s,
         "key_id": key.key_id,
     }
-    signature = key.sign(canonical_json(body))
-    return {"record": body, "signature": {"alg": ALG, "key_id": key.key_id, "value": signature}}
+    data = canonical_json(body)
+    signature = {"alg": ALG, "key_id": key.key_id, "value": key.sign(data)}
+    raw = b'{"record":' + data + b',"signature":' + canonical_json(signature) + b"}"
+    return {"record": body, "signature": signature}, raw
 
 
 def tombstone(id_text: str, *, retired_at: datetime, authority: str) -> dict:

@@ -14,13 +14,13 @@ def cfg(host: str = "127.0.0.1") -> ServerConfig:
     return ServerConfig(apex="id.example.org.", host=host, port=8453, dns_dir=Path("/srv/h/dns"))
 
 
-def test_the_config_signs_with_ed25519_never_rolls_and_keeps_no_journal() -> None:
+def test_the_config_signs_with_ed25519_by_cpnets_timers_and_keeps_no_journal() -> None:
     text = config_text(cfg())
     for line in (
         "listen: 127.0.0.1@8453",
         "algorithm: ed25519",
-        "manual: on",
-        "single-type-signing: on",
+        "manual: on",  # keys roll by the timers cpnet sets (KnotServer.roll_zsk), not Knot's
+        "single-type-signing: off",  # a KSK (the anchor) and a ZSK
         f"rrsig-lifetime: {14 * 86400}",
         f"rrsig-refresh: {7 * 86400}",
         "- domain: id.example.org.",
@@ -58,3 +58,17 @@ def test_the_gateway_needs_its_zone_and_a_listen_address() -> None:
         HubSettings(dns=True, dns_apex="id.example.org", dns_record_ttl_s=300)
     ok = HubSettings(dns=True, dns_apex="id.example.org", dns_listen="[::1]:53")
     assert ok.dns_listen == "[::1]:53"
+
+
+def test_keymgr_list_lines_are_read_with_their_timers() -> None:
+    from cpnet.dns.knot import ZoneKey
+
+    k = ZoneKey.parse(
+        "8019ae7015d68b059f1eaadfbc238b761972d6e7 46376 ZSK ED25519 publish=1796683277 "
+        "active=1796683283 retire=0"
+    )
+    assert k == ZoneKey(
+        "8019ae7015d68b059f1eaadfbc238b761972d6e7", 46376, False, True, 1796683277, 1796683283
+    )
+    assert ZoneKey.parse("e8af 18557 KSK ED25519 publish=1").ksk  # type: ignore[union-attr]
+    assert ZoneKey.parse("no keys") is None

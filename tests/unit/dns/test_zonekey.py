@@ -56,3 +56,22 @@ def test_a_key_that_is_not_ed25519_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="must be Ed25519"):
         zonekey.anchor("a.example", pem)
+
+
+def _doc(a: zonekey.Anchor) -> dict:
+    return {"zone": a.apex, "ds": [a.ds], "dnskey": [a.dnskey], "key_tags": [a.key_tag]}
+
+
+def test_an_anchor_document_is_read_back_and_checked_against_itself() -> None:
+    a = zonekey.anchor("id.example.org", zonekey.generate_pem())
+    assert zonekey.anchors_from_document(_doc(a)) == [a]
+    other = zonekey.anchor("id.example.org", zonekey.generate_pem())
+    # A DS that is not the DNSKEY's digest, a key of another zone, a ZSK: refused by field.
+    with pytest.raises(ValueError, match=r"^ds: no DS listed matches dnskey\.0"):
+        zonekey.anchors_from_document({**_doc(a), "ds": [other.ds]})
+    with pytest.raises(ValueError, match=r"^dnskey\.0: owner"):
+        zonekey.anchors_from_document({**_doc(a), "zone": "id.example.net."})
+    with pytest.raises(ValueError, match=r"^dnskey\.0: flags 256"):
+        zonekey.anchors_from_document({**_doc(a), "dnskey": [a.dnskey.replace(" 257 ", " 256 ")]})
+    with pytest.raises(ValueError, match=r"^dnskey: expected"):
+        zonekey.anchors_from_document({**_doc(a), "dnskey": []})

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Response
 
 from cpnet import __version__
 from cpnet.api.deps import hub
-from cpnet.errors import Invalid
+from cpnet.errors import Invalid, NotFound
 from cpnet.hub.service import Hub
 from cpnet.ident import jwks
 
@@ -31,6 +31,29 @@ async def health(h: Hub = Depends(hub)) -> dict:
 async def keys(h: Hub = Depends(hub)) -> dict:
     """The hub's public signing keys (JWKS): verify resolution records offline with these."""
     return jwks(h.keys)
+
+
+@router.get(
+    "/.well-known/cpnet/dns-anchor.json",
+    responses={200: {"description": "the DNS zone's trust anchor"}, 404: {}},
+)
+async def dns_anchor(h: Hub = Depends(hub)) -> dict:
+    """The DNSSEC trust anchor of the zone this hub's DNS gateway serves (``cpnet hub --dns``):
+    the DS record for the parent zone, the DNSKEY for validators and a ``trust-anchors`` clause
+    (``delv -a``, BIND). Public, like the signing keys: it is published in DNS anyway; fetch it
+    over TLS from a hub you trust (``cpnet dns anchor --hub URL``)."""
+    if h.dns is None:
+        raise NotFound(
+            "this hub does not run the DNS gateway: start it with `cpnet hub --dns`",
+            field="dns",
+        )
+    doc = h.dns.anchor_document()
+    if doc is None:
+        raise NotFound(
+            "this hub's DNS gateway has no zone key yet: run `cpnet dns init` on the hub",
+            field="dns",
+        )
+    return doc
 
 
 @router.get(
