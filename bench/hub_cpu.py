@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 
+import httpx
 from common import (
     PY,
     Agent,
@@ -42,7 +43,20 @@ from throughput import NON_TERMINAL, spec
 from cpnet.client import Client
 
 
-def run(tasks: int, concurrency: int, profile: str | None, rate: int) -> dict:
+def requests(hub: Hub) -> dict[str, float]:
+    """Requests the hub served so far by method and route (its /metrics counter)."""
+    r = httpx.get(f"{hub.url}/metrics", headers={"Authorization": f"Bearer {hub.admin_token}"})
+    out: dict[str, float] = {}
+    for line in r.text.splitlines():
+        if line.startswith("cpnet_http_requests_total{"):
+            labels, value = line[len("cpnet_http_requests_total{") :].rsplit("} ", 1)
+            f = dict(x.split("=", 1) for x in labels.split('",') if "=" in x)
+            key = f"{f['method'].strip(chr(34))} {f['route'].strip(chr(34))}"
+            out[key] = out.get(key, 0) + float(value)
+    return out
+
+
+def run(tasks: int, concurrency: int, profile: str | None, rate: int, idle_s: float) -> dict:
     with Procs() as procs:
         hub = Hub(procs.scratch("hub"), None)
         hub.init()
@@ -70,6 +84,11 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int) -> dict:
 
         wait_until(lambda: left() == 0, 60, "warm-up", every=0.1)
 
+        # The hub's CPU while idle (its loops, uvicorn's tick, the agent's heartbeats and long
+        # poll): part of every figure per task below, in proportion to the run's wall time.
+        idle0, t_idle = hub.cpu()[0], time.time()
+        time.sleep(idle_s)
+        idle = (hub.cpu()[0] - idle0) / (time.time() - t_idle)
         spy = None
         if profile:
             exe = shutil.which("py-spy", path=os.path.dirname(PY)) or "py-spy"
@@ -84,6 +103,7 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int) -> dict:
             time.sleep(1.0)  # py-spy attaches
         run_id = uuid.uuid4().hex[:8]
         specs = [spec(run_id, i) for i in range(tasks)]
+        req0 = requests(hub)
         hub0, agent0 = hub.cpu(), agent.cpu()
         t0 = time.time()
         items = user.submit_many(specs)
@@ -98,9 +118,17 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int) -> dict:
             time.sleep(0.2)
         wall = time.time() - t0
         hub1, agent1 = hub.cpu(), agent.cpu()
+        req1 = requests(hub)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=60)
+        calls = dict(
+            db.execute(
+                "SELECT action, count(*) FROM audit_records WHERE action LIKE '% /%' "
+                "AND at >= ? GROUP BY action",
+                (t0,),
+            ).fetchall()
+        )
         views = list(user.iter_tasks(tags={"bench": run_id}, page_size=1000))
         user.close()
         complete = sum(v.state.value == "COMPLETE" for v in views)
@@ -122,7 +150,11 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int) -> dict:
             "hub_ms_per_task": round(hub_cpu / tasks * 1000, 2),
             "agent_ms_per_task": round((agent1[0] - agent0[0]) / tasks * 1000, 2),
             "runners_ms_per_task": round((agent1[1] - agent0[1]) / tasks * 1000, 2),
+            "idle_hub_ms_per_s": round(idle * 1000, 2),
+            "idle_share_ms_per_task": round(idle * wall / tasks * 1000, 2),
             "checks_rc": checks,
+            "audited_calls": calls,
+            "requests": {k: v - req0.get(k, 0) for k, v in req1.items() if v > req0.get(k, 0)},
             "loadavg": os.getloadavg(),
         }
 
@@ -132,10 +164,11 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--profile", help="py-spy output file (.json: speedscope; else collapsed)")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds the idle hub is measured")
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = ap.parse_args()
     trap_sigterm()
-    print(json.dumps(run(args.tasks, args.concurrency, args.profile, args.rate)))
+    print(json.dumps(run(args.tasks, args.concurrency, args.profile, args.rate, args.idle)))
     return 0
 
 

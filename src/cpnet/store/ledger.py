@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Update, bindparam, case, func, insert, or_, select
+from sqlalchemy import Update, bindparam, case, func, insert, or_, select, text
 from sqlalchemy import update as _sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -106,10 +106,19 @@ def _transfer(r: LedgerTransfer) -> L.Transfer:
 # operations, whose parameter lists mean something else).
 _T = LedgerTransfer.__table__
 _A = LedgerAccount.__table__
-_NEW_TRANSFER = {
-    "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
-    "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
-}
+# One transfer. Plain SQL, the same on SQLite and PostgreSQL: the dialects' INSERT … ON
+# CONFLICT constructs have no cache key, so SQLAlchemy compiled them anew on every execution
+# (a hold at every single submission); a text() statement compiles once.
+_COLS = [c.name for c in _T.c if c.name != "seq"]
+_NEW_TRANSFER = (
+    text(
+        f"INSERT INTO {_T.name} ({', '.join(_COLS)}) "
+        f"VALUES ({', '.join(':' + c for c in _COLS)}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING seq"
+    )
+    .bindparams(*(bindparam(c, type_=_T.c[c].type) for c in _COLS))
+    .columns(_T.c.seq)
+)
 # Run with a list of rows (SQLAlchemy's "insertmanyvalues": multi-row INSERTs from one compiled
 # statement); RETURNING names the rows that were new.
 _NEW_TRANSFERS = {
@@ -144,7 +153,7 @@ def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None
     L.validate(t)
     row = _row(t, detail)
     conn = s.connection()
-    inserted = conn.execute(_NEW_TRANSFER[conn.dialect.name], row).first()
+    inserted = conn.execute(_NEW_TRANSFER, row).first()
     if inserted is None:  # the id exists (maybe committed by a concurrent transaction)
         old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
         assert old is not None
