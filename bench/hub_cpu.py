@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 from common import (
@@ -41,6 +42,13 @@ from common import (
 from throughput import NON_TERMINAL, spec
 
 from cpnet.client import Client
+
+
+def user_sys(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def requests(hub: Hub) -> dict[str, float]:
@@ -104,7 +112,7 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int, idle_s: fl
         run_id = uuid.uuid4().hex[:8]
         specs = [spec(run_id, i) for i in range(tasks)]
         req0 = requests(hub)
-        hub0, agent0 = hub.cpu(), agent.cpu()
+        hub0, agent0, us0 = hub.cpu(), agent.cpu(), user_sys(hub.proc.pid)
         t0 = time.time()
         items = user.submit_many(specs)
         if any(x.status != 201 for x in items):
@@ -117,7 +125,7 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int, idle_s: fl
                 raise BenchError("the tasks did not end within 600 s")
             time.sleep(0.2)
         wall = time.time() - t0
-        hub1, agent1 = hub.cpu(), agent.cpu()
+        hub1, agent1, us1 = hub.cpu(), agent.cpu(), user_sys(hub.proc.pid)
         req1 = requests(hub)
         if spy is not None:
             spy.send_signal(2)
@@ -148,6 +156,9 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int, idle_s: fl
             "wall_s": round(wall, 2),
             "tasks_s": round(tasks / wall, 1),
             "hub_ms_per_task": round(hub_cpu / tasks * 1000, 2),
+            "hub_user_sys_ms_per_task": [
+                round((b - a) / tasks * 1000, 2) for a, b in zip(us0, us1)
+            ],
             "agent_ms_per_task": round((agent1[0] - agent0[0]) / tasks * 1000, 2),
             "runners_ms_per_task": round((agent1[1] - agent0[1]) / tasks * 1000, 2),
             "idle_hub_ms_per_s": round(idle * 1000, 2),

@@ -72,21 +72,24 @@ def _event(
     to: str,
     reason: str | None,
     attempt: int | None = None,
+    later: _Deferred | None = None,
 ) -> None:
     # One statement built once, run on the connection: an ORM object would make the next
     # statement flush the unit of work, and Session.execute of a fresh INSERT … VALUES costs
     # ~8× the connection's execute of a prepared one (its cache key, the ORM's bulk path).
-    s.connection().execute(
-        _INSERT_EVENT,
-        {
-            "task_id": task_id,
-            "at": now,
-            "from_state": frm,
-            "to_state": to,
-            "reason": reason,
-            "attempt": attempt,
-        },
-    )
+    # With `later` (a batch of reports), all of the batch's events go in one statement.
+    row = {
+        "task_id": task_id,
+        "at": now,
+        "from_state": frm,
+        "to_state": to,
+        "reason": reason,
+        "attempt": attempt,
+    }
+    if later is not None:
+        later.events.append(row)
+    else:
+        s.connection().execute(_INSERT_EVENT, row)
 
 
 _T = Task.__table__
@@ -499,12 +502,12 @@ def _write(
     changes: Changes,
     tasks: dict[str, Task],
     attempts: dict[str, Attempt],
-    settle: dict[str, float] | None = None,
+    later: _Deferred | None = None,
 ) -> set[str]:
     """Write the steps in order; the ids of the tasks whose move did not land (the task changed
     meanwhile: on PostgreSQL another transaction may have committed since it was read), whose
-    later steps are then dropped. A task that ends is settled now, or with `settle` noted there
-    (task id → when) for the caller to settle in this transaction."""
+    later steps are then dropped. A task that ends is settled now, or by `later` (a batch of
+    reports), which also writes the events."""
     stale: set[str] = set()
     for step in changes.steps:
         if isinstance(step, AttemptChange):
@@ -514,14 +517,14 @@ def _write(
         elif step.task_id in stale:
             continue
         elif isinstance(step, TaskMove):
-            if not _move(s, tasks[step.task_id], step, settle):
+            if not _move(s, tasks[step.task_id], step, later):
                 stale.add(step.task_id)
         elif isinstance(step, TaskNote):
-            _note(s, step)
+            _note(s, step, later)
     return stale
 
 
-def _move(s: Session, task: Task, m: TaskMove, settle: dict[str, float] | None = None) -> bool:
+def _move(s: Session, task: Task, m: TaskMove, later: _Deferred | None = None) -> bool:
     """Compare-and-set the task's state from `m.frm`; record the event if it landed."""
     res = s.connection().execute(
         _MOVE,
@@ -539,19 +542,19 @@ def _move(s: Session, task: Task, m: TaskMove, settle: dict[str, float] | None =
     set_committed_value(task, "state", m.to.value)
     set_committed_value(task, "reason", m.reason)
     set_committed_value(task, "updated_at", m.at)
-    _event(s, task.id, m.at, m.frm.value, m.to.value, m.reason, m.attempt)
+    _event(s, task.id, m.at, m.frm.value, m.to.value, m.reason, m.attempt, later)
     if m.to.terminal:
         # The money moves in the transaction that ends the task (docs/market.md).
-        if settle is None:
+        if later is None:
             ledger.settle_task(s, task.id, m.at)
         else:
-            settle[task.id] = m.at
+            later.settle[task.id] = m.at
     return True
 
 
-def _note(s: Session, n: TaskNote) -> None:
+def _note(s: Session, n: TaskNote, later: _Deferred | None = None) -> None:
     """Record a remark that keeps the task's state, and make it the task's reason."""
-    _event(s, n.task_id, n.at, n.state.value, n.state.value, n.reason, n.attempt)
+    _event(s, n.task_id, n.at, n.state.value, n.state.value, n.reason, n.attempt, later)
     s.execute(update(Task).where(Task.id == n.task_id).values(reason=n.reason, updated_at=n.at))
 
 
@@ -769,17 +772,18 @@ class UpdateResult:
 
 
 class _Deferred:
-    """What a batch of reports leaves to its end, to do set-wise: the usage records to judge
-    (with the hub's view of their attempts as each was reported) and the tasks that ended, to
-    settle. Judged before settled, as one report's record is judged before its task settles; a
-    record about a task already ended earlier in the batch (or about an attempt the batch did
-    not load) first finishes what is pending, so that everything sees what it would have seen
-    one report at a time."""
+    """What a batch of reports leaves to its end, to do set-wise: the tasks' events, the usage
+    records to judge (with the hub's view of their attempts as each was reported) and the
+    tasks that ended, to settle. Judged before settled, as one report's record is judged
+    before its task settles; a record about a task already ended earlier in the batch (or
+    about an attempt the batch did not load) first finishes what is pending, so that
+    everything sees what it would have seen one report at a time."""
 
     def __init__(self, s: Session, site_id: str, now: float) -> None:
         self.s, self.site_id, self.now = s, site_id, now
         self.usage: list[tuple[Any, Any]] = []  # (envelope, observed or usage.LOOKUP)
         self.settle: dict[str, float] = {}  # task id → when it ended
+        self.events: list[dict[str, Any]] = []  # the tasks' events (_INSERT_EVENT rows)
         self.judged: list[Judgement] = []  # of the records finished so far, in order
 
     def judge(self, envelope: Any, seen: Any, task_id: str | None) -> int:
@@ -790,7 +794,10 @@ class _Deferred:
         return len(self.judged) + len(self.usage) - 1
 
     def finish(self) -> None:
-        """Judge the queued records, then settle the ended tasks."""
+        """Write the events, judge the queued records, then settle the ended tasks."""
+        if self.events:
+            self.s.connection().execute(_INSERT_EVENT, self.events)
+            self.events = []
         if self.usage:
             self.judged += usage.take_many(self.s, self.site_id, self.usage, self.now)
             self.usage = []
@@ -904,7 +911,7 @@ def apply_update(
     if verdict.ended and (u.transfers or u.transfers_omitted):
         _record_transfers(s, a, u, now)
     changes = lifecycle.follow(_task_facts(task), facts, verdict.change.state, u.reason, now)
-    stale = _write(s, changes, {task.id: task}, {a.id: a}, None if later is None else later.settle)
+    stale = _write(s, changes, {task.id: task}, {a.id: a}, later)
     return UpdateResult(
         a.id,
         "applied",
