@@ -157,7 +157,7 @@ def run(tasks: int, concurrency: int, profile: str | None, rate: int, idle_s: fl
             "tasks_s": round(tasks / wall, 1),
             "hub_ms_per_task": round(hub_cpu / tasks * 1000, 2),
             "hub_user_sys_ms_per_task": [
-                round((b - a) / tasks * 1000, 2) for a, b in zip(us0, us1)
+                round((b - a) / tasks * 1000, 2) for a, b in zip(us0, us1, strict=True)
             ],
             "agent_ms_per_task": round((agent1[0] - agent0[0]) / tasks * 1000, 2),
             "runners_ms_per_task": round((agent1[1] - agent0[1]) / tasks * 1000, 2),
