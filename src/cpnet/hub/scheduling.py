@@ -262,6 +262,7 @@ def schedule_once(
                 for t in queued
             ]
             by_id = {t.id: t for t in queued}
+            chosen: list[tasks_store.Placement] = []
             for req, decision, pool_id in _assign(requests, views, network, joint_time_limit_s):
                 if pool_id is None:
                     waiting += 1
@@ -275,16 +276,22 @@ def schedule_once(
                     work_scu_h=req.work_scu_h,
                     scu_rate=view.scu_rate(req.profile) if req.profile else None,
                 )
-                attempt = tasks_store.place(
-                    s, by_id[req.id], pool_id, view.site_id, req.demand, now, why, price
+                chosen.append(
+                    tasks_store.Placement(
+                        by_id[req.id], pool_id, view.site_id, req.demand, why, price
+                    )
                 )
-                if attempt is None:
-                    waiting += 1
-                    continue
-                done.append((by_id[req.id], attempt, pool_id, view.site_id))
                 views[pool_id] = replace(view, available=view.available - req.demand)
+            # Written together: one reservation per pool, one statement per table.
+            for p, attempt in zip(chosen, tasks_store.place_many(s, chosen, now), strict=True):
+                if attempt is None:  # the pool lost room, or the task changed, meanwhile
+                    waiting += 1
+                    v = views[p.pool_id]
+                    views[p.pool_id] = replace(v, available=v.available + p.demand)
+                    continue
+                done.append((p.task, attempt, p.pool_id, p.site_id))
                 placed += 1
-                sites.add(view.site_id)
+                sites.add(p.site_id)
             if len(queued) < read:
                 break
             if placed - placed_before == len(queued):

@@ -681,6 +681,128 @@ def place(
     return attempt_id
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One task to place (`place`'s arguments)."""
+
+    task: Task | QueuedTask
+    pool_id: str
+    site_id: str
+    demand: Resources
+    why: str
+    price: dict | None = None
+
+
+class _Raced(Exception):
+    """A placement of the batch did not land: place them one by one instead."""
+
+
+def place_many(s: Session, batch: Sequence[Placement], now: float) -> list[str | None]:
+    """`place` for a scheduling pass's placements at once: one conditional reservation per
+    pool for what its placements need together, the tasks' compare-and-set as one statement,
+    and one multi-row INSERT each for the attempts and their events, in a savepoint. Should
+    any of it not land (another hub replica placed or a user cancelled meanwhile, or a pool
+    lost room), the savepoint is rolled back and they are placed one by one, so that each
+    lands or not on its own. The attempt ids, in order (None: not placed)."""
+    if len(batch) <= 1 or not s.connection().dialect.supports_sane_multi_rowcount:
+        return [
+            place(s, p.task, p.pool_id, p.site_id, p.demand, now, p.why, p.price) for p in batch
+        ]
+    need: dict[str, Resources] = {}
+    for p in batch:
+        need[p.pool_id] = need.get(p.pool_id, Resources(0.0, 0.0, 0.0, 0)) + p.demand
+    ids = [new_id("att") for _ in batch]
+    try:
+        with s.begin_nested():
+            conn = s.connection()
+            for pool_id in sorted(need):  # a fixed order: no deadlock between two passes
+                if conn.execute(_RESERVE, _amounts(pool_id, need[pool_id])).rowcount != 1:
+                    raise _Raced
+            moved = conn.execute(
+                _PLACE_TASK,
+                [
+                    {
+                        "b_id": p.task.id,
+                        "b_n": p.task.attempts,
+                        "b_next": p.task.attempts + 1,
+                        "b_pool": p.pool_id,
+                        "b_at": now,
+                        "b_why": p.why,
+                    }
+                    for p in batch
+                ],
+            )
+            if moved.rowcount != len(batch):
+                raise _Raced
+            conn.execute(
+                _INSERT_ATTEMPT,
+                [_attempt_row(aid, p, now) for aid, p in zip(ids, batch, strict=True)],
+            )
+            conn.execute(
+                _INSERT_EVENT,
+                [
+                    {
+                        "task_id": p.task.id,
+                        "at": now,
+                        "from_state": State.QUEUED.value,
+                        "to_state": State.QUEUED.value,
+                        "reason": f"placed on {p.pool_id}: {p.why}",
+                        "attempt": p.task.attempts + 1,
+                    }
+                    for p in batch
+                ],
+            )
+    except _Raced:
+        return [
+            place(s, p.task, p.pool_id, p.site_id, p.demand, now, p.why, p.price) for p in batch
+        ]
+    for aid, p in zip(ids, batch, strict=True):
+        _placed(s, p.task, p.pool_id, p.site_id, aid, now)
+    return list(ids)
+
+
+def _attempt_row(attempt_id: str, p: Placement, now: float) -> dict[str, Any]:
+    """A new attempt's row (_INSERT_ATTEMPT): the task's next, reserved on `p.pool_id`."""
+    return {
+        "id": attempt_id,
+        "task_id": p.task.id,
+        "n": p.task.attempts + 1,
+        "pool_id": p.pool_id,
+        "site_id": p.site_id,
+        "state": State.QUEUED.value,
+        "delivered_at": None,
+        "cancel_requested": False,
+        "released": False,
+        "demand": asdict(p.demand),  # what was reserved, given back as it was when it ends
+        "price": p.price,
+        "created_at": now,
+        "executor_logs": [],
+        "outputs": [],
+        "system_logs": [],
+        "lease_id": None,
+    }
+
+
+def _placed(
+    s: Session, task: Task | QueuedTask, pool_id: str, site_id: str, attempt_id: str, now: float
+) -> None:
+    """The task holds its new attempt now (as loaded, not as changes), and the audit says so."""
+    n = task.attempts + 1
+    if isinstance(task, Task):  # the row holds these now: set as loaded, not as changes
+        set_committed_value(task, "attempts", n)
+        set_committed_value(task, "pool_id", pool_id)
+    else:
+        task.attempts, task.pool_id = n, pool_id
+    audit.append(
+        s,
+        "task.placed",
+        now,
+        org_id=task.org_id,
+        object_id=task.id,
+        detail={"attempt_id": attempt_id, "pool_id": pool_id, "site_id": site_id, "n": n},
+    )
+
+
 @dataclass(slots=True)
 class QueuedTask:
     """The little the scheduler needs of a waiting task (no ORM object: passes stay cheap)."""
