@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -41,6 +43,12 @@ BATCH = 500  # queued tasks considered per pass
 # BATCH of them (that made a long queue cost O(queue) per completion: docs/benchmarks.md).
 FIRST_READ = 32
 HISTORY_S = 900.0  # a pool's record: the attempts placed on it in the last 15 minutes
+# A scheduling pass reuses the pools' record for this long: reading and folding 15 minutes of
+# attempts (up to 5,000 rows) on every pass was a cost per pass that grew with the throughput.
+HISTORY_REFRESH_S = 5.0
+_HISTORY: weakref.WeakKeyDictionary[Any, tuple[float, dict[str, history.PoolHistory]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +116,33 @@ def pool_view(
     )
 
 
-def pool_views(s: Session, now: float, online_only: bool = True) -> list[PoolView]:
-    """Every live pool as the scheduler sees it, with its recent record and its price at now."""
-    return pool_views_and_records(s, now, online_only)[0]
+def pool_views(
+    s: Session, now: float, online_only: bool = True, *, cached_history: bool = False
+) -> list[PoolView]:
+    """Every live pool as the scheduler sees it, with its recent record and its price at now;
+    `cached_history`: the record as read at most HISTORY_REFRESH_S ago (a scheduling pass)."""
+    return pool_views_and_records(s, now, online_only, cached_history=cached_history)[0]
+
+
+def recent_history(s: Session, now: float) -> dict[str, history.PoolHistory]:
+    """Each pool's recent record, read and folded again at most every HISTORY_REFRESH_S (per
+    database: passes run in threads, and two reading it at once only read it twice)."""
+    engine = s.get_bind()
+    got = _HISTORY.get(engine)
+    if got is None or not got[0] <= now < got[0] + HISTORY_REFRESH_S:
+        got = (now, history.of(tasks_store.recent_attempts(s, now - HISTORY_S)))
+        _HISTORY[engine] = got
+    return got[1]
 
 
 def pool_views_and_records(
-    s: Session, now: float, online_only: bool = True
+    s: Session, now: float, online_only: bool = True, *, cached_history: bool = False
 ) -> tuple[list[PoolView], dict[str, history.PoolHistory]]:
     """``pool_views``, and each pool's recent record."""
-    past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
+    if cached_history:
+        past = recent_history(s, now)
+    else:
+        past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
     books = price_store.entries_in_force(s, now)
     scores = sla_store.scores(s)
     views = [
@@ -237,7 +262,11 @@ def schedule_once(
         queued = tasks_store.queued_tasks(s, read)
         if not queued:
             return PassResult(placed, frozenset(sites), 0)
-        views = snapshot if snapshot is not None else {v.id: v for v in pool_views(s, now)}
+        views = (
+            snapshot
+            if snapshot is not None
+            else {v.id: v for v in pool_views(s, now, cached_history=True)}
+        )
         for pool_id, held in leased.items():  # leased and unused: nobody else's to take
             if pool_id in views:
                 v = views[pool_id]
@@ -353,7 +382,7 @@ def lease_pass(
     views: dict[str, PoolView] | None = None
     queued = lease_store.queued_of(s, sorted({lease.org_id for lease, _ in live}), batch)
     if queued:
-        views = {v.id: v for v in pool_views(s, now)}
+        views = {v.id: v for v in pool_views(s, now, cached_history=True)}
         network = network_map(s, now)
         for org in sorted({o for o, _ in queued}):
             own = [lease for lease, _ in live if lease.org_id == org and lease.pool_id in views]
