@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cpnet.audit.canonical import canonical_json
 from cpnet.ident.keys import SigningKey
 from cpnet.ident.keys import verify as verify_signature
-from cpnet.ident.records import canonical_json
 
 GENESIS = "0" * 64
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -41,6 +43,12 @@ BATCH = 500  # queued tasks considered per pass
 # BATCH of them (that made a long queue cost O(queue) per completion: docs/benchmarks.md).
 FIRST_READ = 32
 HISTORY_S = 900.0  # a pool's record: the attempts placed on it in the last 15 minutes
+# A scheduling pass reuses the pools' record for this long: reading and folding 15 minutes of
+# attempts (up to 5,000 rows) on every pass was a cost per pass that grew with the throughput.
+HISTORY_REFRESH_S = 5.0
+_HISTORY: weakref.WeakKeyDictionary[Any, tuple[float, dict[str, history.PoolHistory]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +116,33 @@ def pool_view(
     )
 
 
-def pool_views(s: Session, now: float, online_only: bool = True) -> list[PoolView]:
-    """Every live pool as the scheduler sees it, with its recent record and its price at now."""
-    return pool_views_and_records(s, now, online_only)[0]
+def pool_views(
+    s: Session, now: float, online_only: bool = True, *, cached_history: bool = False
+) -> list[PoolView]:
+    """Every live pool as the scheduler sees it, with its recent record and its price at now;
+    `cached_history`: the record as read at most HISTORY_REFRESH_S ago (a scheduling pass)."""
+    return pool_views_and_records(s, now, online_only, cached_history=cached_history)[0]
+
+
+def recent_history(s: Session, now: float) -> dict[str, history.PoolHistory]:
+    """Each pool's recent record, read and folded again at most every HISTORY_REFRESH_S (per
+    database: passes run in threads, and two reading it at once only read it twice)."""
+    engine = s.get_bind()
+    got = _HISTORY.get(engine)
+    if got is None or not got[0] <= now < got[0] + HISTORY_REFRESH_S:
+        got = (now, history.of(tasks_store.recent_attempts(s, now - HISTORY_S)))
+        _HISTORY[engine] = got
+    return got[1]
 
 
 def pool_views_and_records(
-    s: Session, now: float, online_only: bool = True
+    s: Session, now: float, online_only: bool = True, *, cached_history: bool = False
 ) -> tuple[list[PoolView], dict[str, history.PoolHistory]]:
     """``pool_views``, and each pool's recent record."""
-    past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
+    if cached_history:
+        past = recent_history(s, now)
+    else:
+        past = history.of(tasks_store.recent_attempts(s, now - HISTORY_S))
     books = price_store.entries_in_force(s, now)
     scores = sla_store.scores(s)
     views = [
@@ -237,7 +262,11 @@ def schedule_once(
         queued = tasks_store.queued_tasks(s, read)
         if not queued:
             return PassResult(placed, frozenset(sites), 0)
-        views = snapshot if snapshot is not None else {v.id: v for v in pool_views(s, now)}
+        views = (
+            snapshot
+            if snapshot is not None
+            else {v.id: v for v in pool_views(s, now, cached_history=True)}
+        )
         for pool_id, held in leased.items():  # leased and unused: nobody else's to take
             if pool_id in views:
                 v = views[pool_id]
@@ -262,6 +291,7 @@ def schedule_once(
                 for t in queued
             ]
             by_id = {t.id: t for t in queued}
+            chosen: list[tasks_store.Placement] = []
             for req, decision, pool_id in _assign(requests, views, network, joint_time_limit_s):
                 if pool_id is None:
                     waiting += 1
@@ -275,16 +305,22 @@ def schedule_once(
                     work_scu_h=req.work_scu_h,
                     scu_rate=view.scu_rate(req.profile) if req.profile else None,
                 )
-                attempt = tasks_store.place(
-                    s, by_id[req.id], pool_id, view.site_id, req.demand, now, why, price
+                chosen.append(
+                    tasks_store.Placement(
+                        by_id[req.id], pool_id, view.site_id, req.demand, why, price
+                    )
                 )
-                if attempt is None:
-                    waiting += 1
-                    continue
-                done.append((by_id[req.id], attempt, pool_id, view.site_id))
                 views[pool_id] = replace(view, available=view.available - req.demand)
+            # Written together: one reservation per pool, one statement per table.
+            for p, attempt in zip(chosen, tasks_store.place_many(s, chosen, now), strict=True):
+                if attempt is None:  # the pool lost room, or the task changed, meanwhile
+                    waiting += 1
+                    v = views[p.pool_id]
+                    views[p.pool_id] = replace(v, available=v.available + p.demand)
+                    continue
+                done.append((p.task, attempt, p.pool_id, p.site_id))
                 placed += 1
-                sites.add(view.site_id)
+                sites.add(p.site_id)
             if len(queued) < read:
                 break
             if placed - placed_before == len(queued):
@@ -346,7 +382,7 @@ def lease_pass(
     views: dict[str, PoolView] | None = None
     queued = lease_store.queued_of(s, sorted({lease.org_id for lease, _ in live}), batch)
     if queued:
-        views = {v.id: v for v in pool_views(s, now)}
+        views = {v.id: v for v in pool_views(s, now, cached_history=True)}
         network = network_map(s, now)
         for org in sorted({o for o, _ in queued}):
             own = [lease for lease, _ in live if lease.org_id == org and lease.pool_id in views]

@@ -20,8 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cpnet.audit.canonical import canonical_json
 from cpnet.ident.keys import SigningKey, verify
-from cpnet.ident.records import ALG, canonical_json
+from cpnet.ident.records import ALG
 
 VERSION = 1  # the record's schema version, signed with it
 # How much longer than the hub's own view of an attempt its record's wall_s may be: clocks of

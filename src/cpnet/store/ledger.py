@@ -9,10 +9,10 @@ PostgreSQL; a transfer's unique id makes a replay a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Update, bindparam, case, func, insert, or_, select
+from sqlalchemy import Update, bindparam, case, func, insert, or_, select, text
 from sqlalchemy import update as _sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -106,10 +106,19 @@ def _transfer(r: LedgerTransfer) -> L.Transfer:
 # operations, whose parameter lists mean something else).
 _T = LedgerTransfer.__table__
 _A = LedgerAccount.__table__
-_NEW_TRANSFER = {
-    "postgresql": pg_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
-    "sqlite": sqlite_insert(_T).on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.seq),
-}
+# One transfer. Plain SQL, the same on SQLite and PostgreSQL: the dialects' INSERT … ON
+# CONFLICT constructs have no cache key, so SQLAlchemy compiled them anew on every execution
+# (a hold at every single submission); a text() statement compiles once.
+_COLS = [c.name for c in _T.c if c.name != "seq"]
+_NEW_TRANSFER = (
+    text(
+        f"INSERT INTO {_T.name} ({', '.join(_COLS)}) "
+        f"VALUES ({', '.join(':' + c for c in _COLS)}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING seq"
+    )
+    .bindparams(*(bindparam(c, type_=_T.c[c].type) for c in _COLS))
+    .columns(_T.c.seq)
+)
 # Run with a list of rows (SQLAlchemy's "insertmanyvalues": multi-row INSERTs from one compiled
 # statement); RETURNING names the rows that were new.
 _NEW_TRANSFERS = {
@@ -144,7 +153,7 @@ def post(s: Session, t: L.Transfer, detail: dict | None = None, what: str | None
     L.validate(t)
     row = _row(t, detail)
     conn = s.connection()
-    inserted = conn.execute(_NEW_TRANSFER[conn.dialect.name], row).first()
+    inserted = conn.execute(_NEW_TRANSFER, row).first()
     if inserted is None:  # the id exists (maybe committed by a concurrent transaction)
         old = s.scalar(select(LedgerTransfer).where(LedgerTransfer.id == t.id))
         assert old is not None
@@ -484,6 +493,16 @@ _METERED = (
     .where(Attempt.task_id == bindparam("b_task"))
     .order_by(Attempt.n)
 )
+_METERED_MANY = (
+    select(*_METERED.selected_columns, Attempt.task_id)
+    .join_from(Attempt, Pool, Pool.id == Attempt.pool_id)
+    .join(Site, Site.id == Pool.site_id)
+    .where(Attempt.task_id.in_(bindparam("b_tasks", expanding=True)))
+    .order_by(Attempt.task_id, Attempt.n)
+)
+
+
+_UNREAD = object()  # quote_capped's "read the task's charge cap yourself"
 
 
 def metered(s: Session, task_id: str) -> list[Metered]:
@@ -493,9 +512,14 @@ def metered(s: Session, task_id: str) -> list[Metered]:
     Attempts that never started, those that ended SYSTEM_ERROR (the site's fault), and those
     that ran on a lease of the task's organisation (the lease pays for its resources), are not
     charged."""
+    rows = s.connection().execute(_METERED, {"b_task": task_id})
+    return _lines(rows, usage.accepted_walls(s, task_id))
+
+
+def _lines(rows: Iterable[Row], walls: Mapping[str, float]) -> list[Metered]:
+    """`metered`'s lines of these attempt rows (_METERED's columns), given the accepted walls."""
     out = []
-    walls = usage.accepted_walls(s, task_id)
-    for a in s.connection().execute(_METERED, {"b_task": task_id}):
+    for a in rows:
         if a.start_time is None or a.state == State.SYSTEM_ERROR.value or a.lease_id:
             continue  # not started, the site's fault, or paid by its lease (store/leases.py)
         # The accepted signed usage record's wall_s; without one, the span the hub observed
@@ -519,12 +543,16 @@ def metered(s: Session, task_id: str) -> list[Metered]:
     return out
 
 
-def quote_capped(s: Session, task_id: str, lines: list[Metered]) -> list[Metered]:
+def quote_capped(
+    s: Session, task_id: str, lines: list[Metered], cap: object = _UNREAD
+) -> list[Metered]:
     """`lines` cut, in order, to the task's binding quote (docs/market.md): its max charge while
     it ran as stated, plus the overrun rate for each hour (or SCU-hour) past that. A task
-    submitted without a quote is returned as it is."""
-    cap = quote_store.charge_cap(s, task_id)
-    if cap is None or not lines:
+    submitted without a quote is returned as it is. `cap`: the task's charge cap, if read
+    already (None: it has none)."""
+    if cap is _UNREAD:
+        cap = quote_store.charge_cap(s, task_id)
+    if not isinstance(cap, quote_store.ChargeCap) or not lines:
         return lines
     spec = s.scalar(select(Task.spec).where(Task.id == task_id)) or {}
     work = spec.get("work") or {}
@@ -554,6 +582,63 @@ def settle_task(s: Session, task_id: str, now: float) -> L.Hold | None:
     return _settle(s, row, quote_capped(s, task_id, metered(s, task_id)), now)
 
 
+def settle_tasks(s: Session, ends: Mapping[str, float]) -> dict[str, L.Hold]:
+    """`settle_task` for many finished tasks at once (task id → when it ended), set-wise: one
+    query each for their pending holds (locked, in id order), their attempts, their accepted
+    usage records and their quotes; the holds' compare-and-set as one statement; every payout,
+    fee and release through one `post_many` (one multi-row INSERT, one balance change per
+    account). The same transfers, with the same ids, as settling them one by one. Returns the
+    settled holds by task id."""
+    if not ends:
+        return {}
+    s.flush()  # the attempts' final states, set on ORM objects, must be visible to the queries
+    conn = s.connection()
+    ids = sorted(ends)
+    pg = conn.dialect.name == "postgresql"
+    holds = []
+    for chunk in _chunks(ids):
+        holds += list(conn.execute(_PENDING_HOLDS[pg], {"b_tasks": chunk}))
+    if not holds:
+        return {}
+    held = sorted({h.task_id for h in holds})
+    by_task: dict[str, list[Row]] = {tid: [] for tid in held}
+    walls: dict[str, float] = {}
+    caps: dict[str, quote_store.ChargeCap] = {}
+    for chunk in _chunks(held):
+        for a in conn.execute(_METERED_MANY, {"b_tasks": chunk}):
+            by_task[a.task_id].append(a)
+        walls.update(usage.accepted_walls_of(s, chunk))
+        caps.update(quote_store.charge_caps(s, chunk))
+    settled: dict[str, L.Hold] = {}
+    marks: list[dict] = []
+    transfers: list[L.Transfer] = []
+    details: list[dict | None] = []
+    for row in holds:
+        at = ends[row.task_id]
+        lines = quote_capped(
+            s, row.task_id, _lines(by_task[row.task_id], walls), caps.get(row.task_id)
+        )
+        done, made = _settled(row, lines, at)
+        settled[row.task_id] = done
+        marks.append(
+            {"b_id": row.id, "b_state": done.state.value, "b_charged": done.charged, "b_at": at}
+        )
+        transfers += made
+        details += _details(made, lines)
+    res = conn.execute(_SETTLE_HOLD, marks)
+    if conn.dialect.supports_sane_multi_rowcount and res.rowcount != len(marks):
+        # Cannot happen while the holds are locked (SQLite: one writer; PostgreSQL: FOR UPDATE).
+        raise RuntimeError(f"{len(marks) - res.rowcount} holds were settled meanwhile")
+    for i in range(0, len(transfers), 500):  # bound the statement's parameters
+        post_many(s, transfers[i : i + 500], details[i : i + 500])
+    return settled
+
+
+def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
 _HOLD_COLS = (
     LedgerHold.id,
     LedgerHold.org_id,
@@ -565,6 +650,20 @@ _HOLD_COLS = (
     LedgerHold.state,
 )
 _HOLD_OF_TASK = select(*_HOLD_COLS).where(LedgerHold.task_id == bindparam("b_task"))
+# Pending holds of many tasks, locked in id order on PostgreSQL, so that their compare-and-set
+# lands (SQLite's BEGIN IMMEDIATE has one writer at a time already).
+_PENDING_HOLDS = {
+    pg: (
+        select(*_HOLD_COLS)
+        .where(
+            LedgerHold.task_id.in_(bindparam("b_tasks", expanding=True)),
+            LedgerHold.state == L.HoldState.PENDING.value,
+        )
+        .order_by(LedgerHold.id)
+    )
+    for pg in (False, True)
+}
+_PENDING_HOLDS[True] = _PENDING_HOLDS[True].with_for_update()
 _SETTLE_HOLD = (
     _sql_update(LedgerHold.__table__)
     .where(
@@ -587,21 +686,31 @@ def settle_hold(s: Session, task_id: str, lines: list[Metered], now: float) -> L
 
 def _settle(s: Session, row: Row, lines: list[Metered], now: float) -> L.Hold | None:
     """Settle one pending hold (`row`: its _HOLD_COLS) by compare-and-set, then post."""
-    hold = L.Hold(row.id, row.org_id, row.task_id, int(row.amount), row.user_id, period=row.period)
-    done, transfers = L.settle(
-        hold, [L.ChargeLine(m.attempt_id, m.payee_org, m.charge) for m in lines], row.fee_bps, now
-    )
+    done, transfers = _settled(row, lines, now)
     res = s.connection().execute(
         _SETTLE_HOLD,
         {"b_id": row.id, "b_state": done.state.value, "b_charged": done.charged, "b_at": now},
     )
     if res.rowcount != 1:
         return None  # settled by a concurrent transaction
+    post_many(s, transfers, _details(transfers, lines))
+    return done
+
+
+def _settled(row: Row, lines: list[Metered], now: float) -> tuple[L.Hold, tuple[L.Transfer, ...]]:
+    """The hold `row` (its _HOLD_COLS) settled against `lines`, and the transfers that does."""
+    hold = L.Hold(row.id, row.org_id, row.task_id, int(row.amount), row.user_id, period=row.period)
+    lines_ = [L.ChargeLine(m.attempt_id, m.payee_org, m.charge) for m in lines]
+    return L.settle(hold, lines_, row.fee_bps, now)
+
+
+def _details(transfers: Sequence[L.Transfer], lines: list[Metered]) -> list[dict | None]:
+    """Each transfer's detail: the metered line it pays, if any."""
     by_attempt = {m.attempt_id: m for m in lines}
-    details = []
+    out: list[dict | None] = []
     for t in transfers:
         m = by_attempt.get(t.attempt_id or "")
-        details.append(
+        out.append(
             None
             if m is None
             else {
@@ -612,5 +721,4 @@ def _settle(s: Session, row: Row, lines: list[Metered], now: float) -> L.Hold | 
                 "metered_charge": m.charge,
             }
         )
-    post_many(s, transfers, details)
-    return done
+    return out

@@ -102,12 +102,25 @@ _CAP_OF_TASK = select(
     Quote.currency,
     Quote.fee_bps,
 ).where(Quote.used_by_task == bindparam("b_task"))
+_CAPS_OF_TASKS = select(*_CAP_OF_TASK.selected_columns, Quote.used_by_task).where(
+    Quote.used_by_task.in_(bindparam("b_tasks", expanding=True))
+)
 
 
 def charge_cap(s: Session, task_id: str) -> ChargeCap | None:
     """The task's quoted charge cap, or None when it was not submitted with a quote."""
     # Columns, not the ORM row: every task's settlement asks, and most have no quote.
     row = s.connection().execute(_CAP_OF_TASK, {"b_task": task_id}).first()
+    return _cap(row, task_id)
+
+
+def charge_caps(s: Session, task_ids: list[str]) -> dict[str, ChargeCap]:
+    """`charge_cap` of many tasks with one query: task id → cap, for those that have one."""
+    rows = s.connection().execute(_CAPS_OF_TASKS, {"b_tasks": task_ids})
+    return {r.used_by_task: c for r in rows if (c := _cap(r, r.used_by_task)) is not None}
+
+
+def _cap(row, task_id: str) -> ChargeCap | None:  # type: ignore[no-untyped-def]
     if row is None or row.charge_cap is None:
         return None
     return ChargeCap(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy import Update, bindparam, insert, select
@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from cpnet.audit.chain import digest_of
 from cpnet.auth.model import Principal, Role
 from cpnet.errors import Invalid, NotFound, new_id
-from cpnet.market.metering import Judgement
+from cpnet.market.metering import Judgement, Observed
 from cpnet.sched import Resources
 from cpnet.store import audit, ledger, usage
 from cpnet.store.registry import ts
@@ -72,21 +72,24 @@ def _event(
     to: str,
     reason: str | None,
     attempt: int | None = None,
+    later: _Deferred | None = None,
 ) -> None:
     # One statement built once, run on the connection: an ORM object would make the next
     # statement flush the unit of work, and Session.execute of a fresh INSERT … VALUES costs
     # ~8× the connection's execute of a prepared one (its cache key, the ORM's bulk path).
-    s.connection().execute(
-        _INSERT_EVENT,
-        {
-            "task_id": task_id,
-            "at": now,
-            "from_state": frm,
-            "to_state": to,
-            "reason": reason,
-            "attempt": attempt,
-        },
-    )
+    # With `later` (a batch of reports), all of the batch's events go in one statement.
+    row = {
+        "task_id": task_id,
+        "at": now,
+        "from_state": frm,
+        "to_state": to,
+        "reason": reason,
+        "attempt": attempt,
+    }
+    if later is not None:
+        later.events.append(row)
+    else:
+        s.connection().execute(_INSERT_EVENT, row)
 
 
 _T = Task.__table__
@@ -495,11 +498,16 @@ def _attempt_facts(a: Attempt) -> AttemptFacts:
 
 
 def _write(
-    s: Session, changes: Changes, tasks: dict[str, Task], attempts: dict[str, Attempt]
+    s: Session,
+    changes: Changes,
+    tasks: dict[str, Task],
+    attempts: dict[str, Attempt],
+    later: _Deferred | None = None,
 ) -> set[str]:
     """Write the steps in order; the ids of the tasks whose move did not land (the task changed
     meanwhile: on PostgreSQL another transaction may have committed since it was read), whose
-    later steps are then dropped."""
+    later steps are then dropped. A task that ends is settled now, or by `later` (a batch of
+    reports), which also writes the events."""
     stale: set[str] = set()
     for step in changes.steps:
         if isinstance(step, AttemptChange):
@@ -509,14 +517,14 @@ def _write(
         elif step.task_id in stale:
             continue
         elif isinstance(step, TaskMove):
-            if not _move(s, tasks[step.task_id], step):
+            if not _move(s, tasks[step.task_id], step, later):
                 stale.add(step.task_id)
         elif isinstance(step, TaskNote):
-            _note(s, step)
+            _note(s, step, later)
     return stale
 
 
-def _move(s: Session, task: Task, m: TaskMove) -> bool:
+def _move(s: Session, task: Task, m: TaskMove, later: _Deferred | None = None) -> bool:
     """Compare-and-set the task's state from `m.frm`; record the event if it landed."""
     res = s.connection().execute(
         _MOVE,
@@ -534,16 +542,19 @@ def _move(s: Session, task: Task, m: TaskMove) -> bool:
     set_committed_value(task, "state", m.to.value)
     set_committed_value(task, "reason", m.reason)
     set_committed_value(task, "updated_at", m.at)
-    _event(s, task.id, m.at, m.frm.value, m.to.value, m.reason, m.attempt)
+    _event(s, task.id, m.at, m.frm.value, m.to.value, m.reason, m.attempt, later)
     if m.to.terminal:
         # The money moves in the transaction that ends the task (docs/market.md).
-        ledger.settle_task(s, task.id, m.at)
+        if later is None:
+            ledger.settle_task(s, task.id, m.at)
+        else:
+            later.settle[task.id] = m.at
     return True
 
 
-def _note(s: Session, n: TaskNote) -> None:
+def _note(s: Session, n: TaskNote, later: _Deferred | None = None) -> None:
     """Record a remark that keeps the task's state, and make it the task's reason."""
-    _event(s, n.task_id, n.at, n.state.value, n.state.value, n.reason, n.attempt)
+    _event(s, n.task_id, n.at, n.state.value, n.state.value, n.reason, n.attempt, later)
     s.execute(update(Task).where(Task.id == n.task_id).values(reason=n.reason, updated_at=n.at))
 
 
@@ -670,6 +681,128 @@ def place(
     return attempt_id
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One task to place (`place`'s arguments)."""
+
+    task: Task | QueuedTask
+    pool_id: str
+    site_id: str
+    demand: Resources
+    why: str
+    price: dict | None = None
+
+
+class _Raced(Exception):
+    """A placement of the batch did not land: place them one by one instead."""
+
+
+def place_many(s: Session, batch: Sequence[Placement], now: float) -> list[str | None]:
+    """`place` for a scheduling pass's placements at once: one conditional reservation per
+    pool for what its placements need together, the tasks' compare-and-set as one statement,
+    and one multi-row INSERT each for the attempts and their events, in a savepoint. Should
+    any of it not land (another hub replica placed or a user cancelled meanwhile, or a pool
+    lost room), the savepoint is rolled back and they are placed one by one, so that each
+    lands or not on its own. The attempt ids, in order (None: not placed)."""
+    if len(batch) <= 1 or not s.connection().dialect.supports_sane_multi_rowcount:
+        return [
+            place(s, p.task, p.pool_id, p.site_id, p.demand, now, p.why, p.price) for p in batch
+        ]
+    need: dict[str, Resources] = {}
+    for p in batch:
+        need[p.pool_id] = need.get(p.pool_id, Resources(0.0, 0.0, 0.0, 0)) + p.demand
+    ids = [new_id("att") for _ in batch]
+    try:
+        with s.begin_nested():
+            conn = s.connection()
+            for pool_id in sorted(need):  # a fixed order: no deadlock between two passes
+                if conn.execute(_RESERVE, _amounts(pool_id, need[pool_id])).rowcount != 1:
+                    raise _Raced
+            moved = conn.execute(
+                _PLACE_TASK,
+                [
+                    {
+                        "b_id": p.task.id,
+                        "b_n": p.task.attempts,
+                        "b_next": p.task.attempts + 1,
+                        "b_pool": p.pool_id,
+                        "b_at": now,
+                        "b_why": p.why,
+                    }
+                    for p in batch
+                ],
+            )
+            if moved.rowcount != len(batch):
+                raise _Raced
+            conn.execute(
+                _INSERT_ATTEMPT,
+                [_attempt_row(aid, p, now) for aid, p in zip(ids, batch, strict=True)],
+            )
+            conn.execute(
+                _INSERT_EVENT,
+                [
+                    {
+                        "task_id": p.task.id,
+                        "at": now,
+                        "from_state": State.QUEUED.value,
+                        "to_state": State.QUEUED.value,
+                        "reason": f"placed on {p.pool_id}: {p.why}",
+                        "attempt": p.task.attempts + 1,
+                    }
+                    for p in batch
+                ],
+            )
+    except _Raced:
+        return [
+            place(s, p.task, p.pool_id, p.site_id, p.demand, now, p.why, p.price) for p in batch
+        ]
+    for aid, p in zip(ids, batch, strict=True):
+        _placed(s, p.task, p.pool_id, p.site_id, aid, now)
+    return list(ids)
+
+
+def _attempt_row(attempt_id: str, p: Placement, now: float) -> dict[str, Any]:
+    """A new attempt's row (_INSERT_ATTEMPT): the task's next, reserved on `p.pool_id`."""
+    return {
+        "id": attempt_id,
+        "task_id": p.task.id,
+        "n": p.task.attempts + 1,
+        "pool_id": p.pool_id,
+        "site_id": p.site_id,
+        "state": State.QUEUED.value,
+        "delivered_at": None,
+        "cancel_requested": False,
+        "released": False,
+        "demand": asdict(p.demand),  # what was reserved, given back as it was when it ends
+        "price": p.price,
+        "created_at": now,
+        "executor_logs": [],
+        "outputs": [],
+        "system_logs": [],
+        "lease_id": None,
+    }
+
+
+def _placed(
+    s: Session, task: Task | QueuedTask, pool_id: str, site_id: str, attempt_id: str, now: float
+) -> None:
+    """The task holds its new attempt now (as loaded, not as changes), and the audit says so."""
+    n = task.attempts + 1
+    if isinstance(task, Task):  # the row holds these now: set as loaded, not as changes
+        set_committed_value(task, "attempts", n)
+        set_committed_value(task, "pool_id", pool_id)
+    else:
+        task.attempts, task.pool_id = n, pool_id
+    audit.append(
+        s,
+        "task.placed",
+        now,
+        org_id=task.org_id,
+        object_id=task.id,
+        detail={"attempt_id": attempt_id, "pool_id": pool_id, "site_id": site_id, "n": n},
+    )
+
+
 @dataclass(slots=True)
 class QueuedTask:
     """The little the scheduler needs of a waiting task (no ORM object: passes stay cheap)."""
@@ -757,13 +890,50 @@ class UpdateResult:
     task_id: str | None = None
     trace_id: str | None = None
     task_state: str | None = None  # the task's state after the report
+    usage_at: int | None = None  # apply_updates: the judgement's place among the batch's
+
+
+class _Deferred:
+    """What a batch of reports leaves to its end, to do set-wise: the tasks' events, the usage
+    records to judge (with the hub's view of their attempts as each was reported) and the
+    tasks that ended, to settle. Judged before settled, as one report's record is judged
+    before its task settles; a record about a task already ended earlier in the batch (or
+    about an attempt the batch did not load) first finishes what is pending, so that
+    everything sees what it would have seen one report at a time."""
+
+    def __init__(self, s: Session, site_id: str, now: float) -> None:
+        self.s, self.site_id, self.now = s, site_id, now
+        self.usage: list[tuple[Any, Any]] = []  # (envelope, observed or usage.LOOKUP)
+        self.settle: dict[str, float] = {}  # task id → when it ended
+        self.events: list[dict[str, Any]] = []  # the tasks' events (_INSERT_EVENT rows)
+        self.judged: list[Judgement] = []  # of the records finished so far, in order
+
+    def judge(self, envelope: Any, seen: Any, task_id: str | None) -> int:
+        """Queue a record; its index in `judged` once finished."""
+        if seen is usage.LOOKUP or task_id in self.settle:
+            self.finish()
+        self.usage.append((envelope, seen))
+        return len(self.judged) + len(self.usage) - 1
+
+    def finish(self) -> None:
+        """Write the events, judge the queued records, then settle the ended tasks."""
+        if self.events:
+            self.s.connection().execute(_INSERT_EVENT, self.events)
+            self.events = []
+        if self.usage:
+            self.judged += usage.take_many(self.s, self.site_id, self.usage, self.now)
+            self.usage = []
+        if self.settle:
+            ledger.settle_tasks(self.s, self.settle)
+            self.settle = {}
 
 
 def apply_updates(
     s: Session, site_id: str, updates: Sequence[AttemptUpdate], now: float
 ) -> list[UpdateResult]:
-    """Apply an agent's reports in order (`apply_update`), loading their attempts and tasks with
-    one query each first, so that each report finds them in the session."""
+    """Apply an agent's reports in order, as `apply_update` one after another would, set-wise:
+    their attempts and tasks are read with one query each first; the usage records they carry
+    are judged together and the tasks they end are settled together at the end (`_Deferred`)."""
     # Held here: the session's identity map holds unchanged objects only weakly.
     attempts: dict[str, Attempt] = {}
     for chunk in _chunks(sorted({u.attempt_id for u in updates})):
@@ -771,7 +941,18 @@ def apply_updates(
     tasks: dict[str, Task] = {}
     for chunk in _chunks(sorted({a.task_id for a in attempts.values()})):
         tasks.update((x.id, x) for x in s.scalars(select(Task).where(Task.id.in_(chunk))))
-    return [apply_update(s, site_id, u, now, attempts, tasks) for u in updates]
+    later = _Deferred(s, site_id, now)
+    results = [apply_update(s, site_id, u, now, attempts, tasks, later) for u in updates]
+    later.finish()
+    return [
+        r if r.usage_at is None else replace(r, usage=later.judged[r.usage_at], usage_at=None)
+        for r in results
+    ]
+
+
+def _observed(a: Attempt) -> Observed:
+    """What the hub knows of an attempt now (as `usage.observed` reads it back)."""
+    return Observed(a.id, a.site_id, a.task_id, a.pool_id, a.created_at, a.start_time, a.end_time)
 
 
 def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
@@ -786,9 +967,12 @@ def apply_update(
     now: float,
     attempts: dict[str, Attempt] | None = None,
     tasks: dict[str, Task] | None = None,
+    later: _Deferred | None = None,
 ) -> UpdateResult:
     """Apply one agent report to its attempt and, through it, to the task (`attempts`,
-    `tasks`: rows loaded already, by id; what they lack is read here)."""
+    `tasks`: rows loaded already, by id; what they lack is read here). With `later`, its usage
+    record's judgement and its task's settlement are left to it (`apply_updates`): the result
+    then names the judgement by index (`usage_at`)."""
     if attempts is not None:  # loaded by apply_updates: absent means there is none
         a = attempts.get(u.attempt_id)
     else:
@@ -796,11 +980,20 @@ def apply_update(
     if a is None or a.site_id != site_id:
         # Unknown to this site: never let an agent touch another site's attempt (a usage record
         # it carries is still judged — not_ours — and kept as evidence).
-        judged = None
+        judged, at = None, None
         if u.usage_record is not None:
-            judged = usage.take(s, site_id, u.usage_record.model_dump(mode="json"), now)
+            env = u.usage_record.model_dump(mode="json")
+            if later is not None:
+                at = later.judge(env, usage.LOOKUP, None)
+            else:
+                judged = usage.take(s, site_id, env, now)
         return UpdateResult(
-            u.attempt_id, "rejected", "no such attempt for this site", cancel=True, usage=judged
+            u.attempt_id,
+            "rejected",
+            "no such attempt for this site",
+            cancel=True,
+            usage=judged,
+            usage_at=at,
         )
     facts = _attempt_facts(a)
     report = AgentReport(u.state, u.at.timestamp(), u.reason, progress=u.progress is not None)
@@ -813,13 +1006,22 @@ def apply_update(
         _change_attempt(s, a, verdict.change)
     # Judged once the attempt's end is recorded and before the task is settled (below), so
     # that settlement charges by an accepted record; a refused one is kept as evidence.
-    judged = None
+    judged, at = None, None
     if u.usage_record is not None:
-        s.flush()  # the attempt's end, just set, is what the record is judged against
-        judged = usage.take(s, site_id, u.usage_record.model_dump(mode="json"), now)
+        env = u.usage_record.model_dump(mode="json")
+        if later is not None:
+            # The hub's view of the attempt the record names, as it stands now (loaded by the
+            # batch, else read when judged).
+            named = env.get("record", {}).get("attempt_id") if isinstance(env, dict) else None
+            b = attempts.get(named) if attempts is not None and isinstance(named, str) else None
+            seen = usage.LOOKUP if b is None else _observed(b)
+            at = later.judge(env, seen, None if b is None else b.task_id)
+        else:
+            s.flush()  # the attempt's end, just set, is what the record is judged against
+            judged = usage.take(s, site_id, env, now)
     if verdict.change is None:
         return UpdateResult(
-            a.id, verdict.status, verdict.reason, cancel=verdict.cancel, usage=judged
+            a.id, verdict.status, verdict.reason, cancel=verdict.cancel, usage=judged, usage_at=at
         )
     task = (
         tasks.get(a.task_id)
@@ -831,7 +1033,7 @@ def apply_update(
     if verdict.ended and (u.transfers or u.transfers_omitted):
         _record_transfers(s, a, u, now)
     changes = lifecycle.follow(_task_facts(task), facts, verdict.change.state, u.reason, now)
-    stale = _write(s, changes, {task.id: task}, {a.id: a})
+    stale = _write(s, changes, {task.id: task}, {a.id: a}, later)
     return UpdateResult(
         a.id,
         "applied",
@@ -839,6 +1041,7 @@ def apply_update(
         requeued=task.id in changes.requeued and task.id not in stale,
         released=verdict.ended,
         usage=judged,
+        usage_at=at,
         task_id=task.id,
         trace_id=task.trace_id,
         task_state=task.state,

@@ -8,7 +8,7 @@ attempt, before the task is settled, so settlement sees it (store/ledger.metered
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
@@ -141,7 +141,120 @@ def take(
         )
     ):
         return j
-    row = {
+    row = _row(site_id, envelope, j, dig, seen, now)
+    try:
+        with s.begin_nested():
+            s.connection().execute(_INSERT, row)
+    except IntegrityError:
+        # Another transaction accepted a record for this id or attempt meanwhile: judge again,
+        # once, against it (a duplicate, or a conflict kept as evidence).
+        if not again:
+            raise
+        return take(s, site_id, envelope, now, again=False)
+    return j
+
+
+# `take_many`'s marker for a record whose attempt was not loaded by the caller: read it.
+LOOKUP = object()
+
+
+def take_many(
+    s: Session,
+    site_id: str,
+    items: Sequence[tuple[Mapping[str, Any], M.Observed | object | None]],
+    now: float,
+) -> list[M.Judgement]:
+    """`take` for a batch of one site's records, judged in order as `take` would judge them one
+    after another, with the store read and written set-wise: one query for the attempts not
+    given, one for the records accepted before, one for refused ones kept before, one multi-row
+    INSERT (in one savepoint). Each item is (envelope, the hub's view of the attempt the record
+    names as it stands when the record is judged, or LOOKUP to read it). The signature is still
+    checked record by record. Should a concurrent transaction accept a record for one of these
+    ids or attempts meanwhile (the INSERT fails), the batch is judged again by `take`, one by
+    one, against it."""
+    if not items:
+        return []
+    parsed = []
+    for envelope, _ in items:
+        rec = envelope.get("record") if isinstance(envelope, Mapping) else None
+        rec = rec if isinstance(rec, Mapping) else {}
+        parsed.append((M.identifier(rec.get("record_id")), M.identifier(rec.get("attempt_id"))))
+    wanted = sorted(
+        {
+            aid
+            for (_, aid), (_, seen) in zip(parsed, items, strict=True)
+            if seen is LOOKUP and aid is not None
+        }
+    )
+    looked: dict[str, M.Observed] = {}
+    if wanted:
+        s.flush()  # attempts' states set on ORM objects in this transaction
+        for a in s.connection().execute(_OBSERVED_MANY, {"b_ids": wanted}):
+            looked[a.id] = M.Observed(*a)
+    by_rid: dict[str, Mapping[str, Any]] = {}
+    by_aid: dict[str, Mapping[str, Any]] = {}
+    rids = sorted({rid for rid, _ in parsed if rid is not None})
+    aids = sorted({aid for _, aid in parsed if aid is not None})
+    if rids or aids:
+        rows = s.connection().execute(_PRIOR_MANY, {"b_rids": rids, "b_aids": aids})
+        for rid, aid, env in rows:
+            by_rid[rid] = env["record"]
+            if aid is not None:
+                by_aid[aid] = env["record"]
+    keys = site_keys(s, site_id)
+    out: list[M.Judgement] = []
+    kept: list[tuple[int, M.Judgement, str, M.Observed | None]] = []
+    for i, ((envelope, seen), (rid, aid)) in enumerate(zip(items, parsed, strict=True)):
+        obs = looked.get(aid) if seen is LOOKUP and aid is not None else seen
+        obs = obs if isinstance(obs, M.Observed) else None
+        prior = by_rid.get(rid) if rid is not None and rid in by_rid else None
+        if prior is None and aid is not None:
+            prior = by_aid.get(aid)
+        j = M.judge(
+            envelope, site_id=site_id, keys=keys, observed=obs, prior=prior, received_at=now
+        )
+        out.append(j)
+        if j.verdict is M.Verdict.DUPLICATE:
+            continue
+        if j.verdict is M.Verdict.ACCEPTED:  # what a later record in the batch meets
+            rec = envelope["record"]
+            if j.record_id is not None:
+                by_rid[j.record_id] = rec
+            if j.attempt_id is not None:
+                by_aid[j.attempt_id] = rec
+        kept.append((i, j, M.digest(envelope), obs))
+    refused = sorted({dig for _, j, dig, _ in kept if j.verdict.refused})
+    seen_before: set[tuple[str, str]] = set()
+    if refused:
+        rows = s.connection().execute(_REFUSED_MANY, {"b_site": site_id, "b_digests": refused})
+        seen_before = {(dig, verdict) for dig, verdict in rows}
+    new_rows = []
+    for i, j, dig, obs in kept:
+        if j.verdict.refused:
+            if (dig, j.verdict.value) in seen_before:
+                continue  # the exact same refused envelope was kept before
+            seen_before.add((dig, j.verdict.value))
+        new_rows.append(_row(site_id, items[i][0], j, dig, obs, now))
+    if not new_rows:
+        return out
+    try:
+        with s.begin_nested():
+            s.connection().execute(_INSERT, new_rows)
+    except IntegrityError:
+        return [take(s, site_id, envelope, now) for envelope, _ in items]
+    return out
+
+
+def _row(
+    site_id: str,
+    envelope: Mapping[str, Any],
+    j: M.Judgement,
+    dig: str,
+    seen: M.Observed | None,
+    now: float,
+) -> dict[str, Any]:
+    """A judged record's row (_INSERT)."""
+    return {
         "site_id": site_id,
         "record_id": j.record_id,
         "attempt_id": j.attempt_id,
@@ -155,16 +268,21 @@ def take(
         "envelope": dict(envelope),
         "received_at": now,
     }
-    try:
-        with s.begin_nested():
-            s.connection().execute(_INSERT, row)
-    except IntegrityError:
-        # Another transaction accepted a record for this id or attempt meanwhile: judge again,
-        # once, against it (a duplicate, or a conflict kept as evidence).
-        if not again:
-            raise
-        return take(s, site_id, envelope, now, again=False)
-    return j
+
+
+_OBSERVED_MANY = select(*_OBSERVED.selected_columns).where(
+    Attempt.id.in_(bindparam("b_ids", expanding=True))
+)
+_PRIOR_MANY = select(UsageRecord.record_id, UsageRecord.attempt_id, UsageRecord.envelope).where(
+    UsageRecord.record_id.in_(bindparam("b_rids", expanding=True))
+    | UsageRecord.attempt_id.in_(bindparam("b_aids", expanding=True)),
+    UsageRecord.verdict == ACCEPTED,
+)
+_REFUSED_MANY = select(UsageRecord.digest, UsageRecord.verdict).where(
+    UsageRecord.digest.in_(bindparam("b_digests", expanding=True)),
+    UsageRecord.site_id == bindparam("b_site"),
+    UsageRecord.verdict != ACCEPTED,
+)
 
 
 def accepted_walls(s: Session, task_id: str) -> dict[str, float]:
@@ -173,6 +291,15 @@ def accepted_walls(s: Session, task_id: str) -> dict[str, float]:
     return {aid: float(w) for aid, w in rows if aid is not None and w is not None}
 
 
+def accepted_walls_of(s: Session, task_ids: Sequence[str]) -> dict[str, float]:
+    """`accepted_walls` of many tasks' attempts, with one query."""
+    rows = s.connection().execute(_WALLS_MANY, {"b_tasks": list(task_ids)})
+    return {aid: float(w) for aid, w in rows if aid is not None and w is not None}
+
+
+_WALLS_MANY = select(UsageRecord.attempt_id, UsageRecord.wall_s).where(
+    UsageRecord.task_id.in_(bindparam("b_tasks", expanding=True)), UsageRecord.verdict == ACCEPTED
+)
 _WALLS = select(UsageRecord.attempt_id, UsageRecord.wall_s).where(
     UsageRecord.task_id == bindparam("b_task"), UsageRecord.verdict == ACCEPTED
 )

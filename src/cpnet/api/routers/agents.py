@@ -22,7 +22,6 @@ from cpnet.agent.protocol import (
     Measurements,
     RegisterResult,
     Registration,
-    UpdateOutcome,
     UpdateReply,
     Updates,
 )
@@ -145,7 +144,7 @@ async def assignments(
 @router.post("/updates", response_model=UpdateReply)
 def updates(
     site_id: str, body: Updates, who: Principal = Depends(caller), h: Hub = Depends(hub)
-) -> UpdateReply:
+) -> Response:
     """Apply attempt reports in order, in one transaction; repeats are harmless."""
     sid = agent_for(site_id, who)
     now = time.time()
@@ -156,23 +155,27 @@ def updates(
     if any(r.status == "applied" for r in results):
         h.tasks_changed()
     _tell(h, sid, body, results)
-    return UpdateReply(
-        results=[
-            UpdateOutcome(
-                attempt_id=r.attempt_id,
-                status=r.status,
-                reason=r.reason,
-                cancel=r.cancel,
-                usage=None
-                if r.usage is None
-                else {
-                    "verdict": r.usage.verdict.value,
-                    "reason": r.usage.reason,
-                    "field": r.usage.field,
-                },
-            )
-            for r in results
-        ]
+    # The ``UpdateReply`` wire body, sent as it is: a model returned here would be validated
+    # and serialised again, in another trip to the thread pool.
+    return JSONResponse(
+        {
+            "results": [
+                {
+                    "attempt_id": r.attempt_id,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "cancel": r.cancel,
+                    "usage": None
+                    if r.usage is None
+                    else {
+                        "verdict": r.usage.verdict.value,
+                        "reason": r.usage.reason,
+                        "field": r.usage.field,
+                    },
+                }
+                for r in results
+            ]
+        }
     )
 
 
