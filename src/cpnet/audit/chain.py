@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpnet.audit.canonical import canonical_json
+from cpnet.crypto.canonical import canonical_json
 from cpnet.ident.keys import SigningKey
 from cpnet.ident.keys import verify as verify_signature
 

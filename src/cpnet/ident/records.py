@@ -3,74 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import rfc8785
-
+from cpnet.crypto.canonical import canonical_json
 from cpnet.ident.grammar import parse
 from cpnet.ident.keys import SigningKey, verify
 
 ALG = "EdDSA"
-
-
-_SAFE_INT = 2**53 - 1  # JCS numbers are IEEE doubles: integers beyond this are refused
-
-
-class _Slow(Exception):
-    """A value the fast path of canonical_json does not take: rfc8785 decides."""
-
-
-def canonical_json(obj: object) -> bytes:
-    """Serialise ``obj`` as RFC 8785 (JCS) canonical JSON, the exact bytes that get signed.
-
-    The usual record (plain dicts and lists with ASCII keys, strings, bools, None, safe
-    integers, floats written without an exponent) goes through the C ``json`` encoder, whose
-    string escapes are JCS's; integral floats become integers (JCS writes ``64.0`` as ``64``),
-    and sorting ASCII keys by code point is sorting them by UTF-16 unit. Anything else (other
-    types, exponents, non-ASCII keys, out-of-range numbers, lone surrogates) is left to the
-    ``rfc8785`` package, which also raises its errors. ``tests/unit/ident/test_canonical.py``
-    holds the two to the same bytes over generated values.
-    """
-    try:
-        text = json.dumps(
-            _plain(obj), ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-        )
-        return text.encode("utf-8")
-    except (_Slow, UnicodeEncodeError, RecursionError):
-        return rfc8785.dumps(obj)
-
-
-def _plain(obj: object) -> object:
-    """``obj`` with integral floats as ints, or _Slow if the fast path might differ."""
-    t = type(obj)
-    if t is str or t is bool or obj is None:
-        return obj
-    if t is int:
-        if -_SAFE_INT <= obj <= _SAFE_INT:  # type: ignore[operator]
-            return obj
-        raise _Slow
-    if t is float:
-        if obj.is_integer():  # type: ignore[union-attr]
-            if abs(obj) <= _SAFE_INT:  # type: ignore[arg-type]
-                return int(obj)  # type: ignore[call-overload]
-            raise _Slow
-        # Without an exponent, repr is JCS's shortest round-trip form (ECMA-262 Number::toString).
-        if math.isfinite(obj) and "e" not in repr(obj):  # type: ignore[arg-type]
-            return obj
-        raise _Slow
-    if t is dict:
-        out = {}
-        for k, v in obj.items():  # type: ignore[union-attr]
-            if type(k) is not str or not k.isascii():
-                raise _Slow
-            out[k] = _plain(v)
-        return out
-    if t is list or t is tuple:
-        return [_plain(v) for v in obj]  # type: ignore[union-attr]
-    raise _Slow
 
 
 def rfc3339(moment: datetime) -> str:

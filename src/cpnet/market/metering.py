@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cpnet.audit.canonical import canonical_json
+from cpnet.crypto.canonical import canonical_json
 from cpnet.ident.keys import SigningKey, verify
 from cpnet.ident.records import ALG
 

@@ -1,15 +1,19 @@
 """RFC 8785 (JCS) canonical JSON, byte for byte what ``rfc8785.dumps`` writes, faster.
 
-The audit chain hashes the canonical JSON of every record it links, and the hub judges every
-signed usage record by its canonical JSON: with the pure-Python ``rfc8785`` that was a few
-percent of the hub's CPU per task. The standard library's C encoder writes the same bytes for
-the values these records hold, once three differences are taken care of: JCS writes an
-integral float as an integer (``5.0`` → ``5``; ``-0.0`` → ``0``) and large or small ones in
-its own exponent form, sorts keys by UTF-16 code units, and refuses integers beyond ±(2⁵³ − 1),
-non-finite floats and lone surrogates. So a value is first copied with its integral floats
-made integers; anything else that could differ (a float Python would write with an exponent,
-a key that is not an ASCII string, an integer out of range, a type JCS does not know) sends the
-whole value to ``rfc8785`` instead, which also raises what it raises.
+The bytes that get signed or hashed: resolution records (ident/records.py, signed, and
+published by the thousand through DNS), the audit chain's links (audit/chain.py) and signed usage
+records (market/metering.py). With the pure-Python ``rfc8785`` that was a few percent of the
+hub's CPU per task and most of a bulk DNS publication. ``tests/unit/crypto/test_canonical.py``
+holds the two to the same bytes, or the same refusal, over generated values.
+
+The standard library's C encoder writes the same bytes for the values these records hold,
+once three differences are taken care of: JCS writes an integral float as an integer (``5.0``
+→ ``5``; ``-0.0`` → ``0``) and large or small ones in its own exponent form, sorts keys by
+UTF-16 code units, and refuses integers beyond ±(2⁵³ − 1), non-finite floats and lone
+surrogates. So a value is first copied with its integral floats made integers; anything else
+that could differ (a float Python would write with an exponent, a key that is not an ASCII
+string, an integer out of range, a type JCS does not know) sends the whole value to
+``rfc8785`` instead, which also raises what it raises.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpnet.ident.records import canonical_json
+from cpnet.crypto.canonical import canonical_json
 
 # Strings with every awkward kind of character: controls, quotes, backslashes, DEL, non-ASCII,
 # astral code points and lone surrogates (neither encoder may let those through).
@@ -89,3 +89,24 @@ def test_a_record_takes_the_fast_path_and_keeps_its_floats_integral() -> None:
     assert canonical_json(record) == b'{"capacity":{"total":{"cpu_cores":64,"ram_gb":0.5}},' + (
         b'"id":"cn.x","n":null}'
     )
+
+
+@pytest.mark.parametrize(
+    ("obj", "text"),
+    [
+        ({"b": 5.0, "a": -0.0}, '{"a":0,"b":5}'),
+        ({"at": 1796683068.3824337}, '{"at":1796683068.3824337}'),
+        ([1e21, 1e-7, 1e16, 123.5], "[1e+21,1e-7,10000000000000000,123.5]"),
+        ({"\U0001f600": 1, "\ue000": 2}, '{"\U0001f600":1,"\ue000":2}'),  # UTF-16 order
+        ({"s": 'q"\\\n\x01é'}, '{"s":"q\\"\\\\\\n\\u0001é"}'),
+    ],
+)
+def test_known_values(obj: object, text: str) -> None:
+    assert canonical_json(obj) == text.encode()
+    assert rfc8785.dumps(obj) == text.encode()  # type: ignore[arg-type]
+
+
+def test_what_rfc8785_refuses_is_refused() -> None:
+    for bad in (math.nan, math.inf, 2**53, {1: "a"}, "\ud800", object()):
+        with pytest.raises(ValueError):
+            canonical_json(bad)
