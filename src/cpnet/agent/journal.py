@@ -74,6 +74,7 @@ class Journal:
         # attempt's batch file.
         self._batches: dict[str, set[str]] = {}
         self._batch_of: dict[str, str] = {}
+        self._members: dict[str, list[str]] = {}  # every attempt of each batch (its markers)
         self._lock = threading.Lock()  # over the two maps
 
     def _path(self, attempt_id: str) -> Path:
@@ -102,6 +103,7 @@ class Journal:
         ids = {e.attempt_id for e in entries}
         with self._lock:
             self._batches[name] = ids
+            self._members[name] = list(ids)
             self._batch_of.update(dict.fromkeys(ids, name))
 
     def remove(self, attempt_id: str) -> None:
@@ -119,20 +121,14 @@ class Journal:
                     del self._batches[name]
                     last = True
         if last and name is not None:
-            self._drop_batch(name)
+            self._drop_batch(name, self._members.pop(name, []))
         self._path(attempt_id).unlink(missing_ok=True)
 
-    def _drop_batch(self, name: str) -> None:
+    def _drop_batch(self, name: str, ids: list[str]) -> None:
         """Remove a batch file whose attempts were all removed, then their markers."""
-        path = self.dir / name
-        try:
-            ids = [r.get("attempt_id") for r in json.loads(path.read_text())]
-        except (OSError, ValueError, AttributeError):
-            ids = []
-        path.unlink(missing_ok=True)
+        (self.dir / name).unlink(missing_ok=True)
         for aid in ids:
-            if isinstance(aid, str):
-                (self.dir / f"{aid}{DONE_SUFFIX}").unlink(missing_ok=True)
+            (self.dir / f"{aid}{DONE_SUFFIX}").unlink(missing_ok=True)
 
     def load(self) -> list[Entry]:
         """Every entry on disk, in attempt id order: an attempt's own file over its batch's
@@ -146,6 +142,7 @@ class Journal:
         done: set[str] = set()
         self._batches.clear()
         self._batch_of.clear()
+        self._members.clear()
         for p in sorted(self.dir.iterdir()):
             name = p.name
             if name.endswith(DONE_SUFFIX):
@@ -154,6 +151,7 @@ class Journal:
                 with contextlib.suppress(OSError, ValueError, TypeError):
                     members = [Entry(**r) for r in json.loads(p.read_text())]
                     self._batches[name] = {e.attempt_id for e in members}
+                    self._members[name] = [e.attempt_id for e in members]
                     for e in members:
                         self._batch_of[e.attempt_id] = name
                         batched[e.attempt_id] = e
