@@ -714,9 +714,10 @@ class Agent:
             self.progress_queued[e.attempt_id] = u
             self.pending.append(u)
 
-    def poll_once(self, changed: set[Handle] | None = None) -> None:
+    def poll_once(self, changed: set[Handle] | None = None) -> set[Handle]:
         """The backend's truth about every attempt held, or only those in `changed`, in one
-        call (`Backend.poll_many`)."""
+        call (`Backend.poll_many`). Returns the handles in `changed` that no attempt held here
+        has (yet: one whose start is under way on another thread), for the next tick."""
         with self.lock:
             held = [
                 (e, handle)
@@ -725,12 +726,14 @@ class Agent:
                 and (handle := self.handles.get(e.attempt_id)) is not None
                 and (changed is None or handle in changed)
             ]
+        missed = set() if changed is None else changed - {h for _, h in held}
         statuses = self.backend.poll_many([handle for _, handle in held])
         for (e, _), st in zip(held, statuses, strict=True):
             if st.state is State.QUEUED:  # waiting inside the backend: already INITIALIZING to us
                 continue
             self._queue(e, st)
             self._queue_progress(e, st)
+        return missed
 
     def _coalesce(self) -> None:
         """(Under the lock.) Drop the reports a final report queued behind them makes moot: an
@@ -928,16 +931,19 @@ class Agent:
         for t in threads:
             t.start()
         full_at = 0.0  # when every held attempt is read next (monotonic)
+        missed: set[Handle] = set()  # changed before the agent held their handle: once more
         while not self.stop.is_set():
             try:
                 # Each tick reads what the backend says changed (e.g. a runner's status.json
                 # replaced); every attempt only every FULL_POLL_S (a runner that died says
                 # nothing), or each tick when the backend cannot tell.
-                changed = self.backend.changed()
+                fresh = self.backend.changed()
+                changed = None if fresh is None else fresh | missed
                 if time.monotonic() >= full_at:
                     changed = None
                     full_at = time.monotonic() + FULL_POLL_S
-                self.poll_once(changed)
+                # A handle missed twice in a row is not carried again (its attempt is gone).
+                missed = self.poll_once(changed) - (missed - (fresh or set()))
                 self.flush()
                 self.remove_leftovers()
             except AgentError as exc:
