@@ -56,7 +56,8 @@ from cpnet.telemetry.metrics import AgentMetrics
 
 log = logging.getLogger("cpnet.agent")
 
-POLL_S = 0.1  # how often the backend's truth is read for held attempts
+POLL_S = 0.1  # how often the backend's truth is read for held attempts (those that changed)
+FULL_POLL_S = 1.0  # how often every held attempt is read, whatever the backend says changed
 LONG_POLL_S = 25.0  # how long the hub may hold an assignments request before answering
 MAX_BATCH = 500
 ACCEPT_THREADS = 4
@@ -440,22 +441,41 @@ class Agent:
     # ---- assignments ----
 
     def _accept(self, a: Assignment) -> None:
+        """Accept and start one assignment (what `assignment_loop` does for a whole reply)."""
+        for taken in self._take([a]):
+            self._launch(taken)
+
+    def _take(self, assignments: list[Assignment]) -> list[tuple[Entry, Job]]:
+        """Journal the assignments not seen before with one durable write for them all (before
+        the hub hears of them: a restart will find them) and hold them; their entries and jobs,
+        to start."""
+        taken: list[tuple[Entry, Job]] = []
         with self.lock:
-            if a.attempt_id in self.entries or a.attempt_id in self.ended:
-                return
-            job = Job(a.attempt_id, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
-            e = Entry(
-                a.attempt_id,
-                a.task_id,
-                a.pool_name,
-                job.to_dict(),
-                pool_id=a.pool_id,
-                trace_id=a.trace_id,
-            )
-            self.journal.save(e)  # before the hub hears of it: a restart will find it
-            self.entries[a.attempt_id] = e
-        self.metrics.accepted.inc()
-        log.info("attempt accepted on pool %s", a.pool_name, extra=self._ids(e))
+            seen: set[str] = set()
+            for a in assignments:
+                aid = a.attempt_id
+                if aid in self.entries or aid in self.ended or aid in seen:
+                    continue
+                seen.add(aid)
+                job = Job(aid, a.task_id, a.pool_name, a.spec, self.settings.work_dir)
+                e = Entry(
+                    aid,
+                    a.task_id,
+                    a.pool_name,
+                    job.to_dict(),
+                    pool_id=a.pool_id,
+                    trace_id=a.trace_id,
+                )
+                taken.append((e, job))
+            self.journal.save_batch([e for e, _ in taken])
+            for e, _ in taken:
+                self.entries[e.attempt_id] = e
+        self.metrics.accepted.inc(len(taken))
+        return taken
+
+    def _launch(self, taken: tuple[Entry, Job]) -> None:
+        e, job = taken
+        log.info("attempt accepted on pool %s", e.pool_name, extra=self._ids(e))
         self._start(e, job)
 
     def _reattach(self, e: Entry, text: str) -> None:
@@ -526,8 +546,9 @@ class Agent:
                     log.error("%s", exc)
                     self.stop.wait(2)
                 continue
-            # Accepting is mostly waiting on fsyncs and process start-up: overlap a few.
-            list(self.accepting.map(self._accept, got.assignments))
+            # One durable journal write for the whole reply, then the starts, which are mostly
+            # waiting (on secrets from the hub, on process start-up): overlap a few.
+            list(self.accepting.map(self._launch, self._take(got.assignments)))
             for aid in got.cancel:
                 self._cancel(aid)
             if not got.assignments and not got.cancel:
@@ -693,20 +714,53 @@ class Agent:
             self.progress_queued[e.attempt_id] = u
             self.pending.append(u)
 
-    def poll_once(self) -> None:
-        """The backend's truth about every attempt held, in one call (`Backend.poll_many`)."""
+    def poll_once(self, changed: set[Handle] | None = None) -> set[Handle]:
+        """The backend's truth about every attempt held, or only those in `changed`, in one
+        call (`Backend.poll_many`). Returns the handles in `changed` that no attempt held here
+        has (yet: one whose start is under way on another thread), for the next tick."""
         with self.lock:
             held = [
-                (e, self.handles[e.attempt_id])
+                (e, handle)
                 for e in self.entries.values()
-                if not e.done and e.attempt_id in self.handles
+                if not e.done
+                and (handle := self.handles.get(e.attempt_id)) is not None
+                and (changed is None or handle in changed)
             ]
+        missed = set() if changed is None else changed - {h for _, h in held}
         statuses = self.backend.poll_many([handle for _, handle in held])
         for (e, _), st in zip(held, statuses, strict=True):
             if st.state is State.QUEUED:  # waiting inside the backend: already INITIALIZING to us
                 continue
             self._queue(e, st)
             self._queue_progress(e, st)
+        return missed
+
+    def _coalesce(self) -> None:
+        """(Under the lock.) Drop the reports a final report queued behind them makes moot: an
+        attempt's RUNNING (or progress) report once the hub has, or is sent first, its
+        INITIALIZING — the hub takes INITIALIZING → an end directly, and the end carries the
+        times, logs and usage — so that an attempt seen starting and ending while the hub was
+        busy costs the hub two reports, not three."""
+        ending = {u.attempt_id for u in self.pending if u.state.terminal}
+        if not ending:
+            return
+        kept: deque[AttemptUpdate] = deque()
+        started: set[str] = set()  # attempts whose INITIALIZING is the hub's or goes first
+        for aid in ending:
+            e = self.entries.get(aid)
+            if e is not None and e.reported in (State.INITIALIZING.value, State.RUNNING.value):
+                started.add(aid)
+        for u in self.pending:
+            aid = u.attempt_id
+            if aid in ending and not u.state.terminal:
+                if u.state is State.INITIALIZING:
+                    started.add(aid)
+                elif aid in started:
+                    if self.progress_queued.get(aid) is u:
+                        del self.progress_queued[aid]
+                    continue
+            kept.append(u)
+        self.pending = kept
 
     def flush(self) -> None:
         """Send pending updates in order; keep them if the hub cannot take them now."""
@@ -715,6 +769,7 @@ class Agent:
             parts: list[str] = []
             size = 0
             with self.lock:
+                self._coalesce()
                 while self.pending and len(batch) < MAX_BATCH:
                     text = _json(self.pending[0])
                     if batch and size + len(text) > BATCH_BYTES:
@@ -875,9 +930,20 @@ class Agent:
             )
         for t in threads:
             t.start()
+        full_at = 0.0  # when every held attempt is read next (monotonic)
+        missed: set[Handle] = set()  # changed before the agent held their handle: once more
         while not self.stop.is_set():
             try:
-                self.poll_once()
+                # Each tick reads what the backend says changed (e.g. a runner's status.json
+                # replaced); every attempt only every FULL_POLL_S (a runner that died says
+                # nothing), or each tick when the backend cannot tell.
+                fresh = self.backend.changed()
+                changed = None if fresh is None else fresh | missed
+                if time.monotonic() >= full_at:
+                    changed = None
+                    full_at = time.monotonic() + FULL_POLL_S
+                # A handle missed twice in a row is not carried again (its attempt is gone).
+                missed = self.poll_once(changed) - (missed - (fresh or set()))
                 self.flush()
                 self.remove_leftovers()
             except AgentError as exc:

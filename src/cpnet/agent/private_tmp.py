@@ -181,6 +181,41 @@ def enter(source: Path, keep: Iterable[Path] = ()) -> None:
             raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def enter_here(source: Path, keep: Iterable[Path] = ()) -> int:
+    """`enter` in the calling thread (a mount namespace is a thread's, like its cwd): the
+    processes it starts from then on see `source` as /tmp, while the process's other threads
+    keep the host's. Returns an fd of the namespace it left, for `leave`; on failure it is back
+    there and raises OSError.
+
+    A runner calls this once per attempt, before its executors, instead of each executor
+    entering its own namespace in a ``preexec_fn``: one namespace per attempt rather than per
+    executor, and executors can then be started by vfork."""
+    home = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        enter(source, keep)
+    except OSError:
+        with contextlib.suppress(OSError):
+            leave(home)
+        raise
+    except BaseException:
+        os.close(home)
+        raise
+    return home
+
+
+def leave(home: int) -> None:
+    """Return the calling thread to the mount namespace `enter_here` left (and close `home`).
+    The kernel refuses (OSError) while another thread shares this thread's filesystem context,
+    i.e. one started since `enter_here` is still alive."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(home, CLONE_NEWNS) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns back to the host's mount namespace: {os.strerror(err)}")
+    finally:
+        os.close(home)
+
+
 def probe(source: Path) -> str | None:
     """Try `enter` in a throwaway child; None when it works, else why not."""
     return hostinfo.allowed(lambda: enter(source), "unshare/mount")

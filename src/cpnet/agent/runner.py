@@ -41,6 +41,7 @@ from cpnet.tasks.states import State
 
 TYPE_CHECKING = False  # not typing's: typing is for type checkers only here, and costs startup
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import IO, Any
 
 JOB_FILE = "job.json"
@@ -107,6 +108,46 @@ def _child_setup(
             resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
 
     return setup
+
+
+LEND_MARGIN_BYTES = 128 * MIB  # address space this process keeps free while it lends a limit
+
+
+def _can_lend_limit(limit: int) -> bool:
+    """Whether an executor may get RLIMIT_AS `limit` through `_lent_limit` instead of a
+    ``preexec_fn``: while this process's own address space is well below `limit` (it runs
+    under that soft limit for the moment the executor is started) and its hard limit allows
+    it."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return False
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    return size + LEND_MARGIN_BYTES < limit and (hard == resource.RLIM_INFINITY or limit <= hard)
+
+
+@contextlib.contextmanager
+def _lent_limit(limit: int | None) -> Iterator[list[int]]:
+    """Start an executor under RLIMIT_AS `limit` without a ``preexec_fn`` (which would force a
+    full fork of this process where vfork does): this process holds `limit` as its soft limit
+    while the executor is started, so the executor inherits it through vfork and exec and is
+    under it from its first instruction; this process's soft limit is set back at once, and the
+    executor's hard limit is lowered to `limit` too (`prlimit`, given its pid in the yielded
+    list), as a ``preexec_fn`` would have set it."""
+    pid: list[int] = []
+    if limit is None:
+        yield pid
+        return
+    home = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, home[1]))
+    try:
+        yield pid
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, home)
+        if pid:
+            with contextlib.suppress(OSError):  # it exited already
+                resource.prlimit(pid[0], resource.RLIMIT_AS, (limit, limit))
 
 
 def probe_cpu_affinity(cpus: list[int]) -> str | None:
@@ -303,6 +344,11 @@ class Runner:
         self.mounts = containers.Mounts()  # task directories bound into containers
         self.keep: tuple[Path, ...] = ()  # host dirs under /tmp still seen in a private /tmp
         self.mount_points: list[Path] = []  # directories made in tmp_dir to bind `keep` on
+        # Set up once per attempt on the main thread, which starts the executors (`isolate`):
+        # the host's mount namespace it left (an fd), and the CPU affinity it had.
+        self.ns_home: int | None = None
+        self.affinity_home: set[int] | None = None
+        self.stuck: str | None = None  # why this process cannot run another attempt (warm)
 
     # -- recording --
 
@@ -513,8 +559,10 @@ class Runner:
             self.save()
 
         try:
+            self.isolate()
             ended = self.run_executors(spec, ids)
         finally:
+            self.unisolate()  # first: the mount points are busy inside the namespace
             private_tmp.remove_mount_points(self.mount_points)
         if ended:
             return
@@ -573,6 +621,46 @@ class Runner:
                 executors[i] = dataclasses.replace(ex, env={**ex.env, **got})
                 self.secret_values.extend(str(v) for v in got.values())
         return dataclasses.replace(spec, executors=executors)
+
+    def isolate(self) -> None:
+        """Once per attempt, before its executors: the main thread (which starts them) enters
+        the attempt's private /tmp and takes its CPUs, so that each executor inherits both and
+        needs no ``preexec_fn`` for them. Entering a mount namespace per executor cost an
+        unshare, the binds and a namespace teardown each, and a ``preexec_fn`` forces a full
+        fork of the runner where vfork would do (cpnet issue 15). What cannot be done here
+        falls back to the per-executor ``preexec_fn`` (`_child_setup`)."""
+        if self.private_tmp is not None:
+            try:
+                self.ns_home = private_tmp.enter_here(self.private_tmp, self.keep)
+            except OSError as exc:
+                # As when an executor's mount failed after the probe worked (`execute`).
+                self.private_tmp = None
+                self.log(f"/tmp: private /tmp failed ({exc}); TMPDIR for this attempt")
+        if self.cpus is not None:
+            with contextlib.suppress(OSError):  # else each executor pins itself
+                home = os.sched_getaffinity(0)
+                os.sched_setaffinity(0, self.cpus)
+                self.affinity_home = home
+
+    def unisolate(self) -> None:
+        """Undo `isolate` (the main thread back in the host's mount namespace and on its own
+        CPUs), before stage-out and before a warm worker's next attempt."""
+        if self.affinity_home is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self.affinity_home)
+            self.affinity_home = None
+        if self.ns_home is None:
+            return
+        home, self.ns_home = self.ns_home, None
+        timer = self.kill_timer
+        if timer is not None:  # started inside: it shares this thread's filesystem context
+            timer.cancel()
+            timer.join(1.0)
+        try:
+            private_tmp.leave(home)
+        except OSError as exc:
+            self.stuck = f"still in the attempt's mount namespace: {exc}"
+            self.log(f"/tmp: cannot leave the private /tmp: {exc}")
 
     def run_executors(self, spec: JobSpec, ids: dict[str, str]) -> bool:
         """Run the executors in order; True when the attempt ended (finished) on the way."""
@@ -752,7 +840,7 @@ class Runner:
             try:
                 proc = self.popen(ex, ids, cwd, stdin, stdout, stderr, as_limit)
             except subprocess.SubprocessError:  # the private /tmp failed after the probe worked
-                if self.private_tmp is None:
+                if self.private_tmp is None or self.ns_home is not None:
                     raise
                 self.private_tmp = None
                 self.log(f"/tmp: private tmpfs failed for executor {i}; TMPDIR from now on")
@@ -826,17 +914,25 @@ class Runner:
                 env={**inside, **ex.env},
             )
             env = {**env, "PATH": os.environ.get("PATH", DEFAULT_PATH)}
-        return subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            process_group=0,  # its own group: cancel kills it and everything it forks
-            close_fds=True,
-            preexec_fn=_child_setup(self.private_tmp, as_limit, self.cpus, self.keep),
-        )
+        # What `isolate` did on this thread, the executor inherits.
+        tmp = None if self.ns_home is not None else self.private_tmp
+        cpus = None if self.affinity_home is not None else self.cpus
+        inherit_limit = as_limit is not None and _can_lend_limit(as_limit)
+        setup = _child_setup(tmp, None if inherit_limit else as_limit, cpus, self.keep)
+        with _lent_limit(as_limit if inherit_limit else None) as started:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                process_group=0,  # its own group: cancel kills it and everything it forks
+                close_fds=True,
+                preexec_fn=setup,
+            )
+            started.append(proc.pid)
+        return proc
 
     def reap_leftovers(self) -> None:
         """Kill and reap every remaining descendant (ours as subreaper), within a bound."""

@@ -211,6 +211,8 @@ class Worker:
         record = runner.read_status(r.work_dir)
         if record is None or not runner.State(record["state"]).terminal:
             return "the attempt ended without a final state"
+        if r.stuck is not None:
+            return r.stuck
         for t in threading.enumerate():
             if t is not threading.current_thread():
                 t.join(THREAD_JOIN_S)  # a canceled kill timer, a fence watch: ending

@@ -301,3 +301,48 @@ def test_refused_affinity_is_reported() -> None:
     assert probe_cpu_affinity(USABLE) is None
     why = probe_cpu_affinity([4095])  # no such CPU: EINVAL
     assert why is not None and why.startswith("sched_setaffinity refused")
+
+
+def test_executor_limit_is_hard_as_well_as_soft(make_backend) -> None:
+    # The limit is lent to the executor through vfork (cpnet issue 15), no longer set in a
+    # preexec_fn: it must still be its hard limit too, so that it cannot raise it itself.
+    backend = make_backend(pools=[small_pool()])
+    script = (
+        "import resource; soft, hard = resource.getrlimit(resource.RLIMIT_AS); "
+        "print(soft, hard); resource.setrlimit(resource.RLIMIT_AS, (hard + 1, hard + 1))"
+    )
+    spec = {"executors": [{"command": [sys.executable, "-c", script]}], "resources": {"ram_gb": 1}}
+    status = wait_final(backend, backend.submit(job(spec, "hard", "p2")))
+    want = address_space_limit(1)
+    assert status.executor_logs[0].stdout.split() == [str(want), str(want)]
+    assert status.state is State.EXECUTOR_ERROR  # raising it was refused
+    assert "not allowed to raise maximum limit" in status.executor_logs[0].stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or probe_private_tmp(Path("/var/tmp")) is not None,
+    reason="no private /tmp here",
+)
+def test_an_attempts_executors_share_one_mount_namespace_the_runner_leaves(
+    outside_tmp: Path,
+) -> None:
+    # The namespace is entered once per attempt by the runner's main thread (cpnet issue 15):
+    # every executor of the attempt is in the same one, which is not the host's, and stage-out
+    # runs back in the host's (an output under the host's /tmp is written there).
+    backend = make_outside(outside_tmp)
+    host_ns = os.readlink("/proc/self/ns/mnt")
+    out = outside_tmp / "out.txt"
+    spec = {
+        "executors": [
+            {"command": ["sh", "-c", "readlink /proc/self/ns/mnt; echo one > /tmp/x"]},
+            {"command": ["sh", "-c", "readlink /proc/self/ns/mnt; cat /tmp/x"]},
+        ],
+        "outputs": [{"path": "/tmp/x", "url": f"file://{out}"}],
+    }
+    status = wait_final(backend, backend.submit(job(spec, "ns", "p")))
+    assert status.state is State.COMPLETE, status.reason
+    first, second = (log.stdout.split("\n") for log in status.executor_logs)
+    assert first[0] == second[0] != host_ns
+    assert second[1] == "one"
+    assert out.read_text() == "one\n"
+    assert not os.path.exists("/tmp/x")

@@ -454,3 +454,32 @@ def test_discover_describes_this_machine(backend: LocalBackend) -> None:
     assert BACKENDS["local"] is LocalBackend is get_backend("local")
     with pytest.raises(BackendError, match=r"known: (\w+, )*local\b"):
         get_backend("nope")
+
+
+def test_changed_names_the_attempts_whose_runner_wrote_a_status(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    # The agent reads the status of these only (cpnet issue 15), so every state a runner
+    # records must show up here: its start, each executor, its end.
+    assert backend.changed() == set()
+    gate = tmp_path / "gate"
+    waiting = backend.submit(job({"executors": [{"command": gate_command(gate)}]}, "waits"))
+    quick = backend.submit(job({"executors": [{"command": ["true"]}]}, "quick"))
+    seen: set[Handle] = set()
+
+    def quick_final_seen() -> bool:
+        got = backend.changed()
+        assert got is not None
+        seen.update(got)
+        return quick in got and backend.poll(quick).final
+
+    wait_for(quick_final_seen, what="quick's final status reported as a change")
+    assert waiting in seen  # it started (its runner wrote INITIALIZING, then RUNNING)
+    assert backend.changed() == set()  # nothing new since
+    gate.touch()
+    wait_for(lambda: waiting in (backend.changed() or ()), what="waits' end as a change")
+    assert backend.poll(waiting).state is State.COMPLETE
+    backend.forget(quick)  # no longer watched
+    os.replace(quick.work_dir / "status.json", quick.work_dir / "x")
+    os.replace(quick.work_dir / "x", quick.work_dir / "status.json")
+    assert backend.changed() == set()

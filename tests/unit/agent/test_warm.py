@@ -101,6 +101,11 @@ def test_usage_and_tmp_are_per_attempt(make_backend) -> None:
         assert "mine" in first.executor_logs[1].stdout.split()  # its /tmp held its file
         assert "mine" not in out  # a private /tmp per attempt
         assert any("/tmp: private" in line for line in second.system_logs)
+    # The worker entered each attempt's namespace and CPUs on its own main thread, once per
+    # attempt, and is back in the host's namespace and on its own CPUs between attempts.
+    (worker,) = wait_for(lambda: backend.idle_warm_worker_pids, what="the worker idle again")
+    assert os.readlink(f"/proc/{worker}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+    assert os.sched_getaffinity(worker) == os.sched_getaffinity(0)
 
 
 def test_cancel_kills_the_attempts_tree_and_the_worker_goes_on(make_backend) -> None:

@@ -274,6 +274,14 @@ class Backend(abc.ABC):
         all from that one answer; by default, each is polled."""
         return [self.poll(h) for h in handles]
 
+    def changed(self) -> set[Handle] | None:
+        """The attempts whose state may have changed since the last call, without waiting, for
+        a backend that is told of changes (the local backend: inotify on the runners' status
+        files); None when it cannot tell, and the agent then polls every attempt it holds (the
+        default: Slurm, Ray and Kubernetes are asked). The agent still polls everything now and
+        then (`FULL_POLL_S` in agent/main.py), for what no event tells: a runner that died."""
+        return None
+
     @abc.abstractmethod
     def cancel(self, handle: Handle) -> None:
         """Ask the attempt to stop; idempotent, and a no-op once it is final."""

@@ -70,6 +70,7 @@ from cpnet.agent.backends.runner_job import (
     staging_settings,
 )
 from cpnet.agent.backends.workdir import mtime, status_from_record
+from cpnet.agent.inotify import Watcher
 from cpnet.agent.runner import (
     ASSIGN_FILE,
     CANCEL_FILE,
@@ -113,6 +114,7 @@ class _Tracked:
     popen: subprocess.Popen[bytes] | None = None  # set when this instance spawned it
     gpus: tuple[int, ...] = ()  # GPU indices assigned at start (held until final)
     cpus: tuple[int, ...] = ()  # CPU ids assigned at start (held until final)
+    seen: dict[str, Any] | None = None  # status.json as `_refresh` just read it, for `_status`
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,12 @@ class LocalBackend(Backend):
             size = min(WARM_WORKERS_MAX, len(os.sched_getaffinity(0)))
         self.warm_size = size
         self.staging_env = staging_env(self.options, config.hub_token)
+        # Told when a runner replaces an attempt's status.json (`changed`); None: not on this
+        # kernel, then the agent reads every attempt's status every tick.
+        self._watcher: Watcher | None = None
+        with contextlib.suppress(OSError, AttributeError):
+            self._watcher = Watcher((STATUS_FILE,))
+        self._unwatched: set[str] = set()  # attempts the kernel would not watch: always polled
         self._adopt_all()
 
     @property
@@ -246,6 +254,9 @@ class LocalBackend(Backend):
             workers, self._workers = self._workers, []
             for w in workers:
                 w.close()
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher.close()
 
     # ---- pools ---------------------------------------------------------------------------------
 
@@ -323,7 +334,9 @@ class LocalBackend(Backend):
             data["runner"] = self._runner_settings(job.spec)
             try:
                 work_dir.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(work_dir / JOB_FILE, data)
+                # Its data fsynced, not the rename: after a crash of the machine the name holds
+                # the whole job or nothing, and the agent's journal (durable) submits it again.
+                write_json_atomic(work_dir / JOB_FILE, data, sync_dir=False)
             except OSError as exc:
                 raise BackendError(f"cannot create the work dir {work_dir}: {exc}") from exc
             self._adopt(work_dir, job)  # tracked from the job in hand, not read back
@@ -343,6 +356,21 @@ class LocalBackend(Backend):
             staging=staging_settings(o, self.config.hub_url),
             images=self.images.to_runner(),
         )
+
+    def changed(self) -> set[Handle] | None:
+        """The attempts whose status.json was replaced since the last call (inotify), and those
+        that could not be watched; None when that cannot be told (see `Backend.changed`)."""
+        with self._lock:
+            if self._watcher is None:
+                return None
+            keys = self._watcher.changed()
+            if keys is None:
+                return None
+            return {Handle(Path(k)) for k in keys | self._unwatched}
+
+    def _watch(self, key: str, work_dir: Path) -> None:
+        if self._watcher is not None and not self._watcher.add(key, work_dir):
+            self._unwatched.add(key)
 
     def poll(self, handle: Handle) -> JobStatus:
         """The attempt's state from its status file and its runner's liveness."""
@@ -419,6 +447,9 @@ class LocalBackend(Backend):
             if not t.final:
                 raise BackendError(f"attempt {work_dir.name} is not final; cancel it first")
             self._jobs.pop(key, None)
+            self._unwatched.discard(key)
+            if self._watcher is not None:
+                self._watcher.remove(key)
             timer = self._escalations.pop(key, None)
             if timer is not None:
                 timer.cancel()
@@ -466,6 +497,7 @@ class LocalBackend(Backend):
         if new is not None:
             t = _Tracked(work_dir, new.pool_name, PoolCapacity.of(new.spec), started=False)
             self._jobs[key] = t
+            self._watch(key, work_dir)  # before its runner starts: no change goes unseen
             return self._enqueue(key, t, new)
         try:
             job = Job.from_dict(_read_json(work_dir / JOB_FILE))
@@ -481,6 +513,7 @@ class LocalBackend(Backend):
         t = _Tracked(work_dir, job.pool_name, PoolCapacity.of(job.spec), started=False)
         t.gpus, t.cpus = _assigned(work_dir, "gpus"), _assigned(work_dir, "cpus")
         self._jobs[key] = t
+        self._watch(key, work_dir)
         if _final_on_disk(work_dir):
             t.started = t.final = True
             return t
@@ -508,21 +541,27 @@ class LocalBackend(Backend):
         return t
 
     def _refresh(self, key: str, t: _Tracked) -> None:
-        """Mark the attempt final when its runner recorded a final state or is gone."""
+        """Mark the attempt final when its runner recorded a final state or is gone. The record
+        it read is kept in `t.seen` for `_status` (one read of status.json per poll)."""
+        t.seen = None
         if t.final or not t.started:
             return
         if t.popen is not None:
             t.popen.poll()  # reap our child so that it does not linger as a zombie
-        if _final_on_disk(t.work_dir):
+        record = read_status(t.work_dir)
+        if record is not None and State(record["state"]).terminal:
             t.final = True
+            t.seen = record
             return
         pid, ticks = self._runner_pid(t.work_dir)
         if pid is None:
             age = time.time() - mtime(t.work_dir / RUNNER_PID)
             if age < SPAWN_TIMEOUT_S:
+                t.seen = record
                 return  # being spawned right now
         elif hostinfo.alive(pid, ticks):
-            if not self._stuck_warm(t.work_dir):
+            if record is not None or not self._stuck_warm(t.work_dir):
+                t.seen = record
                 return
             log.warning(
                 "attempt %s: warm worker %d never picked it up: killed", t.work_dir.name, pid
@@ -833,6 +872,7 @@ class LocalBackend(Backend):
                 record.setdefault("system_logs", []).append(f"{RUNNER_LOG}: {text}")
         write_json_atomic(t.work_dir / STATUS_FILE, record)
         t.final = True
+        t.seen = None
 
     def _status(self, key: str, t: _Tracked) -> JobStatus:
         if not t.started and not t.final:
@@ -841,7 +881,9 @@ class LocalBackend(Backend):
             return JobStatus(
                 State.QUEUED, f"waiting for capacity on pool {t.pool!r} ({ahead} ahead)"
             )
-        record = read_status(t.work_dir)
+        record, t.seen = t.seen, None
+        if record is None:
+            record = read_status(t.work_dir)
         if record is None:
             return JobStatus(State.INITIALIZING, "runner starting")
         return status_from_record(record)
