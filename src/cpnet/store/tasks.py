@@ -640,44 +640,15 @@ def place(
         # capacity back in this same transaction and leave the task alone.
         _unreserve(s, pool_id, demand)
         return None
-    if isinstance(task, Task):  # the row holds these now: set as loaded, not as changes
-        set_committed_value(task, "attempts", n)
-        set_committed_value(task, "pool_id", pool_id)
-    else:
-        task.attempts, task.pool_id = n, pool_id
     attempt_id = new_id("att")
+    placement = Placement(task, pool_id, site_id, demand, why, price)
     conn.execute(
-        _INSERT_ATTEMPT,
-        {
-            "id": attempt_id,
-            "task_id": task.id,
-            "n": n,
-            "pool_id": pool_id,
-            "site_id": site_id,
-            "state": State.QUEUED.value,
-            "delivered_at": None,
-            "cancel_requested": False,
-            "released": False,
-            "demand": asdict(demand),  # what was reserved, given back as it was when it ends
-            "price": price,
-            "created_at": now,
-            "executor_logs": [],
-            "outputs": [],
-            "system_logs": [],
-            "lease_id": lease_id,
-        },
+        _INSERT_ATTEMPT, {**_attempt_row(attempt_id, placement, now), "lease_id": lease_id}
     )
     _event(
         s, task.id, now, State.QUEUED.value, State.QUEUED.value, f"placed on {pool_id}: {why}", n
     )
-    audit.append(
-        s,
-        "task.placed",
-        now,
-        org_id=task.org_id,
-        object_id=task.id,
-        detail={"attempt_id": attempt_id, "pool_id": pool_id, "site_id": site_id, "n": n},
-    )
+    _placed(s, task, pool_id, site_id, attempt_id, now)
     return attempt_id
 
 

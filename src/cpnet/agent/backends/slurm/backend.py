@@ -205,6 +205,7 @@ class SlurmBackend(ClusterBackend):
         nodes = _positive_int(r.backend_parameters, "nodes")
         per_node = _positive_int(r.backend_parameters, "ntasks_per_node")
         ntasks = None
+        cpus_per_task = cpus
         widest = self._node_cpus.get(job.pool_name, 0)
         if per_node is not None:
             # Slurm tasks (MPI ranks) on each node: the task's CPUs are shared among them all,
@@ -217,35 +218,24 @@ class SlurmBackend(ClusterBackend):
                     f"{ntasks} tasks, more than the {cpus} cpu_cores asked: ask for at least "
                     f"{ntasks} cpu_cores (one per task)"
                 )
+            cpus_per_task = cpus // ntasks
             mem_mb = math.ceil(mem_mb / nodes) if mem_mb else None
-            return SlurmJobRequest(
-                name=job_name,
-                partition=job.pool_name,
-                work_dir=work_dir,
-                output=work_dir / SLURM_OUT,
-                cpus_per_task=cpus // ntasks,
-                mem_mb=mem_mb,
-                gres=gres,
-                nodes=nodes,
-                ntasks=ntasks,
-                ntasks_per_node=per_node,
-                time_min=self._time_limit_min(job),
-            )
-        if nodes is None and r.gpus == 0 and widest and cpus > widest:
+        elif nodes is None and r.gpus == 0 and widest and cpus > widest:
             # More CPUs than any one node has (the pool's total allowed it): spread them, one
             # task per CPU on as few nodes as can hold them; --mem is per node.
-            nodes, ntasks = math.ceil(cpus / widest), cpus
+            nodes, ntasks, cpus_per_task = math.ceil(cpus / widest), cpus, 1
             mem_mb = math.ceil(mem_mb / nodes) if mem_mb else None
         return SlurmJobRequest(
             name=job_name,
             partition=job.pool_name,
             work_dir=work_dir,
             output=work_dir / SLURM_OUT,
-            cpus_per_task=1 if ntasks else cpus,
+            cpus_per_task=cpus_per_task,
             mem_mb=mem_mb,
             gres=gres,
             nodes=nodes,
             ntasks=ntasks,
+            ntasks_per_node=per_node,
             time_min=self._time_limit_min(job),
         )
 
