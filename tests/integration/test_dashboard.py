@@ -193,6 +193,13 @@ def test_dashboard_in_a_browser(tmp_path: Path, scored_hub: HubProc, agents, bro
     page.wait_for_selector("[data-testid=balance]")
     assert page.locator("[data-testid=bill-row]").count() == len(bill["lines"])
     assert page.locator("[data-testid=ledger-check]").count() == 0  # the operator's only
+    # The balance as the API has it, written as people read it (thousands grouped).
+    acc = httpx.get(
+        f"{hub.url}/v1/accounts/{world.org_id}",
+        headers={"authorization": f"Bearer {world.user_token}"},
+    ).json()
+    shown = f"{acc['balance'] / 10 ** acc['minor_digits']:,.{acc['minor_digits']}f}"
+    assert page.inner_text("[data-testid=balance]") == f"{shown} {acc['currency']}"
     page.screenshot(path=str(shots / "account.png"), full_page=True)
 
     # Providers: each pool's reputation with the figures it was made of, as the API has them.

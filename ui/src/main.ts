@@ -425,8 +425,13 @@ interface Bill {
   held_now: number;
 }
 
+/** An amount in minor units as people read it: grouped thousands, the currency's decimals. */
 function money(minor: number, digits: number, currency: string): string {
-  return `${(minor / 10 ** digits).toFixed(digits)} ${currency}`;
+  const amount = (minor / 10 ** digits).toLocaleString("en-US", {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+  return `${amount} ${currency}`;
 }
 
 function month(): string {
