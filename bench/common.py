@@ -10,6 +10,7 @@ the agent protocol is spoken only where an agent would speak it (registration).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -273,6 +274,29 @@ def trap_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _raise)
+
+
+def standalone(
+    script: str,
+    doc: str,
+    add_args: Callable[[argparse.ArgumentParser], None],
+    params: Callable[[argparse.Namespace, str], Any],
+    run: Callable[[Any], Path],
+    quick: str,
+    argv: list[str] | None,
+) -> int:
+    """One benchmark run on its own (``python bench/NAME.py …``, beside ``bench/run.py NAME``):
+    parse its options and ``--quick`` (``quick`` says what it shrinks to), stop cleanly on
+    SIGTERM, run it, print its table."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_args(ap)
+    ap.add_argument("--quick", action="store_true", help=quick)
+    args = ap.parse_args(argv)
+    trap_sigterm()
+    cmd = " ".join([f"bench/{script}", *(argv if argv is not None else sys.argv[1:])])
+    path = run(params(args, cmd))
+    print(path.read_text())
+    return 0
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:

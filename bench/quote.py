@@ -37,7 +37,6 @@ from common import (
     Procs,
     Section,
     changed_note,
-    console,
     cpu_seconds,
     machine,
     make_world,
@@ -45,7 +44,7 @@ from common import (
     percentile,
     progress,
     source_digest,
-    trap_sigterm,
+    standalone,
     write_report,
 )
 
@@ -347,15 +346,9 @@ def params(args: argparse.Namespace, command: str) -> Params:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_args(ap)
-    ap.add_argument("--quick", action="store_true", help="1000 pools, 5 calls per row")
-    args = ap.parse_args(argv)
-    trap_sigterm()
-    cmd = " ".join(["bench/quote.py", *(argv if argv is not None else sys.argv[1:])])
-    path = run(params(args, cmd))
-    console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
-    return 0
+    return standalone(
+        "quote.py", __doc__, add_args, params, run, "1000 pools, 5 calls per row", argv
+    )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ from common import (
     percentile,
     progress,
     ratio,
-    trap_sigterm,
+    standalone,
     wait_until,
     write_report,
 )
@@ -605,15 +605,7 @@ def params(args: argparse.Namespace, command: str) -> Params:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_args(ap)
-    ap.add_argument("--quick", action="store_true", help="3 s per run")
-    args = ap.parse_args(argv)
-    trap_sigterm()
-    cmd = " ".join(["bench/resolve.py", *(argv if argv is not None else sys.argv[1:])])
-    path = run(params(args, cmd))
-    print(path.read_text())
-    return 0
+    return standalone("resolve.py", __doc__, add_args, params, run, "3 s per run", argv)
 
 
 if __name__ == "__main__":

@@ -285,6 +285,22 @@ def run_doc_block(
             subprocess.run(["pkill", "-f", pattern], check=False)
 
 
+def agent_settings(hub: HubProc, world: World, name: str, work_dir: Path, cores: float = 2):
+    """Settings of site `name`'s agent run in this process (``Agent(settings)``): one pool
+    `cpu` of `cores`, a 0.5 s heartbeat, no measurement on join."""
+    from cpnet.agent.settings import AgentSettings
+    from cpnet.registry.model import PoolDescriptor
+
+    return AgentSettings(
+        hub_url=hub.url,
+        token=world.site_tokens[name],
+        work_dir=work_dir,
+        pools=[PoolDescriptor.model_validate(pool("cpu", cores=cores))],
+        heartbeat_interval_s=0.5,
+        measure_on_join=False,
+    )
+
+
 def start_agent(hub: HubProc, agents: list, tmp_path: Path, world: World, name: str, pools: list):
     """Start the agent of site `name` of `world` with `pools`; `agents` stops it afterwards."""
     a = AgentProc(hub, world.site_tokens[name], tmp_path / f"agent-{name}", pools)

@@ -11,24 +11,15 @@ import pytest
 
 from cpnet.agent.backends.base import JobStatus
 from cpnet.agent.main import Agent
-from cpnet.agent.settings import AgentSettings
-from cpnet.registry.model import PoolDescriptor
 from cpnet.tasks.states import State
-from tests.integration.procs import HubProc, make_world, pool, wait_until
+from tests.integration.procs import HubProc, agent_settings, make_world, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def test_running_is_dropped_when_the_end_is_queued_behind_it(hub: HubProc, tmp_path: Path) -> None:
     world = make_world(hub, {"a": ("general", "440100")})
-    settings = AgentSettings(
-        hub_url=hub.url,
-        token=world.site_tokens["a"],
-        work_dir=tmp_path / "agent",
-        pools=[PoolDescriptor.model_validate(pool("cpu", cores=2))],
-        heartbeat_interval_s=0.5,
-        measure_on_join=False,
-    )
+    settings = agent_settings(hub, world, "a", tmp_path / "agent")
     agent = Agent(settings)
     try:
         agent.join()

@@ -17,25 +17,23 @@ import httpx
 import pytest
 
 from cpnet.agent.main import Agent
-from cpnet.agent.settings import AgentSettings
-from cpnet.registry.model import PoolDescriptor
 from cpnet.tasks.model import Assignment, TaskSpec
 from cpnet.tasks.states import State
-from tests.integration.procs import HubProc, make_world, pool, start_agent, wait_until
+from tests.integration.procs import (
+    HubProc,
+    agent_settings,
+    make_world,
+    pool,
+    start_agent,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def test_late_redelivery_of_an_ended_attempt_is_ignored(hub: HubProc, tmp_path: Path) -> None:
     world = make_world(hub, {"a": ("general", "440100")})
-    settings = AgentSettings(
-        hub_url=hub.url,
-        token=world.site_tokens["a"],
-        work_dir=tmp_path / "agent",
-        pools=[PoolDescriptor.model_validate(pool("cpu", cores=2))],
-        heartbeat_interval_s=0.5,
-        measure_on_join=False,
-    )
+    settings = agent_settings(hub, world, "a", tmp_path / "agent")
     agent = Agent(settings)
     runner = threading.Thread(target=agent.run, daemon=True)
     runner.start()
